@@ -1,0 +1,125 @@
+//! The seam between the training loop and the hardware.
+//!
+//! Both backends hold the same things (the images, index lists, the parameters, scratch
+//! activations) and run the same operations with the same names: `matmul`, `activation`,
+//! `softmax`, `output_grad`, `activation_grad`, `sum_columns`, `sgd_update` (see `cpu::ops`
+//! and `shaders/`). The training loop only sees this trait.
+
+use crate::error::{config, Result};
+use crate::model::Model;
+
+/// All images a run touches (the training file's, then the test file's), as bytes, with labels.
+/// Index lists select from it, so nothing is copied per batch.
+#[derive(Debug, Clone, Default)]
+pub struct ImagePool {
+    /// n × 784 bytes, one image after another.
+    pub images: Vec<u8>,
+    /// n labels, 0..=9.
+    pub labels: Vec<u8>,
+}
+
+/// The three index lists a backend holds, each a list of positions in the `ImagePool`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum List {
+    /// The training samples, in this epoch's order.
+    Train,
+    Dev,
+    Test,
+}
+
+/// How long each list is; fixed when a backend is built.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ListSizes {
+    pub train: usize,
+    pub dev: usize,
+    pub test: usize,
+}
+
+impl ListSizes {
+    pub fn len(&self, list: List) -> usize {
+        match list {
+            List::Train => self.train,
+            List::Dev => self.dev,
+            List::Test => self.test,
+        }
+    }
+
+    /// Where each list starts when the three are stored one after another.
+    pub fn offset(&self, list: List) -> usize {
+        match list {
+            List::Train => 0,
+            List::Dev => self.train,
+            List::Test => self.train + self.dev,
+        }
+    }
+
+    pub fn total(&self) -> usize {
+        self.train + self.dev + self.test
+    }
+}
+
+/// Loss and accuracy of the most recent training batch, measured in its forward pass
+/// (before that step's update).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BatchStats {
+    pub loss: f64,
+    pub accuracy: f64,
+}
+
+pub trait Backend {
+    /// What runs the math: "cpu", or the GPU adapter's name and type.
+    fn device_name(&self) -> String;
+
+    /// Stores an index list (positions in the image pool). `List::Train` is set again every
+    /// epoch with a new order; its length must match `ListSizes`.
+    fn set_list(&mut self, list: List, indices: &[u32]) -> Result<()>;
+
+    /// One step of gradient descent on the training samples at positions
+    /// `start .. start + len` of the train list: forward, backward, `W -= α·dW`, `b -= α·db`.
+    fn train_step(&mut self, start: usize, len: usize, alpha: f32) -> Result<()>;
+
+    /// Loss and accuracy of the last `train_step`'s batch.
+    fn batch_stats(&mut self) -> Result<BatchStats>;
+
+    /// The output layer's logits `Z[L]: (10, n)` for every sample of a list, column-major.
+    fn logits(&mut self, list: List) -> Result<Vec<f32>>;
+
+    /// The current weights and biases.
+    fn model(&mut self) -> Result<Model>;
+}
+
+/// Most samples a backend evaluates in one forward pass, when that is more than a training batch.
+const EVAL_CHUNK: usize = 4096;
+
+/// How many samples a backend's scratch space holds: the largest training batch, or an
+/// evaluation chunk if that is larger, so that evaluating a list takes few passes.
+pub fn forward_capacity(train_batch: usize, sizes: ListSizes) -> usize {
+    train_batch.max(EVAL_CHUNK.min(sizes.dev.max(sizes.test))).max(1)
+}
+
+/// An index list must have the length it was built with and point inside the pool.
+pub fn check_list(sizes: &ListSizes, list: List, indices: &[u32], pool_len: usize) -> Result<()> {
+    if indices.len() != sizes.len(list) {
+        return config(format!(
+            "{list:?} list has {} indices, expected {}",
+            indices.len(),
+            sizes.len(list)
+        ));
+    }
+    if let Some(&bad) = indices.iter().find(|&&i| i as usize >= pool_len) {
+        return config(format!("{list:?} list refers to image {bad}, but there are only {pool_len}"));
+    }
+    Ok(())
+}
+
+/// A batch must lie inside the train list and fit the scratch space.
+pub fn check_batch(sizes: &ListSizes, capacity: usize, start: usize, len: usize) -> Result<()> {
+    if len == 0 || len > capacity || start + len > sizes.train {
+        return config(format!(
+            "batch {start}..{} does not fit (train list {}, largest batch {capacity})",
+            start + len,
+            sizes.train
+        ));
+    }
+    Ok(())
+}

@@ -1,0 +1,190 @@
+//! The CPU backend: the training step written with the twins in `ops`, one call per kernel,
+//! in the same order the GPU backend records them.
+
+pub mod ops;
+
+use std::sync::Arc;
+
+use crate::backend::{check_batch, check_list, forward_capacity, Backend, BatchStats, ImagePool, List, ListSizes};
+use crate::data::{CLASSES, PIXELS};
+use crate::error::{config, Result};
+use crate::model::Model;
+use ops::{Act, Mat, MatMut};
+
+pub struct CpuBackend {
+    pool: Arc<ImagePool>,
+    sizes: ListSizes,
+    /// The three index lists one after another: train (this epoch's order), dev, test.
+    indices: Vec<u32>,
+    model: Model,
+    /// The most samples one forward pass holds; longer lists are evaluated in chunks.
+    capacity: usize,
+    // Scratch, allocated once. Per layer l: Z[l], A[l], dZ[l]: (units, capacity), column-major.
+    x: Vec<f32>,
+    z: Vec<Vec<f32>>,
+    a: Vec<Vec<f32>>,
+    dz: Vec<Vec<f32>>,
+    /// dA[l-1] = W[l]ᵀ·dZ[l], before the activation's derivative: (widest hidden, capacity).
+    da: Vec<f32>,
+    dw: Vec<Vec<f32>>,
+    db: Vec<Vec<f32>>,
+    labels: Vec<u8>,
+    /// Per sample of the last batch: (loss, correct).
+    stats: Vec<f32>,
+    last: Option<BatchStats>,
+}
+
+impl CpuBackend {
+    /// `capacity` is the largest batch `train_step` will be given; longer lists are evaluated
+    /// in chunks.
+    pub fn new(model: &Model, pool: Arc<ImagePool>, sizes: ListSizes, capacity: usize) -> Result<Self> {
+        if capacity == 0 {
+            return config("batch size must be at least 1");
+        }
+        let capacity = forward_capacity(capacity, sizes);
+        let per_layer = |f: &dyn Fn(usize) -> usize| -> Vec<Vec<f32>> {
+            model.layers.iter().map(|l| vec![0.0; f(l.outputs)]).collect()
+        };
+        let widest = model.layers.iter().map(|l| l.outputs).max().unwrap_or(CLASSES);
+        Ok(CpuBackend {
+            pool,
+            sizes,
+            indices: vec![0; sizes.total()],
+            model: model.clone(),
+            capacity,
+            x: vec![0.0; PIXELS * capacity],
+            z: per_layer(&|units| units * capacity),
+            a: per_layer(&|units| units * capacity),
+            dz: per_layer(&|units| units * capacity),
+            da: vec![0.0; widest * capacity],
+            dw: model.layers.iter().map(|l| vec![0.0; l.w.len()]).collect(),
+            db: model.layers.iter().map(|l| vec![0.0; l.b.len()]).collect(),
+            labels: vec![0; capacity],
+            stats: vec![0.0; 2 * capacity],
+            last: None,
+        })
+    }
+
+    /// Forward pass over the `m` samples listed at `indices[first..first + m]`:
+    /// `Z[l] = W[l]·A[l-1] + b[l]`, `A[l] = g(Z[l])`, and softmax on the last layer.
+    fn forward(&mut self, first: usize, m: usize) {
+        let act = Act::from(self.model.activation);
+        ops::gather_images(&self.pool.images, &self.indices[first..first + m], &mut self.x[..PIXELS * m]);
+        let last = self.model.layers.len() - 1;
+        for (l, layer) in self.model.layers.iter().enumerate() {
+            let (units, inputs) = (layer.outputs, layer.inputs);
+            let input = if l == 0 { &self.x } else { &self.a[l - 1] };
+            let z = &mut self.z[l][..units * m];
+            ops::matmul(
+                Mat::row_major(&layer.w, units, inputs),
+                Mat::col_major(input, inputs, m),
+                Some(&layer.b),
+                1.0,
+                MatMut::col_major(z, units, m),
+            );
+            let a = &mut self.a[l][..units * m];
+            if l < last {
+                ops::activation(z, act, a);
+            } else {
+                ops::softmax(z, units, a);
+            }
+        }
+    }
+
+    /// Backward pass over the batch of the last `forward`, leaving dW[l] and db[l].
+    fn backward(&mut self, first: usize, m: usize) {
+        let act = Act::from(self.model.activation);
+        for (label, &image) in self.labels.iter_mut().zip(&self.indices[first..first + m]) {
+            *label = self.pool.labels[image as usize];
+        }
+        let last = self.model.layers.len() - 1;
+        ops::output_grad(
+            &self.a[last][..CLASSES * m],
+            &self.z[last][..CLASSES * m],
+            &self.labels[..m],
+            CLASSES,
+            &mut self.dz[last][..CLASSES * m],
+            &mut self.stats[..2 * m],
+        );
+        let inv_m = 1.0 / m as f32;
+        for l in (0..=last).rev() {
+            let layer = &self.model.layers[l];
+            let (units, inputs) = (layer.outputs, layer.inputs);
+            let input = if l == 0 { &self.x } else { &self.a[l - 1] };
+            let (lower, upper) = self.dz.split_at_mut(l);
+            let dz = &upper[0][..units * m];
+            // dW[l] = 1/m · dZ[l]·A[l-1]ᵀ: (units, inputs)
+            ops::matmul(
+                Mat::col_major(dz, units, m),
+                Mat::col_major(input, inputs, m).t(),
+                None,
+                inv_m,
+                MatMut::row_major(&mut self.dw[l], units, inputs),
+            );
+            // db[l] = 1/m · Σ_columns dZ[l]: (units)
+            ops::sum_columns(dz, units, inv_m, &mut self.db[l]);
+            if l > 0 {
+                // dZ[l-1] = W[l]ᵀ·dZ[l] ⊙ g'(Z[l-1]): (inputs, m)
+                let da = &mut self.da[..inputs * m];
+                ops::matmul(
+                    Mat::row_major(&layer.w, units, inputs).t(),
+                    Mat::col_major(dz, units, m),
+                    None,
+                    1.0,
+                    MatMut::col_major(da, inputs, m),
+                );
+                ops::activation_grad(da, &self.z[l - 1][..inputs * m], act, &mut lower[l - 1][..inputs * m]);
+            }
+        }
+    }
+}
+
+impl Backend for CpuBackend {
+    fn device_name(&self) -> String {
+        "cpu".to_string()
+    }
+
+    fn set_list(&mut self, list: List, indices: &[u32]) -> Result<()> {
+        check_list(&self.sizes, list, indices, self.pool.labels.len())?;
+        let start = self.sizes.offset(list);
+        self.indices[start..start + indices.len()].copy_from_slice(indices);
+        Ok(())
+    }
+
+    fn train_step(&mut self, start: usize, len: usize, alpha: f32) -> Result<()> {
+        check_batch(&self.sizes, self.capacity, start, len)?;
+        self.forward(start, len);
+        self.backward(start, len);
+        for (layer, (dw, db)) in self.model.layers.iter_mut().zip(self.dw.iter().zip(&self.db)) {
+            ops::sgd_update(&mut layer.w, dw, alpha);
+            ops::sgd_update(&mut layer.b, db, alpha);
+        }
+        let mut totals = [0.0f32; 2];
+        ops::sum_columns(&self.stats[..2 * len], 2, 1.0, &mut totals);
+        self.last = Some(BatchStats {
+            loss: totals[0] as f64 / len as f64,
+            accuracy: totals[1] as f64 / len as f64,
+        });
+        Ok(())
+    }
+
+    fn batch_stats(&mut self) -> Result<BatchStats> {
+        self.last.ok_or_else(|| crate::error::Error::Config("no training step has run yet".into()))
+    }
+
+    fn logits(&mut self, list: List) -> Result<Vec<f32>> {
+        let (offset, n) = (self.sizes.offset(list), self.sizes.len(list));
+        let last = self.model.layers.len() - 1;
+        let mut logits = Vec::with_capacity(CLASSES * n);
+        for start in (0..n).step_by(self.capacity) {
+            let m = self.capacity.min(n - start);
+            self.forward(offset + start, m);
+            logits.extend_from_slice(&self.z[last][..CLASSES * m]);
+        }
+        Ok(logits)
+    }
+
+    fn model(&mut self) -> Result<Model> {
+        Ok(self.model.clone())
+    }
+}

@@ -1,0 +1,252 @@
+//! The CPU twins of the WGSL kernels: one function per `shaders/<op>.wgsl`, same name, same
+//! shapes, written to read like the math. They are the reference the GPU is tested against,
+//! and they are what the CPU backend runs.
+
+use crate::data::PIXELS;
+
+/// Where a matrix's elements lie: element (i, j) is at `i * rs + j * cs`.
+/// Strides let one product read `W`, `Wᵀ`, `A` or `Aᵀ` without copying anything; the GPU's
+/// matmul takes the same description.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Layout {
+    pub rows: usize,
+    pub cols: usize,
+    pub rs: usize,
+    pub cs: usize,
+}
+
+impl Layout {
+    /// Rows stored one after another (the weights `W`).
+    pub fn row_major(rows: usize, cols: usize) -> Self {
+        Layout { rows, cols, rs: cols, cs: 1 }
+    }
+
+    /// Columns stored one after another (activations: one sample's column is contiguous).
+    pub fn col_major(rows: usize, cols: usize) -> Self {
+        Layout { rows, cols, rs: 1, cs: rows }
+    }
+
+    /// The transpose: the same elements, read the other way round.
+    pub fn t(self) -> Self {
+        Layout { rows: self.cols, cols: self.rows, rs: self.cs, cs: self.rs }
+    }
+
+    /// One past the largest index the layout touches.
+    pub fn extent(&self) -> usize {
+        if self.rows == 0 || self.cols == 0 {
+            0
+        } else {
+            (self.rows - 1) * self.rs + (self.cols - 1) * self.cs + 1
+        }
+    }
+}
+
+/// A read-only matrix: data and its layout.
+#[derive(Clone, Copy, Debug)]
+pub struct Mat<'a> {
+    pub data: &'a [f32],
+    pub layout: Layout,
+}
+
+impl<'a> Mat<'a> {
+    pub fn row_major(data: &'a [f32], rows: usize, cols: usize) -> Self {
+        Mat { data, layout: Layout::row_major(rows, cols) }
+    }
+
+    pub fn col_major(data: &'a [f32], rows: usize, cols: usize) -> Self {
+        Mat { data, layout: Layout::col_major(rows, cols) }
+    }
+
+    pub fn t(self) -> Self {
+        Mat { data: self.data, layout: self.layout.t() }
+    }
+}
+
+/// The output of a product.
+pub struct MatMut<'a> {
+    pub data: &'a mut [f32],
+    pub layout: Layout,
+}
+
+impl<'a> MatMut<'a> {
+    pub fn row_major(data: &'a mut [f32], rows: usize, cols: usize) -> Self {
+        MatMut { data, layout: Layout::row_major(rows, cols) }
+    }
+
+    pub fn col_major(data: &'a mut [f32], rows: usize, cols: usize) -> Self {
+        MatMut { data, layout: Layout::col_major(rows, cols) }
+    }
+}
+
+/// The nonlinearity a kernel applies; the output layer has none before its softmax.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Act {
+    Relu,
+    Elu,
+}
+
+impl From<crate::model::Activation> for Act {
+    fn from(a: crate::model::Activation) -> Act {
+        match a {
+            crate::model::Activation::Relu => Act::Relu,
+            crate::model::Activation::Elu => Act::Elu,
+        }
+    }
+}
+
+/// `C = scale · A·B (+ bias)`, bias added to every column of row i.
+/// A: (rows, inner), B: (inner, cols), C: (rows, cols), bias: (rows).
+/// The product runs in `matrixmultiply`'s blocked, multi-threaded sgemm.
+pub fn matmul(a: Mat, b: Mat, bias: Option<&[f32]>, scale: f32, c: MatMut) {
+    let (la, lb, lc) = (a.layout, b.layout, c.layout);
+    assert_eq!(la.cols, lb.rows, "matmul: inner dimensions differ");
+    assert_eq!((la.rows, lb.cols), (lc.rows, lc.cols), "matmul: output shape");
+    assert!(a.data.len() >= la.extent() && b.data.len() >= lb.extent() && c.data.len() >= lc.extent());
+
+    let beta = match bias {
+        Some(bias) => {
+            assert_eq!(bias.len(), lc.rows, "matmul: bias length");
+            for i in 0..lc.rows {
+                for j in 0..lc.cols {
+                    c.data[i * lc.rs + j * lc.cs] = bias[i];
+                }
+            }
+            1.0
+        }
+        None => 0.0,
+    };
+    if lc.rows == 0 || lc.cols == 0 {
+        return;
+    }
+    // Safety: the asserts above keep every index the strides reach inside the slices.
+    unsafe {
+        matrixmultiply::sgemm(
+            la.rows,
+            la.cols,
+            lb.cols,
+            scale,
+            a.data.as_ptr(),
+            la.rs as isize,
+            la.cs as isize,
+            b.data.as_ptr(),
+            lb.rs as isize,
+            lb.cs as isize,
+            beta,
+            c.data.as_mut_ptr(),
+            lc.rs as isize,
+            lc.cs as isize,
+        );
+    }
+}
+
+/// The input matrix `X: (784, m)`, column j = image `indices[j]` scaled to [0, 1].
+/// The GPU reads the bytes in place instead (matmul's image operand).
+pub fn gather_images(images: &[u8], indices: &[u32], x: &mut [f32]) {
+    for (column, &image) in x.chunks_exact_mut(PIXELS).zip(indices) {
+        let start = image as usize * PIXELS;
+        for (v, &byte) in column.iter_mut().zip(&images[start..start + PIXELS]) {
+            *v = byte as f32 * (1.0 / 255.0);
+        }
+    }
+}
+
+/// `A = g(Z)` elementwise. ELU: `z` if z > 0, else `e^z − 1`.
+pub fn activation(z: &[f32], act: Act, a: &mut [f32]) {
+    for (a, &z) in a.iter_mut().zip(z) {
+        *a = match act {
+            Act::Relu => z.max(0.0),
+            Act::Elu => {
+                if z > 0.0 {
+                    z
+                } else {
+                    z.exp() - 1.0
+                }
+            }
+        };
+    }
+}
+
+/// `dZ = dA ⊙ g'(Z)` elementwise.
+pub fn activation_grad(da: &[f32], z: &[f32], act: Act, dz: &mut [f32]) {
+    for ((dz, &da), &z) in dz.iter_mut().zip(da).zip(z) {
+        let slope = match act {
+            Act::Relu => (z > 0.0) as u8 as f32,
+            Act::Elu => {
+                if z > 0.0 {
+                    1.0
+                } else {
+                    z.exp()
+                }
+            }
+        };
+        *dz = da * slope;
+    }
+}
+
+/// Column softmax: `A[:, j] = exp(Z[:, j] − max) / Σ exp(Z[:, j] − max)`.
+/// Z, A: (rows, m) column-major. Subtracting the column max keeps exp from overflowing.
+pub fn softmax(z: &[f32], rows: usize, a: &mut [f32]) {
+    for (zc, ac) in z.chunks_exact(rows).zip(a.chunks_exact_mut(rows)) {
+        let max = zc.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+        let mut sum = 0.0;
+        for (a, &z) in ac.iter_mut().zip(zc) {
+            *a = (z - max).exp();
+            sum += *a;
+        }
+        for a in ac.iter_mut() {
+            *a /= sum;
+        }
+    }
+}
+
+/// The output layer's gradient `dZ = A − Y` (Y one-hot from the labels, never stored), and per
+/// sample the cross-entropy loss `log Σ exp(z − max) − (z_label − max)` and whether the
+/// prediction (first largest logit) is right.
+/// A, Z, dZ: (rows, m) column-major; labels: (m); stats: (2, m) column-major, (loss, correct).
+pub fn output_grad(a: &[f32], z: &[f32], labels: &[u8], rows: usize, dz: &mut [f32], stats: &mut [f32]) {
+    let columns = a.chunks_exact(rows).zip(z.chunks_exact(rows)).zip(dz.chunks_exact_mut(rows));
+    for (((ac, zc), dzc), (&label, st)) in columns.zip(labels.iter().zip(stats.chunks_exact_mut(2))) {
+        let label = label as usize;
+        let mut best = 0;
+        let mut sum = 0.0;
+        let max = zc.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+        for r in 0..rows {
+            dzc[r] = ac[r] - (r == label) as u8 as f32;
+            sum += (zc[r] - max).exp();
+            if zc[r] > zc[best] {
+                best = r;
+            }
+        }
+        st[0] = sum.ln() - (zc[label] - max);
+        st[1] = (best == label) as u8 as f32;
+    }
+}
+
+/// `out[r] = scale · Σ_j X[r, j]`: the sum over the batch, one per row (the bias gradient
+/// `db = 1/m · Σ_columns dZ`, and the batch's total loss and correct count).
+/// X: (rows, m) column-major; out: (rows).
+pub fn sum_columns(x: &[f32], rows: usize, scale: f32, out: &mut [f32]) {
+    out.fill(0.0);
+    for column in x.chunks_exact(rows) {
+        for (o, &v) in out.iter_mut().zip(column) {
+            *o += v;
+        }
+    }
+    for o in out.iter_mut() {
+        *o *= scale;
+    }
+}
+
+/// `out[i] = scale · Σ_s partials[s · len + i]`: adds the slices that a split-K product or a
+/// chunked column sum leaves (the GPU's second reduction pass). Each slice is a column of a
+/// (len, parts) matrix, so this is `sum_columns` again.
+pub fn sum_partials(partials: &[f32], len: usize, scale: f32, out: &mut [f32]) {
+    sum_columns(partials, len, scale, out)
+}
+
+/// The SGD update `P -= α · dP`.
+pub fn sgd_update(param: &mut [f32], grad: &[f32], alpha: f32) {
+    for (p, &g) in param.iter_mut().zip(grad) {
+        *p -= alpha * g;
+    }
+}

@@ -1,0 +1,479 @@
+//! Loading MNIST digits from the files people actually download.
+//!
+//! Two families of files are understood:
+//!
+//! - **IDX**, the format of the original MNIST distribution
+//!   (`train-images-idx3-ubyte.gz` + `train-labels-idx1-ubyte.gz`), plain or gzip-compressed;
+//! - **CSV**: Kaggle's digit-recognizer `train.csv` (`label,pixel0,...,pixel783`) and `test.csv`
+//!   (`pixel0,...,pixel783`, no labels), or the common headerless `mnist_train.csv` (label first).
+//!
+//! Images are kept as bytes (0..=255), exactly as stored in the files. Turning them into floats is
+//! the trainer's business; keeping bytes here uses a quarter of the memory and makes round trips
+//! exact.
+//!
+//! Every error names the file, where in it the problem is, and what is wrong, on one line, because
+//! the person reading it usually has a 100 MB file they cannot open in an editor.
+
+mod csv;
+mod idx;
+
+use std::fs::File;
+use std::io::{self, BufRead, BufReader, BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
+
+use flate2::bufread::MultiGzDecoder;
+use flate2::write::GzEncoder;
+use flate2::Compression;
+
+/// Width and height of an MNIST image, in pixels.
+pub const IMAGE_SIDE: usize = 28;
+/// Pixels in one image (28 × 28).
+pub const PIXELS: usize = IMAGE_SIDE * IMAGE_SIDE;
+/// Number of digit classes (0 to 9).
+pub const CLASSES: usize = 10;
+
+/// A set of images, with their labels when the file had them.
+///
+/// Images are bytes (0..=255), one image after another (784 bytes each, row-major), never floats.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Dataset {
+    /// All pixels, `len() * PIXELS` bytes.
+    pub images: Vec<u8>,
+    /// One label (0..=9) per image, or `None` for an unlabeled file (Kaggle's `test.csv`, or IDX
+    /// images without a labels file beside them).
+    pub labels: Option<Vec<u8>>,
+    /// The path the data was read from, so later messages can name it.
+    pub source: String,
+}
+
+impl Dataset {
+    /// Number of images.
+    pub fn len(&self) -> usize {
+        self.images.len() / PIXELS
+    }
+
+    /// True if there are no images.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The 784 pixels of image `i` (row-major).
+    ///
+    /// # Panics
+    /// If `i >= len()`, like indexing a slice.
+    pub fn image(&self, i: usize) -> &[u8] {
+        &self.images[i * PIXELS..(i + 1) * PIXELS]
+    }
+
+    /// The labels, or [`DataError::Unlabeled`] naming the file if there are none.
+    ///
+    /// Training and measuring accuracy need labels; this turns "no labels" into a message the user
+    /// can act on instead of an `Option` the caller has to explain.
+    pub fn require_labels(&self) -> Result<&[u8], DataError> {
+        self.labels.as_deref().ok_or_else(|| DataError::Unlabeled {
+            file: self.source.clone(),
+        })
+    }
+
+    /// Selects the images (and labels, if any) at the given indices, in that order, as a new
+    /// dataset with the same source. Indices may repeat (handy for sampling with replacement).
+    ///
+    /// # Panics
+    /// If an index is `>= len()`; the indices come from the program, not from a file.
+    pub fn subset(&self, indices: &[usize]) -> Dataset {
+        let mut images = Vec::with_capacity(indices.len() * PIXELS);
+        for &i in indices {
+            images.extend_from_slice(self.image(i));
+        }
+        let labels = self
+            .labels
+            .as_ref()
+            .map(|labels| indices.iter().map(|&i| labels[i]).collect());
+        Dataset {
+            images,
+            labels,
+            source: self.source.clone(),
+        }
+    }
+}
+
+/// Everything that can go wrong while reading or writing a dataset.
+///
+/// Each message is one line: `<file>: <where>: <what is wrong>`.
+#[derive(Debug, thiserror::Error)]
+pub enum DataError {
+    /// The operating system refused: file missing, permission denied, disk full...
+    #[error("{file}: {action}: {source}")]
+    Io {
+        file: String,
+        /// What we were doing: "open", "read", "create", "write".
+        action: &'static str,
+        source: io::Error,
+    },
+
+    /// The file starts like gzip but cannot be decompressed (corrupt or cut short).
+    #[error("{file}: gzip: cannot decompress, the file is corrupt or truncated ({source})")]
+    Gzip { file: String, source: io::Error },
+
+    /// `load` could not tell the format from the file name.
+    #[error(
+        "{file}: file name: unknown format; supported are *.csv and *.csv.gz (Kaggle train.csv/test.csv \
+         or label-first CSV) and IDX images *-images-idx3-ubyte[.gz] (labels *-labels-idx1-ubyte[.gz] beside them)"
+    )]
+    UnknownFormat { file: String },
+
+    /// Something wrong in a file's header (IDX header, or the CSV header line).
+    #[error("{file}: header: {message}")]
+    Header { file: String, message: String },
+
+    /// Something wrong on one line of a CSV file (1-based line number).
+    #[error("{file}: line {line}: {message}")]
+    Line {
+        file: String,
+        line: u64,
+        message: String,
+    },
+
+    /// Something wrong with one record of an IDX file (1-based: record 1 is the first).
+    #[error("{file}: record {record}: {message}")]
+    Record {
+        file: String,
+        record: usize,
+        message: String,
+    },
+
+    /// Something wrong with the file as a whole: empty, too short, extra bytes at the end...
+    #[error("{file}: data: {message}")]
+    Data { file: String, message: String },
+
+    /// Labels were needed but the dataset has none.
+    #[error(
+        "{file}: labels: this dataset has no labels (Kaggle test.csv-style CSV, or IDX images without \
+         a *-labels-idx1-ubyte file beside them), but labels are needed here"
+    )]
+    Unlabeled { file: String },
+}
+
+/// Loads a dataset, picking the format from the file name:
+///
+/// - `*.csv` or `*.csv.gz`: CSV (Kaggle `train.csv`/`test.csv`, or headerless label-first);
+/// - anything containing `idx3-ubyte` (optionally `.gz`): IDX images. The labels file is looked for
+///   beside it by replacing `images-idx3` with `labels-idx1` in the name
+///   (`train-images-idx3-ubyte.gz` -> `train-labels-idx1-ubyte.gz`; also `images.idx3` ->
+///   `labels.idx1`, as some mirrors name them). If there is no such file the images load unlabeled.
+/// - anything else: [`DataError::UnknownFormat`], which lists the supported formats.
+pub fn load(path: &Path) -> Result<Dataset, DataError> {
+    let name = file_name_lowercase(path);
+    if name.ends_with(".csv") || name.ends_with(".csv.gz") {
+        load_csv(path)
+    } else if name.contains("idx3-ubyte") {
+        let labels = labels_beside(path);
+        load_idx(path, labels.as_deref())
+    } else if name.contains("idx1-ubyte") {
+        Err(DataError::Header {
+            file: display(path),
+            message: "this looks like an IDX labels file; pass the images file \
+                      (*-images-idx3-ubyte[.gz]) and its labels are found beside it"
+                .to_string(),
+        })
+    } else {
+        Err(DataError::UnknownFormat {
+            file: display(path),
+        })
+    }
+}
+
+/// Loads IDX images and, if given, their labels (plain or gzip-compressed, detected from the
+/// content). The two files must hold the same number of items.
+pub fn load_idx(images: &Path, labels: Option<&Path>) -> Result<Dataset, DataError> {
+    let pixels = idx::read_images(images)?;
+    let count = pixels.len() / PIXELS;
+    let labels = match labels {
+        None => None,
+        Some(labels_path) => {
+            let labels = idx::read_labels(labels_path)?;
+            if labels.len() != count {
+                return Err(DataError::Header {
+                    file: display(labels_path),
+                    message: format!(
+                        "{} labels, but the images file {} holds {} images",
+                        labels.len(),
+                        display(images),
+                        count
+                    ),
+                });
+            }
+            Some(labels)
+        }
+    };
+    Ok(Dataset {
+        images: pixels,
+        labels,
+        source: display(images),
+    })
+}
+
+/// Loads a CSV file (plain or gzip-compressed, detected from the content). The shape (Kaggle
+/// `train.csv`, Kaggle `test.csv`, headerless with or without labels) is detected from the first
+/// line.
+pub fn load_csv(path: &Path) -> Result<Dataset, DataError> {
+    self::csv::read(path)
+}
+
+/// Writes a dataset as CSV: with `header`, Kaggle's format (`label,pixel0,...,pixel783`, or
+/// `pixel0,...,pixel783` when unlabeled); without, bare rows (label first when labeled).
+/// Gzip-compressed if the name ends with `.gz`.
+pub fn write_csv(data: &Dataset, path: &Path, header: bool) -> Result<(), DataError> {
+    check_writable(data, path)?;
+    self::csv::write(data, path, header)
+}
+
+/// Writes IDX images and labels files (gzip-compressed when a name ends with `.gz`).
+/// The dataset must have labels.
+pub fn write_idx(data: &Dataset, images: &Path, labels: &Path) -> Result<(), DataError> {
+    check_writable(data, images)?;
+    let label_bytes = data.labels.as_deref().ok_or_else(|| DataError::Unlabeled {
+        file: data.source.clone(),
+    })?;
+    idx::write_images(images, &data.images)?;
+    idx::write_labels(labels, label_bytes)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Helpers shared by the IDX and CSV modules.
+// ---------------------------------------------------------------------------------------------
+
+/// A path as text, for messages.
+fn display(path: &Path) -> String {
+    path.display().to_string()
+}
+
+/// The file name (without directories), lowercased, for recognizing extensions.
+fn file_name_lowercase(path: &Path) -> String {
+    path.file_name()
+        .map(|name| name.to_string_lossy().to_lowercase())
+        .unwrap_or_default()
+}
+
+/// Where the labels file of an IDX images file would be, if it exists.
+fn labels_beside(images: &Path) -> Option<PathBuf> {
+    let name = images.file_name()?.to_str()?;
+    for (from, to) in [
+        ("images-idx3", "labels-idx1"),
+        ("images.idx3", "labels.idx1"),
+    ] {
+        if name.contains(from) {
+            let candidate = images.with_file_name(name.replace(from, to));
+            if candidate.is_file() {
+                return Some(candidate);
+            }
+        }
+    }
+    None
+}
+
+/// The two bytes every gzip file starts with.
+const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
+
+/// An opened input file, decompressed on the fly if it is gzip.
+struct Input {
+    reader: Box<dyn Read>,
+    gzip: bool,
+    file: String,
+}
+
+impl Input {
+    /// Turns a read error into a `DataError` (see [`read_error`]).
+    fn read_error(&self, source: io::Error) -> DataError {
+        read_error(&self.file, self.gzip, source)
+    }
+
+    /// Reads at most `limit` bytes (fewer only at the end of the file). Growing the buffer only as
+    /// bytes actually arrive means a header that lies about its size cannot make us allocate more
+    /// than the file really holds.
+    fn read_up_to(&mut self, limit: u64) -> Result<Vec<u8>, DataError> {
+        let mut bytes = Vec::new();
+        match (&mut self.reader).take(limit).read_to_end(&mut bytes) {
+            Ok(_) => Ok(bytes),
+            Err(err) => Err(self.read_error(err)),
+        }
+    }
+}
+
+/// Turns a read error into a `DataError`. While decompressing, bad or missing data shows up as
+/// `InvalidInput`/`InvalidData`/`UnexpectedEof`; those mean a damaged .gz, not a disk problem.
+fn read_error(file: &str, gzip: bool, source: io::Error) -> DataError {
+    let damaged = matches!(
+        source.kind(),
+        io::ErrorKind::InvalidInput | io::ErrorKind::InvalidData | io::ErrorKind::UnexpectedEof
+    );
+    if gzip && damaged {
+        DataError::Gzip {
+            file: file.to_string(),
+            source,
+        }
+    } else {
+        DataError::Io {
+            file: file.to_string(),
+            action: "read",
+            source,
+        }
+    }
+}
+
+/// Opens a file for reading, decompressing it if it starts with the gzip magic bytes.
+///
+/// The content decides, not the name: browsers often unpack `*.gz` downloads but keep the name,
+/// and a `.csv` may be compressed. A damaged `.gz` still starts with the magic bytes, so it is
+/// caught by the decompressor (see [`Input::read_error`]).
+fn open_input(path: &Path) -> Result<Input, DataError> {
+    let file = display(path);
+    let opened = File::open(path).map_err(|source| DataError::Io {
+        file: file.clone(),
+        action: "open",
+        source,
+    })?;
+    let mut buffered = BufReader::with_capacity(1 << 16, opened);
+    let start = buffered.fill_buf().map_err(|source| DataError::Io {
+        file: file.clone(),
+        action: "read",
+        source,
+    })?;
+    // A 1-byte file cannot be gzip; `starts_with` handles it without indexing.
+    let gzip = start.starts_with(&GZIP_MAGIC);
+    let reader: Box<dyn Read> = if gzip {
+        // Multi-member: concatenated .gz files are valid gzip, and anything else after the first
+        // member is reported as an error instead of being silently ignored.
+        Box::new(MultiGzDecoder::new(buffered))
+    } else {
+        Box::new(buffered)
+    };
+    Ok(Input { reader, gzip, file })
+}
+
+/// Creates `path` and lets `body` write into it, gzip-compressing if the name ends with `.gz`.
+/// Finishing the compressor and flushing are done here so their errors are not lost.
+fn write_output(
+    path: &Path,
+    body: impl FnOnce(&mut dyn Write) -> io::Result<()>,
+) -> Result<(), DataError> {
+    let write_error = |source| DataError::Io {
+        file: display(path),
+        action: "write",
+        source,
+    };
+    let created = File::create(path).map_err(|source| DataError::Io {
+        file: display(path),
+        action: "create",
+        source,
+    })?;
+    let mut out = BufWriter::with_capacity(1 << 16, created);
+    if file_name_lowercase(path).ends_with(".gz") {
+        let mut gz = GzEncoder::new(out, Compression::default());
+        body(&mut gz).map_err(write_error)?;
+        out = gz.finish().map_err(write_error)?;
+    } else {
+        body(&mut out).map_err(write_error)?;
+    }
+    out.flush().map_err(write_error)
+}
+
+/// Refuses to write a dataset whose parts do not fit together, since the result could not be
+/// read back. (`Dataset`'s fields are public, so this is not guaranteed by construction.)
+fn check_writable(data: &Dataset, path: &Path) -> Result<(), DataError> {
+    let refuse = |message: String| {
+        Err(DataError::Data {
+            file: display(path),
+            message,
+        })
+    };
+    if !data.images.len().is_multiple_of(PIXELS) {
+        return refuse(format!(
+            "cannot write {} pixel bytes: not a whole number of {PIXELS}-pixel images",
+            data.images.len()
+        ));
+    }
+    if data.is_empty() {
+        return refuse("cannot write an empty dataset: it could not be read back".to_string());
+    }
+    if let Some(labels) = &data.labels {
+        if labels.len() != data.len() {
+            return refuse(format!(
+                "cannot write {} labels for {} images",
+                labels.len(),
+                data.len()
+            ));
+        }
+        if let Some(bad) = labels.iter().find(|&&label| usize::from(label) >= CLASSES) {
+            return refuse(format!("cannot write label {bad}: labels must be 0-9"));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Dataset {
+        Dataset {
+            images: (0..3 * PIXELS).map(|i| (i % 251) as u8).collect(),
+            labels: Some(vec![7, 2, 9]),
+            source: "sample".to_string(),
+        }
+    }
+
+    #[test]
+    fn dataset_basics() {
+        let data = sample();
+        assert_eq!(data.len(), 3);
+        assert!(!data.is_empty());
+        assert_eq!(data.image(1)[0], (PIXELS % 251) as u8);
+        let picked = data.subset(&[2, 0, 2]);
+        assert_eq!(picked.len(), 3);
+        assert_eq!(picked.image(0), data.image(2));
+        assert_eq!(picked.image(1), data.image(0));
+        assert_eq!(picked.labels, Some(vec![9, 7, 9]));
+        assert_eq!(picked.source, "sample");
+        assert_eq!(data.require_labels().ok(), Some(&[7u8, 2, 9][..]));
+    }
+
+    #[test]
+    fn unlabeled_error_names_the_file() {
+        let mut data = sample();
+        data.labels = None;
+        let message = data.require_labels().unwrap_err().to_string();
+        assert!(message.starts_with("sample: labels: "), "{message}");
+    }
+
+    #[test]
+    fn labels_file_is_found_beside_images() {
+        let dir = tempfile::tempdir().unwrap();
+        let images = dir.path().join("t10k-images-idx3-ubyte");
+        assert_eq!(labels_beside(&images), None);
+        let labels = dir.path().join("t10k-labels-idx1-ubyte");
+        std::fs::write(&labels, b"").unwrap();
+        assert_eq!(labels_beside(&images), Some(labels));
+
+        let dotted = dir.path().join("train-images.idx3-ubyte");
+        let dotted_labels = dir.path().join("train-labels.idx1-ubyte");
+        std::fs::write(&dotted_labels, b"").unwrap();
+        assert_eq!(labels_beside(&dotted), Some(dotted_labels));
+    }
+
+    #[test]
+    fn inconsistent_dataset_is_not_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bad.csv");
+        let mut data = sample();
+        data.labels = Some(vec![1, 2]);
+        let message = write_csv(&data, &path, true).unwrap_err().to_string();
+        assert!(
+            message.contains("cannot write 2 labels for 3 images"),
+            "{message}"
+        );
+        data.labels = Some(vec![1, 2, 10]);
+        let message = write_csv(&data, &path, true).unwrap_err().to_string();
+        assert!(message.contains("label 10"), "{message}");
+    }
+}

@@ -1,0 +1,144 @@
+//! The GPU context, built once: adapter, device, queue and every kernel's pipeline.
+
+use std::sync::{Arc, Mutex};
+
+use crate::error::{Error, Result};
+use crate::gpu::kernels::Kernels;
+
+const INSTALL_HINT: &str = "install a Vulkan driver (for a software adapter on Debian/Ubuntu: \
+    `sudo apt-get install -y mesa-vulkan-drivers libvulkan1`) or use --backend cpu";
+
+pub struct GpuContext {
+    pub device: wgpu::Device,
+    pub queue: wgpu::Queue,
+    pub info: wgpu::AdapterInfo,
+    pub kernels: Kernels,
+    /// The first error wgpu reported outside an error scope (a failed dispatch, a lost
+    /// device): its callbacks cannot return a `Result`, so they leave the message here.
+    fault: Arc<Mutex<Option<String>>>,
+}
+
+impl GpuContext {
+    /// Opens an adapter: the one whose name contains `adapter_name` (or `WGPU_ADAPTER_NAME`),
+    /// else the most capable one (discrete GPU, then integrated, virtual, other, software).
+    /// `WGPU_BACKEND` (e.g. `vulkan`) limits which APIs are searched.
+    pub fn new(adapter_name: Option<&str>) -> Result<GpuContext> {
+        let backends = wgpu::Backends::PRIMARY.with_env();
+        let instance = wgpu::Instance::new(wgpu::InstanceDescriptor {
+            backends,
+            ..wgpu::InstanceDescriptor::new_without_display_handle_from_env()
+        });
+        let adapters = pollster::block_on(instance.enumerate_adapters(backends));
+        let wanted = adapter_name
+            .map(str::to_string)
+            .or_else(|| std::env::var("WGPU_ADAPTER_NAME").ok())
+            .map(|n| n.to_lowercase());
+        let adapter = match &wanted {
+            Some(name) => {
+                let names: Vec<String> = adapters.iter().map(|a| describe(&a.get_info())).collect();
+                adapters
+                    .into_iter()
+                    .find(|a| a.get_info().name.to_lowercase().contains(name.as_str()))
+                    .ok_or_else(|| {
+                        Error::Gpu(if names.is_empty() {
+                            format!("no adapter named like {name:?}: no GPU adapter at all; {INSTALL_HINT}")
+                        } else {
+                            format!("no adapter named like {name:?}; found: {}", names.join(", "))
+                        })
+                    })?
+            }
+            None => adapters
+                .into_iter()
+                .min_by_key(|a| preference(a.get_info().device_type))
+                .ok_or_else(|| Error::Gpu(format!("no GPU adapter found; {INSTALL_HINT}")))?,
+        };
+        let info = adapter.get_info();
+
+        let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
+            label: Some("mnist-gpu device"),
+            // The WebGPU defaults: what every adapter offers, so a run that works here works anywhere.
+            required_limits: wgpu::Limits::default(),
+            ..Default::default()
+        }))
+        .map_err(|e| Error::Gpu(format!("{}: could not open the device: {e}", info.name)))?;
+
+        let fault = Arc::new(Mutex::new(None));
+        let sink = fault.clone();
+        device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
+            sink.lock().unwrap().get_or_insert(one_line(&e.to_string()));
+        }));
+        let sink = fault.clone();
+        device.set_device_lost_callback(move |reason, message| {
+            sink.lock()
+                .unwrap()
+                .get_or_insert(format!("device lost ({reason:?}): {}", one_line(&message)));
+        });
+
+        let kernels = Kernels::new(&device)?;
+        Ok(GpuContext { device, queue, info, kernels, fault })
+    }
+
+    /// The adapter's name and kind; a software adapter says so, so nobody takes its timings
+    /// for a GPU's.
+    pub fn describe(&self) -> String {
+        describe(&self.info)
+    }
+
+    pub fn is_software(&self) -> bool {
+        self.info.device_type == wgpu::DeviceType::Cpu
+    }
+
+    /// Turns any error wgpu reported since the context was built into a `Result`.
+    pub fn check(&self) -> Result<()> {
+        match self.fault.lock().unwrap().clone() {
+            Some(message) => Err(Error::Gpu(format!(
+                "{message} (try a smaller --batch-size, or --backend cpu)"
+            ))),
+            None => Ok(()),
+        }
+    }
+
+    /// Runs `f` inside error scopes; see [`scoped`].
+    pub fn scoped<T>(&self, what: &str, f: impl FnOnce() -> T) -> Result<T> {
+        scoped(&self.device, what, f)
+    }
+}
+
+/// Runs `f` inside validation and out-of-memory error scopes, so that a bad shader or a buffer
+/// too large becomes an `Err` naming `what` instead of a panic from a wgpu callback.
+pub fn scoped<T>(device: &wgpu::Device, what: &str, f: impl FnOnce() -> T) -> Result<T> {
+    let memory = device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+    let validation = device.push_error_scope(wgpu::ErrorFilter::Validation);
+    let value = f();
+    let errors = [pollster::block_on(validation.pop()), pollster::block_on(memory.pop())];
+    match errors.into_iter().flatten().next() {
+        Some(e) => Err(Error::Gpu(format!("{what}: {}", one_line(&e.to_string())))),
+        None => Ok(value),
+    }
+}
+
+fn preference(t: wgpu::DeviceType) -> u8 {
+    match t {
+        wgpu::DeviceType::DiscreteGpu => 0,
+        wgpu::DeviceType::IntegratedGpu => 1,
+        wgpu::DeviceType::VirtualGpu => 2,
+        wgpu::DeviceType::Other => 3,
+        wgpu::DeviceType::Cpu => 4,
+    }
+}
+
+fn describe(info: &wgpu::AdapterInfo) -> String {
+    let kind = match info.device_type {
+        wgpu::DeviceType::DiscreteGpu => "discrete GPU",
+        wgpu::DeviceType::IntegratedGpu => "integrated GPU",
+        wgpu::DeviceType::VirtualGpu => "virtual GPU",
+        wgpu::DeviceType::Other => "unknown adapter type",
+        wgpu::DeviceType::Cpu => "software adapter on the CPU, not a GPU",
+    };
+    format!("{} ({kind}, {:?})", info.name, info.backend)
+}
+
+/// wgpu's messages span several lines; errors here are one line.
+fn one_line(message: &str) -> String {
+    message.split_whitespace().collect::<Vec<_>>().join(" ")
+}

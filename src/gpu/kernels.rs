@@ -1,0 +1,354 @@
+//! One Rust wrapper per WGSL kernel in `shaders/`, named like the file and like its CPU twin
+//! in `cpu::ops`. A wrapper takes the shapes, fills the kernel's uniform parameters and
+//! records one dispatch (two for the split-K product and the column sums: their second pass is
+//! `sum_partials`).
+//!
+//! Binding convention, in every shader: binding 0 is the kernel's uniform `Params`, bindings
+//! 1, 2, … are its storage buffers in the order the shader declares them.
+
+use bytemuck::{Pod, Zeroable};
+
+use crate::cpu::ops::{Act, Layout};
+use crate::error::Result;
+use crate::gpu::context::scoped;
+
+/// Every kernel's source, compiled into the binary. Tests validate each with naga.
+pub const SHADERS: [(&str, &str); 8] = [
+    ("matmul", include_str!("../../shaders/matmul.wgsl")),
+    ("activation", include_str!("../../shaders/activation.wgsl")),
+    ("activation_grad", include_str!("../../shaders/activation_grad.wgsl")),
+    ("softmax", include_str!("../../shaders/softmax.wgsl")),
+    ("output_grad", include_str!("../../shaders/output_grad.wgsl")),
+    ("sum_columns", include_str!("../../shaders/sum_columns.wgsl")),
+    ("sum_partials", include_str!("../../shaders/sum_partials.wgsl")),
+    ("sgd_update", include_str!("../../shaders/sgd_update.wgsl")),
+];
+
+/// Threads per workgroup of the one-thread-per-element kernels (as in the shaders).
+const THREADS: u32 = 256;
+/// The matmul kernel's square tile (as in matmul.wgsl).
+const TILE: u32 = 16;
+/// Columns each sum_columns workgroup adds (256 threads, 4 columns each).
+const COLUMN_CHUNK: u32 = 1024;
+/// Workgroups per grid dimension that every adapter allows.
+const MAX_GROUPS: u32 = 65_535;
+/// Each kernel's uniform parameters sit in their own 256-byte slot of one buffer
+/// (256 is the default `min_uniform_buffer_offset_alignment`).
+pub const UNIFORM_SLOT: u64 = 256;
+
+pub struct Kernel {
+    pub name: &'static str,
+    pipeline: wgpu::ComputePipeline,
+}
+
+pub struct Kernels {
+    pub matmul: Kernel,
+    pub activation: Kernel,
+    pub activation_grad: Kernel,
+    pub softmax: Kernel,
+    pub output_grad: Kernel,
+    pub sum_columns: Kernel,
+    pub sum_partials: Kernel,
+    pub sgd_update: Kernel,
+}
+
+/// A kernel's bind group with its buffers, made once when the backend is built.
+pub struct Bound {
+    bind_group: wgpu::BindGroup,
+    slot: u64,
+}
+
+/// The uniform buffer holding every bound kernel's parameters, and its host copy.
+pub struct Uniforms {
+    pub buffer: wgpu::Buffer,
+    pub host: Vec<u8>,
+    next_slot: u64,
+}
+
+impl Uniforms {
+    pub fn new(device: &wgpu::Device, slots: u64) -> Uniforms {
+        let size = slots * UNIFORM_SLOT;
+        Uniforms {
+            buffer: device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("kernel parameters"),
+                size,
+                usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            }),
+            host: vec![0; size as usize],
+            next_slot: 0,
+        }
+    }
+}
+
+impl Kernel {
+    fn new(device: &wgpu::Device, name: &'static str, source: &str) -> Result<Kernel> {
+        let pipeline = scoped(device, &format!("shader {name}.wgsl"), || {
+            let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
+                label: Some(name),
+                source: wgpu::ShaderSource::Wgsl(source.into()),
+            });
+            device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                label: Some(name),
+                layout: None,
+                module: &module,
+                entry_point: Some("main"),
+                compilation_options: Default::default(),
+                cache: None,
+            })
+        })?;
+        Ok(Kernel { name, pipeline })
+    }
+
+    /// Binds a uniform slot and `buffers` (in the shader's binding order, from binding 1).
+    pub fn bind(&self, device: &wgpu::Device, uniforms: &mut Uniforms, buffers: &[&wgpu::Buffer]) -> Bound {
+        let slot = uniforms.next_slot;
+        uniforms.next_slot += 1;
+        assert!(slot * UNIFORM_SLOT < uniforms.buffer.size(), "too few uniform slots");
+        let mut entries = vec![wgpu::BindGroupEntry {
+            binding: 0,
+            resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                buffer: &uniforms.buffer,
+                offset: slot * UNIFORM_SLOT,
+                size: wgpu::BufferSize::new(UNIFORM_SLOT),
+            }),
+        }];
+        for (i, buffer) in buffers.iter().enumerate() {
+            entries.push(wgpu::BindGroupEntry {
+                binding: i as u32 + 1,
+                resource: buffer.as_entire_binding(),
+            });
+        }
+        let bind_group = device.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: Some(self.name),
+            layout: &self.pipeline.get_bind_group_layout(0),
+            entries: &entries,
+        });
+        Bound { bind_group, slot }
+    }
+}
+
+impl Kernels {
+    pub fn new(device: &wgpu::Device) -> Result<Kernels> {
+        let k = |name: &'static str| {
+            let (_, source) = SHADERS.iter().find(|(n, _)| *n == name).expect("listed shader");
+            Kernel::new(device, name, source)
+        };
+        Ok(Kernels {
+            matmul: k("matmul")?,
+            activation: k("activation")?,
+            activation_grad: k("activation_grad")?,
+            softmax: k("softmax")?,
+            output_grad: k("output_grad")?,
+            sum_columns: k("sum_columns")?,
+            sum_partials: k("sum_partials")?,
+            sgd_update: k("sgd_update")?,
+        })
+    }
+}
+
+/// Records dispatches into one command encoder and one compute pass; `submit` uploads the
+/// parameters they use and submits them all, without waiting.
+pub struct Recorder<'a> {
+    encoder: wgpu::CommandEncoder,
+    pass: Option<wgpu::ComputePass<'static>>,
+    uniforms: &'a mut Uniforms,
+}
+
+impl<'a> Recorder<'a> {
+    pub fn new(device: &wgpu::Device, uniforms: &'a mut Uniforms, label: &str) -> Recorder<'a> {
+        let encoder = device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some(label) });
+        Recorder { encoder, pass: None, uniforms }
+    }
+
+    fn dispatch<P: Pod>(&mut self, kernel: &Kernel, bound: &Bound, params: P, groups: [u32; 3]) {
+        assert!(groups.iter().all(|&g| g <= MAX_GROUPS), "{}: grid {groups:?} too large", kernel.name);
+        let at = (bound.slot * UNIFORM_SLOT) as usize;
+        let bytes = bytemuck::bytes_of(&params);
+        self.uniforms.host[at..at + bytes.len()].copy_from_slice(bytes);
+        if groups.contains(&0) {
+            return;
+        }
+        let encoder = &mut self.encoder;
+        let pass = self.pass.get_or_insert_with(|| {
+            encoder
+                .begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("kernels"), timestamp_writes: None })
+                .forget_lifetime()
+        });
+        pass.set_pipeline(&kernel.pipeline);
+        pass.set_bind_group(0, &bound.bind_group, &[]);
+        pass.dispatch_workgroups(groups[0], groups[1], groups[2]);
+    }
+
+    /// Copies bytes between buffers after the dispatches recorded so far.
+    pub fn copy(&mut self, from: &wgpu::Buffer, from_offset: u64, to: &wgpu::Buffer, to_offset: u64, bytes: u64) {
+        self.pass = None;
+        self.encoder.copy_buffer_to_buffer(from, from_offset, to, to_offset, bytes);
+    }
+
+    pub fn submit(mut self, queue: &wgpu::Queue) {
+        self.pass = None;
+        queue.write_buffer(&self.uniforms.buffer, 0, &self.uniforms.host);
+        queue.submit([self.encoder.finish()]);
+    }
+}
+
+/// A 2-D grid of 256-thread workgroups covering `count` elements (one dimension stops at
+/// 65,535 workgroups).
+fn grid(count: usize) -> [u32; 3] {
+    let groups = count.div_ceil(THREADS as usize) as u32;
+    let x = groups.clamp(1, MAX_GROUPS);
+    [x.min(groups), groups.div_ceil(x), 1]
+}
+
+fn act_code(act: Act) -> u32 {
+    match act {
+        Act::Relu => 0,
+        Act::Elu => 1,
+    }
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+struct MatmulParams {
+    rows: u32,
+    cols: u32,
+    inner: u32,
+    inner_chunk: u32,
+    a_rs: u32,
+    a_cs: u32,
+    b_rs: u32,
+    b_cs: u32,
+    c_rs: u32,
+    c_cs: u32,
+    b_source: u32,
+    index_offset: u32,
+    add_bias: u32,
+    _pad: [u32; 3],
+}
+
+/// matmul's B operand: a matrix in a buffer, or the batch's images read as bytes.
+#[derive(Clone, Copy, Debug)]
+pub enum Operand {
+    Matrix(Layout),
+    /// X: (784, m), column j = image `indices[index_offset + j]`.
+    Images { index_offset: u32, m: usize },
+    /// Xᵀ: (m, 784).
+    ImagesT { index_offset: u32, m: usize },
+}
+
+impl Operand {
+    fn shape(&self) -> (usize, usize) {
+        match *self {
+            Operand::Matrix(l) => (l.rows, l.cols),
+            Operand::Images { m, .. } => (crate::data::PIXELS, m),
+            Operand::ImagesT { m, .. } => (m, crate::data::PIXELS),
+        }
+    }
+}
+
+/// How many slices a product with this output size and inner length is split into: enough
+/// to keep many workgroups busy when the inner dimension is a whole batch, few enough that
+/// the partial products stay small (at most `PARTIAL_FLOATS`).
+pub fn splits_for(outputs: usize, inner: usize) -> u32 {
+    const INNER_PER_SPLIT: usize = 256;
+    const PARTIAL_FLOATS: usize = 1 << 22;
+    let wanted = inner.div_ceil(INNER_PER_SPLIT);
+    let room = (PARTIAL_FLOATS / outputs.max(1)).max(1);
+    wanted.min(room).clamp(1, MAX_GROUPS as usize) as u32
+}
+
+/// How many partial sums `sum_columns` leaves per row for a batch of m.
+pub fn column_chunks(m: usize) -> u32 {
+    (m as u32).div_ceil(COLUMN_CHUNK).max(1)
+}
+
+impl Kernels {
+    /// matmul: `C = A·B (+ bias)`, or with `splits > 1` the partial products of A·B in
+    /// `splits` slices of C's bound buffer (add them with `sum_partials`).
+    /// A: (rows, inner), B: (inner, cols), C: (rows, cols), bias: (rows).
+    pub fn matmul(&self, rec: &mut Recorder, bound: &Bound, a: Layout, b: Operand, c: Layout, bias: bool, splits: u32) {
+        let (inner, cols) = b.shape();
+        assert_eq!(a.cols, inner, "matmul: inner dimensions differ");
+        assert_eq!((a.rows, cols), (c.rows, c.cols), "matmul: output shape");
+        assert!(!(bias && splits > 1), "matmul: the bias is added once, so not with split-K");
+        let (b_rs, b_cs, b_source, index_offset) = match b {
+            Operand::Matrix(l) => (l.rs, l.cs, 0, 0),
+            Operand::Images { index_offset, .. } => (0, 0, 1, index_offset),
+            Operand::ImagesT { index_offset, .. } => (0, 0, 2, index_offset),
+        };
+        let params = MatmulParams {
+            rows: a.rows as u32,
+            cols: cols as u32,
+            inner: inner as u32,
+            inner_chunk: (inner as u32).div_ceil(splits).max(1),
+            a_rs: a.rs as u32,
+            a_cs: a.cs as u32,
+            b_rs: b_rs as u32,
+            b_cs: b_cs as u32,
+            c_rs: c.rs as u32,
+            c_cs: c.cs as u32,
+            b_source,
+            index_offset,
+            add_bias: bias as u32,
+            _pad: [0; 3],
+        };
+        let groups = [(cols as u32).div_ceil(TILE), (a.rows as u32).div_ceil(TILE), splits];
+        rec.dispatch(&self.matmul, bound, params, groups);
+    }
+
+    /// activation: `A = g(Z)`. Z, A: (units, m), count = units·m.
+    pub fn activation(&self, rec: &mut Recorder, bound: &Bound, count: usize, act: Act) {
+        let params = [count as u32, act_code(act), 0, 0];
+        rec.dispatch(&self.activation, bound, params, grid(count));
+    }
+
+    /// activation_grad: `dZ = dA ⊙ g'(Z)`. dA, Z, dZ: (units, m), count = units·m.
+    pub fn activation_grad(&self, rec: &mut Recorder, bound: &Bound, count: usize, act: Act) {
+        let params = [count as u32, act_code(act), 0, 0];
+        rec.dispatch(&self.activation_grad, bound, params, grid(count));
+    }
+
+    /// softmax: column softmax. Z, A: (rows, m).
+    pub fn softmax(&self, rec: &mut Recorder, bound: &Bound, rows: usize, m: usize) {
+        rec.dispatch(&self.softmax, bound, [rows as u32, m as u32, 0, 0], grid(m));
+    }
+
+    /// output_grad: `dZ = A − Y` and per-sample (loss, correct).
+    /// A, Z, dZ: (rows, m); stats: (2, m); labels of images `indices[index_offset ..]`.
+    pub fn output_grad(&self, rec: &mut Recorder, bound: &Bound, rows: usize, m: usize, index_offset: u32) {
+        let params = [rows as u32, m as u32, index_offset, 0];
+        rec.dispatch(&self.output_grad, bound, params, grid(m));
+    }
+
+    /// sum_columns: `out = scale · Σ_columns X`, X: (rows, m), out: (rows), in two passes:
+    /// `sum_columns` leaves one partial sum per chunk of columns in the partials buffer,
+    /// `sum_partials` (bound to read them) adds them.
+    pub fn sum_columns(&self, rec: &mut Recorder, columns: &Bound, partials: &Bound, rows: usize, m: usize, scale: f32) {
+        assert!(rows <= MAX_GROUPS as usize, "sum_columns: too many rows");
+        let chunks = column_chunks(m);
+        let params = [rows as u32, m as u32, COLUMN_CHUNK, 0];
+        rec.dispatch(&self.sum_columns, columns, params, [chunks, rows as u32, 1]);
+        self.sum_partials(rec, partials, rows, chunks, scale);
+    }
+
+    /// sum_partials: `out[i] = scale · Σ_s partials[s·len + i]`. partials: (parts, len).
+    pub fn sum_partials(&self, rec: &mut Recorder, bound: &Bound, len: usize, parts: u32, scale: f32) {
+        #[repr(C)]
+        #[derive(Clone, Copy, Pod, Zeroable)]
+        struct Params {
+            len: u32,
+            parts: u32,
+            scale: f32,
+            _pad: u32,
+        }
+        let params = Params { len: len as u32, parts, scale, _pad: 0 };
+        rec.dispatch(&self.sum_partials, bound, params, grid(len));
+    }
+
+    /// sgd_update: `P -= α · dP`, count elements.
+    pub fn sgd_update(&self, rec: &mut Recorder, bound: &Bound, count: usize, alpha: f32) {
+        let params = [count as u32, alpha.to_bits(), 0, 0];
+        rec.dispatch(&self.sgd_update, bound, params, grid(count));
+    }
+}

@@ -1,0 +1,386 @@
+//! The GPU backend: the same training step as `cpu`, one kernel per operation, recorded into
+//! one command encoder and submitted once per step without waiting. Everything is built once
+//! in `GpuBackend::new`: buffers, bind groups, the uniform slots; a step only records.
+//!
+//! The images live on the GPU as bytes (four to a u32) for the whole run; a batch is a range
+//! of the index list, so no image is uploaded after the start.
+
+pub mod context;
+pub mod kernels;
+
+use std::sync::Arc;
+
+use crate::backend::{check_batch, check_list, forward_capacity, Backend, BatchStats, ImagePool, List, ListSizes};
+use crate::cpu::ops::{Act, Layout};
+use crate::data::CLASSES;
+use crate::error::{config, Error, Result};
+use crate::model::{Activation, Layer, Model};
+pub use context::GpuContext;
+use kernels::{column_chunks, splits_for, Bound, Kernels, Operand, Recorder, Uniforms};
+
+/// Opens an adapter and builds a GPU backend holding `model` and the images of `pool`.
+pub fn open_backend(
+    adapter: Option<&str>,
+    model: &Model,
+    pool: Arc<ImagePool>,
+    sizes: ListSizes,
+    capacity: usize,
+) -> Result<Box<dyn Backend>> {
+    let ctx = Arc::new(GpuContext::new(adapter)?);
+    Ok(Box::new(GpuBackend::new(ctx, model, &pool, sizes, capacity)?))
+}
+
+/// One layer's buffers and its kernels' bind groups.
+struct LayerState {
+    inputs: usize,
+    outputs: usize,
+    /// W: (outputs, inputs), b: (outputs), and their gradients.
+    w: wgpu::Buffer,
+    b: wgpu::Buffer,
+    /// Z, A, dZ: (outputs, capacity), column-major.
+    z: wgpu::Buffer,
+    /// Z = W·A[l-1] + b
+    forward: Bound,
+    /// A = g(Z), or softmax on the output layer
+    activate: Bound,
+    /// partials of dZ·A[l-1]ᵀ, then dW = 1/m · their sum
+    dw_product: Bound,
+    dw_sum: Bound,
+    /// db = 1/m · Σ_columns dZ
+    db_columns: Bound,
+    db_sum: Bound,
+    /// dA[l-1] = Wᵀ·dZ and dZ[l-1] = dA[l-1] ⊙ g'(Z[l-1]); none on the first layer
+    back: Option<(Bound, Bound)>,
+    update_w: Bound,
+    update_b: Bound,
+}
+
+/// The layers and the output's kernels: what a pass records. Kept apart from the uniforms,
+/// which recording writes.
+struct Network {
+    activation: Activation,
+    layers: Vec<LayerState>,
+    output_grad: Bound,
+    stats_columns: Bound,
+    stats_sum: Bound,
+}
+
+pub struct GpuBackend {
+    ctx: Arc<GpuContext>,
+    sizes: ListSizes,
+    pool_len: usize,
+    capacity: usize,
+    net: Network,
+    uniforms: Uniforms,
+    indices: wgpu::Buffer,
+    /// (loss, correct) summed over the last batch.
+    stats_total: wgpu::Buffer,
+    last_batch: Option<usize>,
+    /// The logits of a whole list, gathered chunk by chunk before one read.
+    eval_logits: wgpu::Buffer,
+    readback: wgpu::Buffer,
+}
+
+impl GpuBackend {
+    /// Uploads the model and the images, and binds every kernel to its buffers.
+    /// `capacity` is the largest batch `train_step` will be given.
+    pub fn new(ctx: Arc<GpuContext>, model: &Model, pool: &ImagePool, sizes: ListSizes, capacity: usize) -> Result<Self> {
+        if capacity == 0 {
+            return config("batch size must be at least 1");
+        }
+        let cap = forward_capacity(capacity, sizes);
+        let device = &ctx.device;
+        let limit = device.limits().max_storage_buffer_binding_size as u64;
+        let storage = |label: &str, bytes: u64| -> Result<wgpu::Buffer> {
+            if bytes > limit {
+                return Err(Error::Gpu(format!(
+                    "{label} needs {} MiB, more than the {} MiB one GPU buffer may hold; \
+                     try a smaller --batch-size or fewer/narrower layers, or --backend cpu",
+                    bytes >> 20,
+                    limit >> 20
+                )));
+            }
+            ctx.scoped(&format!("allocating {label}"), || {
+                device.create_buffer(&wgpu::BufferDescriptor {
+                    label: Some(label),
+                    size: bytes.max(4).next_multiple_of(4),
+                    usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
+                    mapped_at_creation: false,
+                })
+            })
+        };
+        let floats = |label: &str, n: usize| storage(label, 4 * n as u64);
+        let upload = |label: &str, bytes: &[u8]| -> Result<wgpu::Buffer> {
+            let buffer = storage(label, bytes.len() as u64)?;
+            ctx.queue.write_buffer(&buffer, 0, bytes);
+            Ok(buffer)
+        };
+
+        // The data: pixel bytes (784 per image, so whole u32 words), a u32 label per image,
+        // and the three index lists.
+        let images = upload("images", &pool.images)?;
+        let labels: Vec<u32> = pool.labels.iter().map(|&l| l as u32).collect();
+        let labels = upload("labels", bytemuck::cast_slice(&labels))?;
+        let indices = storage("index lists", 4 * sizes.total() as u64)?;
+        let dummy = floats("unused binding", 1)?;
+
+        // Scratch shared by the layers: dA (widest hidden, cap), and the partial sums of the
+        // split-K products and column sums (sized for the largest batch).
+        let widest = model.layers.iter().map(|l| l.outputs).max().unwrap_or(CLASSES);
+        let da = floats("dA", widest * cap)?;
+        let partial_floats = model
+            .layers
+            .iter()
+            .map(|l| {
+                let product = splits_for(l.outputs * l.inputs, cap) as usize * l.outputs * l.inputs;
+                product.max(column_chunks(cap) as usize * l.outputs)
+            })
+            .max()
+            .unwrap_or(0)
+            .max(2 * column_chunks(cap) as usize);
+        let partials = floats("partial sums", partial_floats)?;
+
+        let k = &ctx.kernels;
+        let mut uniforms = Uniforms::new(device, 10 * model.layers.len() as u64 + 4);
+        let u = &mut uniforms;
+        let last = model.layers.len() - 1;
+        let mut layers: Vec<LayerState> = Vec::new();
+        let mut dzs: Vec<wgpu::Buffer> = Vec::new();
+        let mut activations: Vec<wgpu::Buffer> = Vec::new();
+        for (l, layer) in model.layers.iter().enumerate() {
+            let Layer { inputs, outputs, .. } = *layer;
+            let name = |what: &str| format!("{what}{}", l + 1);
+            let w = upload(&name("W"), bytemuck::cast_slice(&layer.w))?;
+            let b = upload(&name("b"), bytemuck::cast_slice(&layer.b))?;
+            let dw = floats(&name("dW"), outputs * inputs)?;
+            let db = floats(&name("db"), outputs)?;
+            let z = floats(&name("Z"), outputs * cap)?;
+            let a = floats(&name("A"), outputs * cap)?;
+            let dz = floats(&name("dZ"), outputs * cap)?;
+            // The layer's input: the images on the first layer, A[l-1] after.
+            let input = if l == 0 { &dummy } else { &activations[l - 1] };
+            let forward = k.matmul.bind(device, u, &[&w, input, &images, &indices, &b, &z]);
+            let activate = if l < last {
+                k.activation.bind(device, u, &[&z, &a])
+            } else {
+                k.softmax.bind(device, u, &[&z, &a])
+            };
+            let dw_product = k.matmul.bind(device, u, &[&dz, input, &images, &indices, &dummy, &partials]);
+            let dw_sum = k.sum_partials.bind(device, u, &[&partials, &dw]);
+            let db_columns = k.sum_columns.bind(device, u, &[&dz, &partials]);
+            let db_sum = k.sum_partials.bind(device, u, &[&partials, &db]);
+            let back = if l > 0 {
+                let product = k.matmul.bind(device, u, &[&w, &dz, &images, &indices, &dummy, &da]);
+                let prev = &layers[l - 1];
+                let grad = k.activation_grad.bind(device, u, &[&da, &prev.z, &dzs[l - 1]]);
+                Some((product, grad))
+            } else {
+                None
+            };
+            let update_w = k.sgd_update.bind(device, u, &[&dw, &w]);
+            let update_b = k.sgd_update.bind(device, u, &[&db, &b]);
+            layers.push(LayerState {
+                inputs,
+                outputs,
+                w,
+                b,
+                z,
+                forward,
+                activate,
+                dw_product,
+                dw_sum,
+                db_columns,
+                db_sum,
+                back,
+                update_w,
+                update_b,
+            });
+            dzs.push(dz);
+            activations.push(a);
+        }
+
+        let stats = floats("per-sample loss and correct", 2 * cap)?;
+        let stats_total = floats("batch loss and correct", 2)?;
+        let out = &layers[last];
+        let output_grad = k.output_grad.bind(
+            device,
+            u,
+            &[&activations[last], &out.z, &labels, &indices, &dzs[last], &stats],
+        );
+        let stats_columns = k.sum_columns.bind(device, u, &[&stats, &partials]);
+        let stats_sum = k.sum_partials.bind(device, u, &[&partials, &stats_total]);
+        let eval_logits = floats("logits of a list", CLASSES * sizes.dev.max(sizes.test))?;
+        let largest_read = model.layers.iter().map(|l| l.w.len()).max().unwrap_or(0);
+        let readback = device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("readback"),
+            size: 4 * largest_read.max(CLASSES * sizes.dev.max(sizes.test)).max(2) as u64,
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        ctx.check()?;
+        Ok(GpuBackend {
+            ctx,
+            sizes,
+            pool_len: pool.labels.len(),
+            capacity: cap,
+            net: Network {
+                activation: model.activation,
+                layers,
+                output_grad,
+                stats_columns,
+                stats_sum,
+            },
+            uniforms,
+            indices,
+            stats_total,
+            last_batch: None,
+            eval_logits,
+            readback,
+        })
+    }
+
+    /// Copies the first `floats` values of `buffer` back to the host, waiting for the GPU.
+    fn read(&self, buffer: &wgpu::Buffer, floats: usize) -> Result<Vec<f32>> {
+        let bytes = 4 * floats as u64;
+        if bytes == 0 {
+            return Ok(Vec::new());
+        }
+        let mut encoder = self.ctx.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("read") });
+        encoder.copy_buffer_to_buffer(buffer, 0, &self.readback, 0, bytes);
+        self.ctx.queue.submit([encoder.finish()]);
+        let slice = self.readback.slice(..bytes);
+        let (done, mapped) = std::sync::mpsc::channel();
+        slice.map_async(wgpu::MapMode::Read, move |result| {
+            let _ = done.send(result);
+        });
+        self.ctx
+            .device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .map_err(|e| Error::Gpu(format!("waiting for the GPU: {e}")))?;
+        self.ctx.check()?;
+        mapped
+            .recv()
+            .map_err(|_| Error::Gpu("the GPU never answered a read".into()))?
+            .map_err(|e| Error::Gpu(format!("reading results back: {e}")))?;
+        let values = {
+            let view = slice.get_mapped_range().map_err(|e| Error::Gpu(format!("reading results back: {e}")))?;
+            bytemuck::cast_slice::<u8, f32>(&view).to_vec()
+        };
+        self.readback.unmap();
+        Ok(values)
+    }
+}
+
+impl Network {
+    /// Records the forward pass over the m samples listed at `indices[first ..]`:
+    /// `Z[l] = W[l]·A[l-1] + b[l]`, `A[l] = g(Z[l])`, softmax on the last layer.
+    fn forward(&self, k: &Kernels, rec: &mut Recorder, first: u32, m: usize) {
+        let last = self.layers.len() - 1;
+        for (l, layer) in self.layers.iter().enumerate() {
+            let (units, inputs) = (layer.outputs, layer.inputs);
+            let input = match l {
+                0 => Operand::Images { index_offset: first, m },
+                _ => Operand::Matrix(Layout::col_major(inputs, m)),
+            };
+            let w = Layout::row_major(units, inputs);
+            k.matmul(rec, &layer.forward, w, input, Layout::col_major(units, m), true, 1);
+            if l < last {
+                k.activation(rec, &layer.activate, units * m, Act::from(self.activation));
+            } else {
+                k.softmax(rec, &layer.activate, units, m);
+            }
+        }
+    }
+
+    /// Records the backward pass for the batch of the last `forward`, and the update.
+    fn backward_and_update(&self, k: &Kernels, rec: &mut Recorder, first: u32, m: usize, alpha: f32) {
+        let inv_m = 1.0 / m as f32;
+        k.output_grad(rec, &self.output_grad, CLASSES, m, first);
+        k.sum_columns(rec, &self.stats_columns, &self.stats_sum, 2, m, 1.0);
+        for (l, layer) in self.layers.iter().enumerate().rev() {
+            let (units, inputs) = (layer.outputs, layer.inputs);
+            let dz = Layout::col_major(units, m);
+            // dW[l] = 1/m · dZ[l]·A[l-1]ᵀ: (units, inputs), split over the batch
+            let input_t = match l {
+                0 => Operand::ImagesT { index_offset: first, m },
+                _ => Operand::Matrix(Layout::col_major(inputs, m).t()),
+            };
+            let splits = splits_for(units * inputs, m);
+            let w = Layout::row_major(units, inputs);
+            k.matmul(rec, &layer.dw_product, dz, input_t, w, false, splits);
+            k.sum_partials(rec, &layer.dw_sum, units * inputs, splits, inv_m);
+            // db[l] = 1/m · Σ_columns dZ[l]: (units)
+            k.sum_columns(rec, &layer.db_columns, &layer.db_sum, units, m, inv_m);
+            // dZ[l-1] = W[l]ᵀ·dZ[l] ⊙ g'(Z[l-1]): (inputs, m)
+            if let Some((product, grad)) = &layer.back {
+                k.matmul(rec, product, w.t(), Operand::Matrix(dz), Layout::col_major(inputs, m), false, 1);
+                k.activation_grad(rec, grad, inputs * m, Act::from(self.activation));
+            }
+        }
+        for layer in &self.layers {
+            k.sgd_update(rec, &layer.update_w, layer.outputs * layer.inputs, alpha);
+            k.sgd_update(rec, &layer.update_b, layer.outputs, alpha);
+        }
+    }
+}
+
+impl Backend for GpuBackend {
+    fn device_name(&self) -> String {
+        self.ctx.describe()
+    }
+
+    fn set_list(&mut self, list: List, indices: &[u32]) -> Result<()> {
+        check_list(&self.sizes, list, indices, self.pool_len)?;
+        let offset = 4 * self.sizes.offset(list) as u64;
+        self.ctx.queue.write_buffer(&self.indices, offset, bytemuck::cast_slice(indices));
+        Ok(())
+    }
+
+    fn train_step(&mut self, start: usize, len: usize, alpha: f32) -> Result<()> {
+        check_batch(&self.sizes, self.capacity, start, len)?;
+        let first = (self.sizes.offset(List::Train) + start) as u32;
+        let k = &self.ctx.kernels;
+        let mut rec = Recorder::new(&self.ctx.device, &mut self.uniforms, "train step");
+        self.net.forward(k, &mut rec, first, len);
+        self.net.backward_and_update(k, &mut rec, first, len, alpha);
+        rec.submit(&self.ctx.queue);
+        self.last_batch = Some(len);
+        Ok(())
+    }
+
+    fn batch_stats(&mut self) -> Result<BatchStats> {
+        let m = self.last_batch.ok_or_else(|| Error::Config("no training step has run yet".into()))?;
+        let totals = self.read(&self.stats_total, 2)?;
+        Ok(BatchStats {
+            loss: totals[0] as f64 / m as f64,
+            accuracy: totals[1] as f64 / m as f64,
+        })
+    }
+
+    fn logits(&mut self, list: List) -> Result<Vec<f32>> {
+        let (offset, n) = (self.sizes.offset(list), self.sizes.len(list));
+        let logits = &self.net.layers.last().expect("at least one layer").z;
+        for start in (0..n).step_by(self.capacity) {
+            let m = self.capacity.min(n - start);
+            let mut rec = Recorder::new(&self.ctx.device, &mut self.uniforms, "evaluate");
+            self.net.forward(&self.ctx.kernels, &mut rec, (offset + start) as u32, m);
+            let bytes = 4 * (CLASSES * m) as u64;
+            rec.copy(logits, 0, &self.eval_logits, 4 * (CLASSES * start) as u64, bytes);
+            rec.submit(&self.ctx.queue);
+        }
+        self.read(&self.eval_logits, CLASSES * n)
+    }
+
+    fn model(&mut self) -> Result<Model> {
+        let mut layers = Vec::new();
+        for layer in &self.net.layers {
+            layers.push(Layer {
+                inputs: layer.inputs,
+                outputs: layer.outputs,
+                w: self.read(&layer.w, layer.outputs * layer.inputs)?,
+                b: self.read(&layer.b, layer.outputs)?,
+            });
+        }
+        Ok(Model { layers, activation: self.net.activation })
+    }
+}

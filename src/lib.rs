@@ -1,0 +1,22 @@
+//! A trainer for the classic "neural network from scratch" on MNIST (784 → hidden → 10,
+//! softmax, gradient descent), on the GPU through WGSL compute shaders, checked against a
+//! CPU reference.
+//!
+//! - `data`: reading IDX and CSV files into bytes.
+//! - `model`: the network's parameters and their layout.
+//! - `backend`: the trait both backends implement.
+//! - `cpu`: the CPU backend and the CPU twin of every kernel (`cpu::ops`).
+//! - `gpu`: the wgpu context, the kernel wrappers (`gpu::kernels`) and the GPU backend.
+//! - `train`: the training loop.
+//! - `art`: digits as text.
+
+pub mod art;
+pub mod backend;
+pub mod cpu;
+pub mod data;
+pub mod error;
+pub mod gpu;
+pub mod model;
+pub mod train;
+
+pub use error::{Error, Result};

@@ -1,0 +1,146 @@
+//! The network: dense layers `Z[l] = W[l]·A[l-1] + b[l]`, an activation between them,
+//! softmax on the output.
+//!
+//! Layout, used everywhere (CPU, GPU, files): samples are columns, as in the math.
+//! - `W[l]`: (outputs, inputs), row-major: `w[i * inputs + j]` is the weight from input j to unit i.
+//! - `b[l]`: (outputs).
+//! - activations `A[l]`, `Z[l]`, `dZ[l]`: (units, m), column-major, so that one sample's column
+//!   is contiguous: `a[sample * units + unit]`. The input `X` (784, m) is the images themselves,
+//!   one image (784 bytes) after another, scaled by 1/255 where it is read.
+
+use rand::{rngs::StdRng, Rng, SeedableRng};
+use rand_distr::{Distribution, Normal};
+
+use crate::data::{CLASSES, PIXELS};
+use crate::error::{config, Result};
+
+/// The nonlinearity between layers. ELU uses α = 1.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Activation {
+    Relu,
+    Elu,
+}
+
+impl Activation {
+    pub fn name(self) -> &'static str {
+        match self {
+            Activation::Relu => "relu",
+            Activation::Elu => "elu",
+        }
+    }
+}
+
+/// How the weights start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Init {
+    /// He et al.: W ~ Normal(0, sqrt(2 / inputs)), b = 0. Suits ReLU-like activations.
+    He,
+    /// The NumPy tutorials' choice: W and b ~ Uniform[-0.5, 0.5).
+    Uniform,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Layer {
+    pub inputs: usize,
+    pub outputs: usize,
+    /// W: (outputs, inputs), row-major.
+    pub w: Vec<f32>,
+    /// b: (outputs).
+    pub b: Vec<f32>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Model {
+    pub layers: Vec<Layer>,
+    pub activation: Activation,
+}
+
+impl Model {
+    /// A 784 → hidden… → 10 network, initialised from `seed`.
+    pub fn new(hidden: &[usize], activation: Activation, init: Init, seed: u64) -> Result<Model> {
+        if hidden.is_empty() {
+            return config("--hidden needs at least one layer width, e.g. --hidden 10");
+        }
+        if let Some(pos) = hidden.iter().position(|&h| h == 0) {
+            return config(format!("--hidden: layer {} has width 0; widths must be at least 1", pos + 1));
+        }
+        let mut sizes = vec![PIXELS];
+        sizes.extend_from_slice(hidden);
+        sizes.push(CLASSES);
+
+        let mut rng = StdRng::seed_from_u64(seed);
+        let layers = sizes
+            .windows(2)
+            .map(|pair| {
+                let (inputs, outputs) = (pair[0], pair[1]);
+                let (w, b) = match init {
+                    Init::He => {
+                        let normal = Normal::new(0.0, (2.0 / inputs as f64).sqrt())
+                            .expect("a positive standard deviation");
+                        let w = (0..inputs * outputs)
+                            .map(|_| normal.sample(&mut rng) as f32)
+                            .collect();
+                        (w, vec![0.0; outputs])
+                    }
+                    Init::Uniform => {
+                        let mut uniform = |n: usize| -> Vec<f32> {
+                            (0..n).map(|_| rng.random::<f32>() - 0.5).collect()
+                        };
+                        (uniform(inputs * outputs), uniform(outputs))
+                    }
+                };
+                Layer { inputs, outputs, w, b }
+            })
+            .collect();
+        Ok(Model { layers, activation })
+    }
+
+    /// The hidden layer widths, e.g. `[10]` for the classic 784-10-10.
+    pub fn hidden(&self) -> Vec<usize> {
+        self.layers[..self.layers.len() - 1]
+            .iter()
+            .map(|l| l.outputs)
+            .collect()
+    }
+
+    /// True if every weight and bias is finite.
+    pub fn is_finite(&self) -> bool {
+        self.layers
+            .iter()
+            .all(|l| l.w.iter().chain(&l.b).all(|v| v.is_finite()))
+    }
+}
+
+/// The predicted class of each sample, from logits `Z: (CLASSES, m)` column-major.
+/// Ties go to the lowest class, the same rule as the kernels.
+pub fn argmax_columns(logits: &[f32]) -> Vec<u8> {
+    logits
+        .chunks_exact(CLASSES)
+        .map(|column| {
+            let mut best = 0;
+            for (class, &z) in column.iter().enumerate() {
+                if z > column[best] {
+                    best = class;
+                }
+            }
+            best as u8
+        })
+        .collect()
+}
+
+/// Mean cross-entropy loss and number of correct predictions, from logits
+/// `Z: (CLASSES, m)` column-major and labels `(m)`. Summed in f64.
+pub fn loss_and_correct(logits: &[f32], labels: &[u8]) -> (f64, usize) {
+    let mut loss = 0.0f64;
+    for (column, &label) in logits.chunks_exact(CLASSES).zip(labels) {
+        let max = column.iter().fold(f32::NEG_INFINITY, |m, &z| m.max(z)) as f64;
+        let sum: f64 = column.iter().map(|&z| (z as f64 - max).exp()).sum();
+        loss += sum.ln() - (column[label as usize] as f64 - max);
+    }
+    let correct = argmax_columns(logits)
+        .iter()
+        .zip(labels)
+        .filter(|(p, l)| p == l)
+        .count();
+    (loss / labels.len().max(1) as f64, correct)
+}

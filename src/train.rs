@@ -1,0 +1,250 @@
+//! The training loop: full-batch gradient descent (the tutorials' mode) or mini-batch SGD,
+//! a dev split held out from the training file, progress lines, and the final report.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use rand::{rngs::StdRng, seq::SliceRandom, SeedableRng};
+
+use crate::backend::{Backend, BatchStats, ImagePool, List, ListSizes};
+use crate::data::{Dataset, CLASSES};
+use crate::error::{config, Error, Result};
+use crate::model::{argmax_columns, loss_and_correct};
+
+/// The training file split into train and dev, and the test file, all in one image pool.
+pub struct Split {
+    pub pool: Arc<ImagePool>,
+    pub train: Vec<u32>,
+    pub dev: Vec<u32>,
+    pub test: Vec<u32>,
+}
+
+impl Split {
+    /// Shuffles the training file with `seed`, holds the first `dev_size` images out as the
+    /// dev set, and appends the test file's images after the training file's.
+    pub fn new(train_file: &Dataset, test_file: Option<&Dataset>, dev_size: usize, seed: u64) -> Result<Split> {
+        let train_labels = train_file.require_labels()?;
+        let n = train_file.len();
+        if dev_size >= n {
+            return config(format!(
+                "--dev-size {dev_size} leaves no training data: {} has {n} images",
+                train_file.source
+            ));
+        }
+        let mut order: Vec<u32> = (0..n as u32).collect();
+        order.shuffle(&mut StdRng::seed_from_u64(seed));
+        let (dev, train) = order.split_at(dev_size);
+
+        let mut pool = ImagePool {
+            images: train_file.images.clone(),
+            labels: train_labels.to_vec(),
+        };
+        let mut test = Vec::new();
+        if let Some(t) = test_file {
+            pool.images.extend_from_slice(&t.images);
+            pool.labels.extend_from_slice(t.require_labels()?);
+            test = (n as u32..(n + t.len()) as u32).collect();
+        }
+        Ok(Split {
+            pool: Arc::new(pool),
+            train: train.to_vec(),
+            dev: dev.to_vec(),
+            test,
+        })
+    }
+
+    pub fn sizes(&self) -> ListSizes {
+        ListSizes {
+            train: self.train.len(),
+            dev: self.dev.len(),
+            test: self.test.len(),
+        }
+    }
+
+    /// Labels of a list, in list order.
+    pub fn labels(&self, list: List) -> Vec<u8> {
+        let indices = match list {
+            List::Train => &self.train,
+            List::Dev => &self.dev,
+            List::Test => &self.test,
+        };
+        indices.iter().map(|&i| self.pool.labels[i as usize]).collect()
+    }
+}
+
+/// How to train.
+#[derive(Debug, Clone)]
+pub struct Schedule {
+    /// None: full-batch gradient descent for `iterations` steps. Some(B): mini-batch SGD with
+    /// batches of B, reshuffled every epoch, for `epochs` epochs.
+    pub batch_size: Option<usize>,
+    pub iterations: usize,
+    pub epochs: usize,
+    pub alpha: f32,
+    /// Print a progress line every this many steps (and after the last).
+    pub log_every: usize,
+    pub seed: u64,
+}
+
+impl Schedule {
+    /// The largest batch a step will see, for sizing a backend's scratch space.
+    pub fn capacity(&self, train_len: usize) -> usize {
+        self.batch_size.unwrap_or(train_len).min(train_len).max(1)
+    }
+
+    pub fn validate(&self, train_len: usize) -> Result<()> {
+        if !(self.alpha.is_finite() && self.alpha > 0.0) {
+            return config(format!("--alpha must be a positive finite number, got {}", self.alpha));
+        }
+        if let Some(b) = self.batch_size {
+            if b == 0 {
+                return config("--batch-size must be at least 1");
+            }
+            if b > train_len {
+                return config(format!(
+                    "--batch-size {b} is larger than the {train_len} training samples"
+                ));
+            }
+            if self.epochs == 0 {
+                return config("--epochs must be at least 1");
+            }
+        } else if self.iterations == 0 {
+            return config("--iterations must be at least 1");
+        }
+        if self.log_every == 0 {
+            return config("--log-every must be at least 1");
+        }
+        Ok(())
+    }
+}
+
+/// One progress line.
+#[derive(Debug, Clone, Copy)]
+pub struct Progress {
+    pub step: usize,
+    pub steps: usize,
+    pub epoch: Option<usize>,
+    pub batch: BatchStats,
+    pub dev_accuracy: Option<f64>,
+}
+
+/// What a finished run reports.
+#[derive(Debug, Clone)]
+pub struct Report {
+    pub steps: usize,
+    pub seconds: f64,
+    pub train_samples_per_second: f64,
+    pub final_loss: f64,
+    pub dev_accuracy: Option<f64>,
+    pub dev_predictions: Vec<u8>,
+    pub test_accuracy: Option<f64>,
+    pub test_loss: Option<f64>,
+    /// (step, batch loss) at every logged step.
+    pub loss_curve: Vec<(usize, f64)>,
+}
+
+/// Accuracy of a list, and its predictions (None for an empty list).
+pub fn evaluate(backend: &mut dyn Backend, split: &Split, list: List) -> Result<Option<(f64, f64, Vec<u8>)>> {
+    let labels = split.labels(list);
+    if labels.is_empty() {
+        return Ok(None);
+    }
+    let logits = backend.logits(list)?;
+    debug_assert_eq!(logits.len(), CLASSES * labels.len());
+    let (loss, correct) = loss_and_correct(&logits, &labels);
+    Ok(Some((correct as f64 / labels.len() as f64, loss, argmax_columns(&logits))))
+}
+
+/// Trains `backend` (already holding the model) on `split`, calling `on_progress` every
+/// `log_every` steps.
+pub fn train(
+    backend: &mut dyn Backend,
+    split: &Split,
+    schedule: &Schedule,
+    on_progress: &mut dyn FnMut(&Progress),
+) -> Result<Report> {
+    let n = split.train.len();
+    schedule.validate(n)?;
+    backend.set_list(List::Dev, &split.dev)?;
+    backend.set_list(List::Test, &split.test)?;
+
+    // Every step as (epoch, start, len) over the train list.
+    let batch = schedule.capacity(n);
+    let (epochs, steps_per_epoch) = match schedule.batch_size {
+        None => (1, schedule.iterations),
+        Some(_) => (schedule.epochs, n.div_ceil(batch)),
+    };
+    let steps = epochs * steps_per_epoch;
+    let mut rng = StdRng::seed_from_u64(schedule.seed ^ 0x5eed_0f_0dd5);
+    let mut order = split.train.clone();
+    let mut loss_curve = Vec::new();
+    let mut samples = 0usize;
+    let mut last_stats = None;
+    let started = Instant::now();
+
+    let mut step = 0;
+    for epoch in 0..epochs {
+        if schedule.batch_size.is_some() {
+            order.shuffle(&mut rng);
+        }
+        if epoch == 0 || schedule.batch_size.is_some() {
+            backend.set_list(List::Train, &order)?;
+        }
+        for s in 0..steps_per_epoch {
+            let (start, len) = match schedule.batch_size {
+                None => (0, n),
+                Some(_) => (s * batch, batch.min(n - s * batch)),
+            };
+            backend.train_step(start, len, schedule.alpha)?;
+            samples += len;
+            step += 1;
+            if step % schedule.log_every == 0 || step == steps {
+                let stats = backend.batch_stats()?;
+                check_finite(stats.loss, step)?;
+                let dev = evaluate(backend, split, List::Dev)?.map(|d| d.0);
+                loss_curve.push((step, stats.loss));
+                last_stats = Some(stats);
+                on_progress(&Progress {
+                    step,
+                    steps,
+                    epoch: schedule.batch_size.map(|_| epoch + 1),
+                    batch: stats,
+                    dev_accuracy: dev,
+                });
+            }
+        }
+    }
+    let seconds = started.elapsed().as_secs_f64();
+
+    let dev = evaluate(backend, split, List::Dev)?;
+    let test = evaluate(backend, split, List::Test)?;
+    let model = backend.model()?;
+    if !model.is_finite() {
+        return Err(diverged(step));
+    }
+    Ok(Report {
+        steps,
+        seconds,
+        train_samples_per_second: samples as f64 / seconds.max(1e-9),
+        final_loss: last_stats.map_or(f64::NAN, |s| s.loss),
+        dev_accuracy: dev.as_ref().map(|d| d.0),
+        dev_predictions: dev.map(|d| d.2).unwrap_or_default(),
+        test_accuracy: test.as_ref().map(|t| t.0),
+        test_loss: test.map(|t| t.1),
+        loss_curve,
+    })
+}
+
+fn check_finite(loss: f64, step: usize) -> Result<()> {
+    if loss.is_finite() {
+        Ok(())
+    } else {
+        Err(diverged(step))
+    }
+}
+
+fn diverged(step: usize) -> Error {
+    Error::Diverged(format!(
+        "training diverged at step {step}: the loss or the weights are no longer finite; try a smaller --alpha"
+    ))
+}

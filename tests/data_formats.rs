@@ -1,0 +1,790 @@
+//! Reading and writing MNIST files: every supported format round-trips exactly, `load` picks the
+//! right reader, and every kind of bad file gives a one-line error naming the file, the place and
+//! the problem.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use mnist_gpu::data::*;
+
+// ---------------------------------------------------------------------------------------------
+// Fixtures
+// ---------------------------------------------------------------------------------------------
+
+/// Five small images with distinct patterns, and distinct labels.
+fn fixture() -> Dataset {
+    let count = 5;
+    let mut images = Vec::with_capacity(count * PIXELS);
+    for k in 0..count {
+        for j in 0..PIXELS {
+            images.push(((j * (2 * k + 3) + 11 * k) % 256) as u8);
+        }
+    }
+    Dataset {
+        images,
+        labels: Some(vec![5, 0, 4, 1, 9]),
+        source: "fixture".to_string(),
+    }
+}
+
+fn unlabeled(data: &Dataset) -> Dataset {
+    Dataset {
+        labels: None,
+        ..data.clone()
+    }
+}
+
+/// Same images and labels (the source differs: it is the path read from).
+fn assert_same(read: &Dataset, expected: &Dataset) {
+    assert_eq!(read.len(), expected.len());
+    assert!(read.images == expected.images, "images differ");
+    assert_eq!(read.labels, expected.labels);
+}
+
+/// A tiny deterministic random generator (xorshift), so tests need no extra dependency.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    fn bytes(&mut self, n: usize) -> Vec<u8> {
+        (0..n).map(|_| (self.next() >> 32) as u8).collect()
+    }
+}
+
+fn write_file(dir: &Path, name: &str, bytes: &[u8]) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, bytes).unwrap();
+    path
+}
+
+fn gzip(bytes: &[u8]) -> Vec<u8> {
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    encoder.write_all(bytes).unwrap();
+    encoder.finish().unwrap()
+}
+
+/// The fields of row `k` of the fixture, as text.
+fn row_fields(data: &Dataset, k: usize, labeled: bool) -> Vec<String> {
+    let mut fields = Vec::new();
+    if labeled {
+        fields.push(data.labels.as_ref().unwrap()[k].to_string());
+    }
+    fields.extend(data.image(k).iter().map(|p| p.to_string()));
+    fields
+}
+
+fn header_fields(labeled: bool) -> Vec<String> {
+    let mut fields = Vec::new();
+    if labeled {
+        fields.push("label".to_string());
+    }
+    fields.extend((0..PIXELS).map(|i| format!("pixel{i}")));
+    fields
+}
+
+/// CSV text from rows of fields.
+fn csv_text(rows: &[Vec<String>]) -> String {
+    rows.iter().map(|row| row.join(",") + "\n").collect()
+}
+
+/// The fixture as a Kaggle train.csv, as rows of fields that tests can spoil.
+fn kaggle_rows(data: &Dataset) -> Vec<Vec<String>> {
+    let mut rows = vec![header_fields(true)];
+    rows.extend((0..data.len()).map(|k| row_fields(data, k, true)));
+    rows
+}
+
+/// An IDX images file as bytes.
+fn idx_images(magic: u32, count: u32, rows: u32, cols: u32, pixels: &[u8]) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    for value in [magic, count, rows, cols] {
+        bytes.extend_from_slice(&value.to_be_bytes());
+    }
+    bytes.extend_from_slice(pixels);
+    bytes
+}
+
+/// An IDX labels file as bytes.
+fn idx_labels(count: u32, labels: &[u8]) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    bytes.extend_from_slice(&2049u32.to_be_bytes());
+    bytes.extend_from_slice(&count.to_be_bytes());
+    bytes.extend_from_slice(labels);
+    bytes
+}
+
+/// The error message of a result that must be an error; it must be one line.
+fn error_of<T: std::fmt::Debug>(result: Result<T, DataError>) -> String {
+    let message = match result {
+        Ok(value) => panic!("expected an error, got {value:?}"),
+        Err(err) => err.to_string(),
+    };
+    assert!(!message.contains('\n'), "not one line: {message:?}");
+    message
+}
+
+fn assert_mentions(message: &str, parts: &[&str]) {
+    for part in parts {
+        assert!(
+            message.contains(part),
+            "message should mention {part:?}: {message}"
+        );
+    }
+}
+
+/// Writes CSV text and returns the error from loading it.
+fn csv_error(dir: &Path, name: &str, text: &str) -> String {
+    let path = write_file(dir, name, text.as_bytes());
+    error_of(load_csv(&path))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Round trips
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn csv_round_trips_in_every_shape() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = fixture();
+    let cases = [
+        ("kaggle-train.csv", true, true),
+        ("headerless.csv", false, true),
+        ("kaggle-test.csv", true, false),
+        ("headerless-unlabeled.csv", false, false),
+        ("kaggle-train.csv.gz", true, true),
+        ("headerless.csv.gz", false, true),
+        ("kaggle-test.csv.gz", true, false),
+    ];
+    for (name, header, labeled) in cases {
+        let expected = if labeled {
+            data.clone()
+        } else {
+            unlabeled(&data)
+        };
+        let path = dir.path().join(name);
+        write_csv(&expected, &path, header).unwrap();
+        let read = load_csv(&path).unwrap();
+        assert_same(&read, &expected);
+        assert_eq!(read.source, path.display().to_string());
+        assert_same(&load(&path).unwrap(), &expected);
+    }
+}
+
+#[test]
+fn written_csv_looks_like_kaggle() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("train.csv");
+    write_csv(&fixture(), &path, true).unwrap();
+    let text = std::fs::read_to_string(&path).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 6);
+    assert!(lines[0].starts_with("label,pixel0,pixel1,"));
+    assert!(lines[0].ends_with(",pixel783"));
+    assert!(lines[1].starts_with("5,0,3,6,9,"));
+    assert_eq!(lines[1].split(',').count(), 785);
+
+    let gz = dir.path().join("train.csv.gz");
+    write_csv(&fixture(), &gz, true).unwrap();
+    assert_eq!(&std::fs::read(&gz).unwrap()[..2], &[0x1f, 0x8b]);
+}
+
+#[test]
+fn hand_written_csv_is_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = fixture();
+
+    // Kaggle train.csv, with CRLF line ends, spaces, a quoted header and no final newline.
+    let mut rows = kaggle_rows(&data);
+    rows[0][0] = "\"label\"".to_string();
+    rows[2][7] = format!(" {} ", rows[2][7]);
+    let text = rows
+        .iter()
+        .map(|row| row.join(","))
+        .collect::<Vec<_>>()
+        .join("\r\n");
+    let path = write_file(dir.path(), "crlf.csv", text.as_bytes());
+    assert_same(&load_csv(&path).unwrap(), &data);
+
+    // Headerless, with a byte-order mark and blank lines at the end.
+    let rows: Vec<_> = (0..data.len())
+        .map(|k| row_fields(&data, k, true))
+        .collect();
+    let text = format!("\u{feff}{}\n  \n", csv_text(&rows));
+    let path = write_file(dir.path(), "mnist_train.csv", text.as_bytes());
+    assert_same(&load_csv(&path).unwrap(), &data);
+
+    // Kaggle test.csv: no labels.
+    let mut rows = vec![header_fields(false)];
+    rows.extend((0..data.len()).map(|k| row_fields(&data, k, false)));
+    let path = write_file(dir.path(), "test.csv", csv_text(&rows).as_bytes());
+    let read = load_csv(&path).unwrap();
+    assert_same(&read, &unlabeled(&data));
+    assert_mentions(&error_of(read.require_labels()), &["test.csv", "labels"]);
+
+    // Headerless with 784 fields: unlabeled.
+    let rows: Vec<_> = (0..data.len())
+        .map(|k| row_fields(&data, k, false))
+        .collect();
+    let path = write_file(dir.path(), "pixels-only.csv", csv_text(&rows).as_bytes());
+    assert_same(&load_csv(&path).unwrap(), &unlabeled(&data));
+
+    // Gzip detected from the content, whatever the name.
+    let text = csv_text(&kaggle_rows(&data));
+    let path = write_file(dir.path(), "compressed.csv", &gzip(text.as_bytes()));
+    assert_same(&load_csv(&path).unwrap(), &data);
+}
+
+#[test]
+fn idx_round_trips_plain_and_gzip() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = fixture();
+    for (images, labels) in [
+        ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+        ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
+    ] {
+        let images = dir.path().join(images);
+        let labels = dir.path().join(labels);
+        write_idx(&data, &images, &labels).unwrap();
+        let read = load_idx(&images, Some(&labels)).unwrap();
+        assert_same(&read, &data);
+        assert_eq!(read.source, images.display().to_string());
+        assert_same(&load_idx(&images, None).unwrap(), &unlabeled(&data));
+    }
+    // The plain file is exactly the IDX layout.
+    let plain = std::fs::read(dir.path().join("train-images-idx3-ubyte")).unwrap();
+    assert_eq!(plain, idx_images(2051, 5, 28, 28, &data.images));
+    let plain = std::fs::read(dir.path().join("train-labels-idx1-ubyte")).unwrap();
+    assert_eq!(plain, idx_labels(5, &[5, 0, 4, 1, 9]));
+}
+
+#[test]
+fn subset_and_accessors() {
+    let data = fixture();
+    assert_eq!(data.len(), 5);
+    assert!(!data.is_empty());
+    assert_eq!(data.image(2)[1], 29);
+    let part = data.subset(&[4, 1]);
+    assert_eq!(part.len(), 2);
+    assert_eq!(part.image(0), data.image(4));
+    assert_eq!(part.labels, Some(vec![9, 0]));
+    assert_eq!(part.source, data.source);
+    assert_eq!(data.require_labels().unwrap(), &[5, 0, 4, 1, 9]);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Format detection
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn load_picks_the_format_from_the_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = fixture();
+
+    // IDX: the labels are found beside the images, plain and gzip.
+    for (images, labels) in [
+        ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+        ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
+        ("train-images.idx3-ubyte", "train-labels.idx1-ubyte"),
+    ] {
+        let images = dir.path().join(images);
+        write_idx(&data, &images, &dir.path().join(labels)).unwrap();
+        assert_same(&load(&images).unwrap(), &data);
+    }
+
+    // Without a labels file beside them, the images load unlabeled.
+    let alone = dir.path().join("alone-images-idx3-ubyte.gz");
+    write_idx(&data, &alone, &dir.path().join("elsewhere-labels")).unwrap();
+    assert_same(&load(&alone).unwrap(), &unlabeled(&data));
+
+    // CSV, any case.
+    let upper = dir.path().join("DIGITS.CSV");
+    write_csv(&data, &upper, true).unwrap();
+    assert_same(&load(&upper).unwrap(), &data);
+
+    // A labels file passed by mistake.
+    let message = error_of(load(&dir.path().join("t10k-labels-idx1-ubyte")));
+    assert_mentions(
+        &message,
+        &["t10k-labels-idx1-ubyte", "labels file", "images-idx3"],
+    );
+
+    // Unknown names.
+    let other = write_file(dir.path(), "digits.txt", b"1,2,3\n");
+    let message = error_of(load(&other));
+    assert_mentions(
+        &message,
+        &["digits.txt", "unknown format", ".csv", "idx3-ubyte"],
+    );
+
+    // Missing file.
+    let message = error_of(load(&dir.path().join("missing.csv")));
+    assert_mentions(&message, &["missing.csv", "open"]);
+}
+
+// ---------------------------------------------------------------------------------------------
+// CSV errors
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn csv_field_count_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = fixture();
+
+    let mut rows = kaggle_rows(&data);
+    rows[2].truncate(700);
+    let message = csv_error(dir.path(), "short.csv", &csv_text(&rows));
+    assert_mentions(
+        &message,
+        &[
+            "short.csv",
+            "line 3",
+            "too few",
+            "700 found",
+            "expected 785",
+        ],
+    );
+
+    let mut rows = kaggle_rows(&data);
+    rows[5].push("0".to_string());
+    let message = csv_error(dir.path(), "long.csv", &csv_text(&rows));
+    assert_mentions(
+        &message,
+        &[
+            "long.csv",
+            "line 6",
+            "too many",
+            "786 found",
+            "expected 785",
+        ],
+    );
+
+    // Unlabeled rows must all have 784 fields.
+    let mut rows = vec![header_fields(false)];
+    rows.extend((0..data.len()).map(|k| row_fields(&data, k, false)));
+    rows[4].push("1".to_string());
+    let message = csv_error(dir.path(), "test.csv", &csv_text(&rows));
+    assert_mentions(
+        &message,
+        &["test.csv", "line 5", "785 found", "expected 784"],
+    );
+
+    // A headerless first row of the wrong length.
+    let message = csv_error(dir.path(), "tiny.csv", "1,2,3\n4,5,6\n");
+    assert_mentions(&message, &["tiny.csv", "line 1", "3 fields", "785", "784"]);
+}
+
+#[test]
+fn csv_value_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = fixture();
+    // (row, column, value, expected parts of the message); row 1 is line 2 (after the header).
+    let cases: [(usize, usize, &str, &[&str]); 12] = [
+        (
+            3,
+            5,
+            "abc",
+            &["line 4", "column 6 (pixel4)", "\"abc\"", "not a number"],
+        ),
+        (
+            1,
+            1,
+            "nan",
+            &["line 2", "column 2 (pixel0)", "\"nan\"", "not an integer"],
+        ),
+        (
+            2,
+            784,
+            "inf",
+            &["line 3", "column 785 (pixel783)", "not an integer"],
+        ),
+        (
+            4,
+            9,
+            "0.5",
+            &["line 5", "\"0.5\"", "not an integer", "0-255"],
+        ),
+        (4, 9, "12.0", &["line 5", "\"12.0\"", "not an integer"]),
+        (
+            5,
+            300,
+            "256",
+            &["line 6", "column 301 (pixel299)", "256 is outside 0-255"],
+        ),
+        (1, 2, "-3", &["line 2", "pixel value -3 is outside 0-255"]),
+        (
+            2,
+            0,
+            "10",
+            &["line 3", "column 1 (label)", "label 10 is outside 0-9"],
+        ),
+        (3, 0, "-1", &["line 4", "label -1 is outside 0-9"]),
+        (
+            3,
+            0,
+            "seven",
+            &["line 4", "column 1 (label)", "\"seven\"", "not a number"],
+        ),
+        (2, 3, "", &["line 3", "column 4 (pixel2)", "empty field"]),
+        (1, 3, "\u{1}x", &["line 2", "column 4", "not a number"]),
+    ];
+    for (row, column, value, parts) in cases {
+        let mut rows = kaggle_rows(&data);
+        rows[row][column] = value.to_string();
+        let message = csv_error(dir.path(), "values.csv", &csv_text(&rows));
+        assert_mentions(&message, &["values.csv"]);
+        assert_mentions(&message, parts);
+    }
+
+    // Headerless files count lines from 1.
+    let rows: Vec<_> = (0..data.len())
+        .map(|k| {
+            let mut fields = row_fields(&data, k, true);
+            if k == 2 {
+                fields[100] = "999".to_string();
+            }
+            fields
+        })
+        .collect();
+    let message = csv_error(dir.path(), "mnist_train.csv", &csv_text(&rows));
+    assert_mentions(
+        &message,
+        &["mnist_train.csv", "line 3", "column 101 (pixel99)", "999"],
+    );
+}
+
+#[test]
+fn csv_header_and_emptiness_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = fixture();
+
+    let message = csv_error(dir.path(), "empty.csv", "");
+    assert_mentions(&message, &["empty.csv", "empty"]);
+
+    let message = csv_error(dir.path(), "blank.csv", "\n\n");
+    assert_mentions(&message, &["blank.csv", "empty"]);
+
+    let header_only = csv_text(&[header_fields(true)]);
+    let message = csv_error(dir.path(), "header-only.csv", &header_only);
+    assert_mentions(&message, &["header-only.csv", "no data rows"]);
+
+    let mut rows = kaggle_rows(&data);
+    rows[0][0] = "digit".to_string();
+    let message = csv_error(dir.path(), "odd-header.csv", &csv_text(&rows));
+    assert_mentions(
+        &message,
+        &[
+            "odd-header.csv",
+            "header",
+            "\"digit\"",
+            "label,pixel0,...,pixel783",
+        ],
+    );
+
+    let mut rows = kaggle_rows(&data);
+    rows[0][2] = "pixel_1".to_string();
+    let message = csv_error(dir.path(), "typo-header.csv", &csv_text(&rows));
+    assert_mentions(
+        &message,
+        &[
+            "typo-header.csv",
+            "header",
+            "column 3",
+            "\"pixel_1\"",
+            "\"pixel1\"",
+        ],
+    );
+
+    let mut rows = kaggle_rows(&data);
+    rows[0].pop();
+    let message = csv_error(dir.path(), "narrow-header.csv", &csv_text(&rows));
+    assert_mentions(
+        &message,
+        &["narrow-header.csv", "header", "784 columns", "785"],
+    );
+}
+
+#[test]
+fn csv_binary_garbage_never_panics() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    for round in 0..200 {
+        let length = (rng.next() % 5000) as usize;
+        let path = write_file(dir.path(), "garbage.csv", &rng.bytes(length));
+        if let Err(err) = load_csv(&path) {
+            let message = err.to_string();
+            assert!(
+                message.starts_with(&path.display().to_string()),
+                "{message}"
+            );
+            assert!(!message.contains('\n'), "round {round}: {message:?}");
+        }
+    }
+    // Garbage after a good header and row.
+    let mut text = csv_text(&kaggle_rows(&fixture())[..2]).into_bytes();
+    text.extend_from_slice(b"\xff\xfe\x00\x01,\x80\"\n");
+    let message = error_of(load_csv(&write_file(dir.path(), "tail.csv", &text)));
+    assert_mentions(&message, &["tail.csv", "line 3"]);
+}
+
+// ---------------------------------------------------------------------------------------------
+// IDX errors
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn idx_header_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = fixture();
+    let images = write_file(
+        dir.path(),
+        "a-images-idx3-ubyte",
+        &idx_images(2051, 5, 28, 28, &data.images),
+    );
+    let labels = write_file(
+        dir.path(),
+        "a-labels-idx1-ubyte",
+        &idx_labels(5, &[5, 0, 4, 1, 9]),
+    );
+
+    // Labels given as images, and the reverse.
+    let message = error_of(load_idx(&labels, None));
+    assert_mentions(
+        &message,
+        &[
+            "a-labels-idx1-ubyte",
+            "header",
+            "2049",
+            "expected 2051",
+            "swap",
+        ],
+    );
+    let message = error_of(load_idx(&images, Some(&images)));
+    assert_mentions(
+        &message,
+        &["a-images-idx3-ubyte: header", "2051", "expected 2049"],
+    );
+
+    // Wrong rank, wrong element type, not IDX at all.
+    let rank2 = write_file(
+        dir.path(),
+        "rank2",
+        &idx_images(0x0802, 5, 28, 28, &data.images),
+    );
+    assert_mentions(
+        &error_of(load_idx(&rank2, None)),
+        &["rank2", "2 dimensions"],
+    );
+    let floats = write_file(dir.path(), "floats", &idx_images(0x0d03, 5, 28, 28, &[]));
+    assert_mentions(
+        &error_of(load_idx(&floats, None)),
+        &["floats", "32-bit float"],
+    );
+    let text = write_file(dir.path(), "text", b"label,pixel0,pixel1\n");
+    assert_mentions(
+        &error_of(load_idx(&text, None)),
+        &["text", "not an IDX file"],
+    );
+
+    // Other image sizes.
+    let big = write_file(dir.path(), "big", &idx_images(2051, 1, 32, 32, &[0; 1024]));
+    assert_mentions(
+        &error_of(load_idx(&big, None)),
+        &["big: header", "32x32", "28x28"],
+    );
+
+    // Header cut short, and an empty file.
+    let short = write_file(dir.path(), "short", &idx_images(2051, 5, 28, 28, &[])[..10]);
+    assert_mentions(
+        &error_of(load_idx(&short, None)),
+        &["short: header", "16 bytes", "found only 10"],
+    );
+    let empty = write_file(dir.path(), "empty", b"");
+    assert_mentions(
+        &error_of(load_idx(&empty, None)),
+        &["empty: header", "found only 0"],
+    );
+
+    // Zero images.
+    let none = write_file(dir.path(), "none", &idx_images(2051, 0, 28, 28, &[]));
+    assert_mentions(
+        &error_of(load_idx(&none, None)),
+        &["none: header", "0 images"],
+    );
+}
+
+#[test]
+fn idx_size_and_label_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = fixture();
+    let images = write_file(
+        dir.path(),
+        "b-images-idx3-ubyte",
+        &idx_images(2051, 5, 28, 28, &data.images),
+    );
+
+    // Fewer labels than images.
+    let four = write_file(dir.path(), "four-labels", &idx_labels(4, &[5, 0, 4, 1]));
+    let message = error_of(load_idx(&images, Some(&four)));
+    assert_mentions(
+        &message,
+        &["four-labels", "4 labels", "b-images-idx3-ubyte", "5 images"],
+    );
+
+    // Truncated: says how many bytes were expected and found.
+    let cut = write_file(
+        dir.path(),
+        "cut",
+        &idx_images(2051, 5, 28, 28, &data.images[..3820]),
+    );
+    assert_mentions(
+        &error_of(load_idx(&cut, None)),
+        &["cut: data", "shorter", "3920", "3820"],
+    );
+    let cut_labels = write_file(dir.path(), "cut-labels", &idx_labels(5, &[1, 2]));
+    assert_mentions(
+        &error_of(load_idx(&images, Some(&cut_labels))),
+        &["cut-labels: data", "5 labels need 5 bytes", "found 2"],
+    );
+
+    // Trailing garbage.
+    let mut long = idx_images(2051, 5, 28, 28, &data.images);
+    long.extend_from_slice(b"extra");
+    let long = write_file(dir.path(), "long", &long);
+    assert_mentions(
+        &error_of(load_idx(&long, None)),
+        &["long: data", "extra data"],
+    );
+
+    // A label that is not a digit (the third one).
+    let bad = write_file(dir.path(), "bad-labels", &idx_labels(5, &[5, 0, 12, 1, 9]));
+    assert_mentions(
+        &error_of(load_idx(&images, Some(&bad))),
+        &["bad-labels: record 3", "label 12 is outside 0-9"],
+    );
+}
+
+#[test]
+fn idx_huge_claim_is_refused_quickly() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = fixture();
+    let claim = idx_images(2051, 4_000_000_000, 28, 28, &data.images);
+    let plain = write_file(dir.path(), "huge-images-idx3-ubyte", &claim);
+    let packed = write_file(dir.path(), "huge-images-idx3-ubyte.gz", &gzip(&claim));
+    for path in [plain, packed] {
+        let start = Instant::now();
+        let message = error_of(load(&path));
+        assert!(
+            start.elapsed() < Duration::from_secs(2),
+            "too slow: {message}"
+        );
+        // 4e9 × 784 bytes expected, 5 × 784 found.
+        assert_mentions(&message, &["huge-images", "3136000000000", "found 3920"]);
+    }
+}
+
+#[test]
+fn damaged_gzip_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = fixture();
+    let images = dir.path().join("z-images-idx3-ubyte.gz");
+    let labels = dir.path().join("z-labels-idx1-ubyte.gz");
+    let csv = dir.path().join("z.csv.gz");
+    write_idx(&data, &images, &labels).unwrap();
+    write_csv(&data, &csv, true).unwrap();
+
+    for path in [&images, &csv] {
+        let whole = std::fs::read(path).unwrap();
+        let name = path.file_name().unwrap().to_string_lossy().to_string();
+        // Cut in the middle, cut in the 8-byte trailer, and a flipped byte.
+        let mut flipped = whole.clone();
+        flipped[whole.len() / 2] ^= 0x55;
+        for (what, bytes) in [
+            ("half", &whole[..whole.len() / 2]),
+            ("trailer", &whole[..whole.len() - 3]),
+            ("flipped", &flipped[..]),
+        ] {
+            let damaged = write_file(dir.path(), &format!("{what}-{name}"), bytes);
+            let message = error_of(load(&damaged));
+            assert_mentions(&message, &[&format!("{what}-{name}")]);
+        }
+    }
+
+    // A cut .csv.gz is reported as damaged compressed data, not read as a shorter file.
+    let whole = std::fs::read(&csv).unwrap();
+    let damaged = write_file(dir.path(), "cut.csv.gz", &whole[..whole.len() / 2]);
+    assert_mentions(&error_of(load(&damaged)), &["cut.csv.gz: gzip"]);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Size and speed
+// ---------------------------------------------------------------------------------------------
+
+/// A realistic size: 60,000 headerless rows and 42,000 Kaggle rows of random pixels.
+#[test]
+fn full_size_csv_files_load() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut rng = Rng(12345);
+    for (name, count, header) in [
+        ("mnist_train.csv", 60_000, false),
+        ("train.csv", 42_000, true),
+    ] {
+        let data = Dataset {
+            images: rng.bytes(count * PIXELS),
+            labels: Some((0..count).map(|_| (rng.next() % 10) as u8).collect()),
+            source: String::new(),
+        };
+        let path = dir.path().join(name);
+        write_csv(&data, &path, header).unwrap();
+        let start = Instant::now();
+        let read = load(&path).unwrap();
+        eprintln!("{name}: {count} rows loaded in {:?}", start.elapsed());
+        assert_eq!(read.len(), count);
+        let labels = read.require_labels().unwrap();
+        for i in [0, 1, count / 2, count - 1] {
+            assert_eq!(read.image(i), data.image(i));
+            assert_eq!(labels[i], data.labels.as_ref().unwrap()[i]);
+        }
+        assert!(read.images == data.images);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The real MNIST files shipped with the crate
+// ---------------------------------------------------------------------------------------------
+
+fn shipped(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("data/mnist")
+        .join(name)
+}
+
+#[test]
+fn shipped_training_sample_loads() {
+    let data = load(&shipped("train-10k-images-idx3-ubyte.gz")).unwrap();
+    assert_eq!(data.len(), 10_000);
+    let labels = data.require_labels().unwrap();
+    assert_eq!(labels[0], 5);
+    // The famous first 5 has ink in the middle and none in the corners.
+    assert_eq!(data.image(0)[0], 0);
+    assert!(data.image(0).iter().filter(|&&p| p > 128).count() > 50);
+}
+
+#[test]
+fn shipped_test_set_has_the_known_class_counts() {
+    let data = load(&shipped("t10k-images-idx3-ubyte.gz")).unwrap();
+    assert_eq!(data.len(), 10_000);
+    let mut counts = [0usize; CLASSES];
+    for &label in data.require_labels().unwrap() {
+        counts[usize::from(label)] += 1;
+    }
+    assert_eq!(
+        counts,
+        [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
+    );
+}
