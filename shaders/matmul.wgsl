@@ -4,6 +4,8 @@
 // W·A, Wᵀ·dZ and dZ·Aᵀ without transposing anything in memory.
 // B may also be the batch's images, read as bytes where they lie (b_source 1: X (784, m),
 // b_source 2: Xᵀ (m, 784)); column j of X is image indices[index_offset + j], scaled by 1/255.
+// Each thread computes a 4×4 block of C, reading 4×4 blocks of A and B per step of 4 along the
+// inner dimension: each value it loads (and each image word it unpacks) serves four products.
 // Split-K: workgroup z sums inner indices [z·inner_chunk, (z+1)·inner_chunk) and writes its
 // partial product to slice z of C (rows·cols floats each); sum_partials then adds the slices.
 // This keeps a product over 60,000 samples spread over many workgroups.
@@ -35,59 +37,100 @@ struct Params {
 @group(0) @binding(5) var<storage, read> bias: array<f32>;
 @group(0) @binding(6) var<storage, read_write> c: array<f32>;
 
-const TILE: u32 = 16u;
 const PIXELS: u32 = 784u;
-var<workgroup> a_tile: array<array<f32, 16>, 16>;
-var<workgroup> b_tile: array<array<f32, 16>, 16>;
+// Threads per workgroup: 16 across C's columns, 4 down its rows; each owns a 4×4 block.
+const GROUP_COLS: u32 = 16u;
+const GROUP_ROWS: u32 = 4u;
+const BLOCK: u32 = 4u;
 
-// Pixel `pixel` of the batch's sample `sample`, four bytes packed in each u32.
-fn image_pixel(pixel: u32, sample: u32) -> f32 {
-    let byte = indices[p.index_offset + sample] * PIXELS + pixel;
-    let word = images[byte / 4u];
-    return f32((word >> (8u * (byte % 4u))) & 0xffu) * (1.0 / 255.0);
+// Four pixels of one image, starting at `pixel` (a multiple of 4: one packed word), in [0, 1].
+fn image_word(sample: u32, pixel: u32) -> vec4<f32> {
+    let word = images[(indices[p.index_offset + sample] * PIXELS + pixel) / 4u];
+    return vec4<f32>(unpack4xU8(word)) * (1.0 / 255.0);
 }
 
-fn load_b(k: u32, j: u32) -> f32 {
+// A(i, k), zero outside A or past the end of this slice.
+fn a_at(i: u32, k: u32, k_end: u32) -> f32 {
+    if (i < p.rows && k < k_end) {
+        return a[i * p.a_rs + k * p.a_cs];
+    }
+    return 0.0;
+}
+
+// B(k, j) from a matrix buffer, zero outside it.
+fn b_at(k: u32, j: u32, k_end: u32) -> f32 {
+    if (k < k_end && j < p.cols) {
+        return b[k * p.b_rs + j * p.b_cs];
+    }
+    return 0.0;
+}
+
+// B's 4×4 block at (k, j): column q of the result holds row k + q of B, B(k + q, j .. j + 4).
+// Image rows past the slice's end may hold any pixels: A is zero there, so they add nothing.
+fn load_b_block(k: u32, j: u32, k_end: u32) -> mat4x4<f32> {
     switch p.b_source {
-        case 1u: { return image_pixel(k, j); }
-        case 2u: { return image_pixel(j, k); }
-        default: { return b[k * p.b_rs + j * p.b_cs]; }
+        case 1u: {
+            // X (784, m): B(k .. k + 4, j + col) is one word of sample j + col.
+            var words: array<vec4<f32>, 4>;
+            for (var col = 0u; col < BLOCK; col++) {
+                if (j + col < p.cols) {
+                    words[col] = image_word(j + col, k);
+                }
+            }
+            return transpose(mat4x4<f32>(words[0], words[1], words[2], words[3]));
+        }
+        case 2u: {
+            // Xᵀ (m, 784): B(k + q, j .. j + 4) is one word of sample k + q.
+            var rows: array<vec4<f32>, 4>;
+            for (var q = 0u; q < BLOCK; q++) {
+                if (k + q < k_end) {
+                    rows[q] = image_word(k + q, j);
+                }
+            }
+            return mat4x4<f32>(rows[0], rows[1], rows[2], rows[3]);
+        }
+        default: {
+            var rows: array<vec4<f32>, 4>;
+            for (var q = 0u; q < BLOCK; q++) {
+                rows[q] = vec4<f32>(b_at(k + q, j, k_end), b_at(k + q, j + 1u, k_end),
+                                    b_at(k + q, j + 2u, k_end), b_at(k + q, j + 3u, k_end));
+            }
+            return mat4x4<f32>(rows[0], rows[1], rows[2], rows[3]);
+        }
     }
 }
 
-@compute @workgroup_size(16, 16)
-fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-    let i = wg.y * TILE + lid.y;
-    let j = wg.x * TILE + lid.x;
-    let k_begin = wg.z * p.inner_chunk;
+@compute @workgroup_size(16, 4)
+fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let i = gid.y * BLOCK;
+    let j = gid.x * BLOCK;
+    if (i >= p.rows || j >= p.cols) {
+        return;
+    }
+    let k_begin = gid.z * p.inner_chunk;
     let k_end = min(k_begin + p.inner_chunk, p.inner);
 
-    var sum = 0.0;
-    for (var k0 = k_begin; k0 < k_end; k0 += TILE) {
-        // Each thread brings one element of A's tile and one of B's; zero outside the matrix.
-        let ka = k0 + lid.x;
-        var av = 0.0;
-        if (i < p.rows && ka < k_end) {
-            av = a[i * p.a_rs + ka * p.a_cs];
+    // acc[r] = C(i + r, j .. j + 4)
+    var acc: array<vec4<f32>, 4>;
+    for (var k = k_begin; k < k_end; k += BLOCK) {
+        let b_block = load_b_block(k, j, k_end);
+        for (var r = 0u; r < BLOCK; r++) {
+            let a_row = vec4<f32>(a_at(i + r, k, k_end), a_at(i + r, k + 1u, k_end),
+                                  a_at(i + r, k + 2u, k_end), a_at(i + r, k + 3u, k_end));
+            acc[r] += b_block * a_row;
         }
-        a_tile[lid.y][lid.x] = av;
-        let kb = k0 + lid.y;
-        var bv = 0.0;
-        if (kb < k_end && j < p.cols) {
-            bv = load_b(kb, j);
-        }
-        b_tile[lid.y][lid.x] = bv;
-        workgroupBarrier();
-        for (var t = 0u; t < TILE; t++) {
-            sum += a_tile[lid.y][t] * b_tile[t][lid.x];
-        }
-        workgroupBarrier();
     }
 
-    if (i < p.rows && j < p.cols) {
-        if (p.add_bias == 1u) {
-            sum += bias[i];
+    let slice = gid.z * p.rows * p.cols;
+    for (var r = 0u; r < BLOCK; r++) {
+        for (var col = 0u; col < BLOCK; col++) {
+            if (i + r < p.rows && j + col < p.cols) {
+                var value = acc[r][col];
+                if (p.add_bias == 1u) {
+                    value += bias[i + r];
+                }
+                c[slice + (i + r) * p.c_rs + (j + col) * p.c_cs] = value;
+            }
         }
-        c[wg.z * p.rows * p.cols + i * p.c_rs + j * p.c_cs] = sum;
     }
 }

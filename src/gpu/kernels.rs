@@ -26,8 +26,9 @@ pub const SHADERS: [(&str, &str); 8] = [
 
 /// Threads per workgroup of the one-thread-per-element kernels (as in the shaders).
 const THREADS: u32 = 256;
-/// The matmul kernel's square tile (as in matmul.wgsl).
-const TILE: u32 = 16;
+/// The block of C one matmul workgroup computes (as in matmul.wgsl): 16×4 threads, 4×4 each.
+const MATMUL_COLS: u32 = 64;
+const MATMUL_ROWS: u32 = 16;
 /// Columns each sum_columns workgroup adds (256 threads, 4 columns each).
 const COLUMN_CHUNK: u32 = 1024;
 /// Workgroups per grid dimension that every adapter allows.
@@ -281,7 +282,8 @@ impl Kernels {
             rows: a.rows as u32,
             cols: cols as u32,
             inner: inner as u32,
-            inner_chunk: (inner as u32).div_ceil(splits).max(1),
+            // A multiple of 4: a slice starts on a packed image word.
+            inner_chunk: (inner as u32).div_ceil(splits).next_multiple_of(4).max(4),
             a_rs: a.rs as u32,
             a_cs: a.cs as u32,
             b_rs: b_rs as u32,
@@ -293,7 +295,7 @@ impl Kernels {
             add_bias: bias as u32,
             _pad: [0; 3],
         };
-        let groups = [(cols as u32).div_ceil(TILE), (a.rows as u32).div_ceil(TILE), splits];
+        let groups = [(cols as u32).div_ceil(MATMUL_COLS), (a.rows as u32).div_ceil(MATMUL_ROWS), splits];
         rec.dispatch(&self.matmul, bound, params, groups);
     }
 
@@ -352,3 +354,4 @@ impl Kernels {
         rec.dispatch(&self.sgd_update, bound, params, grid(count));
     }
 }
+
