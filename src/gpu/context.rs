@@ -98,6 +98,68 @@ impl GpuContext {
         }
     }
 
+    /// A storage buffer the kernels can read and write and the host can fill and read back.
+    /// Refuses sizes over the binding limit with a message that says what to change.
+    pub fn storage(&self, label: &str, bytes: u64) -> Result<wgpu::Buffer> {
+        let limit = self.device.limits().max_storage_buffer_binding_size as u64;
+        if bytes > limit {
+            return Err(Error::Gpu(format!(
+                "{label} needs {} MiB, more than the {} MiB one GPU buffer may hold; \
+                 try a smaller --batch-size, fewer or narrower layers, or --backend cpu",
+                bytes.div_ceil(1 << 20),
+                limit >> 20
+            )));
+        }
+        self.scoped(&format!("allocating {label} ({bytes} bytes)"), || {
+            self.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some(label),
+                size: bytes.max(4).next_multiple_of(4),
+                usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            })
+        })
+    }
+
+    /// A storage buffer holding `bytes` (written at the next submit).
+    pub fn upload(&self, label: &str, bytes: &[u8]) -> Result<wgpu::Buffer> {
+        let buffer = self.storage(label, bytes.len() as u64)?;
+        self.queue.write_buffer(&buffer, 0, bytes);
+        Ok(buffer)
+    }
+
+    /// Copies the first `floats` values of `buffer` back to the host, waiting for the GPU to
+    /// finish everything submitted before.
+    pub fn read(&self, buffer: &wgpu::Buffer, floats: usize) -> Result<Vec<f32>> {
+        let bytes = 4 * floats as u64;
+        if bytes == 0 {
+            return Ok(Vec::new());
+        }
+        let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("readback"),
+            size: bytes,
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        let mut encoder = self.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("read") });
+        encoder.copy_buffer_to_buffer(buffer, 0, &staging, 0, bytes);
+        self.queue.submit([encoder.finish()]);
+        let (done, mapped) = std::sync::mpsc::channel();
+        staging.map_async(wgpu::MapMode::Read, .., move |result| {
+            let _ = done.send(result);
+        });
+        self.device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .map_err(|e| Error::Gpu(format!("waiting for the GPU: {e}")))?;
+        self.check()?;
+        let failed = |e: String| Error::Gpu(format!("reading {} back: {e}", buffer.size()));
+        mapped
+            .recv()
+            .map_err(|_| failed("no answer".into()))?
+            .map_err(|e| failed(e.to_string()))?;
+        let view = staging.get_mapped_range(..).map_err(|e| failed(e.to_string()))?;
+        Ok(bytemuck::cast_slice::<u8, f32>(&view).to_vec())
+    }
+
     /// Runs `f` inside error scopes; see [`scoped`].
     pub fn scoped<T>(&self, what: &str, f: impl FnOnce() -> T) -> Result<T> {
         scoped(&self.device, what, f)

@@ -78,7 +78,6 @@ pub struct GpuBackend {
     last_batch: Option<usize>,
     /// The logits of a whole list, gathered chunk by chunk before one read.
     eval_logits: wgpu::Buffer,
-    readback: wgpu::Buffer,
 }
 
 impl GpuBackend {
@@ -90,38 +89,15 @@ impl GpuBackend {
         }
         let cap = forward_capacity(capacity, sizes);
         let device = &ctx.device;
-        let limit = device.limits().max_storage_buffer_binding_size as u64;
-        let storage = |label: &str, bytes: u64| -> Result<wgpu::Buffer> {
-            if bytes > limit {
-                return Err(Error::Gpu(format!(
-                    "{label} needs {} MiB, more than the {} MiB one GPU buffer may hold; \
-                     try a smaller --batch-size or fewer/narrower layers, or --backend cpu",
-                    bytes >> 20,
-                    limit >> 20
-                )));
-            }
-            ctx.scoped(&format!("allocating {label}"), || {
-                device.create_buffer(&wgpu::BufferDescriptor {
-                    label: Some(label),
-                    size: bytes.max(4).next_multiple_of(4),
-                    usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
-                    mapped_at_creation: false,
-                })
-            })
-        };
-        let floats = |label: &str, n: usize| storage(label, 4 * n as u64);
-        let upload = |label: &str, bytes: &[u8]| -> Result<wgpu::Buffer> {
-            let buffer = storage(label, bytes.len() as u64)?;
-            ctx.queue.write_buffer(&buffer, 0, bytes);
-            Ok(buffer)
-        };
+        let floats = |label: &str, n: usize| ctx.storage(label, 4 * n as u64);
+        let upload = |label: &str, bytes: &[u8]| ctx.upload(label, bytes);
 
         // The data: pixel bytes (784 per image, so whole u32 words), a u32 label per image,
         // and the three index lists.
         let images = upload("images", &pool.images)?;
         let labels: Vec<u32> = pool.labels.iter().map(|&l| l as u32).collect();
         let labels = upload("labels", bytemuck::cast_slice(&labels))?;
-        let indices = storage("index lists", 4 * sizes.total() as u64)?;
+        let indices = floats("index lists", sizes.total())?;
         let dummy = floats("unused binding", 1)?;
 
         // Scratch shared by the layers: dA (widest hidden, cap), and the partial sums of the
@@ -210,13 +186,6 @@ impl GpuBackend {
         let stats_columns = k.sum_columns.bind(device, u, &[&stats, &partials]);
         let stats_sum = k.sum_partials.bind(device, u, &[&partials, &stats_total]);
         let eval_logits = floats("logits of a list", CLASSES * sizes.dev.max(sizes.test))?;
-        let largest_read = model.layers.iter().map(|l| l.w.len()).max().unwrap_or(0);
-        let readback = device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some("readback"),
-            size: 4 * largest_read.max(CLASSES * sizes.dev.max(sizes.test)).max(2) as u64,
-            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
-            mapped_at_creation: false,
-        });
         ctx.check()?;
         Ok(GpuBackend {
             ctx,
@@ -235,39 +204,7 @@ impl GpuBackend {
             stats_total,
             last_batch: None,
             eval_logits,
-            readback,
         })
-    }
-
-    /// Copies the first `floats` values of `buffer` back to the host, waiting for the GPU.
-    fn read(&self, buffer: &wgpu::Buffer, floats: usize) -> Result<Vec<f32>> {
-        let bytes = 4 * floats as u64;
-        if bytes == 0 {
-            return Ok(Vec::new());
-        }
-        let mut encoder = self.ctx.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("read") });
-        encoder.copy_buffer_to_buffer(buffer, 0, &self.readback, 0, bytes);
-        self.ctx.queue.submit([encoder.finish()]);
-        let slice = self.readback.slice(..bytes);
-        let (done, mapped) = std::sync::mpsc::channel();
-        slice.map_async(wgpu::MapMode::Read, move |result| {
-            let _ = done.send(result);
-        });
-        self.ctx
-            .device
-            .poll(wgpu::PollType::wait_indefinitely())
-            .map_err(|e| Error::Gpu(format!("waiting for the GPU: {e}")))?;
-        self.ctx.check()?;
-        mapped
-            .recv()
-            .map_err(|_| Error::Gpu("the GPU never answered a read".into()))?
-            .map_err(|e| Error::Gpu(format!("reading results back: {e}")))?;
-        let values = {
-            let view = slice.get_mapped_range().map_err(|e| Error::Gpu(format!("reading results back: {e}")))?;
-            bytemuck::cast_slice::<u8, f32>(&view).to_vec()
-        };
-        self.readback.unmap();
-        Ok(values)
     }
 }
 
@@ -350,7 +287,7 @@ impl Backend for GpuBackend {
 
     fn batch_stats(&mut self) -> Result<BatchStats> {
         let m = self.last_batch.ok_or_else(|| Error::Config("no training step has run yet".into()))?;
-        let totals = self.read(&self.stats_total, 2)?;
+        let totals = self.ctx.read(&self.stats_total, 2)?;
         Ok(BatchStats {
             loss: totals[0] as f64 / m as f64,
             accuracy: totals[1] as f64 / m as f64,
@@ -368,7 +305,7 @@ impl Backend for GpuBackend {
             rec.copy(logits, 0, &self.eval_logits, 4 * (CLASSES * start) as u64, bytes);
             rec.submit(&self.ctx.queue);
         }
-        self.read(&self.eval_logits, CLASSES * n)
+        self.ctx.read(&self.eval_logits, CLASSES * n)
     }
 
     fn model(&mut self) -> Result<Model> {
@@ -377,8 +314,8 @@ impl Backend for GpuBackend {
             layers.push(Layer {
                 inputs: layer.inputs,
                 outputs: layer.outputs,
-                w: self.read(&layer.w, layer.outputs * layer.inputs)?,
-                b: self.read(&layer.b, layer.outputs)?,
+                w: self.ctx.read(&layer.w, layer.outputs * layer.inputs)?,
+                b: self.ctx.read(&layer.b, layer.outputs)?,
             });
         }
         Ok(Model { layers, activation: self.net.activation })

@@ -1,0 +1,441 @@
+//! Each WGSL kernel against a float64 reference and its CPU twin, on seeded random inputs, at
+//! sizes that are not multiples of the workgroup sizes. Outputs start as NaN, so an element a
+//! kernel forgets to write fails. Runs on whatever adapter the machine has (lavapipe in CI).
+
+mod common;
+
+use std::sync::OnceLock;
+
+use common::{assert_close, random_bytes, random_floats};
+use mnist_gpu::cpu::ops::{self, Act, Layout, Mat, MatMut};
+use mnist_gpu::data::PIXELS;
+use mnist_gpu::gpu::kernels::{splits_for, Operand, Recorder, Uniforms};
+use mnist_gpu::gpu::GpuContext;
+
+fn ctx() -> &'static GpuContext {
+    static CTX: OnceLock<GpuContext> = OnceLock::new();
+    CTX.get_or_init(common::gpu)
+}
+
+fn upload(data: &[f32]) -> wgpu::Buffer {
+    ctx().upload("input", bytemuck::cast_slice(data)).unwrap()
+}
+
+/// An output buffer full of NaN.
+fn poisoned(n: usize) -> wgpu::Buffer {
+    upload(&vec![f32::NAN; n])
+}
+
+fn read(buffer: &wgpu::Buffer, n: usize) -> Vec<f32> {
+    ctx().read(buffer, n).unwrap()
+}
+
+fn element(data: &[f32], l: Layout, i: usize, j: usize) -> f64 {
+    data[i * l.rs + j * l.cs] as f64
+}
+
+/// The B operand of a matmul test.
+enum B {
+    Matrix(Vec<f32>, Layout),
+    /// X (784, m) or its transpose, images picked by `indices[offset ..]`.
+    Images { images: Vec<u8>, indices: Vec<u32>, offset: usize, m: usize, transposed: bool },
+}
+
+impl B {
+    /// B as f32 values in a layout, the way the CPU twin sees it.
+    fn dense(&self) -> (Vec<f32>, Layout) {
+        match self {
+            B::Matrix(data, l) => (data.clone(), *l),
+            B::Images { images, indices, offset, m, transposed } => {
+                let mut x = vec![0.0; PIXELS * m];
+                ops::gather_images(images, &indices[*offset..offset + m], &mut x);
+                let l = Layout::col_major(PIXELS, *m);
+                (x, if *transposed { l.t() } else { l })
+            }
+        }
+    }
+}
+
+/// `C = A·B (+ bias)` on the GPU with `splits` slices, against f64 and against `ops::matmul`.
+fn check_matmul(what: &str, a: &[f32], la: Layout, b: B, lc: Layout, bias: Option<&[f32]>, splits: u32) {
+    let ctx = ctx();
+    let (b_dense, lb) = b.dense();
+    let (rows, inner, cols) = (la.rows, la.cols, lb.cols);
+    let mut want = vec![0.0f64; rows * cols];
+    for i in 0..rows {
+        for j in 0..cols {
+            let dot: f64 = (0..inner).map(|k| element(a, la, i, k) * element(&b_dense, lb, k, j)).sum();
+            want[i * lc.rs + j * lc.cs] = dot + bias.map_or(0.0, |b| b[i] as f64);
+        }
+    }
+    let atol = 1e-6 * inner as f64 + 1e-6;
+
+    let mut cpu = vec![f32::NAN; rows * cols];
+    ops::matmul(Mat { data: a, layout: la }, Mat { data: &b_dense, layout: lb }, bias, 1.0, MatMut { data: &mut cpu, layout: lc });
+    assert_close(&format!("{what}: CPU twin"), &cpu, &want, atol, 1e-5);
+
+    let (b_buf, images, indices, operand) = match &b {
+        B::Matrix(data, l) => (upload(data), vec![0u8; 4], vec![0u32], Operand::Matrix(*l)),
+        B::Images { images, indices, offset, m, transposed } => {
+            let index_offset = *offset as u32;
+            let op = if *transposed {
+                Operand::ImagesT { index_offset, m: *m }
+            } else {
+                Operand::Images { index_offset, m: *m }
+            };
+            (upload(&[0.0]), images.clone(), indices.clone(), op)
+        }
+    };
+    let a_buf = upload(a);
+    let images = ctx.upload("images", &images).unwrap();
+    let indices = ctx.upload("indices", bytemuck::cast_slice(&indices)).unwrap();
+    let bias_buf = upload(bias.unwrap_or(&[0.0]));
+    let partials = poisoned(splits as usize * rows * cols);
+    let c = poisoned(rows * cols);
+    let k = &ctx.kernels;
+    let mut u = Uniforms::new(&ctx.device, 2);
+    let product = k.matmul.bind(&ctx.device, &mut u, &[&a_buf, &b_buf, &images, &indices, &bias_buf, &partials]);
+    let sum = k.sum_partials.bind(&ctx.device, &mut u, &[&partials, &c]);
+    let mut rec = Recorder::new(&ctx.device, &mut u, "matmul test");
+    k.matmul(&mut rec, &product, la, operand, lc, bias.is_some(), splits);
+    k.sum_partials(&mut rec, &sum, rows * cols, splits, 1.0);
+    rec.submit(&ctx.queue);
+    assert_close(&format!("{what}: GPU"), &read(&c, rows * cols), &want, atol, 1e-5);
+}
+
+#[test]
+fn matmul_w_a_plus_bias() {
+    for (seed, &(rows, inner, cols)) in [(1, 1, 1), (7, 63, 65), (65, 7, 63), (10, 257, 1000), (33, 100, 17)].iter().enumerate() {
+        let seed = seed as u64;
+        let w = random_floats(rows * inner, 1.0, seed);
+        let a = random_floats(inner * cols, 1.0, seed + 100);
+        let bias = random_floats(rows, 1.0, seed + 200);
+        check_matmul(
+            &format!("W·A + b {rows}x{inner}x{cols}"),
+            &w,
+            Layout::row_major(rows, inner),
+            B::Matrix(a, Layout::col_major(inner, cols)),
+            Layout::col_major(rows, cols),
+            Some(&bias),
+            1,
+        );
+    }
+}
+
+#[test]
+fn matmul_wt_dz() {
+    // dA (inputs, m) = Wᵀ·dZ with W: (units, inputs) read transposed in place.
+    for &(units, inputs, m) in &[(1, 1, 1), (10, 63, 65), (7, 100, 1000), (65, 7, 3)] {
+        let w = random_floats(units * inputs, 1.0, 3);
+        let dz = random_floats(units * m, 1.0, 4);
+        check_matmul(
+            &format!("Wᵀ·dZ {units}x{inputs}x{m}"),
+            &w,
+            Layout::row_major(units, inputs).t(),
+            B::Matrix(dz, Layout::col_major(units, m)),
+            Layout::col_major(inputs, m),
+            None,
+            1,
+        );
+    }
+}
+
+#[test]
+fn matmul_dz_at_split_k() {
+    // dW (units, inputs) = dZ·Aᵀ, summed over the batch in slices.
+    for &(units, inputs, m) in &[(1, 1, 1), (10, 63, 65), (7, 65, 1000), (10, 256, 5003)] {
+        let dz = random_floats(units * m, 1.0, 5);
+        let a = random_floats(inputs * m, 1.0, 6);
+        for splits in [1, 3, splits_for(units * inputs, m)] {
+            check_matmul(
+                &format!("dZ·Aᵀ {units}x{m}x{inputs}, {splits} splits"),
+                &dz,
+                Layout::col_major(units, m),
+                B::Matrix(a.clone(), Layout::col_major(inputs, m).t()),
+                Layout::row_major(units, inputs),
+                None,
+                splits,
+            );
+        }
+    }
+}
+
+fn image_operand(m: usize, transposed: bool, seed: u64) -> B {
+    let count = m + 5;
+    let images = random_bytes(count * PIXELS, seed);
+    // A shuffled list, read from offset 3, so index handling is tested too.
+    let mut indices: Vec<u32> = (0..count as u32).rev().collect();
+    indices.rotate_left(seed as usize % count);
+    B::Images { images, indices, offset: 3, m: m.min(count - 3), transposed }
+}
+
+#[test]
+fn matmul_w_x_from_image_bytes() {
+    for &(units, m) in &[(1, 1), (10, 7), (7, 65), (10, 1000), (33, 63)] {
+        let w = random_floats(units * PIXELS, 0.1, 7);
+        let bias = random_floats(units, 1.0, 8);
+        check_matmul(
+            &format!("W·X + b {units}x{m}"),
+            &w,
+            Layout::row_major(units, PIXELS),
+            image_operand(m, false, 9),
+            Layout::col_major(units, m),
+            Some(&bias),
+            1,
+        );
+    }
+}
+
+#[test]
+fn matmul_dz_xt_from_image_bytes_split_k() {
+    for &(units, m) in &[(1, 1), (10, 7), (7, 65), (10, 1000), (13, 5003)] {
+        let dz = random_floats(units * m, 1.0, 10);
+        for splits in [1, 3, splits_for(units * PIXELS, m)] {
+            check_matmul(
+                &format!("dZ·Xᵀ {units}x{m}, {splits} splits"),
+                &dz,
+                Layout::col_major(units, m),
+                image_operand(m, true, 11),
+                Layout::row_major(units, PIXELS),
+                None,
+                splits,
+            );
+        }
+    }
+}
+
+/// Sizes for the one-thread-per-element kernels; the last needs a 2-D grid (over 65,535 × 256).
+const COUNTS: [usize; 6] = [1, 7, 63, 65, 1000, 100_003];
+
+fn act_reference(z: f64, act: Act) -> (f64, f64) {
+    match act {
+        Act::Relu => (z.max(0.0), if z > 0.0 { 1.0 } else { 0.0 }),
+        Act::Elu => {
+            if z > 0.0 {
+                (z, 1.0)
+            } else {
+                (z.exp() - 1.0, z.exp())
+            }
+        }
+    }
+}
+
+fn check_activation(count: usize, act: Act) {
+    let ctx = ctx();
+    let k = &ctx.kernels;
+    let z = random_floats(count, 5.0, count as u64);
+    let want: Vec<f64> = z.iter().map(|&v| act_reference(v as f64, act).0).collect();
+    let mut cpu = vec![f32::NAN; count];
+    ops::activation(&z, act, &mut cpu);
+    assert_close("activation: CPU twin", &cpu, &want, 1e-6, 1e-6);
+
+    let (zb, ab) = (upload(&z), poisoned(count));
+    let mut u = Uniforms::new(&ctx.device, 1);
+    let bound = k.activation.bind(&ctx.device, &mut u, &[&zb, &ab]);
+    let mut rec = Recorder::new(&ctx.device, &mut u, "activation test");
+    k.activation(&mut rec, &bound, count, act);
+    rec.submit(&ctx.queue);
+    assert_close(&format!("activation {act:?} x{count}"), &read(&ab, count), &want, 1e-6, 1e-6);
+}
+
+#[test]
+fn activation_relu_and_elu() {
+    for count in COUNTS {
+        check_activation(count, Act::Relu);
+        check_activation(count, Act::Elu);
+    }
+}
+
+#[test]
+fn activation_over_a_two_dimensional_grid() {
+    // More than 65,535 workgroups of 256: the grid needs a second dimension.
+    check_activation(65_535 * 256 + 1_001, Act::Relu);
+}
+
+#[test]
+fn activation_grad_relu_and_elu() {
+    let ctx = ctx();
+    let k = &ctx.kernels;
+    for count in COUNTS {
+        for act in [Act::Relu, Act::Elu] {
+            let da = random_floats(count, 1.0, 20);
+            let z = random_floats(count, 5.0, 21);
+            let want: Vec<f64> = da.iter().zip(&z).map(|(&d, &v)| d as f64 * act_reference(v as f64, act).1).collect();
+            let mut cpu = vec![f32::NAN; count];
+            ops::activation_grad(&da, &z, act, &mut cpu);
+            assert_close("activation_grad: CPU twin", &cpu, &want, 1e-6, 1e-6);
+
+            let (dab, zb, dzb) = (upload(&da), upload(&z), poisoned(count));
+            let mut u = Uniforms::new(&ctx.device, 1);
+            let bound = k.activation_grad.bind(&ctx.device, &mut u, &[&dab, &zb, &dzb]);
+            let mut rec = Recorder::new(&ctx.device, &mut u, "activation_grad test");
+            k.activation_grad(&mut rec, &bound, count, act);
+            rec.submit(&ctx.queue);
+            assert_close(&format!("activation_grad {act:?} x{count}"), &read(&dzb, count), &want, 1e-6, 1e-6);
+        }
+    }
+}
+
+fn softmax_reference(z: &[f32], rows: usize) -> Vec<f64> {
+    let mut out = Vec::new();
+    for column in z.chunks(rows) {
+        let max = column.iter().fold(f64::NEG_INFINITY, |m, &v| m.max(v as f64));
+        let sum: f64 = column.iter().map(|&v| (v as f64 - max).exp()).sum();
+        out.extend(column.iter().map(|&v| (v as f64 - max).exp() / sum));
+    }
+    out
+}
+
+fn check_softmax(rows: usize, m: usize, scale: f32) {
+    let ctx = ctx();
+    let k = &ctx.kernels;
+    let z = random_floats(rows * m, scale, m as u64);
+    let want = softmax_reference(&z, rows);
+    let mut cpu = vec![f32::NAN; rows * m];
+    ops::softmax(&z, rows, &mut cpu);
+    assert_close("softmax: CPU twin", &cpu, &want, 1e-6, 1e-4);
+
+    let (zb, ab) = (upload(&z), poisoned(rows * m));
+    let mut u = Uniforms::new(&ctx.device, 1);
+    let bound = k.softmax.bind(&ctx.device, &mut u, &[&zb, &ab]);
+    let mut rec = Recorder::new(&ctx.device, &mut u, "softmax test");
+    k.softmax(&mut rec, &bound, rows, m);
+    rec.submit(&ctx.queue);
+    let got = read(&ab, rows * m);
+    assert!(got.iter().all(|v| v.is_finite()), "softmax {rows}x{m}: a NaN or Inf");
+    assert_close(&format!("softmax {rows}x{m} (logits up to {scale})"), &got, &want, 1e-6, 1e-4);
+}
+
+#[test]
+fn softmax_columns() {
+    for m in [1, 7, 63, 65, 1000] {
+        check_softmax(10, m, 5.0);
+    }
+    check_softmax(3, 257, 5.0);
+}
+
+#[test]
+fn softmax_with_huge_logits() {
+    // Logits near ±1000 overflow exp() unless the column max is subtracted.
+    check_softmax(10, 65, 1000.0);
+}
+
+#[test]
+fn output_grad_from_labels() {
+    let ctx = ctx();
+    let k = &ctx.kernels;
+    let rows = 10;
+    for m in [1, 7, 65, 1000] {
+        let images = m + 4;
+        let labels: Vec<u8> = random_bytes(images, 30).iter().map(|b| b % 10).collect();
+        let indices: Vec<u32> = (0..images as u32).rev().collect();
+        let offset = 2;
+        let batch: Vec<u8> = indices[offset..offset + m].iter().map(|&i| labels[i as usize]).collect();
+        let z = random_floats(rows * m, 8.0, 31);
+        let mut a = vec![0.0; rows * m];
+        ops::softmax(&z, rows, &mut a);
+
+        let mut want_dz = Vec::new();
+        let mut want_stats = Vec::new();
+        for (j, &label) in batch.iter().enumerate() {
+            let (zc, ac) = (&z[j * rows..][..rows], &a[j * rows..][..rows]);
+            want_dz.extend((0..rows).map(|r| ac[r] as f64 - (r == label as usize) as u8 as f64));
+            let max = zc.iter().fold(f64::NEG_INFINITY, |mx, &v| mx.max(v as f64));
+            let lse = zc.iter().map(|&v| (v as f64 - max).exp()).sum::<f64>().ln() + max;
+            let best = (0..rows).fold(0, |b, r| if zc[r] > zc[b] { r } else { b });
+            want_stats.push(lse - zc[label as usize] as f64);
+            want_stats.push((best == label as usize) as u8 as f64);
+        }
+        let (mut cpu_dz, mut cpu_stats) = (vec![f32::NAN; rows * m], vec![f32::NAN; 2 * m]);
+        ops::output_grad(&a, &z, &batch, rows, &mut cpu_dz, &mut cpu_stats);
+        assert_close("output_grad dZ: CPU twin", &cpu_dz, &want_dz, 1e-6, 1e-5);
+        assert_close("output_grad stats: CPU twin", &cpu_stats, &want_stats, 1e-5, 1e-5);
+
+        let label_words: Vec<u32> = labels.iter().map(|&l| l as u32).collect();
+        let (ab, zb) = (upload(&a), upload(&z));
+        let lb = ctx.upload("labels", bytemuck::cast_slice(&label_words)).unwrap();
+        let ib = ctx.upload("indices", bytemuck::cast_slice(&indices)).unwrap();
+        let (dzb, sb) = (poisoned(rows * m), poisoned(2 * m));
+        let mut u = Uniforms::new(&ctx.device, 1);
+        let bound = k.output_grad.bind(&ctx.device, &mut u, &[&ab, &zb, &lb, &ib, &dzb, &sb]);
+        let mut rec = Recorder::new(&ctx.device, &mut u, "output_grad test");
+        k.output_grad(&mut rec, &bound, rows, m, offset as u32);
+        rec.submit(&ctx.queue);
+        assert_close(&format!("output_grad dZ x{m}"), &read(&dzb, rows * m), &want_dz, 1e-6, 1e-5);
+        assert_close(&format!("output_grad stats x{m}"), &read(&sb, 2 * m), &want_stats, 1e-5, 1e-5);
+    }
+}
+
+#[test]
+fn sum_columns_over_the_batch() {
+    let ctx = ctx();
+    let k = &ctx.kernels;
+    for rows in [1, 2, 7, 10] {
+        for m in [1, 7, 63, 65, 1000, 5003] {
+            let x = random_floats(rows * m, 1.0, (rows * m) as u64);
+            let scale = 1.0 / m as f32;
+            let want: Vec<f64> = (0..rows)
+                .map(|r| (0..m).map(|j| x[j * rows + r] as f64).sum::<f64>() * scale as f64)
+                .collect();
+            let mut cpu = vec![f32::NAN; rows];
+            ops::sum_columns(&x, rows, scale, &mut cpu);
+            assert_close("sum_columns: CPU twin", &cpu, &want, 1e-6, 1e-5);
+
+            let chunks = mnist_gpu::gpu::kernels::column_chunks(m) as usize;
+            let (xb, partials, out) = (upload(&x), poisoned(chunks * rows), poisoned(rows));
+            let mut u = Uniforms::new(&ctx.device, 2);
+            let columns = k.sum_columns.bind(&ctx.device, &mut u, &[&xb, &partials]);
+            let sum = k.sum_partials.bind(&ctx.device, &mut u, &[&partials, &out]);
+            let mut rec = Recorder::new(&ctx.device, &mut u, "sum_columns test");
+            k.sum_columns(&mut rec, &columns, &sum, rows, m, scale);
+            rec.submit(&ctx.queue);
+            assert_close(&format!("sum_columns {rows}x{m}"), &read(&out, rows), &want, 1e-6, 1e-5);
+        }
+    }
+}
+
+#[test]
+fn sum_partials_adds_slices() {
+    let ctx = ctx();
+    let k = &ctx.kernels;
+    for (len, parts) in [(1, 1), (63, 5), (1000, 7), (7850, 36)] {
+        let partials = random_floats(len * parts, 1.0, 40);
+        let want: Vec<f64> = (0..len)
+            .map(|i| 0.5 * (0..parts).map(|s| partials[s * len + i] as f64).sum::<f64>())
+            .collect();
+        let mut cpu = vec![f32::NAN; len];
+        ops::sum_partials(&partials, len, 0.5, &mut cpu);
+        assert_close("sum_partials: CPU twin", &cpu, &want, 1e-6, 1e-5);
+
+        let (pb, out) = (upload(&partials), poisoned(len));
+        let mut u = Uniforms::new(&ctx.device, 1);
+        let bound = k.sum_partials.bind(&ctx.device, &mut u, &[&pb, &out]);
+        let mut rec = Recorder::new(&ctx.device, &mut u, "sum_partials test");
+        k.sum_partials(&mut rec, &bound, len, parts as u32, 0.5);
+        rec.submit(&ctx.queue);
+        assert_close(&format!("sum_partials {len}x{parts}"), &read(&out, len), &want, 1e-6, 1e-5);
+    }
+}
+
+#[test]
+fn sgd_update_steps_against_the_gradient() {
+    let ctx = ctx();
+    let k = &ctx.kernels;
+    for count in [1, 7, 65, 1000, 7850] {
+        let param = random_floats(count, 1.0, 50);
+        let grad = random_floats(count, 1.0, 51);
+        let alpha = 0.37f32;
+        let want: Vec<f64> = param.iter().zip(&grad).map(|(&p, &g)| p as f64 - alpha as f64 * g as f64).collect();
+        let mut cpu = param.clone();
+        ops::sgd_update(&mut cpu, &grad, alpha);
+        assert_close("sgd_update: CPU twin", &cpu, &want, 1e-6, 1e-6);
+
+        let (gb, pb) = (upload(&grad), upload(&param));
+        let mut u = Uniforms::new(&ctx.device, 1);
+        let bound = k.sgd_update.bind(&ctx.device, &mut u, &[&gb, &pb]);
+        let mut rec = Recorder::new(&ctx.device, &mut u, "sgd_update test");
+        k.sgd_update(&mut rec, &bound, count, alpha);
+        rec.submit(&ctx.queue);
+        assert_close(&format!("sgd_update x{count}"), &read(&pb, count), &want, 1e-6, 1e-6);
+    }
+}

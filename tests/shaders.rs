@@ -1,0 +1,91 @@
+//! Every WGSL kernel parses and validates with naga (no GPU needed), and every kernel obeys the
+//! project's "one name in three places" rule: `shaders/<name>.wgsl`, the CPU twin
+//! `cpu::ops::<name>` and the GPU wrapper `gpu::kernels::Kernels::<name>`.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use mnist_gpu::gpu::kernels::SHADERS;
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn read(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// The stems of the `*.wgsl` files in `shaders/`.
+fn shader_files() -> BTreeSet<String> {
+    let dir = root().join("shaders");
+    let entries = std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+    entries
+        .map(|entry| entry.expect("readable directory entry").path())
+        .filter(|path| path.extension().is_some_and(|ext| ext == "wgsl"))
+        .map(|path| path.file_stem().unwrap().to_string_lossy().into_owned())
+        .collect()
+}
+
+#[test]
+fn every_shader_parses_and_validates() {
+    let mut failures = Vec::new();
+    for (name, source) in SHADERS {
+        let module = match naga::front::wgsl::parse_str(source) {
+            Ok(module) => module,
+            Err(e) => {
+                failures.push(format!("{name}.wgsl does not parse:\n{}", e.emit_to_string(source)));
+                continue;
+            }
+        };
+        let mut validator = naga::valid::Validator::new(
+            naga::valid::ValidationFlags::all(),
+            naga::valid::Capabilities::default(),
+        );
+        if let Err(e) = validator.validate(&module) {
+            failures.push(format!("{name}.wgsl does not validate:\n{}", e.emit_to_string(source)));
+            continue;
+        }
+        // The wrappers build every pipeline with entry point "main".
+        if !module
+            .entry_points
+            .iter()
+            .any(|ep| ep.name == "main" && ep.stage == naga::ShaderStage::Compute)
+        {
+            failures.push(format!("{name}.wgsl has no compute entry point named main"));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}
+
+#[test]
+fn shaders_match_the_files_on_disk() {
+    // SHADERS embeds the files with include_str!, so each listed source must equal its file.
+    for (name, source) in SHADERS {
+        let path = root().join("shaders").join(format!("{name}.wgsl"));
+        assert!(path.is_file(), "SHADERS lists {name}, but {} does not exist", path.display());
+        assert_eq!(read(&path), source, "SHADERS' {name} is not the text of {}", path.display());
+    }
+    let listed: BTreeSet<String> = SHADERS.iter().map(|(name, _)| name.to_string()).collect();
+    assert_eq!(listed.len(), SHADERS.len(), "SHADERS lists a name twice");
+    let on_disk = shader_files();
+    assert!(!on_disk.is_empty(), "no .wgsl files found in shaders/");
+    let unlisted: Vec<_> = on_disk.difference(&listed).collect();
+    assert!(unlisted.is_empty(), "shaders/ files not listed in SHADERS: {unlisted:?}");
+}
+
+#[test]
+fn one_name_in_three_places() {
+    let ops = read(&root().join("src/cpu/ops.rs"));
+    let kernels = read(&root().join("src/gpu/kernels.rs"));
+    let mut missing = Vec::new();
+    for name in shader_files() {
+        let signature = format!("pub fn {name}(");
+        if !ops.contains(&signature) {
+            missing.push(format!("shaders/{name}.wgsl has no CPU twin `{signature}` in src/cpu/ops.rs"));
+        }
+        if !kernels.contains(&signature) {
+            missing.push(format!("shaders/{name}.wgsl has no GPU wrapper `{signature}` in src/gpu/kernels.rs"));
+        }
+    }
+    assert!(missing.is_empty(), "{}", missing.join("\n"));
+}
