@@ -60,9 +60,9 @@ struct Cli {
     #[arg(long, default_value_t = 1)]
     seed: u64,
 
-    /// Learning rate α [default: 0.5 full-batch, 0.1 mini-batch].
-    #[arg(long)]
-    alpha: Option<f32>,
+    /// Learning rate α.
+    #[arg(long, default_value_t = 0.3)]
+    alpha: f32,
 
     /// Full-batch gradient descent steps.
     #[arg(long, default_value_t = 500, conflicts_with = "batch_size")]
@@ -73,7 +73,7 @@ struct Cli {
     batch_size: Option<usize>,
 
     /// Passes over the training set in mini-batch mode.
-    #[arg(long, default_value_t = 10, requires = "batch_size")]
+    #[arg(long, default_value_t = 30, requires = "batch_size")]
     epochs: usize,
 
     /// Images held out of the training file as the dev set.
@@ -130,7 +130,7 @@ fn run(cli: &Cli) -> Result<()> {
         batch_size: cli.batch_size,
         iterations: cli.iterations,
         epochs: cli.epochs,
-        alpha: cli.alpha.unwrap_or(if mini_batch { 0.1 } else { 0.5 }),
+        alpha: cli.alpha,
         log_every: cli.log_every.or(steps_per_epoch).unwrap_or(50),
         seed: cli.seed,
     };

@@ -33,7 +33,10 @@ fn every_shader_parses_and_validates() {
         let module = match naga::front::wgsl::parse_str(source) {
             Ok(module) => module,
             Err(e) => {
-                failures.push(format!("{name}.wgsl does not parse:\n{}", e.emit_to_string(source)));
+                failures.push(format!(
+                    "{name}.wgsl does not parse:\n{}",
+                    e.emit_to_string(source)
+                ));
                 continue;
             }
         };
@@ -42,7 +45,10 @@ fn every_shader_parses_and_validates() {
             naga::valid::Capabilities::default(),
         );
         if let Err(e) = validator.validate(&module) {
-            failures.push(format!("{name}.wgsl does not validate:\n{}", e.emit_to_string(source)));
+            failures.push(format!(
+                "{name}.wgsl does not validate:\n{}",
+                e.emit_to_string(source)
+            ));
             continue;
         }
         // The wrappers build every pipeline with entry point "main".
@@ -62,15 +68,27 @@ fn shaders_match_the_files_on_disk() {
     // SHADERS embeds the files with include_str!, so each listed source must equal its file.
     for (name, source) in SHADERS {
         let path = root().join("shaders").join(format!("{name}.wgsl"));
-        assert!(path.is_file(), "SHADERS lists {name}, but {} does not exist", path.display());
-        assert_eq!(read(&path), source, "SHADERS' {name} is not the text of {}", path.display());
+        assert!(
+            path.is_file(),
+            "SHADERS lists {name}, but {} does not exist",
+            path.display()
+        );
+        assert_eq!(
+            read(&path),
+            source,
+            "SHADERS' {name} is not the text of {}",
+            path.display()
+        );
     }
     let listed: BTreeSet<String> = SHADERS.iter().map(|(name, _)| name.to_string()).collect();
     assert_eq!(listed.len(), SHADERS.len(), "SHADERS lists a name twice");
     let on_disk = shader_files();
     assert!(!on_disk.is_empty(), "no .wgsl files found in shaders/");
     let unlisted: Vec<_> = on_disk.difference(&listed).collect();
-    assert!(unlisted.is_empty(), "shaders/ files not listed in SHADERS: {unlisted:?}");
+    assert!(
+        unlisted.is_empty(),
+        "shaders/ files not listed in SHADERS: {unlisted:?}"
+    );
 }
 
 #[test]
@@ -81,10 +99,14 @@ fn one_name_in_three_places() {
     for name in shader_files() {
         let signature = format!("pub fn {name}(");
         if !ops.contains(&signature) {
-            missing.push(format!("shaders/{name}.wgsl has no CPU twin `{signature}` in src/cpu/ops.rs"));
+            missing.push(format!(
+                "shaders/{name}.wgsl has no CPU twin `{signature}` in src/cpu/ops.rs"
+            ));
         }
         if !kernels.contains(&signature) {
-            missing.push(format!("shaders/{name}.wgsl has no GPU wrapper `{signature}` in src/gpu/kernels.rs"));
+            missing.push(format!(
+                "shaders/{name}.wgsl has no GPU wrapper `{signature}` in src/gpu/kernels.rs"
+            ));
         }
     }
     assert!(missing.is_empty(), "{}", missing.join("\n"));

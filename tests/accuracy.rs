@@ -1,0 +1,45 @@
+//! The accuracy bars, through the built binary with its defaults, on the embedded data
+//! (trained on its 10,000 digits, 1,000 held out as dev, tested on the canonical 10,000).
+
+use serde_json::Value;
+
+/// Runs the trainer with `args` and returns its `--json` summary.
+fn train(args: &[&str]) -> Value {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_mnist-gpu"))
+        .args(args)
+        .arg("--json")
+        .env("XDG_RUNTIME_DIR", std::env::temp_dir())
+        .output()
+        .expect("the trainer runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "mnist-gpu {args:?} failed: {}{}",
+        stdout,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_str(stdout.lines().last().expect("a summary line")).expect("JSON summary")
+}
+
+fn test_accuracy(summary: &Value) -> f64 {
+    summary["test_accuracy"].as_f64().expect("a test accuracy")
+}
+
+#[test]
+fn default_run_reaches_90_percent_on_both_backends_and_they_agree() {
+    let cpu = train(&["--backend", "cpu"]);
+    let gpu = train(&["--backend", "gpu"]);
+    let (c, g) = (test_accuracy(&cpu), test_accuracy(&gpu));
+    assert!(c >= 0.90, "CPU test accuracy {c}");
+    assert!(g >= 0.90, "GPU test accuracy {g}");
+    assert!((c - g).abs() <= 0.005, "GPU {g} and CPU {c} differ by more than 0.005");
+    assert_eq!(cpu["test_samples"], 10_000);
+    assert_eq!(cpu["train_samples"], 9_000);
+}
+
+#[test]
+fn wide_hidden_layer_with_mini_batches_reaches_95_percent() {
+    let cpu = train(&["--backend", "cpu", "--hidden", "256", "--batch-size", "64"]);
+    let c = test_accuracy(&cpu);
+    assert!(c >= 0.95, "CPU test accuracy {c}");
+}

@@ -1,0 +1,111 @@
+//! End to end: the GPU backend and the CPU backend, started from the same weights, train the
+//! same network on the same real digits; the weights, biases and loss curve must agree at
+//! every checked step, and the final dev predictions on at least 99.5% of the dev set.
+
+mod common;
+
+use std::sync::Arc;
+
+use mnist_gpu::backend::{Backend, List};
+use mnist_gpu::cpu::CpuBackend;
+use mnist_gpu::data;
+use mnist_gpu::gpu::{GpuBackend, GpuContext};
+use mnist_gpu::model::{argmax_columns, Activation, Init, Model};
+use mnist_gpu::train::Split;
+
+/// 1,500 real training digits (300 held out as dev) and 500 test digits.
+fn small_split() -> Split {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("data/mnist");
+    let train = data::load(&dir.join("train-10k-images-idx3-ubyte.gz")).unwrap();
+    let test = data::load(&dir.join("t10k-images-idx3-ubyte.gz")).unwrap();
+    let first = |n: usize| (0..n).collect::<Vec<_>>();
+    Split::new(&train.subset(&first(1500)), Some(&test.subset(&first(500))), 300, 7).unwrap()
+}
+
+/// Parameters agree within `atol + rtol·|cpu|`, element by element.
+fn assert_models_close(step: usize, gpu: &Model, cpu: &Model, atol: f64, rtol: f64) {
+    for (l, (g, c)) in gpu.layers.iter().zip(&cpu.layers).enumerate() {
+        let want_w: Vec<f64> = c.w.iter().map(|&v| v as f64).collect();
+        let want_b: Vec<f64> = c.b.iter().map(|&v| v as f64).collect();
+        common::assert_close(&format!("step {step}: W{}", l + 1), &g.w, &want_w, atol, rtol);
+        common::assert_close(&format!("step {step}: b{}", l + 1), &g.b, &want_b, atol, rtol);
+    }
+}
+
+/// Trains both backends for `steps` steps of `batch` samples (None: full batch), comparing
+/// the batch loss every step and the parameters every 5 steps.
+fn check_parity(ctx: &Arc<GpuContext>, hidden: &[usize], activation: Activation, batch: Option<usize>, steps: usize) {
+    let split = small_split();
+    let model = Model::new(hidden, activation, Init::He, 3).unwrap();
+    let n = split.train.len();
+    let capacity = batch.unwrap_or(n);
+    let mut cpu = CpuBackend::new(&model, split.pool.clone(), split.sizes(), capacity).unwrap();
+    let mut gpu = GpuBackend::new(ctx.clone(), &model, &split.pool, split.sizes(), capacity).unwrap();
+    let alpha = if batch.is_some() { 0.1 } else { 0.5 };
+    let what = format!("{hidden:?} {activation:?} batch {batch:?}");
+    for backend in [&mut cpu as &mut dyn Backend, &mut gpu] {
+        backend.set_list(List::Train, &split.train).unwrap();
+        backend.set_list(List::Dev, &split.dev).unwrap();
+        backend.set_list(List::Test, &split.test).unwrap();
+    }
+    for step in 0..steps {
+        // Mini-batches walk the list; the last batch of a pass is shorter (1200 = 9·128 + 48).
+        let (start, len) = match batch {
+            None => (0, n),
+            Some(b) => {
+                let start = (step * b) % n.next_multiple_of(b);
+                (start, b.min(n - start))
+            }
+        };
+        cpu.train_step(start, len, alpha).unwrap();
+        gpu.train_step(start, len, alpha).unwrap();
+        let (c, g) = (cpu.batch_stats().unwrap(), gpu.batch_stats().unwrap());
+        assert!(
+            (c.loss - g.loss).abs() <= 1e-4 + 1e-3 * c.loss.abs(),
+            "{what}: step {step}: batch loss GPU {} vs CPU {}",
+            g.loss,
+            c.loss
+        );
+        assert!((c.accuracy - g.accuracy).abs() <= 2.0 / len as f64, "{what}: step {step}: accuracy {} vs {}", g.accuracy, c.accuracy);
+        if step % 5 == 4 || step == steps - 1 {
+            // f32 sums in a different order drift apart slowly over the steps.
+            assert_models_close(step, &gpu.model().unwrap(), &cpu.model().unwrap(), 1e-4, 1e-3);
+        }
+    }
+    let dev_cpu = argmax_columns(&cpu.logits(List::Dev).unwrap());
+    let dev_gpu = argmax_columns(&gpu.logits(List::Dev).unwrap());
+    let agree = dev_cpu.iter().zip(&dev_gpu).filter(|(a, b)| a == b).count();
+    assert!(
+        agree as f64 >= 0.995 * dev_cpu.len() as f64,
+        "{what}: predictions agree on only {agree} of {} dev images",
+        dev_cpu.len()
+    );
+    let test_cpu = argmax_columns(&cpu.logits(List::Test).unwrap());
+    let test_gpu = argmax_columns(&gpu.logits(List::Test).unwrap());
+    let agree = test_cpu.iter().zip(&test_gpu).filter(|(a, b)| a == b).count();
+    assert!(agree as f64 >= 0.995 * test_cpu.len() as f64, "{what}: test predictions agree on {agree}");
+}
+
+fn ctx() -> Arc<GpuContext> {
+    Arc::new(common::gpu())
+}
+
+#[test]
+fn full_batch_one_hidden_layer_relu() {
+    check_parity(&ctx(), &[10], Activation::Relu, None, 30);
+}
+
+#[test]
+fn full_batch_two_hidden_layers_elu() {
+    check_parity(&ctx(), &[10, 10], Activation::Elu, None, 30);
+}
+
+#[test]
+fn mini_batch_one_hidden_layer_elu() {
+    check_parity(&ctx(), &[33], Activation::Elu, Some(128), 30);
+}
+
+#[test]
+fn mini_batch_two_hidden_layers_relu() {
+    check_parity(&ctx(), &[64, 17], Activation::Relu, Some(100), 30);
+}
