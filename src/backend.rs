@@ -94,7 +94,9 @@ const EVAL_CHUNK: usize = 4096;
 /// How many samples a backend's scratch space holds: the largest training batch, or an
 /// evaluation chunk if that is larger, so that evaluating a list takes few passes.
 pub fn forward_capacity(train_batch: usize, sizes: ListSizes) -> usize {
-    train_batch.max(EVAL_CHUNK.min(sizes.dev.max(sizes.test))).max(1)
+    train_batch
+        .max(EVAL_CHUNK.min(sizes.dev.max(sizes.test)))
+        .max(1)
 }
 
 /// An index list must have the length it was built with and point inside the pool.
@@ -107,7 +109,9 @@ pub fn check_list(sizes: &ListSizes, list: List, indices: &[u32], pool_len: usiz
         ));
     }
     if let Some(&bad) = indices.iter().find(|&&i| i as usize >= pool_len) {
-        return config(format!("{list:?} list refers to image {bad}, but there are only {pool_len}"));
+        return config(format!(
+            "{list:?} list refers to image {bad}, but there are only {pool_len}"
+        ));
     }
     Ok(())
 }

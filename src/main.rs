@@ -106,11 +106,16 @@ fn main() -> ExitCode {
 
 /// The embedded data's files, found from the source tree.
 fn embedded(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("data/mnist").join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("data/mnist")
+        .join(name)
 }
 
 fn run(cli: &Cli) -> Result<()> {
-    let train_path = cli.train.clone().unwrap_or_else(|| embedded("train-10k-images-idx3-ubyte.gz"));
+    let train_path = cli
+        .train
+        .clone()
+        .unwrap_or_else(|| embedded("train-10k-images-idx3-ubyte.gz"));
     let test_path = match &cli.test {
         Some(p) if p.as_os_str() == "none" => None,
         Some(p) => Some(p.clone()),
@@ -121,7 +126,11 @@ fn run(cli: &Cli) -> Result<()> {
     let test_file = test_path.as_deref().map(data::load).transpose()?;
     let split = Split::new(&train_file, test_file.as_ref(), cli.dev_size, cli.seed)?;
     if cli.show > split.dev.len() {
-        return config(format!("--show {}: there are only {} dev images", cli.show, split.dev.len()));
+        return config(format!(
+            "--show {}: there are only {} dev images",
+            cli.show,
+            split.dev.len()
+        ));
     }
 
     let mini_batch = cli.batch_size.is_some();
@@ -139,14 +148,29 @@ fn run(cli: &Cli) -> Result<()> {
     let capacity = schedule.capacity(split.train.len());
 
     let mut backend: Box<dyn Backend> = match cli.backend {
-        BackendKind::Cpu => Box::new(CpuBackend::new(&model, split.pool.clone(), split.sizes(), capacity)?),
-        BackendKind::Gpu => gpu::open_backend(cli.adapter.as_deref(), &model, split.pool.clone(), split.sizes(), capacity)?,
+        BackendKind::Cpu => Box::new(CpuBackend::new(
+            &model,
+            split.pool.clone(),
+            split.sizes(),
+            capacity,
+        )?),
+        BackendKind::Gpu => gpu::open_backend(
+            cli.adapter.as_deref(),
+            &model,
+            split.pool.clone(),
+            split.sizes(),
+            capacity,
+        )?,
     };
     let device = backend.device_name();
 
     println!(
         "training 784-{}-10 ({}) on {}: {} train, {} dev, {} test images; {}, α = {}",
-        cli.hidden.iter().map(|h| h.to_string()).collect::<Vec<_>>().join("-"),
+        cli.hidden
+            .iter()
+            .map(|h| h.to_string())
+            .collect::<Vec<_>>()
+            .join("-"),
         cli.activation.name(),
         device,
         split.train.len(),
@@ -159,8 +183,14 @@ fn run(cli: &Cli) -> Result<()> {
         schedule.alpha,
     );
     let mut print_progress = |p: &Progress| {
-        let epoch = p.epoch.map(|e| format!("epoch {e:>3}  ")).unwrap_or_default();
-        let dev = p.dev_accuracy.map(|a| format!("  dev acc {a:.4}")).unwrap_or_default();
+        let epoch = p
+            .epoch
+            .map(|e| format!("epoch {e:>3}  "))
+            .unwrap_or_default();
+        let dev = p
+            .dev_accuracy
+            .map(|a| format!("  dev acc {a:.4}"))
+            .unwrap_or_default();
         println!(
             "{epoch}step {:>6}/{}  loss {:.4}  batch acc {:.4}{dev}",
             p.step, p.steps, p.batch.loss, p.batch.accuracy
@@ -183,7 +213,10 @@ fn run(cli: &Cli) -> Result<()> {
             "\ndev image {i}: predicted {}, label {}",
             report.dev_predictions[i], dev_labels[i]
         );
-        print!("{}", art::draw(&split.pool.images[image as usize * data::PIXELS..][..data::PIXELS]));
+        print!(
+            "{}",
+            art::draw(&split.pool.images[image as usize * data::PIXELS..][..data::PIXELS])
+        );
     }
     if cli.json {
         let summary = json!({

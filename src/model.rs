@@ -62,7 +62,10 @@ impl Model {
             return config("--hidden needs at least one layer width, e.g. --hidden 10");
         }
         if let Some(pos) = hidden.iter().position(|&h| h == 0) {
-            return config(format!("--hidden: layer {} has width 0; widths must be at least 1", pos + 1));
+            return config(format!(
+                "--hidden: layer {} has width 0; widths must be at least 1",
+                pos + 1
+            ));
         }
         let mut sizes = vec![PIXELS];
         sizes.extend_from_slice(hidden);
@@ -89,7 +92,12 @@ impl Model {
                         (uniform(inputs * outputs), uniform(outputs))
                     }
                 };
-                Layer { inputs, outputs, w, b }
+                Layer {
+                    inputs,
+                    outputs,
+                    w,
+                    b,
+                }
             })
             .collect();
         Ok(Model { layers, activation })

@@ -32,7 +32,10 @@ fn default_run_reaches_90_percent_on_both_backends_and_they_agree() {
     let (c, g) = (test_accuracy(&cpu), test_accuracy(&gpu));
     assert!(c >= 0.90, "CPU test accuracy {c}");
     assert!(g >= 0.90, "GPU test accuracy {g}");
-    assert!((c - g).abs() <= 0.005, "GPU {g} and CPU {c} differ by more than 0.005");
+    assert!(
+        (c - g).abs() <= 0.005,
+        "GPU {g} and CPU {c} differ by more than 0.005"
+    );
     assert_eq!(cpu["test_samples"], 10_000);
     assert_eq!(cpu["train_samples"], 9_000);
 }

@@ -38,7 +38,13 @@ fn element(data: &[f32], l: Layout, i: usize, j: usize) -> f64 {
 enum B {
     Matrix(Vec<f32>, Layout),
     /// X (784, m) or its transpose, images picked by `indices[offset ..]`.
-    Images { images: Vec<u8>, indices: Vec<u32>, offset: usize, m: usize, transposed: bool },
+    Images {
+        images: Vec<u8>,
+        indices: Vec<u32>,
+        offset: usize,
+        m: usize,
+        transposed: bool,
+    },
 }
 
 impl B {
@@ -46,7 +52,13 @@ impl B {
     fn dense(&self) -> (Vec<f32>, Layout) {
         match self {
             B::Matrix(data, l) => (data.clone(), *l),
-            B::Images { images, indices, offset, m, transposed } => {
+            B::Images {
+                images,
+                indices,
+                offset,
+                m,
+                transposed,
+            } => {
                 let mut x = vec![0.0; PIXELS * m];
                 ops::gather_images(images, &indices[*offset..offset + m], &mut x);
                 let l = Layout::col_major(PIXELS, *m);
@@ -57,55 +69,113 @@ impl B {
 }
 
 /// `C = A·B (+ bias)` on the GPU with `splits` slices, against f64 and against `ops::matmul`.
-fn check_matmul(what: &str, a: &[f32], la: Layout, b: B, lc: Layout, bias: Option<&[f32]>, splits: u32) {
+fn check_matmul(
+    what: &str,
+    a: &[f32],
+    la: Layout,
+    b: B,
+    lc: Layout,
+    bias: Option<&[f32]>,
+    splits: u32,
+) {
     let ctx = ctx();
     let (b_dense, lb) = b.dense();
     let (rows, inner, cols) = (la.rows, la.cols, lb.cols);
     let mut want = vec![0.0f64; rows * cols];
     for i in 0..rows {
         for j in 0..cols {
-            let dot: f64 = (0..inner).map(|k| element(a, la, i, k) * element(&b_dense, lb, k, j)).sum();
+            let dot: f64 = (0..inner)
+                .map(|k| element(a, la, i, k) * element(&b_dense, lb, k, j))
+                .sum();
             want[i * lc.rs + j * lc.cs] = dot + bias.map_or(0.0, |b| b[i] as f64);
         }
     }
     let atol = 1e-6 * inner as f64 + 1e-6;
 
     let mut cpu = vec![f32::NAN; rows * cols];
-    ops::matmul(Mat { data: a, layout: la }, Mat { data: &b_dense, layout: lb }, bias, 1.0, MatMut { data: &mut cpu, layout: lc });
+    ops::matmul(
+        Mat {
+            data: a,
+            layout: la,
+        },
+        Mat {
+            data: &b_dense,
+            layout: lb,
+        },
+        bias,
+        1.0,
+        MatMut {
+            data: &mut cpu,
+            layout: lc,
+        },
+    );
     assert_close(&format!("{what}: CPU twin"), &cpu, &want, atol, 1e-5);
 
     let (b_buf, images, indices, operand) = match &b {
         B::Matrix(data, l) => (upload(data), vec![0u8; 4], vec![0u32], Operand::Matrix(*l)),
-        B::Images { images, indices, offset, m, transposed } => {
+        B::Images {
+            images,
+            indices,
+            offset,
+            m,
+            transposed,
+        } => {
             let index_offset = *offset as u32;
             let op = if *transposed {
-                Operand::ImagesT { index_offset, m: *m }
+                Operand::ImagesT {
+                    index_offset,
+                    m: *m,
+                }
             } else {
-                Operand::Images { index_offset, m: *m }
+                Operand::Images {
+                    index_offset,
+                    m: *m,
+                }
             };
             (upload(&[0.0]), images.clone(), indices.clone(), op)
         }
     };
     let a_buf = upload(a);
     let images = ctx.upload("images", &images).unwrap();
-    let indices = ctx.upload("indices", bytemuck::cast_slice(&indices)).unwrap();
+    let indices = ctx
+        .upload("indices", bytemuck::cast_slice(&indices))
+        .unwrap();
     let bias_buf = upload(bias.unwrap_or(&[0.0]));
     let partials = poisoned(splits as usize * rows * cols);
     let c = poisoned(rows * cols);
     let k = &ctx.kernels;
     let mut u = Uniforms::new(&ctx.device, 2);
-    let product = k.matmul.bind(&ctx.device, &mut u, &[&a_buf, &b_buf, &images, &indices, &bias_buf, &partials]);
+    let product = k.matmul.bind(
+        &ctx.device,
+        &mut u,
+        &[&a_buf, &b_buf, &images, &indices, &bias_buf, &partials],
+    );
     let sum = k.sum_partials.bind(&ctx.device, &mut u, &[&partials, &c]);
     let mut rec = Recorder::new(&ctx.device, &mut u, "matmul test");
     k.matmul(&mut rec, &product, la, operand, lc, bias.is_some(), splits);
     k.sum_partials(&mut rec, &sum, rows * cols, splits, 1.0);
     rec.submit(&ctx.queue);
-    assert_close(&format!("{what}: GPU"), &read(&c, rows * cols), &want, atol, 1e-5);
+    assert_close(
+        &format!("{what}: GPU"),
+        &read(&c, rows * cols),
+        &want,
+        atol,
+        1e-5,
+    );
 }
 
 #[test]
 fn matmul_w_a_plus_bias() {
-    for (seed, &(rows, inner, cols)) in [(1, 1, 1), (7, 63, 65), (65, 7, 63), (10, 257, 1000), (33, 100, 17)].iter().enumerate() {
+    for (seed, &(rows, inner, cols)) in [
+        (1, 1, 1),
+        (7, 63, 65),
+        (65, 7, 63),
+        (10, 257, 1000),
+        (33, 100, 17),
+    ]
+    .iter()
+    .enumerate()
+    {
         let seed = seed as u64;
         let w = random_floats(rows * inner, 1.0, seed);
         let a = random_floats(inner * cols, 1.0, seed + 100);
@@ -166,7 +236,13 @@ fn image_operand(m: usize, transposed: bool, seed: u64) -> B {
     // A shuffled list, read from offset 3, so index handling is tested too.
     let mut indices: Vec<u32> = (0..count as u32).rev().collect();
     indices.rotate_left(seed as usize % count);
-    B::Images { images, indices, offset: 3, m: m.min(count - 3), transposed }
+    B::Images {
+        images,
+        indices,
+        offset: 3,
+        m: m.min(count - 3),
+        transposed,
+    }
 }
 
 #[test]
@@ -235,7 +311,13 @@ fn check_activation(count: usize, act: Act) {
     let mut rec = Recorder::new(&ctx.device, &mut u, "activation test");
     k.activation(&mut rec, &bound, count, act);
     rec.submit(&ctx.queue);
-    assert_close(&format!("activation {act:?} x{count}"), &read(&ab, count), &want, 1e-6, 1e-6);
+    assert_close(
+        &format!("activation {act:?} x{count}"),
+        &read(&ab, count),
+        &want,
+        1e-6,
+        1e-6,
+    );
 }
 
 #[test]
@@ -260,18 +342,30 @@ fn activation_grad_relu_and_elu() {
         for act in [Act::Relu, Act::Elu] {
             let da = random_floats(count, 1.0, 20);
             let z = random_floats(count, 5.0, 21);
-            let want: Vec<f64> = da.iter().zip(&z).map(|(&d, &v)| d as f64 * act_reference(v as f64, act).1).collect();
+            let want: Vec<f64> = da
+                .iter()
+                .zip(&z)
+                .map(|(&d, &v)| d as f64 * act_reference(v as f64, act).1)
+                .collect();
             let mut cpu = vec![f32::NAN; count];
             ops::activation_grad(&da, &z, act, &mut cpu);
             assert_close("activation_grad: CPU twin", &cpu, &want, 1e-6, 1e-6);
 
             let (dab, zb, dzb) = (upload(&da), upload(&z), poisoned(count));
             let mut u = Uniforms::new(&ctx.device, 1);
-            let bound = k.activation_grad.bind(&ctx.device, &mut u, &[&dab, &zb, &dzb]);
+            let bound = k
+                .activation_grad
+                .bind(&ctx.device, &mut u, &[&dab, &zb, &dzb]);
             let mut rec = Recorder::new(&ctx.device, &mut u, "activation_grad test");
             k.activation_grad(&mut rec, &bound, count, act);
             rec.submit(&ctx.queue);
-            assert_close(&format!("activation_grad {act:?} x{count}"), &read(&dzb, count), &want, 1e-6, 1e-6);
+            assert_close(
+                &format!("activation_grad {act:?} x{count}"),
+                &read(&dzb, count),
+                &want,
+                1e-6,
+                1e-6,
+            );
         }
     }
 }
@@ -279,7 +373,9 @@ fn activation_grad_relu_and_elu() {
 fn softmax_reference(z: &[f32], rows: usize) -> Vec<f64> {
     let mut out = Vec::new();
     for column in z.chunks(rows) {
-        let max = column.iter().fold(f64::NEG_INFINITY, |m, &v| m.max(v as f64));
+        let max = column
+            .iter()
+            .fold(f64::NEG_INFINITY, |m, &v| m.max(v as f64));
         let sum: f64 = column.iter().map(|&v| (v as f64 - max).exp()).sum();
         out.extend(column.iter().map(|&v| (v as f64 - max).exp() / sum));
     }
@@ -302,8 +398,17 @@ fn check_softmax(rows: usize, m: usize, scale: f32) {
     k.softmax(&mut rec, &bound, rows, m);
     rec.submit(&ctx.queue);
     let got = read(&ab, rows * m);
-    assert!(got.iter().all(|v| v.is_finite()), "softmax {rows}x{m}: a NaN or Inf");
-    assert_close(&format!("softmax {rows}x{m} (logits up to {scale})"), &got, &want, 1e-6, 1e-4);
+    assert!(
+        got.iter().all(|v| v.is_finite()),
+        "softmax {rows}x{m}: a NaN or Inf"
+    );
+    assert_close(
+        &format!("softmax {rows}x{m} (logits up to {scale})"),
+        &got,
+        &want,
+        1e-6,
+        1e-4,
+    );
 }
 
 #[test]
@@ -330,7 +435,10 @@ fn output_grad_from_labels() {
         let labels: Vec<u8> = random_bytes(images, 30).iter().map(|b| b % 10).collect();
         let indices: Vec<u32> = (0..images as u32).rev().collect();
         let offset = 2;
-        let batch: Vec<u8> = indices[offset..offset + m].iter().map(|&i| labels[i as usize]).collect();
+        let batch: Vec<u8> = indices[offset..offset + m]
+            .iter()
+            .map(|&i| labels[i as usize])
+            .collect();
         let z = random_floats(rows * m, 8.0, 31);
         let mut a = vec![0.0; rows * m];
         ops::softmax(&z, rows, &mut a);
@@ -349,20 +457,44 @@ fn output_grad_from_labels() {
         let (mut cpu_dz, mut cpu_stats) = (vec![f32::NAN; rows * m], vec![f32::NAN; 2 * m]);
         ops::output_grad(&a, &z, &batch, rows, &mut cpu_dz, &mut cpu_stats);
         assert_close("output_grad dZ: CPU twin", &cpu_dz, &want_dz, 1e-6, 1e-5);
-        assert_close("output_grad stats: CPU twin", &cpu_stats, &want_stats, 1e-5, 1e-5);
+        assert_close(
+            "output_grad stats: CPU twin",
+            &cpu_stats,
+            &want_stats,
+            1e-5,
+            1e-5,
+        );
 
         let label_words: Vec<u32> = labels.iter().map(|&l| l as u32).collect();
         let (ab, zb) = (upload(&a), upload(&z));
-        let lb = ctx.upload("labels", bytemuck::cast_slice(&label_words)).unwrap();
-        let ib = ctx.upload("indices", bytemuck::cast_slice(&indices)).unwrap();
+        let lb = ctx
+            .upload("labels", bytemuck::cast_slice(&label_words))
+            .unwrap();
+        let ib = ctx
+            .upload("indices", bytemuck::cast_slice(&indices))
+            .unwrap();
         let (dzb, sb) = (poisoned(rows * m), poisoned(2 * m));
         let mut u = Uniforms::new(&ctx.device, 1);
-        let bound = k.output_grad.bind(&ctx.device, &mut u, &[&ab, &zb, &lb, &ib, &dzb, &sb]);
+        let bound = k
+            .output_grad
+            .bind(&ctx.device, &mut u, &[&ab, &zb, &lb, &ib, &dzb, &sb]);
         let mut rec = Recorder::new(&ctx.device, &mut u, "output_grad test");
         k.output_grad(&mut rec, &bound, rows, m, offset as u32);
         rec.submit(&ctx.queue);
-        assert_close(&format!("output_grad dZ x{m}"), &read(&dzb, rows * m), &want_dz, 1e-6, 1e-5);
-        assert_close(&format!("output_grad stats x{m}"), &read(&sb, 2 * m), &want_stats, 1e-5, 1e-5);
+        assert_close(
+            &format!("output_grad dZ x{m}"),
+            &read(&dzb, rows * m),
+            &want_dz,
+            1e-6,
+            1e-5,
+        );
+        assert_close(
+            &format!("output_grad stats x{m}"),
+            &read(&sb, 2 * m),
+            &want_stats,
+            1e-5,
+            1e-5,
+        );
     }
 }
 
@@ -389,7 +521,13 @@ fn sum_columns_over_the_batch() {
             let mut rec = Recorder::new(&ctx.device, &mut u, "sum_columns test");
             k.sum_columns(&mut rec, &columns, &sum, rows, m, scale);
             rec.submit(&ctx.queue);
-            assert_close(&format!("sum_columns {rows}x{m}"), &read(&out, rows), &want, 1e-6, 1e-5);
+            assert_close(
+                &format!("sum_columns {rows}x{m}"),
+                &read(&out, rows),
+                &want,
+                1e-6,
+                1e-5,
+            );
         }
     }
 }
@@ -401,7 +539,11 @@ fn sum_partials_adds_slices() {
     for (len, parts) in [(1, 1), (63, 5), (1000, 7), (7850, 36)] {
         let partials = random_floats(len * parts, 1.0, 40);
         let want: Vec<f64> = (0..len)
-            .map(|i| 0.5 * (0..parts).map(|s| partials[s * len + i] as f64).sum::<f64>())
+            .map(|i| {
+                0.5 * (0..parts)
+                    .map(|s| partials[s * len + i] as f64)
+                    .sum::<f64>()
+            })
             .collect();
         let mut cpu = vec![f32::NAN; len];
         ops::sum_partials(&partials, len, 0.5, &mut cpu);
@@ -413,7 +555,13 @@ fn sum_partials_adds_slices() {
         let mut rec = Recorder::new(&ctx.device, &mut u, "sum_partials test");
         k.sum_partials(&mut rec, &bound, len, parts as u32, 0.5);
         rec.submit(&ctx.queue);
-        assert_close(&format!("sum_partials {len}x{parts}"), &read(&out, len), &want, 1e-6, 1e-5);
+        assert_close(
+            &format!("sum_partials {len}x{parts}"),
+            &read(&out, len),
+            &want,
+            1e-6,
+            1e-5,
+        );
     }
 }
 
@@ -425,7 +573,11 @@ fn sgd_update_steps_against_the_gradient() {
         let param = random_floats(count, 1.0, 50);
         let grad = random_floats(count, 1.0, 51);
         let alpha = 0.37f32;
-        let want: Vec<f64> = param.iter().zip(&grad).map(|(&p, &g)| p as f64 - alpha as f64 * g as f64).collect();
+        let want: Vec<f64> = param
+            .iter()
+            .zip(&grad)
+            .map(|(&p, &g)| p as f64 - alpha as f64 * g as f64)
+            .collect();
         let mut cpu = param.clone();
         ops::sgd_update(&mut cpu, &grad, alpha);
         assert_close("sgd_update: CPU twin", &cpu, &want, 1e-6, 1e-6);
@@ -436,6 +588,12 @@ fn sgd_update_steps_against_the_gradient() {
         let mut rec = Recorder::new(&ctx.device, &mut u, "sgd_update test");
         k.sgd_update(&mut rec, &bound, count, alpha);
         rec.submit(&ctx.queue);
-        assert_close(&format!("sgd_update x{count}"), &read(&pb, count), &want, 1e-6, 1e-6);
+        assert_close(
+            &format!("sgd_update x{count}"),
+            &read(&pb, count),
+            &want,
+            1e-6,
+            1e-6,
+        );
     }
 }

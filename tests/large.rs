@@ -17,10 +17,15 @@ fn full_batch_over_60000_images_on_the_gpu() {
     let images = common::random_bytes(n * PIXELS, 1);
     let labels = common::random_bytes(n, 2).iter().map(|b| b % 10).collect();
     let pool = Arc::new(ImagePool { images, labels });
-    let sizes = ListSizes { train: n, dev: 0, test: 0 };
+    let sizes = ListSizes {
+        train: n,
+        dev: 0,
+        test: 0,
+    };
     let model = Model::new(&[10], Activation::Relu, Init::He, 1).unwrap();
     let ctx = Arc::new(common::gpu());
-    let mut gpu = GpuBackend::new(ctx, &model, &pool, sizes, n).expect("60,000 images fit the default limits");
+    let mut gpu = GpuBackend::new(ctx, &model, &pool, sizes, n)
+        .expect("60,000 images fit the default limits");
     let mut cpu = CpuBackend::new(&model, pool.clone(), sizes, n).unwrap();
     let order: Vec<u32> = (0..n as u32).collect();
     for backend in [&mut gpu as &mut dyn Backend, &mut cpu] {
@@ -29,7 +34,12 @@ fn full_batch_over_60000_images_on_the_gpu() {
         backend.train_step(0, n, 0.3).unwrap();
     }
     let (g, c) = (gpu.batch_stats().unwrap(), cpu.batch_stats().unwrap());
-    assert!(g.loss.is_finite() && (g.loss - c.loss).abs() <= 1e-4 * c.loss, "loss GPU {} vs CPU {}", g.loss, c.loss);
+    assert!(
+        g.loss.is_finite() && (g.loss - c.loss).abs() <= 1e-4 * c.loss,
+        "loss GPU {} vs CPU {}",
+        g.loss,
+        c.loss
+    );
     let (gm, cm) = (gpu.model().unwrap(), cpu.model().unwrap());
     let want: Vec<f64> = cm.layers[0].w.iter().map(|&v| v as f64).collect();
     common::assert_close("W1 after two steps", &gm.layers[0].w, &want, 1e-5, 1e-3);

@@ -19,7 +19,13 @@ fn small_split() -> Split {
     let train = data::load(&dir.join("train-10k-images-idx3-ubyte.gz")).unwrap();
     let test = data::load(&dir.join("t10k-images-idx3-ubyte.gz")).unwrap();
     let first = |n: usize| (0..n).collect::<Vec<_>>();
-    Split::new(&train.subset(&first(1500)), Some(&test.subset(&first(500))), 300, 7).unwrap()
+    Split::new(
+        &train.subset(&first(1500)),
+        Some(&test.subset(&first(500))),
+        300,
+        7,
+    )
+    .unwrap()
 }
 
 /// Parameters agree within `atol + rtol·|cpu|`, element by element.
@@ -27,20 +33,39 @@ fn assert_models_close(step: usize, gpu: &Model, cpu: &Model, atol: f64, rtol: f
     for (l, (g, c)) in gpu.layers.iter().zip(&cpu.layers).enumerate() {
         let want_w: Vec<f64> = c.w.iter().map(|&v| v as f64).collect();
         let want_b: Vec<f64> = c.b.iter().map(|&v| v as f64).collect();
-        common::assert_close(&format!("step {step}: W{}", l + 1), &g.w, &want_w, atol, rtol);
-        common::assert_close(&format!("step {step}: b{}", l + 1), &g.b, &want_b, atol, rtol);
+        common::assert_close(
+            &format!("step {step}: W{}", l + 1),
+            &g.w,
+            &want_w,
+            atol,
+            rtol,
+        );
+        common::assert_close(
+            &format!("step {step}: b{}", l + 1),
+            &g.b,
+            &want_b,
+            atol,
+            rtol,
+        );
     }
 }
 
 /// Trains both backends for `steps` steps of `batch` samples (None: full batch), comparing
 /// the batch loss every step and the parameters every 5 steps.
-fn check_parity(ctx: &Arc<GpuContext>, hidden: &[usize], activation: Activation, batch: Option<usize>, steps: usize) {
+fn check_parity(
+    ctx: &Arc<GpuContext>,
+    hidden: &[usize],
+    activation: Activation,
+    batch: Option<usize>,
+    steps: usize,
+) {
     let split = small_split();
     let model = Model::new(hidden, activation, Init::He, 3).unwrap();
     let n = split.train.len();
     let capacity = batch.unwrap_or(n);
     let mut cpu = CpuBackend::new(&model, split.pool.clone(), split.sizes(), capacity).unwrap();
-    let mut gpu = GpuBackend::new(ctx.clone(), &model, &split.pool, split.sizes(), capacity).unwrap();
+    let mut gpu =
+        GpuBackend::new(ctx.clone(), &model, &split.pool, split.sizes(), capacity).unwrap();
     let alpha = if batch.is_some() { 0.1 } else { 0.5 };
     let what = format!("{hidden:?} {activation:?} batch {batch:?}");
     for backend in [&mut cpu as &mut dyn Backend, &mut gpu] {
@@ -66,10 +91,21 @@ fn check_parity(ctx: &Arc<GpuContext>, hidden: &[usize], activation: Activation,
             g.loss,
             c.loss
         );
-        assert!((c.accuracy - g.accuracy).abs() <= 2.0 / len as f64, "{what}: step {step}: accuracy {} vs {}", g.accuracy, c.accuracy);
+        assert!(
+            (c.accuracy - g.accuracy).abs() <= 2.0 / len as f64,
+            "{what}: step {step}: accuracy {} vs {}",
+            g.accuracy,
+            c.accuracy
+        );
         if step % 5 == 4 || step == steps - 1 {
             // f32 sums in a different order drift apart slowly over the steps.
-            assert_models_close(step, &gpu.model().unwrap(), &cpu.model().unwrap(), 1e-4, 1e-3);
+            assert_models_close(
+                step,
+                &gpu.model().unwrap(),
+                &cpu.model().unwrap(),
+                1e-4,
+                1e-3,
+            );
         }
     }
     let dev_cpu = argmax_columns(&cpu.logits(List::Dev).unwrap());
@@ -82,8 +118,15 @@ fn check_parity(ctx: &Arc<GpuContext>, hidden: &[usize], activation: Activation,
     );
     let test_cpu = argmax_columns(&cpu.logits(List::Test).unwrap());
     let test_gpu = argmax_columns(&gpu.logits(List::Test).unwrap());
-    let agree = test_cpu.iter().zip(&test_gpu).filter(|(a, b)| a == b).count();
-    assert!(agree as f64 >= 0.995 * test_cpu.len() as f64, "{what}: test predictions agree on {agree}");
+    let agree = test_cpu
+        .iter()
+        .zip(&test_gpu)
+        .filter(|(a, b)| a == b)
+        .count();
+    assert!(
+        agree as f64 >= 0.995 * test_cpu.len() as f64,
+        "{what}: test predictions agree on {agree}"
+    );
 }
 
 fn ctx() -> Arc<GpuContext> {

@@ -5,7 +5,9 @@ pub mod ops;
 
 use std::sync::Arc;
 
-use crate::backend::{check_batch, check_list, forward_capacity, Backend, BatchStats, ImagePool, List, ListSizes};
+use crate::backend::{
+    check_batch, check_list, forward_capacity, Backend, BatchStats, ImagePool, List, ListSizes,
+};
 use crate::data::{CLASSES, PIXELS};
 use crate::error::{config, Result};
 use crate::model::Model;
@@ -37,15 +39,29 @@ pub struct CpuBackend {
 impl CpuBackend {
     /// `capacity` is the largest batch `train_step` will be given; longer lists are evaluated
     /// in chunks.
-    pub fn new(model: &Model, pool: Arc<ImagePool>, sizes: ListSizes, capacity: usize) -> Result<Self> {
+    pub fn new(
+        model: &Model,
+        pool: Arc<ImagePool>,
+        sizes: ListSizes,
+        capacity: usize,
+    ) -> Result<Self> {
         if capacity == 0 {
             return config("batch size must be at least 1");
         }
         let capacity = forward_capacity(capacity, sizes);
         let per_layer = |f: &dyn Fn(usize) -> usize| -> Vec<Vec<f32>> {
-            model.layers.iter().map(|l| vec![0.0; f(l.outputs)]).collect()
+            model
+                .layers
+                .iter()
+                .map(|l| vec![0.0; f(l.outputs)])
+                .collect()
         };
-        let widest = model.layers.iter().map(|l| l.outputs).max().unwrap_or(CLASSES);
+        let widest = model
+            .layers
+            .iter()
+            .map(|l| l.outputs)
+            .max()
+            .unwrap_or(CLASSES);
         Ok(CpuBackend {
             pool,
             sizes,
@@ -69,7 +85,11 @@ impl CpuBackend {
     /// `Z[l] = W[l]·A[l-1] + b[l]`, `A[l] = g(Z[l])`, and softmax on the last layer.
     fn forward(&mut self, first: usize, m: usize) {
         let act = Act::from(self.model.activation);
-        ops::gather_images(&self.pool.images, &self.indices[first..first + m], &mut self.x[..PIXELS * m]);
+        ops::gather_images(
+            &self.pool.images,
+            &self.indices[first..first + m],
+            &mut self.x[..PIXELS * m],
+        );
         let last = self.model.layers.len() - 1;
         for (l, layer) in self.model.layers.iter().enumerate() {
             let (units, inputs) = (layer.outputs, layer.inputs);
@@ -133,7 +153,12 @@ impl CpuBackend {
                     1.0,
                     MatMut::col_major(da, inputs, m),
                 );
-                ops::activation_grad(da, &self.z[l - 1][..inputs * m], act, &mut lower[l - 1][..inputs * m]);
+                ops::activation_grad(
+                    da,
+                    &self.z[l - 1][..inputs * m],
+                    act,
+                    &mut lower[l - 1][..inputs * m],
+                );
             }
         }
     }
@@ -155,7 +180,12 @@ impl Backend for CpuBackend {
         check_batch(&self.sizes, self.capacity, start, len)?;
         self.forward(start, len);
         self.backward(start, len);
-        for (layer, (dw, db)) in self.model.layers.iter_mut().zip(self.dw.iter().zip(&self.db)) {
+        for (layer, (dw, db)) in self
+            .model
+            .layers
+            .iter_mut()
+            .zip(self.dw.iter().zip(&self.db))
+        {
             ops::sgd_update(&mut layer.w, dw, alpha);
             ops::sgd_update(&mut layer.b, db, alpha);
         }
@@ -169,7 +199,8 @@ impl Backend for CpuBackend {
     }
 
     fn batch_stats(&mut self) -> Result<BatchStats> {
-        self.last.ok_or_else(|| crate::error::Error::Config("no training step has run yet".into()))
+        self.last
+            .ok_or_else(|| crate::error::Error::Config("no training step has run yet".into()))
     }
 
     fn logits(&mut self, list: List) -> Result<Vec<f32>> {

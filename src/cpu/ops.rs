@@ -18,17 +18,32 @@ pub struct Layout {
 impl Layout {
     /// Rows stored one after another (the weights `W`).
     pub fn row_major(rows: usize, cols: usize) -> Self {
-        Layout { rows, cols, rs: cols, cs: 1 }
+        Layout {
+            rows,
+            cols,
+            rs: cols,
+            cs: 1,
+        }
     }
 
     /// Columns stored one after another (activations: one sample's column is contiguous).
     pub fn col_major(rows: usize, cols: usize) -> Self {
-        Layout { rows, cols, rs: 1, cs: rows }
+        Layout {
+            rows,
+            cols,
+            rs: 1,
+            cs: rows,
+        }
     }
 
     /// The transpose: the same elements, read the other way round.
     pub fn t(self) -> Self {
-        Layout { rows: self.cols, cols: self.rows, rs: self.cs, cs: self.rs }
+        Layout {
+            rows: self.cols,
+            cols: self.rows,
+            rs: self.cs,
+            cs: self.rs,
+        }
     }
 
     /// One past the largest index the layout touches.
@@ -50,15 +65,24 @@ pub struct Mat<'a> {
 
 impl<'a> Mat<'a> {
     pub fn row_major(data: &'a [f32], rows: usize, cols: usize) -> Self {
-        Mat { data, layout: Layout::row_major(rows, cols) }
+        Mat {
+            data,
+            layout: Layout::row_major(rows, cols),
+        }
     }
 
     pub fn col_major(data: &'a [f32], rows: usize, cols: usize) -> Self {
-        Mat { data, layout: Layout::col_major(rows, cols) }
+        Mat {
+            data,
+            layout: Layout::col_major(rows, cols),
+        }
     }
 
     pub fn t(self) -> Self {
-        Mat { data: self.data, layout: self.layout.t() }
+        Mat {
+            data: self.data,
+            layout: self.layout.t(),
+        }
     }
 }
 
@@ -70,11 +94,17 @@ pub struct MatMut<'a> {
 
 impl<'a> MatMut<'a> {
     pub fn row_major(data: &'a mut [f32], rows: usize, cols: usize) -> Self {
-        MatMut { data, layout: Layout::row_major(rows, cols) }
+        MatMut {
+            data,
+            layout: Layout::row_major(rows, cols),
+        }
     }
 
     pub fn col_major(data: &'a mut [f32], rows: usize, cols: usize) -> Self {
-        MatMut { data, layout: Layout::col_major(rows, cols) }
+        MatMut {
+            data,
+            layout: Layout::col_major(rows, cols),
+        }
     }
 }
 
@@ -100,8 +130,14 @@ impl From<crate::model::Activation> for Act {
 pub fn matmul(a: Mat, b: Mat, bias: Option<&[f32]>, scale: f32, c: MatMut) {
     let (la, lb, lc) = (a.layout, b.layout, c.layout);
     assert_eq!(la.cols, lb.rows, "matmul: inner dimensions differ");
-    assert_eq!((la.rows, lb.cols), (lc.rows, lc.cols), "matmul: output shape");
-    assert!(a.data.len() >= la.extent() && b.data.len() >= lb.extent() && c.data.len() >= lc.extent());
+    assert_eq!(
+        (la.rows, lb.cols),
+        (lc.rows, lc.cols),
+        "matmul: output shape"
+    );
+    assert!(
+        a.data.len() >= la.extent() && b.data.len() >= lb.extent() && c.data.len() >= lc.extent()
+    );
 
     let beta = match bias {
         Some(bias) => {
@@ -203,9 +239,20 @@ pub fn softmax(z: &[f32], rows: usize, a: &mut [f32]) {
 /// sample the cross-entropy loss `log Σ exp(z − max) − (z_label − max)` and whether the
 /// prediction (first largest logit) is right.
 /// A, Z, dZ: (rows, m) column-major; labels: (m); stats: (2, m) column-major, (loss, correct).
-pub fn output_grad(a: &[f32], z: &[f32], labels: &[u8], rows: usize, dz: &mut [f32], stats: &mut [f32]) {
-    let columns = a.chunks_exact(rows).zip(z.chunks_exact(rows)).zip(dz.chunks_exact_mut(rows));
-    for (((ac, zc), dzc), (&label, st)) in columns.zip(labels.iter().zip(stats.chunks_exact_mut(2))) {
+pub fn output_grad(
+    a: &[f32],
+    z: &[f32],
+    labels: &[u8],
+    rows: usize,
+    dz: &mut [f32],
+    stats: &mut [f32],
+) {
+    let columns = a
+        .chunks_exact(rows)
+        .zip(z.chunks_exact(rows))
+        .zip(dz.chunks_exact_mut(rows));
+    for (((ac, zc), dzc), (&label, st)) in columns.zip(labels.iter().zip(stats.chunks_exact_mut(2)))
+    {
         let label = label as usize;
         let mut best = 0;
         let mut sum = 0.0;

@@ -75,7 +75,13 @@ impl GpuContext {
         });
 
         let kernels = Kernels::new(&device)?;
-        Ok(GpuContext { device, queue, info, kernels, fault })
+        Ok(GpuContext {
+            device,
+            queue,
+            info,
+            kernels,
+            fault,
+        })
     }
 
     /// The adapter's name and kind; a software adapter says so, so nobody takes its timings
@@ -101,7 +107,7 @@ impl GpuContext {
     /// A storage buffer the kernels can read and write and the host can fill and read back.
     /// Refuses sizes over the binding limit with a message that says what to change.
     pub fn storage(&self, label: &str, bytes: u64) -> Result<wgpu::Buffer> {
-        let limit = self.device.limits().max_storage_buffer_binding_size as u64;
+        let limit = self.device.limits().max_storage_buffer_binding_size;
         if bytes > limit {
             return Err(Error::Gpu(format!(
                 "{label} needs {} MiB, more than the {} MiB one GPU buffer may hold; \
@@ -114,7 +120,9 @@ impl GpuContext {
             self.device.create_buffer(&wgpu::BufferDescriptor {
                 label: Some(label),
                 size: bytes.max(4).next_multiple_of(4),
-                usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
+                usage: wgpu::BufferUsages::STORAGE
+                    | wgpu::BufferUsages::COPY_SRC
+                    | wgpu::BufferUsages::COPY_DST,
                 mapped_at_creation: false,
             })
         })
@@ -140,7 +148,11 @@ impl GpuContext {
             usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
             mapped_at_creation: false,
         });
-        let mut encoder = self.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("read") });
+        let mut encoder = self
+            .device
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                label: Some("read"),
+            });
         encoder.copy_buffer_to_buffer(buffer, 0, &staging, 0, bytes);
         self.queue.submit([encoder.finish()]);
         let (done, mapped) = std::sync::mpsc::channel();
@@ -156,7 +168,9 @@ impl GpuContext {
             .recv()
             .map_err(|_| failed("no answer".into()))?
             .map_err(|e| failed(e.to_string()))?;
-        let view = staging.get_mapped_range(..).map_err(|e| failed(e.to_string()))?;
+        let view = staging
+            .get_mapped_range(..)
+            .map_err(|e| failed(e.to_string()))?;
         Ok(bytemuck::cast_slice::<u8, f32>(&view).to_vec())
     }
 
@@ -172,7 +186,10 @@ pub fn scoped<T>(device: &wgpu::Device, what: &str, f: impl FnOnce() -> T) -> Re
     let memory = device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
     let validation = device.push_error_scope(wgpu::ErrorFilter::Validation);
     let value = f();
-    let errors = [pollster::block_on(validation.pop()), pollster::block_on(memory.pop())];
+    let errors = [
+        pollster::block_on(validation.pop()),
+        pollster::block_on(memory.pop()),
+    ];
     match errors.into_iter().flatten().next() {
         Some(e) => Err(Error::Gpu(format!("{what}: {}", one_line(&e.to_string())))),
         None => Ok(value),

@@ -16,11 +16,23 @@ use crate::gpu::context::scoped;
 pub const SHADERS: [(&str, &str); 8] = [
     ("matmul", include_str!("../../shaders/matmul.wgsl")),
     ("activation", include_str!("../../shaders/activation.wgsl")),
-    ("activation_grad", include_str!("../../shaders/activation_grad.wgsl")),
+    (
+        "activation_grad",
+        include_str!("../../shaders/activation_grad.wgsl"),
+    ),
     ("softmax", include_str!("../../shaders/softmax.wgsl")),
-    ("output_grad", include_str!("../../shaders/output_grad.wgsl")),
-    ("sum_columns", include_str!("../../shaders/sum_columns.wgsl")),
-    ("sum_partials", include_str!("../../shaders/sum_partials.wgsl")),
+    (
+        "output_grad",
+        include_str!("../../shaders/output_grad.wgsl"),
+    ),
+    (
+        "sum_columns",
+        include_str!("../../shaders/sum_columns.wgsl"),
+    ),
+    (
+        "sum_partials",
+        include_str!("../../shaders/sum_partials.wgsl"),
+    ),
     ("sgd_update", include_str!("../../shaders/sgd_update.wgsl")),
 ];
 
@@ -102,10 +114,18 @@ impl Kernel {
     }
 
     /// Binds a uniform slot and `buffers` (in the shader's binding order, from binding 1).
-    pub fn bind(&self, device: &wgpu::Device, uniforms: &mut Uniforms, buffers: &[&wgpu::Buffer]) -> Bound {
+    pub fn bind(
+        &self,
+        device: &wgpu::Device,
+        uniforms: &mut Uniforms,
+        buffers: &[&wgpu::Buffer],
+    ) -> Bound {
         let slot = uniforms.next_slot;
         uniforms.next_slot += 1;
-        assert!(slot * UNIFORM_SLOT < uniforms.buffer.size(), "too few uniform slots");
+        assert!(
+            slot * UNIFORM_SLOT < uniforms.buffer.size(),
+            "too few uniform slots"
+        );
         let mut entries = vec![wgpu::BindGroupEntry {
             binding: 0,
             resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
@@ -132,7 +152,10 @@ impl Kernel {
 impl Kernels {
     pub fn new(device: &wgpu::Device) -> Result<Kernels> {
         let k = |name: &'static str| {
-            let (_, source) = SHADERS.iter().find(|(n, _)| *n == name).expect("listed shader");
+            let (_, source) = SHADERS
+                .iter()
+                .find(|(n, _)| *n == name)
+                .expect("listed shader");
             Kernel::new(device, name, source)
         };
         Ok(Kernels {
@@ -158,12 +181,21 @@ pub struct Recorder<'a> {
 
 impl<'a> Recorder<'a> {
     pub fn new(device: &wgpu::Device, uniforms: &'a mut Uniforms, label: &str) -> Recorder<'a> {
-        let encoder = device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some(label) });
-        Recorder { encoder, pass: None, uniforms }
+        let encoder =
+            device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some(label) });
+        Recorder {
+            encoder,
+            pass: None,
+            uniforms,
+        }
     }
 
     fn dispatch<P: Pod>(&mut self, kernel: &Kernel, bound: &Bound, params: P, groups: [u32; 3]) {
-        assert!(groups.iter().all(|&g| g <= MAX_GROUPS), "{}: grid {groups:?} too large", kernel.name);
+        assert!(
+            groups.iter().all(|&g| g <= MAX_GROUPS),
+            "{}: grid {groups:?} too large",
+            kernel.name
+        );
         let at = (bound.slot * UNIFORM_SLOT) as usize;
         let bytes = bytemuck::bytes_of(&params);
         self.uniforms.host[at..at + bytes.len()].copy_from_slice(bytes);
@@ -173,7 +205,10 @@ impl<'a> Recorder<'a> {
         let encoder = &mut self.encoder;
         let pass = self.pass.get_or_insert_with(|| {
             encoder
-                .begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("kernels"), timestamp_writes: None })
+                .begin_compute_pass(&wgpu::ComputePassDescriptor {
+                    label: Some("kernels"),
+                    timestamp_writes: None,
+                })
                 .forget_lifetime()
         });
         pass.set_pipeline(&kernel.pipeline);
@@ -182,9 +217,17 @@ impl<'a> Recorder<'a> {
     }
 
     /// Copies bytes between buffers after the dispatches recorded so far.
-    pub fn copy(&mut self, from: &wgpu::Buffer, from_offset: u64, to: &wgpu::Buffer, to_offset: u64, bytes: u64) {
+    pub fn copy(
+        &mut self,
+        from: &wgpu::Buffer,
+        from_offset: u64,
+        to: &wgpu::Buffer,
+        to_offset: u64,
+        bytes: u64,
+    ) {
         self.pass = None;
-        self.encoder.copy_buffer_to_buffer(from, from_offset, to, to_offset, bytes);
+        self.encoder
+            .copy_buffer_to_buffer(from, from_offset, to, to_offset, bytes);
     }
 
     pub fn submit(mut self, queue: &wgpu::Queue) {
@@ -233,9 +276,15 @@ struct MatmulParams {
 pub enum Operand {
     Matrix(Layout),
     /// X: (784, m), column j = image `indices[index_offset + j]`.
-    Images { index_offset: u32, m: usize },
+    Images {
+        index_offset: u32,
+        m: usize,
+    },
     /// Xᵀ: (m, 784).
-    ImagesT { index_offset: u32, m: usize },
+    ImagesT {
+        index_offset: u32,
+        m: usize,
+    },
 }
 
 impl Operand {
@@ -268,11 +317,23 @@ impl Kernels {
     /// matmul: `C = A·B (+ bias)`, or with `splits > 1` the partial products of A·B in
     /// `splits` slices of C's bound buffer (add them with `sum_partials`).
     /// A: (rows, inner), B: (inner, cols), C: (rows, cols), bias: (rows).
-    pub fn matmul(&self, rec: &mut Recorder, bound: &Bound, a: Layout, b: Operand, c: Layout, bias: bool, splits: u32) {
+    pub fn matmul(
+        &self,
+        rec: &mut Recorder,
+        bound: &Bound,
+        a: Layout,
+        b: Operand,
+        c: Layout,
+        bias: bool,
+        splits: u32,
+    ) {
         let (inner, cols) = b.shape();
         assert_eq!(a.cols, inner, "matmul: inner dimensions differ");
         assert_eq!((a.rows, cols), (c.rows, c.cols), "matmul: output shape");
-        assert!(!(bias && splits > 1), "matmul: the bias is added once, so not with split-K");
+        assert!(
+            !(bias && splits > 1),
+            "matmul: the bias is added once, so not with split-K"
+        );
         let (b_rs, b_cs, b_source, index_offset) = match b {
             Operand::Matrix(l) => (l.rs, l.cs, 0, 0),
             Operand::Images { index_offset, .. } => (0, 0, 1, index_offset),
@@ -295,7 +356,11 @@ impl Kernels {
             add_bias: bias as u32,
             _pad: [0; 3],
         };
-        let groups = [(cols as u32).div_ceil(MATMUL_COLS), (a.rows as u32).div_ceil(MATMUL_ROWS), splits];
+        let groups = [
+            (cols as u32).div_ceil(MATMUL_COLS),
+            (a.rows as u32).div_ceil(MATMUL_ROWS),
+            splits,
+        ];
         rec.dispatch(&self.matmul, bound, params, groups);
     }
 
@@ -318,7 +383,14 @@ impl Kernels {
 
     /// output_grad: `dZ = A − Y` and per-sample (loss, correct).
     /// A, Z, dZ: (rows, m); stats: (2, m); labels of images `indices[index_offset ..]`.
-    pub fn output_grad(&self, rec: &mut Recorder, bound: &Bound, rows: usize, m: usize, index_offset: u32) {
+    pub fn output_grad(
+        &self,
+        rec: &mut Recorder,
+        bound: &Bound,
+        rows: usize,
+        m: usize,
+        index_offset: u32,
+    ) {
         let params = [rows as u32, m as u32, index_offset, 0];
         rec.dispatch(&self.output_grad, bound, params, grid(m));
     }
@@ -326,7 +398,15 @@ impl Kernels {
     /// sum_columns: `out = scale · Σ_columns X`, X: (rows, m), out: (rows), in two passes:
     /// `sum_columns` leaves one partial sum per chunk of columns in the partials buffer,
     /// `sum_partials` (bound to read them) adds them.
-    pub fn sum_columns(&self, rec: &mut Recorder, columns: &Bound, partials: &Bound, rows: usize, m: usize, scale: f32) {
+    pub fn sum_columns(
+        &self,
+        rec: &mut Recorder,
+        columns: &Bound,
+        partials: &Bound,
+        rows: usize,
+        m: usize,
+        scale: f32,
+    ) {
         assert!(rows <= MAX_GROUPS as usize, "sum_columns: too many rows");
         let chunks = column_chunks(m);
         let params = [rows as u32, m as u32, COLUMN_CHUNK, 0];
@@ -335,7 +415,14 @@ impl Kernels {
     }
 
     /// sum_partials: `out[i] = scale · Σ_s partials[s·len + i]`. partials: (parts, len).
-    pub fn sum_partials(&self, rec: &mut Recorder, bound: &Bound, len: usize, parts: u32, scale: f32) {
+    pub fn sum_partials(
+        &self,
+        rec: &mut Recorder,
+        bound: &Bound,
+        len: usize,
+        parts: u32,
+        scale: f32,
+    ) {
         #[repr(C)]
         #[derive(Clone, Copy, Pod, Zeroable)]
         struct Params {
@@ -344,7 +431,12 @@ impl Kernels {
             scale: f32,
             _pad: u32,
         }
-        let params = Params { len: len as u32, parts, scale, _pad: 0 };
+        let params = Params {
+            len: len as u32,
+            parts,
+            scale,
+            _pad: 0,
+        };
         rec.dispatch(&self.sum_partials, bound, params, grid(len));
     }
 
@@ -354,4 +446,3 @@ impl Kernels {
         rec.dispatch(&self.sgd_update, bound, params, grid(count));
     }
 }
-

@@ -10,7 +10,9 @@ pub mod kernels;
 
 use std::sync::Arc;
 
-use crate::backend::{check_batch, check_list, forward_capacity, Backend, BatchStats, ImagePool, List, ListSizes};
+use crate::backend::{
+    check_batch, check_list, forward_capacity, Backend, BatchStats, ImagePool, List, ListSizes,
+};
 use crate::cpu::ops::{Act, Layout};
 use crate::data::CLASSES;
 use crate::error::{config, Error, Result};
@@ -27,7 +29,9 @@ pub fn open_backend(
     capacity: usize,
 ) -> Result<Box<dyn Backend>> {
     let ctx = Arc::new(GpuContext::new(adapter)?);
-    Ok(Box::new(GpuBackend::new(ctx, model, &pool, sizes, capacity)?))
+    Ok(Box::new(GpuBackend::new(
+        ctx, model, &pool, sizes, capacity,
+    )?))
 }
 
 /// One layer's buffers and its kernels' bind groups.
@@ -83,7 +87,13 @@ pub struct GpuBackend {
 impl GpuBackend {
     /// Uploads the model and the images, and binds every kernel to its buffers.
     /// `capacity` is the largest batch `train_step` will be given.
-    pub fn new(ctx: Arc<GpuContext>, model: &Model, pool: &ImagePool, sizes: ListSizes, capacity: usize) -> Result<Self> {
+    pub fn new(
+        ctx: Arc<GpuContext>,
+        model: &Model,
+        pool: &ImagePool,
+        sizes: ListSizes,
+        capacity: usize,
+    ) -> Result<Self> {
         if capacity == 0 {
             return config("batch size must be at least 1");
         }
@@ -102,7 +112,12 @@ impl GpuBackend {
 
         // Scratch shared by the layers: dA (widest hidden, cap), and the partial sums of the
         // split-K products and column sums (sized for the largest batch).
-        let widest = model.layers.iter().map(|l| l.outputs).max().unwrap_or(CLASSES);
+        let widest = model
+            .layers
+            .iter()
+            .map(|l| l.outputs)
+            .max()
+            .unwrap_or(CLASSES);
         let da = floats("dA", widest * cap)?;
         let partial_floats = model
             .layers
@@ -124,7 +139,9 @@ impl GpuBackend {
         let mut dzs: Vec<wgpu::Buffer> = Vec::new();
         let mut activations: Vec<wgpu::Buffer> = Vec::new();
         for (l, layer) in model.layers.iter().enumerate() {
-            let Layer { inputs, outputs, .. } = *layer;
+            let Layer {
+                inputs, outputs, ..
+            } = *layer;
             let name = |what: &str| format!("{what}{}", l + 1);
             let w = upload(&name("W"), bytemuck::cast_slice(&layer.w))?;
             let b = upload(&name("b"), bytemuck::cast_slice(&layer.b))?;
@@ -135,20 +152,30 @@ impl GpuBackend {
             let dz = floats(&name("dZ"), outputs * cap)?;
             // The layer's input: the images on the first layer, A[l-1] after.
             let input = if l == 0 { &dummy } else { &activations[l - 1] };
-            let forward = k.matmul.bind(device, u, &[&w, input, &images, &indices, &b, &z]);
+            let forward = k
+                .matmul
+                .bind(device, u, &[&w, input, &images, &indices, &b, &z]);
             let activate = if l < last {
                 k.activation.bind(device, u, &[&z, &a])
             } else {
                 k.softmax.bind(device, u, &[&z, &a])
             };
-            let dw_product = k.matmul.bind(device, u, &[&dz, input, &images, &indices, &dummy, &partials]);
+            let dw_product = k.matmul.bind(
+                device,
+                u,
+                &[&dz, input, &images, &indices, &dummy, &partials],
+            );
             let dw_sum = k.sum_partials.bind(device, u, &[&partials, &dw]);
             let db_columns = k.sum_columns.bind(device, u, &[&dz, &partials]);
             let db_sum = k.sum_partials.bind(device, u, &[&partials, &db]);
             let back = if l > 0 {
-                let product = k.matmul.bind(device, u, &[&w, &dz, &images, &indices, &dummy, &da]);
+                let product = k
+                    .matmul
+                    .bind(device, u, &[&w, &dz, &images, &indices, &dummy, &da]);
                 let prev = &layers[l - 1];
-                let grad = k.activation_grad.bind(device, u, &[&da, &prev.z, &dzs[l - 1]]);
+                let grad = k
+                    .activation_grad
+                    .bind(device, u, &[&da, &prev.z, &dzs[l - 1]]);
                 Some((product, grad))
             } else {
                 None
@@ -181,7 +208,14 @@ impl GpuBackend {
         let output_grad = k.output_grad.bind(
             device,
             u,
-            &[&activations[last], &out.z, &labels, &indices, &dzs[last], &stats],
+            &[
+                &activations[last],
+                &out.z,
+                &labels,
+                &indices,
+                &dzs[last],
+                &stats,
+            ],
         );
         let stats_columns = k.sum_columns.bind(device, u, &[&stats, &partials]);
         let stats_sum = k.sum_partials.bind(device, u, &[&partials, &stats_total]);
@@ -216,11 +250,22 @@ impl Network {
         for (l, layer) in self.layers.iter().enumerate() {
             let (units, inputs) = (layer.outputs, layer.inputs);
             let input = match l {
-                0 => Operand::Images { index_offset: first, m },
+                0 => Operand::Images {
+                    index_offset: first,
+                    m,
+                },
                 _ => Operand::Matrix(Layout::col_major(inputs, m)),
             };
             let w = Layout::row_major(units, inputs);
-            k.matmul(rec, &layer.forward, w, input, Layout::col_major(units, m), true, 1);
+            k.matmul(
+                rec,
+                &layer.forward,
+                w,
+                input,
+                Layout::col_major(units, m),
+                true,
+                1,
+            );
             if l < last {
                 k.activation(rec, &layer.activate, units * m, Act::from(self.activation));
             } else {
@@ -230,7 +275,14 @@ impl Network {
     }
 
     /// Records the backward pass for the batch of the last `forward`, and the update.
-    fn backward_and_update(&self, k: &Kernels, rec: &mut Recorder, first: u32, m: usize, alpha: f32) {
+    fn backward_and_update(
+        &self,
+        k: &Kernels,
+        rec: &mut Recorder,
+        first: u32,
+        m: usize,
+        alpha: f32,
+    ) {
         let inv_m = 1.0 / m as f32;
         k.output_grad(rec, &self.output_grad, CLASSES, m, first);
         k.sum_columns(rec, &self.stats_columns, &self.stats_sum, 2, m, 1.0);
@@ -239,7 +291,10 @@ impl Network {
             let dz = Layout::col_major(units, m);
             // dW[l] = 1/m · dZ[l]·A[l-1]ᵀ: (units, inputs), split over the batch
             let input_t = match l {
-                0 => Operand::ImagesT { index_offset: first, m },
+                0 => Operand::ImagesT {
+                    index_offset: first,
+                    m,
+                },
                 _ => Operand::Matrix(Layout::col_major(inputs, m).t()),
             };
             let splits = splits_for(units * inputs, m);
@@ -250,7 +305,15 @@ impl Network {
             k.sum_columns(rec, &layer.db_columns, &layer.db_sum, units, m, inv_m);
             // dZ[l-1] = W[l]ᵀ·dZ[l] ⊙ g'(Z[l-1]): (inputs, m)
             if let Some((product, grad)) = &layer.back {
-                k.matmul(rec, product, w.t(), Operand::Matrix(dz), Layout::col_major(inputs, m), false, 1);
+                k.matmul(
+                    rec,
+                    product,
+                    w.t(),
+                    Operand::Matrix(dz),
+                    Layout::col_major(inputs, m),
+                    false,
+                    1,
+                );
                 k.activation_grad(rec, grad, inputs * m, Act::from(self.activation));
             }
         }
@@ -269,7 +332,9 @@ impl Backend for GpuBackend {
     fn set_list(&mut self, list: List, indices: &[u32]) -> Result<()> {
         check_list(&self.sizes, list, indices, self.pool_len)?;
         let offset = 4 * self.sizes.offset(list) as u64;
-        self.ctx.queue.write_buffer(&self.indices, offset, bytemuck::cast_slice(indices));
+        self.ctx
+            .queue
+            .write_buffer(&self.indices, offset, bytemuck::cast_slice(indices));
         Ok(())
     }
 
@@ -286,7 +351,9 @@ impl Backend for GpuBackend {
     }
 
     fn batch_stats(&mut self) -> Result<BatchStats> {
-        let m = self.last_batch.ok_or_else(|| Error::Config("no training step has run yet".into()))?;
+        let m = self
+            .last_batch
+            .ok_or_else(|| Error::Config("no training step has run yet".into()))?;
         let totals = self.ctx.read(&self.stats_total, 2)?;
         Ok(BatchStats {
             loss: totals[0] as f64 / m as f64,
@@ -300,9 +367,16 @@ impl Backend for GpuBackend {
         for start in (0..n).step_by(self.capacity) {
             let m = self.capacity.min(n - start);
             let mut rec = Recorder::new(&self.ctx.device, &mut self.uniforms, "evaluate");
-            self.net.forward(&self.ctx.kernels, &mut rec, (offset + start) as u32, m);
+            self.net
+                .forward(&self.ctx.kernels, &mut rec, (offset + start) as u32, m);
             let bytes = 4 * (CLASSES * m) as u64;
-            rec.copy(logits, 0, &self.eval_logits, 4 * (CLASSES * start) as u64, bytes);
+            rec.copy(
+                logits,
+                0,
+                &self.eval_logits,
+                4 * (CLASSES * start) as u64,
+                bytes,
+            );
             rec.submit(&self.ctx.queue);
         }
         self.ctx.read(&self.eval_logits, CLASSES * n)
@@ -318,6 +392,9 @@ impl Backend for GpuBackend {
                 b: self.ctx.read(&layer.b, layer.outputs)?,
             });
         }
-        Ok(Model { layers, activation: self.net.activation })
+        Ok(Model {
+            layers,
+            activation: self.net.activation,
+        })
     }
 }

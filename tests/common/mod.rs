@@ -17,7 +17,9 @@ pub fn gpu() -> GpuContext {
 
 pub fn random_floats(n: usize, scale: f32, seed: u64) -> Vec<f32> {
     let mut rng = StdRng::seed_from_u64(seed);
-    (0..n).map(|_| (rng.random::<f32>() * 2.0 - 1.0) * scale).collect()
+    (0..n)
+        .map(|_| (rng.random::<f32>() * 2.0 - 1.0) * scale)
+        .collect()
 }
 
 pub fn random_bytes(n: usize, seed: u64) -> Vec<u8> {
@@ -32,7 +34,11 @@ pub fn assert_close(what: &str, got: &[f32], want: &[f64], atol: f64, rtol: f64)
     let mut worst: Option<(usize, f64)> = None;
     for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
         let excess = (g as f64 - w).abs() - (atol + rtol * w.abs());
-        let excess = if excess.is_nan() { f64::INFINITY } else { excess };
+        let excess = if excess.is_nan() {
+            f64::INFINITY
+        } else {
+            excess
+        };
         if excess > 0.0 && worst.is_none_or(|(_, e)| excess > e) {
             worst = Some((i, excess));
         }
