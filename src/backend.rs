@@ -93,10 +93,11 @@ const EVAL_CHUNK: usize = 4096;
 
 /// How many samples a backend's scratch space holds: the largest training batch, or an
 /// evaluation chunk if that is larger, so that evaluating a list takes few passes.
-pub fn forward_capacity(train_batch: usize, sizes: ListSizes) -> usize {
-    train_batch
-        .max(EVAL_CHUNK.min(sizes.dev.max(sizes.test)))
-        .max(1)
+pub fn forward_capacity(train_batch: usize, sizes: ListSizes) -> Result<usize> {
+    if train_batch == 0 {
+        return config("batch size must be at least 1");
+    }
+    Ok(train_batch.max(EVAL_CHUNK.min(sizes.dev.max(sizes.test))))
 }
 
 /// An index list must have the length it was built with and point inside the pool.

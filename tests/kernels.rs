@@ -9,7 +9,7 @@ use std::sync::OnceLock;
 use common::{assert_close, random_bytes, random_floats};
 use mnist_gpu::cpu::ops::{self, Act, Layout, Mat, MatMut};
 use mnist_gpu::data::PIXELS;
-use mnist_gpu::gpu::kernels::{splits_for, Operand, Recorder, Uniforms};
+use mnist_gpu::gpu::kernels::{splits_for, Bound, Kernel, Kernels, Operand, Recorder, Uniforms};
 use mnist_gpu::gpu::GpuContext;
 
 fn ctx() -> &'static GpuContext {
@@ -28,6 +28,21 @@ fn poisoned(n: usize) -> wgpu::Buffer {
 
 fn read(buffer: &wgpu::Buffer, n: usize) -> Vec<f32> {
     ctx().read(buffer, n).unwrap()
+}
+
+/// Binds `kernel` to `buffers` (in its shader's binding order), records what `record` does
+/// with it, and submits.
+fn run_kernel(
+    kernel: &Kernel,
+    buffers: &[&wgpu::Buffer],
+    record: impl FnOnce(&Kernels, &mut Recorder, &Bound),
+) {
+    let ctx = ctx();
+    let mut u = Uniforms::new(&ctx.device, 1);
+    let bound = kernel.bind(&ctx.device, &mut u, buffers);
+    let mut rec = Recorder::new(&ctx.device, &mut u, kernel.name);
+    record(&ctx.kernels, &mut rec, &bound);
+    rec.submit(&ctx.queue);
 }
 
 fn element(data: &[f32], l: Layout, i: usize, j: usize) -> f64 {
@@ -306,11 +321,9 @@ fn check_activation(count: usize, act: Act) {
     assert_close("activation: CPU twin", &cpu, &want, 1e-6, 1e-6);
 
     let (zb, ab) = (upload(&z), poisoned(count));
-    let mut u = Uniforms::new(&ctx.device, 1);
-    let bound = k.activation.bind(&ctx.device, &mut u, &[&zb, &ab]);
-    let mut rec = Recorder::new(&ctx.device, &mut u, "activation test");
-    k.activation(&mut rec, &bound, count, act);
-    rec.submit(&ctx.queue);
+    run_kernel(&k.activation, &[&zb, &ab], |k, rec, bound| {
+        k.activation(rec, bound, count, act)
+    });
     assert_close(
         &format!("activation {act:?} x{count}"),
         &read(&ab, count),
@@ -392,11 +405,9 @@ fn check_softmax(rows: usize, m: usize, scale: f32) {
     assert_close("softmax: CPU twin", &cpu, &want, 1e-6, 1e-4);
 
     let (zb, ab) = (upload(&z), poisoned(rows * m));
-    let mut u = Uniforms::new(&ctx.device, 1);
-    let bound = k.softmax.bind(&ctx.device, &mut u, &[&zb, &ab]);
-    let mut rec = Recorder::new(&ctx.device, &mut u, "softmax test");
-    k.softmax(&mut rec, &bound, rows, m);
-    rec.submit(&ctx.queue);
+    run_kernel(&k.softmax, &[&zb, &ab], |k, rec, bound| {
+        k.softmax(rec, bound, rows, m)
+    });
     let got = read(&ab, rows * m);
     assert!(
         got.iter().all(|v| v.is_finite()),
@@ -550,11 +561,9 @@ fn sum_partials_adds_slices() {
         assert_close("sum_partials: CPU twin", &cpu, &want, 1e-6, 1e-5);
 
         let (pb, out) = (upload(&partials), poisoned(len));
-        let mut u = Uniforms::new(&ctx.device, 1);
-        let bound = k.sum_partials.bind(&ctx.device, &mut u, &[&pb, &out]);
-        let mut rec = Recorder::new(&ctx.device, &mut u, "sum_partials test");
-        k.sum_partials(&mut rec, &bound, len, parts as u32, 0.5);
-        rec.submit(&ctx.queue);
+        run_kernel(&k.sum_partials, &[&pb, &out], |k, rec, bound| {
+            k.sum_partials(rec, bound, len, parts as u32, 0.5)
+        });
         assert_close(
             &format!("sum_partials {len}x{parts}"),
             &read(&out, len),
@@ -583,11 +592,9 @@ fn sgd_update_steps_against_the_gradient() {
         assert_close("sgd_update: CPU twin", &cpu, &want, 1e-6, 1e-6);
 
         let (gb, pb) = (upload(&grad), upload(&param));
-        let mut u = Uniforms::new(&ctx.device, 1);
-        let bound = k.sgd_update.bind(&ctx.device, &mut u, &[&gb, &pb]);
-        let mut rec = Recorder::new(&ctx.device, &mut u, "sgd_update test");
-        k.sgd_update(&mut rec, &bound, count, alpha);
-        rec.submit(&ctx.queue);
+        run_kernel(&k.sgd_update, &[&gb, &pb], |k, rec, bound| {
+            k.sgd_update(rec, bound, count, alpha)
+        });
         assert_close(
             &format!("sgd_update x{count}"),
             &read(&pb, count),

@@ -9,7 +9,7 @@ use crate::backend::{
     check_batch, check_list, forward_capacity, Backend, BatchStats, ImagePool, List, ListSizes,
 };
 use crate::data::{CLASSES, PIXELS};
-use crate::error::{config, Result};
+use crate::error::Result;
 use crate::model::Model;
 use ops::{Act, Mat, MatMut};
 
@@ -45,10 +45,7 @@ impl CpuBackend {
         sizes: ListSizes,
         capacity: usize,
     ) -> Result<Self> {
-        if capacity == 0 {
-            return config("batch size must be at least 1");
-        }
-        let capacity = forward_capacity(capacity, sizes);
+        let capacity = forward_capacity(capacity, sizes)?;
         let per_layer = |f: &dyn Fn(usize) -> usize| -> Vec<Vec<f32>> {
             model
                 .layers

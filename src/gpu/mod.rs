@@ -15,7 +15,7 @@ use crate::backend::{
 };
 use crate::cpu::ops::{Act, Layout};
 use crate::data::CLASSES;
-use crate::error::{config, Error, Result};
+use crate::error::{Error, Result};
 use crate::model::{Activation, Layer, Model};
 pub use context::GpuContext;
 use kernels::{column_chunks, splits_for, Bound, Kernels, Operand, Recorder, Uniforms};
@@ -94,10 +94,7 @@ impl GpuBackend {
         sizes: ListSizes,
         capacity: usize,
     ) -> Result<Self> {
-        if capacity == 0 {
-            return config("batch size must be at least 1");
-        }
-        let cap = forward_capacity(capacity, sizes);
+        let cap = forward_capacity(capacity, sizes)?;
         let device = &ctx.device;
         let floats = |label: &str, n: usize| ctx.storage(label, 4 * n as u64);
         let upload = |label: &str, bytes: &[u8]| ctx.upload(label, bytes);
