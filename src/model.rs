@@ -111,6 +111,15 @@ impl Model {
             .collect()
     }
 
+    /// The most units any layer has: the height of the shared `dA` scratch.
+    pub fn widest(&self) -> usize {
+        self.layers
+            .iter()
+            .map(|l| l.outputs)
+            .max()
+            .unwrap_or(CLASSES)
+    }
+
     /// True if every weight and bias is finite.
     pub fn is_finite(&self) -> bool {
         self.layers

@@ -53,12 +53,7 @@ impl CpuBackend {
                 .map(|l| vec![0.0; f(l.outputs)])
                 .collect()
         };
-        let widest = model
-            .layers
-            .iter()
-            .map(|l| l.outputs)
-            .max()
-            .unwrap_or(CLASSES);
+        let widest = model.widest();
         Ok(CpuBackend {
             pool,
             sizes,

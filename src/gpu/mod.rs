@@ -109,12 +109,7 @@ impl GpuBackend {
 
         // Scratch shared by the layers: dA (widest hidden, cap), and the partial sums of the
         // split-K products and column sums (sized for the largest batch).
-        let widest = model
-            .layers
-            .iter()
-            .map(|l| l.outputs)
-            .max()
-            .unwrap_or(CLASSES);
+        let widest = model.widest();
         let da = floats("dA", widest * cap)?;
         let partial_floats = model
             .layers
