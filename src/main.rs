@@ -62,7 +62,7 @@ struct Cli {
 
     /// Learning rate α.
     #[arg(long, default_value_t = 0.3)]
-    alpha: f32,
+    alpha: f64,
 
     /// Full-batch gradient descent steps.
     #[arg(long, default_value_t = 500, conflicts_with = "batch_size")]
@@ -139,7 +139,7 @@ fn run(cli: &Cli) -> Result<()> {
         batch_size: cli.batch_size,
         iterations: cli.iterations,
         epochs: cli.epochs,
-        alpha: cli.alpha,
+        alpha: cli.alpha as f32,
         log_every: cli.log_every.or(steps_per_epoch).unwrap_or(50),
         seed: cli.seed,
     };
@@ -225,7 +225,7 @@ fn run(cli: &Cli) -> Result<()> {
             "hidden": cli.hidden,
             "activation": cli.activation.name(),
             "init": format!("{:?}", cli.init).to_lowercase(),
-            "alpha": schedule.alpha,
+            "alpha": cli.alpha,
             "seed": cli.seed,
             "train_samples": split.train.len(),
             "dev_samples": split.dev.len(),

@@ -14,6 +14,9 @@ use rand_distr::{Distribution, Normal};
 use crate::data::{CLASSES, PIXELS};
 use crate::error::{config, Result};
 
+/// The most weights a model may have (1 GiB of f32).
+pub const MAX_PARAMETERS: usize = 1 << 28;
+
 /// The nonlinearity between layers. ELU uses α = 1.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Activation {
@@ -70,6 +73,20 @@ impl Model {
         let mut sizes = vec![PIXELS];
         sizes.extend_from_slice(hidden);
         sizes.push(CLASSES);
+        // Refuse before allocating: a typo like --hidden 100000000 must not abort the process.
+        let parameters = sizes.windows(2).try_fold(0usize, |n, pair| {
+            n.checked_add(pair[0].checked_mul(pair[1])?)
+        });
+        if parameters.is_none_or(|n| n > MAX_PARAMETERS) {
+            return config(format!(
+                "--hidden {}: too many weights (at most {MAX_PARAMETERS} in all)",
+                hidden
+                    .iter()
+                    .map(|h| h.to_string())
+                    .collect::<Vec<_>>()
+                    .join(",")
+            ));
+        }
 
         let mut rng = StdRng::seed_from_u64(seed);
         let layers = sizes

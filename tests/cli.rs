@@ -462,6 +462,35 @@ fn bad_hidden_widths() {
 }
 
 #[test]
+fn hidden_layer_too_large_is_refused_before_allocating() {
+    let f = Fixture::new();
+    let line = assert_one_line_error(&f.run_small(&["--hidden", "100000000"]));
+    assert!(line.contains("too many weights"), "{line}");
+}
+
+#[test]
+fn gpu_refuses_layers_wider_than_its_grid() {
+    let f = Fixture::new();
+    let (train, test) = (f.arg("t.csv"), f.arg("s.csv"));
+    let out = f.run(&[
+        "--train",
+        &train,
+        "--test",
+        &test,
+        "--dev-size",
+        "50",
+        "--iterations",
+        "1",
+        "--backend",
+        "gpu",
+        "--hidden",
+        "70000",
+    ]);
+    let line = assert_one_line_error(&out);
+    assert!(line.contains("65,535"), "{line}");
+}
+
+#[test]
 fn show_more_than_the_dev_set() {
     let f = Fixture::new();
     let line = assert_one_line_error(&f.run_small(&["--show", "51", "--iterations", "2"]));

@@ -98,7 +98,7 @@ impl GpuContext {
     pub fn check(&self) -> Result<()> {
         match self.fault.lock().unwrap().clone() {
             Some(message) => Err(Error::Gpu(format!(
-                "{message} (try a smaller --batch-size, or --backend cpu)"
+                "{message} (--backend cpu avoids the GPU)"
             ))),
             None => Ok(()),
         }
@@ -111,7 +111,8 @@ impl GpuContext {
         if bytes > limit {
             return Err(Error::Gpu(format!(
                 "{label} needs {} MiB, more than the {} MiB one GPU buffer may hold; \
-                 try a smaller --batch-size, fewer or narrower layers, or --backend cpu",
+                 try a smaller --batch-size, a smaller dev or test set (they are evaluated in \
+                 chunks of up to 4,096), narrower layers, or --backend cpu",
                 bytes.div_ceil(1 << 20),
                 limit >> 20
             )));

@@ -343,7 +343,8 @@ impl Kernels {
             rows: a.rows as u32,
             cols: cols as u32,
             inner: inner as u32,
-            // A multiple of 4: a slice starts on a packed image word.
+            // A multiple of 4, so that a slice over X's pixels (b_source 1) would start on a
+            // packed image word; for other operands the rounding is harmless.
             inner_chunk: (inner as u32).div_ceil(splits).next_multiple_of(4).max(4),
             a_rs: a.rs as u32,
             a_cs: a.cs as u32,

@@ -38,10 +38,11 @@ pub fn open_backend(
 struct LayerState {
     inputs: usize,
     outputs: usize,
-    /// W: (outputs, inputs), b: (outputs), and their gradients.
+    /// W: (outputs, inputs), b: (outputs); read back by `model()`.
     w: wgpu::Buffer,
     b: wgpu::Buffer,
-    /// Z, A, dZ: (outputs, capacity), column-major.
+    /// Z: (outputs, capacity), column-major; the last layer's are the logits `logits()` reads.
+    /// (A, dZ, dW and db live only in the bind groups below.)
     z: wgpu::Buffer,
     /// Z = W·A[l-1] + b
     forward: Bound,
@@ -95,6 +96,13 @@ impl GpuBackend {
         capacity: usize,
     ) -> Result<Self> {
         let cap = forward_capacity(capacity, sizes)?;
+        if model.widest() > 65_535 {
+            // sum_columns gives each row a workgroup row of its grid, which stops at 65,535.
+            return Err(Error::Gpu(format!(
+                "layers wider than 65,535 units are not supported on the GPU (widest: {}); use --backend cpu",
+                model.widest()
+            )));
+        }
         let device = &ctx.device;
         let floats = |label: &str, n: usize| ctx.storage(label, 4 * n as u64);
         let upload = |label: &str, bytes: &[u8]| ctx.upload(label, bytes);
@@ -124,7 +132,9 @@ impl GpuBackend {
         let partials = floats("partial sums", partial_floats)?;
 
         let k = &ctx.kernels;
-        let mut uniforms = Uniforms::new(device, 10 * model.layers.len() as u64 + 4);
+        // One uniform slot per bind group below: ten per layer (forward, activate, dw_product,
+        // dw_sum, db_columns, db_sum, the two of back, update_w, update_b) and three for the output.
+        let mut uniforms = Uniforms::new(device, 10 * model.layers.len() as u64 + 3);
         let u = &mut uniforms;
         let last = model.layers.len() - 1;
         let mut layers: Vec<LayerState> = Vec::new();
