@@ -90,6 +90,25 @@ impl Fixture {
         args.extend_from_slice(extra);
         self.run(&args)
     }
+
+    /// `--train t.csv --test s.csv --dev-size 50 --iterations 1 --backend gpu`, then `extra`.
+    fn run_gpu(&self, extra: &[&str]) -> Output {
+        let (train, test) = (self.arg("t.csv"), self.arg("s.csv"));
+        let mut args = vec![
+            "--train",
+            &train,
+            "--test",
+            &test,
+            "--dev-size",
+            "50",
+            "--iterations",
+            "1",
+            "--backend",
+            "gpu",
+        ];
+        args.extend_from_slice(extra);
+        self.run(&args)
+    }
 }
 
 fn stdout(out: &Output) -> String {
@@ -471,21 +490,7 @@ fn hidden_layer_too_large_is_refused_before_allocating() {
 #[test]
 fn gpu_refuses_layers_wider_than_its_grid() {
     let f = Fixture::new();
-    let (train, test) = (f.arg("t.csv"), f.arg("s.csv"));
-    let out = f.run(&[
-        "--train",
-        &train,
-        "--test",
-        &test,
-        "--dev-size",
-        "50",
-        "--iterations",
-        "1",
-        "--backend",
-        "gpu",
-        "--hidden",
-        "70000",
-    ]);
+    let out = f.run_gpu(&["--hidden", "70000"]);
     let line = assert_one_line_error(&out);
     assert!(line.contains("65,535"), "{line}");
 }
@@ -518,21 +523,7 @@ fn clap_rejects_malformed_options() {
 #[test]
 fn unknown_gpu_adapter() {
     let f = Fixture::new();
-    let (train, test) = (f.arg("t.csv"), f.arg("s.csv"));
-    let out = f.run(&[
-        "--train",
-        &train,
-        "--test",
-        &test,
-        "--dev-size",
-        "50",
-        "--iterations",
-        "1",
-        "--backend",
-        "gpu",
-        "--adapter",
-        "no-such-adapter-xyz",
-    ]);
+    let out = f.run_gpu(&["--adapter", "no-such-adapter-xyz"]);
     let line = assert_one_line_error(&out);
     assert!(
         line.contains("no-such-adapter-xyz") || line.contains("driver"),
