@@ -2,10 +2,12 @@
 //! a tiny run's report (text and `--json`), `--show`'s digits, and one clean line on stderr
 //! (never a panic) for every kind of bad input.
 
+mod common;
+
+use common::random_dataset;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use rand::{rngs::StdRng, Rng, SeedableRng};
 use serde_json::Value;
 use tempfile::TempDir;
 
@@ -20,15 +22,6 @@ use mnist_gpu::train::Split;
 
 const TRAIN_ROWS: usize = 300;
 const TEST_ROWS: usize = 100;
-
-fn random_dataset(n: usize, seed: u64) -> Dataset {
-    let mut rng = StdRng::seed_from_u64(seed);
-    Dataset {
-        images: (0..n * PIXELS).map(|_| rng.random::<u8>()).collect(),
-        labels: Some((0..n).map(|_| rng.random_range(0..CLASSES as u8)).collect()),
-        source: format!("random({n}, {seed})"),
-    }
-}
 
 /// A temporary directory holding `t.csv` (300 labeled images) and `s.csv` (100 labeled).
 struct Fixture {

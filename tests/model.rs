@@ -3,6 +3,9 @@
 //! real digits learns, bad configurations are refused, and the CPU twins in `cpu::ops` compute
 //! what their documentation says on cases small enough to check by hand.
 
+mod common;
+
+use common::random_dataset;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -21,14 +24,6 @@ use mnist_gpu::train::{self, Progress, Report, Schedule, Split};
 
 /// `n` images of uniformly random bytes with random labels: every pixel is non-zero almost
 /// surely, so every first-layer weight has a gradient worth checking.
-fn random_dataset(n: usize, seed: u64) -> Dataset {
-    let mut rng = StdRng::seed_from_u64(seed);
-    Dataset {
-        images: (0..n * PIXELS).map(|_| rng.random::<u8>()).collect(),
-        labels: Some((0..n).map(|_| rng.random_range(0..CLASSES as u8)).collect()),
-        source: format!("random({n}, {seed})"),
-    }
-}
 
 fn random_pool(n: usize, seed: u64) -> Arc<ImagePool> {
     let d = random_dataset(n, seed);

@@ -1,6 +1,7 @@
 //! Shared by the GPU tests: the GPU context, seeded random data and the tolerance check.
 #![allow(dead_code)]
 
+use mnist_gpu::data::{Dataset, CLASSES, PIXELS};
 use mnist_gpu::gpu::GpuContext;
 use rand::{rngs::StdRng, Rng, SeedableRng};
 
@@ -48,5 +49,15 @@ pub fn assert_close(what: &str, got: &[f32], want: &[f64], atol: f64, rtol: f64)
             "{what}: element {i} is {} but the reference is {} (atol {atol}, rtol {rtol})",
             got[i], want[i]
         );
+    }
+}
+
+/// `n` labeled images of random bytes.
+pub fn random_dataset(n: usize, seed: u64) -> Dataset {
+    let mut rng = StdRng::seed_from_u64(seed);
+    Dataset {
+        images: (0..n * PIXELS).map(|_| rng.random::<u8>()).collect(),
+        labels: Some((0..n).map(|_| rng.random_range(0..CLASSES as u8)).collect()),
+        source: format!("random({n}, {seed})"),
     }
 }
