@@ -7,6 +7,7 @@
 
 use crate::error::{config, Result};
 use crate::model::Model;
+use crate::optimizer::Optimizer;
 
 /// All images a run touches (the training file's, then the test file's), as bytes, with labels.
 /// Index lists select from it, so nothing is copied per batch.
@@ -86,6 +87,31 @@ pub trait Backend {
 
     /// The current weights and biases.
     fn model(&mut self) -> Result<Model>;
+
+    /// Replaces the weights and biases with `model`'s, which must have the same shape.
+    fn set_model(&mut self, model: &Model) -> Result<()>;
+
+    /// Chooses the update rule for the following steps (SGD until this is called) and starts
+    /// its state afresh (velocities and moments at zero, Adam's step count at 0).
+    fn set_optimizer(&mut self, optimizer: Optimizer) -> Result<()>;
+}
+
+/// `new` must have the layer sizes and activation of `current`.
+pub fn check_same_shape(current: &Model, new: &Model) -> Result<()> {
+    let shape = |m: &Model| {
+        let sizes: Vec<_> = m.layers.iter().map(|l| (l.inputs, l.outputs)).collect();
+        (sizes, m.activation)
+    };
+    if shape(current) != shape(new) {
+        return config(format!(
+            "the model has layers {:?} ({}), but the backend was built for {:?} ({})",
+            shape(new).0,
+            new.activation.name(),
+            shape(current).0,
+            current.activation.name()
+        ));
+    }
+    Ok(())
 }
 
 /// Most samples a backend evaluates in one forward pass, when that is more than a training batch.

@@ -4,6 +4,7 @@
 //!
 //! - `data`: reading IDX and CSV files into bytes.
 //! - `model`: the network's parameters and their layout.
+//! - `optimizer`: the update rules (SGD, momentum, Adam).
 //! - `backend`: the trait both backends implement.
 //! - `cpu`: the CPU backend and the CPU twin of every kernel (`cpu::ops`).
 //! - `gpu`: the wgpu context, the kernel wrappers (`gpu::kernels`) and the GPU backend.
@@ -17,6 +18,7 @@ pub mod data;
 pub mod error;
 pub mod gpu;
 pub mod model;
+pub mod optimizer;
 pub mod train;
 
 pub use error::{Error, Result};

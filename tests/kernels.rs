@@ -604,3 +604,97 @@ fn sgd_update_steps_against_the_gradient() {
         );
     }
 }
+
+#[test]
+fn momentum_update_keeps_a_velocity() {
+    let ctx = ctx();
+    let k = &ctx.kernels;
+    let (alpha, beta) = (0.37f32, 0.9f32);
+    for count in [1, 7, 65, 1000, 7850] {
+        let param = random_floats(count, 1.0, 60);
+        let grad = random_floats(count, 1.0, 61);
+        let velocity = random_floats(count, 1.0, 62);
+        // f64 reference: V = β·V + dP, P -= α·V
+        let want_v: Vec<f64> = velocity
+            .iter()
+            .zip(&grad)
+            .map(|(&v, &g)| beta as f64 * v as f64 + g as f64)
+            .collect();
+        let want_p: Vec<f64> = param
+            .iter()
+            .zip(&want_v)
+            .map(|(&p, &v)| p as f64 - alpha as f64 * v)
+            .collect();
+        let (mut cpu_p, mut cpu_v) = (param.clone(), velocity.clone());
+        ops::momentum_update(&mut cpu_p, &grad, &mut cpu_v, alpha, beta);
+        assert_close("momentum_update: CPU twin V", &cpu_v, &want_v, 1e-6, 1e-6);
+        assert_close("momentum_update: CPU twin P", &cpu_p, &want_p, 1e-6, 1e-6);
+
+        let (gb, pb, vb) = (upload(&grad), upload(&param), upload(&velocity));
+        run_kernel(&k.momentum_update, &[&gb, &pb, &vb], |k, rec, bound| {
+            k.momentum_update(rec, bound, count, alpha, beta)
+        });
+        let what = format!("momentum_update x{count}");
+        assert_close(&format!("{what} V"), &read(&vb, count), &want_v, 1e-6, 1e-6);
+        assert_close(&format!("{what} P"), &read(&pb, count), &want_p, 1e-6, 1e-6);
+    }
+}
+
+#[test]
+fn adam_update_with_bias_correction() {
+    let ctx = ctx();
+    let k = &ctx.kernels;
+    let alpha = 0.01f32;
+    let (beta1, beta2, eps) = (0.9f32, 0.999f32, 1e-8f32);
+    for (count, t) in [(1, 1), (7, 2), (65, 10), (1000, 1), (7850, 300)] {
+        let (c1, c2) = mnist_gpu::optimizer::adam_corrections(beta1, beta2, t);
+        let adam = ops::AdamParams {
+            beta1,
+            beta2,
+            eps,
+            c1,
+            c2,
+        };
+        let param = random_floats(count, 1.0, 70);
+        let grad = random_floats(count, 1.0, 71);
+        let m = random_floats(count, 0.1, 72);
+        // The second moment is a running mean of squares: never negative.
+        let v: Vec<f32> = random_floats(count, 0.1, 73)
+            .iter()
+            .map(|x| x * x)
+            .collect();
+        let (b1, b2) = (beta1 as f64, beta2 as f64);
+        let (c1_64, c2_64) = (
+            1.0 / (1.0 - b1.powi(t as i32)),
+            1.0 / (1.0 - b2.powi(t as i32)),
+        );
+        let mut want_m = Vec::new();
+        let mut want_v = Vec::new();
+        let mut want_p = Vec::new();
+        for i in 0..count {
+            let g = grad[i] as f64;
+            let mi = b1 * m[i] as f64 + (1.0 - b1) * g;
+            let vi = b2 * v[i] as f64 + (1.0 - b2) * g * g;
+            want_m.push(mi);
+            want_v.push(vi);
+            want_p.push(
+                param[i] as f64 - alpha as f64 * mi * c1_64 / ((vi * c2_64).sqrt() + eps as f64),
+            );
+        }
+        let (mut cpu_p, mut cpu_m, mut cpu_v) = (param.clone(), m.clone(), v.clone());
+        ops::adam_update(&mut cpu_p, &grad, &mut cpu_m, &mut cpu_v, alpha, adam);
+        let what = format!("adam_update x{count} t={t}");
+        assert_close(&format!("{what}: CPU twin M"), &cpu_m, &want_m, 1e-6, 1e-5);
+        assert_close(&format!("{what}: CPU twin V"), &cpu_v, &want_v, 1e-7, 1e-5);
+        assert_close(&format!("{what}: CPU twin P"), &cpu_p, &want_p, 1e-6, 1e-5);
+
+        let (gb, pb) = (upload(&grad), upload(&param));
+        let (mb, vb) = (upload(&m), upload(&v));
+        run_kernel(&k.adam_update, &[&gb, &pb, &mb, &vb], |k, rec, bound| {
+            k.adam_update(rec, bound, count, alpha, adam)
+        });
+        assert_close(&format!("{what} M"), &read(&mb, count), &want_m, 1e-6, 1e-5);
+        assert_close(&format!("{what} V"), &read(&vb, count), &want_v, 1e-7, 1e-5);
+        assert_close(&format!("{what} P"), &read(&pb, count), &want_p, 1e-6, 1e-5);
+    }
+}

@@ -11,6 +11,7 @@ use mnist_gpu::cpu::CpuBackend;
 use mnist_gpu::data;
 use mnist_gpu::gpu::{GpuBackend, GpuContext};
 use mnist_gpu::model::{argmax_columns, Activation, Init, Model};
+use mnist_gpu::optimizer::{Optimizer, OptimizerKind};
 use mnist_gpu::train::Split;
 
 /// 1,500 real training digits (300 held out as dev) and 500 test digits.
@@ -58,6 +59,7 @@ fn check_parity(
     activation: Activation,
     batch: Option<usize>,
     steps: usize,
+    optimizer: Optimizer,
 ) {
     let split = small_split();
     let model = Model::new(hidden, activation, Init::He, 3).unwrap();
@@ -66,9 +68,17 @@ fn check_parity(
     let mut cpu = CpuBackend::new(&model, split.pool.clone(), split.sizes(), capacity).unwrap();
     let mut gpu =
         GpuBackend::new(ctx.clone(), &model, &split.pool, split.sizes(), capacity).unwrap();
-    let alpha = if batch.is_some() { 0.1 } else { 0.5 };
-    let what = format!("{hidden:?} {activation:?} batch {batch:?}");
+    let alpha = match (optimizer, batch) {
+        (Optimizer::Adam { .. }, _) => 0.002,
+        (_, Some(_)) => 0.1,
+        (_, None) => 0.5,
+    };
+    let what = format!(
+        "{hidden:?} {activation:?} batch {batch:?} {}",
+        optimizer.name()
+    );
     for backend in [&mut cpu as &mut dyn Backend, &mut gpu] {
+        backend.set_optimizer(optimizer).unwrap();
         backend.set_list(List::Train, &split.train).unwrap();
         backend.set_list(List::Dev, &split.dev).unwrap();
         backend.set_list(List::Test, &split.test).unwrap();
@@ -135,20 +145,52 @@ fn ctx() -> Arc<GpuContext> {
 
 #[test]
 fn full_batch_one_hidden_layer_relu() {
-    check_parity(&ctx(), &[10], Activation::Relu, None, 30);
+    check_parity(&ctx(), &[10], Activation::Relu, None, 30, Optimizer::Sgd);
 }
 
 #[test]
 fn full_batch_two_hidden_layers_elu() {
-    check_parity(&ctx(), &[10, 10], Activation::Elu, None, 30);
+    check_parity(&ctx(), &[10, 10], Activation::Elu, None, 30, Optimizer::Sgd);
 }
 
 #[test]
 fn mini_batch_one_hidden_layer_elu() {
-    check_parity(&ctx(), &[33], Activation::Elu, Some(128), 30);
+    check_parity(
+        &ctx(),
+        &[33],
+        Activation::Elu,
+        Some(128),
+        30,
+        Optimizer::Sgd,
+    );
 }
 
 #[test]
 fn mini_batch_two_hidden_layers_relu() {
-    check_parity(&ctx(), &[64, 17], Activation::Relu, Some(100), 30);
+    check_parity(
+        &ctx(),
+        &[64, 17],
+        Activation::Relu,
+        Some(100),
+        30,
+        Optimizer::Sgd,
+    );
+}
+
+#[test]
+fn mini_batch_momentum() {
+    let momentum = Optimizer::with_defaults(OptimizerKind::Momentum);
+    check_parity(&ctx(), &[33], Activation::Relu, Some(128), 30, momentum);
+}
+
+#[test]
+fn mini_batch_adam_two_hidden_layers() {
+    let adam = Optimizer::with_defaults(OptimizerKind::Adam);
+    check_parity(&ctx(), &[64, 17], Activation::Elu, Some(100), 30, adam);
+}
+
+#[test]
+fn full_batch_adam() {
+    let adam = Optimizer::with_defaults(OptimizerKind::Adam);
+    check_parity(&ctx(), &[10], Activation::Relu, None, 30, adam);
 }

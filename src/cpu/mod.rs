@@ -6,12 +6,14 @@ pub mod ops;
 use std::sync::Arc;
 
 use crate::backend::{
-    check_batch, check_list, forward_capacity, Backend, BatchStats, ImagePool, List, ListSizes,
+    check_batch, check_list, check_same_shape, forward_capacity, Backend, BatchStats, ImagePool,
+    List, ListSizes,
 };
 use crate::data::{CLASSES, PIXELS};
 use crate::error::Result;
 use crate::model::Model;
-use ops::{Act, Mat, MatMut};
+use crate::optimizer::{adam_corrections, Optimizer};
+use ops::{Act, AdamParams, Mat, MatMut};
 
 pub struct CpuBackend {
     pool: Arc<ImagePool>,
@@ -34,6 +36,12 @@ pub struct CpuBackend {
     /// Per sample of the last batch: (loss, correct).
     stats: Vec<f32>,
     last: Option<BatchStats>,
+    optimizer: Optimizer,
+    /// Steps taken with this optimizer (Adam's t).
+    steps: u64,
+    /// The optimizer's state per parameter tensor (W1, b1, W2, …): [V, unused] for momentum,
+    /// [M, V] for Adam, empty for SGD.
+    state: Vec<[Vec<f32>; 2]>,
 }
 
 impl CpuBackend {
@@ -70,6 +78,9 @@ impl CpuBackend {
             labels: vec![0; capacity],
             stats: vec![0.0; 2 * capacity],
             last: None,
+            optimizer: Optimizer::Sgd,
+            steps: 0,
+            state: Vec::new(),
         })
     }
 
@@ -154,6 +165,39 @@ impl CpuBackend {
             }
         }
     }
+
+    /// Applies the optimizer to every parameter tensor with the gradients in dW, db.
+    fn update(&mut self, alpha: f32) {
+        self.steps += 1;
+        let grads = self.dw.iter().zip(&self.db).flat_map(|(dw, db)| [dw, db]);
+        let params = self
+            .model
+            .layers
+            .iter_mut()
+            .flat_map(|layer| [&mut layer.w, &mut layer.b]);
+        let mut state = self.state.iter_mut();
+        for (param, grad) in params.zip(grads) {
+            match self.optimizer {
+                Optimizer::Sgd => ops::sgd_update(param, grad, alpha),
+                Optimizer::Momentum { beta } => {
+                    let [v, _] = state.next().expect("state per tensor");
+                    ops::momentum_update(param, grad, v, alpha, beta);
+                }
+                Optimizer::Adam { beta1, beta2, eps } => {
+                    let [m, v] = state.next().expect("state per tensor");
+                    let (c1, c2) = adam_corrections(beta1, beta2, self.steps);
+                    let adam = AdamParams {
+                        beta1,
+                        beta2,
+                        eps,
+                        c1,
+                        c2,
+                    };
+                    ops::adam_update(param, grad, m, v, alpha, adam);
+                }
+            }
+        }
+    }
 }
 
 impl Backend for CpuBackend {
@@ -172,15 +216,7 @@ impl Backend for CpuBackend {
         check_batch(&self.sizes, self.capacity, start, len)?;
         self.forward(start, len);
         self.backward(start, len);
-        for (layer, (dw, db)) in self
-            .model
-            .layers
-            .iter_mut()
-            .zip(self.dw.iter().zip(&self.db))
-        {
-            ops::sgd_update(&mut layer.w, dw, alpha);
-            ops::sgd_update(&mut layer.b, db, alpha);
-        }
+        self.update(alpha);
         let mut totals = [0.0f32; 2];
         ops::sum_columns(&self.stats[..2 * len], 2, 1.0, &mut totals);
         self.last = Some(BatchStats {
@@ -209,5 +245,31 @@ impl Backend for CpuBackend {
 
     fn model(&mut self) -> Result<Model> {
         Ok(self.model.clone())
+    }
+
+    fn set_model(&mut self, model: &Model) -> Result<()> {
+        check_same_shape(&self.model, model)?;
+        self.model = model.clone();
+        Ok(())
+    }
+
+    fn set_optimizer(&mut self, optimizer: Optimizer) -> Result<()> {
+        let tensors = self
+            .model
+            .layers
+            .iter()
+            .flat_map(|l| [l.w.len(), l.b.len()]);
+        let n = optimizer.state_tensors();
+        self.state = tensors
+            .map(|len| {
+                [
+                    vec![0.0; if n >= 1 { len } else { 0 }],
+                    vec![0.0; if n >= 2 { len } else { 0 }],
+                ]
+            })
+            .collect();
+        self.optimizer = optimizer;
+        self.steps = 0;
+        Ok(())
     }
 }

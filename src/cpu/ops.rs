@@ -329,3 +329,52 @@ pub fn sgd_update(param: &mut [f32], grad: &[f32], alpha: f32) {
         *p -= alpha * g;
     }
 }
+
+/// momentum_update: `V = β·V + dP`, `P -= α·V`. P, dP, V: any shape, same length.
+pub fn momentum_update(
+    param: &mut [f32],
+    grad: &[f32],
+    velocity: &mut [f32],
+    alpha: f32,
+    beta: f32,
+) {
+    for ((p, &g), v) in param.iter_mut().zip(grad).zip(velocity) {
+        *v = beta * *v + g;
+        *p -= alpha * *v;
+    }
+}
+
+/// adam_update: `M = β1·M + (1−β1)·dP`, `V = β2·V + (1−β2)·dP²`,
+/// `P -= α · (M·c1) / (sqrt(V·c2) + ε)` with the bias corrections c1 = 1/(1−β1ᵗ), c2 = 1/(1−β2ᵗ)
+/// (see `optimizer::adam_corrections`). P, dP, M, V: any shape, same length.
+pub fn adam_update(
+    param: &mut [f32],
+    grad: &[f32],
+    m: &mut [f32],
+    v: &mut [f32],
+    alpha: f32,
+    adam: AdamParams,
+) {
+    let AdamParams {
+        beta1,
+        beta2,
+        eps,
+        c1,
+        c2,
+    } = adam;
+    for (((p, &g), m), v) in param.iter_mut().zip(grad).zip(m).zip(v) {
+        *m = beta1 * *m + (1.0 - beta1) * g;
+        *v = beta2 * *v + (1.0 - beta2) * g * g;
+        *p -= alpha * (*m * c1) / ((*v * c2).sqrt() + eps);
+    }
+}
+
+/// Adam's constants for one step: β1, β2, ε and this step's bias corrections c1, c2.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AdamParams {
+    pub beta1: f32,
+    pub beta2: f32,
+    pub eps: f32,
+    pub c1: f32,
+    pub c2: f32,
+}

@@ -8,12 +8,12 @@
 
 use bytemuck::{Pod, Zeroable};
 
-use crate::cpu::ops::{Act, Layout};
+use crate::cpu::ops::{Act, AdamParams, Layout};
 use crate::error::Result;
 use crate::gpu::context::scoped;
 
 /// Every kernel's source, compiled into the binary. Tests validate each with naga.
-pub const SHADERS: [(&str, &str); 8] = [
+pub const SHADERS: &[(&str, &str)] = &[
     ("matmul", include_str!("../../shaders/matmul.wgsl")),
     ("activation", include_str!("../../shaders/activation.wgsl")),
     (
@@ -34,6 +34,14 @@ pub const SHADERS: [(&str, &str); 8] = [
         include_str!("../../shaders/sum_partials.wgsl"),
     ),
     ("sgd_update", include_str!("../../shaders/sgd_update.wgsl")),
+    (
+        "momentum_update",
+        include_str!("../../shaders/momentum_update.wgsl"),
+    ),
+    (
+        "adam_update",
+        include_str!("../../shaders/adam_update.wgsl"),
+    ),
 ];
 
 /// Threads per workgroup of the one-thread-per-element kernels (as in the shaders).
@@ -63,6 +71,8 @@ pub struct Kernels {
     pub sum_columns: Kernel,
     pub sum_partials: Kernel,
     pub sgd_update: Kernel,
+    pub momentum_update: Kernel,
+    pub adam_update: Kernel,
 }
 
 /// A kernel's bind group with its buffers, made once when the backend is built.
@@ -113,7 +123,7 @@ impl Kernel {
         Ok(Kernel { name, pipeline })
     }
 
-    /// Binds a uniform slot and `buffers` (in the shader's binding order, from binding 1).
+    /// Binds a new uniform slot and `buffers` (in the shader's binding order, from binding 1).
     pub fn bind(
         &self,
         device: &wgpu::Device,
@@ -122,6 +132,27 @@ impl Kernel {
     ) -> Bound {
         let slot = uniforms.next_slot;
         uniforms.next_slot += 1;
+        self.bind_slot(device, uniforms, slot, buffers)
+    }
+
+    /// Binds `buffers` reusing the uniform slot of `old`, which this binding replaces.
+    pub fn rebind(
+        &self,
+        device: &wgpu::Device,
+        uniforms: &Uniforms,
+        old: &Bound,
+        buffers: &[&wgpu::Buffer],
+    ) -> Bound {
+        self.bind_slot(device, uniforms, old.slot, buffers)
+    }
+
+    fn bind_slot(
+        &self,
+        device: &wgpu::Device,
+        uniforms: &Uniforms,
+        slot: u64,
+        buffers: &[&wgpu::Buffer],
+    ) -> Bound {
         assert!(
             slot * UNIFORM_SLOT < uniforms.buffer.size(),
             "too few uniform slots"
@@ -167,6 +198,8 @@ impl Kernels {
             sum_columns: k("sum_columns")?,
             sum_partials: k("sum_partials")?,
             sgd_update: k("sgd_update")?,
+            momentum_update: k("momentum_update")?,
+            adam_update: k("adam_update")?,
         })
     }
 }
@@ -445,5 +478,41 @@ impl Kernels {
     pub fn sgd_update(&self, rec: &mut Recorder, bound: &Bound, count: usize, alpha: f32) {
         let params = [count as u32, alpha.to_bits(), 0, 0];
         rec.dispatch(&self.sgd_update, bound, params, grid(count));
+    }
+
+    /// momentum_update: `V = β·V + dP`, `P -= α·V`, count elements.
+    pub fn momentum_update(
+        &self,
+        rec: &mut Recorder,
+        bound: &Bound,
+        count: usize,
+        alpha: f32,
+        beta: f32,
+    ) {
+        let params = [count as u32, alpha.to_bits(), beta.to_bits(), 0];
+        rec.dispatch(&self.momentum_update, bound, params, grid(count));
+    }
+
+    /// adam_update: `M = β1·M + (1−β1)·dP`, `V = β2·V + (1−β2)·dP²`,
+    /// `P -= α·(M·c1) / (sqrt(V·c2) + ε)`, count elements.
+    pub fn adam_update(
+        &self,
+        rec: &mut Recorder,
+        bound: &Bound,
+        count: usize,
+        alpha: f32,
+        adam: AdamParams,
+    ) {
+        let params = [
+            count as u32,
+            alpha.to_bits(),
+            adam.beta1.to_bits(),
+            adam.beta2.to_bits(),
+            adam.eps.to_bits(),
+            adam.c1.to_bits(),
+            adam.c2.to_bits(),
+            0,
+        ];
+        rec.dispatch(&self.adam_update, bound, params, grid(count));
     }
 }

@@ -11,12 +11,14 @@ pub mod kernels;
 use std::sync::Arc;
 
 use crate::backend::{
-    check_batch, check_list, forward_capacity, Backend, BatchStats, ImagePool, List, ListSizes,
+    check_batch, check_list, check_same_shape, forward_capacity, Backend, BatchStats, ImagePool,
+    List, ListSizes,
 };
-use crate::cpu::ops::{Act, Layout};
+use crate::cpu::ops::{Act, AdamParams, Layout};
 use crate::data::CLASSES;
 use crate::error::{Error, Result};
 use crate::model::{Activation, Layer, Model};
+use crate::optimizer::{adam_corrections, Optimizer};
 pub use context::GpuContext;
 use kernels::{column_chunks, splits_for, Bound, Kernels, Operand, Recorder, Uniforms};
 
@@ -41,8 +43,13 @@ struct LayerState {
     /// W: (outputs, inputs), b: (outputs); read back by `model()`.
     w: wgpu::Buffer,
     b: wgpu::Buffer,
+    /// dW, db: the averaged gradients the update reads.
+    dw: wgpu::Buffer,
+    db: wgpu::Buffer,
+    /// The optimizer's state for W and for b (V, or M and V); empty for SGD.
+    state: Vec<wgpu::Buffer>,
     /// Z: (outputs, capacity), column-major; the last layer's are the logits `logits()` reads.
-    /// (A, dZ, dW and db live only in the bind groups below.)
+    /// (A and dZ live only in the bind groups below.)
     z: wgpu::Buffer,
     /// Z = W·A[l-1] + b
     forward: Bound,
@@ -56,6 +63,7 @@ struct LayerState {
     db_sum: Bound,
     /// dA[l-1] = Wᵀ·dZ and dZ[l-1] = dA[l-1] ⊙ g'(Z[l-1]); none on the first layer
     back: Option<(Bound, Bound)>,
+    /// P -= … with the optimizer's kernel, for W and for b
     update_w: Bound,
     update_b: Bound,
 }
@@ -64,6 +72,7 @@ struct LayerState {
 /// which recording writes.
 struct Network {
     activation: Activation,
+    optimizer: Optimizer,
     layers: Vec<LayerState>,
     output_grad: Bound,
     stats_columns: Bound,
@@ -81,6 +90,8 @@ pub struct GpuBackend {
     /// (loss, correct) summed over the last batch.
     stats_total: wgpu::Buffer,
     last_batch: Option<usize>,
+    /// Steps taken with this optimizer (Adam's t).
+    steps: u64,
     /// The logits of a whole list, gathered chunk by chunk before one read.
     eval_logits: wgpu::Buffer,
 }
@@ -189,6 +200,9 @@ impl GpuBackend {
                 outputs,
                 w,
                 b,
+                dw,
+                db,
+                state: Vec::new(),
                 z,
                 forward,
                 activate,
@@ -230,6 +244,7 @@ impl GpuBackend {
             capacity: cap,
             net: Network {
                 activation: model.activation,
+                optimizer: Optimizer::Sgd,
                 layers,
                 output_grad,
                 stats_columns,
@@ -239,6 +254,7 @@ impl GpuBackend {
             indices,
             stats_total,
             last_batch: None,
+            steps: 0,
             eval_logits,
         })
     }
@@ -276,15 +292,8 @@ impl Network {
         }
     }
 
-    /// Records the backward pass for the batch of the last `forward`, and the update.
-    fn backward_and_update(
-        &self,
-        k: &Kernels,
-        rec: &mut Recorder,
-        first: u32,
-        m: usize,
-        alpha: f32,
-    ) {
+    /// Records the backward pass for the batch of the last `forward`, leaving dW and db.
+    fn backward(&self, k: &Kernels, rec: &mut Recorder, first: u32, m: usize) {
         let inv_m = 1.0 / m as f32;
         k.output_grad(rec, &self.output_grad, CLASSES, m, first);
         k.sum_columns(rec, &self.stats_columns, &self.stats_sum, 2, m, 1.0);
@@ -319,9 +328,32 @@ impl Network {
                 k.activation_grad(rec, grad, inputs * m, Act::from(self.activation));
             }
         }
+    }
+
+    /// Records the optimizer's update of every W and b; `step` counts from 1.
+    fn update(&self, k: &Kernels, rec: &mut Recorder, alpha: f32, step: u64) {
         for layer in &self.layers {
-            k.sgd_update(rec, &layer.update_w, layer.outputs * layer.inputs, alpha);
-            k.sgd_update(rec, &layer.update_b, layer.outputs, alpha);
+            let w = (&layer.update_w, layer.outputs * layer.inputs);
+            let b = (&layer.update_b, layer.outputs);
+            for (bound, count) in [w, b] {
+                match self.optimizer {
+                    Optimizer::Sgd => k.sgd_update(rec, bound, count, alpha),
+                    Optimizer::Momentum { beta } => {
+                        k.momentum_update(rec, bound, count, alpha, beta)
+                    }
+                    Optimizer::Adam { beta1, beta2, eps } => {
+                        let (c1, c2) = adam_corrections(beta1, beta2, step);
+                        let adam = AdamParams {
+                            beta1,
+                            beta2,
+                            eps,
+                            c1,
+                            c2,
+                        };
+                        k.adam_update(rec, bound, count, alpha, adam)
+                    }
+                }
+            }
         }
     }
 }
@@ -345,8 +377,10 @@ impl Backend for GpuBackend {
         let first = (self.sizes.offset(List::Train) + start) as u32;
         let k = &self.ctx.kernels;
         let mut rec = Recorder::new(&self.ctx.device, &mut self.uniforms, "train step");
+        self.steps += 1;
         self.net.forward(k, &mut rec, first, len);
-        self.net.backward_and_update(k, &mut rec, first, len, alpha);
+        self.net.backward(k, &mut rec, first, len);
+        self.net.update(k, &mut rec, alpha, self.steps);
         rec.submit(&self.ctx.queue);
         self.last_batch = Some(len);
         Ok(())
@@ -398,5 +432,59 @@ impl Backend for GpuBackend {
             layers,
             activation: self.net.activation,
         })
+    }
+
+    fn set_model(&mut self, model: &Model) -> Result<()> {
+        check_same_shape(&self.model()?, model)?;
+        for (state, layer) in self.net.layers.iter().zip(&model.layers) {
+            let queue = &self.ctx.queue;
+            queue.write_buffer(&state.w, 0, bytemuck::cast_slice(&layer.w));
+            queue.write_buffer(&state.b, 0, bytemuck::cast_slice(&layer.b));
+        }
+        Ok(())
+    }
+
+    fn set_optimizer(&mut self, optimizer: Optimizer) -> Result<()> {
+        let ctx = &self.ctx;
+        let (kernel, moments) = match optimizer {
+            Optimizer::Sgd => (&ctx.kernels.sgd_update, &[][..]),
+            Optimizer::Momentum { .. } => (&ctx.kernels.momentum_update, &["V"][..]),
+            Optimizer::Adam { .. } => (&ctx.kernels.adam_update, &["M", "V"][..]),
+        };
+        for (l, layer) in self.net.layers.iter_mut().enumerate() {
+            // Per tensor, the kernel's buffers: the gradient, the parameter, then its moments
+            // (new buffers start zeroed).
+            let bind = |tensor: &str,
+                        grad: &wgpu::Buffer,
+                        param: &wgpu::Buffer,
+                        len: usize,
+                        old: &Bound| {
+                let mut state = Vec::new();
+                for moment in moments {
+                    state.push(
+                        ctx.storage(&format!("{moment} of {tensor}{}", l + 1), 4 * len as u64)?,
+                    );
+                }
+                let mut buffers = vec![grad, param];
+                buffers.extend(&state);
+                let bound = kernel.rebind(&ctx.device, &self.uniforms, old, &buffers);
+                Ok::<_, Error>((bound, state))
+            };
+            let (update_w, state_w) = bind(
+                "W",
+                &layer.dw,
+                &layer.w,
+                layer.outputs * layer.inputs,
+                &layer.update_w,
+            )?;
+            let (update_b, state_b) =
+                bind("b", &layer.db, &layer.b, layer.outputs, &layer.update_b)?;
+            layer.update_w = update_w;
+            layer.update_b = update_b;
+            layer.state = [state_w, state_b].concat();
+        }
+        self.net.optimizer = optimizer;
+        self.steps = 0;
+        ctx.check()
     }
 }

@@ -1,0 +1,65 @@
+//! How a step turns gradients into new parameters. Each rule is one kernel with a CPU twin:
+//! `sgd_update`, `momentum_update`, `adam_update` (shaders/ and `cpu::ops`).
+//!
+//! - SGD: `P -= α·dP`, the tutorials' rule.
+//! - Momentum (as in PyTorch's SGD with momentum): `V = β·V + dP`, `P -= α·V`.
+//! - Adam (Kingma & Ba): `M = β1·M + (1−β1)·dP`, `V = β2·V + (1−β2)·dP²`,
+//!   `P -= α · (M / (1−β1ᵗ)) / (sqrt(V / (1−β2ᵗ)) + ε)`, t counting steps from 1.
+
+/// The update rule and its constants.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Optimizer {
+    Sgd,
+    Momentum { beta: f32 },
+    Adam { beta1: f32, beta2: f32, eps: f32 },
+}
+
+/// The `--optimizer` names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum OptimizerKind {
+    Sgd,
+    Momentum,
+    Adam,
+}
+
+impl Optimizer {
+    /// The usual constants: β = 0.9 for momentum; β1 = 0.9, β2 = 0.999, ε = 1e-8 for Adam.
+    pub fn with_defaults(kind: OptimizerKind) -> Optimizer {
+        match kind {
+            OptimizerKind::Sgd => Optimizer::Sgd,
+            OptimizerKind::Momentum => Optimizer::Momentum { beta: 0.9 },
+            OptimizerKind::Adam => Optimizer::Adam {
+                beta1: 0.9,
+                beta2: 0.999,
+                eps: 1e-8,
+            },
+        }
+    }
+
+    pub fn name(&self) -> &'static str {
+        match self {
+            Optimizer::Sgd => "sgd",
+            Optimizer::Momentum { .. } => "momentum",
+            Optimizer::Adam { .. } => "adam",
+        }
+    }
+
+    /// How many state tensors the rule keeps per parameter tensor (V; or M and V).
+    pub fn state_tensors(&self) -> usize {
+        match self {
+            Optimizer::Sgd => 0,
+            Optimizer::Momentum { .. } => 1,
+            Optimizer::Adam { .. } => 2,
+        }
+    }
+}
+
+/// Adam's bias corrections `1 / (1 − β1ᵗ)` and `1 / (1 − β2ᵗ)` for step t ≥ 1, computed in
+/// f64 so that both backends get the same f32 values.
+pub fn adam_corrections(beta1: f32, beta2: f32, t: u64) -> (f32, f32) {
+    let power = |beta: f32| (beta as f64).powf(t as f64);
+    (
+        (1.0 / (1.0 - power(beta1))) as f32,
+        (1.0 / (1.0 - power(beta2))) as f32,
+    )
+}
