@@ -67,6 +67,14 @@ pub struct BatchStats {
     pub accuracy: f64,
 }
 
+/// How far `--augment` moves one image: pixel (r, c) of the shifted image is pixel
+/// (r − dy, c − dx) of the original, and 0 (background) where that falls outside.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Shift {
+    pub dx: i8,
+    pub dy: i8,
+}
+
 pub trait Backend {
     /// What runs the math: "cpu", or the GPU adapter's name and type.
     fn device_name(&self) -> String;
@@ -78,6 +86,16 @@ pub trait Backend {
     /// One step of gradient descent on the training samples at positions
     /// `start .. start + len` of the train list: forward, backward, `W -= α·dW`, `b -= α·db`.
     fn train_step(&mut self, start: usize, len: usize, alpha: f32) -> Result<()>;
+
+    /// `train_step` on shifted copies of the batch's images: image j moved by `shifts[j]`
+    /// (`augment`, then the same step). The stored images are not changed.
+    fn train_step_shifted(
+        &mut self,
+        start: usize,
+        len: usize,
+        alpha: f32,
+        shifts: &[Shift],
+    ) -> Result<()>;
 
     /// Loss and accuracy of the last `train_step`'s batch.
     fn batch_stats(&mut self) -> Result<BatchStats>;
@@ -139,6 +157,24 @@ pub fn check_list(sizes: &ListSizes, list: List, indices: &[u32], pool_len: usiz
         return config(format!(
             "{list:?} list refers to image {bad}, but there are only {pool_len}"
         ));
+    }
+    Ok(())
+}
+
+/// One shift per image of the batch, each within the image.
+pub fn check_shifts(shifts: &[Shift], len: usize) -> Result<()> {
+    if shifts.len() != len {
+        return config(format!(
+            "{} shifts for a batch of {len} images",
+            shifts.len()
+        ));
+    }
+    let side = crate::data::IMAGE_SIDE as i8;
+    if let Some(s) = shifts
+        .iter()
+        .find(|s| s.dx.abs() >= side || s.dy.abs() >= side)
+    {
+        return config(format!("shift {s:?} moves the image out of view"));
     }
     Ok(())
 }

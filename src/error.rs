@@ -17,7 +17,13 @@ pub enum Error {
     /// Training went wrong numerically (a NaN or infinite loss).
     #[error("{0}")]
     Diverged(String),
-    /// Writing an output file failed.
+    /// A model file that is not one, or not of this network.
+    #[error("{path}: {message}")]
+    Model { path: String, message: String },
+    /// Training was stopped from outside (Ctrl-C).
+    #[error("{0}")]
+    Interrupted(String),
+    /// Reading or writing a file failed.
     #[error("{path}: {source}")]
     Io {
         path: String,

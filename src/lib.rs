@@ -3,12 +3,13 @@
 //! CPU reference.
 //!
 //! - `data`: reading IDX and CSV files into bytes.
-//! - `model`: the network's parameters and their layout.
+//! - `model`: the network's parameters and their layout; `model_file`: saving and loading them.
 //! - `optimizer`: the update rules (SGD, momentum, Adam).
 //! - `backend`: the trait both backends implement.
 //! - `cpu`: the CPU backend and the CPU twin of every kernel (`cpu::ops`).
 //! - `gpu`: the wgpu context, the kernel wrappers (`gpu::kernels`) and the GPU backend.
 //! - `train`: the training loop.
+//! - `metrics`: the training curves as CSV and as a plot.
 //! - `art`: digits as text.
 
 pub mod art;
@@ -17,7 +18,9 @@ pub mod cpu;
 pub mod data;
 pub mod error;
 pub mod gpu;
+pub mod metrics;
 pub mod model;
+pub mod model_file;
 pub mod optimizer;
 pub mod train;
 

@@ -1,15 +1,17 @@
 //! The training loop: full-batch gradient descent (the tutorials' mode) or mini-batch SGD,
 //! a dev split held out from the training file, progress lines, and the final report.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-use rand::{rngs::StdRng, seq::SliceRandom, SeedableRng};
+use rand::{rngs::StdRng, seq::SliceRandom, Rng, SeedableRng};
 
-use crate::backend::{Backend, BatchStats, ImagePool, List, ListSizes};
+use crate::backend::{Backend, BatchStats, ImagePool, List, ListSizes, Shift};
 use crate::data::{Dataset, CLASSES};
 use crate::error::{config, Error, Result};
-use crate::model::{argmax_columns, loss_and_correct};
+use crate::model::{argmax_columns, loss_and_correct, Model};
+use crate::optimizer::Optimizer;
 
 /// The training file split into train and dev, and the test file, all in one image pool.
 pub struct Split {
@@ -89,10 +91,46 @@ pub struct Schedule {
     pub iterations: usize,
     pub epochs: usize,
     pub alpha: f32,
+    pub optimizer: Optimizer,
+    /// α is multiplied by this after every epoch (in full-batch mode, every iteration).
+    pub lr_decay: f32,
+    /// Early stopping: stop when the dev loss has not improved for this many evaluations
+    /// (one every `log_every` steps), and keep the best model.
+    pub patience: Option<usize>,
+    /// Shift every training image by up to `MAX_SHIFT` pixels each way, drawn per batch.
+    pub augment: bool,
     /// Print a progress line every this many steps (and after the last).
     pub log_every: usize,
     pub seed: u64,
+    /// Set from outside (Ctrl-C) to stop after the current step.
+    pub interrupt: Option<Arc<AtomicBool>>,
 }
+
+impl Default for Schedule {
+    /// The tutorials' run: 500 full-batch steps of plain gradient descent.
+    fn default() -> Schedule {
+        Schedule {
+            batch_size: None,
+            iterations: 500,
+            epochs: 30,
+            alpha: 0.3,
+            optimizer: Optimizer::Sgd,
+            lr_decay: 1.0,
+            patience: None,
+            augment: false,
+            log_every: 50,
+            seed: 1,
+            interrupt: None,
+        }
+    }
+}
+
+/// How far `--augment` shifts an image, in pixels, along each axis.
+pub const MAX_SHIFT: i8 = 2;
+
+/// The loss is read back at least this often, so that a diverging run stops within a few
+/// steps even when progress is logged rarely.
+const DIVERGENCE_CHECK_EVERY: usize = 5;
 
 impl Schedule {
     /// The largest batch a step will see, for sizing a backend's scratch space.
@@ -105,6 +143,12 @@ impl Schedule {
             return config(format!(
                 "--alpha must be a positive finite number, got {}",
                 self.alpha
+            ));
+        }
+        if !(self.lr_decay.is_finite() && self.lr_decay > 0.0 && self.lr_decay <= 1.0) {
+            return config(format!(
+                "--lr-decay must be in (0, 1], got {}",
+                self.lr_decay
             ));
         }
         if let Some(b) = self.batch_size {
@@ -125,6 +169,9 @@ impl Schedule {
         if self.log_every == 0 {
             return config("--log-every must be at least 1");
         }
+        if self.patience == Some(0) {
+            return config("--patience must be at least 1");
+        }
         Ok(())
     }
 }
@@ -135,14 +182,33 @@ pub struct Progress {
     pub step: usize,
     pub steps: usize,
     pub epoch: Option<usize>,
+    /// Loss and accuracy of this step's batch, measured before its update.
     pub batch: BatchStats,
     pub dev_accuracy: Option<f64>,
+    pub dev_loss: Option<f64>,
+    /// The learning rate this step used.
+    pub alpha: f32,
+    /// Training samples per second so far.
+    pub samples_per_second: f64,
+}
+
+/// Why training ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ending {
+    /// All steps ran.
+    Finished,
+    /// The dev loss stopped improving; the model is the one from `best_step`.
+    EarlyStopped { best_step: usize },
+    /// Stopped from outside (Ctrl-C) after `step` finished steps.
+    Interrupted,
 }
 
 /// What a finished run reports.
 #[derive(Debug, Clone)]
 pub struct Report {
+    /// Steps taken (fewer than planned when stopped early or interrupted).
     pub steps: usize,
+    pub ending: Ending,
     pub seconds: f64,
     pub train_samples_per_second: f64,
     pub final_loss: f64,
@@ -150,11 +216,11 @@ pub struct Report {
     pub dev_predictions: Vec<u8>,
     pub test_accuracy: Option<f64>,
     pub test_loss: Option<f64>,
-    /// (step, batch loss) at every logged step.
-    pub loss_curve: Vec<(usize, f64)>,
+    /// Every progress line, in order.
+    pub history: Vec<Progress>,
 }
 
-/// Accuracy of a list, and its predictions (None for an empty list).
+/// Accuracy, mean loss and predictions of a list (None for an empty list).
 pub fn evaluate(
     backend: &mut dyn Backend,
     split: &Split,
@@ -174,6 +240,15 @@ pub fn evaluate(
     )))
 }
 
+/// Per-image shifts for one batch: (dx, dy), each in −MAX_SHIFT..=MAX_SHIFT.
+fn draw_shifts(rng: &mut StdRng, len: usize, shifts: &mut Vec<Shift>) {
+    shifts.clear();
+    shifts.extend((0..len).map(|_| Shift {
+        dx: rng.random_range(-MAX_SHIFT..=MAX_SHIFT),
+        dy: rng.random_range(-MAX_SHIFT..=MAX_SHIFT),
+    }));
+}
+
 /// Trains `backend` (already holding the model) on `split`, calling `on_progress` every
 /// `log_every` steps.
 pub fn train(
@@ -184,26 +259,36 @@ pub fn train(
 ) -> Result<Report> {
     let n = split.train.len();
     schedule.validate(n)?;
+    if schedule.patience.is_some() && split.dev.is_empty() {
+        return config("--patience watches the dev loss, so it needs --dev-size of at least 1");
+    }
+    backend.set_optimizer(schedule.optimizer)?;
     backend.set_list(List::Dev, &split.dev)?;
     backend.set_list(List::Test, &split.test)?;
 
     // Every step as (epoch, start, len) over the train list.
     let batch = schedule.capacity(n);
     let (epochs, steps_per_epoch) = match schedule.batch_size {
-        None => (1, schedule.iterations),
+        None => (schedule.iterations, 1),
         Some(_) => (schedule.epochs, n.div_ceil(batch)),
     };
     let steps = epochs * steps_per_epoch;
-    // A stream apart from the dev split's, which uses `seed` itself.
+    // Streams apart from the dev split's, which uses `seed` itself.
     let mut rng = StdRng::seed_from_u64(schedule.seed.wrapping_add(1));
+    let mut shift_rng = StdRng::seed_from_u64(schedule.seed.wrapping_add(2));
+    let mut shifts = Vec::with_capacity(batch);
     let mut order = split.train.clone();
-    let mut loss_curve = Vec::new();
+    let mut history: Vec<Progress> = Vec::new();
     let mut samples = 0usize;
-    let mut last_stats = None;
+    let mut alpha = schedule.alpha;
+    // Early stopping: the best dev loss so far, its step and model, and evaluations since.
+    let mut best: Option<(f64, usize, Model)> = None;
+    let mut since_best = 0;
+    let mut ending = Ending::Finished;
     let started = Instant::now();
 
     let mut step = 0;
-    for epoch in 0..epochs {
+    'epochs: for epoch in 0..epochs {
         if schedule.batch_size.is_some() {
             order.shuffle(&mut rng);
         }
@@ -211,47 +296,84 @@ pub fn train(
             backend.set_list(List::Train, &order)?;
         }
         for s in 0..steps_per_epoch {
+            if schedule
+                .interrupt
+                .as_ref()
+                .is_some_and(|stop| stop.load(Ordering::Relaxed))
+            {
+                ending = Ending::Interrupted;
+                break 'epochs;
+            }
             let (start, len) = match schedule.batch_size {
                 None => (0, n),
                 Some(_) => (s * batch, batch.min(n - s * batch)),
             };
-            backend.train_step(start, len, schedule.alpha)?;
+            if schedule.augment {
+                draw_shifts(&mut shift_rng, len, &mut shifts);
+                backend.train_step_shifted(start, len, alpha, &shifts)?;
+            } else {
+                backend.train_step(start, len, alpha)?;
+            }
             samples += len;
             step += 1;
-            if step % schedule.log_every == 0 || step == steps {
-                let stats = backend.batch_stats()?;
-                check_finite(stats.loss, step)?;
-                let dev = evaluate(backend, split, List::Dev)?.map(|d| d.0);
-                loss_curve.push((step, stats.loss));
-                last_stats = Some(stats);
-                on_progress(&Progress {
-                    step,
-                    steps,
-                    epoch: schedule.batch_size.map(|_| epoch + 1),
-                    batch: stats,
-                    dev_accuracy: dev,
-                });
+            let log = step % schedule.log_every == 0 || step == steps;
+            if !log && step % DIVERGENCE_CHECK_EVERY != 0 {
+                continue;
+            }
+            let stats = backend.batch_stats()?;
+            check_finite(stats.loss, step)?;
+            if !log {
+                continue;
+            }
+            let dev = evaluate(backend, split, List::Dev)?;
+            let progress = Progress {
+                step,
+                steps,
+                epoch: schedule.batch_size.map(|_| epoch + 1),
+                batch: stats,
+                dev_accuracy: dev.as_ref().map(|d| d.0),
+                dev_loss: dev.as_ref().map(|d| d.1),
+                alpha,
+                samples_per_second: samples as f64 / started.elapsed().as_secs_f64().max(1e-9),
+            };
+            history.push(progress);
+            on_progress(&progress);
+            if let (Some(patience), Some((_, dev_loss, _))) = (schedule.patience, &dev) {
+                if best.as_ref().is_none_or(|b| *dev_loss < b.0) {
+                    best = Some((*dev_loss, step, backend.model()?));
+                    since_best = 0;
+                } else {
+                    since_best += 1;
+                    if since_best >= patience {
+                        let (_, best_step, model) = best.take().expect("a best model");
+                        backend.set_model(&model)?;
+                        ending = Ending::EarlyStopped { best_step };
+                        break 'epochs;
+                    }
+                }
             }
         }
+        alpha *= schedule.lr_decay;
     }
     let seconds = started.elapsed().as_secs_f64();
 
-    let dev = evaluate(backend, split, List::Dev)?;
-    let test = evaluate(backend, split, List::Test)?;
     let model = backend.model()?;
     if !model.is_finite() {
         return Err(diverged(step));
     }
+    let dev = evaluate(backend, split, List::Dev)?;
+    let test = evaluate(backend, split, List::Test)?;
     Ok(Report {
-        steps,
+        steps: step,
+        ending,
         seconds,
         train_samples_per_second: samples as f64 / seconds.max(1e-9),
-        final_loss: last_stats.map_or(f64::NAN, |s| s.loss),
+        final_loss: history.last().map_or(f64::NAN, |p| p.batch.loss),
         dev_accuracy: dev.as_ref().map(|d| d.0),
         dev_predictions: dev.map(|d| d.2).unwrap_or_default(),
         test_accuracy: test.as_ref().map(|t| t.0),
         test_loss: test.map(|t| t.1),
-        loss_curve,
+        history,
     })
 }
 
@@ -265,6 +387,6 @@ fn check_finite(loss: f64, step: usize) -> Result<()> {
 
 fn diverged(step: usize) -> Error {
     Error::Diverged(format!(
-        "training diverged at step {step}: the loss or the weights are no longer finite; try a smaller --alpha"
+        "training diverged by step {step}: the loss or the weights are no longer finite; try a smaller --alpha"
     ))
 }

@@ -6,8 +6,8 @@ pub mod ops;
 use std::sync::Arc;
 
 use crate::backend::{
-    check_batch, check_list, check_same_shape, forward_capacity, Backend, BatchStats, ImagePool,
-    List, ListSizes,
+    check_batch, check_list, check_same_shape, check_shifts, forward_capacity, Backend, BatchStats,
+    ImagePool, List, ListSizes, Shift,
 };
 use crate::data::{CLASSES, PIXELS};
 use crate::error::Result;
@@ -42,6 +42,10 @@ pub struct CpuBackend {
     /// The optimizer's state per parameter tensor (W1, b1, W2, …): [V, unused] for momentum,
     /// [M, V] for Adam, empty for SGD.
     state: Vec<[Vec<f32>; 2]>,
+    /// `--augment`: the batch's shifted images (784 bytes each) and the list 0, 1, 2, … that
+    /// reads them in order; empty until the first shifted step.
+    shifted: Vec<u8>,
+    identity: Vec<u32>,
 }
 
 impl CpuBackend {
@@ -81,18 +85,25 @@ impl CpuBackend {
             optimizer: Optimizer::Sgd,
             steps: 0,
             state: Vec::new(),
+            shifted: Vec::new(),
+            identity: Vec::new(),
         })
     }
 
-    /// Forward pass over the `m` samples listed at `indices[first..first + m]`:
-    /// `Z[l] = W[l]·A[l-1] + b[l]`, `A[l] = g(Z[l])`, and softmax on the last layer.
+    /// Forward pass over the `m` samples listed at `indices[first..first + m]`.
     fn forward(&mut self, first: usize, m: usize) {
-        let act = Act::from(self.model.activation);
         ops::gather_images(
             &self.pool.images,
             &self.indices[first..first + m],
             &mut self.x[..PIXELS * m],
         );
+        self.forward_x(m);
+    }
+
+    /// Forward pass over the m samples in X:
+    /// `Z[l] = W[l]·A[l-1] + b[l]`, `A[l] = g(Z[l])`, and softmax on the last layer.
+    fn forward_x(&mut self, m: usize) {
+        let act = Act::from(self.model.activation);
         let last = self.model.layers.len() - 1;
         for (l, layer) in self.model.layers.iter().enumerate() {
             let (units, inputs) = (layer.outputs, layer.inputs);
@@ -166,6 +177,18 @@ impl CpuBackend {
         }
     }
 
+    /// The rest of a step once the forward pass has run: backward, update, batch statistics.
+    fn finish_step(&mut self, start: usize, len: usize, alpha: f32) {
+        self.backward(start, len);
+        self.update(alpha);
+        let mut totals = [0.0f32; 2];
+        ops::sum_columns(&self.stats[..2 * len], 2, 1.0, &mut totals);
+        self.last = Some(BatchStats {
+            loss: totals[0] as f64 / len as f64,
+            accuracy: totals[1] as f64 / len as f64,
+        });
+    }
+
     /// Applies the optimizer to every parameter tensor with the gradients in dW, db.
     fn update(&mut self, alpha: f32) {
         self.steps += 1;
@@ -215,14 +238,38 @@ impl Backend for CpuBackend {
     fn train_step(&mut self, start: usize, len: usize, alpha: f32) -> Result<()> {
         check_batch(&self.sizes, self.capacity, start, len)?;
         self.forward(start, len);
-        self.backward(start, len);
-        self.update(alpha);
-        let mut totals = [0.0f32; 2];
-        ops::sum_columns(&self.stats[..2 * len], 2, 1.0, &mut totals);
-        self.last = Some(BatchStats {
-            loss: totals[0] as f64 / len as f64,
-            accuracy: totals[1] as f64 / len as f64,
-        });
+        self.finish_step(start, len, alpha);
+        Ok(())
+    }
+
+    fn train_step_shifted(
+        &mut self,
+        start: usize,
+        len: usize,
+        alpha: f32,
+        shifts: &[Shift],
+    ) -> Result<()> {
+        check_batch(&self.sizes, self.capacity, start, len)?;
+        check_shifts(shifts, len)?;
+        // Made on first use, so runs without --augment don't carry them.
+        if self.shifted.is_empty() {
+            self.shifted = vec![0; PIXELS * self.capacity];
+            self.identity = (0..self.capacity as u32).collect();
+        }
+        let first = self.sizes.offset(List::Train) + start;
+        ops::augment(
+            &self.pool.images,
+            &self.indices[first..first + len],
+            shifts,
+            &mut self.shifted[..PIXELS * len],
+        );
+        ops::gather_images(
+            &self.shifted,
+            &self.identity[..len],
+            &mut self.x[..PIXELS * len],
+        );
+        self.forward_x(len);
+        self.finish_step(start, len, alpha);
         Ok(())
     }
 

@@ -2,7 +2,8 @@
 //! shapes, written to read like the math. They are the reference the GPU is tested against,
 //! and they are what the CPU backend runs.
 
-use crate::data::PIXELS;
+use crate::backend::Shift;
+use crate::data::{IMAGE_SIDE, PIXELS};
 
 /// Where a matrix's elements lie: element (i, j) is at `i * rs + j * cs`.
 /// Strides let one product read `W`, `Wᵀ`, `A` or `Aᵀ` without copying anything; the GPU's
@@ -214,6 +215,25 @@ pub fn gather_images(images: &[u8], indices: &[u32], x: &mut [f32]) {
         let start = image as usize * PIXELS;
         for (v, &byte) in column.iter_mut().zip(&images[start..start + PIXELS]) {
             *v = byte as f32 * (1.0 / 255.0);
+        }
+    }
+}
+
+/// augment: shifted copies of a batch's images, as bytes. Image j of `out` (784 bytes) is
+/// image `indices[j]` moved by `shifts[j]`: `out(r, c) = image(r − dy, c − dx)`, 0 outside.
+pub fn augment(images: &[u8], indices: &[u32], shifts: &[Shift], out: &mut [u8]) {
+    const SIDE: isize = IMAGE_SIDE as isize;
+    for ((shifted, &image), shift) in out.chunks_exact_mut(PIXELS).zip(indices).zip(shifts) {
+        let source = &images[image as usize * PIXELS..][..PIXELS];
+        for (p, pixel) in shifted.iter_mut().enumerate() {
+            let r = (p / IMAGE_SIDE) as isize - shift.dy as isize;
+            let c = (p % IMAGE_SIDE) as isize - shift.dx as isize;
+            let inside = (0..SIDE).contains(&r) && (0..SIDE).contains(&c);
+            *pixel = if inside {
+                source[(r * SIDE + c) as usize]
+            } else {
+                0
+            };
         }
     }
 }

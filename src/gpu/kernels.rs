@@ -42,6 +42,7 @@ pub const SHADERS: &[(&str, &str)] = &[
         "adam_update",
         include_str!("../../shaders/adam_update.wgsl"),
     ),
+    ("augment", include_str!("../../shaders/augment.wgsl")),
 ];
 
 /// Threads per workgroup of the one-thread-per-element kernels (as in the shaders).
@@ -73,6 +74,7 @@ pub struct Kernels {
     pub sgd_update: Kernel,
     pub momentum_update: Kernel,
     pub adam_update: Kernel,
+    pub augment: Kernel,
 }
 
 /// A kernel's bind group with its buffers, made once when the backend is built.
@@ -200,6 +202,7 @@ impl Kernels {
             sgd_update: k("sgd_update")?,
             momentum_update: k("momentum_update")?,
             adam_update: k("adam_update")?,
+            augment: k("augment")?,
         })
     }
 }
@@ -321,6 +324,16 @@ pub enum Operand {
 }
 
 impl Operand {
+    /// X: the m images listed at `indices[index_offset ..]`.
+    pub fn images(index_offset: u32, m: usize) -> Operand {
+        Operand::Images { index_offset, m }
+    }
+
+    /// Xᵀ of the same images.
+    pub fn images_t(index_offset: u32, m: usize) -> Operand {
+        Operand::ImagesT { index_offset, m }
+    }
+
     fn shape(&self) -> (usize, usize) {
         match *self {
             Operand::Matrix(l) => (l.rows, l.cols),
@@ -514,5 +527,13 @@ impl Kernels {
             0,
         ];
         rec.dispatch(&self.adam_update, bound, params, grid(count));
+    }
+
+    /// augment: shifted copies of the m images listed at `indices[index_offset ..]`, as
+    /// bytes (196 words per image); shifts: (dx, dy) per image as two i32.
+    pub fn augment(&self, rec: &mut Recorder, bound: &Bound, m: usize, index_offset: u32) {
+        let words = m * crate::data::PIXELS / 4;
+        let params = [m as u32, index_offset, 0, 0];
+        rec.dispatch(&self.augment, bound, params, grid(words));
     }
 }

@@ -11,11 +11,11 @@ pub mod kernels;
 use std::sync::Arc;
 
 use crate::backend::{
-    check_batch, check_list, check_same_shape, forward_capacity, Backend, BatchStats, ImagePool,
-    List, ListSizes,
+    check_batch, check_list, check_same_shape, check_shifts, forward_capacity, Backend, BatchStats,
+    ImagePool, List, ListSizes, Shift,
 };
 use crate::cpu::ops::{Act, AdamParams, Layout};
-use crate::data::CLASSES;
+use crate::data::{CLASSES, PIXELS};
 use crate::error::{Error, Result};
 use crate::model::{Activation, Layer, Model};
 use crate::optimizer::{adam_corrections, Optimizer};
@@ -68,6 +68,38 @@ struct LayerState {
     update_b: Bound,
 }
 
+/// Where the first layer reads the batch's images.
+#[derive(Clone, Copy)]
+enum Images<'a> {
+    /// In the pool, through the index list from position `first`.
+    Pool { first: u32 },
+    /// The shifted copies `augment` made of them.
+    Shifted(&'a Shifter),
+}
+
+/// Buffers the backend keeps after `new` so that `--augment` can bind them later.
+struct Kept {
+    /// The pool's images as bytes.
+    images: wgpu::Buffer,
+    /// Bound where a kernel's binding goes unused.
+    dummy: wgpu::Buffer,
+    /// Split-K partial products.
+    partials: wgpu::Buffer,
+    /// dZ of the first layer.
+    dz1: wgpu::Buffer,
+}
+
+/// `--augment`'s buffers and bindings, made on the first shifted step.
+struct Shifter {
+    /// (dx, dy) per image of the batch, as i32: (2, capacity).
+    shifts: wgpu::Buffer,
+    augment: Bound,
+    /// The first layer's forward product and dW product, reading the shifted copies (through
+    /// an index list 0, 1, 2, …) instead of the pool.
+    forward: Bound,
+    dw_product: Bound,
+}
+
 /// The layers and the output's kernels: what a pass records. Kept apart from the uniforms,
 /// which recording writes.
 struct Network {
@@ -92,6 +124,10 @@ pub struct GpuBackend {
     last_batch: Option<usize>,
     /// Steps taken with this optimizer (Adam's t).
     steps: u64,
+    /// Buffers kept for `--augment`'s bindings.
+    bindings: Kept,
+    /// Made on the first shifted step.
+    shifter: Option<Shifter>,
     /// The logits of a whole list, gathered chunk by chunk before one read.
     eval_logits: wgpu::Buffer,
 }
@@ -144,8 +180,9 @@ impl GpuBackend {
 
         let k = &ctx.kernels;
         // One uniform slot per bind group below: ten per layer (forward, activate, dw_product,
-        // dw_sum, db_columns, db_sum, the two of back, update_w, update_b) and three for the output.
-        let mut uniforms = Uniforms::new(device, 10 * model.layers.len() as u64 + 3);
+        // dw_sum, db_columns, db_sum, the two of back, update_w, update_b), three for the output.
+        // Three more are kept for `--augment` (see `Shifter`).
+        let mut uniforms = Uniforms::new(device, 10 * model.layers.len() as u64 + 6);
         let u = &mut uniforms;
         let last = model.layers.len() - 1;
         let mut layers: Vec<LayerState> = Vec::new();
@@ -255,7 +292,56 @@ impl GpuBackend {
             stats_total,
             last_batch: None,
             steps: 0,
+            bindings: Kept {
+                images,
+                dummy,
+                partials,
+                dz1: dzs.swap_remove(0),
+            },
+            shifter: None,
             eval_logits,
+        })
+    }
+}
+
+impl GpuBackend {
+    /// `--augment`'s buffers: the shifted images of a batch, the shifts, the list 0, 1, 2, …
+    /// that reads the copies in order, and the bindings that use them.
+    fn make_shifter(&mut self) -> Result<Shifter> {
+        let ctx = &self.ctx;
+        let (device, k) = (&ctx.device, &ctx.kernels);
+        let cap = self.capacity;
+        let shifted = ctx.storage("shifted images", (PIXELS * cap) as u64)?;
+        let shifts = ctx.storage("shifts", 8 * cap as u64)?;
+        let identity: Vec<u32> = (0..cap as u32).collect();
+        let identity = ctx.upload(
+            "shifted images' index list",
+            bytemuck::cast_slice(&identity),
+        )?;
+        let u = &mut self.uniforms;
+        let augment = k.augment.bind(
+            device,
+            u,
+            &[&self.bindings.images, &self.indices, &shifts, &shifted],
+        );
+        let first = &self.net.layers[0];
+        let b = &self.bindings;
+        let forward = k.matmul.bind(
+            device,
+            u,
+            &[&first.w, &b.dummy, &shifted, &identity, &first.b, &first.z],
+        );
+        let dw_product = k.matmul.bind(
+            device,
+            u,
+            &[&b.dz1, &b.dummy, &shifted, &identity, &b.dummy, &b.partials],
+        );
+        ctx.check()?;
+        Ok(Shifter {
+            shifts,
+            augment,
+            forward,
+            dw_product,
         })
     }
 }
@@ -263,27 +349,20 @@ impl GpuBackend {
 impl Network {
     /// Records the forward pass over the m samples listed at `indices[first ..]`:
     /// `Z[l] = W[l]·A[l-1] + b[l]`, `A[l] = g(Z[l])`, softmax on the last layer.
-    fn forward(&self, k: &Kernels, rec: &mut Recorder, first: u32, m: usize) {
+    fn forward(&self, k: &Kernels, rec: &mut Recorder, images: Images, m: usize) {
         let last = self.layers.len() - 1;
         for (l, layer) in self.layers.iter().enumerate() {
             let (units, inputs) = (layer.outputs, layer.inputs);
-            let input = match l {
-                0 => Operand::Images {
-                    index_offset: first,
-                    m,
-                },
-                _ => Operand::Matrix(Layout::col_major(inputs, m)),
+            let (bound, input) = match (l, images) {
+                (0, Images::Pool { first }) => (&layer.forward, Operand::images(first, m)),
+                (0, Images::Shifted(s)) => (&s.forward, Operand::images(0, m)),
+                _ => (
+                    &layer.forward,
+                    Operand::Matrix(Layout::col_major(inputs, m)),
+                ),
             };
             let w = Layout::row_major(units, inputs);
-            k.matmul(
-                rec,
-                &layer.forward,
-                w,
-                input,
-                Layout::col_major(units, m),
-                true,
-                1,
-            );
+            k.matmul(rec, bound, w, input, Layout::col_major(units, m), true, 1);
             if l < last {
                 k.activation(rec, &layer.activate, units * m, Act::from(self.activation));
             } else {
@@ -293,7 +372,8 @@ impl Network {
     }
 
     /// Records the backward pass for the batch of the last `forward`, leaving dW and db.
-    fn backward(&self, k: &Kernels, rec: &mut Recorder, first: u32, m: usize) {
+    /// The batch's labels are listed at `indices[first ..]`.
+    fn backward(&self, k: &Kernels, rec: &mut Recorder, images: Images, first: u32, m: usize) {
         let inv_m = 1.0 / m as f32;
         k.output_grad(rec, &self.output_grad, CLASSES, m, first);
         k.sum_columns(rec, &self.stats_columns, &self.stats_sum, 2, m, 1.0);
@@ -301,16 +381,17 @@ impl Network {
             let (units, inputs) = (layer.outputs, layer.inputs);
             let dz = Layout::col_major(units, m);
             // dW[l] = 1/m · dZ[l]·A[l-1]ᵀ: (units, inputs), split over the batch
-            let input_t = match l {
-                0 => Operand::ImagesT {
-                    index_offset: first,
-                    m,
-                },
-                _ => Operand::Matrix(Layout::col_major(inputs, m).t()),
+            let (bound, input_t) = match (l, images) {
+                (0, Images::Pool { first }) => (&layer.dw_product, Operand::images_t(first, m)),
+                (0, Images::Shifted(s)) => (&s.dw_product, Operand::images_t(0, m)),
+                _ => (
+                    &layer.dw_product,
+                    Operand::Matrix(Layout::col_major(inputs, m).t()),
+                ),
             };
             let splits = splits_for(units * inputs, m);
             let w = Layout::row_major(units, inputs);
-            k.matmul(rec, &layer.dw_product, dz, input_t, w, false, splits);
+            k.matmul(rec, bound, dz, input_t, w, false, splits);
             k.sum_partials(rec, &layer.dw_sum, units * inputs, splits, inv_m);
             // db[l] = 1/m · Σ_columns dZ[l]: (units)
             k.sum_columns(rec, &layer.db_columns, &layer.db_sum, units, m, inv_m);
@@ -377,11 +458,45 @@ impl Backend for GpuBackend {
         let first = (self.sizes.offset(List::Train) + start) as u32;
         let k = &self.ctx.kernels;
         let mut rec = Recorder::new(&self.ctx.device, &mut self.uniforms, "train step");
+        let images = Images::Pool { first };
         self.steps += 1;
-        self.net.forward(k, &mut rec, first, len);
-        self.net.backward(k, &mut rec, first, len);
+        self.net.forward(k, &mut rec, images, len);
+        self.net.backward(k, &mut rec, images, first, len);
         self.net.update(k, &mut rec, alpha, self.steps);
         rec.submit(&self.ctx.queue);
+        self.last_batch = Some(len);
+        Ok(())
+    }
+
+    fn train_step_shifted(
+        &mut self,
+        start: usize,
+        len: usize,
+        alpha: f32,
+        shifts: &[Shift],
+    ) -> Result<()> {
+        check_batch(&self.sizes, self.capacity, start, len)?;
+        check_shifts(shifts, len)?;
+        if self.shifter.is_none() {
+            self.shifter = Some(self.make_shifter()?);
+        }
+        let shifter = self.shifter.as_ref().expect("made above");
+        let pairs: Vec<i32> = shifts
+            .iter()
+            .flat_map(|s| [s.dx as i32, s.dy as i32])
+            .collect();
+        let queue = &self.ctx.queue;
+        queue.write_buffer(&shifter.shifts, 0, bytemuck::cast_slice(&pairs));
+        let first = (self.sizes.offset(List::Train) + start) as u32;
+        let k = &self.ctx.kernels;
+        let mut rec = Recorder::new(&self.ctx.device, &mut self.uniforms, "shifted train step");
+        let images = Images::Shifted(shifter);
+        self.steps += 1;
+        k.augment(&mut rec, &shifter.augment, len, first);
+        self.net.forward(k, &mut rec, images, len);
+        self.net.backward(k, &mut rec, images, first, len);
+        self.net.update(k, &mut rec, alpha, self.steps);
+        rec.submit(queue);
         self.last_batch = Some(len);
         Ok(())
     }
@@ -403,8 +518,10 @@ impl Backend for GpuBackend {
         for start in (0..n).step_by(self.capacity) {
             let m = self.capacity.min(n - start);
             let mut rec = Recorder::new(&self.ctx.device, &mut self.uniforms, "evaluate");
-            self.net
-                .forward(&self.ctx.kernels, &mut rec, (offset + start) as u32, m);
+            let images = Images::Pool {
+                first: (offset + start) as u32,
+            };
+            self.net.forward(&self.ctx.kernels, &mut rec, images, m);
             let bytes = 4 * (CLASSES * m) as u64;
             rec.copy(
                 logits,

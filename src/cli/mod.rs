@@ -1,0 +1,72 @@
+//! The command line's parts: `train` (the default command), `predict` and `eval`.
+
+pub mod predict;
+pub mod train;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use clap::{Args, ValueEnum};
+
+use mnist_gpu::backend::{Backend, ImagePool, ListSizes};
+use mnist_gpu::cpu::CpuBackend;
+use mnist_gpu::error::Result;
+use mnist_gpu::gpu;
+use mnist_gpu::model::Model;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum BackendKind {
+    /// WGSL compute shaders through wgpu (a real GPU, or a software adapter such as lavapipe).
+    Gpu,
+    /// The CPU backend.
+    Cpu,
+}
+
+/// Where the math runs; shared by every command.
+#[derive(Debug, Clone, Args)]
+pub struct BackendArgs {
+    /// Where the math runs.
+    #[arg(long, value_enum, default_value_t = BackendKind::Gpu)]
+    pub backend: BackendKind,
+
+    /// GPU adapter to use: any part of its name, case-insensitive (see WGPU_ADAPTER_NAME).
+    #[arg(long)]
+    pub adapter: Option<String>,
+}
+
+impl BackendArgs {
+    pub fn name(&self) -> &'static str {
+        match self.backend {
+            BackendKind::Cpu => "cpu",
+            BackendKind::Gpu => "gpu",
+        }
+    }
+
+    /// Builds the chosen backend holding `model` and the images of `pool`.
+    pub fn open(
+        &self,
+        model: &Model,
+        pool: Arc<ImagePool>,
+        sizes: ListSizes,
+        capacity: usize,
+    ) -> Result<Box<dyn Backend>> {
+        Ok(match self.backend {
+            BackendKind::Cpu => Box::new(CpuBackend::new(model, pool, sizes, capacity)?),
+            BackendKind::Gpu => {
+                gpu::open_backend(self.adapter.as_deref(), model, pool, sizes, capacity)?
+            }
+        })
+    }
+}
+
+/// The embedded data's files, found from the source tree.
+pub fn embedded(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("data/mnist")
+        .join(name)
+}
+
+/// `0.9141` as `91.41%`, or `n/a`.
+pub fn percent(a: Option<f64>) -> String {
+    a.map_or("n/a".to_string(), |a| format!("{:.2}%", 100.0 * a))
+}

@@ -1,0 +1,245 @@
+//! `mnist-gpu predict` and `mnist-gpu eval`: a saved model on every image of a file.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use clap::Args;
+use serde_json::json;
+
+use super::{percent, BackendArgs};
+use mnist_gpu::backend::{ImagePool, List, ListSizes};
+use mnist_gpu::data::{self, Dataset, CLASSES};
+use mnist_gpu::error::{config, Result};
+use mnist_gpu::model::argmax_columns;
+use mnist_gpu::model_file::{self, write_atomically};
+use mnist_gpu::{art, Error};
+
+#[derive(Debug, Args)]
+pub struct PredictArgs {
+    /// A model saved with --save.
+    #[arg(long)]
+    pub model: PathBuf,
+
+    /// Images to classify: CSV (with or without a label column, e.g. Kaggle's test.csv) or
+    /// IDX, optionally .gz.
+    #[arg(long)]
+    pub data: PathBuf,
+
+    /// Write the predictions as a Kaggle digit-recognizer submission: `ImageId,Label`, ids
+    /// from 1.
+    #[arg(long, value_name = "FILE.csv")]
+    pub out: Option<PathBuf>,
+
+    /// Draw the first N images as text with the prediction, its confidence and the label.
+    #[arg(long, default_value_t = 0)]
+    pub show: usize,
+
+    #[command(flatten)]
+    pub backend: BackendArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct EvalArgs {
+    /// A model saved with --save.
+    #[arg(long)]
+    pub model: PathBuf,
+
+    /// Labelled images: CSV with a label column, or IDX with its labels file.
+    #[arg(long)]
+    pub data: PathBuf,
+
+    /// Print a JSON report as the last line of stdout.
+    #[arg(long)]
+    pub json: bool,
+
+    #[command(flatten)]
+    pub backend: BackendArgs,
+}
+
+/// A model's logits (10, n) for every image of a file, and the file.
+struct Classified {
+    dataset: Dataset,
+    logits: Vec<f32>,
+    device: String,
+}
+
+fn classify(model_path: &Path, data_path: &Path, backend: &BackendArgs) -> Result<Classified> {
+    let model = model_file::load(model_path)?.model;
+    let dataset = data::load(data_path)?;
+    let n = dataset.len();
+    if n == 0 {
+        return config(format!("{}: holds no images", data_path.display()));
+    }
+    // The backends evaluate their test list; an unlabelled file gets placeholder labels,
+    // which only the loss would see.
+    let pool = ImagePool {
+        images: dataset.images.clone(),
+        labels: dataset.labels.clone().unwrap_or_else(|| vec![0; n]),
+    };
+    let sizes = ListSizes {
+        train: 0,
+        dev: 0,
+        test: n,
+    };
+    let mut backend = backend.open(&model, Arc::new(pool), sizes, 1)?;
+    backend.set_list(List::Test, &(0..n as u32).collect::<Vec<_>>())?;
+    let logits = backend.logits(List::Test)?;
+    Ok(Classified {
+        dataset,
+        logits,
+        device: backend.device_name(),
+    })
+}
+
+/// Softmax probability of the predicted class, per image.
+fn confidences(logits: &[f32]) -> Vec<f64> {
+    logits
+        .chunks_exact(CLASSES)
+        .map(|z| {
+            let max = z.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v)) as f64;
+            let sum: f64 = z.iter().map(|&v| (v as f64 - max).exp()).sum();
+            1.0 / sum
+        })
+        .collect()
+}
+
+pub fn predict(args: &PredictArgs) -> Result<()> {
+    if let Some(out) = &args.out {
+        if out.is_dir() {
+            return config(format!("--out {}: is a directory", out.display()));
+        }
+    }
+    let c = classify(&args.model, &args.data, &args.backend)?;
+    let n = c.dataset.len();
+    if args.show > n {
+        return config(format!(
+            "--show {}: {} has only {n} images",
+            args.show, c.dataset.source
+        ));
+    }
+    let predictions = argmax_columns(&c.logits);
+    let mut counts = [0usize; CLASSES];
+    for &p in &predictions {
+        counts[p as usize] += 1;
+    }
+    println!(
+        "classified {n} images of {} on {}",
+        c.dataset.source, c.device
+    );
+    println!("predicted digits: {counts:?} (0 to 9)");
+    if let Some(labels) = &c.dataset.labels {
+        let correct = predictions
+            .iter()
+            .zip(labels)
+            .filter(|(p, l)| p == l)
+            .count();
+        println!(
+            "accuracy against the file's labels: {}",
+            percent(Some(correct as f64 / n as f64))
+        );
+    }
+    let confidence = confidences(&c.logits);
+    for i in 0..args.show {
+        let label = c
+            .dataset
+            .labels
+            .as_ref()
+            .map_or(String::new(), |l| format!(", label {}", l[i]));
+        println!(
+            "\nimage {}: predicted {} ({:.1}% confident){label}",
+            i + 1,
+            predictions[i],
+            100.0 * confidence[i]
+        );
+        print!("{}", art::draw(c.dataset.image(i)));
+    }
+    if let Some(out) = &args.out {
+        let mut csv = String::from("ImageId,Label\n");
+        for (i, p) in predictions.iter().enumerate() {
+            csv += &format!("{},{p}\n", i + 1);
+        }
+        write_atomically(out, csv.as_bytes())?;
+        println!(
+            "wrote {n} predictions to {} (Kaggle's ImageId,Label)",
+            out.display()
+        );
+    }
+    Ok(())
+}
+
+/// Per class: precision = correct / predicted as it, recall = correct / labelled as it.
+fn precision_recall(confusion: &[[usize; CLASSES]; CLASSES]) -> Vec<(Option<f64>, Option<f64>)> {
+    (0..CLASSES)
+        .map(|c| {
+            let predicted: usize = confusion.iter().map(|row| row[c]).sum();
+            let labelled: usize = confusion[c].iter().sum();
+            let hit = confusion[c][c] as f64;
+            let ratio = |of: usize| (of > 0).then(|| hit / of as f64);
+            (ratio(predicted), ratio(labelled))
+        })
+        .collect()
+}
+
+pub fn eval(args: &EvalArgs) -> Result<()> {
+    let c = classify(&args.model, &args.data, &args.backend)?;
+    let labels = c.dataset.require_labels().map_err(Error::from)?;
+    let n = labels.len();
+    let predictions = argmax_columns(&c.logits);
+    // confusion[label][prediction]
+    let mut confusion = [[0usize; CLASSES]; CLASSES];
+    for (&l, &p) in labels.iter().zip(&predictions) {
+        confusion[l as usize][p as usize] += 1;
+    }
+    let correct: usize = (0..CLASSES).map(|c| confusion[c][c]).sum();
+    let accuracy = correct as f64 / n as f64;
+    let (loss, _) = mnist_gpu::model::loss_and_correct(&c.logits, labels);
+    let per_class = precision_recall(&confusion);
+
+    println!(
+        "{} on {} images of {} ({})",
+        args.model.display(),
+        n,
+        c.dataset.source,
+        c.device
+    );
+    println!(
+        "accuracy {} ({correct}/{n}), loss {loss:.4}",
+        percent(Some(accuracy))
+    );
+    println!("\ndigit  precision  recall  images");
+    for (digit, (precision, recall)) in per_class.iter().enumerate() {
+        let labelled: usize = confusion[digit].iter().sum();
+        println!(
+            "{digit:>5}  {:>9}  {:>6}  {labelled:>6}",
+            percent(*precision),
+            percent(*recall)
+        );
+    }
+    println!("\nconfusion matrix (rows: label, columns: prediction)");
+    println!(
+        "     {}",
+        (0..CLASSES).map(|d| format!("{d:>5}")).collect::<String>()
+    );
+    for (digit, row) in confusion.iter().enumerate() {
+        println!(
+            "{digit:>5}{}",
+            row.iter().map(|v| format!("{v:>5}")).collect::<String>()
+        );
+    }
+    if args.json {
+        let report = json!({
+            "model": args.model.display().to_string(),
+            "data": c.dataset.source,
+            "backend": args.backend.name(),
+            "adapter": c.device,
+            "images": n,
+            "accuracy": accuracy,
+            "loss": loss,
+            "precision": per_class.iter().map(|p| p.0).collect::<Vec<_>>(),
+            "recall": per_class.iter().map(|p| p.1).collect::<Vec<_>>(),
+            "confusion": confusion,
+        });
+        println!("{report}");
+    }
+    Ok(())
+}

@@ -1,0 +1,431 @@
+//! `mnist-gpu [OPTIONS]`: train, report, and optionally save the model, the curves and a plot.
+
+use std::collections::BTreeMap;
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::json;
+
+use super::{embedded, percent, BackendArgs};
+use mnist_gpu::backend::List;
+use mnist_gpu::error::{config, Error, Result};
+use mnist_gpu::model::{Activation, Init, Model};
+use mnist_gpu::optimizer::{Optimizer, OptimizerKind};
+use mnist_gpu::train::{self, Ending, Progress, Schedule, Split};
+use mnist_gpu::{art, data, metrics, model_file};
+
+#[derive(Debug, Args)]
+pub struct TrainArgs {
+    #[command(flatten)]
+    pub backend: BackendArgs,
+
+    /// Training data: an IDX images file (labels beside it) or a CSV, optionally .gz.
+    #[arg(long)]
+    pub train: Option<PathBuf>,
+
+    /// Test data, same formats; `none` for no test set.
+    #[arg(long)]
+    pub test: Option<PathBuf>,
+
+    /// Hidden layer widths, comma-separated: `10` is the classic 784-10-10, `10,10` two
+    /// layers [default: 10, or the --resume model's].
+    #[arg(long, value_delimiter = ',')]
+    pub hidden: Option<Vec<usize>>,
+
+    /// Activation between layers [default: relu, or the --resume model's].
+    #[arg(long, value_enum)]
+    pub activation: Option<Activation>,
+
+    /// Weight initialisation.
+    #[arg(long, value_enum, default_value_t = Init::He)]
+    pub init: Init,
+
+    /// Start from the weights of a saved model instead of random ones.
+    #[arg(long, value_name = "MODEL")]
+    pub resume: Option<PathBuf>,
+
+    /// Seed for the initial weights, the dev split, the batch order and the shifts.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+
+    /// Learning rate α.
+    #[arg(long, default_value_t = 0.3)]
+    pub alpha: f64,
+
+    /// How gradients update the weights.
+    #[arg(long, value_enum, default_value_t = OptimizerKind::Sgd)]
+    pub optimizer: OptimizerKind,
+
+    /// Multiply α by this after every epoch (every iteration in full-batch mode), e.g. 0.95.
+    #[arg(long, default_value_t = 1.0)]
+    pub lr_decay: f64,
+
+    /// Stop when the dev loss has not improved for N evaluations (one per --log-every
+    /// steps), and keep the best model.
+    #[arg(long, value_name = "N")]
+    pub patience: Option<usize>,
+
+    /// Shift each training image by up to 2 pixels each way, drawn per batch.
+    #[arg(long)]
+    pub augment: bool,
+
+    /// Full-batch gradient descent steps.
+    #[arg(long, default_value_t = 500, conflicts_with = "batch_size")]
+    pub iterations: usize,
+
+    /// Mini-batch size: switches from full-batch gradient descent to mini-batch SGD.
+    #[arg(long)]
+    pub batch_size: Option<usize>,
+
+    /// Passes over the training set in mini-batch mode.
+    #[arg(long, default_value_t = 30, requires = "batch_size")]
+    pub epochs: usize,
+
+    /// Images held out of the training file as the dev set.
+    #[arg(long, default_value_t = 1000)]
+    pub dev_size: usize,
+
+    /// Print progress every N steps [default: 50 full-batch, once an epoch mini-batch].
+    #[arg(long)]
+    pub log_every: Option<usize>,
+
+    /// Draw N dev images as text with their predicted and true labels.
+    #[arg(long, default_value_t = 0)]
+    pub show: usize,
+
+    /// Save the trained model (safetensors).
+    #[arg(long, value_name = "FILE")]
+    pub save: Option<PathBuf>,
+
+    /// Write the loss and accuracies at every progress line as CSV.
+    #[arg(long, value_name = "FILE.csv")]
+    pub metrics: Option<PathBuf>,
+
+    /// Draw the loss and the train/dev accuracy against the step (.png or .svg).
+    #[arg(long, value_name = "FILE")]
+    pub plot: Option<PathBuf>,
+
+    /// Print a JSON summary as the last line of stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// The network to train: a saved one (`--resume`), or a new one.
+fn initial_model(args: &TrainArgs) -> Result<Model> {
+    let Some(path) = &args.resume else {
+        let hidden = args.hidden.clone().unwrap_or_else(|| vec![10]);
+        let activation = args.activation.unwrap_or(Activation::Relu);
+        return Model::new(&hidden, activation, args.init, args.seed);
+    };
+    let saved = model_file::load(path)?.model;
+    let hidden = saved.hidden();
+    let mismatch = |what: &str, asked: String, found: String| {
+        config(format!(
+            "--resume {}: the model has {what} {found}, but {asked} was asked for",
+            path.display()
+        ))
+    };
+    if let Some(asked) = &args.hidden {
+        if *asked != hidden {
+            return mismatch("hidden layers", format!("{asked:?}"), format!("{hidden:?}"));
+        }
+    }
+    if let Some(asked) = args.activation {
+        if asked != saved.activation {
+            let (asked, found) = (asked.name().into(), saved.activation.name().into());
+            return mismatch("activation", asked, found);
+        }
+    }
+    Ok(saved)
+}
+
+/// Output files must be writable where they are asked for: find out before training.
+fn check_output(path: &Option<PathBuf>, option: &str, extensions: &[&str]) -> Result<()> {
+    let Some(path) = path else { return Ok(()) };
+    let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
+    if !extensions.is_empty() && !extensions.contains(&ext.to_lowercase().as_str()) {
+        return config(format!(
+            "{option} {}: the file name must end in .{}",
+            path.display(),
+            extensions.join(" or .")
+        ));
+    }
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
+    if let Some(dir) = dir {
+        if !dir.is_dir() {
+            return config(format!(
+                "{option} {}: directory {} does not exist",
+                path.display(),
+                dir.display()
+            ));
+        }
+    }
+    if path.is_dir() {
+        return config(format!("{option} {}: is a directory", path.display()));
+    }
+    Ok(())
+}
+
+/// Ctrl-C sets the flag the training loop polls; a second Ctrl-C quits at once.
+fn interrupt_flag() -> Arc<AtomicBool> {
+    let flag = Arc::new(AtomicBool::new(false));
+    let handler_flag = flag.clone();
+    let installed = ctrlc::set_handler(move || {
+        if handler_flag.swap(true, Ordering::SeqCst) {
+            std::process::exit(130);
+        }
+    });
+    if installed.is_err() {
+        eprintln!("warning: Ctrl-C will stop the run without saving (no handler)");
+    }
+    flag
+}
+
+/// Progress lines on stdout, under a progress bar on a terminal once the run has lasted a
+/// second; plain lines when stdout is a pipe or a file, or with --json.
+struct Reporter {
+    bar: Option<ProgressBar>,
+    wanted: bool,
+    started: Instant,
+}
+
+impl Reporter {
+    fn new(json: bool) -> Reporter {
+        Reporter {
+            bar: None,
+            wanted: !json && std::io::stdout().is_terminal(),
+            started: Instant::now(),
+        }
+    }
+
+    fn line(&self, text: &str) {
+        match &self.bar {
+            Some(bar) => bar.println(text),
+            None => println!("{text}"),
+        }
+    }
+
+    fn progress(&mut self, p: &Progress) {
+        let epoch = p
+            .epoch
+            .map(|e| format!("epoch {e:>3}  "))
+            .unwrap_or_default();
+        let dev = p
+            .dev_accuracy
+            .map(|a| format!("  dev acc {a:.4}"))
+            .unwrap_or_default();
+        let text = format!(
+            "{epoch}step {:>6}/{}  loss {:.4}  batch acc {:.4}{dev}",
+            p.step, p.steps, p.batch.loss, p.batch.accuracy
+        );
+        if self.bar.is_none() && self.wanted && self.started.elapsed() > Duration::from_secs(1) {
+            let style = ProgressStyle::with_template(
+                "{bar:30} {pos}/{len} steps  {msg}  [{elapsed} < {eta}]",
+            )
+            .expect("a valid template");
+            let bar = ProgressBar::new(p.steps as u64).with_style(style);
+            bar.enable_steady_tick(Duration::from_millis(200));
+            self.bar = Some(bar);
+        }
+        self.line(&text);
+        if let Some(bar) = &self.bar {
+            bar.set_position(p.step as u64);
+            bar.set_message(format!(
+                "{epoch}loss {:.4}  acc {:.4}{dev}  {:.0} samples/s",
+                p.batch.loss, p.batch.accuracy, p.samples_per_second
+            ));
+        }
+    }
+
+    fn finish(&mut self) {
+        if let Some(bar) = self.bar.take() {
+            bar.finish_and_clear();
+        }
+    }
+}
+
+pub fn run(args: &TrainArgs) -> Result<()> {
+    check_output(&args.save, "--save", &["safetensors"])?;
+    check_output(&args.metrics, "--metrics", &["csv"])?;
+    check_output(&args.plot, "--plot", &["png", "svg"])?;
+    let train_path = args
+        .train
+        .clone()
+        .unwrap_or_else(|| embedded("train-10k-images-idx3-ubyte.gz"));
+    let test_path = match &args.test {
+        Some(p) if p.as_os_str() == "none" => None,
+        Some(p) => Some(p.clone()),
+        None if args.train.is_none() => Some(embedded("t10k-images-idx3-ubyte.gz")),
+        None => None,
+    };
+    let model = initial_model(args)?;
+    let train_file = data::load(&train_path)?;
+    let test_file = test_path.as_deref().map(data::load).transpose()?;
+    let split = Split::new(&train_file, test_file.as_ref(), args.dev_size, args.seed)?;
+    if args.show > split.dev.len() {
+        return config(format!(
+            "--show {}: there are only {} dev images",
+            args.show,
+            split.dev.len()
+        ));
+    }
+
+    let steps_per_epoch = args
+        .batch_size
+        .map(|b| split.train.len().div_ceil(b.max(1)));
+    let interrupt = interrupt_flag();
+    let schedule = Schedule {
+        batch_size: args.batch_size,
+        iterations: args.iterations,
+        epochs: args.epochs,
+        alpha: args.alpha as f32,
+        optimizer: Optimizer::with_defaults(args.optimizer),
+        lr_decay: args.lr_decay as f32,
+        patience: args.patience,
+        augment: args.augment,
+        log_every: args.log_every.or(steps_per_epoch).unwrap_or(50),
+        seed: args.seed,
+        interrupt: Some(interrupt),
+    };
+    schedule.validate(split.train.len())?;
+    let capacity = schedule.capacity(split.train.len());
+    let mut backend = args
+        .backend
+        .open(&model, split.pool.clone(), split.sizes(), capacity)?;
+    let device = backend.device_name();
+    let hidden = model.hidden();
+    let widths: Vec<String> = hidden.iter().map(|h| h.to_string()).collect();
+
+    println!(
+        "training 784-{}-10 ({}) on {}: {} train, {} dev, {} test images; {}, {}, α = {}",
+        widths.join("-"),
+        model.activation.name(),
+        device,
+        split.train.len(),
+        split.dev.len(),
+        split.test.len(),
+        match args.batch_size {
+            None => format!("full batch, {} iterations", args.iterations),
+            Some(b) => format!("batches of {b}, {} epochs", args.epochs),
+        },
+        schedule.optimizer.name(),
+        schedule.alpha,
+    );
+    let mut reporter = Reporter::new(args.json);
+    let result = train::train(backend.as_mut(), &split, &schedule, &mut |p| {
+        reporter.progress(p)
+    });
+    reporter.finish();
+    let report = result?;
+
+    match report.ending {
+        Ending::Finished => {}
+        Ending::EarlyStopped { best_step } => println!(
+            "early stop at step {}: no better dev loss for {} evaluations; keeping step {best_step}",
+            report.steps,
+            args.patience.unwrap_or(0)
+        ),
+        Ending::Interrupted => println!("interrupted after step {}", report.steps),
+    }
+    println!(
+        "done: dev accuracy {}, test accuracy {}, {:.2} s, {:.0} training samples/s",
+        percent(report.dev_accuracy),
+        percent(report.test_accuracy),
+        report.seconds,
+        report.train_samples_per_second
+    );
+
+    let options = json!({
+        "backend": args.backend.name(),
+        "hidden": hidden,
+        "activation": model.activation.name(),
+        "init": format!("{:?}", args.init).to_lowercase(),
+        "resume": args.resume.as_ref().map(|p| p.display().to_string()),
+        "optimizer": schedule.optimizer.name(),
+        "alpha": args.alpha,
+        "lr_decay": args.lr_decay,
+        "patience": args.patience,
+        "augment": args.augment,
+        "seed": args.seed,
+        "iterations": if args.batch_size.is_some() { None } else { Some(args.iterations) },
+        "epochs": args.batch_size.map(|_| args.epochs),
+        "batch_size": capacity,
+        "dev_size": args.dev_size,
+        "train": train_path.display().to_string(),
+        "test": test_path.as_ref().map(|p| p.display().to_string()),
+    });
+    if let Some(path) = &args.save {
+        let mut metadata = BTreeMap::new();
+        let command: Vec<String> = std::env::args().collect();
+        metadata.insert("command".to_string(), command.join(" "));
+        metadata.insert("options".to_string(), options.to_string());
+        metadata.insert("steps".to_string(), report.steps.to_string());
+        for (key, value) in [
+            ("test_accuracy", report.test_accuracy),
+            ("dev_accuracy", report.dev_accuracy),
+        ] {
+            if let Some(v) = value {
+                metadata.insert(key.to_string(), format!("{v:.4}"));
+            }
+        }
+        model_file::save(path, &backend.model()?, &metadata)?;
+        println!("saved the model to {}", path.display());
+    }
+    if let Some(path) = &args.metrics {
+        metrics::write_csv(path, &report.history)?;
+        println!("wrote the training curves to {}", path.display());
+    }
+    if let Some(path) = &args.plot {
+        metrics::plot(path, &report.history)?;
+        println!("drew the training curves in {}", path.display());
+    }
+
+    let dev_labels = split.labels(List::Dev);
+    for (i, &image) in split.dev.iter().take(args.show).enumerate() {
+        println!(
+            "\ndev image {i}: predicted {}, label {}",
+            report.dev_predictions[i], dev_labels[i]
+        );
+        print!(
+            "{}",
+            art::draw(&split.pool.images[image as usize * data::PIXELS..][..data::PIXELS])
+        );
+    }
+    if args.json {
+        let mut summary = options;
+        summary["adapter"] = json!(device);
+        summary["train_samples"] = json!(split.train.len());
+        summary["dev_samples"] = json!(split.dev.len());
+        summary["test_samples"] = json!(split.test.len());
+        summary["steps"] = json!(report.steps);
+        summary["ending"] = json!(match report.ending {
+            Ending::Finished => "finished",
+            Ending::EarlyStopped { .. } => "early_stopped",
+            Ending::Interrupted => "interrupted",
+        });
+        summary["seconds"] = json!(report.seconds);
+        summary["train_samples_per_second"] = json!(report.train_samples_per_second);
+        summary["final_loss"] = json!(report.final_loss);
+        summary["dev_accuracy"] = json!(report.dev_accuracy);
+        summary["test_accuracy"] = json!(report.test_accuracy);
+        summary["saved"] = json!(args.save.as_ref().map(|p| p.display().to_string()));
+        println!("{summary}");
+    }
+    if report.ending == Ending::Interrupted {
+        let saved = match &args.save {
+            Some(path) => format!(
+                "the model after step {} is saved in {}",
+                report.steps,
+                path.display()
+            ),
+            None => "nothing was saved".to_string(),
+        };
+        return Err(Error::Interrupted(format!("interrupted: {saved}")));
+    }
+    Ok(())
+}
