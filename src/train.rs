@@ -132,6 +132,11 @@ pub const MAX_SHIFT: i8 = 2;
 /// steps even when progress is logged rarely.
 const DIVERGENCE_CHECK_EVERY: usize = 5;
 
+/// A mean cross-entropy above this means the network is confidently wrong about almost every
+/// image (a fresh network starts near ln 10 ≈ 2.3): α is far too large. Such a run's weights
+/// may well stay finite, with the ReLUs dead and 10% accuracy, so NaN alone is not the test.
+pub const DIVERGED_LOSS: f64 = 50.0;
+
 impl Schedule {
     /// The largest batch a step will see, for sizing a backend's scratch space.
     pub fn capacity(&self, train_len: usize) -> usize {
@@ -321,7 +326,7 @@ pub fn train(
                 continue;
             }
             let stats = backend.batch_stats()?;
-            check_finite(stats.loss, step)?;
+            check_loss(stats.loss, step)?;
             if !log {
                 continue;
             }
@@ -359,7 +364,7 @@ pub fn train(
 
     let model = backend.model()?;
     if !model.is_finite() {
-        return Err(diverged(step));
+        return Err(diverged(step, "the weights are no longer finite"));
     }
     let dev = evaluate(backend, split, List::Dev)?;
     let test = evaluate(backend, split, List::Test)?;
@@ -377,16 +382,16 @@ pub fn train(
     })
 }
 
-fn check_finite(loss: f64, step: usize) -> Result<()> {
-    if loss.is_finite() {
+fn check_loss(loss: f64, step: usize) -> Result<()> {
+    if loss.is_finite() && loss <= DIVERGED_LOSS {
         Ok(())
     } else {
-        Err(diverged(step))
+        Err(diverged(step, &format!("the batch loss is {loss:.4e}")))
     }
 }
 
-fn diverged(step: usize) -> Error {
+fn diverged(step: usize, what: &str) -> Error {
     Error::Diverged(format!(
-        "training diverged by step {step}: the loss or the weights are no longer finite; try a smaller --alpha"
+        "training diverged by step {step}: {what}; try a smaller --alpha"
     ))
 }

@@ -698,3 +698,70 @@ fn adam_update_with_bias_correction() {
         assert_close(&format!("{what} P"), &read(&pb, count), &want_p, 1e-6, 1e-5);
     }
 }
+
+#[test]
+fn augment_shifts_images_as_bytes() {
+    use mnist_gpu::backend::Shift;
+    use mnist_gpu::data::IMAGE_SIDE;
+    let ctx = ctx();
+    let k = &ctx.kernels;
+    for (m, seed) in [(1, 80), (7, 81), (65, 82), (300, 83)] {
+        let count = m + 4;
+        let images = random_bytes(count * PIXELS, seed);
+        let indices: Vec<u32> = (0..count as u32).rev().collect();
+        let offset = 2;
+        let batch = &indices[offset..offset + m];
+        // Every small shift, and some that move all but one row or column out of view.
+        let choices = [-2i8, -1, 0, 1, 2, 27, -27];
+        let shifts: Vec<Shift> = (0..m)
+            .map(|j| Shift {
+                dx: choices[j % 7],
+                dy: choices[(j / 7 + j) % 7],
+            })
+            .collect();
+        // Reference: move every source pixel to where the shift puts it.
+        let side = IMAGE_SIDE as i32;
+        let mut want = vec![0u8; m * PIXELS];
+        for (j, (&image, s)) in batch.iter().zip(&shifts).enumerate() {
+            for r in 0..side {
+                for c in 0..side {
+                    let (to_r, to_c) = (r + s.dy as i32, c + s.dx as i32);
+                    if (0..side).contains(&to_r) && (0..side).contains(&to_c) {
+                        want[j * PIXELS + (to_r * side + to_c) as usize] =
+                            images[image as usize * PIXELS + (r * side + c) as usize];
+                    }
+                }
+            }
+        }
+        let mut cpu = vec![1u8; m * PIXELS];
+        ops::augment(&images, batch, &shifts, &mut cpu);
+        assert!(cpu == want, "augment: CPU twin, batch of {m}");
+
+        let pairs: Vec<i32> = shifts
+            .iter()
+            .flat_map(|s| [s.dx as i32, s.dy as i32])
+            .collect();
+        let image_buffer = ctx.upload("images", &images).unwrap();
+        let index_buffer = ctx
+            .upload("indices", bytemuck::cast_slice(&indices))
+            .unwrap();
+        let shift_buffer = ctx.upload("shifts", bytemuck::cast_slice(&pairs)).unwrap();
+        let out = ctx.upload("out", &vec![0xAAu8; m * PIXELS]).unwrap();
+        run_kernel(
+            &k.augment,
+            &[&image_buffer, &index_buffer, &shift_buffer, &out],
+            |k, rec, bound| k.augment(rec, bound, m, offset as u32),
+        );
+        let words = read(&out, m * PIXELS / 4);
+        let got: &[u8] = bytemuck::cast_slice(&words);
+        if let Some(i) = (0..got.len()).find(|&i| got[i] != want[i]) {
+            panic!(
+                "augment x{m}: byte {i} (image {}, pixel {}) is {} but the reference is {}",
+                i / PIXELS,
+                i % PIXELS,
+                got[i],
+                want[i]
+            );
+        }
+    }
+}

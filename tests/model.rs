@@ -311,6 +311,7 @@ fn mini_batch(seed: u64) -> Schedule {
         alpha: 0.1,
         log_every: 1000,
         seed,
+        ..Schedule::default()
     }
 }
 
@@ -469,6 +470,7 @@ fn loss_decreases_on_real_digits() {
         alpha: 0.5,
         log_every: 1,
         seed: 1,
+        ..Schedule::default()
     };
     let model = Model::new(&[32], Activation::Relu, Init::He, 1).unwrap();
     let mut backend = CpuBackend::new(
@@ -487,9 +489,9 @@ fn loss_decreases_on_real_digits() {
     })
     .unwrap();
     assert_eq!(seen, 60);
-    assert_eq!(report.loss_curve.len(), 60);
-    let first = report.loss_curve[0].1;
-    let last = report.loss_curve[59].1;
+    assert_eq!(report.history.len(), 60);
+    let first = report.history[0].batch.loss;
+    let last = report.history[59].batch.loss;
     assert_eq!(last, report.final_loss);
     // The first loss is measured before any update: about ln 10 ≈ 2.3 for a fresh network.
     assert!(first > 1.0, "first loss {first}");
@@ -522,6 +524,7 @@ fn schedule_validate_rejects_bad_values() {
         alpha: 0.5,
         log_every: 1,
         seed: 1,
+        ..Schedule::default()
     };
     let batch = Schedule {
         batch_size: Some(10),

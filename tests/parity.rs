@@ -194,3 +194,54 @@ fn full_batch_adam() {
     let adam = Optimizer::with_defaults(OptimizerKind::Adam);
     check_parity(&ctx(), &[10], Activation::Relu, None, 30, adam);
 }
+
+/// The training loop with --augment on both backends: the same seeded shifts, so the same
+/// losses at every step and the same final parameters.
+#[test]
+fn augmented_training_matches() {
+    use mnist_gpu::train::{self, Schedule};
+    let split = small_split();
+    let model = Model::new(&[20], Activation::Relu, Init::He, 4).unwrap();
+    let schedule = Schedule {
+        batch_size: Some(100),
+        epochs: 2,
+        alpha: 0.05,
+        optimizer: Optimizer::with_defaults(OptimizerKind::Momentum),
+        augment: true,
+        log_every: 1,
+        ..Schedule::default()
+    };
+    let capacity = schedule.capacity(split.train.len());
+    let mut cpu = CpuBackend::new(&model, split.pool.clone(), split.sizes(), capacity).unwrap();
+    let mut gpu = GpuBackend::new(ctx(), &model, &split.pool, split.sizes(), capacity).unwrap();
+    let c = train::train(&mut cpu, &split, &schedule, &mut |_| {}).unwrap();
+    let g = train::train(&mut gpu, &split, &schedule, &mut |_| {}).unwrap();
+    assert_eq!(c.history.len(), 24);
+    for (pc, pg) in c.history.iter().zip(&g.history) {
+        let (lc, lg) = (pc.batch.loss, pg.batch.loss);
+        assert!(
+            (lc - lg).abs() <= 1e-4 + 1e-3 * lc.abs(),
+            "step {}: batch loss GPU {lg} vs CPU {lc}",
+            pc.step
+        );
+    }
+    let final_step = c.steps;
+    assert_models_close(
+        final_step,
+        &gpu.model().unwrap(),
+        &cpu.model().unwrap(),
+        1e-4,
+        1e-3,
+    );
+
+    // The shifts matter: without them the same run ends elsewhere.
+    let plain = Schedule {
+        augment: false,
+        ..schedule.clone()
+    };
+    let mut unshifted =
+        CpuBackend::new(&model, split.pool.clone(), split.sizes(), capacity).unwrap();
+    let u = train::train(&mut unshifted, &split, &plain, &mut |_| {}).unwrap();
+    assert!(unshifted.model().unwrap() != cpu.model().unwrap());
+    assert_ne!(u.history[5].batch.loss, c.history[5].batch.loss);
+}

@@ -75,7 +75,7 @@ fn shaders_match_the_files_on_disk() {
         );
         assert_eq!(
             read(&path),
-            source,
+            *source,
             "SHADERS' {name} is not the text of {}",
             path.display()
         );

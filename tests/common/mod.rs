@@ -1,6 +1,8 @@
 //! Shared by the GPU tests: the GPU context, seeded random data and the tolerance check.
 #![allow(dead_code)]
 
+pub mod output;
+
 use mnist_gpu::data::{Dataset, CLASSES, PIXELS};
 use mnist_gpu::gpu::GpuContext;
 use rand::{rngs::StdRng, Rng, SeedableRng};
