@@ -1080,3 +1080,45 @@ fn corrupt_gzip_idx_labels_and_headers() {
         &["fake-images-idx3-ubyte.gz: gzip: "],
     );
 }
+
+/// Regression: damage in the middle of a .gz can decompress to plausible text, and gzip only
+/// notices at its CRC, at the end. The reader used to stop at the first bad line and blame it
+/// ("line 151: too few fields"); it must say the file is damaged.
+#[test]
+fn damaged_gzip_is_blamed_rather_than_the_line_it_spoils() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut rng = Rng(77);
+    let count = 300;
+    let data = Dataset {
+        images: rng.bytes(count * PIXELS),
+        labels: Some((0..count).map(|_| (rng.next() % 10) as u8).collect()),
+        source: String::new(),
+    };
+    let csv = dir.path().join("big.csv.gz");
+    let images = dir.path().join("big-images-idx3-ubyte.gz");
+    let labels = dir.path().join("big-labels-idx1-ubyte.gz");
+    write_csv(&data, &csv, true).unwrap();
+    write_idx(&data, &images, &labels).unwrap();
+    let mut blamed_lines = 0;
+    for path in [&csv, &images] {
+        let whole = std::fs::read(path).unwrap();
+        for offset in [whole.len() / 3, whole.len() / 2, 2 * whole.len() / 3] {
+            let mut damaged = whole.clone();
+            for byte in &mut damaged[offset..offset + 16] {
+                *byte ^= 0xa5;
+            }
+            let name = format!(
+                "damaged-{offset}-{}",
+                path.file_name().unwrap().to_string_lossy()
+            );
+            let damaged = write_file(dir.path(), &name, &damaged);
+            let message = error_of(load(&damaged));
+            assert_mentions(
+                &message,
+                &[&format!("{name}: gzip: "), "corrupt or truncated"],
+            );
+            blamed_lines += usize::from(message.contains("line"));
+        }
+    }
+    assert_eq!(blamed_lines, 0);
+}

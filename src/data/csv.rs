@@ -59,14 +59,19 @@ const EXPECTED_SHAPES: &str = "expected Kaggle's train.csv (header label,pixel0,
                                of a label and 784 pixels";
 
 /// Reads a CSV file (plain or gzip) into a dataset.
-pub(super) fn read(input: Input) -> Result<Dataset, DataError> {
+pub(super) fn read(mut input: Input) -> Result<Dataset, DataError> {
+    let result = read_rows(&mut input);
+    result.map_err(|err| input.blame_gzip(err))
+}
+
+fn read_rows(input: &mut Input) -> Result<Dataset, DataError> {
     let file = input.file.clone();
     let gzip = input.gzip;
     let mut reader = ReaderBuilder::new()
         .has_headers(false) // we decide ourselves whether line 1 is a header
         .flexible(true) // we check field counts ourselves, to give a better message
         .buffer_capacity(1 << 16)
-        .from_reader(input.reader);
+        .from_reader(&mut input.reader);
 
     let mut record = ByteRecord::new();
     // The shape of the rows, and what decided it (for messages about rows of another shape).

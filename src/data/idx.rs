@@ -22,31 +22,41 @@ const LABELS_HEADER: usize = 8;
 
 /// Reads an IDX images file and returns its pixels (a multiple of 784 bytes, at least one image).
 pub(super) fn read_images(mut input: Input) -> Result<Vec<u8>, DataError> {
-    let header = read_header(&mut input, IMAGES_MAGIC, IMAGES_HEADER, "images")?;
+    let result = images_in(&mut input);
+    result.map_err(|err| input.blame_gzip(err))
+}
+
+/// Reads an IDX labels file and returns the labels, each checked to be 0..=9.
+pub(super) fn read_labels(mut input: Input) -> Result<Vec<u8>, DataError> {
+    let result = labels_in(&mut input);
+    result.map_err(|err| input.blame_gzip(err))
+}
+
+fn images_in(input: &mut Input) -> Result<Vec<u8>, DataError> {
+    let header = read_header(input, IMAGES_MAGIC, IMAGES_HEADER, "images")?;
     let count = header[0];
     let (rows, cols) = (header[1], header[2]);
     if rows as usize != IMAGE_SIDE || cols as usize != IMAGE_SIDE {
         return Err(DataError::Header {
-            file: input.file,
+            file: input.file.clone(),
             message: format!(
                 "images are {rows}x{cols} pixels; MNIST images (and this network's {PIXELS} inputs) \
                  are {IMAGE_SIDE}x{IMAGE_SIDE}"
             ),
         });
     }
-    read_body(&mut input, count, PIXELS as u64, IMAGES_HEADER, "images")
+    read_body(input, count, PIXELS as u64, IMAGES_HEADER, "images")
 }
 
-/// Reads an IDX labels file and returns the labels, each checked to be 0..=9.
-pub(super) fn read_labels(mut input: Input) -> Result<Vec<u8>, DataError> {
-    let header = read_header(&mut input, LABELS_MAGIC, LABELS_HEADER, "labels")?;
-    let labels = read_body(&mut input, header[0], 1, LABELS_HEADER, "labels")?;
+fn labels_in(input: &mut Input) -> Result<Vec<u8>, DataError> {
+    let header = read_header(input, LABELS_MAGIC, LABELS_HEADER, "labels")?;
+    let labels = read_body(input, header[0], 1, LABELS_HEADER, "labels")?;
     if let Some(index) = labels
         .iter()
         .position(|&label| usize::from(label) >= CLASSES)
     {
         return Err(DataError::Record {
-            file: input.file,
+            file: input.file.clone(),
             record: index + 1,
             message: format!("label {} is outside 0-9", labels[index]),
         });

@@ -334,7 +334,30 @@ impl Input<'_> {
             Err(err) => Err(self.read_error(err)),
         }
     }
+
+    /// Gzip only notices most damage at the end of the stream (its CRC), so a damaged .gz can
+    /// first show up as a bad line or a wrong header. For gzip input, reads on to the end (at
+    /// most [`DRAIN_LIMIT`] more bytes, without keeping them) and, if the stream turns out to be
+    /// damaged, reports that instead: it is the real cause.
+    fn blame_gzip(&mut self, err: DataError) -> DataError {
+        if !self.gzip || matches!(err, DataError::Gzip { .. } | DataError::Io { .. }) {
+            return err;
+        }
+        match io::copy(&mut (&mut self.reader).take(DRAIN_LIMIT), &mut io::sink()) {
+            Err(source) => match self.read_error(source) {
+                damaged @ DataError::Gzip { .. } => damaged,
+                _ => err,
+            },
+            Ok(_) => err,
+        }
+    }
 }
+
+/// How much more of a gzip stream is decompressed, after an error, to check that the stream is
+/// intact (see [`Input::blame_gzip`]): bounds the time a decompression bomb can cost.
+const DRAIN_LIMIT: u64 = 1 << 30;
+
+impl Input<'_> {}
 
 /// Turns a read error into a `DataError`. While decompressing, bad or missing data shows up as
 /// `InvalidInput`/`InvalidData`/`UnexpectedEof`; those mean a damaged .gz, not a disk problem.
