@@ -454,3 +454,490 @@ fn fixture_round_trips() {
     assert_eq!(read.images, f.train.images);
     assert_eq!(read.labels, f.train.labels);
 }
+
+// ---------------------------------------------------------------------------------------------
+// Issue 5: every kind of bad data file, through the binary
+// ---------------------------------------------------------------------------------------------
+
+/// Runs `--train <path> --test none --backend cpu` and returns the one error line, after
+/// checking that it names the file and mentions each of `parts` (the place and the problem).
+fn refused_train(f: &Fixture, path: &Path, parts: &[&str]) -> String {
+    let name = path.file_name().unwrap().to_string_lossy().to_string();
+    refused_naming(f, path, &name, parts)
+}
+
+/// Like `refused_train`, when the file to be named is not `path` but one beside it (`named` is
+/// part of its name).
+fn refused_naming(f: &Fixture, path: &Path, named: &str, parts: &[&str]) -> String {
+    let train = path.to_str().expect("a UTF-8 temporary path").to_string();
+    let line = assert_one_line_error(&f.run(&[
+        "--train",
+        &train,
+        "--test",
+        "none",
+        "--dev-size",
+        "1",
+        "--iterations",
+        "1",
+        "--backend",
+        "cpu",
+    ]));
+    assert!(
+        line.contains(named),
+        "the message does not name {named}: {line}"
+    );
+    for part in parts {
+        assert!(
+            line.contains(part),
+            "the message should mention {part:?}: {line}"
+        );
+    }
+    line
+}
+
+/// Writes `bytes` as `name` in the fixture directory and checks the binary refuses it.
+fn refused_bytes(f: &Fixture, name: &str, bytes: &[u8], parts: &[&str]) -> String {
+    std::fs::write(f.path(name), bytes).unwrap();
+    refused_train(f, &f.path(name), parts)
+}
+
+/// The fixture's `t.csv` as rows of fields (row 0 is the header, on line 1).
+fn train_rows(f: &Fixture) -> Vec<Vec<String>> {
+    std::fs::read_to_string(f.path("t.csv"))
+        .unwrap()
+        .lines()
+        .map(|line| line.split(',').map(str::to_string).collect())
+        .collect()
+}
+
+fn rows_text(rows: &[Vec<String>]) -> String {
+    rows.iter().map(|row| row.join(",") + "\n").collect()
+}
+
+/// Writes the fixture's `t.csv` with `edit` applied as `name`, and checks the binary refuses it.
+fn refused_csv(
+    f: &Fixture,
+    name: &str,
+    edit: impl FnOnce(&mut Vec<Vec<String>>),
+    parts: &[&str],
+) -> String {
+    let mut rows = train_rows(f);
+    edit(&mut rows);
+    refused_bytes(f, name, rows_text(&rows).as_bytes(), parts)
+}
+
+fn gzip_bytes(bytes: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    encoder.write_all(bytes).unwrap();
+    encoder.finish().unwrap()
+}
+
+/// An IDX file: big-endian magic and dimensions, then the body.
+fn idx_bytes(magic: u32, dimensions: &[u32], body: &[u8]) -> Vec<u8> {
+    let mut bytes = magic.to_be_bytes().to_vec();
+    for d in dimensions {
+        bytes.extend_from_slice(&d.to_be_bytes());
+    }
+    bytes.extend_from_slice(body);
+    bytes
+}
+
+/// Writes `<stem>-images-idx3-ubyte` and, if given, `<stem>-labels-idx1-ubyte` beside it, then
+/// checks the binary refuses the images file (whose labels it finds beside).
+fn refused_idx(
+    f: &Fixture,
+    stem: &str,
+    images: &[u8],
+    labels: Option<&[u8]>,
+    parts: &[&str],
+) -> String {
+    let images_path = f.path(&format!("{stem}-images-idx3-ubyte"));
+    std::fs::write(&images_path, images).unwrap();
+    if let Some(labels) = labels {
+        std::fs::write(f.path(&format!("{stem}-labels-idx1-ubyte")), labels).unwrap();
+    }
+    refused_naming(f, &images_path, &format!("{stem}-"), parts)
+}
+
+#[cfg(unix)]
+#[test]
+fn data_unreadable_train_file() {
+    use std::os::unix::fs::PermissionsExt;
+    let f = Fixture::new();
+    let locked = f.path("locked.csv");
+    std::fs::copy(f.path("t.csv"), &locked).unwrap();
+    std::fs::set_permissions(&locked, std::fs::Permissions::from_mode(0o000)).unwrap();
+    if std::fs::File::open(&locked).is_err() {
+        refused_train(&f, &locked, &["locked.csv: open: ", "ermission denied"]);
+    } else {
+        // Running as root: permissions do not stop reading, so the run must go through.
+        let arg = f.arg("locked.csv");
+        assert_success(&f.run(&[
+            "--train",
+            &arg,
+            "--test",
+            "none",
+            "--dev-size",
+            "50",
+            "--iterations",
+            "1",
+            "--backend",
+            "cpu",
+        ]));
+    }
+    // Unreadable even for root: reading /proc/self/mem at offset 0 fails (an unmapped address).
+    if cfg!(target_os = "linux") {
+        std::os::unix::fs::symlink("/proc/self/mem", f.path("mem.csv")).unwrap();
+        refused_train(&f, &f.path("mem.csv"), &["mem.csv: read: ", "error"]);
+        std::os::unix::fs::symlink("/proc/self/mem", f.path("mem-images-idx3-ubyte")).unwrap();
+        refused_train(&f, &f.path("mem-images-idx3-ubyte"), &["read: "]);
+    }
+}
+
+#[test]
+fn data_directory_named_like_idx() {
+    let f = Fixture::new();
+    std::fs::create_dir(f.path("d-images-idx3-ubyte.gz")).unwrap();
+    refused_train(&f, &f.path("d-images-idx3-ubyte.gz"), &["directory"]);
+}
+
+#[test]
+fn data_empty_idx_file() {
+    let f = Fixture::new();
+    refused_idx(&f, "empty", b"", None, &["header", "found only 0"]);
+}
+
+#[test]
+fn data_header_only() {
+    let f = Fixture::new();
+    refused_csv(
+        &f,
+        "header-only.csv",
+        |rows| rows.truncate(1),
+        &["data", "header but no data rows"],
+    );
+    refused_idx(
+        &f,
+        "header-only",
+        &idx_bytes(2051, &[3, 28, 28], &[]),
+        None,
+        &["data", "shorter than its header says", "found 0"],
+    );
+}
+
+#[test]
+fn data_binary_garbage() {
+    let f = Fixture::new();
+    let garbage: Vec<u8> = common::random_bytes(5000, 9);
+    refused_bytes(&f, "garbage.csv", &garbage, &[": "]);
+    refused_idx(
+        &f,
+        "garbage",
+        &garbage,
+        None,
+        &["header", "not an IDX file"],
+    );
+    // Good images, garbage labels beside them.
+    let mut images = Vec::new();
+    images.extend_from_slice(&idx_bytes(2051, &[2, 28, 28], &garbage[..2 * PIXELS]));
+    refused_idx(
+        &f,
+        "garbage2",
+        &images,
+        Some(&garbage),
+        &["labels-idx1-ubyte: header"],
+    );
+}
+
+#[test]
+fn data_truncated_and_corrupt_gzip() {
+    let f = Fixture::new();
+    let csv = gzip_bytes(&std::fs::read(f.path("t.csv")).unwrap());
+    refused_bytes(
+        &f,
+        "cut.csv.gz",
+        &csv[..csv.len() / 2],
+        &["gzip", "truncated"],
+    );
+    let mut corrupt = csv.clone();
+    let middle = corrupt.len() / 2;
+    for byte in &mut corrupt[middle..middle + 16] {
+        *byte ^= 0xa5;
+    }
+    refused_bytes(&f, "corrupt.csv.gz", &corrupt, &["gzip", "corrupt"]);
+
+    let data = common::random_dataset(3, 4);
+    let images = gzip_bytes(&idx_bytes(2051, &[3, 28, 28], &data.images));
+    refused_idx(&f, "cut", &images[..images.len() - 5], None, &["gzip"]);
+    let mut corrupt = images.clone();
+    let middle = corrupt.len() / 2;
+    corrupt[middle] ^= 0xff;
+    corrupt[middle + 1] ^= 0xff;
+    refused_idx(&f, "corrupt", &corrupt, None, &["gzip"]);
+}
+
+#[test]
+fn data_csv_wrong_field_counts() {
+    let f = Fixture::new();
+    refused_csv(
+        &f,
+        "few.csv",
+        |rows| rows[4].truncate(500),
+        &["line 5", "too few fields", "500 found", "expected 785"],
+    );
+    refused_csv(
+        &f,
+        "many.csv",
+        |rows| rows[7].push("0".to_string()),
+        &["line 8", "too many fields", "786 found", "expected 785"],
+    );
+}
+
+#[test]
+fn data_csv_bad_values() {
+    let f = Fixture::new();
+    let cases: [(&str, usize, usize, &str, &[&str]); 7] = [
+        (
+            "word.csv",
+            2,
+            10,
+            "ten",
+            &["line 3", "column 11", "not a number"],
+        ),
+        (
+            "nan.csv",
+            3,
+            1,
+            "nan",
+            &["line 4", "\"nan\"", "not an integer"],
+        ),
+        (
+            "inf.csv",
+            4,
+            784,
+            "inf",
+            &["line 5", "\"inf\"", "not an integer"],
+        ),
+        (
+            "big.csv",
+            5,
+            20,
+            "256",
+            &["line 6", "pixel value 256 is outside 0-255"],
+        ),
+        (
+            "neg-pixel.csv",
+            5,
+            20,
+            "-4",
+            &["line 6", "pixel value -4 is outside 0-255"],
+        ),
+        (
+            "label.csv",
+            6,
+            0,
+            "10",
+            &["line 7", "label 10 is outside 0-9"],
+        ),
+        (
+            "neg-label.csv",
+            9,
+            0,
+            "-1",
+            &["line 10", "label -1 is outside 0-9"],
+        ),
+    ];
+    for (name, row, column, value, parts) in cases {
+        refused_csv(
+            &f,
+            name,
+            |rows| rows[row][column] = value.to_string(),
+            parts,
+        );
+    }
+}
+
+#[test]
+fn data_csv_label_column_mismatch() {
+    let f = Fixture::new();
+    // Kaggle train.csv header (labels), a row without its label.
+    refused_csv(
+        &f,
+        "no-label.csv",
+        |rows| {
+            rows[3].remove(0);
+        },
+        &[
+            "line 4",
+            "784 found, expected 785",
+            "label,pixel0",
+            "no label column",
+        ],
+    );
+    // Kaggle test.csv header (no labels), a row with a label.
+    refused_csv(
+        &f,
+        "extra-label.csv",
+        |rows| {
+            for row in rows.iter_mut() {
+                row.remove(0);
+            }
+            rows[2].insert(0, "3".to_string());
+        },
+        &[
+            "line 3",
+            "785 found, expected 784",
+            "announces",
+            "label column",
+        ],
+    );
+    // A file without labels given for training: the run needs them.
+    refused_csv(
+        &f,
+        "unlabeled.csv",
+        |rows| {
+            for row in rows.iter_mut() {
+                row.remove(0);
+            }
+        },
+        &["labels", "no labels"],
+    );
+}
+
+#[test]
+fn data_csv_not_the_kaggle_header() {
+    let f = Fixture::new();
+    refused_csv(
+        &f,
+        "digit-header.csv",
+        |rows| rows[0][0] = "digit".to_string(),
+        &["header", "\"digit\"", "label,pixel0,...,pixel783"],
+    );
+    refused_csv(
+        &f,
+        "typo-header.csv",
+        |rows| rows[0][100] = "pixle99".to_string(),
+        &["header", "column 101", "\"pixle99\"", "\"pixel99\""],
+    );
+}
+
+#[test]
+fn data_bad_test_file_is_refused_too() {
+    let f = Fixture::new();
+    std::fs::write(f.path("bad-test.csv"), b"label,pixel0\n1,2\n").unwrap();
+    let (train, test) = (f.arg("t.csv"), f.arg("bad-test.csv"));
+    let line = assert_one_line_error(&f.run(&[
+        "--train",
+        &train,
+        "--test",
+        &test,
+        "--dev-size",
+        "50",
+        "--backend",
+        "cpu",
+    ]));
+    assert!(
+        line.contains("bad-test.csv") && line.contains("header"),
+        "{line}"
+    );
+}
+
+#[test]
+fn data_idx_header_errors() {
+    let f = Fixture::new();
+    let data = common::random_dataset(3, 5);
+    let labels = idx_bytes(2049, &[3], data.labels.as_deref().unwrap());
+    refused_idx(
+        &f,
+        "magic",
+        &idx_bytes(0x1234_5678, &[3, 28, 28], &data.images),
+        Some(&labels),
+        &["header", "magic number", "expected 2051"],
+    );
+    refused_idx(&f, "swapped", &labels, None, &["header", "2049", "swap"]);
+    refused_idx(
+        &f,
+        "rank",
+        &idx_bytes(0x0802, &[3, 784], &data.images),
+        Some(&labels),
+        &["header", "2 dimensions", "expected 2051"],
+    );
+    refused_idx(
+        &f,
+        "size",
+        &idx_bytes(2051, &[3, 20, 20], &data.images[..3 * 400]),
+        Some(&labels),
+        &["header", "20x20", "28x28"],
+    );
+    // A labels file with the wrong magic beside good images.
+    refused_idx(
+        &f,
+        "label-magic",
+        &idx_bytes(2051, &[3, 28, 28], &data.images),
+        Some(&idx_bytes(2051, &[3, 28, 28], &data.images)),
+        &["labels-idx1-ubyte: header", "expected 2049"],
+    );
+}
+
+#[test]
+fn data_idx_count_and_length_errors() {
+    let f = Fixture::new();
+    let data = common::random_dataset(3, 6);
+    let images = idx_bytes(2051, &[3, 28, 28], &data.images);
+    refused_idx(
+        &f,
+        "count",
+        &images,
+        Some(&idx_bytes(2049, &[2], &[1, 2])),
+        &["labels-idx1-ubyte: header", "2 labels", "3 images"],
+    );
+    refused_idx(
+        &f,
+        "short",
+        &images[..images.len() - 100],
+        None,
+        &[
+            "data",
+            "shorter than its header says",
+            "2352 bytes",
+            "found 2252",
+        ],
+    );
+    refused_idx(
+        &f,
+        "short-labels",
+        &images,
+        Some(&idx_bytes(2049, &[3], &[1])),
+        &["labels-idx1-ubyte: data", "shorter", "found 1"],
+    );
+    refused_idx(
+        &f,
+        "bad-label",
+        &images,
+        Some(&idx_bytes(2049, &[3], &[1, 12, 3])),
+        &["labels-idx1-ubyte: record 2", "label 12 is outside 0-9"],
+    );
+}
+
+#[test]
+fn data_idx_billions_of_images_refused_before_allocating() {
+    let f = Fixture::new();
+    let data = common::random_dataset(3, 7);
+    let claim = idx_bytes(2051, &[4_000_000_000, 28, 28], &data.images);
+    for (stem, bytes) in [("huge", claim.clone()), ("huge-gz", gzip_bytes(&claim))] {
+        let start = std::time::Instant::now();
+        refused_idx(
+            &f,
+            stem,
+            &bytes,
+            None,
+            &["data", "3136000000000 bytes", "found 2352"],
+        );
+        // Allocating 3 TB would fail or take far longer.
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(10),
+            "{stem}: too slow"
+        );
+    }
+}

@@ -788,3 +788,337 @@ fn shipped_test_set_has_the_known_class_counts() {
         [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// Issue 5: the remaining kinds of bad input, at the reader level
+// ---------------------------------------------------------------------------------------------
+
+/// True if this process can read a file that has no permissions at all (root, or a process with
+/// CAP_DAC_OVERRIDE): then `chmod 000` proves nothing and another unreadable file is needed.
+#[cfg(unix)]
+fn can_read_without_permission(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o000)).unwrap();
+    std::fs::File::open(path).is_ok()
+}
+
+#[cfg(unix)]
+#[test]
+fn unreadable_files_are_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let csv = dir.path().join("locked.csv");
+    let images = dir.path().join("locked-images-idx3-ubyte");
+    write_csv(&fixture(), &csv, true).unwrap();
+    write_idx(&fixture(), &images, &dir.path().join("x")).unwrap();
+    for path in [&csv, &images] {
+        let name = path.file_name().unwrap().to_string_lossy().to_string();
+        if can_read_without_permission(path) {
+            // Root reads it anyway: it must then load like any good file.
+            assert_eq!(load(path).unwrap().len(), 5, "{name}");
+        } else {
+            let message = error_of(load(path));
+            assert_mentions(&message, &[&format!("{name}: open: "), "ermission denied"]);
+        }
+    }
+
+    // A file that opens but cannot be read, even by root: /proc/self/mem at offset 0 is an
+    // unmapped address, so reading it fails with an I/O error.
+    #[cfg(target_os = "linux")]
+    for name in ["mem.csv", "mem-images-idx3-ubyte"] {
+        let link = dir.path().join(name);
+        std::os::unix::fs::symlink("/proc/self/mem", &link).unwrap();
+        let message = error_of(load(&link));
+        assert_mentions(&message, &[&format!("{name}: read: "), "error"]);
+    }
+}
+
+#[test]
+fn directories_are_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    for name in ["folder.csv", "folder-images-idx3-ubyte.gz"] {
+        let path = dir.path().join(name);
+        std::fs::create_dir(&path).unwrap();
+        let message = error_of(load(&path));
+        assert_mentions(&message, &[&format!("{name}: "), "directory"]);
+    }
+}
+
+#[test]
+fn idx_header_only_and_garbage_are_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = fixture();
+    let images = write_file(
+        dir.path(),
+        "c-images-idx3-ubyte",
+        &idx_images(2051, 5, 28, 28, &data.images),
+    );
+
+    // Headers that announce data, and nothing after them.
+    let header_only = write_file(dir.path(), "h-images", &idx_images(2051, 5, 28, 28, &[]));
+    assert_mentions(
+        &error_of(load_idx(&header_only, None)),
+        &["h-images: data", "shorter", "3920 bytes", "found 0"],
+    );
+    let labels_only = write_file(dir.path(), "h-labels", &idx_labels(5, &[]));
+    assert_mentions(
+        &error_of(load_idx(&images, Some(&labels_only))),
+        &["h-labels: data", "shorter", "5 bytes", "found 0"],
+    );
+
+    // Random bytes, as images and as labels.
+    let mut rng = Rng(0x2545_f491_4f6c_dd1d);
+    for round in 0..50 {
+        let length = (rng.next() % 3000) as usize;
+        let garbage = write_file(dir.path(), "garbage", &rng.bytes(length));
+        let prefix = format!("{}: ", garbage.display());
+        let message = error_of(load_idx(&garbage, None));
+        assert!(message.starts_with(&prefix), "round {round}: {message}");
+        let message = error_of(load_idx(&images, Some(&garbage)));
+        assert!(message.starts_with(&prefix), "round {round}: {message}");
+    }
+}
+
+#[test]
+fn idx_more_labels_than_images() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = fixture();
+    let images = write_file(
+        dir.path(),
+        "d-images-idx3-ubyte",
+        &idx_images(2051, 5, 28, 28, &data.images),
+    );
+    let six = write_file(
+        dir.path(),
+        "six-labels",
+        &idx_labels(6, &[5, 0, 4, 1, 9, 2]),
+    );
+    assert_mentions(
+        &error_of(load_idx(&images, Some(&six))),
+        &[
+            "six-labels: header",
+            "6 labels",
+            "d-images-idx3-ubyte",
+            "5 images",
+        ],
+    );
+}
+
+#[test]
+fn idx_huge_claims_are_refused_from_readers_and_label_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = fixture();
+    let claim = idx_images(2051, 4_000_000_000, 28, 28, &data.images);
+    let labels = idx_labels(u32::MAX, &[1, 2, 3]);
+    let start = Instant::now();
+    // From memory: no file length to compare with, so the read itself is bounded.
+    for bytes in [claim.clone(), gzip(&claim)] {
+        let message = error_of(read_idx_images(&bytes[..], "claim"));
+        assert_mentions(&message, &["claim: data", "3136000000000", "found 3920"]);
+    }
+    for bytes in [labels.clone(), gzip(&labels)] {
+        let message = error_of(read_idx_labels(&bytes[..], "claim"));
+        assert_mentions(&message, &["claim: data", "4294967295 bytes", "found 3"]);
+    }
+    // A labels file beside good images.
+    let images = write_file(
+        dir.path(),
+        "e-images-idx3-ubyte",
+        &idx_images(2051, 5, 28, 28, &data.images),
+    );
+    write_file(dir.path(), "e-labels-idx1-ubyte", &labels);
+    assert_mentions(
+        &error_of(load(&images)),
+        &["e-labels-idx1-ubyte: data", "4294967295", "found 3"],
+    );
+    assert!(start.elapsed() < Duration::from_secs(2), "too slow");
+}
+
+#[test]
+fn csv_label_column_where_none_is_expected_and_the_reverse() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = fixture();
+
+    // Kaggle test.csv header (no labels), but a row with a label.
+    let mut rows = vec![header_fields(false)];
+    rows.extend((0..data.len()).map(|k| row_fields(&data, k, false)));
+    rows[3] = row_fields(&data, 2, true);
+    let message = csv_error(dir.path(), "test.csv", &csv_text(&rows));
+    assert_mentions(
+        &message,
+        &[
+            "test.csv: line 4",
+            "too many fields: 785 found, expected 784",
+            "784 pixels and no label",
+            "as the header pixel0,...,pixel783 announces",
+            "label column",
+        ],
+    );
+
+    // Kaggle train.csv header, but a row without its label.
+    let mut rows = kaggle_rows(&data);
+    rows[2] = row_fields(&data, 1, false);
+    let message = csv_error(dir.path(), "train.csv", &csv_text(&rows));
+    assert_mentions(
+        &message,
+        &[
+            "train.csv: line 3",
+            "too few fields: 784 found, expected 785",
+            "a label and 784 pixels",
+            "as the header label,pixel0,...,pixel783 announces",
+            "no label column",
+        ],
+    );
+
+    // Headerless: the first row decides, and the message says so.
+    let mut rows: Vec<_> = (0..data.len())
+        .map(|k| row_fields(&data, k, true))
+        .collect();
+    rows[4] = row_fields(&data, 4, false);
+    let message = csv_error(dir.path(), "mnist_train.csv", &csv_text(&rows));
+    assert_mentions(
+        &message,
+        &[
+            "mnist_train.csv: line 5",
+            "784 found, expected 785",
+            "like the first row, line 1",
+            "no label column",
+        ],
+    );
+    let mut rows: Vec<_> = (0..data.len())
+        .map(|k| row_fields(&data, k, false))
+        .collect();
+    rows[1] = row_fields(&data, 1, true);
+    let message = csv_error(dir.path(), "pixels.csv", &csv_text(&rows));
+    assert_mentions(
+        &message,
+        &[
+            "pixels.csv: line 2",
+            "785 found, expected 784",
+            "784 pixels and no label, like the first row, line 1",
+        ],
+    );
+
+    // An unlabeled file where labels are needed.
+    let mut rows = vec![header_fields(false)];
+    rows.extend((0..data.len()).map(|k| row_fields(&data, k, false)));
+    let path = write_file(dir.path(), "unlabeled.csv", csv_text(&rows).as_bytes());
+    let read = load_csv(&path).unwrap();
+    assert_mentions(
+        &error_of(read.require_labels()),
+        &["unlabeled.csv: labels", "no labels"],
+    );
+}
+
+#[test]
+fn readers_work_on_any_reader() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = fixture();
+    let csv = dir.path().join("r.csv.gz");
+    let images = dir.path().join("r-images-idx3-ubyte.gz");
+    let labels = dir.path().join("r-labels-idx1-ubyte.gz");
+    write_csv(&data, &csv, true).unwrap();
+    write_idx(&data, &images, &labels).unwrap();
+
+    // A reader that returns one byte per call still has its gzip detected.
+    struct OneByte(std::io::Cursor<Vec<u8>>);
+    impl std::io::Read for OneByte {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            let end = buf.len().min(1);
+            self.0.read(&mut buf[..end])
+        }
+    }
+    let open = |path: &Path| OneByte(std::io::Cursor::new(std::fs::read(path).unwrap()));
+
+    let read = read_csv(open(&csv), "stream.csv").unwrap();
+    assert_same(&read, &data);
+    assert_eq!(read.source, "stream.csv");
+    assert!(read_idx_images(open(&images), "i").unwrap() == data.images);
+    assert_eq!(
+        read_idx_labels(open(&labels), "l").unwrap(),
+        vec![5, 0, 4, 1, 9]
+    );
+
+    // Read errors name the given name.
+    struct Failing;
+    impl std::io::Read for Failing {
+        fn read(&mut self, _: &mut [u8]) -> std::io::Result<usize> {
+            Err(std::io::Error::other("the disk is on fire"))
+        }
+    }
+    assert_mentions(
+        &error_of(read_csv(Failing, "broken")),
+        &["broken: read: ", "on fire"],
+    );
+    assert_mentions(
+        &error_of(read_idx_images(Failing, "broken")),
+        &["broken: read: ", "on fire"],
+    );
+}
+
+#[test]
+fn corrupt_gzip_idx_labels_and_headers() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = fixture();
+    let images = dir.path().join("g-images-idx3-ubyte.gz");
+    let labels = dir.path().join("g-labels-idx1-ubyte.gz");
+    write_idx(&data, &images, &labels).unwrap();
+    let whole = std::fs::read(&labels).unwrap();
+    // Cut inside the compressed header and data: a gzip error, not a short IDX file.
+    for cut in [5, 12, whole.len() - 4] {
+        let path = write_file(dir.path(), "cut-labels.gz", &whole[..cut]);
+        assert_mentions(
+            &error_of(load_idx(&images, Some(&path))),
+            &["cut-labels.gz: gzip: ", "corrupt or truncated"],
+        );
+    }
+    // The gzip magic followed by garbage.
+    let mut fake = vec![0x1f, 0x8b];
+    fake.extend_from_slice(b"this is not deflate data at all");
+    let path = write_file(dir.path(), "fake-images-idx3-ubyte.gz", &fake);
+    assert_mentions(
+        &error_of(load(&path)),
+        &["fake-images-idx3-ubyte.gz: gzip: "],
+    );
+}
+
+/// Regression: damage in the middle of a .gz can decompress to plausible text, and gzip only
+/// notices at its CRC, at the end. The reader used to stop at the first bad line and blame it
+/// ("line 151: too few fields"); it must say the file is damaged.
+#[test]
+fn damaged_gzip_is_blamed_rather_than_the_line_it_spoils() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut rng = Rng(77);
+    let count = 300;
+    let data = Dataset {
+        images: rng.bytes(count * PIXELS),
+        labels: Some((0..count).map(|_| (rng.next() % 10) as u8).collect()),
+        source: String::new(),
+    };
+    let csv = dir.path().join("big.csv.gz");
+    let images = dir.path().join("big-images-idx3-ubyte.gz");
+    let labels = dir.path().join("big-labels-idx1-ubyte.gz");
+    write_csv(&data, &csv, true).unwrap();
+    write_idx(&data, &images, &labels).unwrap();
+    let mut blamed_lines = 0;
+    for path in [&csv, &images] {
+        let whole = std::fs::read(path).unwrap();
+        for offset in [whole.len() / 3, whole.len() / 2, 2 * whole.len() / 3] {
+            let mut damaged = whole.clone();
+            for byte in &mut damaged[offset..offset + 16] {
+                *byte ^= 0xa5;
+            }
+            let name = format!(
+                "damaged-{offset}-{}",
+                path.file_name().unwrap().to_string_lossy()
+            );
+            let damaged = write_file(dir.path(), &name, &damaged);
+            let message = error_of(load(&damaged));
+            assert_mentions(
+                &message,
+                &[&format!("{name}: gzip: "), "corrupt or truncated"],
+            );
+            blamed_lines += usize::from(message.contains("line"));
+        }
+    }
+    assert_eq!(blamed_lines, 0);
+}

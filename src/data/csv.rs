@@ -15,7 +15,7 @@ use std::path::Path;
 
 use ::csv::{ByteRecord, ErrorKind, ReaderBuilder};
 
-use super::{open_input, read_error, write_output, DataError, Dataset, CLASSES, PIXELS};
+use super::{read_error, write_output, DataError, Dataset, Input, CLASSES, PIXELS};
 
 /// What a data row holds.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -36,8 +36,16 @@ impl Shape {
 
     fn describe(self) -> &'static str {
         match self {
-            Shape::Labeled => "a label and 784 pixels, like the first row",
-            Shape::Unlabeled => "784 pixels, like the first row",
+            Shape::Labeled => "a label and 784 pixels",
+            Shape::Unlabeled => "784 pixels and no label",
+        }
+    }
+
+    /// The Kaggle header announcing this shape.
+    fn header(self) -> &'static str {
+        match self {
+            Shape::Labeled => "label,pixel0,...,pixel783",
+            Shape::Unlabeled => "pixel0,...,pixel783",
         }
     }
 }
@@ -51,18 +59,23 @@ const EXPECTED_SHAPES: &str = "expected Kaggle's train.csv (header label,pixel0,
                                of a label and 784 pixels";
 
 /// Reads a CSV file (plain or gzip) into a dataset.
-pub(super) fn read(path: &Path) -> Result<Dataset, DataError> {
-    let input = open_input(path)?;
+pub(super) fn read(mut input: Input) -> Result<Dataset, DataError> {
+    let result = read_rows(&mut input);
+    result.map_err(|err| input.blame_gzip(err))
+}
+
+fn read_rows(input: &mut Input) -> Result<Dataset, DataError> {
     let file = input.file.clone();
     let gzip = input.gzip;
     let mut reader = ReaderBuilder::new()
         .has_headers(false) // we decide ourselves whether line 1 is a header
         .flexible(true) // we check field counts ourselves, to give a better message
         .buffer_capacity(1 << 16)
-        .from_reader(input.reader);
+        .from_reader(&mut input.reader);
 
     let mut record = ByteRecord::new();
-    let mut shape: Option<Shape> = None;
+    // The shape of the rows, and what decided it (for messages about rows of another shape).
+    let mut shape: Option<(Shape, String)> = None;
     let mut images: Vec<u8> = Vec::new();
     let mut labels: Vec<u8> = Vec::new();
 
@@ -78,8 +91,8 @@ pub(super) fn read(path: &Path) -> Result<Dataset, DataError> {
             continue;
         }
 
-        let row_shape = match shape {
-            Some(known) => known,
+        let (row_shape, decided_by) = match &shape {
+            Some((known, decided_by)) => (*known, decided_by.as_str()),
             None => {
                 // First line: remove a byte-order mark, then decide header or data.
                 if record.get(0).is_some_and(|first| first.starts_with(BOM)) {
@@ -87,7 +100,9 @@ pub(super) fn read(path: &Path) -> Result<Dataset, DataError> {
                 }
                 let first = record.get(0).unwrap_or_default().trim_ascii();
                 if !looks_numeric(first) {
-                    shape = Some(check_header(&file, &record)?);
+                    let announced = check_header(&file, &record)?;
+                    let decided_by = format!("as the header {} announces", announced.header());
+                    shape = Some((announced, decided_by));
                     continue;
                 }
                 let detected = match record.len() {
@@ -104,11 +119,11 @@ pub(super) fn read(path: &Path) -> Result<Dataset, DataError> {
                         })
                     }
                 };
-                shape = Some(detected);
-                detected
+                shape = Some((detected, format!("like the first row, line {line}")));
+                (detected, "")
             }
         };
-        parse_row(&record, row_shape, &mut images, &mut labels).map_err(|message| {
+        parse_row(&record, row_shape, decided_by, &mut images, &mut labels).map_err(|message| {
             DataError::Line {
                 file: file.clone(),
                 line,
@@ -126,7 +141,7 @@ pub(super) fn read(path: &Path) -> Result<Dataset, DataError> {
             file,
             message: "there is a header but no data rows".to_string(),
         }),
-        Some(found) => Ok(Dataset {
+        Some((found, _)) => Ok(Dataset {
             images,
             labels: (found == Shape::Labeled).then_some(labels),
             source: file,
@@ -187,8 +202,8 @@ fn check_header(file: &str, record: &ByteRecord) -> Result<Shape, DataError> {
         )));
     };
     let expected_header = match shape {
-        Shape::Labeled => "label,pixel0,...,pixel783 (Kaggle train.csv)",
-        Shape::Unlabeled => "pixel0,...,pixel783 (Kaggle test.csv)",
+        Shape::Labeled => format!("{} (Kaggle train.csv)", shape.header()),
+        Shape::Unlabeled => format!("{} (Kaggle test.csv)", shape.header()),
     };
     if record.len() != shape.fields() {
         return Err(header_error(format!(
@@ -211,9 +226,11 @@ fn check_header(file: &str, record: &ByteRecord) -> Result<Shape, DataError> {
 }
 
 /// Parses one data row into `images` (and `labels`), or says what is wrong with it.
+/// `decided_by` says what set the shape (the header, or the first row), for a row of another.
 fn parse_row(
     record: &ByteRecord,
     shape: Shape,
+    decided_by: &str,
     images: &mut Vec<u8>,
     labels: &mut Vec<u8>,
 ) -> Result<(), String> {
@@ -224,8 +241,18 @@ fn parse_row(
         } else {
             "too many"
         };
+        // One field off is most likely a label column where there should be none, or the reverse.
+        let hint = match shape {
+            Shape::Labeled if record.len() == Shape::Unlabeled.fields() => {
+                "; this row seems to have no label column"
+            }
+            Shape::Unlabeled if record.len() == Shape::Labeled.fields() => {
+                "; this row seems to have a label column the file should not have"
+            }
+            _ => "",
+        };
         return Err(format!(
-            "{amount} fields: {} found, expected {expected} ({})",
+            "{amount} fields: {} found, expected {expected} ({}, {decided_by}){hint}",
             record.len(),
             shape.describe()
         ));

@@ -10,7 +10,7 @@
 
 use std::path::Path;
 
-use super::{display, open_input, write_output, DataError, Input, CLASSES, IMAGE_SIDE, PIXELS};
+use super::{display, write_output, DataError, Input, CLASSES, IMAGE_SIDE, PIXELS};
 
 /// Magic number of an IDX file of unsigned bytes with 3 dimensions (count, rows, cols).
 const IMAGES_MAGIC: u32 = 0x0000_0803;
@@ -21,34 +21,42 @@ const IMAGES_HEADER: usize = 16;
 const LABELS_HEADER: usize = 8;
 
 /// Reads an IDX images file and returns its pixels (a multiple of 784 bytes, at least one image).
-pub(super) fn read_images(path: &Path) -> Result<Vec<u8>, DataError> {
-    let mut input = open_input(path)?;
-    let header = read_header(&mut input, IMAGES_MAGIC, IMAGES_HEADER, "images")?;
+pub(super) fn read_images(mut input: Input) -> Result<Vec<u8>, DataError> {
+    let result = images_in(&mut input);
+    result.map_err(|err| input.blame_gzip(err))
+}
+
+/// Reads an IDX labels file and returns the labels, each checked to be 0..=9.
+pub(super) fn read_labels(mut input: Input) -> Result<Vec<u8>, DataError> {
+    let result = labels_in(&mut input);
+    result.map_err(|err| input.blame_gzip(err))
+}
+
+fn images_in(input: &mut Input) -> Result<Vec<u8>, DataError> {
+    let header = read_header(input, IMAGES_MAGIC, IMAGES_HEADER, "images")?;
     let count = header[0];
     let (rows, cols) = (header[1], header[2]);
     if rows as usize != IMAGE_SIDE || cols as usize != IMAGE_SIDE {
         return Err(DataError::Header {
-            file: input.file,
+            file: input.file.clone(),
             message: format!(
                 "images are {rows}x{cols} pixels; MNIST images (and this network's {PIXELS} inputs) \
                  are {IMAGE_SIDE}x{IMAGE_SIDE}"
             ),
         });
     }
-    read_body(&mut input, count, PIXELS as u64, IMAGES_HEADER, "images")
+    read_body(input, count, PIXELS as u64, IMAGES_HEADER, "images")
 }
 
-/// Reads an IDX labels file and returns the labels, each checked to be 0..=9.
-pub(super) fn read_labels(path: &Path) -> Result<Vec<u8>, DataError> {
-    let mut input = open_input(path)?;
-    let header = read_header(&mut input, LABELS_MAGIC, LABELS_HEADER, "labels")?;
-    let labels = read_body(&mut input, header[0], 1, LABELS_HEADER, "labels")?;
+fn labels_in(input: &mut Input) -> Result<Vec<u8>, DataError> {
+    let header = read_header(input, LABELS_MAGIC, LABELS_HEADER, "labels")?;
+    let labels = read_body(input, header[0], 1, LABELS_HEADER, "labels")?;
     if let Some(index) = labels
         .iter()
         .position(|&label| usize::from(label) >= CLASSES)
     {
         return Err(DataError::Record {
-            file: input.file,
+            file: input.file.clone(),
             record: index + 1,
             message: format!("label {} is outside 0-9", labels[index]),
         });
@@ -137,18 +145,29 @@ fn read_body(
     }
     // u32 × 784 always fits in a u64, so this cannot overflow.
     let expected = u64::from(count) * item_size;
+    let file = input.file.clone();
+    let too_short = |found: u64| DataError::Data {
+        file: file.clone(),
+        message: format!(
+            "file is shorter than its header says: {count} {what} need {expected} bytes after \
+             the {header_len}-byte header, found {found}"
+        ),
+    };
+    // A plain file's size is known: refuse a header that claims more than the file holds before
+    // reading anything. (A length below the header's is not a real length, e.g. a /proc file.)
+    if let Some(len) = input.plain_len.filter(|&len| len >= header_len as u64) {
+        let found = len - header_len as u64;
+        if found < expected {
+            return Err(too_short(found));
+        }
+    }
     // Read one byte more than needed, to notice trailing data, and no more: a header claiming
-    // billions of images stops at the real end of the file, having allocated only what was there.
+    // billions of images stops at the real end of the data (for gzip, the end of what actually
+    // decompresses), having allocated only what was there.
     let body = input.read_up_to(expected + 1)?;
     let found = body.len() as u64;
     if found < expected {
-        return Err(DataError::Data {
-            file: input.file.clone(),
-            message: format!(
-                "file is shorter than its header says: {count} {what} need {expected} bytes after \
-                 the {header_len}-byte header, found {found}"
-            ),
-        });
+        return Err(too_short(found));
     }
     if found > expected {
         return Err(DataError::Data {

@@ -18,7 +18,7 @@ mod csv;
 mod idx;
 
 use std::fs::File;
-use std::io::{self, BufRead, BufReader, BufWriter, Read, Write};
+use std::io::{self, BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 
 use flate2::bufread::MultiGzDecoder;
@@ -186,23 +186,12 @@ pub fn load(path: &Path) -> Result<Dataset, DataError> {
 /// Loads IDX images and, if given, their labels (plain or gzip-compressed, detected from the
 /// content). The two files must hold the same number of items.
 pub fn load_idx(images: &Path, labels: Option<&Path>) -> Result<Dataset, DataError> {
-    let pixels = idx::read_images(images)?;
-    let count = pixels.len() / PIXELS;
+    let pixels = idx::read_images(open_input(images)?)?;
     let labels = match labels {
         None => None,
         Some(labels_path) => {
-            let labels = idx::read_labels(labels_path)?;
-            if labels.len() != count {
-                return Err(DataError::Header {
-                    file: display(labels_path),
-                    message: format!(
-                        "{} labels, but the images file {} holds {} images",
-                        labels.len(),
-                        display(images),
-                        count
-                    ),
-                });
-            }
+            let labels = idx::read_labels(open_input(labels_path)?)?;
+            check_label_count(&labels, labels_path, pixels.len() / PIXELS, images)?;
             Some(labels)
         }
     };
@@ -217,7 +206,29 @@ pub fn load_idx(images: &Path, labels: Option<&Path>) -> Result<Dataset, DataErr
 /// `train.csv`, Kaggle `test.csv`, headerless with or without labels) is detected from the first
 /// line.
 pub fn load_csv(path: &Path) -> Result<Dataset, DataError> {
-    self::csv::read(path)
+    self::csv::read(open_input(path)?)
+}
+
+/// Reads CSV data from any reader, exactly as [`load_csv`] reads a file (gzip is detected from
+/// the content); `name` stands for the file in error messages and becomes the dataset's source.
+///
+/// Useful for data that is not in a file (a network stream, bytes in memory, a fuzzer's input).
+pub fn read_csv<R: Read>(reader: R, name: &str) -> Result<Dataset, DataError> {
+    self::csv::read(input_from(reader, name.to_string(), None)?)
+}
+
+/// Reads an IDX images file from any reader (plain or gzip, detected from the content) and
+/// returns its pixels: a whole number of 28×28 images, at least one. `name` stands for the file
+/// in error messages. The header's image count is never trusted for allocating: memory grows
+/// only as bytes actually arrive.
+pub fn read_idx_images<R: Read>(reader: R, name: &str) -> Result<Vec<u8>, DataError> {
+    idx::read_images(input_from(reader, name.to_string(), None)?)
+}
+
+/// Reads an IDX labels file from any reader (plain or gzip, detected from the content) and
+/// returns the labels, each checked to be 0..=9. `name` stands for the file in error messages.
+pub fn read_idx_labels<R: Read>(reader: R, name: &str) -> Result<Vec<u8>, DataError> {
+    idx::read_labels(input_from(reader, name.to_string(), None)?)
 }
 
 /// Writes a dataset as CSV: with `header`, Kaggle's format (`label,pixel0,...,pixel783`, or
@@ -248,6 +259,27 @@ fn display(path: &Path) -> String {
     path.display().to_string()
 }
 
+/// Refuses a labels file whose count differs from the images file's.
+fn check_label_count(
+    labels: &[u8],
+    labels_path: &Path,
+    images: usize,
+    images_path: &Path,
+) -> Result<(), DataError> {
+    if labels.len() == images {
+        return Ok(());
+    }
+    Err(DataError::Header {
+        file: display(labels_path),
+        message: format!(
+            "{} labels, but the images file {} holds {} images",
+            labels.len(),
+            display(images_path),
+            images
+        ),
+    })
+}
+
 /// The file name (without directories), lowercased, for recognizing extensions.
 fn file_name_lowercase(path: &Path) -> String {
     path.file_name()
@@ -275,14 +307,18 @@ fn labels_beside(images: &Path) -> Option<PathBuf> {
 /// The two bytes every gzip file starts with.
 const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
 
-/// An opened input file, decompressed on the fly if it is gzip.
-struct Input {
-    reader: Box<dyn Read>,
+/// An opened input, decompressed on the fly if it is gzip.
+struct Input<'a> {
+    reader: Box<dyn Read + 'a>,
     gzip: bool,
     file: String,
+    /// The size of a plain (not gzip) regular file, from its metadata: lets a reader refuse a
+    /// header that claims more data than the file holds without reading it. `None` for gzip
+    /// and for readers that are not files.
+    plain_len: Option<u64>,
 }
 
-impl Input {
+impl Input<'_> {
     /// Turns a read error into a `DataError` (see [`read_error`]).
     fn read_error(&self, source: io::Error) -> DataError {
         read_error(&self.file, self.gzip, source)
@@ -298,7 +334,30 @@ impl Input {
             Err(err) => Err(self.read_error(err)),
         }
     }
+
+    /// Gzip only notices most damage at the end of the stream (its CRC), so a damaged .gz can
+    /// first show up as a bad line or a wrong header. For gzip input, reads on to the end (at
+    /// most [`DRAIN_LIMIT`] more bytes, without keeping them) and, if the stream turns out to be
+    /// damaged, reports that instead: it is the real cause.
+    fn blame_gzip(&mut self, err: DataError) -> DataError {
+        if !self.gzip || matches!(err, DataError::Gzip { .. } | DataError::Io { .. }) {
+            return err;
+        }
+        match io::copy(&mut (&mut self.reader).take(DRAIN_LIMIT), &mut io::sink()) {
+            Err(source) => match self.read_error(source) {
+                damaged @ DataError::Gzip { .. } => damaged,
+                _ => err,
+            },
+            Ok(_) => err,
+        }
+    }
 }
+
+/// How much more of a gzip stream is decompressed, after an error, to check that the stream is
+/// intact (see [`Input::blame_gzip`]): bounds the time a decompression bomb can cost.
+const DRAIN_LIMIT: u64 = 1 << 30;
+
+impl Input<'_> {}
 
 /// Turns a read error into a `DataError`. While decompressing, bad or missing data shows up as
 /// `InvalidInput`/`InvalidData`/`UnexpectedEof`; those mean a damaged .gz, not a disk problem.
@@ -326,29 +385,57 @@ fn read_error(file: &str, gzip: bool, source: io::Error) -> DataError {
 /// The content decides, not the name: browsers often unpack `*.gz` downloads but keep the name,
 /// and a `.csv` may be compressed. A damaged `.gz` still starts with the magic bytes, so it is
 /// caught by the decompressor (see [`Input::read_error`]).
-fn open_input(path: &Path) -> Result<Input, DataError> {
+fn open_input(path: &Path) -> Result<Input<'static>, DataError> {
     let file = display(path);
     let opened = File::open(path).map_err(|source| DataError::Io {
         file: file.clone(),
         action: "open",
         source,
     })?;
-    let mut buffered = BufReader::with_capacity(1 << 16, opened);
-    let start = buffered.fill_buf().map_err(|source| DataError::Io {
-        file: file.clone(),
-        action: "read",
-        source,
-    })?;
+    // Only a regular file's length means anything (a pipe or a /proc file says 0).
+    let plain_len = opened
+        .metadata()
+        .ok()
+        .filter(|metadata| metadata.is_file())
+        .map(|metadata| metadata.len());
+    input_from(opened, file, plain_len)
+}
+
+/// Wraps any reader as an [`Input`], decompressing it if it starts with the gzip magic bytes.
+/// `plain_len` is the input's length in bytes when known (a regular file).
+fn input_from<'a>(
+    reader: impl Read + 'a,
+    file: String,
+    plain_len: Option<u64>,
+) -> Result<Input<'a>, DataError> {
+    let mut reader = BufReader::with_capacity(1 << 16, reader);
+    // Look at the first two bytes (a reader may deliver them in separate reads) and put them
+    // back in front of the rest.
+    let mut start = Vec::with_capacity(GZIP_MAGIC.len());
+    (&mut reader)
+        .take(GZIP_MAGIC.len() as u64)
+        .read_to_end(&mut start)
+        .map_err(|source| DataError::Io {
+            file: file.clone(),
+            action: "read",
+            source,
+        })?;
     // A 1-byte file cannot be gzip; `starts_with` handles it without indexing.
     let gzip = start.starts_with(&GZIP_MAGIC);
-    let reader: Box<dyn Read> = if gzip {
+    let whole = io::Cursor::new(start).chain(reader);
+    let reader: Box<dyn Read + 'a> = if gzip {
         // Multi-member: concatenated .gz files are valid gzip, and anything else after the first
         // member is reported as an error instead of being silently ignored.
-        Box::new(MultiGzDecoder::new(buffered))
+        Box::new(MultiGzDecoder::new(BufReader::new(whole)))
     } else {
-        Box::new(buffered)
+        Box::new(whole)
     };
-    Ok(Input { reader, gzip, file })
+    Ok(Input {
+        reader,
+        gzip,
+        file,
+        plain_len: if gzip { None } else { plain_len },
+    })
 }
 
 /// Creates `path` and lets `body` write into it, gzip-compressing if the name ends with `.gz`.
