@@ -34,7 +34,26 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        // --help and --version.
+        Err(e) if !e.use_stderr() => {
+            let _ = e.print();
+            return ExitCode::SUCCESS;
+        }
+        // clap explains over several lines; errors here are one line, like every other.
+        Err(e) => {
+            // Its first paragraph is the message (a list of missing options included).
+            let text = e.render().to_string();
+            let message: Vec<&str> = text
+                .lines()
+                .take_while(|line| !line.trim().is_empty())
+                .map(str::trim)
+                .collect();
+            eprintln!("{} (see --help)", message.join(" "));
+            return ExitCode::from(2);
+        }
+    };
     let result = match &cli.command {
         None => cli::train::run(&cli.train),
         Some(Command::Predict(args)) => cli::predict::predict(args),

@@ -4,9 +4,7 @@
 
 mod common;
 
-use common::output::{
-    assert_clean_failure, assert_one_line_error, assert_success, json_summary, stdout,
-};
+use common::output::{assert_one_line_error, assert_success, json_summary, stdout};
 use common::random_dataset;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -428,11 +426,26 @@ fn zero_iterations() {
 #[test]
 fn clap_rejects_malformed_options() {
     let f = Fixture::new();
-    assert_clean_failure(&f.run_small(&["--activation", "sigmoid"]));
-    assert_clean_failure(&f.run_small(&["--hidden", "ten"]));
-    assert_clean_failure(&f.run_small(&["--epochs", "2"])); // needs --batch-size
-    assert_clean_failure(&f.run_small(&["--batch-size", "10", "--iterations", "5"])); // conflict
-    assert_clean_failure(&f.run_small(&["--no-such-option"]));
+    for (args, names) in [
+        (&["--activation", "sigmoid"][..], "sigmoid"),
+        (&["--backend", "tpu"], "tpu"),
+        (&["--optimizer", "lbfgs"], "lbfgs"),
+        (&["--hidden", "ten"], "ten"),
+        (&["--batch-size", "-5"], "-5"),
+        (&["--iterations", "-1"], "-1"),
+        (&["--dev-size", "-100"], "-100"),
+        (&["--epochs", "2"], "--batch-size"), // needs --batch-size
+        (&["--batch-size", "10", "--iterations", "5"], "--iterations"), // conflict
+        (&["--no-such-option"], "--no-such-option"),
+    ] {
+        // These fail while parsing, before any file is read.
+        let line = assert_one_line_error(&f.run(args));
+        assert!(line.contains(names), "{args:?}: {line}");
+    }
+    // --help is not an error.
+    let help = f.run(&["--help"]);
+    assert_success(&help);
+    assert!(stdout(&help).contains("--optimizer"));
 }
 
 #[test]

@@ -34,7 +34,7 @@ pub struct TrainArgs {
 
     /// Hidden layer widths, comma-separated: `10` is the classic 784-10-10, `10,10` two
     /// layers [default: 10, or the --resume model's].
-    #[arg(long, value_delimiter = ',')]
+    #[arg(long, value_delimiter = ',', allow_negative_numbers = true)]
     pub hidden: Option<Vec<usize>>,
 
     /// Activation between layers [default: relu, or the --resume model's].
@@ -50,11 +50,11 @@ pub struct TrainArgs {
     pub resume: Option<PathBuf>,
 
     /// Seed for the initial weights, the dev split, the batch order and the shifts.
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 1, allow_negative_numbers = true)]
     pub seed: u64,
 
     /// Learning rate α.
-    #[arg(long, default_value_t = 0.3)]
+    #[arg(long, default_value_t = 0.3, allow_negative_numbers = true)]
     pub alpha: f64,
 
     /// How gradients update the weights.
@@ -62,12 +62,12 @@ pub struct TrainArgs {
     pub optimizer: OptimizerKind,
 
     /// Multiply α by this after every epoch (every iteration in full-batch mode), e.g. 0.95.
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(long, default_value_t = 1.0, allow_negative_numbers = true)]
     pub lr_decay: f64,
 
     /// Stop when the dev loss has not improved for N evaluations (one per --log-every
     /// steps), and keep the best model.
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
     pub patience: Option<usize>,
 
     /// Shift each training image by up to 2 pixels each way, drawn per batch.
@@ -75,27 +75,37 @@ pub struct TrainArgs {
     pub augment: bool,
 
     /// Full-batch gradient descent steps.
-    #[arg(long, default_value_t = 500, conflicts_with = "batch_size")]
+    #[arg(
+        long,
+        default_value_t = 500,
+        conflicts_with = "batch_size",
+        allow_negative_numbers = true
+    )]
     pub iterations: usize,
 
     /// Mini-batch size: switches from full-batch gradient descent to mini-batch SGD.
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub batch_size: Option<usize>,
 
     /// Passes over the training set in mini-batch mode.
-    #[arg(long, default_value_t = 30, requires = "batch_size")]
+    #[arg(
+        long,
+        default_value_t = 30,
+        requires = "batch_size",
+        allow_negative_numbers = true
+    )]
     pub epochs: usize,
 
     /// Images held out of the training file as the dev set.
-    #[arg(long, default_value_t = 1000)]
+    #[arg(long, default_value_t = 1000, allow_negative_numbers = true)]
     pub dev_size: usize,
 
     /// Print progress every N steps [default: 50 full-batch, once an epoch mini-batch].
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub log_every: Option<usize>,
 
     /// Draw N dev images as text with their predicted and true labels.
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
     pub show: usize,
 
     /// Save the trained model (safetensors).

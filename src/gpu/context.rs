@@ -68,10 +68,12 @@ impl GpuContext {
             sink.lock().unwrap().get_or_insert(one_line(&e.to_string()));
         }));
         let sink = fault.clone();
+        // A lost device explains every error that follows it, so its message wins.
         device.set_device_lost_callback(move |reason, message| {
-            sink.lock()
-                .unwrap()
-                .get_or_insert(format!("device lost ({reason:?}): {}", one_line(&message)));
+            *sink.lock().unwrap() = Some(format!(
+                "the GPU device was lost ({reason:?}: {}); the driver may have reset or the GPU gone away",
+                one_line(&message)
+            ));
         });
 
         let kernels = Kernels::new(&device)?;
