@@ -162,6 +162,19 @@ pub fn argmax_columns(logits: &[f32]) -> Vec<u8> {
         .collect()
 }
 
+/// The softmax probability of each sample's predicted class (its largest logit), from
+/// logits `Z: (CLASSES, m)` column-major: how sure the model is.
+pub fn confidence_columns(logits: &[f32]) -> Vec<f64> {
+    logits
+        .chunks_exact(CLASSES)
+        .map(|column| {
+            let max = column.iter().fold(f32::NEG_INFINITY, |m, &z| m.max(z)) as f64;
+            let sum: f64 = column.iter().map(|&z| (z as f64 - max).exp()).sum();
+            1.0 / sum
+        })
+        .collect()
+}
+
 /// Mean cross-entropy loss and number of correct predictions, from logits
 /// `Z: (CLASSES, m)` column-major and labels `(m)`. Summed in f64.
 pub fn loss_and_correct(logits: &[f32], labels: &[u8]) -> (f64, usize) {

@@ -10,7 +10,7 @@ use rand::{rngs::StdRng, seq::SliceRandom, Rng, SeedableRng};
 use crate::backend::{Backend, BatchStats, ImagePool, List, ListSizes, Shift};
 use crate::data::{Dataset, CLASSES};
 use crate::error::{config, Error, Result};
-use crate::model::{argmax_columns, loss_and_correct, Model};
+use crate::model::{argmax_columns, confidence_columns, loss_and_correct, Model};
 use crate::optimizer::Optimizer;
 
 /// The training file split into train and dev, and the test file, all in one image pool.
@@ -219,10 +219,23 @@ pub struct Report {
     pub final_loss: f64,
     pub dev_accuracy: Option<f64>,
     pub dev_predictions: Vec<u8>,
+    /// The softmax probability of each dev prediction.
+    pub dev_confidence: Vec<f64>,
     pub test_accuracy: Option<f64>,
     pub test_loss: Option<f64>,
     /// Every progress line, in order.
     pub history: Vec<Progress>,
+}
+
+/// How the model does on one list.
+#[derive(Debug, Clone)]
+pub struct Evaluation {
+    pub accuracy: f64,
+    /// Mean cross-entropy.
+    pub loss: f64,
+    pub predictions: Vec<u8>,
+    /// The softmax probability of each prediction.
+    pub confidence: Vec<f64>,
 }
 
 /// Accuracy, mean loss and predictions of a list (None for an empty list).
@@ -230,7 +243,7 @@ pub fn evaluate(
     backend: &mut dyn Backend,
     split: &Split,
     list: List,
-) -> Result<Option<(f64, f64, Vec<u8>)>> {
+) -> Result<Option<Evaluation>> {
     let labels = split.labels(list);
     if labels.is_empty() {
         return Ok(None);
@@ -238,11 +251,12 @@ pub fn evaluate(
     let logits = backend.logits(list)?;
     debug_assert_eq!(logits.len(), CLASSES * labels.len());
     let (loss, correct) = loss_and_correct(&logits, &labels);
-    Ok(Some((
-        correct as f64 / labels.len() as f64,
+    Ok(Some(Evaluation {
+        accuracy: correct as f64 / labels.len() as f64,
         loss,
-        argmax_columns(&logits),
-    )))
+        predictions: argmax_columns(&logits),
+        confidence: confidence_columns(&logits),
+    }))
 }
 
 /// Per-image shifts for one batch: (dx, dy), each in −MAX_SHIFT..=MAX_SHIFT.
@@ -336,16 +350,16 @@ pub fn train(
                 steps,
                 epoch: schedule.batch_size.map(|_| epoch + 1),
                 batch: stats,
-                dev_accuracy: dev.as_ref().map(|d| d.0),
-                dev_loss: dev.as_ref().map(|d| d.1),
+                dev_accuracy: dev.as_ref().map(|d| d.accuracy),
+                dev_loss: dev.as_ref().map(|d| d.loss),
                 alpha,
                 samples_per_second: samples as f64 / started.elapsed().as_secs_f64().max(1e-9),
             };
             history.push(progress);
             on_progress(&progress);
-            if let (Some(patience), Some((_, dev_loss, _))) = (schedule.patience, &dev) {
-                if best.as_ref().is_none_or(|b| *dev_loss < b.0) {
-                    best = Some((*dev_loss, step, backend.model()?));
+            if let (Some(patience), Some(dev)) = (schedule.patience, &dev) {
+                if best.as_ref().is_none_or(|b| dev.loss < b.0) {
+                    best = Some((dev.loss, step, backend.model()?));
                     since_best = 0;
                 } else {
                     since_best += 1;
@@ -374,10 +388,14 @@ pub fn train(
         seconds,
         train_samples_per_second: samples as f64 / seconds.max(1e-9),
         final_loss: history.last().map_or(f64::NAN, |p| p.batch.loss),
-        dev_accuracy: dev.as_ref().map(|d| d.0),
-        dev_predictions: dev.map(|d| d.2).unwrap_or_default(),
-        test_accuracy: test.as_ref().map(|t| t.0),
-        test_loss: test.map(|t| t.1),
+        dev_accuracy: dev.as_ref().map(|d| d.accuracy),
+        dev_predictions: dev
+            .as_ref()
+            .map(|d| d.predictions.clone())
+            .unwrap_or_default(),
+        dev_confidence: dev.map(|d| d.confidence).unwrap_or_default(),
+        test_accuracy: test.as_ref().map(|t| t.accuracy),
+        test_loss: test.map(|t| t.loss),
         history,
     })
 }

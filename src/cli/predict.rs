@@ -10,7 +10,7 @@ use super::{percent, BackendArgs};
 use mnist_gpu::backend::{ImagePool, List, ListSizes};
 use mnist_gpu::data::{self, Dataset, CLASSES};
 use mnist_gpu::error::{config, Result};
-use mnist_gpu::model::argmax_columns;
+use mnist_gpu::model::{argmax_columns, confidence_columns};
 use mnist_gpu::model_file::{self, write_atomically};
 use mnist_gpu::{art, Error};
 
@@ -91,18 +91,6 @@ fn classify(model_path: &Path, data_path: &Path, backend: &BackendArgs) -> Resul
     })
 }
 
-/// Softmax probability of the predicted class, per image.
-fn confidences(logits: &[f32]) -> Vec<f64> {
-    logits
-        .chunks_exact(CLASSES)
-        .map(|z| {
-            let max = z.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v)) as f64;
-            let sum: f64 = z.iter().map(|&v| (v as f64 - max).exp()).sum();
-            1.0 / sum
-        })
-        .collect()
-}
-
 pub fn predict(args: &PredictArgs) -> Result<()> {
     if let Some(out) = &args.out {
         if out.is_dir() {
@@ -138,7 +126,7 @@ pub fn predict(args: &PredictArgs) -> Result<()> {
             percent(Some(correct as f64 / n as f64))
         );
     }
-    let confidence = confidences(&c.logits);
+    let confidence = confidence_columns(&c.logits);
     for i in 0..args.show {
         let label = c
             .dataset

@@ -398,8 +398,10 @@ pub fn run(args: &TrainArgs) -> Result<()> {
     let dev_labels = split.labels(List::Dev);
     for (i, &image) in split.dev.iter().take(args.show).enumerate() {
         println!(
-            "\ndev image {i}: predicted {}, label {}",
-            report.dev_predictions[i], dev_labels[i]
+            "\ndev image {i}: predicted {} ({:.1}% confident), label {}",
+            report.dev_predictions[i],
+            100.0 * report.dev_confidence[i],
+            dev_labels[i]
         );
         print!(
             "{}",
