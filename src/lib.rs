@@ -9,9 +9,11 @@
 //! - `gpu`: the wgpu context, the kernel wrappers (`gpu::kernels`) and the GPU backend.
 //! - `train`: the training loop.
 //! - `art`: digits as text.
+//! - `bench`: the `bench` subcommand's throughput measurements.
 
 pub mod art;
 pub mod backend;
+pub mod bench;
 pub mod cpu;
 pub mod data;
 pub mod error;

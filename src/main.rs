@@ -1,9 +1,10 @@
-//! Command line: `mnist-gpu [OPTIONS]` trains and reports; see `--help`.
+//! Command line: `mnist-gpu [OPTIONS]` trains and reports; `mnist-gpu bench [OPTIONS]`
+//! measures training throughput; see `--help`.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use clap::{Parser, ValueEnum};
+use clap::{Parser, Subcommand, ValueEnum};
 use serde_json::json;
 
 use mnist_gpu::backend::{Backend, List};
@@ -26,8 +27,12 @@ enum BackendKind {
 /// With no --train/--test it uses the 10,000 training and 10,000 test digits embedded in
 /// data/mnist/. Full-batch gradient descent by default; --batch-size switches to mini-batch SGD.
 #[derive(Debug, Parser)]
-#[command(version, about, long_about)]
+// Training takes its options at the top level, as before the subcommand existed.
+#[command(version, about, long_about, args_conflicts_with_subcommands = true)]
 struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+
     /// Where the math runs.
     #[arg(long, value_enum, default_value_t = BackendKind::Gpu)]
     backend: BackendKind,
@@ -93,9 +98,19 @@ struct Cli {
     json: bool,
 }
 
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Measures training throughput (samples/s) per backend and batch size on synthetic data.
+    Bench(mnist_gpu::bench::BenchOptions),
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    match run(&cli) {
+    let result = match &cli.command {
+        Some(Command::Bench(options)) => mnist_gpu::bench::run(options),
+        None => run(&cli),
+    };
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e}");
