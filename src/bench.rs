@@ -20,7 +20,7 @@ use crate::error::{config, Error, Result};
 use crate::gpu::{GpuBackend, GpuContext};
 use crate::model::{Activation, Init, Model};
 
-/// Warm-up: at least one step and this long, so pipelines, caches and thread pools are ready.
+/// Warm-up after the first step: at least one more step and this long.
 const WARM_UP: Duration = Duration::from_millis(200);
 /// Each timed run lasts about this long (at least one step), so timer noise is small.
 const RUN: Duration = Duration::from_millis(250);
@@ -232,6 +232,10 @@ pub fn measure(backend: &mut dyn Backend, samples: usize, batch: usize) -> Resul
         Ok(len)
     };
 
+    // The first step alone (pipelines, caches, thread pools), then steps for WARM_UP whose
+    // speed sizes the timed runs.
+    step(backend)?;
+    backend.batch_stats()?;
     let started = Instant::now();
     let mut warm_steps = 0;
     while warm_steps == 0 || started.elapsed() < WARM_UP {
