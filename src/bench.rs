@@ -524,9 +524,14 @@ fn draw<DB: plotters::prelude::DrawingBackend>(
     let mut series: Vec<(String, Vec<(f64, f64)>)> = Vec::new();
     for m in results {
         let point = (m.batch_size as f64, m.samples_per_second);
-        match series.iter_mut().find(|(l, _)| *l == m.label()) {
+        // Ours named as ours, next to the peers' "numpy", "pytorch-cpu".
+        let label = match m.backend.as_str() {
+            "cpu" | "gpu" => format!("mnist-gpu {}", m.label()),
+            _ => m.label(),
+        };
+        match series.iter_mut().find(|(l, _)| *l == label) {
             Some((_, points)) => points.push(point),
-            None => series.push((m.label(), vec![point])),
+            None => series.push((label, vec![point])),
         }
     }
     for (_, points) in &mut series {
@@ -543,7 +548,7 @@ fn draw<DB: plotters::prelude::DrawingBackend>(
     let mut notes = vec![format!("machine: {machine}")];
     if software {
         notes.push(
-            "\"gpu (software adapter)\" is lavapipe: a software rasterizer on the same CPU cores, not a GPU"
+            "\"gpu (software adapter)\" is lavapipe, a software rasterizer running on the same CPU cores: not a GPU"
                 .to_string(),
         );
     }
@@ -563,13 +568,22 @@ fn draw<DB: plotters::prelude::DrawingBackend>(
         .configure_mesh()
         .x_desc("batch size (samples per step)")
         .y_desc("training samples per second")
-        .x_label_formatter(&|x| short(*x))
-        .y_label_formatter(&|y| short(*y))
+        .x_label_formatter(&|x| sparse(*x))
+        .y_label_formatter(&|y| sparse(*y))
         .label_style(("sans-serif", 14))
         .draw()
         .map_err(e)?;
+    // Colours that stay apart on white (plotters' palette starts with a pale yellow).
+    const COLORS: [RGBColor; 6] = [
+        RGBColor(214, 39, 40),
+        RGBColor(44, 160, 44),
+        RGBColor(31, 119, 180),
+        RGBColor(255, 127, 14),
+        RGBColor(148, 103, 189),
+        RGBColor(60, 60, 60),
+    ];
     for (i, (label, points)) in series.iter().enumerate() {
-        let color = Palette99::pick(i).to_rgba();
+        let color = COLORS[i % COLORS.len()];
         chart
             .draw_series(LineSeries::new(
                 points.iter().copied(),
@@ -601,6 +615,20 @@ fn draw<DB: plotters::prelude::DrawingBackend>(
     }
     root.present().map_err(e)?;
     Ok(())
+}
+
+/// A log axis's label: only at 1, 2 and 5 times a power of ten, so that labels on a short
+/// range do not run into each other.
+fn sparse(v: f64) -> String {
+    let mantissa = v / 10f64.powf(v.log10().floor());
+    if [1.0, 2.0, 5.0, 10.0]
+        .iter()
+        .any(|m| (mantissa - m).abs() < 1e-6)
+    {
+        short(v)
+    } else {
+        String::new()
+    }
 }
 
 /// 1500 → "1.5K", 2000000 → "2M": axis labels that fit.
@@ -636,5 +664,7 @@ mod tests {
         assert_eq!(short(1500.0), "1.5K");
         assert_eq!(short(60_000.0), "60K");
         assert_eq!(short(2_000_000.0), "2M");
+        assert_eq!(sparse(2000.0), "2K");
+        assert_eq!(sparse(700.0), "");
     }
 }

@@ -19,12 +19,16 @@ from common import ALPHA, cpu_description, measure, parse_args, report, syntheti
 def main():
     args = parse_args(
         "Times PyTorch training steps of the 784-10-10 network.",
-        lambda p: p.add_argument("--device", default="cpu", help="cpu, or cuda if available"),
+        lambda p: (
+            p.add_argument("--device", default="cpu", help="cpu, or cuda if available"),
+            p.add_argument("--threads", type=int, default=os.cpu_count() or 1,
+                           help="CPU threads for PyTorch (default: all cores)"),
+        ),
     )
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise SystemExit("error: --device cuda: PyTorch sees no CUDA device")
     device = torch.device(args.device)
-    torch.set_num_threads(os.cpu_count() or 1)
+    torch.set_num_threads(max(1, args.threads))
     torch.manual_seed(1)
 
     images, labels = synthetic_data(args.samples)
