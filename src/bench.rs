@@ -561,7 +561,8 @@ fn draw<DB: plotters::prelude::DrawingBackend>(
         .y_label_area_size(78)
         .build_cartesian_2d(
             (x_min / 1.5..x_max * 1.5).log_scale(),
-            (y_min / 2.0..y_max * 2.0).log_scale(),
+            // A decade of room below the lowest line for the legend.
+            (y_min / 10.0..y_max * 2.0).log_scale(),
         )
         .map_err(e)?;
     chart
