@@ -7,18 +7,14 @@ use std::sync::Arc;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use mnist_gpu::backend::{Backend, ImagePool, List, ListSizes};
 use mnist_gpu::cpu::CpuBackend;
-use mnist_gpu::data::PIXELS;
 use mnist_gpu::gpu::{GpuBackend, GpuContext};
 use mnist_gpu::model::{Activation, Init, Model};
-use rand::{rngs::StdRng, Rng, SeedableRng};
 
 const SAMPLES: usize = 10_000;
 
+/// The same synthetic data as `mnist-gpu bench`.
 fn pool() -> Arc<ImagePool> {
-    let mut rng = StdRng::seed_from_u64(1);
-    let images = (0..SAMPLES * PIXELS).map(|_| rng.random::<u8>()).collect();
-    let labels = (0..SAMPLES).map(|_| rng.random_range(0..10u8)).collect();
-    Arc::new(ImagePool { images, labels })
+    Arc::new(mnist_gpu::bench::synthetic_pool(SAMPLES, 1))
 }
 
 fn bench_steps(c: &mut Criterion) {

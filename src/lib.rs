@@ -11,9 +11,11 @@
 //! - `train`: the training loop.
 //! - `metrics`: the training curves as CSV and as a plot.
 //! - `art`: digits as text.
+//! - `bench`: the `bench` subcommand's throughput measurements.
 
 pub mod art;
 pub mod backend;
+pub mod bench;
 pub mod cpu;
 pub mod data;
 pub mod error;

@@ -1,5 +1,5 @@
 //! Command line: `mnist-gpu [OPTIONS]` trains and reports; `mnist-gpu predict` and
-//! `mnist-gpu eval` use a saved model. See `--help`.
+//! `mnist-gpu eval` use a saved model; `mnist-gpu bench` measures throughput. See `--help`.
 
 mod cli;
 
@@ -31,6 +31,8 @@ enum Command {
     /// Accuracy, per-class precision and recall, and the confusion matrix of a saved model
     /// on a labelled file.
     Eval(cli::predict::EvalArgs),
+    /// Measures training throughput (samples/s) per backend and batch size on synthetic data.
+    Bench(mnist_gpu::bench::BenchOptions),
 }
 
 fn main() -> ExitCode {
@@ -58,6 +60,7 @@ fn main() -> ExitCode {
         None => cli::train::run(&cli.train),
         Some(Command::Predict(args)) => cli::predict::predict(args),
         Some(Command::Eval(args)) => cli::predict::eval(args),
+        Some(Command::Bench(options)) => mnist_gpu::bench::run(options),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

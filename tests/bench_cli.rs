@@ -1,0 +1,272 @@
+//! `mnist-gpu bench` end to end: the JSON array it prints last (one entry per batch size,
+//! the fields the peers' scripts share), the plot files, `--compare`, and one clean line on
+//! stderr (never a panic) for bad options.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use serde_json::Value;
+use tempfile::TempDir;
+
+/// Runs `mnist-gpu bench ARGS` in `dir`, with XDG_RUNTIME_DIR there so that a Vulkan driver
+/// has nothing to complain about and WGPU_ADAPTER_NAME cleared so the caller's cannot pick one.
+fn bench(dir: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_mnist-gpu"))
+        .arg("bench")
+        .args(args)
+        .current_dir(dir)
+        .env("XDG_RUNTIME_DIR", dir)
+        .env_remove("WGPU_ADAPTER_NAME")
+        .output()
+        .expect("the binary runs")
+}
+
+fn describe(out: &Output) -> String {
+    format!(
+        "status {:?}\n--- stdout\n{}--- stderr\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+fn assert_no_panic(out: &Output) {
+    let all = describe(out);
+    assert!(!all.contains("panicked"), "the binary panicked:\n{all}");
+}
+
+/// A successful run's last stdout line, which must be a JSON array.
+fn json_array(out: &Output) -> Vec<Value> {
+    assert_no_panic(out);
+    assert!(out.status.success(), "the run failed:\n{}", describe(out));
+    let text = String::from_utf8_lossy(&out.stdout);
+    let last = text.lines().last().unwrap_or_default();
+    match serde_json::from_str(last) {
+        Ok(Value::Array(entries)) => entries,
+        other => panic!("last stdout line is not a JSON array ({other:?}): {last:?}"),
+    }
+}
+
+/// Checks the fields every entry has, and returns (batch_size, samples_per_second).
+fn check_entry(entry: &Value, backend: &str, samples: u64) -> (u64, f64) {
+    assert_eq!(entry["backend"], backend, "{entry}");
+    assert!(
+        entry["adapter"].as_str().is_some_and(|a| !a.is_empty()),
+        "{entry}"
+    );
+    assert!(entry["software_adapter"].is_boolean(), "{entry}");
+    assert_eq!(entry["samples"], samples, "{entry}");
+    assert_eq!(entry["hidden"], serde_json::json!([10]), "{entry}");
+    assert!(entry["steps"].as_u64().is_some_and(|s| s >= 1), "{entry}");
+    assert!(
+        entry["seconds"].as_f64().is_some_and(|s| s > 0.0),
+        "{entry}"
+    );
+    let rate = entry["samples_per_second"]
+        .as_f64()
+        .unwrap_or_else(|| panic!("no samples_per_second in {entry}"));
+    assert!(rate.is_finite() && rate > 0.0, "{entry}");
+    let batch = entry["batch_size"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no batch_size in {entry}"));
+    (batch, rate)
+}
+
+/// A failed run that says why in exactly one line on stderr (lines about XDG_RUNTIME_DIR,
+/// which a Vulkan driver may print, are not ours); returns that line.
+fn one_line_error(out: &Output) -> String {
+    assert_no_panic(out);
+    assert!(
+        !out.status.success(),
+        "expected a failure:\n{}",
+        describe(out)
+    );
+    let text = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<&str> = text
+        .lines()
+        .filter(|l| !l.contains("XDG_RUNTIME_DIR") && !l.trim().is_empty())
+        .collect();
+    assert_eq!(lines.len(), 1, "expected one line:\n{}", describe(out));
+    lines[0].to_string()
+}
+
+/// A failed run with a message (clap's span several lines).
+fn clean_failure(out: &Output) {
+    assert_no_panic(out);
+    assert!(
+        !out.status.success(),
+        "expected a failure:\n{}",
+        describe(out)
+    );
+    assert!(!out.stderr.is_empty(), "no message:\n{}", describe(out));
+}
+
+#[test]
+fn cpu_bench_prints_one_json_entry_per_batch_size() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = bench(
+        dir.path(),
+        &[
+            "--backend",
+            "cpu",
+            "--samples",
+            "600",
+            "--batch-sizes",
+            "64,256,full",
+            "--json",
+        ],
+    );
+    let entries = json_array(&out);
+    let batches: Vec<u64> = entries
+        .iter()
+        .map(|e| check_entry(e, "cpu", 600).0)
+        .collect();
+    assert_eq!(batches, [64, 256, 600]);
+    assert_eq!(entries[2]["full_batch"], true);
+    assert_eq!(entries[0]["software_adapter"], false);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("samples/s"), "no table:\n{text}");
+}
+
+#[test]
+fn gpu_bench_names_its_adapter() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = bench(
+        dir.path(),
+        &[
+            "--backend",
+            "gpu",
+            "--samples",
+            "500",
+            "--batch-sizes",
+            "100,full",
+            "--json",
+        ],
+    );
+    let entries = json_array(&out);
+    assert_eq!(entries.len(), 2, "{entries:?}");
+    for (entry, want) in entries.iter().zip([100, 500]) {
+        assert_eq!(check_entry(entry, "gpu", 500).0, want);
+    }
+    // Nobody may take a software adapter's timings for a GPU's.
+    if entries[0]["software_adapter"] == true {
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(text.contains("(software adapter)"), "{text}");
+        assert!(text.contains("not a GPU"), "{text}");
+    }
+}
+
+#[test]
+fn plots_svg_and_png_and_compares_with_peers() {
+    let dir = tempfile::tempdir().unwrap();
+    let peer = r#"[{"backend":"numpy","adapter":"cpu","batch_size":100,"samples":300,"hidden":10,"samples_per_second":1000.0}]"#;
+    std::fs::write(dir.path().join("peer.json"), format!("{peer}\n")).unwrap();
+    for file in ["plot.svg", "plot.png"] {
+        let out = bench(
+            dir.path(),
+            &[
+                "--backend",
+                "cpu",
+                "--samples",
+                "300",
+                "--batch-sizes",
+                "100",
+                "--compare",
+                "peer.json",
+                "--plot",
+                file,
+            ],
+        );
+        assert_no_panic(&out);
+        assert!(out.status.success(), "{}", describe(&out));
+        let text = String::from_utf8_lossy(&out.stdout);
+        let numpy = text
+            .lines()
+            .find(|l| l.starts_with("numpy"))
+            .unwrap_or_else(|| panic!("no numpy row:\n{text}"));
+        assert!(numpy.contains('×'), "no ratio in {numpy:?}");
+        let bytes = std::fs::read(dir.path().join(file)).unwrap();
+        if file.ends_with(".png") {
+            assert!(bytes.starts_with(b"\x89PNG"), "{file} is not a PNG");
+        } else {
+            let svg = String::from_utf8_lossy(&bytes);
+            assert!(svg.contains("<svg") && svg.contains("batch size"), "{svg}");
+            assert!(svg.contains("numpy"), "the peer is not in the plot");
+        }
+    }
+}
+
+#[test]
+fn bad_options_give_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let cpu = ["--backend", "cpu"];
+    let run = |extra: &[&str]| bench(d, &[&cpu[..], extra].concat());
+
+    let line = one_line_error(&run(&["--samples", "0"]));
+    assert!(line.contains("--samples"), "{line}");
+    let line = one_line_error(&run(&["--samples", "50", "--batch-sizes", "64"]));
+    assert!(line.contains("64") && line.contains("50"), "{line}");
+    let line = one_line_error(&run(&[
+        "--samples",
+        "50",
+        "--batch-sizes",
+        "10",
+        "--plot",
+        "plot.txt",
+    ]));
+    assert!(line.contains(".svg"), "{line}");
+    let line = one_line_error(&run(&[
+        "--samples",
+        "50",
+        "--batch-sizes",
+        "10",
+        "--compare",
+        "missing.json",
+    ]));
+    assert!(line.contains("missing.json"), "{line}");
+    std::fs::write(d.join("bad.json"), "[{\"backend\": \"x\"}]\n").unwrap();
+    let line = one_line_error(&run(&[
+        "--samples",
+        "50",
+        "--batch-sizes",
+        "10",
+        "--compare",
+        "bad.json",
+    ]));
+    assert!(line.contains("bad.json"), "{line}");
+    let line = one_line_error(&run(&[
+        "--samples",
+        "50",
+        "--batch-sizes",
+        "10",
+        "--hidden",
+        "0",
+    ]));
+    assert!(line.contains("hidden") || line.contains("width"), "{line}");
+    let line = one_line_error(&bench(
+        d,
+        &["--backend", "gpu", "--adapter", "no-such-adapter-xyz"],
+    ));
+    assert!(
+        line.contains("no-such-adapter-xyz") || line.contains("driver"),
+        "{line}"
+    );
+
+    clean_failure(&run(&["--batch-sizes", "0"]));
+    clean_failure(&run(&["--batch-sizes", "half"]));
+    clean_failure(&bench(d, &["--backend", "tpu"]));
+    clean_failure(&run(&["--iterations", "5"])); // a training option
+}
+
+/// Training options and the subcommand do not mix.
+#[test]
+fn training_options_before_bench_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_mnist-gpu"))
+        .args(["--backend", "cpu", "bench"])
+        .env("XDG_RUNTIME_DIR", dir.path())
+        .output()
+        .expect("the binary runs");
+    clean_failure(&out);
+}
