@@ -19,6 +19,7 @@ use crate::data::{CLASSES, PIXELS};
 use crate::error::{config, Error, Result};
 use crate::gpu::{GpuBackend, GpuContext};
 use crate::model::{Activation, Init, Model};
+use crate::plot;
 
 /// Warm-up after the first step: at least one more step and this long.
 const WARM_UP: Duration = Duration::from_millis(200);
@@ -302,7 +303,7 @@ pub fn run(options: &BenchOptions) -> Result<()> {
         ));
     }
     if let Some(path) = &options.plot {
-        plot_format(path)?;
+        plot::format(path)?;
     }
     // Read the other tools' results first, so a bad file fails before minutes of timing.
     let mut peers = Vec::new();
@@ -458,49 +459,20 @@ pub fn table(results: &[Measurement], peers: &[Measurement]) -> String {
     out
 }
 
-enum PlotFormat {
-    Svg,
-    Png,
-}
-
-fn plot_format(path: &Path) -> Result<PlotFormat> {
-    match path
-        .extension()
-        .and_then(|e| e.to_str())
-        .map(str::to_lowercase)
-    {
-        Some(e) if e == "svg" => Ok(PlotFormat::Svg),
-        Some(e) if e == "png" => Ok(PlotFormat::Png),
-        _ => config(format!(
-            "--plot {}: the file must end in .svg or .png",
-            path.display()
-        )),
-    }
-}
-
-/// The plot's text font, built in so that drawing needs no system fonts: DejaVu Sans cut down
-/// to printable ASCII (see assets/fonts/README.md).
-static FONT: &[u8] = include_bytes!("../assets/fonts/DejaVuSans-ascii.ttf");
-
 /// Draws samples/s against batch size, log-log, one line per backend.
 pub fn plot(path: &Path, results: &[Measurement], title: &str, machine: &str) -> Result<()> {
     use plotters::prelude::*;
-    let failed = |e: String| Error::Io {
-        path: path.display().to_string(),
-        source: std::io::Error::other(e),
-    };
-    // Registering again is harmless; plotters' text needs the font for SVG sizes too.
-    plotters::style::register_font("sans-serif", FontStyle::Normal, FONT)
-        .map_err(|_| failed("the built-in font is invalid".into()))?;
+    let failed = |e: String| plot::failed(path, e);
+    plot::register_font(path)?;
     let size = (900, 560);
-    match plot_format(path)? {
-        PlotFormat::Svg => draw(
+    match plot::format(path)? {
+        plot::Format::Svg => draw(
             SVGBackend::new(path, size).into_drawing_area(),
             results,
             title,
             machine,
         ),
-        PlotFormat::Png => draw(
+        plot::Format::Png => draw(
             BitMapBackend::new(path, size).into_drawing_area(),
             results,
             title,

@@ -24,6 +24,7 @@ pub mod metrics;
 pub mod model;
 pub mod model_file;
 pub mod optimizer;
+pub mod plot;
 pub mod train;
 
 pub use error::{Error, Result};

@@ -5,6 +5,7 @@ use std::path::Path;
 
 use crate::error::Result;
 use crate::model_file::write_atomically;
+use crate::plot;
 use crate::train::Progress;
 
 /// The CSV's columns, in order.
@@ -40,8 +41,103 @@ pub fn write_csv(path: &Path, history: &[Progress]) -> Result<()> {
     write_atomically(path, text.as_bytes())
 }
 
-/// Draws the history: the loss, and the train (batch) and dev accuracy, against the step.
+/// Draws the history in two panels against the step: the batch loss, and the train (batch)
+/// and dev accuracy. SVG or PNG by the file name.
 pub fn plot(path: &Path, history: &[Progress]) -> Result<()> {
-    let _ = (path, history);
-    Err(crate::error::Error::Config("--plot: not yet".into()))
+    use plotters::prelude::*;
+    plot::register_font(path)?;
+    let size = (1000, 420);
+    match plot::format(path)? {
+        plot::Format::Svg => draw(SVGBackend::new(path, size).into_drawing_area(), history),
+        plot::Format::Png => draw(BitMapBackend::new(path, size).into_drawing_area(), history),
+    }
+    .map_err(|e| plot::failed(path, e))
+}
+
+fn draw<DB: plotters::prelude::DrawingBackend>(
+    root: plotters::drawing::DrawingArea<DB, plotters::coord::Shift>,
+    history: &[Progress],
+) -> std::result::Result<(), String> {
+    use plotters::prelude::*;
+    let e = |e: DrawingAreaErrorKind<DB::ErrorType>| e.to_string();
+    if history.is_empty() {
+        return Err("no progress was recorded, so there is nothing to draw".into());
+    }
+    root.fill(&WHITE).map_err(e)?;
+    let (left, right) = root.split_horizontally(500);
+    let last_step = history.last().map_or(1, |p| p.step).max(2) as f64;
+    let font = (plot::FAMILY, 15);
+    let red = RGBColor(214, 39, 40);
+    let blue = RGBColor(31, 119, 180);
+    let green = RGBColor(44, 160, 44);
+
+    let loss: Vec<(f64, f64)> = history
+        .iter()
+        .map(|p| (p.step as f64, p.batch.loss))
+        .collect();
+    let top = loss.iter().map(|p| p.1).fold(0.0, f64::max) * 1.05;
+    let mut chart = ChartBuilder::on(&left)
+        .caption("loss", (plot::FAMILY, 20))
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(56)
+        .build_cartesian_2d(0.0..last_step, 0.0..top.max(1e-3))
+        .map_err(e)?;
+    chart
+        .configure_mesh()
+        .x_desc("step")
+        .x_label_formatter(&|x| format!("{x:.0}"))
+        .y_desc("cross-entropy (batch)")
+        .label_style(font)
+        .draw()
+        .map_err(e)?;
+    chart
+        .draw_series(LineSeries::new(loss, red.stroke_width(2)))
+        .map_err(e)?;
+
+    let mut chart = ChartBuilder::on(&right)
+        .caption("accuracy", (plot::FAMILY, 20))
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(56)
+        .build_cartesian_2d(0.0..last_step, 0.0..1.0)
+        .map_err(e)?;
+    chart
+        .configure_mesh()
+        .x_desc("step")
+        .x_label_formatter(&|x| format!("{x:.0}"))
+        .y_desc("fraction correct")
+        .label_style(font)
+        .draw()
+        .map_err(e)?;
+    let train: Vec<(f64, f64)> = history
+        .iter()
+        .map(|p| (p.step as f64, p.batch.accuracy))
+        .collect();
+    chart
+        .draw_series(LineSeries::new(train, blue.stroke_width(2)))
+        .map_err(e)?
+        .label("train (batch)")
+        .legend(move |(x, y)| PathElement::new([(x, y), (x + 20, y)], blue.stroke_width(2)));
+    let dev: Vec<(f64, f64)> = history
+        .iter()
+        .filter_map(|p| Some((p.step as f64, p.dev_accuracy?)))
+        .collect();
+    if !dev.is_empty() {
+        chart
+            .draw_series(LineSeries::new(dev, green.stroke_width(2)))
+            .map_err(e)?
+            .label("dev")
+            .legend(move |(x, y)| PathElement::new([(x, y), (x + 20, y)], green.stroke_width(2)));
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::LowerRight)
+        .background_style(WHITE.mix(0.9))
+        .border_style(BLACK)
+        .label_font(font)
+        .draw()
+        .map_err(e)?;
+    root.present().map_err(e)?;
+    Ok(())
 }

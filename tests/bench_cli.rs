@@ -6,7 +6,9 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 use serde_json::Value;
-use tempfile::TempDir;
+
+mod common;
+use common::output::{assert_no_panic, assert_one_line_error as one_line_error, describe};
 
 /// Runs `mnist-gpu bench ARGS` in `dir`, with XDG_RUNTIME_DIR there so that a Vulkan driver
 /// has nothing to complain about and WGPU_ADAPTER_NAME cleared so the caller's cannot pick one.
@@ -19,20 +21,6 @@ fn bench(dir: &Path, args: &[&str]) -> Output {
         .env_remove("WGPU_ADAPTER_NAME")
         .output()
         .expect("the binary runs")
-}
-
-fn describe(out: &Output) -> String {
-    format!(
-        "status {:?}\n--- stdout\n{}--- stderr\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
-fn assert_no_panic(out: &Output) {
-    let all = describe(out);
-    assert!(!all.contains("panicked"), "the binary panicked:\n{all}");
 }
 
 /// A successful run's last stdout line, which must be a JSON array.
@@ -70,35 +58,6 @@ fn check_entry(entry: &Value, backend: &str, samples: u64) -> (u64, f64) {
         .as_u64()
         .unwrap_or_else(|| panic!("no batch_size in {entry}"));
     (batch, rate)
-}
-
-/// A failed run that says why in exactly one line on stderr (lines about XDG_RUNTIME_DIR,
-/// which a Vulkan driver may print, are not ours); returns that line.
-fn one_line_error(out: &Output) -> String {
-    assert_no_panic(out);
-    assert!(
-        !out.status.success(),
-        "expected a failure:\n{}",
-        describe(out)
-    );
-    let text = String::from_utf8_lossy(&out.stderr);
-    let lines: Vec<&str> = text
-        .lines()
-        .filter(|l| !l.contains("XDG_RUNTIME_DIR") && !l.trim().is_empty())
-        .collect();
-    assert_eq!(lines.len(), 1, "expected one line:\n{}", describe(out));
-    lines[0].to_string()
-}
-
-/// A failed run with a message (clap's span several lines).
-fn clean_failure(out: &Output) {
-    assert_no_panic(out);
-    assert!(
-        !out.status.success(),
-        "expected a failure:\n{}",
-        describe(out)
-    );
-    assert!(!out.stderr.is_empty(), "no message:\n{}", describe(out));
 }
 
 #[test]
@@ -253,10 +212,10 @@ fn bad_options_give_one_line() {
         "{line}"
     );
 
-    clean_failure(&run(&["--batch-sizes", "0"]));
-    clean_failure(&run(&["--batch-sizes", "half"]));
-    clean_failure(&bench(d, &["--backend", "tpu"]));
-    clean_failure(&run(&["--iterations", "5"])); // a training option
+    one_line_error(&run(&["--batch-sizes", "0"]));
+    one_line_error(&run(&["--batch-sizes", "half"]));
+    one_line_error(&bench(d, &["--backend", "tpu"]));
+    one_line_error(&run(&["--iterations", "5"])); // a training option
 }
 
 /// Training options and the subcommand do not mix.
@@ -268,5 +227,5 @@ fn training_options_before_bench_are_refused() {
         .env("XDG_RUNTIME_DIR", dir.path())
         .output()
         .expect("the binary runs");
-    clean_failure(&out);
+    one_line_error(&out);
 }

@@ -702,3 +702,50 @@ fn ctrl_c_stops_cleanly_and_saves_the_last_finished_step() {
         .count();
     assert_eq!(partial, 0, "a temporary file was left behind");
 }
+
+#[test]
+fn plot_draws_the_loss_and_both_accuracies_as_png_and_svg() {
+    let (dir, _) = fixture();
+    let d = dir.path();
+    let args = [
+        "--train",
+        "t.csv",
+        "--test",
+        "s.csv",
+        "--dev-size",
+        "50",
+        "--backend",
+        "cpu",
+        "--iterations",
+        "30",
+        "--log-every",
+        "3",
+    ];
+    let png = run_in(d, &[&args[..], &["--plot", "curves.png"]].concat());
+    assert_success(&png);
+    let bytes = std::fs::read(d.join("curves.png")).unwrap();
+    assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n", "not a PNG");
+    let width = u32::from_be_bytes(bytes[16..20].try_into().unwrap());
+    let height = u32::from_be_bytes(bytes[20..24].try_into().unwrap());
+    assert_eq!((width, height), (1000, 420));
+    assert!(
+        bytes.len() > 10_000,
+        "a PNG of {} bytes has no curves",
+        bytes.len()
+    );
+
+    let svg = run_in(d, &[&args[..], &["--plot", "curves.svg"]].concat());
+    assert_success(&svg);
+    let text = std::fs::read_to_string(d.join("curves.svg")).unwrap();
+    assert!(text.starts_with("<svg"), "not an SVG");
+    // The loss, the train accuracy and the dev accuracy: three lines of ten points.
+    let lines: Vec<&str> = text.split("<polyline").skip(1).collect();
+    let curves = lines
+        .iter()
+        .filter(|l| l.matches(',').count() >= 10)
+        .count();
+    assert!(curves >= 3, "{curves} curves in the SVG");
+    for label in ["loss", "accuracy", "train (batch)", "dev", "step"] {
+        assert!(text.contains(label), "no {label:?} in the SVG");
+    }
+}
