@@ -261,13 +261,22 @@ fn show_draws_dev_images_with_labels() {
             .parse()
             .expect("a label");
         assert_eq!(label, dev_labels[k], "{header}");
+        // "dev image 0: predicted 3 (41.2% confident), label 7"
         let predicted: u8 = header
             .split("predicted ")
             .nth(1)
-            .and_then(|s| s.split(',').next())
+            .and_then(|s| s.split(' ').next())
             .and_then(|s| s.trim().parse().ok())
             .expect("a predicted digit");
         assert!((predicted as usize) < CLASSES);
+        let confidence: f64 = header
+            .split('(')
+            .nth(1)
+            .and_then(|s| s.split('%').next())
+            .and_then(|s| s.parse().ok())
+            .expect("a confidence");
+        // The most likely of ten classes has at least a tenth of the probability.
+        assert!((10.0..=100.0).contains(&confidence), "{header}");
 
         // 14 lines of 28 characters: exactly what art::draw makes of that dev image.
         assert!(lines.len() >= h + 15, "image {k} is cut short:\n{text}");
