@@ -1,6 +1,14 @@
-//! The CPU backend: the training step written with the twins in `ops`, one call per kernel,
-//! in the same order the GPU backend records them.
+//! The CPU backend. Two paths compute the same step:
+//! - the reference (`CpuBackend::new_reference`): the training step written with the twins in
+//!   `ops`, one call per kernel over the whole batch, in the same order the GPU backend
+//!   records them. It is what the GPU kernels and the fast path are checked against.
+//! - the fast path (`CpuBackend::new`, the default): `fused`, which runs the whole step block
+//!   by block of samples, on all cores.
+//!
+//! Both leave the averaged gradients in `dw`, `db` and the per-sample stats in `stats`; the
+//! update and the batch stats that follow are shared.
 
+pub mod fused;
 pub mod ops;
 
 use std::sync::Arc;
@@ -21,7 +29,10 @@ pub struct CpuBackend {
     model: Model,
     /// The most samples one forward pass holds; longer lists are evaluated in chunks.
     capacity: usize,
-    // Scratch, allocated once. Per layer l: Z[l], A[l], dZ[l]: (units, capacity), column-major.
+    /// The fast path's scratch; `None` for the reference backend.
+    fused: Option<fused::Fused>,
+    // The reference path's scratch, allocated once (empty when the fast path is used).
+    // Per layer l: Z[l], A[l], dZ[l]: (units, capacity), column-major.
     x: Vec<f32>,
     z: Vec<Vec<f32>>,
     a: Vec<Vec<f32>>,
@@ -37,15 +48,49 @@ pub struct CpuBackend {
 }
 
 impl CpuBackend {
-    /// `capacity` is the largest batch `train_step` will be given; longer lists are evaluated
-    /// in chunks.
+    /// The fast backend. `capacity` is the largest batch `train_step` will be given; longer
+    /// lists are evaluated in chunks.
     pub fn new(
         model: &Model,
         pool: Arc<ImagePool>,
         sizes: ListSizes,
         capacity: usize,
     ) -> Result<Self> {
+        Self::with_config(model, pool, sizes, capacity, fused::FusedConfig::default())
+    }
+
+    /// The fast backend with its batch split chosen by hand (tests, benchmarks).
+    pub fn with_config(
+        model: &Model,
+        pool: Arc<ImagePool>,
+        sizes: ListSizes,
+        capacity: usize,
+        config: fused::FusedConfig,
+    ) -> Result<Self> {
+        Self::build(model, pool, sizes, capacity, Some(config))
+    }
+
+    /// The reference backend: whole-batch `ops` calls, the twin of the GPU backend.
+    pub fn new_reference(
+        model: &Model,
+        pool: Arc<ImagePool>,
+        sizes: ListSizes,
+        capacity: usize,
+    ) -> Result<Self> {
+        Self::build(model, pool, sizes, capacity, None)
+    }
+
+    fn build(
+        model: &Model,
+        pool: Arc<ImagePool>,
+        sizes: ListSizes,
+        capacity: usize,
+        config: Option<fused::FusedConfig>,
+    ) -> Result<Self> {
         let capacity = forward_capacity(capacity, sizes)?;
+        let fused = config.map(|config| fused::Fused::new(model, capacity, config));
+        // Only the reference path uses the whole-batch scratch.
+        let batch = if fused.is_some() { 0 } else { capacity };
         let per_layer = |f: &dyn Fn(usize) -> usize| -> Vec<Vec<f32>> {
             model
                 .layers
@@ -60,14 +105,15 @@ impl CpuBackend {
             indices: vec![0; sizes.total()],
             model: model.clone(),
             capacity,
-            x: vec![0.0; PIXELS * capacity],
-            z: per_layer(&|units| units * capacity),
-            a: per_layer(&|units| units * capacity),
-            dz: per_layer(&|units| units * capacity),
-            da: vec![0.0; widest * capacity],
+            fused,
+            x: vec![0.0; PIXELS * batch],
+            z: per_layer(&|units| units * batch),
+            a: per_layer(&|units| units * batch),
+            dz: per_layer(&|units| units * batch),
+            da: vec![0.0; widest * batch],
             dw: model.layers.iter().map(|l| vec![0.0; l.w.len()]).collect(),
             db: model.layers.iter().map(|l| vec![0.0; l.b.len()]).collect(),
-            labels: vec![0; capacity],
+            labels: vec![0; batch],
             stats: vec![0.0; 2 * capacity],
             last: None,
         })
@@ -170,8 +216,20 @@ impl Backend for CpuBackend {
 
     fn train_step(&mut self, start: usize, len: usize, alpha: f32) -> Result<()> {
         check_batch(&self.sizes, self.capacity, start, len)?;
-        self.forward(start, len);
-        self.backward(start, len);
+        match &mut self.fused {
+            Some(fused) => fused.gradients(
+                &self.model,
+                &self.pool,
+                &self.indices[start..start + len],
+                &mut self.dw,
+                &mut self.db,
+                &mut self.stats[..2 * len],
+            ),
+            None => {
+                self.forward(start, len);
+                self.backward(start, len);
+            }
+        }
         for (layer, (dw, db)) in self
             .model
             .layers
@@ -201,8 +259,18 @@ impl Backend for CpuBackend {
         let mut logits = Vec::with_capacity(CLASSES * n);
         for start in (0..n).step_by(self.capacity) {
             let m = self.capacity.min(n - start);
-            self.forward(offset + start, m);
-            logits.extend_from_slice(&self.z[last][..CLASSES * m]);
+            match &mut self.fused {
+                Some(fused) => {
+                    logits.resize(CLASSES * (start + m), 0.0);
+                    let indices = &self.indices[offset + start..offset + start + m];
+                    let out = &mut logits[CLASSES * start..];
+                    fused.logits(&self.model, &self.pool.images, indices, out);
+                }
+                None => {
+                    self.forward(offset + start, m);
+                    logits.extend_from_slice(&self.z[last][..CLASSES * m]);
+                }
+            }
         }
         Ok(logits)
     }
