@@ -286,24 +286,24 @@ fn train_block(
         *label = labels[image as usize];
     }
     let last = model.layers.len() - 1;
-    // dZ[L] = A[L] − Y: (CLASSES, n), with each sample's loss and correctness.
-    ops::output_grad(
-        &part.a[last][..CLASSES * n],
+    // dZ[L] = softmax(Z[L]) − Y: (CLASSES, n), with each sample's loss and correctness.
+    softmax_output_grad(
         &part.z[last][..CLASSES * n],
         &part.labels[..n],
-        CLASSES,
         &mut part.dz[last][..CLASSES * n],
         &mut part.out[2 * at..2 * (at + n)],
     );
     backward_block(model, n, part, simd);
 }
 
-/// The block's forward pass: `Z[l]`, `A[l]` for every layer, for the samples `indices`.
+/// The block's forward pass for the samples `indices`: `Z[l]` for every layer and `A[l]` for
+/// the hidden ones (the output layer's softmax is left to `softmax_output_grad`, which
+/// evaluation does not need).
 fn forward_block(model: &Model, images: &[u8], indices: &[u32], part: &mut Part, simd: bool) {
     let n = indices.len();
     let act = Act::from(model.activation);
-    // X: (784, n), the same scaling as the reference (`ops::gather_images`).
-    ops::gather_images(images, indices, &mut part.x[..PIXELS * n]);
+    // X: (784, n)
+    gather_block(images, indices, &mut part.x[..PIXELS * n], simd);
     let last = model.layers.len() - 1;
     for (l, layer) in model.layers.iter().enumerate() {
         let units = layer.outputs;
@@ -312,12 +312,35 @@ fn forward_block(model: &Model, images: &[u8], indices: &[u32], part: &mut Part,
         let z = &mut part.z[l][..units * n];
         // Z[l] = W[l]·A[l-1] + b[l]: (units, n)
         dense_forward(&layer.w, &layer.b, layer.inputs, input, n, z, simd);
-        let a = &mut this[0][..units * n];
         if l < last {
-            ops::activation(z, act, a);
-        } else {
-            ops::softmax(z, units, a);
+            ops::activation(z, act, &mut this[0][..units * n]);
         }
+    }
+}
+
+/// The output layer, one sample (column) at a time: `A = softmax(Z)` and `dZ = A − Y`, the
+/// loss `log Σ exp(z − max) − (z_label − max)` and whether the first largest logit is the
+/// label. The same arithmetic as `ops::softmax` then `ops::output_grad`, with one `exp` per
+/// class instead of two. Z, dZ: (CLASSES, n) column-major; labels: (n); stats: (2, n).
+fn softmax_output_grad(z: &[f32], labels: &[u8], dz: &mut [f32], stats: &mut [f32]) {
+    let columns = z.chunks_exact(CLASSES).zip(dz.chunks_exact_mut(CLASSES));
+    for ((z, dz), (&label, stats)) in columns.zip(labels.iter().zip(stats.chunks_exact_mut(2))) {
+        let label = label as usize;
+        let max = z.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+        let mut sum = 0.0;
+        let mut best = 0;
+        for (class, (e, &v)) in dz.iter_mut().zip(z).enumerate() {
+            *e = (v - max).exp();
+            sum += *e;
+            if v > z[best] {
+                best = class;
+            }
+        }
+        for (class, g) in dz.iter_mut().enumerate() {
+            *g = *g / sum - (class == label) as u8 as f32;
+        }
+        stats[0] = sum.ln() - (z[label] - max);
+        stats[1] = (best == label) as u8 as f32;
     }
 }
 
@@ -388,6 +411,23 @@ macro_rules! dispatch {
             $generic::<true>($($arg),*)
         }
     };
+}
+
+dispatch! {
+    /// `X[:, j] = image indices[j] / 255`, as `ops::gather_images`. X: (784, n) column-major.
+    /// Compiled for AVX2 this loop converts 8 bytes per instruction.
+    fn gather_block / gather_block_avx2 =>
+        gather_block_generic(images: &[u8], indices: &[u32], x: &mut [f32])
+}
+
+#[inline(always)]
+fn gather_block_generic<const AVX2: bool>(images: &[u8], indices: &[u32], x: &mut [f32]) {
+    for (column, &image) in x.chunks_exact_mut(PIXELS).zip(indices) {
+        let bytes = &images[image as usize * PIXELS..][..PIXELS];
+        for (v, &byte) in column.iter_mut().zip(bytes) {
+            *v = byte as f32 * (1.0 / 255.0);
+        }
+    }
 }
 
 dispatch! {
@@ -534,14 +574,17 @@ fn accumulate_outer_generic<const AVX2: bool>(
             }
         }
     }
-    // The last inputs % STRIP columns of dW, one element at a time.
-    for i in 0..units {
-        for k in strips * STRIP..inputs {
-            let mut sum = dw[i * inputs + k];
-            for j in 0..n {
-                sum = madd::<AVX2>(dz[j * units + i], a[j * inputs + k], sum);
+    // The last inputs % STRIP columns of dW (all of them for layers narrower than a strip):
+    // sample by sample, each row of dW gets dZ[i, j] times A's column, a loop along
+    // contiguous memory that the compiler vectorizes. Each element still sums over j in order.
+    let rest = strips * STRIP;
+    if rest < inputs {
+        for (column, g) in a.chunks_exact(inputs).zip(dz.chunks_exact(units)) {
+            for (row, &g) in dw.chunks_exact_mut(inputs).zip(g) {
+                for (d, &x) in row[rest..].iter_mut().zip(&column[rest..]) {
+                    *d = madd::<AVX2>(g, x, *d);
+                }
             }
-            dw[i * inputs + k] = sum;
         }
     }
 }
