@@ -470,6 +470,24 @@ fn dense_forward_generic<const AVX2: bool>(
 ) {
     // W: (units, inputs) row-major; A: (inputs, n) col-major; Z: (units, n) col-major.
     let units = b.len();
+    if inputs < 2 * LANES {
+        // A narrow layer (the 10 × 10 output layer of 784-10-10): a dot product this short
+        // costs more to set up and add up in vector registers than to do one by one.
+        for (z, a) in z
+            .chunks_exact_mut(units)
+            .zip(a.chunks_exact(inputs))
+            .take(n)
+        {
+            for ((z, row), &b) in z.iter_mut().zip(w.chunks_exact(inputs)).zip(b) {
+                let dot = row
+                    .iter()
+                    .zip(a)
+                    .fold(0.0, |d, (&w, &x)| madd::<AVX2>(w, x, d));
+                *z = b + dot;
+            }
+        }
+        return;
+    }
     // Z[i.., j..] = b[i..] + dots, for a tile of R units and S samples.
     let mut store = |dots: &[&[f32]], i: usize, j: usize| {
         for (r, dots) in dots.iter().enumerate() {
