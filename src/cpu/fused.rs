@@ -15,8 +15,9 @@
 //!
 //! 1. `X: (784, n)`: the block's image bytes scaled by 1/255 (200 KiB of f32 at n = 64: it
 //!    stays in the core's L2 cache for the rest of the block).
-//! 2. Forward: `Z[l] = W[l]·A[l-1] + b[l]`, `A[l] = g(Z[l])`, and `A[L] = softmax(Z[L])`.
-//! 3. `dZ[L] = A[L] − Y`, with each sample's loss and whether its prediction is right.
+//! 2. Forward: `Z[l] = W[l]·A[l-1] + b[l]`, and `A[l] = g(Z[l])` for the hidden layers.
+//! 3. `dZ[L] = softmax(Z[L]) − Y`, with each sample's loss and whether its prediction is
+//!    right (`softmax_output_grad`; evaluation stops at `Z[L]`).
 //! 4. Backward, `l = L … 1`: `dW[l] += dZ[l]·A[l-1]ᵀ`, `db[l] += Σ_samples dZ[l]`, and for
 //!    `l > 1`: `dZ[l-1] = (W[l]ᵀ·dZ[l]) ⊙ g'(Z[l-1])`.
 //!
@@ -39,12 +40,14 @@
 //! (nobody needs `dX`), and is a plain loop.
 //!
 //! # SIMD
-//! The kernels are plain Rust loops over arrays of `LANES` (8) floats, which the compiler
-//! turns into vector instructions. The default x86-64 target only promises SSE2 (4 floats, no
-//! fused multiply-add), so on x86-64 the same code is compiled a second time with AVX2 and FMA
-//! enabled, and that copy runs when the CPU reports both features (checked once, in `new`).
-//! `FMA = true` uses `f32::mul_add` (one rounding); without hardware FMA that would be a slow
-//! library call, so the portable copy writes `a * b + c`.
+//! The default x86-64 target only promises SSE2 (4 floats, no fused multiply-add), so every
+//! kernel is compiled twice (`dispatch!`): a portable copy, and a copy with AVX2 and FMA
+//! enabled that runs when the CPU reports both (checked once, in `Fused::new`). The gather,
+//! the narrow-layer loops and `backward_input` are plain loops that the compiler vectorizes
+//! in the AVX2 copy. The two tiles that do nearly all the arithmetic are written with AVX2
+//! intrinsics (module `avx2`): written as plain loops over `[f32; 8]` the compiler spilled
+//! their sums to memory (see bench/NOTES.md, v1). The portable copy uses `a * b + c`:
+//! `f32::mul_add` without hardware FMA would be a slow library call.
 
 use rayon::prelude::*;
 
