@@ -1,16 +1,26 @@
 //! Training throughput by batch size: one step (forward, backward, update) of the 784-10-10
-//! network per backend, on synthetic data of MNIST's shape, reported in samples per second.
+//! network per backend, on 60,000 synthetic samples of MNIST's shape, reported in samples per
+//! second. `cpu` is the fast path (`cpu::fused`), `cpu-reference` the whole-batch `ops` path.
 //! GPU timings wait for the GPU to finish (a read of the batch loss after the steps).
+//!
+//! The `cpu_matmul` group times the first layer's two products on their own, fast kernel vs
+//! the reference `ops::matmul`: `Z1 = W1·X` and `dW1 = dZ1·Xᵀ`, on 1,024 samples.
+//!
+//! Sample counts and times are kept small so that `cargo bench` finishes in a few minutes on
+//! two cores; filter with e.g. `cargo bench -- train_step/cpu`.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use mnist_gpu::backend::{Backend, ImagePool, List, ListSizes};
-use mnist_gpu::cpu::CpuBackend;
+use mnist_gpu::cpu::ops::{self, Mat, MatMut};
+use mnist_gpu::cpu::{fused, CpuBackend};
+use mnist_gpu::data::PIXELS;
 use mnist_gpu::gpu::{GpuBackend, GpuContext};
 use mnist_gpu::model::{Activation, Init, Model};
 
-const SAMPLES: usize = 10_000;
+const SAMPLES: usize = 60_000;
 
 /// The same synthetic data as `mnist-gpu bench`.
 fn pool() -> Arc<ImagePool> {
@@ -31,14 +41,25 @@ fn bench_steps(c: &mut Criterion) {
         eprintln!("GPU benchmarks left out: {e}");
     }
     let mut group = c.benchmark_group("train_step");
-    group.sample_size(10);
-    for batch in [64, 1024, SAMPLES] {
+    group
+        .sample_size(10)
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(2));
+    for batch in [64, 256, 1024, 8192, SAMPLES] {
         group.throughput(Throughput::Elements(batch as u64));
-        let mut backends: Vec<(String, Box<dyn Backend>)> = vec![(
-            "cpu".into(),
-            Box::new(CpuBackend::new(&model, pool.clone(), sizes, batch).unwrap()),
-        )];
-        if let Ok(ctx) = &gpu {
+        let mut backends: Vec<(String, Box<dyn Backend>)> = vec![
+            (
+                "cpu".into(),
+                Box::new(CpuBackend::new(&model, pool.clone(), sizes, batch).unwrap()),
+            ),
+            (
+                "cpu-reference".into(),
+                Box::new(CpuBackend::new_reference(&model, pool.clone(), sizes, batch).unwrap()),
+            ),
+        ];
+        // The GPU keeps its earlier batch sizes: a full 60k batch on a software adapter
+        // would take most of the run.
+        if let (Ok(ctx), true) = (&gpu, batch <= 8192) {
             let name = if ctx.is_software() {
                 "gpu-software-adapter"
             } else {
@@ -67,5 +88,84 @@ fn bench_steps(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench_steps);
+/// The first layer's products on `M` samples, single-threaded: the fast kernels run block by
+/// block as the fast path calls them, the reference is one `ops::matmul` over all samples.
+fn bench_matmul(c: &mut Criterion) {
+    const M: usize = 1024;
+    const BLOCK: usize = 64;
+    const HIDDEN: usize = 10;
+    let mut rng = StdRng::seed_from_u64(2);
+    let mut random = |n: usize| -> Vec<f32> { (0..n).map(|_| rng.random::<f32>() - 0.5).collect() };
+    let (w1, b1, x, dz1) = (
+        random(HIDDEN * PIXELS),
+        random(HIDDEN),
+        random(PIXELS * M),
+        random(HIDDEN * M),
+    );
+    let mut z1 = vec![0.0; HIDDEN * M];
+    let mut dw1 = vec![0.0; HIDDEN * PIXELS];
+    let simd = fused::has_avx2_fma();
+
+    let mut group = c.benchmark_group("cpu_matmul");
+    group
+        .sample_size(20)
+        .warm_up_time(Duration::from_millis(300))
+        .measurement_time(Duration::from_secs(1))
+        .throughput(Throughput::Elements(M as u64));
+    group.bench_function("forward_W1X/fast", |b| {
+        b.iter(|| {
+            for j in (0..M).step_by(BLOCK) {
+                fused::dense_forward(
+                    &w1,
+                    &b1,
+                    PIXELS,
+                    &x[j * PIXELS..(j + BLOCK) * PIXELS],
+                    BLOCK,
+                    &mut z1[j * HIDDEN..(j + BLOCK) * HIDDEN],
+                    simd,
+                );
+            }
+        })
+    });
+    group.bench_function("forward_W1X/reference", |b| {
+        b.iter(|| {
+            ops::matmul(
+                Mat::row_major(&w1, HIDDEN, PIXELS),
+                Mat::col_major(&x, PIXELS, M),
+                Some(&b1),
+                1.0,
+                MatMut::col_major(&mut z1, HIDDEN, M),
+            )
+        })
+    });
+    group.bench_function("grad_dZ1Xt/fast", |b| {
+        b.iter(|| {
+            dw1.fill(0.0);
+            for j in (0..M).step_by(BLOCK) {
+                fused::accumulate_outer(
+                    &dz1[j * HIDDEN..(j + BLOCK) * HIDDEN],
+                    HIDDEN,
+                    &x[j * PIXELS..(j + BLOCK) * PIXELS],
+                    PIXELS,
+                    &mut dw1,
+                    simd,
+                );
+            }
+        })
+    });
+    group.bench_function("grad_dZ1Xt/reference", |b| {
+        b.iter(|| {
+            ops::matmul(
+                Mat::col_major(&dz1, HIDDEN, M),
+                Mat::col_major(&x, PIXELS, M).t(),
+                None,
+                1.0,
+                MatMut::row_major(&mut dw1, HIDDEN, PIXELS),
+            )
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, bench_steps, bench_matmul);
 criterion_main!(benches);

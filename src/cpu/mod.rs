@@ -1,6 +1,14 @@
-//! The CPU backend: the training step written with the twins in `ops`, one call per kernel,
-//! in the same order the GPU backend records them.
+//! The CPU backend. Two paths compute the same step:
+//! - the reference (`CpuBackend::new_reference`): the training step written with the twins in
+//!   `ops`, one call per kernel over the whole batch, in the same order the GPU backend
+//!   records them. It is what the GPU kernels and the fast path are checked against.
+//! - the fast path (`CpuBackend::new`, the default): `fused`, which runs the whole step block
+//!   by block of samples, on all cores.
+//!
+//! Both leave the averaged gradients in `dw`, `db` and the per-sample stats in `stats`; the
+//! update and the batch stats that follow are shared.
 
+pub mod fused;
 pub mod ops;
 
 use std::sync::Arc;
@@ -23,7 +31,10 @@ pub struct CpuBackend {
     model: Model,
     /// The most samples one forward pass holds; longer lists are evaluated in chunks.
     capacity: usize,
-    // Scratch, allocated once. Per layer l: Z[l], A[l], dZ[l]: (units, capacity), column-major.
+    /// The fast path's scratch; `None` for the reference backend.
+    fused: Option<fused::Fused>,
+    // The reference path's scratch, allocated once (empty when the fast path is used).
+    // Per layer l: Z[l], A[l], dZ[l]: (units, capacity), column-major.
     x: Vec<f32>,
     z: Vec<Vec<f32>>,
     a: Vec<Vec<f32>>,
@@ -42,22 +53,56 @@ pub struct CpuBackend {
     /// The optimizer's state per parameter tensor (W1, b1, W2, …): [V, unused] for momentum,
     /// [M, V] for Adam, empty for SGD.
     state: Vec<[Vec<f32>; 2]>,
-    /// `--augment`: the batch's shifted images (784 bytes each) and the list 0, 1, 2, … that
-    /// reads them in order; empty until the first shifted step.
-    shifted: Vec<u8>,
+    /// `--augment`: the batch's shifted images (784 bytes each), their labels, and the list
+    /// 0, 1, 2, … that reads them in order; empty until the first shifted step.
+    shifted: ImagePool,
     identity: Vec<u32>,
 }
 
 impl CpuBackend {
-    /// `capacity` is the largest batch `train_step` will be given; longer lists are evaluated
-    /// in chunks.
+    /// The fast backend. `capacity` is the largest batch `train_step` will be given; longer
+    /// lists are evaluated in chunks.
     pub fn new(
         model: &Model,
         pool: Arc<ImagePool>,
         sizes: ListSizes,
         capacity: usize,
     ) -> Result<Self> {
+        Self::with_config(model, pool, sizes, capacity, fused::FusedConfig::default())
+    }
+
+    /// The fast backend with its batch split chosen by hand (tests, benchmarks).
+    pub fn with_config(
+        model: &Model,
+        pool: Arc<ImagePool>,
+        sizes: ListSizes,
+        capacity: usize,
+        config: fused::FusedConfig,
+    ) -> Result<Self> {
+        Self::build(model, pool, sizes, capacity, Some(config))
+    }
+
+    /// The reference backend: whole-batch `ops` calls, the twin of the GPU backend.
+    pub fn new_reference(
+        model: &Model,
+        pool: Arc<ImagePool>,
+        sizes: ListSizes,
+        capacity: usize,
+    ) -> Result<Self> {
+        Self::build(model, pool, sizes, capacity, None)
+    }
+
+    fn build(
+        model: &Model,
+        pool: Arc<ImagePool>,
+        sizes: ListSizes,
+        capacity: usize,
+        config: Option<fused::FusedConfig>,
+    ) -> Result<Self> {
         let capacity = forward_capacity(capacity, sizes)?;
+        let fused = config.map(|config| fused::Fused::new(model, capacity, config));
+        // Only the reference path uses the whole-batch scratch.
+        let batch = if fused.is_some() { 0 } else { capacity };
         let per_layer = |f: &dyn Fn(usize) -> usize| -> Vec<Vec<f32>> {
             model
                 .layers
@@ -72,38 +117,31 @@ impl CpuBackend {
             indices: vec![0; sizes.total()],
             model: model.clone(),
             capacity,
-            x: vec![0.0; PIXELS * capacity],
-            z: per_layer(&|units| units * capacity),
-            a: per_layer(&|units| units * capacity),
-            dz: per_layer(&|units| units * capacity),
-            da: vec![0.0; widest * capacity],
+            fused,
+            x: vec![0.0; PIXELS * batch],
+            z: per_layer(&|units| units * batch),
+            a: per_layer(&|units| units * batch),
+            dz: per_layer(&|units| units * batch),
+            da: vec![0.0; widest * batch],
             dw: model.layers.iter().map(|l| vec![0.0; l.w.len()]).collect(),
             db: model.layers.iter().map(|l| vec![0.0; l.b.len()]).collect(),
-            labels: vec![0; capacity],
+            labels: vec![0; batch],
             stats: vec![0.0; 2 * capacity],
             last: None,
             optimizer: Optimizer::Sgd,
             steps: 0,
             state: Vec::new(),
-            shifted: Vec::new(),
+            shifted: ImagePool::default(),
             identity: Vec::new(),
         })
     }
 
-    /// Forward pass over the `m` samples listed at `indices[first..first + m]`.
-    fn forward(&mut self, first: usize, m: usize) {
-        ops::gather_images(
-            &self.pool.images,
-            &self.indices[first..first + m],
-            &mut self.x[..PIXELS * m],
-        );
-        self.forward_x(m);
-    }
-
-    /// Forward pass over the m samples in X:
+    /// Forward pass over the images `batch` lists in `pool`:
     /// `Z[l] = W[l]·A[l-1] + b[l]`, `A[l] = g(Z[l])`, and softmax on the last layer.
-    fn forward_x(&mut self, m: usize) {
+    fn forward(&mut self, pool: &ImagePool, batch: &[u32]) {
         let act = Act::from(self.model.activation);
+        let m = batch.len();
+        ops::gather_images(&pool.images, batch, &mut self.x[..PIXELS * m]);
         let last = self.model.layers.len() - 1;
         for (l, layer) in self.model.layers.iter().enumerate() {
             let (units, inputs) = (layer.outputs, layer.inputs);
@@ -126,10 +164,11 @@ impl CpuBackend {
     }
 
     /// Backward pass over the batch of the last `forward`, leaving dW[l] and db[l].
-    fn backward(&mut self, first: usize, m: usize) {
+    fn backward(&mut self, pool: &ImagePool, batch: &[u32]) {
         let act = Act::from(self.model.activation);
-        for (label, &image) in self.labels.iter_mut().zip(&self.indices[first..first + m]) {
-            *label = self.pool.labels[image as usize];
+        let m = batch.len();
+        for (label, &image) in self.labels.iter_mut().zip(batch) {
+            *label = pool.labels[image as usize];
         }
         let last = self.model.layers.len() - 1;
         ops::output_grad(
@@ -176,10 +215,27 @@ impl CpuBackend {
             }
         }
     }
+}
 
-    /// The rest of a step once the forward pass has run: backward, update, batch statistics.
-    fn finish_step(&mut self, start: usize, len: usize, alpha: f32) {
-        self.backward(start, len);
+impl CpuBackend {
+    /// One training step on the images `batch` lists in `pool`: the gradients (fast path or
+    /// reference), the update, the batch statistics.
+    fn step(&mut self, pool: &ImagePool, batch: &[u32], alpha: f32) {
+        let len = batch.len();
+        match &mut self.fused {
+            Some(fused) => fused.gradients(
+                &self.model,
+                pool,
+                batch,
+                &mut self.dw,
+                &mut self.db,
+                &mut self.stats[..2 * len],
+            ),
+            None => {
+                self.forward(pool, batch);
+                self.backward(pool, batch);
+            }
+        }
         self.update(alpha);
         let mut totals = [0.0f32; 2];
         ops::sum_columns(&self.stats[..2 * len], 2, 1.0, &mut totals);
@@ -237,8 +293,11 @@ impl Backend for CpuBackend {
 
     fn train_step(&mut self, start: usize, len: usize, alpha: f32) -> Result<()> {
         check_batch(&self.sizes, self.capacity, start, len)?;
-        self.forward(start, len);
-        self.finish_step(start, len, alpha);
+        let first = self.sizes.offset(List::Train) + start;
+        // `step` borrows self mutably: lend it the pool and the index list (no copies).
+        let (pool, indices) = (self.pool.clone(), std::mem::take(&mut self.indices));
+        self.step(&pool, &indices[first..first + len], alpha);
+        self.indices = indices;
         Ok(())
     }
 
@@ -252,24 +311,26 @@ impl Backend for CpuBackend {
         check_batch(&self.sizes, self.capacity, start, len)?;
         check_shifts(shifts, len)?;
         // Made on first use, so runs without --augment don't carry them.
-        if self.shifted.is_empty() {
-            self.shifted = vec![0; PIXELS * self.capacity];
+        let mut shifted = std::mem::take(&mut self.shifted);
+        if shifted.labels.is_empty() {
+            shifted.images = vec![0; PIXELS * self.capacity];
+            shifted.labels = vec![0; self.capacity];
             self.identity = (0..self.capacity as u32).collect();
         }
         let first = self.sizes.offset(List::Train) + start;
+        let batch = &self.indices[first..first + len];
         ops::augment(
             &self.pool.images,
-            &self.indices[first..first + len],
+            batch,
             shifts,
-            &mut self.shifted[..PIXELS * len],
+            &mut shifted.images[..PIXELS * len],
         );
-        ops::gather_images(
-            &self.shifted,
-            &self.identity[..len],
-            &mut self.x[..PIXELS * len],
-        );
-        self.forward_x(len);
-        self.finish_step(start, len, alpha);
+        for (label, &image) in shifted.labels.iter_mut().zip(batch) {
+            *label = self.pool.labels[image as usize];
+        }
+        let identity = std::mem::take(&mut self.identity);
+        self.step(&shifted, &identity[..len], alpha);
+        (self.shifted, self.identity) = (shifted, identity);
         Ok(())
     }
 
@@ -284,8 +345,20 @@ impl Backend for CpuBackend {
         let mut logits = Vec::with_capacity(CLASSES * n);
         for start in (0..n).step_by(self.capacity) {
             let m = self.capacity.min(n - start);
-            self.forward(offset + start, m);
-            logits.extend_from_slice(&self.z[last][..CLASSES * m]);
+            match &mut self.fused {
+                Some(fused) => {
+                    logits.resize(CLASSES * (start + m), 0.0);
+                    let indices = &self.indices[offset + start..offset + start + m];
+                    let out = &mut logits[CLASSES * start..];
+                    fused.logits(&self.model, &self.pool.images, indices, out);
+                }
+                None => {
+                    let (pool, indices) = (self.pool.clone(), std::mem::take(&mut self.indices));
+                    self.forward(&pool, &indices[offset + start..offset + start + m]);
+                    self.indices = indices;
+                    logits.extend_from_slice(&self.z[last][..CLASSES * m]);
+                }
+            }
         }
         Ok(logits)
     }
@@ -301,19 +374,14 @@ impl Backend for CpuBackend {
     }
 
     fn set_optimizer(&mut self, optimizer: Optimizer) -> Result<()> {
-        let tensors = self
+        let n = optimizer.state_tensors();
+        let zeros = |len: usize, k: usize| vec![0.0; if n >= k { len } else { 0 }];
+        self.state = self
             .model
             .layers
             .iter()
-            .flat_map(|l| [l.w.len(), l.b.len()]);
-        let n = optimizer.state_tensors();
-        self.state = tensors
-            .map(|len| {
-                [
-                    vec![0.0; if n >= 1 { len } else { 0 }],
-                    vec![0.0; if n >= 2 { len } else { 0 }],
-                ]
-            })
+            .flat_map(|l| [l.w.len(), l.b.len()])
+            .map(|len| [zeros(len, 1), zeros(len, 2)])
             .collect();
         self.optimizer = optimizer;
         self.steps = 0;
