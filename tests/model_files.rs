@@ -244,24 +244,27 @@ fn save_and_load_keep_every_bit_and_the_metadata() {
     assert_eq!(files.len(), 1);
 }
 
-/// Writes a safetensors file with the given f32 tensors (name, shape) and metadata.
-fn write_tensors(path: &Path, tensors: &[(&str, Vec<usize>)], meta: &[(&str, &str)]) {
-    let data: Vec<(String, Vec<u8>, Vec<usize>)> = tensors
+/// Tensors by name and shape.
+type Tensors<'a> = &'a [(&'a str, &'a [usize])];
+
+/// The classic 784-10-10 network's tensors.
+const CLASSIC: Tensors = &[
+    ("W1", &[10, 784]),
+    ("b1", &[10]),
+    ("W2", &[10, 10]),
+    ("b2", &[10]),
+];
+
+/// Writes a safetensors file with zero-filled f32 tensors of the given shapes, and metadata.
+fn write_tensors(path: &Path, tensors: Tensors, meta: &[(&str, &str)]) {
+    let data: Vec<(&str, Vec<u8>, &[usize])> = tensors
         .iter()
-        .map(|(name, shape)| {
-            let n: usize = shape.iter().product();
-            (name.to_string(), vec![0u8; 4 * n], shape.clone())
-        })
+        .map(|&(name, shape)| (name, vec![0u8; 4 * shape.iter().product::<usize>()], shape))
         .collect();
-    let views: Vec<(String, TensorView)> = data
-        .iter()
-        .map(|(name, bytes, shape)| {
-            (
-                name.clone(),
-                TensorView::new(Dtype::F32, shape.clone(), bytes).unwrap(),
-            )
-        })
-        .collect();
+    let views = data.iter().map(|(name, bytes, shape)| {
+        let view = TensorView::new(Dtype::F32, shape.to_vec(), bytes).unwrap();
+        (name.to_string(), view)
+    });
     let meta = meta
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -273,140 +276,36 @@ fn write_tensors(path: &Path, tensors: &[(&str, Vec<usize>)], meta: &[(&str, &st
 fn bad_model_files_get_one_line_errors() {
     let (dir, _) = fixture();
     let d = dir.path();
-    let classic = vec![
-        ("W1", vec![10, 784]),
-        ("b1", vec![10]),
-        ("W2", vec![10, 10]),
-        ("b2", vec![10]),
+    // Files that are not safetensors at all: (name, what the error says).
+    std::fs::write(d.join("text.safetensors"), "ImageId,Label\n1,7\n").unwrap();
+    std::fs::write(d.join("empty.safetensors"), "").unwrap();
+    std::fs::create_dir(d.join("dir.safetensors")).unwrap();
+    let mut cases = vec![
+        ("missing.safetensors", "No such file"),
+        ("text.safetensors", "not a safetensors"),
+        ("empty.safetensors", "not a safetensors"),
+        ("dir.safetensors", "directory"),
     ];
-    let cases: Vec<(&str, Box<dyn Fn(&Path)>, &str)> = vec![
-        ("missing.safetensors", Box::new(|_| {}), "No such file"),
-        (
-            "text.safetensors",
-            Box::new(|p| std::fs::write(p, "ImageId,Label\n1,7\n").unwrap()),
-            "not a safetensors",
-        ),
-        (
-            "empty.safetensors",
-            Box::new(|p| std::fs::write(p, "").unwrap()),
-            "not a safetensors",
-        ),
-        (
-            "dir.safetensors",
-            Box::new(|p| std::fs::create_dir(p).unwrap()),
-            "directory",
-        ),
-        (
-            "no_tensors.safetensors",
-            Box::new(|p| write_tensors(p, &[], &[("format", "none")])),
-            "no tensors",
-        ),
-        (
-            "wrong_names.safetensors",
-            Box::new(|p| write_tensors(p, &[("weight", vec![10, 784])], &[])),
-            "expected tensors W1",
-        ),
-        (
-            "no_b1.safetensors",
-            Box::new(|p| {
-                write_tensors(
-                    p,
-                    &[
-                        ("W1", vec![10, 784]),
-                        ("W2", vec![10, 10]),
-                        ("b2", vec![10]),
-                    ],
-                    &[],
-                )
-            }),
-            "b1 is missing",
-        ),
-        (
-            "wrong_inputs.safetensors",
-            Box::new(|p| {
-                write_tensors(
-                    p,
-                    &[
-                        ("W1", vec![10, 100]),
-                        ("b1", vec![10]),
-                        ("W2", vec![10, 10]),
-                        ("b2", vec![10]),
-                    ],
-                    &[],
-                )
-            }),
-            "expected [units, 784]",
-        ),
-        (
-            "chain.safetensors",
-            Box::new(|p| {
-                write_tensors(
-                    p,
-                    &[
-                        ("W1", vec![10, 784]),
-                        ("b1", vec![10]),
-                        ("W2", vec![10, 12]),
-                        ("b2", vec![10]),
-                    ],
-                    &[],
-                )
-            }),
-            "expected [units, 10]",
-        ),
-        (
-            "b_shape.safetensors",
-            Box::new(|p| {
-                write_tensors(
-                    p,
-                    &[
-                        ("W1", vec![10, 784]),
-                        ("b1", vec![11]),
-                        ("W2", vec![10, 10]),
-                        ("b2", vec![10]),
-                    ],
-                    &[],
-                )
-            }),
-            "b1 has shape [11]",
-        ),
-        (
-            "outputs.safetensors",
-            Box::new(|p| {
-                write_tensors(
-                    p,
-                    &[
-                        ("W1", vec![10, 784]),
-                        ("b1", vec![10]),
-                        ("W2", vec![9, 10]),
-                        ("b2", vec![9]),
-                    ],
-                    &[],
-                )
-            }),
-            "9 outputs",
-        ),
-        (
-            "extra.safetensors",
-            Box::new(|p| {
-                let mut t = classic.clone();
-                t.push(("W9", vec![1]));
-                write_tensors(p, &t, &[])
-            }),
-            "unexpected tensor \"W9\"",
-        ),
-        (
-            "activation.safetensors",
-            Box::new(|p| write_tensors(p, &classic, &[("activation", "tanh")])),
-            "unknown activation \"tanh\"",
-        ),
-        (
-            "hidden_meta.safetensors",
-            Box::new(|p| write_tensors(p, &classic, &[("hidden", "512")])),
-            "metadata says hidden layers 512",
-        ),
+    // safetensors files with the wrong tensors or metadata.
+    // A table: one case a line.
+    #[rustfmt::skip]
+    let wrong: [(&str, Tensors, &[(&str, &str)], &str); 10] = [
+        ("no_tensors.safetensors", &[], &[("format", "none")], "no tensors"),
+        ("names.safetensors", &[("weight", &[10, 784])], &[], "expected tensors W1"),
+        ("no_b1.safetensors", &[("W1", &[10, 784]), ("W2", &[10, 10]), ("b2", &[10])], &[], "b1 is missing"),
+        ("inputs.safetensors", &[("W1", &[10, 100]), ("b1", &[10]), ("W2", &[10, 10]), ("b2", &[10])], &[], "expected [units, 784]"),
+        ("chain.safetensors", &[("W1", &[10, 784]), ("b1", &[10]), ("W2", &[10, 12]), ("b2", &[10])], &[], "expected [units, 10]"),
+        ("b_shape.safetensors", &[("W1", &[10, 784]), ("b1", &[11]), ("W2", &[10, 10]), ("b2", &[10])], &[], "b1 has shape [11]"),
+        ("outputs.safetensors", &[("W1", &[10, 784]), ("b1", &[10]), ("W2", &[9, 10]), ("b2", &[9])], &[], "9 outputs"),
+        ("extra.safetensors", &[("W1", &[10, 784]), ("b1", &[10]), ("W2", &[10, 10]), ("b2", &[10]), ("W9", &[1])], &[], "unexpected tensor \"W9\""),
+        ("activation.safetensors", CLASSIC, &[("activation", "tanh")], "unknown activation \"tanh\""),
+        ("hidden_meta.safetensors", CLASSIC, &[("hidden", "512")], "metadata says hidden layers 512"),
     ];
-    for (name, make, expected) in &cases {
-        make(&d.join(name));
+    for (name, tensors, meta, expected) in wrong {
+        write_tensors(&d.join(name), tensors, meta);
+        cases.push((name, expected));
+    }
+    for (name, expected) in cases {
         for command in ["predict", "eval"] {
             let out = run_in(
                 d,
@@ -432,7 +331,7 @@ fn bad_model_files_get_one_line_errors() {
         }
     }
     // A file of the right layout loads (the same writer, no metadata: the classic ReLU net).
-    write_tensors(&d.join("ok.safetensors"), &classic, &[]);
+    write_tensors(&d.join("ok.safetensors"), CLASSIC, &[]);
     assert_success(&run_in(
         d,
         &[
