@@ -77,7 +77,7 @@ impl Default for FusedConfig {
         FusedConfig {
             block: 64,
             threads: rayon::current_num_threads(),
-            min_part: 256,
+            min_part: 64,
         }
     }
 }
