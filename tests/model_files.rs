@@ -389,22 +389,27 @@ fn eval_needs_labels_and_predict_options_are_checked() {
         ],
     ));
     assert!(line.contains("--show 101"), "{line}");
-    std::fs::create_dir(d.join("out")).unwrap();
-    let line = assert_one_line_error(&run_in(
-        d,
-        &[
+    std::fs::create_dir(d.join("out.csv")).unwrap();
+    for (out, says) in [
+        ("out.csv", "is a directory"),
+        ("nowhere/out.csv", "does not exist"),
+        ("out.txt", "must end in .csv"),
+    ] {
+        let args = [
             "predict",
             "--model",
             "m.safetensors",
             "--data",
             "s.csv",
             "--out",
-            "out",
-            "--backend",
-            "cpu",
-        ],
-    ));
-    assert!(line.contains("directory"), "{line}");
+            out,
+        ];
+        let out_run = run_in(d, &[&args[..], &["--backend", "cpu"]].concat());
+        let line = assert_one_line_error(&out_run);
+        assert!(line.contains(out) && line.contains(says), "{line}");
+        // Refused before any work.
+        assert!(!stdout(&out_run).contains("classified"), "{line}");
+    }
 }
 
 #[test]

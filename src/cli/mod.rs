@@ -10,7 +10,7 @@ use clap::{Args, ValueEnum};
 
 use mnist_gpu::backend::{Backend, ImagePool, ListSizes};
 use mnist_gpu::cpu::CpuBackend;
-use mnist_gpu::error::Result;
+use mnist_gpu::error::{config, Result};
 use mnist_gpu::gpu;
 use mnist_gpu::model::Model;
 
@@ -69,4 +69,31 @@ pub fn embedded(name: &str) -> PathBuf {
 /// `0.9141` as `91.41%`, or `n/a`.
 pub fn percent(a: Option<f64>) -> String {
     a.map_or("n/a".to_string(), |a| format!("{:.2}%", 100.0 * a))
+}
+
+/// An output file must be writable where it is asked for: find out before the work starts.
+pub fn check_output(path: &Option<PathBuf>, option: &str, extensions: &[&str]) -> Result<()> {
+    let Some(path) = path else { return Ok(()) };
+    let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
+    if !extensions.contains(&ext.to_lowercase().as_str()) {
+        return config(format!(
+            "{option} {}: the file name must end in .{}",
+            path.display(),
+            extensions.join(" or .")
+        ));
+    }
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
+    if let Some(dir) = dir {
+        if !dir.is_dir() {
+            return config(format!(
+                "{option} {}: directory {} does not exist",
+                path.display(),
+                dir.display()
+            ));
+        }
+    }
+    if path.is_dir() {
+        return config(format!("{option} {}: is a directory", path.display()));
+    }
+    Ok(())
 }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use clap::Args;
 use serde_json::json;
 
-use super::{percent, BackendArgs};
+use super::{check_output, percent, BackendArgs};
 use mnist_gpu::backend::{ImagePool, List, ListSizes};
 use mnist_gpu::data::{self, Dataset, CLASSES};
 use mnist_gpu::error::{config, Result};
@@ -92,11 +92,7 @@ fn classify(model_path: &Path, data_path: &Path, backend: &BackendArgs) -> Resul
 }
 
 pub fn predict(args: &PredictArgs) -> Result<()> {
-    if let Some(out) = &args.out {
-        if out.is_dir() {
-            return config(format!("--out {}: is a directory", out.display()));
-        }
-    }
+    check_output(&args.out, "--out", &["csv"])?;
     let c = classify(&args.model, &args.data, &args.backend)?;
     let n = c.dataset.len();
     if args.show > n {

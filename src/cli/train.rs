@@ -11,7 +11,7 @@ use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 
-use super::{embedded, percent, BackendArgs};
+use super::{check_output, embedded, percent, BackendArgs};
 use mnist_gpu::backend::List;
 use mnist_gpu::error::{config, Error, Result};
 use mnist_gpu::model::{Activation, Init, Model};
@@ -152,33 +152,6 @@ fn initial_model(args: &TrainArgs) -> Result<Model> {
         }
     }
     Ok(saved)
-}
-
-/// Output files must be writable where they are asked for: find out before training.
-fn check_output(path: &Option<PathBuf>, option: &str, extensions: &[&str]) -> Result<()> {
-    let Some(path) = path else { return Ok(()) };
-    let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
-    if !extensions.is_empty() && !extensions.contains(&ext.to_lowercase().as_str()) {
-        return config(format!(
-            "{option} {}: the file name must end in .{}",
-            path.display(),
-            extensions.join(" or .")
-        ));
-    }
-    let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
-    if let Some(dir) = dir {
-        if !dir.is_dir() {
-            return config(format!(
-                "{option} {}: directory {} does not exist",
-                path.display(),
-                dir.display()
-            ));
-        }
-    }
-    if path.is_dir() {
-        return config(format!("{option} {}: is a directory", path.display()));
-    }
-    Ok(())
 }
 
 /// Ctrl-C sets the flag the training loop polls; a second Ctrl-C quits at once.
