@@ -19,6 +19,8 @@ use mnist_gpu::cpu::{fused, CpuBackend};
 use mnist_gpu::data::PIXELS;
 use mnist_gpu::gpu::{GpuBackend, GpuContext};
 use mnist_gpu::model::{Activation, Init, Model};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
 
 const SAMPLES: usize = 60_000;
 
