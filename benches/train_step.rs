@@ -106,7 +106,7 @@ fn bench_matmul(c: &mut Criterion) {
     );
     let mut z1 = vec![0.0; HIDDEN * M];
     let mut dw1 = vec![0.0; HIDDEN * PIXELS];
-    let simd = fused::has_avx2_fma();
+    let simd = fused::Simd::detect(fused::Isa::Avx512);
 
     let mut group = c.benchmark_group("cpu_matmul");
     group
