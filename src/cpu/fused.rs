@@ -259,16 +259,29 @@ impl Fused {
     }
 }
 
-/// `out = scale · Σ sums`, added in the order given.
-fn average<'a>(out: &mut [f32], mut sums: impl Iterator<Item = &'a [f32]>, scale: f32) {
-    out.copy_from_slice(sums.next().expect("at least one part"));
-    for sum in sums {
-        for (o, &v) in out.iter_mut().zip(sum) {
-            *o += v;
+/// `out = scale · Σ sums`, added in the order given. One pass over `out` per part (the
+/// scale goes with the last part's pass): at batch 64 the step is short enough that a
+/// separate copy or scaling pass over dW shows.
+fn average<'a>(out: &mut [f32], mut sums: impl ExactSizeIterator<Item = &'a [f32]>, scale: f32) {
+    let others = sums.len().checked_sub(1).expect("at least one part");
+    let first = sums.next().expect("at least one part");
+    if others == 0 {
+        for (o, &v) in out.iter_mut().zip(first) {
+            *o = v * scale;
         }
+        return;
     }
-    for o in out.iter_mut() {
-        *o *= scale;
+    out.copy_from_slice(first);
+    for (p, sum) in sums.enumerate() {
+        if p + 1 < others {
+            for (o, &v) in out.iter_mut().zip(sum) {
+                *o += v;
+            }
+        } else {
+            for (o, &v) in out.iter_mut().zip(sum) {
+                *o = (*o + v) * scale;
+            }
+        }
     }
 }
 
