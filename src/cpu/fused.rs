@@ -141,7 +141,7 @@ impl Part {
 pub struct Fused {
     config: FusedConfig,
     parts: Vec<Part>,
-    /// The CPU runs AVX2 and FMA (always false off x86-64).
+    /// The copy of the kernels that runs: `config.simd`, capped by what the CPU reports.
     simd: Simd,
 }
 
