@@ -19,6 +19,8 @@ use mnist_gpu::cpu::{fused, CpuBackend};
 use mnist_gpu::data::PIXELS;
 use mnist_gpu::gpu::{GpuBackend, GpuContext};
 use mnist_gpu::model::{Activation, Init, Model};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
 
 const SAMPLES: usize = 60_000;
 
@@ -104,7 +106,7 @@ fn bench_matmul(c: &mut Criterion) {
     );
     let mut z1 = vec![0.0; HIDDEN * M];
     let mut dw1 = vec![0.0; HIDDEN * PIXELS];
-    let simd = fused::has_avx2_fma();
+    let simd = fused::Simd::detect(fused::Isa::Avx512);
 
     let mut group = c.benchmark_group("cpu_matmul");
     group

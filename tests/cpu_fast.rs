@@ -8,7 +8,7 @@ mod common;
 use std::sync::Arc;
 
 use mnist_gpu::backend::{Backend, ImagePool, List, ListSizes};
-use mnist_gpu::cpu::fused::FusedConfig;
+use mnist_gpu::cpu::fused::{FusedConfig, Isa, Simd};
 use mnist_gpu::cpu::CpuBackend;
 use mnist_gpu::model::{argmax_columns, Activation, Init, Model};
 
@@ -156,11 +156,36 @@ fn more_threads_than_blocks() {
         block: 16,
         threads: 8,
         min_part: 1,
+        ..FusedConfig::default()
     };
     for batch in [20, 63, 1] {
         check_with(&[10], Activation::Relu, 500, batch, 5, config);
     }
     check_with(&[13, 7], Activation::Elu, 500, 63, 5, config);
+}
+
+/// Each copy of the kernels (portable, AVX2, AVX-512; those this CPU lacks fall back to a
+/// narrower one) against the reference, at widths that leave tails in every tile and strip:
+/// 784 inputs (49 vectors of 16), hidden layers of 13, 33 and 17 units, blocks and batches
+/// that the tiles of 2 and 4 samples do not divide.
+#[test]
+fn every_instruction_set_matches_the_reference() {
+    for isa in [Isa::Portable, Isa::Avx2, Isa::Avx512] {
+        eprintln!("{isa:?} runs as {:?}", Simd::detect(isa).isa());
+        let config = FusedConfig {
+            block: 23,
+            simd: isa,
+            ..FusedConfig::default()
+        };
+        check_with(&[13], Activation::Relu, 700, 65, 5, config);
+        check_with(&[33, 17], Activation::Elu, 600, 7, 5, config);
+        check_with(&[10], Activation::Relu, 1000, 1000, 4, config);
+        let whole_blocks = FusedConfig {
+            simd: isa,
+            ..FusedConfig::default()
+        };
+        check_with(&[256], Activation::Relu, 600, 129, 3, whole_blocks);
+    }
 }
 
 /// The gradient of one full-batch step, fast vs reference, read back through the update

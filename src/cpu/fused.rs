@@ -41,13 +41,21 @@
 //!
 //! # SIMD
 //! The default x86-64 target only promises SSE2 (4 floats, no fused multiply-add), so every
-//! kernel is compiled twice (`dispatch!`): a portable copy, and a copy with AVX2 and FMA
-//! enabled that runs when the CPU reports both (checked once, in `Fused::new`). The gather,
-//! the narrow-layer loops and `backward_input` are plain loops that the compiler vectorizes
-//! in the AVX2 copy. The two tiles that do nearly all the arithmetic are written with AVX2
-//! intrinsics (module `avx2`): written as plain loops over `[f32; 8]` the compiler spilled
-//! their sums to memory (see bench/NOTES.md, v1). The portable copy uses `a * b + c`:
-//! `f32::mul_add` without hardware FMA would be a slow library call.
+//! kernel is compiled three times (`dispatch!`): a portable copy, a copy with AVX2 and FMA,
+//! and a copy with AVX-512F as well; `Fused::new` picks the widest the CPU reports
+//! (`Simd::detect`, capped by `FusedConfig::simd`). The gather, the narrow-layer loops and
+//! `backward_input` are plain loops that the compiler vectorizes in the wider copies. The two
+//! tiles that do nearly all the arithmetic are written with intrinsics (modules `avx2` and
+//! `avx512`): written as plain loops over `[f32; 8]` the compiler spilled their sums to
+//! memory (see bench/NOTES.md, v1). With AVX-512 the tiles are 16 lanes wide and larger
+//! (5 units × 4 samples in `dense_forward`, 5 units × 64 inputs in `accumulate_outer`),
+//! which its 32 registers hold. The portable copy uses `a * b + c`: `f32::mul_add` without
+//! hardware FMA would be a slow library call.
+//!
+//! `accumulate_outer` gives the same bits in the AVX2 and AVX-512 copies (every element is
+//! one chain of fused multiply-adds over the samples in order); `dense_forward` adds a dot
+//! product's lanes in another order, so the copies differ in the last bits. On one machine
+//! the same copy runs every time, so runs stay bit-identical.
 
 use rayon::prelude::*;
 
@@ -70,6 +78,9 @@ pub struct FusedConfig {
     pub threads: usize,
     /// Fewest samples per part: below this, waking another thread costs more than it saves.
     pub min_part: usize,
+    /// The widest instruction set the kernels may use (capped by what the CPU reports): lower
+    /// it to test or time the narrower copies.
+    pub simd: Isa,
 }
 
 impl Default for FusedConfig {
@@ -78,6 +89,7 @@ impl Default for FusedConfig {
             block: 64,
             threads: rayon::current_num_threads(),
             min_part: 64,
+            simd: Isa::Avx512,
         }
     }
 }
@@ -129,8 +141,8 @@ impl Part {
 pub struct Fused {
     config: FusedConfig,
     parts: Vec<Part>,
-    /// The CPU runs AVX2 and FMA (always false off x86-64).
-    simd: bool,
+    /// The copy of the kernels that runs: `config.simd`, capped by what the CPU reports.
+    simd: Simd,
 }
 
 impl Fused {
@@ -140,6 +152,7 @@ impl Fused {
             block: config.block.max(1),
             threads: config.threads.max(1),
             min_part: config.min_part.max(1),
+            simd: config.simd,
         };
         // Part p only runs when a batch is split into more than p parts, so its range is at
         // most 1/(p+1) of the largest batch, rounded up.
@@ -148,7 +161,7 @@ impl Fused {
                 .map(|p| Part::new(model, config.block, capacity.div_ceil(p + 1)))
                 .collect(),
             config,
-            simd: has_avx2_fma(),
+            simd: Simd::detect(config.simd),
         }
     }
 
@@ -246,29 +259,75 @@ impl Fused {
     }
 }
 
-/// `out = scale · Σ sums`, added in the order given.
-fn average<'a>(out: &mut [f32], mut sums: impl Iterator<Item = &'a [f32]>, scale: f32) {
-    out.copy_from_slice(sums.next().expect("at least one part"));
-    for sum in sums {
-        for (o, &v) in out.iter_mut().zip(sum) {
-            *o += v;
+/// `out = scale · Σ sums`, added in the order given. One pass over `out` per part (the
+/// scale goes with the last part's pass): at batch 64 the step is short enough that a
+/// separate copy or scaling pass over dW shows.
+fn average<'a>(out: &mut [f32], mut sums: impl ExactSizeIterator<Item = &'a [f32]>, scale: f32) {
+    let others = sums.len().checked_sub(1).expect("at least one part");
+    let first = sums.next().expect("at least one part");
+    if others == 0 {
+        for (o, &v) in out.iter_mut().zip(first) {
+            *o = v * scale;
         }
+        return;
     }
-    for o in out.iter_mut() {
-        *o *= scale;
+    out.copy_from_slice(first);
+    for (p, sum) in sums.enumerate() {
+        if p + 1 < others {
+            for (o, &v) in out.iter_mut().zip(sum) {
+                *o += v;
+            }
+        } else {
+            for (o, &v) in out.iter_mut().zip(sum) {
+                *o = (*o + v) * scale;
+            }
+        }
     }
 }
 
-/// Whether the AVX2 + FMA copy of the kernels may run here (the `simd` argument of the
-/// kernels).
-pub fn has_avx2_fma() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma")
+/// The instruction sets the kernels are compiled for, narrowest first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Isa {
+    /// Whatever the build target promises (SSE2 on x86-64); no fused multiply-add.
+    Portable,
+    /// AVX2 + FMA: 8 floats per vector.
+    Avx2,
+    /// AVX-512F (with AVX2 + FMA): 16 floats per vector, 32 vector registers.
+    Avx512,
+}
+
+/// Which copy of the kernels runs (the `simd` argument of the kernels). Only `detect` makes
+/// one, so holding a `Simd` proves that the CPU runs its instruction set: that is what makes
+/// the kernels' `unsafe` calls into `#[target_feature]` code sound.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Simd(Isa);
+
+impl Simd {
+    /// The widest instruction set up to `max` that this CPU reports (`Portable` off x86-64).
+    pub fn detect(max: Isa) -> Simd {
+        #[cfg(target_arch = "x86_64")]
+        {
+            let avx2 = is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma");
+            let avx512 = avx2 && is_x86_feature_detected!("avx512f");
+            let best = if avx512 {
+                Isa::Avx512
+            } else if avx2 {
+                Isa::Avx2
+            } else {
+                Isa::Portable
+            };
+            Simd(best.min(max))
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            let _ = max;
+            Simd(Isa::Portable)
+        }
     }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
+
+    /// The instruction set of the copy that runs.
+    pub fn isa(self) -> Isa {
+        self.0
     }
 }
 
@@ -281,7 +340,7 @@ fn train_block(
     indices: &[u32],
     part: &mut Part,
     at: usize,
-    simd: bool,
+    simd: Simd,
 ) {
     let n = indices.len();
     forward_block(model, images, indices, part, simd);
@@ -302,7 +361,7 @@ fn train_block(
 /// The block's forward pass for the samples `indices`: `Z[l]` for every layer and `A[l]` for
 /// the hidden ones (the output layer's softmax is left to `softmax_output_grad`, which
 /// evaluation does not need).
-fn forward_block(model: &Model, images: &[u8], indices: &[u32], part: &mut Part, simd: bool) {
+fn forward_block(model: &Model, images: &[u8], indices: &[u32], part: &mut Part, simd: Simd) {
     let n = indices.len();
     let act = Act::from(model.activation);
     // X: (784, n)
@@ -349,7 +408,7 @@ fn softmax_output_grad(z: &[f32], labels: &[u8], dz: &mut [f32], stats: &mut [f3
 
 /// The block's backward pass from `dZ[L]`: adds `dZ[l]·A[l-1]ᵀ` and `Σ dZ[l]` to the part's
 /// sums, and carries `dZ` down through the hidden layers.
-fn backward_block(model: &Model, n: usize, part: &mut Part, simd: bool) {
+fn backward_block(model: &Model, n: usize, part: &mut Part, simd: Simd) {
     let act = Act::from(model.activation);
     for l in (0..model.layers.len()).rev() {
         let layer = &model.layers[l];
@@ -388,30 +447,46 @@ fn backward_block(model: &Model, n: usize, part: &mut Part, simd: bool) {
 
 // ---------------------------------------------------------------------------------------------
 // Kernels. Each entry point (public, so that the benchmarks can time them on their own) runs
-// the AVX2 + FMA copy when `simd` is set; the generic bodies are `#[inline(always)]` so that
-// they are compiled into that copy.
+// the copy compiled for `simd`'s instruction set; the generic bodies are `#[inline(always)]`
+// so that they are compiled into each copy. Their const parameter `L` is the instruction set
+// (`PORTABLE`, `AVX2`, `AVX512`): const generics cannot take an enum on stable Rust.
 // ---------------------------------------------------------------------------------------------
 
-/// Generates `$name(args…, simd)`, which calls `$generic::<true>` compiled with AVX2 and FMA
-/// when `simd` is set, and the portable `$generic::<false>` otherwise.
+const PORTABLE: u8 = Isa::Portable as u8;
+const AVX2: u8 = Isa::Avx2 as u8;
+const AVX512: u8 = Isa::Avx512 as u8;
+
+/// Generates `$name(args…, simd)`, which calls `$generic::<AVX512>` compiled with AVX-512F,
+/// AVX2 and FMA, `$generic::<AVX2>` compiled with AVX2 and FMA, or the portable
+/// `$generic::<PORTABLE>`, as `simd` says.
 macro_rules! dispatch {
-    ($(#[$doc:meta])* fn $name:ident / $avx:ident => $generic:ident($($arg:ident: $ty:ty),*)) => {
+    ($(#[$doc:meta])* fn $name:ident / $avx2:ident / $avx512:ident
+        => $generic:ident($($arg:ident: $ty:ty),*)) => {
         $(#[$doc])*
-        pub fn $name($($arg: $ty,)* simd: bool) {
+        pub fn $name($($arg: $ty,)* simd: Simd) {
             #[cfg(target_arch = "x86_64")]
-            if simd {
-                // SAFETY: `simd` is only set when the CPU reported AVX2 and FMA
-                // (`has_avx2_fma`), the features `$avx` is compiled for.
-                return unsafe { $avx($($arg),*) };
+            match simd.isa() {
+                // SAFETY: a `Simd` only names an instruction set that the CPU reported
+                // (`Simd::detect`), and each copy is compiled for exactly that set.
+                Isa::Avx512 => return unsafe { $avx512($($arg),*) },
+                // SAFETY: as above.
+                Isa::Avx2 => return unsafe { $avx2($($arg),*) },
+                Isa::Portable => {}
             }
             let _ = simd;
-            $generic::<false>($($arg),*)
+            $generic::<PORTABLE>($($arg),*)
         }
 
         #[cfg(target_arch = "x86_64")]
         #[target_feature(enable = "avx2,fma")]
-        fn $avx($($arg: $ty),*) {
-            $generic::<true>($($arg),*)
+        fn $avx2($($arg: $ty),*) {
+            $generic::<AVX2>($($arg),*)
+        }
+
+        #[cfg(target_arch = "x86_64")]
+        #[target_feature(enable = "avx512f,avx2,fma")]
+        fn $avx512($($arg: $ty),*) {
+            $generic::<AVX512>($($arg),*)
         }
     };
 }
@@ -419,12 +494,12 @@ macro_rules! dispatch {
 dispatch! {
     /// `X[:, j] = image indices[j] / 255`, as `ops::gather_images`. X: (784, n) column-major.
     /// Compiled for AVX2 this loop converts 8 bytes per instruction.
-    fn gather_block / gather_block_avx2 =>
+    fn gather_block / gather_block_avx2 / gather_block_avx512 =>
         gather_block_generic(images: &[u8], indices: &[u32], x: &mut [f32])
 }
 
 #[inline(always)]
-fn gather_block_generic<const AVX2: bool>(images: &[u8], indices: &[u32], x: &mut [f32]) {
+fn gather_block_generic<const L: u8>(images: &[u8], indices: &[u32], x: &mut [f32]) {
     for (column, &image) in x.chunks_exact_mut(PIXELS).zip(indices) {
         let bytes = &images[image as usize * PIXELS..][..PIXELS];
         for (v, &byte) in column.iter_mut().zip(bytes) {
@@ -436,34 +511,47 @@ fn gather_block_generic<const AVX2: bool>(images: &[u8], indices: &[u32], x: &mu
 dispatch! {
     /// `Z = W·A + b`. W: (units, inputs) row-major; b: (units); A: (inputs, n) column-major;
     /// Z: (units, n) column-major, units = b.len().
-    fn dense_forward / dense_forward_avx2 =>
+    fn dense_forward / dense_forward_avx2 / dense_forward_avx512 =>
         dense_forward_generic(w: &[f32], b: &[f32], inputs: usize, a: &[f32], n: usize, z: &mut [f32])
 }
 
 dispatch! {
     /// `dW += dZ·Aᵀ`. dZ: (units, n) column-major; A: (inputs, n) column-major;
     /// dW: (units, inputs) row-major.
-    fn accumulate_outer / accumulate_outer_avx2 =>
+    fn accumulate_outer / accumulate_outer_avx2 / accumulate_outer_avx512 =>
         accumulate_outer_generic(dz: &[f32], units: usize, a: &[f32], inputs: usize, dw: &mut [f32])
 }
 
 dispatch! {
     /// `dA = Wᵀ·dZ`. W: (units, inputs) row-major; dZ: (units, n) column-major;
     /// dA: (inputs, n) column-major.
-    fn backward_input / backward_input_avx2 =>
+    fn backward_input / backward_input_avx2 / backward_input_avx512 =>
         backward_input_generic(w: &[f32], units: usize, dz: &[f32], da: &mut [f32])
 }
 
+/// Floats per vector register in the copy for instruction set `level`.
+const fn lanes(level: u8) -> usize {
+    if level == AVX512 {
+        16
+    } else {
+        LANES
+    }
+}
+
 /// Units per tile in both products, and samples per tile in `dense_forward`: 5 × 2 = 10
-/// registers of sums, which with the operands fits x86-64's 16 vector registers.
+/// registers of sums, which with the operands fits AVX2's 16 vector registers.
 const TILE_UNITS: usize = 5;
 const TILE_SAMPLES: usize = 2;
-/// Vectors of k per strip in `accumulate_outer`: 5 units × 2 vectors = 10 registers of sums.
+/// Samples per `dense_forward` tile with AVX-512: 5 × 4 = 20 of its 32 registers hold sums,
+/// and per vector of k the tile loads 9 vectors for 20 multiply-adds (7 for 10 with AVX2).
+const TILE_SAMPLES_AVX512: usize = 4;
+/// Vectors of k per strip in `accumulate_outer`: 5 units × 2 vectors = 10 registers of sums
+/// (AVX2 and portable), 5 × 4 = 20 with AVX-512.
 const STRIP_VECTORS: usize = 2;
-const STRIP: usize = STRIP_VECTORS * LANES;
+const STRIP_VECTORS_AVX512: usize = 4;
 
 #[inline(always)]
-fn dense_forward_generic<const AVX2: bool>(
+fn dense_forward_generic<const L: u8>(
     w: &[f32],
     b: &[f32],
     inputs: usize,
@@ -485,12 +573,31 @@ fn dense_forward_generic<const AVX2: bool>(
                 let dot = row
                     .iter()
                     .zip(a)
-                    .fold(0.0, |d, (&w, &x)| madd::<AVX2>(w, x, d));
+                    .fold(0.0, |d, (&w, &x)| madd::<L>(w, x, d));
                 *z = b + dot;
             }
         }
         return;
     }
+    if L == AVX512 {
+        dense_tiles::<TILE_UNITS, TILE_SAMPLES_AVX512, L>(w, b, inputs, a, n, z);
+    } else {
+        dense_tiles::<TILE_UNITS, TILE_SAMPLES, L>(w, b, inputs, a, n, z);
+    }
+}
+
+/// `Z = W·A + b` (shapes as in `dense_forward`) in tiles of R units × S samples, so that each
+/// loaded vector of W or A feeds several multiply-adds.
+#[inline(always)]
+fn dense_tiles<const R: usize, const S: usize, const L: u8>(
+    w: &[f32],
+    b: &[f32],
+    inputs: usize,
+    a: &[f32],
+    n: usize,
+    z: &mut [f32],
+) {
+    let units = b.len();
     // Z[i.., j..] = b[i..] + dots, for a tile of R units and S samples.
     let mut store = |dots: &[&[f32]], i: usize, j: usize| {
         for (r, dots) in dots.iter().enumerate() {
@@ -502,38 +609,38 @@ fn dense_forward_generic<const AVX2: bool>(
     // Whole tiles of units, then the leftover units one at a time; the same for samples.
     let mut i = 0;
     while i < units {
-        let whole_units = units - i >= TILE_UNITS;
+        let whole_units = units - i >= R;
         let mut j = 0;
         while j < n {
-            let whole_samples = n - j >= TILE_SAMPLES;
+            let whole_samples = n - j >= S;
             match (whole_units, whole_samples) {
                 (true, true) => {
-                    let d = dot_tile::<TILE_UNITS, TILE_SAMPLES, AVX2>(w, a, inputs, i, j);
+                    let d = dot_tile::<R, S, L>(w, a, inputs, i, j);
                     store(&d.each_ref().map(|d| &d[..]), i, j);
                 }
                 (true, false) => {
-                    let d = dot_tile::<TILE_UNITS, 1, AVX2>(w, a, inputs, i, j);
+                    let d = dot_tile::<R, 1, L>(w, a, inputs, i, j);
                     store(&d.each_ref().map(|d| &d[..]), i, j);
                 }
                 (false, true) => {
-                    let d = dot_tile::<1, TILE_SAMPLES, AVX2>(w, a, inputs, i, j);
+                    let d = dot_tile::<1, S, L>(w, a, inputs, i, j);
                     store(&d.each_ref().map(|d| &d[..]), i, j);
                 }
                 (false, false) => {
-                    let d = dot_tile::<1, 1, AVX2>(w, a, inputs, i, j);
+                    let d = dot_tile::<1, 1, L>(w, a, inputs, i, j);
                     store(&d.each_ref().map(|d| &d[..]), i, j);
                 }
             }
-            j += if whole_samples { TILE_SAMPLES } else { 1 };
+            j += if whole_samples { S } else { 1 };
         }
-        i += if whole_units { TILE_UNITS } else { 1 };
+        i += if whole_units { R } else { 1 };
     }
 }
 
 /// `dots[r][s] = W[i + r, :]·A[:, j + s]`: R rows of W against S columns of A, both of
 /// length k. W: (·, k) row-major; A: (k, ·) column-major.
 #[inline(always)]
-fn dot_tile<const R: usize, const S: usize, const AVX2: bool>(
+fn dot_tile<const R: usize, const S: usize, const L: u8>(
     w: &[f32],
     a: &[f32],
     k: usize,
@@ -541,8 +648,12 @@ fn dot_tile<const R: usize, const S: usize, const AVX2: bool>(
     j: usize,
 ) -> [[f32; S]; R] {
     #[cfg(target_arch = "x86_64")]
-    if AVX2 {
-        // SAFETY: AVX2 = true only inside the copies `dispatch!` compiles for CPUs with AVX2
+    if L == AVX512 {
+        // SAFETY: L = AVX512 only inside the copies `dispatch!` compiles for CPUs with
+        // AVX-512F, AVX2 and FMA.
+        return unsafe { avx512::dot_tile(w, a, k, i, j) };
+    } else if L == AVX2 {
+        // SAFETY: L = AVX2 only inside the copies `dispatch!` compiles for CPUs with AVX2
         // and FMA.
         return unsafe { avx2::dot_tile(w, a, k, i, j) };
     }
@@ -570,7 +681,7 @@ fn dot_tile<const R: usize, const S: usize, const AVX2: bool>(
 }
 
 #[inline(always)]
-fn accumulate_outer_generic<const AVX2: bool>(
+fn accumulate_outer_generic<const L: u8>(
     dz: &[f32],
     units: usize,
     a: &[f32],
@@ -579,42 +690,67 @@ fn accumulate_outer_generic<const AVX2: bool>(
 ) {
     // dZ: (units, n) col-major; A: (inputs, n) col-major; dW: (units, inputs) row-major.
     let n = dz.len() / units;
-    let strips = inputs / STRIP;
-    // Strips of k outside, units inside: a strip of the block's A (n cache lines) comes
-    // from L2 once and from L1 for the other unit tiles.
-    for strip in 0..strips {
-        let k = strip * STRIP;
-        let mut i = 0;
-        while i < units {
-            if units - i >= TILE_UNITS {
-                outer_tile::<TILE_UNITS, AVX2>(dz, units, i, a, inputs, k, n, dw);
-                i += TILE_UNITS;
-            } else {
-                outer_tile::<1, AVX2>(dz, units, i, a, inputs, k, n, dw);
-                i += 1;
-            }
-        }
-    }
-    // The last inputs % STRIP columns of dW (all of them for layers narrower than a strip):
-    // sample by sample, each row of dW gets dZ[i, j] times A's column, a loop along
-    // contiguous memory that the compiler vectorizes. Each element still sums over j in order.
-    let rest = strips * STRIP;
+    // Wide strips of k, then strips of one vector, then what is left one column at a time.
+    // Every element of dW sums over j in order (one fused multiply-add per sample in the
+    // AVX2 and AVX-512 copies), so the split does not change the result.
+    let k = if L == AVX512 {
+        outer_strips::<STRIP_VECTORS_AVX512, L>(dz, units, a, inputs, n, 0, dw)
+    } else {
+        outer_strips::<STRIP_VECTORS, L>(dz, units, a, inputs, n, 0, dw)
+    };
+    let rest = outer_strips::<1, L>(dz, units, a, inputs, n, k, dw);
+    // The last columns of dW (all of them for layers narrower than a vector): sample by
+    // sample, each row of dW gets dZ[i, j] times A's column, a loop along contiguous memory
+    // that the compiler vectorizes.
     if rest < inputs {
         for (column, g) in a.chunks_exact(inputs).zip(dz.chunks_exact(units)) {
             for (row, &g) in dw.chunks_exact_mut(inputs).zip(g) {
                 for (d, &x) in row[rest..].iter_mut().zip(&column[rest..]) {
-                    *d = madd::<AVX2>(g, x, *d);
+                    *d = madd::<L>(g, x, *d);
                 }
             }
         }
     }
 }
 
-/// `dW[i + r, k .. k + STRIP] += Σ_j dZ[i + r, j]·A[k .. k + STRIP, j]` for R units: the
-/// strip of dW stays in registers while the n samples go by.
+/// `dW[:, k..] += dZ·A[k.., :]ᵀ` in strips of V vectors of k from column `from` on, as many
+/// whole strips as fit; returns the first column not done. Strips of k outside, units
+/// inside: a strip of the block's A (n × V vectors) comes from L2 once and from L1 for the
+/// other unit tiles.
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
-fn outer_tile<const R: usize, const AVX2: bool>(
+fn outer_strips<const V: usize, const L: u8>(
+    dz: &[f32],
+    units: usize,
+    a: &[f32],
+    inputs: usize,
+    n: usize,
+    from: usize,
+    dw: &mut [f32],
+) -> usize {
+    let width = V * lanes(L);
+    let mut k = from;
+    while k + width <= inputs {
+        let mut i = 0;
+        while i < units {
+            if units - i >= TILE_UNITS {
+                outer_tile::<TILE_UNITS, V, L>(dz, units, i, a, inputs, k, n, dw);
+                i += TILE_UNITS;
+            } else {
+                outer_tile::<1, V, L>(dz, units, i, a, inputs, k, n, dw);
+                i += 1;
+            }
+        }
+        k += width;
+    }
+    k
+}
+
+/// `dW[i + r, k .. k + w] += Σ_j dZ[i + r, j]·A[k .. k + w, j]` for R units, where w is V
+/// vectors: the strip of dW stays in registers while the n samples go by.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn outer_tile<const R: usize, const V: usize, const L: u8>(
     dz: &[f32],
     units: usize,
     i: usize,
@@ -625,15 +761,19 @@ fn outer_tile<const R: usize, const AVX2: bool>(
     dw: &mut [f32],
 ) {
     #[cfg(target_arch = "x86_64")]
-    if AVX2 {
+    if L == AVX512 {
         // SAFETY: as in `dot_tile`.
-        return unsafe { avx2::outer_tile::<R>(dz, units, i, a, inputs, k, n, dw) };
+        return unsafe { avx512::outer_tile::<R, V>(dz, units, i, a, inputs, k, n, dw) };
+    } else if L == AVX2 {
+        // SAFETY: as in `dot_tile`.
+        return unsafe { avx2::outer_tile::<R, V>(dz, units, i, a, inputs, k, n, dw) };
     }
+    let width = V * lanes(L);
     for r in 0..R {
-        let sums = &mut dw[(i + r) * inputs + k..][..STRIP];
+        let sums = &mut dw[(i + r) * inputs + k..][..width];
         for j in 0..n {
             let g = dz[j * units + i + r];
-            for (sum, &x) in sums.iter_mut().zip(&a[j * inputs + k..][..STRIP]) {
+            for (sum, &x) in sums.iter_mut().zip(&a[j * inputs + k..][..width]) {
                 *sum += g * x;
             }
         }
@@ -641,7 +781,7 @@ fn outer_tile<const R: usize, const AVX2: bool>(
 }
 
 #[inline(always)]
-fn backward_input_generic<const AVX2: bool>(w: &[f32], units: usize, dz: &[f32], da: &mut [f32]) {
+fn backward_input_generic<const L: u8>(w: &[f32], units: usize, dz: &[f32], da: &mut [f32]) {
     // W: (units, inputs) row-major; dZ: (units, n) col-major; dA: (inputs, n) col-major.
     let inputs = w.len() / units;
     for (da, dz) in da.chunks_exact_mut(inputs).zip(dz.chunks_exact(units)) {
@@ -650,17 +790,17 @@ fn backward_input_generic<const AVX2: bool>(w: &[f32], units: usize, dz: &[f32],
         da.fill(0.0);
         for (row, &g) in w.chunks_exact(inputs).zip(dz) {
             for (d, &wv) in da.iter_mut().zip(row) {
-                *d = madd::<AVX2>(g, wv, *d);
+                *d = madd::<L>(g, wv, *d);
             }
         }
     }
 }
 
-/// `a·b + c`, fused (one rounding, one instruction) in the AVX2 + FMA copy. Elsewhere it is
-/// `a * b + c`: `mul_add` without hardware FMA would be a slow library call.
+/// `a·b + c`, fused (one rounding, one instruction) in the AVX2 and AVX-512 copies.
+/// Elsewhere it is `a * b + c`: `mul_add` without hardware FMA would be a slow library call.
 #[inline(always)]
-fn madd<const FMA: bool>(a: f32, b: f32, c: f32) -> f32 {
-    if FMA {
+fn madd<const L: u8>(a: f32, b: f32, c: f32) -> f32 {
+    if L >= AVX2 {
         a.mul_add(b, c)
     } else {
         a * b + c
@@ -671,11 +811,11 @@ fn madd<const FMA: bool>(a: f32, b: f32, c: f32) -> f32 {
 /// tiles' sums in vector registers (it spilled them and used 4-wide instructions), and these
 /// two loops are nearly all of a step's arithmetic. `__m256` holds 8 floats;
 /// `_mm256_fmadd_ps(a, b, c)` is `a·b + c` with one rounding. Everything here is compiled for
-/// AVX2 and FMA and may only run on a CPU that has them (`has_avx2_fma`).
+/// AVX2 and FMA and may only run on a CPU that has them (`Simd::detect`).
 #[cfg(target_arch = "x86_64")]
 #[allow(clippy::needless_range_loop)] // r, s, v index several arrays at once, as in the math
 mod avx2 {
-    use super::{LANES, STRIP, STRIP_VECTORS};
+    use super::LANES;
     use std::arch::x86_64::*;
 
     #[inline]
@@ -738,12 +878,12 @@ mod avx2 {
         dots
     }
 
-    /// See `super::outer_tile`. R × STRIP_VECTORS registers of sums; per sample,
-    /// STRIP_VECTORS loads and R broadcasts for R × STRIP_VECTORS multiply-adds.
+    /// See `super::outer_tile`. R × V registers of sums; per sample, V loads and R
+    /// broadcasts for R × V multiply-adds.
     #[allow(clippy::too_many_arguments)]
     #[inline]
     #[target_feature(enable = "avx2,fma")]
-    pub fn outer_tile<const R: usize>(
+    pub fn outer_tile<const R: usize, const V: usize>(
         dz: &[f32],
         units: usize,
         i: usize,
@@ -753,10 +893,11 @@ mod avx2 {
         n: usize,
         dw: &mut [f32],
     ) {
+        let width = V * LANES;
         let vector =
             |s: &[f32], v: usize| -> __m256 { load(s[v * LANES..][..LANES].try_into().unwrap()) };
-        let mut sums: [[__m256; STRIP_VECTORS]; R] = std::array::from_fn(|r| {
-            let row = &dw[(i + r) * inputs + k..][..STRIP];
+        let mut sums: [[__m256; V]; R] = std::array::from_fn(|r| {
+            let row = &dw[(i + r) * inputs + k..][..width];
             std::array::from_fn(|v| vector(row, v))
         });
         // Bounds, checked once here so that the loop need not (see `dot_tile`): the last
@@ -764,23 +905,144 @@ mod avx2 {
         if n == 0 {
             return;
         }
-        assert!((n - 1) * inputs + k + STRIP <= a.len() && (n - 1) * units + i + R <= dz.len());
+        assert!((n - 1) * inputs + k + width <= a.len() && (n - 1) * units + i + R <= dz.len());
         let (a_at, dz_at) = (a.as_ptr(), dz.as_ptr());
         for j in 0..n {
             // SAFETY: j < n, so by the assert every read below is inside `a` or `dz`.
-            let x: [__m256; STRIP_VECTORS] = std::array::from_fn(|v| unsafe {
+            let x: [__m256; V] = std::array::from_fn(|v| unsafe {
                 _mm256_loadu_ps(a_at.add(j * inputs + k + v * LANES))
             });
             for r in 0..R {
                 // SAFETY: as above.
                 let g = _mm256_set1_ps(unsafe { *dz_at.add(j * units + i + r) });
-                for v in 0..STRIP_VECTORS {
+                for v in 0..V {
                     sums[r][v] = _mm256_fmadd_ps(g, x[v], sums[r][v]);
                 }
             }
         }
         for (r, sums) in sums.iter().enumerate() {
-            let row = &mut dw[(i + r) * inputs + k..][..STRIP];
+            let row = &mut dw[(i + r) * inputs + k..][..width];
+            for (out, &sum) in row.chunks_exact_mut(LANES).zip(sums) {
+                store(out.try_into().unwrap(), sum);
+            }
+        }
+    }
+}
+
+/// The same two tiles with AVX-512F: `__m512` holds 16 floats, so each loop runs half as many
+/// iterations as with AVX2, and its 32 registers hold larger tiles (5 × 4 sums in `dot_tile`,
+/// 5 units × 4 vectors in `outer_tile`). Everything here is compiled for AVX-512F, AVX2 and
+/// FMA and may only run on a CPU that has them (`Simd::detect`).
+#[cfg(target_arch = "x86_64")]
+#[allow(clippy::needless_range_loop)] // r, s, v index several arrays at once, as in the math
+mod avx512 {
+    use std::arch::x86_64::*;
+
+    /// Floats per `__m512`.
+    const LANES: usize = 16;
+
+    #[inline]
+    #[target_feature(enable = "avx512f,avx2,fma")]
+    fn load(v: &[f32; LANES]) -> __m512 {
+        // SAFETY: `v` is 16 readable floats, and `loadu` takes any alignment.
+        unsafe { _mm512_loadu_ps(v.as_ptr()) }
+    }
+
+    #[inline]
+    #[target_feature(enable = "avx512f,avx2,fma")]
+    fn store(v: &mut [f32; LANES], x: __m512) {
+        // SAFETY: `v` is 16 writable floats, and `storeu` takes any alignment.
+        unsafe { _mm512_storeu_ps(v.as_mut_ptr(), x) }
+    }
+
+    /// See `super::dot_tile`. R × S registers of sums; per 16 values of k, R + S loads and
+    /// R × S multiply-adds. The 16 lanes are added up pairwise (`_mm512_reduce_add_ps`), in
+    /// a fixed order.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx2,fma")]
+    pub fn dot_tile<const R: usize, const S: usize>(
+        w: &[f32],
+        a: &[f32],
+        k: usize,
+        i: usize,
+        j: usize,
+    ) -> [[f32; S]; R] {
+        let rows: [&[f32]; R] = std::array::from_fn(|r| &w[(i + r) * k..][..k]);
+        let columns: [&[f32]; S] = std::array::from_fn(|s| &a[(j + s) * k..][..k]);
+        let vectors = k / LANES;
+        // Loads through pointers, as in `avx2::dot_tile`: no bounds check per load.
+        let row_at = rows.map(|row| row.as_ptr());
+        let column_at = columns.map(|column| column.as_ptr());
+        // SAFETY (both loads): c < vectors, so c·16 + 16 ≤ k, the length of every row and
+        // column.
+        let load = |at: *const f32, c: usize| unsafe { _mm512_loadu_ps(at.add(c * LANES)) };
+        let mut sums = [[_mm512_setzero_ps(); S]; R];
+        for c in 0..vectors {
+            let x: [__m512; S] = std::array::from_fn(|s| load(column_at[s], c));
+            for r in 0..R {
+                let wv = load(row_at[r], c);
+                for s in 0..S {
+                    sums[r][s] = _mm512_fmadd_ps(wv, x[s], sums[r][s]);
+                }
+            }
+        }
+        let mut dots = [[0.0f32; S]; R];
+        for r in 0..R {
+            for s in 0..S {
+                // The lanes, then the last k % 16 products.
+                let mut dot = _mm512_reduce_add_ps(sums[r][s]);
+                for c in vectors * LANES..k {
+                    dot = rows[r][c].mul_add(columns[s][c], dot);
+                }
+                dots[r][s] = dot;
+            }
+        }
+        dots
+    }
+
+    /// See `super::outer_tile`. R × V registers of sums; per sample, V loads and R
+    /// broadcasts for R × V multiply-adds.
+    #[allow(clippy::too_many_arguments)]
+    #[inline]
+    #[target_feature(enable = "avx512f,avx2,fma")]
+    pub fn outer_tile<const R: usize, const V: usize>(
+        dz: &[f32],
+        units: usize,
+        i: usize,
+        a: &[f32],
+        inputs: usize,
+        k: usize,
+        n: usize,
+        dw: &mut [f32],
+    ) {
+        let width = V * LANES;
+        let vector =
+            |s: &[f32], v: usize| -> __m512 { load(s[v * LANES..][..LANES].try_into().unwrap()) };
+        let mut sums: [[__m512; V]; R] = std::array::from_fn(|r| {
+            let row = &dw[(i + r) * inputs + k..][..width];
+            std::array::from_fn(|v| vector(row, v))
+        });
+        // Bounds, checked once here so that the loop need not (see `avx2::dot_tile`).
+        if n == 0 {
+            return;
+        }
+        assert!((n - 1) * inputs + k + width <= a.len() && (n - 1) * units + i + R <= dz.len());
+        let (a_at, dz_at) = (a.as_ptr(), dz.as_ptr());
+        for j in 0..n {
+            // SAFETY: j < n, so by the assert every read below is inside `a` or `dz`.
+            let x: [__m512; V] = std::array::from_fn(|v| unsafe {
+                _mm512_loadu_ps(a_at.add(j * inputs + k + v * LANES))
+            });
+            for r in 0..R {
+                // SAFETY: as above.
+                let g = _mm512_set1_ps(unsafe { *dz_at.add(j * units + i + r) });
+                for v in 0..V {
+                    sums[r][v] = _mm512_fmadd_ps(g, x[v], sums[r][v]);
+                }
+            }
+        }
+        for (r, sums) in sums.iter().enumerate() {
+            let row = &mut dw[(i + r) * inputs + k..][..width];
             for (out, &sum) in row.chunks_exact_mut(LANES).zip(sums) {
                 store(out.try_into().unwrap(), sum);
             }
