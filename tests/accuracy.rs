@@ -48,7 +48,8 @@ fn wide_hidden_layer_with_mini_batches_reaches_95_percent() {
 }
 
 /// The README's commands for the wide network: Adam reaches 0.96, and with shifted images
-/// 0.975, trained on the embedded 10,000 digits (9,000 after the dev split).
+/// 0.975, trained on all the embedded 10,000 digits (`--dev-size 0`). Measured with three
+/// seeds and each CPU instruction set (AVX-512, AVX2, portable): 96.17–96.32% and 97.68–97.80%.
 #[test]
 fn wide_network_with_adam_reaches_96_percent() {
     let args = [
