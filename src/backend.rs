@@ -6,7 +6,7 @@
 //! and `shaders/`). The training loop only sees this trait.
 
 use crate::error::{config, Result};
-use crate::model::Model;
+use crate::model::{Activation, Model};
 use crate::optimizer::Optimizer;
 
 /// All images a run touches (the training file's, then the test file's), as bytes, with labels.
@@ -114,19 +114,19 @@ pub trait Backend {
     fn set_optimizer(&mut self, optimizer: Optimizer) -> Result<()>;
 }
 
-/// `new` must have the layer sizes and activation of `current`.
-pub fn check_same_shape(current: &Model, new: &Model) -> Result<()> {
-    let shape = |m: &Model| {
-        let sizes: Vec<_> = m.layers.iter().map(|l| (l.inputs, l.outputs)).collect();
-        (sizes, m.activation)
-    };
-    if shape(current) != shape(new) {
+/// `new` must have the layer sizes (inputs, outputs) and the activation a backend was built
+/// for.
+pub fn check_same_shape(
+    built_for: &[(usize, usize)],
+    activation: Activation,
+    new: &Model,
+) -> Result<()> {
+    let sizes: Vec<_> = new.layers.iter().map(|l| (l.inputs, l.outputs)).collect();
+    if sizes != built_for || new.activation != activation {
         return config(format!(
-            "the model has layers {:?} ({}), but the backend was built for {:?} ({})",
-            shape(new).0,
+            "the model has layers {sizes:?} ({}), but the backend was built for {built_for:?} ({})",
             new.activation.name(),
-            shape(current).0,
-            current.activation.name()
+            activation.name()
         ));
     }
     Ok(())

@@ -382,18 +382,19 @@ pub fn train(
     }
     let dev = evaluate(backend, split, List::Dev)?;
     let test = evaluate(backend, split, List::Test)?;
+    let dev_accuracy = dev.as_ref().map(|d| d.accuracy);
+    let (dev_predictions, dev_confidence) = dev
+        .map(|d| (d.predictions, d.confidence))
+        .unwrap_or_default();
     Ok(Report {
         steps: step,
         ending,
         seconds,
         train_samples_per_second: samples as f64 / seconds.max(1e-9),
         final_loss: history.last().map_or(f64::NAN, |p| p.batch.loss),
-        dev_accuracy: dev.as_ref().map(|d| d.accuracy),
-        dev_predictions: dev
-            .as_ref()
-            .map(|d| d.predictions.clone())
-            .unwrap_or_default(),
-        dev_confidence: dev.map(|d| d.confidence).unwrap_or_default(),
+        dev_accuracy,
+        dev_predictions,
+        dev_confidence,
         test_accuracy: test.as_ref().map(|t| t.accuracy),
         test_loss: test.map(|t| t.loss),
         history,

@@ -65,29 +65,33 @@ struct Classified {
 
 fn classify(model_path: &Path, data_path: &Path, backend: &BackendArgs) -> Result<Classified> {
     let model = model_file::load(model_path)?.model;
-    let dataset = data::load(data_path)?;
+    let mut dataset = data::load(data_path)?;
     let n = dataset.len();
     if n == 0 {
         return config(format!("{}: holds no images", data_path.display()));
     }
     // The backends evaluate their test list; an unlabelled file gets placeholder labels,
-    // which only the loss would see.
-    let pool = ImagePool {
-        images: dataset.images.clone(),
+    // which only the loss would see. The pixels are lent to the pool, not copied.
+    let pool = Arc::new(ImagePool {
+        images: std::mem::take(&mut dataset.images),
         labels: dataset.labels.clone().unwrap_or_else(|| vec![0; n]),
-    };
+    });
     let sizes = ListSizes {
         train: 0,
         dev: 0,
         test: n,
     };
-    let mut backend = backend.open(&model, Arc::new(pool), sizes, 1)?;
-    backend.set_list(List::Test, &(0..n as u32).collect::<Vec<_>>())?;
-    let logits = backend.logits(List::Test)?;
+    let (logits, device) = {
+        let mut backend = backend.open(&model, pool.clone(), sizes, 1)?;
+        backend.set_list(List::Test, &(0..n as u32).collect::<Vec<_>>())?;
+        (backend.logits(List::Test)?, backend.device_name())
+    };
+    // The backend is gone, so the pool is ours alone again.
+    dataset.images = Arc::try_unwrap(pool).map_or_else(|p| p.images.clone(), |p| p.images);
     Ok(Classified {
         dataset,
         logits,
-        device: backend.device_name(),
+        device,
     })
 }
 

@@ -368,7 +368,13 @@ impl Backend for CpuBackend {
     }
 
     fn set_model(&mut self, model: &Model) -> Result<()> {
-        check_same_shape(&self.model, model)?;
+        let sizes: Vec<_> = self
+            .model
+            .layers
+            .iter()
+            .map(|l| (l.inputs, l.outputs))
+            .collect();
+        check_same_shape(&sizes, self.model.activation, model)?;
         self.model = model.clone();
         Ok(())
     }

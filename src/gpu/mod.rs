@@ -91,8 +91,9 @@ struct Kept {
 
 /// `--augment`'s buffers and bindings, made on the first shifted step.
 struct Shifter {
-    /// (dx, dy) per image of the batch, as i32: (2, capacity).
+    /// (dx, dy) per image of the batch, as i32: (2, capacity), and its host copy.
     shifts: wgpu::Buffer,
+    host_shifts: Vec<i32>,
     augment: Bound,
     /// The first layer's forward product and dW product, reading the shifted copies (through
     /// an index list 0, 1, 2, …) instead of the pool.
@@ -339,6 +340,7 @@ impl GpuBackend {
         ctx.check()?;
         Ok(Shifter {
             shifts,
+            host_shifts: Vec::with_capacity(2 * cap),
             augment,
             forward,
             dw_product,
@@ -480,13 +482,18 @@ impl Backend for GpuBackend {
         if self.shifter.is_none() {
             self.shifter = Some(self.make_shifter()?);
         }
-        let shifter = self.shifter.as_ref().expect("made above");
-        let pairs: Vec<i32> = shifts
-            .iter()
-            .flat_map(|s| [s.dx as i32, s.dy as i32])
-            .collect();
+        let shifter = self.shifter.as_mut().expect("made above");
+        shifter.host_shifts.clear();
+        shifter
+            .host_shifts
+            .extend(shifts.iter().flat_map(|s| [s.dx as i32, s.dy as i32]));
         let queue = &self.ctx.queue;
-        queue.write_buffer(&shifter.shifts, 0, bytemuck::cast_slice(&pairs));
+        queue.write_buffer(
+            &shifter.shifts,
+            0,
+            bytemuck::cast_slice(&shifter.host_shifts),
+        );
+        let shifter = &*shifter;
         let first = (self.sizes.offset(List::Train) + start) as u32;
         let k = &self.ctx.kernels;
         let mut rec = Recorder::new(&self.ctx.device, &mut self.uniforms, "shifted train step");
@@ -552,7 +559,14 @@ impl Backend for GpuBackend {
     }
 
     fn set_model(&mut self, model: &Model) -> Result<()> {
-        check_same_shape(&self.model()?, model)?;
+        // The shapes are known here: no need to read the weights back.
+        let sizes: Vec<_> = self
+            .net
+            .layers
+            .iter()
+            .map(|l| (l.inputs, l.outputs))
+            .collect();
+        check_same_shape(&sizes, self.net.activation, model)?;
         for (state, layer) in self.net.layers.iter().zip(&model.layers) {
             let queue = &self.ctx.queue;
             queue.write_buffer(&state.w, 0, bytemuck::cast_slice(&layer.w));
