@@ -1,14 +1,17 @@
 // augment: shifted copies of a batch's images, as packed bytes.
 //   images: the pool, 784 bytes (196 u32 words) per image
 //   out: (m images), 196 words each; image j is image indices[index_offset + j] moved by
-//   (dx, dy) = shifts[2j], shifts[2j + 1]: out(r, c) = image(r − dy, c − dx), 0 outside.
+//   (dx, dy) = shifts[shift_offset + 2j], shifts[shift_offset + 2j + 1]:
+//   out(r, c) = image(r − dy, c − dx), 0 outside.
+// The fused step (fused.wgsl) runs this kernel with its own step slots, whose first three
+// fields are these.
 // One thread per output word (four pixels).
 
 struct Params {
     m: u32,
     index_offset: u32,
+    shift_offset: u32,
     _pad0: u32,
-    _pad1: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -28,8 +31,8 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     }
     let j = i / WORDS;
     let source = indices[p.index_offset + j] * WORDS;
-    let dx = shifts[2u * j];
-    let dy = shifts[2u * j + 1u];
+    let dx = shifts[p.shift_offset + 2u * j];
+    let dy = shifts[p.shift_offset + 2u * j + 1u];
     var word = 0u;
     for (var k = 0u; k < 4u; k++) {
         let pixel = i32((i % WORDS) * 4u + k);

@@ -67,6 +67,27 @@ pub struct BatchStats {
     pub accuracy: f64,
 }
 
+/// Which of a backend's two implementations of the step runs (`--path`): the fused one (the
+/// whole step in few passes over the batch, block by block), or the reference (one kernel per
+/// operation over the whole batch, what the fused ones are checked against).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum StepPath {
+    Fused,
+    Reference,
+}
+
+impl StepPath {
+    pub fn name(self) -> &'static str {
+        match self {
+            StepPath::Fused => "fused",
+            StepPath::Reference => "reference",
+        }
+    }
+}
+
+/// How many steps' statistics a backend keeps for `step_stats`: read them at least this often.
+pub const STATS_KEPT: usize = 1024;
+
 /// How far `--augment` moves one image: pixel (r, c) of the shifted image is pixel
 /// (r − dy, c − dx) of the original, and 0 (background) where that falls outside.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -97,8 +118,21 @@ pub trait Backend {
         shifts: &[Shift],
     ) -> Result<()>;
 
-    /// Loss and accuracy of the last `train_step`'s batch.
+    /// Which implementation of the step runs.
+    fn path(&self) -> StepPath;
+
+    /// Why the reference path runs where the fused one was not ruled out (`--path auto`).
+    fn path_note(&self) -> Option<String> {
+        None
+    }
+
+    /// Loss and accuracy of the last `train_step`'s batch (on the GPU, waits for it).
     fn batch_stats(&mut self) -> Result<BatchStats>;
+
+    /// Loss and accuracy of every step since the last call, oldest first: of the last
+    /// `STATS_KEPT` of them when there were more. On the GPU, each step writes its own and
+    /// this reads them back at once, so steps need no host wait.
+    fn step_stats(&mut self) -> Result<Vec<BatchStats>>;
 
     /// The output layer's logits `Z[L]: (10, n)` for every sample of a list, column-major.
     fn logits(&mut self, list: List) -> Result<Vec<f32>>;

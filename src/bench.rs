@@ -3,7 +3,9 @@
 //!
 //! Each measurement builds a fresh backend, warms it up, sizes its timed runs from the
 //! warm-up's speed, and reports the median of a few runs. GPU runs end with `batch_stats()`,
-//! a read-back that waits for the GPU, inside the timed region: `train_step` only submits.
+//! a read-back that waits for the GPU, inside the timed region: `train_step` only records (and
+//! now and then submits). With `--profile`, each GPU measurement is followed by profiled steps
+//! whose kernels are timed on the GPU with timestamp queries, where the adapter has them.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -13,7 +15,7 @@ use clap::ValueEnum;
 use rand::{rngs::StdRng, Rng, SeedableRng};
 use serde_json::{json, Value};
 
-use crate::backend::{Backend, ImagePool, List, ListSizes};
+use crate::backend::{Backend, ImagePool, List, ListSizes, StepPath};
 use crate::cpu::CpuBackend;
 use crate::data::{CLASSES, PIXELS};
 use crate::error::{config, Error, Result};
@@ -34,6 +36,24 @@ const MEASUREMENT: Duration = Duration::from_secs(6);
 /// Learning rate of the timed steps: small, so random data never drives the weights to
 /// NaN or infinity (whose arithmetic can be slower and would distort the timing).
 const ALPHA: f32 = 0.01;
+
+/// `--path`: which implementation of the step is timed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum PathChoice {
+    Auto,
+    Fused,
+    Reference,
+}
+
+impl PathChoice {
+    fn path(self) -> Option<StepPath> {
+        match self {
+            PathChoice::Auto => None,
+            PathChoice::Fused => Some(StepPath::Fused),
+            PathChoice::Reference => Some(StepPath::Reference),
+        }
+    }
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Which {
@@ -96,6 +116,16 @@ pub struct BenchOptions {
     #[arg(long)]
     pub adapter: Option<String>,
 
+    /// Which implementation of the step: `auto` (the fused one where it covers the network),
+    /// `fused` or `reference`.
+    #[arg(long, value_enum, default_value_t = PathChoice::Auto)]
+    pub path: PathChoice,
+
+    /// After each GPU measurement, time every kernel on the GPU (timestamp queries, where the
+    /// adapter has them) and print its time per step beside the wall-clock time per step.
+    #[arg(long)]
+    pub profile: bool,
+
     /// Print the results as one JSON array, the last line of stdout.
     #[arg(long)]
     pub json: bool,
@@ -118,6 +148,8 @@ pub struct Measurement {
     /// What ran it: the CPU model, or the GPU adapter's description.
     pub adapter: String,
     pub software_adapter: bool,
+    /// "fused" or "reference" for ours; empty for a peer.
+    pub path: String,
     pub batch_size: usize,
     pub full_batch: bool,
     pub samples: usize,
@@ -127,6 +159,26 @@ pub struct Measurement {
     /// Median seconds of one timed run.
     pub seconds: f64,
     pub samples_per_second: f64,
+    /// `--profile`: GPU time per step of each kernel, where the adapter has timestamps.
+    pub profile: Option<Profile>,
+}
+
+/// GPU time per training step, kernel by kernel (`--profile`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Profile {
+    pub steps: usize,
+    /// Per kernel: its name, GPU seconds per step and dispatches per step.
+    pub kernels: Vec<(String, f64, f64)>,
+}
+
+impl Profile {
+    fn gpu_seconds_per_step(&self) -> f64 {
+        self.kernels.iter().map(|k| k.1).sum()
+    }
+
+    fn dispatches_per_step(&self) -> f64 {
+        self.kernels.iter().map(|k| k.2).sum()
+    }
 }
 
 impl Measurement {
@@ -135,6 +187,7 @@ impl Measurement {
             "backend": self.backend,
             "adapter": self.adapter,
             "software_adapter": self.software_adapter,
+            "path": self.path,
             "batch_size": self.batch_size,
             "full_batch": self.full_batch,
             "samples": self.samples,
@@ -143,6 +196,16 @@ impl Measurement {
             "runs": self.runs,
             "seconds": self.seconds,
             "samples_per_second": self.samples_per_second,
+            "profile": self.profile.as_ref().map(|p| json!({
+                "steps": p.steps,
+                "gpu_seconds_per_step": p.gpu_seconds_per_step(),
+                "dispatches_per_step": p.dispatches_per_step(),
+                "kernels": p.kernels.iter().map(|(name, seconds, dispatches)| json!({
+                    "kernel": name,
+                    "seconds_per_step": seconds,
+                    "dispatches_per_step": dispatches,
+                })).collect::<Vec<_>>(),
+            })),
         })
     }
 
@@ -174,6 +237,7 @@ impl Measurement {
             backend: text("backend")?,
             adapter: text("adapter").unwrap_or_default(),
             software_adapter: v["software_adapter"].as_bool().unwrap_or(false),
+            path: v["path"].as_str().unwrap_or_default().to_string(),
             batch_size: count("batch_size")?,
             full_batch: v["full_batch"].as_bool().unwrap_or(false),
             samples: count("samples")?,
@@ -181,6 +245,7 @@ impl Measurement {
             runs: count("runs").unwrap_or(0),
             seconds: v["seconds"].as_f64().unwrap_or(f64::NAN),
             samples_per_second: rate,
+            profile: None,
         })
     }
 
@@ -221,17 +286,36 @@ pub fn cpu_description() -> String {
     format!("{model}, {threads} threads")
 }
 
-/// Times training steps on one backend: consecutive batches over the train list (the last
-/// one of a pass shorter, as in training), a warm-up, then the median of timed runs.
-pub fn measure(backend: &mut dyn Backend, samples: usize, batch: usize) -> Result<Measurement> {
-    let mut next = 0;
-    // One step; returns how many samples it trained on.
-    let mut step = |backend: &mut dyn Backend| -> Result<usize> {
-        let len = batch.min(samples - next);
-        backend.train_step(next, len, ALPHA)?;
-        next = if next + len >= samples { 0 } else { next + len };
+/// Consecutive batches over the train list, the last one of a pass shorter, as in training.
+struct Batches {
+    samples: usize,
+    batch: usize,
+    next: usize,
+}
+
+impl Batches {
+    /// One step; returns how many samples it trained on.
+    fn step(&mut self, backend: &mut dyn Backend) -> Result<usize> {
+        let len = self.batch.min(self.samples - self.next);
+        backend.train_step(self.next, len, ALPHA)?;
+        self.next = if self.next + len >= self.samples {
+            0
+        } else {
+            self.next + len
+        };
         Ok(len)
+    }
+}
+
+/// Times training steps on one backend: consecutive batches over the train list, a warm-up,
+/// then the median of timed runs.
+pub fn measure(backend: &mut dyn Backend, samples: usize, batch: usize) -> Result<Measurement> {
+    let mut batches = Batches {
+        samples,
+        batch,
+        next: 0,
     };
+    let mut step = |backend: &mut dyn Backend| batches.step(backend);
 
     // The first step alone (pipelines, caches, thread pools), then steps for WARM_UP whose
     // speed sizes the timed runs.
@@ -273,6 +357,7 @@ pub fn measure(backend: &mut dyn Backend, samples: usize, batch: usize) -> Resul
         backend: String::new(),
         adapter: String::new(),
         software_adapter: false,
+        path: backend.path().name().to_string(),
         batch_size: batch,
         full_batch: batch == samples,
         samples,
@@ -280,7 +365,76 @@ pub fn measure(backend: &mut dyn Backend, samples: usize, batch: usize) -> Resul
         runs,
         seconds,
         samples_per_second: rate,
+        profile: None,
     })
+}
+
+/// Times `steps` steps kernel by kernel on the GPU; None where the adapter has no timestamp
+/// queries.
+pub fn profile(
+    gpu: &mut GpuBackend,
+    samples: usize,
+    batch: usize,
+    steps: usize,
+) -> Result<Option<Profile>> {
+    if !gpu.start_profile()? {
+        return Ok(None);
+    }
+    let mut batches = Batches {
+        samples,
+        batch,
+        next: 0,
+    };
+    for _ in 0..steps {
+        batches.step(gpu)?;
+    }
+    let Some((kernels, untimed)) = gpu.profile()? else {
+        return Ok(None);
+    };
+    if untimed > 0 {
+        return Err(Error::Gpu(format!(
+            "--profile: {untimed} dispatches ran untimed (too many in one submit)"
+        )));
+    }
+    let per_step = |v: f64| v / steps as f64;
+    Ok(Some(Profile {
+        steps,
+        kernels: kernels
+            .into_iter()
+            .map(|(name, seconds, count)| (name.to_string(), per_step(seconds), per_step(count as f64)))
+            .collect(),
+    }))
+}
+
+/// The profile as lines of text, beside the wall-clock time per step.
+fn profile_text(m: &Measurement) -> String {
+    let Some(p) = &m.profile else {
+        return String::new();
+    };
+    let wall = m.seconds / m.steps as f64;
+    let mut out = format!(
+        "GPU time per step, batch {} ({} path, {} profiled steps; each dispatch timed in a pass of its own):\n",
+        m.batch_size, m.path, p.steps
+    );
+    for (name, seconds, dispatches) in &p.kernels {
+        out += &format!(
+            "  {name:<20} {:>10.1} µs  {:>5.1}%  {dispatches:.0} per step\n",
+            seconds * 1e6,
+            100.0 * seconds / p.gpu_seconds_per_step()
+        );
+    }
+    out += &format!(
+        "  {:<20} {:>10.1} µs          {:.0} dispatches per step\n",
+        "all kernels",
+        p.gpu_seconds_per_step() * 1e6,
+        p.dispatches_per_step()
+    );
+    out += &format!(
+        "  {:<20} {:>10.1} µs per step (the timed runs)\n",
+        "wall clock",
+        wall * 1e6
+    );
+    out
 }
 
 /// Runs the benchmark and prints the table (and JSON, and the plot) as `options` ask.
@@ -348,34 +502,55 @@ pub fn run(options: &BenchOptions) -> Result<()> {
     );
     let mut results = Vec::new();
     let with_cpu = options.backend != Which::Gpu;
+    let path = options.path.path();
+    let report = |m: &Measurement| {
+        eprintln!(
+            "  {} batch {}: {:.0} samples/s ({} path)",
+            m.backend, m.batch_size, m.samples_per_second, m.path
+        )
+    };
     for &batch in &batches {
-        let mut backends: Vec<(&str, Box<dyn Backend>)> = Vec::new();
         if with_cpu {
-            let cpu = CpuBackend::new(&model, pool.clone(), sizes, batch)?;
-            backends.push(("cpu", Box::new(cpu)));
+            let mut cpu = match path {
+                Some(StepPath::Reference) => {
+                    CpuBackend::new_reference(&model, pool.clone(), sizes, batch)?
+                }
+                _ => CpuBackend::new(&model, pool.clone(), sizes, batch)?,
+            };
+            cpu.set_list(List::Train, &order)?;
+            let mut m = measure(&mut cpu, samples, batch)?;
+            (m.backend, m.adapter) = ("cpu".into(), cpu_name.clone());
+            report(&m);
+            results.push(m);
         }
         if let Some(ctx) = &gpu {
-            let gpu = GpuBackend::new(ctx.clone(), &model, &pool, sizes, batch)?;
-            backends.push(("gpu", Box::new(gpu)));
-        }
-        for (name, mut backend) in backends {
-            backend.set_list(List::Train, &order)?;
-            let mut m = measure(backend.as_mut(), samples, batch)?;
-            m.backend = name.to_string();
-            (m.adapter, m.software_adapter) = match (&gpu, name) {
-                (Some(ctx), "gpu") => (ctx.describe(), ctx.is_software()),
-                _ => (cpu_name.clone(), false),
-            };
-            eprintln!(
-                "  {name} batch {batch}: {:.0} samples/s",
-                m.samples_per_second
-            );
+            let mut gpu = GpuBackend::with_path(ctx.clone(), &model, &pool, sizes, batch, path)?;
+            gpu.set_list(List::Train, &order)?;
+            let mut m = measure(&mut gpu, samples, batch)?;
+            (m.backend, m.adapter) = ("gpu".into(), ctx.describe());
+            m.software_adapter = ctx.is_software();
+            report(&m);
+            if options.profile {
+                m.profile = profile(&mut gpu, samples, batch, m.steps.clamp(10, 1000))?;
+            }
             results.push(m);
         }
     }
 
     println!();
     print!("{}", table(&results, &peers));
+    if let (Some(ctx), true) = (&gpu, options.profile) {
+        if results.iter().any(|m| m.profile.is_some()) {
+            for m in &results {
+                print!("{}", profile_text(m));
+            }
+        } else {
+            println!(
+                "profile: {} has no timestamp queries (wgpu's TIMESTAMP_QUERY), so no GPU time per kernel",
+                ctx.describe()
+            );
+        }
+    }
     if let Some(ctx) = gpu.as_ref().filter(|c| c.is_software()) {
         println!(
             "note: \"gpu\" ran on {}: a software rasterizer on the CPU cores, not a GPU",
@@ -432,8 +607,8 @@ pub fn table(results: &[Measurement], peers: &[Measurement]) -> String {
         .unwrap_or(0)
         .max(7);
     let mut out = format!(
-        "{:<width$}  {:>12}  {:>12}  {:>10}  adapter\n",
-        "backend", "batch", "samples/s", "cpu ÷ this"
+        "{:<width$}  {:>9}  {:>12}  {:>12}  {:>10}  adapter\n",
+        "backend", "path", "batch", "samples/s", "cpu ÷ this"
     );
     for m in rows {
         let ours = results
@@ -448,8 +623,9 @@ pub fn table(results: &[Measurement], peers: &[Measurement]) -> String {
             m.batch_size.to_string()
         };
         out += &format!(
-            "{:<width$}  {:>12}  {:>12.0}  {:>10}  {}\n",
+            "{:<width$}  {:>9}  {:>12}  {:>12.0}  {:>10}  {}\n",
             m.label(),
+            m.path,
             batch,
             m.samples_per_second,
             ratio,

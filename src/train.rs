@@ -128,9 +128,11 @@ impl Default for Schedule {
 /// How far `--augment` shifts an image, in pixels, along each axis.
 pub const MAX_SHIFT: i8 = 2;
 
-/// The loss is read back at least this often, so that a diverging run stops within a few
-/// steps even when progress is logged rarely.
-const DIVERGENCE_CHECK_EVERY: usize = 5;
+/// Every step's loss is checked, when the steps' statistics are read back: at every progress
+/// line, and at least this often, so that a diverging run stops soon even when progress is
+/// logged rarely. (On the GPU each read waits for the queue to drain, so reads are kept
+/// rare; the message names the first step whose loss was bad.)
+pub const DIVERGENCE_CHECK_EVERY: usize = 200;
 
 /// A mean cross-entropy above this means the network is confidently wrong about almost every
 /// image (a fresh network starts near ln 10 ≈ 2.3): α is far too large. Such a run's weights
@@ -282,6 +284,8 @@ pub fn train(
         return config("--patience watches the dev loss, so it needs --dev-size of at least 1");
     }
     backend.set_optimizer(schedule.optimizer)?;
+    // Statistics of earlier steps are not this run's.
+    backend.step_stats()?;
     backend.set_list(List::Dev, &split.dev)?;
     backend.set_list(List::Test, &split.test)?;
 
@@ -339,8 +343,13 @@ pub fn train(
             if !log && step % DIVERGENCE_CHECK_EVERY != 0 {
                 continue;
             }
-            let stats = backend.batch_stats()?;
-            check_loss(stats.loss, step)?;
+            let window = backend.step_stats()?;
+            for (i, stats) in window.iter().enumerate() {
+                check_loss(stats.loss, step + 1 + i - window.len())?;
+            }
+            let Some(&stats) = window.last() else {
+                return Err(Error::Config(format!("no statistics for step {step}")));
+            };
             if !log {
                 continue;
             }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use clap::{Args, ValueEnum};
 
-use mnist_gpu::backend::{Backend, ImagePool, ListSizes};
+use mnist_gpu::backend::{Backend, ImagePool, ListSizes, StepPath};
 use mnist_gpu::cpu::CpuBackend;
 use mnist_gpu::error::{config, Result};
 use mnist_gpu::gpu;
@@ -22,12 +22,38 @@ pub enum BackendKind {
     Cpu,
 }
 
+/// Which implementation of the step runs (see `StepPath`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum PathKind {
+    /// The fused path where it covers the network (always on the CPU; on the GPU one or two
+    /// hidden layers of at most 64 units), else the reference.
+    Auto,
+    /// The whole step block by block in few passes; an error where it does not cover the network.
+    Fused,
+    /// One kernel per operation over the whole batch: what the fused path is checked against.
+    Reference,
+}
+
+impl PathKind {
+    pub fn path(self) -> Option<StepPath> {
+        match self {
+            PathKind::Auto => None,
+            PathKind::Fused => Some(StepPath::Fused),
+            PathKind::Reference => Some(StepPath::Reference),
+        }
+    }
+}
+
 /// Where the math runs; shared by every command.
 #[derive(Debug, Clone, Args)]
 pub struct BackendArgs {
     /// Where the math runs.
     #[arg(long, value_enum, default_value_t = BackendKind::Gpu)]
     pub backend: BackendKind,
+
+    /// Which implementation of the step runs.
+    #[arg(long, value_enum, default_value_t = PathKind::Auto)]
+    pub path: PathKind,
 
     /// GPU adapter to use: any part of its name, case-insensitive (see WGPU_ADAPTER_NAME).
     #[arg(long)]
@@ -50,10 +76,14 @@ impl BackendArgs {
         sizes: ListSizes,
         capacity: usize,
     ) -> Result<Box<dyn Backend>> {
-        Ok(match self.backend {
-            BackendKind::Cpu => Box::new(CpuBackend::new(model, pool, sizes, capacity)?),
-            BackendKind::Gpu => {
-                gpu::open_backend(self.adapter.as_deref(), model, pool, sizes, capacity)?
+        let path = self.path.path();
+        Ok(match (self.backend, path) {
+            (BackendKind::Cpu, Some(StepPath::Reference)) => {
+                Box::new(CpuBackend::new_reference(model, pool, sizes, capacity)?)
+            }
+            (BackendKind::Cpu, _) => Box::new(CpuBackend::new(model, pool, sizes, capacity)?),
+            (BackendKind::Gpu, _) => {
+                gpu::open_backend(self.adapter.as_deref(), model, pool, sizes, capacity, path)?
             }
         })
     }

@@ -61,6 +61,7 @@ struct Classified {
     dataset: Dataset,
     logits: Vec<f32>,
     device: String,
+    path: &'static str,
 }
 
 fn classify(model_path: &Path, data_path: &Path, backend: &BackendArgs) -> Result<Classified> {
@@ -81,10 +82,11 @@ fn classify(model_path: &Path, data_path: &Path, backend: &BackendArgs) -> Resul
         dev: 0,
         test: n,
     };
-    let (logits, device) = {
+    let (logits, device, path) = {
         let mut backend = backend.open(&model, pool.clone(), sizes, 1)?;
         backend.set_list(List::Test, &(0..n as u32).collect::<Vec<_>>())?;
-        (backend.logits(List::Test)?, backend.device_name())
+        let path = backend.path().name();
+        (backend.logits(List::Test)?, backend.device_name(), path)
     };
     // The backend is gone, so the pool is ours alone again.
     dataset.images = Arc::try_unwrap(pool).map_or_else(|p| p.images.clone(), |p| p.images);
@@ -92,6 +94,7 @@ fn classify(model_path: &Path, data_path: &Path, backend: &BackendArgs) -> Resul
         dataset,
         logits,
         device,
+        path,
     })
 }
 
@@ -219,6 +222,7 @@ pub fn eval(args: &EvalArgs) -> Result<()> {
             "model": args.model.display().to_string(),
             "data": c.dataset.source,
             "backend": args.backend.name(),
+            "path": c.path,
             "adapter": c.device,
             "images": n,
             "accuracy": accuracy,

@@ -284,8 +284,12 @@ pub fn run(args: &TrainArgs) -> Result<()> {
     let hidden = model.hidden();
     let widths: Vec<String> = hidden.iter().map(|h| h.to_string()).collect();
 
+    let path = backend.path().name();
+    if let Some(note) = backend.path_note() {
+        println!("note: the reference path runs: {note}");
+    }
     println!(
-        "training 784-{}-10 ({}) on {}: {} train, {} dev, {} test images; {}, {}, α = {}",
+        "training 784-{}-10 ({}) on {}, {path} path: {} train, {} dev, {} test images; {}, {}, α = {}",
         widths.join("-"),
         model.activation.name(),
         device,
@@ -325,6 +329,7 @@ pub fn run(args: &TrainArgs) -> Result<()> {
 
     let options = json!({
         "backend": args.backend.name(),
+        "path": path,
         "hidden": hidden,
         "activation": model.activation.name(),
         "init": format!("{:?}", args.init).to_lowercase(),

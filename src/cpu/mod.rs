@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use crate::backend::{
     check_batch, check_list, check_same_shape, check_shifts, forward_capacity, Backend, BatchStats,
-    ImagePool, List, ListSizes, Shift,
+    ImagePool, List, ListSizes, Shift, StepPath, STATS_KEPT,
 };
 use crate::data::{CLASSES, PIXELS};
 use crate::error::Result;
@@ -47,6 +47,8 @@ pub struct CpuBackend {
     /// Per sample of the last batch: (loss, correct).
     stats: Vec<f32>,
     last: Option<BatchStats>,
+    /// The stats of the steps `step_stats` has not returned yet (the last STATS_KEPT).
+    unread: std::collections::VecDeque<BatchStats>,
     optimizer: Optimizer,
     /// Steps taken with this optimizer (Adam's t).
     steps: u64,
@@ -128,6 +130,7 @@ impl CpuBackend {
             labels: vec![0; batch],
             stats: vec![0.0; 2 * capacity],
             last: None,
+            unread: Default::default(),
             optimizer: Optimizer::Sgd,
             steps: 0,
             state: Vec::new(),
@@ -239,10 +242,15 @@ impl CpuBackend {
         self.update(alpha);
         let mut totals = [0.0f32; 2];
         ops::sum_columns(&self.stats[..2 * len], 2, 1.0, &mut totals);
-        self.last = Some(BatchStats {
+        let stats = BatchStats {
             loss: totals[0] as f64 / len as f64,
             accuracy: totals[1] as f64 / len as f64,
-        });
+        };
+        self.last = Some(stats);
+        if self.unread.len() == STATS_KEPT {
+            self.unread.pop_front();
+        }
+        self.unread.push_back(stats);
     }
 
     /// Applies the optimizer to every parameter tensor with the gradients in dW, db.
@@ -334,9 +342,20 @@ impl Backend for CpuBackend {
         Ok(())
     }
 
+    fn path(&self) -> StepPath {
+        match self.fused {
+            Some(_) => StepPath::Fused,
+            None => StepPath::Reference,
+        }
+    }
+
     fn batch_stats(&mut self) -> Result<BatchStats> {
         self.last
             .ok_or_else(|| crate::error::Error::Config("no training step has run yet".into()))
+    }
+
+    fn step_stats(&mut self) -> Result<Vec<BatchStats>> {
+        Ok(self.unread.drain(..).collect())
     }
 
     fn logits(&mut self, list: List) -> Result<Vec<f32>> {

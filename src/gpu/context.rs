@@ -54,10 +54,21 @@ impl GpuContext {
         };
         let info = adapter.get_info();
 
+        // The WebGPU defaults, what every adapter offers, so that a run that works here works
+        // anywhere; but as much workgroup memory as the adapter has, which lets the fused step
+        // hold larger blocks of samples (it falls back to smaller ones where there is less),
+        // and timestamp queries where there are some (`bench --profile`).
+        let limits = wgpu::Limits {
+            max_compute_workgroup_storage_size: adapter
+                .limits()
+                .max_compute_workgroup_storage_size
+                .max(wgpu::Limits::default().max_compute_workgroup_storage_size),
+            ..wgpu::Limits::default()
+        };
         let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
             label: Some("mnist-gpu device"),
-            // The WebGPU defaults: what every adapter offers, so a run that works here works anywhere.
-            required_limits: wgpu::Limits::default(),
+            required_features: adapter.features() & wgpu::Features::TIMESTAMP_QUERY,
+            required_limits: limits,
             ..Default::default()
         }))
         .map_err(|e| Error::Gpu(format!("{}: could not open the device: {e}", info.name)))?;
@@ -141,7 +152,12 @@ impl GpuContext {
     /// Copies the first `floats` values of `buffer` back to the host, waiting for the GPU to
     /// finish everything submitted before.
     pub fn read(&self, buffer: &wgpu::Buffer, floats: usize) -> Result<Vec<f32>> {
-        let bytes = 4 * floats as u64;
+        let bytes = self.read_bytes(buffer, 4 * floats as u64)?;
+        Ok(bytemuck::cast_slice::<u8, f32>(&bytes).to_vec())
+    }
+
+    /// Copies the first `bytes` bytes of `buffer` back to the host, waiting for the GPU.
+    pub fn read_bytes(&self, buffer: &wgpu::Buffer, bytes: u64) -> Result<Vec<u8>> {
         if bytes == 0 {
             return Ok(Vec::new());
         }
@@ -174,7 +190,7 @@ impl GpuContext {
         let view = staging
             .get_mapped_range(..)
             .map_err(|e| failed(e.to_string()))?;
-        Ok(bytemuck::cast_slice::<u8, f32>(&view).to_vec())
+        Ok(view.to_vec())
     }
 
     /// Runs `f` inside error scopes; see [`scoped`].

@@ -11,6 +11,7 @@ use bytemuck::{Pod, Zeroable};
 use crate::cpu::ops::{Act, AdamParams, Layout};
 use crate::error::Result;
 use crate::gpu::context::scoped;
+use crate::gpu::profile::Timing;
 
 /// Every kernel's source, compiled into the binary. Tests validate each with naga.
 pub const SHADERS: &[(&str, &str)] = &[
@@ -60,7 +61,7 @@ pub const UNIFORM_SLOT: u64 = 256;
 
 pub struct Kernel {
     pub name: &'static str,
-    pipeline: wgpu::ComputePipeline,
+    pub pipeline: wgpu::ComputePipeline,
 }
 
 pub struct Kernels {
@@ -208,48 +209,93 @@ impl Kernels {
 }
 
 /// Records dispatches into one command encoder and one compute pass; `submit` uploads the
-/// parameters they use and submits them all, without waiting.
+/// parameters they use (for the per-operation kernels, whose parameters sit in `Uniforms`) and
+/// submits them all, without waiting. With a `Timing`, every dispatch gets a pass of its own
+/// with timestamps at its start and end (`bench --profile`).
 pub struct Recorder<'a> {
     encoder: wgpu::CommandEncoder,
     pass: Option<wgpu::ComputePass<'static>>,
-    uniforms: &'a mut Uniforms,
+    uniforms: Option<&'a mut Uniforms>,
+    timing: Option<Timing>,
 }
 
 impl<'a> Recorder<'a> {
     pub fn new(device: &wgpu::Device, uniforms: &'a mut Uniforms, label: &str) -> Recorder<'a> {
+        let mut rec = Recorder::without_uniforms(device, label);
+        rec.uniforms = Some(uniforms);
+        rec
+    }
+
+    /// A recorder for kernels that bring their own parameters (the fused step's slots).
+    pub fn without_uniforms(device: &wgpu::Device, label: &str) -> Recorder<'a> {
         let encoder =
             device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some(label) });
         Recorder {
             encoder,
             pass: None,
-            uniforms,
+            uniforms: None,
+            timing: None,
         }
     }
 
+    /// Times each following dispatch with the profiler's queries.
+    pub fn with_timing(mut self, timing: Option<Timing>) -> Recorder<'a> {
+        self.timing = timing;
+        self
+    }
+
     fn dispatch<P: Pod>(&mut self, kernel: &Kernel, bound: &Bound, params: P, groups: [u32; 3]) {
-        assert!(
-            groups.iter().all(|&g| g <= MAX_GROUPS),
-            "{}: grid {groups:?} too large",
-            kernel.name
-        );
+        let uniforms = self
+            .uniforms
+            .as_mut()
+            .expect("a recorder with uniforms for the per-operation kernels");
         let at = (bound.slot * UNIFORM_SLOT) as usize;
         let bytes = bytemuck::bytes_of(&params);
-        self.uniforms.host[at..at + bytes.len()].copy_from_slice(bytes);
+        uniforms.host[at..at + bytes.len()].copy_from_slice(bytes);
+        self.run(kernel.name, &kernel.pipeline, &bound.bind_group, &[], groups);
+    }
+
+    /// Records one dispatch of `pipeline` with `bind_group` at the given dynamic offsets.
+    pub fn run(
+        &mut self,
+        label: &'static str,
+        pipeline: &wgpu::ComputePipeline,
+        bind_group: &wgpu::BindGroup,
+        offsets: &[u32],
+        groups: [u32; 3],
+    ) {
+        assert!(
+            groups.iter().all(|&g| g <= MAX_GROUPS),
+            "{label}: grid {groups:?} too large"
+        );
         if groups.contains(&0) {
             return;
+        }
+        let timed = self.timing.as_mut().and_then(|t| t.next(label));
+        if timed.is_some() {
+            self.pass = None;
         }
         let encoder = &mut self.encoder;
         let pass = self.pass.get_or_insert_with(|| {
             encoder
                 .begin_compute_pass(&wgpu::ComputePassDescriptor {
                     label: Some("kernels"),
-                    timestamp_writes: None,
+                    timestamp_writes: timed.as_ref().map(|(query_set, first)| {
+                        wgpu::ComputePassTimestampWrites {
+                            query_set,
+                            beginning_of_pass_write_index: Some(*first),
+                            end_of_pass_write_index: Some(first + 1),
+                        }
+                    }),
                 })
                 .forget_lifetime()
         });
-        pass.set_pipeline(&kernel.pipeline);
-        pass.set_bind_group(0, &bound.bind_group, &[]);
+        pass.set_pipeline(pipeline);
+        pass.set_bind_group(0, bind_group, offsets);
         pass.dispatch_workgroups(groups[0], groups[1], groups[2]);
+        if timed.is_some() {
+            self.pass = None;
+        }
     }
 
     /// Copies bytes between buffers after the dispatches recorded so far.
@@ -266,16 +312,24 @@ impl<'a> Recorder<'a> {
             .copy_buffer_to_buffer(from, from_offset, to, to_offset, bytes);
     }
 
-    pub fn submit(mut self, queue: &wgpu::Queue) {
+    /// Submits everything recorded; returns the timing of the timed dispatches, whose
+    /// timestamps the profiler reads once the GPU is done.
+    pub fn submit(mut self, queue: &wgpu::Queue) -> Option<Timing> {
         self.pass = None;
-        queue.write_buffer(&self.uniforms.buffer, 0, &self.uniforms.host);
+        if let Some(uniforms) = &self.uniforms {
+            queue.write_buffer(&uniforms.buffer, 0, &uniforms.host);
+        }
+        if let Some(timing) = &self.timing {
+            timing.resolve(&mut self.encoder);
+        }
         queue.submit([self.encoder.finish()]);
+        self.timing
     }
 }
 
 /// A 2-D grid of 256-thread workgroups covering `count` elements (one dimension stops at
 /// 65,535 workgroups).
-fn grid(count: usize) -> [u32; 3] {
+pub fn grid(count: usize) -> [u32; 3] {
     let groups = count.div_ceil(THREADS as usize) as u32;
     let x = groups.clamp(1, MAX_GROUPS);
     [x.min(groups), groups.div_ceil(x), 1]
@@ -533,7 +587,7 @@ impl Kernels {
     /// bytes (196 words per image); shifts: (dx, dy) per image as two i32.
     pub fn augment(&self, rec: &mut Recorder, bound: &Bound, m: usize, index_offset: u32) {
         let words = m * crate::data::PIXELS / 4;
-        let params = [m as u32, index_offset, 0, 0];
+        let params = [m as u32, index_offset, 0, 0];  // shifts from the start of their buffer
         rec.dispatch(&self.augment, bound, params, grid(words));
     }
 }

@@ -1,115 +1,116 @@
-//! The GPU backend: the same training step as `cpu`, one kernel per operation, recorded into
-//! one command encoder and submitted once per step without waiting. Everything is built once
-//! in `GpuBackend::new`: buffers, bind groups, the uniform slots; a step only records.
+//! The GPU backend: the training step in WGSL compute shaders, through wgpu. Two paths, as on
+//! the CPU:
+//! - fused (`fused.rs`, shaders/fused.wgsl), the twin of `cpu/fused.rs`: the whole step in two
+//!   dispatches, runs of steps recorded into one submit. It covers one or two hidden layers of
+//!   up to 64 units, and runs wherever it covers the network unless `--path reference` is asked.
+//! - reference (`reference.rs`): one kernel per operation, the twin of the CPU's reference
+//!   path, one submit per step. It runs every other network, and is what the fused path is
+//!   checked against.
 //!
-//! The images live on the GPU as bytes (four to a u32) for the whole run; a batch is a range
-//! of the index list, so no image is uploaded after the start.
+//! Both read the images, labels and index lists uploaded here, and write each step's
+//! (loss, correct) into its slot of a ring (`History`) that is read back only when asked for
+//! (progress lines), so no step waits for the host. The images stay on the GPU as bytes (four
+//! to a u32) for the whole run; a batch is a range of the index list, so no image is uploaded
+//! after the start.
 
 pub mod context;
+pub mod fused;
 pub mod kernels;
+pub mod profile;
+pub mod reference;
 
 use std::sync::Arc;
 
 use crate::backend::{
     check_batch, check_list, check_same_shape, check_shifts, forward_capacity, Backend, BatchStats,
-    ImagePool, List, ListSizes, Shift,
+    ImagePool, List, ListSizes, Shift, StepPath, STATS_KEPT,
 };
-use crate::cpu::ops::{Act, AdamParams, Layout};
-use crate::data::{CLASSES, PIXELS};
-use crate::error::{Error, Result};
-use crate::model::{Activation, Layer, Model};
-use crate::optimizer::{adam_corrections, Optimizer};
+use crate::data::CLASSES;
+use crate::error::{config, Error, Result};
+use crate::model::{Activation, Model};
+use crate::optimizer::Optimizer;
 pub use context::GpuContext;
-use kernels::{column_chunks, splits_for, Bound, Kernels, Operand, Recorder, Uniforms};
+use fused::{Fused, Tiling};
+use profile::{Profiler, Timing};
+use reference::Reference;
 
-/// Opens an adapter and builds a GPU backend holding `model` and the images of `pool`.
+/// Opens an adapter and builds a GPU backend holding `model` and the images of `pool`, on
+/// `path` (None: the fused path where it covers the network, else the reference).
 pub fn open_backend(
     adapter: Option<&str>,
     model: &Model,
     pool: Arc<ImagePool>,
     sizes: ListSizes,
     capacity: usize,
+    path: Option<StepPath>,
 ) -> Result<Box<dyn Backend>> {
     let ctx = Arc::new(GpuContext::new(adapter)?);
-    Ok(Box::new(GpuBackend::new(
-        ctx, model, &pool, sizes, capacity,
+    Ok(Box::new(GpuBackend::with_path(
+        ctx, model, &pool, sizes, capacity, path,
     )?))
 }
 
-/// One layer's buffers and its kernels' bind groups.
-struct LayerState {
-    inputs: usize,
-    outputs: usize,
-    /// W: (outputs, inputs), b: (outputs); read back by `model()`.
-    w: wgpu::Buffer,
-    b: wgpu::Buffer,
-    /// dW, db: the averaged gradients the update reads.
-    dw: wgpu::Buffer,
-    db: wgpu::Buffer,
-    /// The optimizer's state for W and for b (V, or M and V); empty for SGD.
-    state: Vec<wgpu::Buffer>,
-    /// Z: (outputs, capacity), column-major; the last layer's are the logits `logits()` reads.
-    /// (A and dZ live only in the bind groups below.)
-    z: wgpu::Buffer,
-    /// Z = W·A[l-1] + b
-    forward: Bound,
-    /// A = g(Z), or softmax on the output layer
-    activate: Bound,
-    /// partials of dZ·A[l-1]ᵀ, then dW = 1/m · their sum
-    dw_product: Bound,
-    dw_sum: Bound,
-    /// db = 1/m · Σ_columns dZ
-    db_columns: Bound,
-    db_sum: Bound,
-    /// dA[l-1] = Wᵀ·dZ and dZ[l-1] = dA[l-1] ⊙ g'(Z[l-1]); none on the first layer
-    back: Option<(Bound, Bound)>,
-    /// P -= … with the optimizer's kernel, for W and for b
-    update_w: Bound,
-    update_b: Bound,
+/// The data every path binds: the pool's images as bytes (784 per image, so whole u32 words),
+/// a u32 label per image, and the three index lists one after another.
+#[derive(Clone)]
+pub struct Data {
+    pub images: wgpu::Buffer,
+    pub labels: wgpu::Buffer,
+    pub indices: wgpu::Buffer,
 }
 
-/// Where the first layer reads the batch's images.
-#[derive(Clone, Copy)]
-enum Images<'a> {
-    /// In the pool, through the index list from position `first`.
-    Pool { first: u32 },
-    /// The shifted copies `augment` made of them.
-    Shifted(&'a Shifter),
+/// What a path needs to record one training step.
+pub struct StepArgs {
+    /// The batch: `m` samples listed from position `first` of the index lists.
+    pub first: u32,
+    pub m: usize,
+    pub alpha: f32,
+    /// Steps taken with this optimizer, this one included (Adam's t).
+    pub t: u64,
+    /// The slot of the history this step writes its (loss, correct) to.
+    pub history: u32,
 }
 
-/// Buffers the backend keeps after `new` so that `--augment` can bind them later.
-struct Kept {
-    /// The pool's images as bytes.
-    images: wgpu::Buffer,
-    /// Bound where a kernel's binding goes unused.
-    dummy: wgpu::Buffer,
-    /// Split-K partial products.
-    partials: wgpu::Buffer,
-    /// dZ of the first layer.
-    dz1: wgpu::Buffer,
+enum Engine {
+    Fused(Fused),
+    Reference(Reference),
 }
 
-/// `--augment`'s buffers and bindings, made on the first shifted step.
-struct Shifter {
-    /// (dx, dy) per image of the batch, as i32: (2, capacity), and its host copy.
-    shifts: wgpu::Buffer,
-    host_shifts: Vec<i32>,
-    augment: Bound,
-    /// The first layer's forward product and dW product, reading the shifted copies (through
-    /// an index list 0, 1, 2, …) instead of the pool.
-    forward: Bound,
-    dw_product: Bound,
+/// Each step's (loss, correct) summed over its batch, written by the step itself into slot
+/// `step % STATS_KEPT` of a GPU buffer, and read back only when asked.
+struct History {
+    buffer: wgpu::Buffer,
+    /// Steps recorded in all, and how many of the latest have not been read.
+    recorded: usize,
+    unread: usize,
+    /// The batch size of the step in each slot.
+    batch: Vec<usize>,
 }
 
-/// The layers and the output's kernels: what a pass records. Kept apart from the uniforms,
-/// which recording writes.
-struct Network {
-    activation: Activation,
-    optimizer: Optimizer,
-    layers: Vec<LayerState>,
-    output_grad: Bound,
-    stats_columns: Bound,
-    stats_sum: Bound,
+impl History {
+    /// The slot of the next step, over `m` samples.
+    fn next(&mut self, m: usize) -> u32 {
+        let slot = self.recorded % STATS_KEPT;
+        self.batch[slot] = m;
+        self.recorded += 1;
+        self.unread = (self.unread + 1).min(STATS_KEPT);
+        slot as u32
+    }
+
+    /// The stats of the last `count` recorded steps, oldest first (waits for the GPU).
+    fn read(&self, ctx: &GpuContext, count: usize) -> Result<Vec<BatchStats>> {
+        let sums = ctx.read(&self.buffer, 2 * STATS_KEPT)?;
+        Ok((self.recorded - count..self.recorded)
+            .map(|step| {
+                let slot = step % STATS_KEPT;
+                let m = self.batch[slot] as f64;
+                BatchStats {
+                    loss: sums[2 * slot] as f64 / m,
+                    accuracy: sums[2 * slot + 1] as f64 / m,
+                }
+            })
+            .collect())
+    }
 }
 
 pub struct GpuBackend {
@@ -117,25 +118,23 @@ pub struct GpuBackend {
     sizes: ListSizes,
     pool_len: usize,
     capacity: usize,
-    net: Network,
-    uniforms: Uniforms,
-    indices: wgpu::Buffer,
-    /// (loss, correct) summed over the last batch.
-    stats_total: wgpu::Buffer,
-    last_batch: Option<usize>,
-    /// Steps taken with this optimizer (Adam's t).
-    steps: u64,
-    /// Buffers kept for `--augment`'s bindings.
-    bindings: Kept,
-    /// Made on the first shifted step.
-    shifter: Option<Shifter>,
+    shapes: Vec<(usize, usize)>,
+    activation: Activation,
+    data: Data,
+    history: History,
     /// The logits of a whole list, gathered chunk by chunk before one read.
     eval_logits: wgpu::Buffer,
+    engine: Engine,
+    /// Why the reference path runs where the fused one was not asked against.
+    note: Option<String>,
+    /// Steps taken with this optimizer (Adam's t).
+    steps: u64,
+    profiler: Option<Profiler>,
 }
 
 impl GpuBackend {
-    /// Uploads the model and the images, and binds every kernel to its buffers.
-    /// `capacity` is the largest batch `train_step` will be given.
+    /// The fused path where it covers the network, else the reference. `capacity` is the
+    /// largest batch `train_step` will be given.
     pub fn new(
         ctx: Arc<GpuContext>,
         model: &Model,
@@ -143,301 +142,153 @@ impl GpuBackend {
         sizes: ListSizes,
         capacity: usize,
     ) -> Result<Self> {
+        Self::with_path(ctx, model, pool, sizes, capacity, None)
+    }
+
+    /// `path` (None: the fused path where it covers the network, else the reference).
+    pub fn with_path(
+        ctx: Arc<GpuContext>,
+        model: &Model,
+        pool: &ImagePool,
+        sizes: ListSizes,
+        capacity: usize,
+        path: Option<StepPath>,
+    ) -> Result<Self> {
+        let tiling = fused::tiling_for(&ctx, model);
+        let why_not = fused::unsupported(&ctx, model, tiling);
+        let engine = match (path, why_not) {
+            (Some(StepPath::Reference), _) => Err(None),
+            (Some(StepPath::Fused), Some(why)) => {
+                return config(format!("--path fused: {why}; use --path reference"))
+            }
+            (None, Some(why)) => Err(Some(why)),
+            (_, None) => Ok(tiling),
+        };
+        Self::build(ctx, model, pool, sizes, capacity, engine)
+    }
+
+    /// The fused path split as `tiling` says (tests, benchmarks).
+    pub fn with_tiling(
+        ctx: Arc<GpuContext>,
+        model: &Model,
+        pool: &ImagePool,
+        sizes: ListSizes,
+        capacity: usize,
+        tiling: Tiling,
+    ) -> Result<Self> {
+        Self::build(ctx, model, pool, sizes, capacity, Ok(tiling))
+    }
+
+    /// `engine`: the fused path's tiling, or why the reference path runs (None: it was asked for).
+    fn build(
+        ctx: Arc<GpuContext>,
+        model: &Model,
+        pool: &ImagePool,
+        sizes: ListSizes,
+        capacity: usize,
+        engine: std::result::Result<Tiling, Option<String>>,
+    ) -> Result<Self> {
         let cap = forward_capacity(capacity, sizes)?;
-        if model.widest() > 65_535 {
-            // sum_columns gives each row a workgroup row of its grid, which stops at 65,535.
-            return Err(Error::Gpu(format!(
-                "layers wider than 65,535 units are not supported on the GPU (widest: {}); use --backend cpu",
-                model.widest()
-            )));
-        }
-        let device = &ctx.device;
-        let floats = |label: &str, n: usize| ctx.storage(label, 4 * n as u64);
-        let upload = |label: &str, bytes: &[u8]| ctx.upload(label, bytes);
-
-        // The data: pixel bytes (784 per image, so whole u32 words), a u32 label per image,
-        // and the three index lists.
-        let images = upload("images", &pool.images)?;
         let labels: Vec<u32> = pool.labels.iter().map(|&l| l as u32).collect();
-        let labels = upload("labels", bytemuck::cast_slice(&labels))?;
-        let indices = floats("index lists", sizes.total())?;
-        let dummy = floats("unused binding", 1)?;
-
-        // Scratch shared by the layers: dA (widest hidden, cap), and the partial sums of the
-        // split-K products and column sums (sized for the largest batch).
-        let widest = model.widest();
-        let da = floats("dA", widest * cap)?;
-        let partial_floats = model
-            .layers
-            .iter()
-            .map(|l| {
-                let product = splits_for(l.outputs * l.inputs, cap) as usize * l.outputs * l.inputs;
-                product.max(column_chunks(cap) as usize * l.outputs)
-            })
-            .max()
-            .unwrap_or(0)
-            .max(2 * column_chunks(cap) as usize);
-        let partials = floats("partial sums", partial_floats)?;
-
-        let k = &ctx.kernels;
-        // One uniform slot per bind group below: ten per layer (forward, activate, dw_product,
-        // dw_sum, db_columns, db_sum, the two of back, update_w, update_b), three for the output.
-        // Three more are kept for `--augment` (see `Shifter`).
-        let mut uniforms = Uniforms::new(device, 10 * model.layers.len() as u64 + 6);
-        let u = &mut uniforms;
-        let last = model.layers.len() - 1;
-        let mut layers: Vec<LayerState> = Vec::new();
-        let mut dzs: Vec<wgpu::Buffer> = Vec::new();
-        let mut activations: Vec<wgpu::Buffer> = Vec::new();
-        for (l, layer) in model.layers.iter().enumerate() {
-            let Layer {
-                inputs, outputs, ..
-            } = *layer;
-            let name = |what: &str| format!("{what}{}", l + 1);
-            let w = upload(&name("W"), bytemuck::cast_slice(&layer.w))?;
-            let b = upload(&name("b"), bytemuck::cast_slice(&layer.b))?;
-            let dw = floats(&name("dW"), outputs * inputs)?;
-            let db = floats(&name("db"), outputs)?;
-            let z = floats(&name("Z"), outputs * cap)?;
-            let a = floats(&name("A"), outputs * cap)?;
-            let dz = floats(&name("dZ"), outputs * cap)?;
-            // The layer's input: the images on the first layer, A[l-1] after.
-            let input = if l == 0 { &dummy } else { &activations[l - 1] };
-            let forward = k
-                .matmul
-                .bind(device, u, &[&w, input, &images, &indices, &b, &z]);
-            let activate = if l < last {
-                k.activation.bind(device, u, &[&z, &a])
-            } else {
-                k.softmax.bind(device, u, &[&z, &a])
-            };
-            let dw_product = k.matmul.bind(
-                device,
-                u,
-                &[&dz, input, &images, &indices, &dummy, &partials],
-            );
-            let dw_sum = k.sum_partials.bind(device, u, &[&partials, &dw]);
-            let db_columns = k.sum_columns.bind(device, u, &[&dz, &partials]);
-            let db_sum = k.sum_partials.bind(device, u, &[&partials, &db]);
-            let back = if l > 0 {
-                let product = k
-                    .matmul
-                    .bind(device, u, &[&w, &dz, &images, &indices, &dummy, &da]);
-                let prev = &layers[l - 1];
-                let grad = k
-                    .activation_grad
-                    .bind(device, u, &[&da, &prev.z, &dzs[l - 1]]);
-                Some((product, grad))
-            } else {
-                None
-            };
-            let update_w = k.sgd_update.bind(device, u, &[&dw, &w]);
-            let update_b = k.sgd_update.bind(device, u, &[&db, &b]);
-            layers.push(LayerState {
-                inputs,
-                outputs,
-                w,
-                b,
-                dw,
-                db,
-                state: Vec::new(),
-                z,
-                forward,
-                activate,
-                dw_product,
-                dw_sum,
-                db_columns,
-                db_sum,
-                back,
-                update_w,
-                update_b,
-            });
-            dzs.push(dz);
-            activations.push(a);
-        }
-
-        let stats = floats("per-sample loss and correct", 2 * cap)?;
-        let stats_total = floats("batch loss and correct", 2)?;
-        let out = &layers[last];
-        let output_grad = k.output_grad.bind(
-            device,
-            u,
-            &[
-                &activations[last],
-                &out.z,
-                &labels,
-                &indices,
-                &dzs[last],
-                &stats,
-            ],
-        );
-        let stats_columns = k.sum_columns.bind(device, u, &[&stats, &partials]);
-        let stats_sum = k.sum_partials.bind(device, u, &[&partials, &stats_total]);
-        let eval_logits = floats("logits of a list", CLASSES * sizes.dev.max(sizes.test))?;
+        let data = Data {
+            images: ctx.upload("images", &pool.images)?,
+            labels: ctx.upload("labels", bytemuck::cast_slice(&labels))?,
+            indices: ctx.storage("index lists", 4 * sizes.total() as u64)?,
+        };
+        let history = History {
+            buffer: ctx.storage("loss and correct per step", 8 * STATS_KEPT as u64)?,
+            recorded: 0,
+            unread: 0,
+            batch: vec![0; STATS_KEPT],
+        };
+        let eval_logits = ctx.storage(
+            "logits of a list",
+            4 * (CLASSES * sizes.dev.max(sizes.test)) as u64,
+        )?;
+        let (engine, note) = match engine {
+            Ok(tiling) => {
+                let f = Fused::new(&ctx, model, &data, cap, &history.buffer, &eval_logits, tiling)?;
+                (Engine::Fused(f), None)
+            }
+            Err(note) => (Engine::Reference(Reference::new(&ctx, model, &data, cap)?), note),
+        };
         ctx.check()?;
         Ok(GpuBackend {
-            ctx,
             sizes,
             pool_len: pool.labels.len(),
             capacity: cap,
-            net: Network {
-                activation: model.activation,
-                optimizer: Optimizer::Sgd,
-                layers,
-                output_grad,
-                stats_columns,
-                stats_sum,
-            },
-            uniforms,
-            indices,
-            stats_total,
-            last_batch: None,
-            steps: 0,
-            bindings: Kept {
-                images,
-                dummy,
-                partials,
-                dz1: dzs.swap_remove(0),
-            },
-            shifter: None,
+            shapes: model.layers.iter().map(|l| (l.inputs, l.outputs)).collect(),
+            activation: model.activation,
+            data,
+            history,
             eval_logits,
+            engine,
+            note,
+            steps: 0,
+            profiler: None,
+            ctx,
         })
     }
-}
 
-impl GpuBackend {
-    /// `--augment`'s buffers: the shifted images of a batch, the shifts, the list 0, 1, 2, …
-    /// that reads the copies in order, and the bindings that use them.
-    fn make_shifter(&mut self) -> Result<Shifter> {
-        let ctx = &self.ctx;
-        let (device, k) = (&ctx.device, &ctx.kernels);
-        let cap = self.capacity;
-        let shifted = ctx.storage("shifted images", (PIXELS * cap) as u64)?;
-        let shifts = ctx.storage("shifts", 8 * cap as u64)?;
-        let identity: Vec<u32> = (0..cap as u32).collect();
-        let identity = ctx.upload(
-            "shifted images' index list",
-            bytemuck::cast_slice(&identity),
-        )?;
-        let u = &mut self.uniforms;
-        let augment = k.augment.bind(
-            device,
-            u,
-            &[&self.bindings.images, &self.indices, &shifts, &shifted],
-        );
-        let first = &self.net.layers[0];
-        let b = &self.bindings;
-        let forward = k.matmul.bind(
-            device,
-            u,
-            &[&first.w, &b.dummy, &shifted, &identity, &first.b, &first.z],
-        );
-        let dw_product = k.matmul.bind(
-            device,
-            u,
-            &[&b.dz1, &b.dummy, &shifted, &identity, &b.dummy, &b.partials],
-        );
-        ctx.check()?;
-        Ok(Shifter {
-            shifts,
-            host_shifts: Vec::with_capacity(2 * cap),
-            augment,
-            forward,
-            dw_product,
-        })
-    }
-}
-
-impl Network {
-    /// Records the forward pass over the m samples listed at `indices[first ..]`:
-    /// `Z[l] = W[l]·A[l-1] + b[l]`, `A[l] = g(Z[l])`, softmax on the last layer.
-    fn forward(&self, k: &Kernels, rec: &mut Recorder, images: Images, m: usize) {
-        let last = self.layers.len() - 1;
-        for (l, layer) in self.layers.iter().enumerate() {
-            let (units, inputs) = (layer.outputs, layer.inputs);
-            let (bound, input) = match (l, images) {
-                (0, Images::Pool { first }) => (&layer.forward, Operand::images(first, m)),
-                (0, Images::Shifted(s)) => (&s.forward, Operand::images(0, m)),
-                _ => (
-                    &layer.forward,
-                    Operand::Matrix(Layout::col_major(inputs, m)),
-                ),
-            };
-            let w = Layout::row_major(units, inputs);
-            k.matmul(rec, bound, w, input, Layout::col_major(units, m), true, 1);
-            if l < last {
-                k.activation(rec, &layer.activate, units * m, Act::from(self.activation));
-            } else {
-                k.softmax(rec, &layer.activate, units, m);
-            }
+    /// The fused path's tiling, if it runs.
+    pub fn tiling(&self) -> Option<Tiling> {
+        match &self.engine {
+            Engine::Fused(f) => Some(f.tiling()),
+            Engine::Reference(_) => None,
         }
     }
 
-    /// Records the backward pass for the batch of the last `forward`, leaving dW and db.
-    /// The batch's labels are listed at `indices[first ..]`.
-    fn backward(&self, k: &Kernels, rec: &mut Recorder, images: Images, first: u32, m: usize) {
-        let inv_m = 1.0 / m as f32;
-        k.output_grad(rec, &self.output_grad, CLASSES, m, first);
-        k.sum_columns(rec, &self.stats_columns, &self.stats_sum, 2, m, 1.0);
-        for (l, layer) in self.layers.iter().enumerate().rev() {
-            let (units, inputs) = (layer.outputs, layer.inputs);
-            let dz = Layout::col_major(units, m);
-            // dW[l] = 1/m · dZ[l]·A[l-1]ᵀ: (units, inputs), split over the batch
-            let (bound, input_t) = match (l, images) {
-                (0, Images::Pool { first }) => (&layer.dw_product, Operand::images_t(first, m)),
-                (0, Images::Shifted(s)) => (&s.dw_product, Operand::images_t(0, m)),
-                _ => (
-                    &layer.dw_product,
-                    Operand::Matrix(Layout::col_major(inputs, m).t()),
-                ),
-            };
-            let splits = splits_for(units * inputs, m);
-            let w = Layout::row_major(units, inputs);
-            k.matmul(rec, bound, dz, input_t, w, false, splits);
-            k.sum_partials(rec, &layer.dw_sum, units * inputs, splits, inv_m);
-            // db[l] = 1/m · Σ_columns dZ[l]: (units)
-            k.sum_columns(rec, &layer.db_columns, &layer.db_sum, units, m, inv_m);
-            // dZ[l-1] = W[l]ᵀ·dZ[l] ⊙ g'(Z[l-1]): (inputs, m)
-            if let Some((product, grad)) = &layer.back {
-                k.matmul(
-                    rec,
-                    product,
-                    w.t(),
-                    Operand::Matrix(dz),
-                    Layout::col_major(inputs, m),
-                    false,
-                    1,
-                );
-                k.activation_grad(rec, grad, inputs * m, Act::from(self.activation));
-            }
+    /// Times every following dispatch on the GPU (`profile` gives the totals); false where
+    /// the adapter has no timestamp queries.
+    pub fn start_profile(&mut self) -> Result<bool> {
+        self.flush()?;
+        self.profiler = Profiler::new(&self.ctx);
+        Ok(self.profiler.is_some())
+    }
+
+    /// Per kernel since `start_profile`: its name, GPU seconds and dispatches (waits for the
+    /// GPU); and how many dispatches went untimed.
+    pub fn profile(&mut self) -> Result<Option<(Vec<(&'static str, f64, usize)>, usize)>> {
+        self.flush()?;
+        Ok(self
+            .profiler
+            .as_ref()
+            .map(|p| (p.kernels().to_vec(), p.untimed())))
+    }
+
+    /// Submits the steps recorded and not yet submitted.
+    fn flush(&mut self) -> Result<()> {
+        let timing = match &mut self.engine {
+            Engine::Fused(f) => f.flush(&self.ctx),
+            Engine::Reference(_) => None,
+        };
+        self.collect(timing)
+    }
+
+    fn collect(&mut self, timing: Option<Timing>) -> Result<()> {
+        match (timing, &mut self.profiler) {
+            (Some(timing), Some(profiler)) => profiler.collect(&self.ctx, timing),
+            _ => Ok(()),
         }
     }
 
-    /// Records the optimizer's update of every W and b; `step` counts from 1.
-    fn update(&self, k: &Kernels, rec: &mut Recorder, alpha: f32, step: u64) {
-        for layer in &self.layers {
-            let w = (&layer.update_w, layer.outputs * layer.inputs);
-            let b = (&layer.update_b, layer.outputs);
-            for (bound, count) in [w, b] {
-                match self.optimizer {
-                    Optimizer::Sgd => k.sgd_update(rec, bound, count, alpha),
-                    Optimizer::Momentum { beta } => {
-                        k.momentum_update(rec, bound, count, alpha, beta)
-                    }
-                    Optimizer::Adam { beta1, beta2, eps } => {
-                        let (c1, c2) = adam_corrections(beta1, beta2, step);
-                        let adam = AdamParams {
-                            beta1,
-                            beta2,
-                            eps,
-                            c1,
-                            c2,
-                        };
-                        k.adam_update(rec, bound, count, alpha, adam)
-                    }
-                }
+    fn step(&mut self, start: usize, len: usize, alpha: f32, shifts: Option<&[Shift]>) -> Result<()> {
+        self.steps += 1;
+        let args = StepArgs {
+            first: (self.sizes.offset(List::Train) + start) as u32,
+            m: len,
+            alpha,
+            t: self.steps,
+            history: self.history.next(len),
+        };
+        let timing = match &mut self.engine {
+            Engine::Fused(f) => f.step(&self.ctx, &args, shifts, self.profiler.as_ref())?,
+            Engine::Reference(r) => {
+                let timing = self.profiler.as_ref().map(Profiler::timing);
+                r.step(&self.ctx, &args, shifts, &self.history.buffer, timing)?
             }
-        }
+        };
+        self.collect(timing)
     }
 }
 
@@ -446,28 +297,32 @@ impl Backend for GpuBackend {
         self.ctx.describe()
     }
 
+    fn path(&self) -> StepPath {
+        match self.engine {
+            Engine::Fused(_) => StepPath::Fused,
+            Engine::Reference(_) => StepPath::Reference,
+        }
+    }
+
+    fn path_note(&self) -> Option<String> {
+        self.note.clone()
+    }
+
     fn set_list(&mut self, list: List, indices: &[u32]) -> Result<()> {
         check_list(&self.sizes, list, indices, self.pool_len)?;
+        // The write lands before anything not yet submitted: submit the steps that read the
+        // old list first.
+        self.flush()?;
         let offset = 4 * self.sizes.offset(list) as u64;
         self.ctx
             .queue
-            .write_buffer(&self.indices, offset, bytemuck::cast_slice(indices));
+            .write_buffer(&self.data.indices, offset, bytemuck::cast_slice(indices));
         Ok(())
     }
 
     fn train_step(&mut self, start: usize, len: usize, alpha: f32) -> Result<()> {
         check_batch(&self.sizes, self.capacity, start, len)?;
-        let first = (self.sizes.offset(List::Train) + start) as u32;
-        let k = &self.ctx.kernels;
-        let mut rec = Recorder::new(&self.ctx.device, &mut self.uniforms, "train step");
-        let images = Images::Pool { first };
-        self.steps += 1;
-        self.net.forward(k, &mut rec, images, len);
-        self.net.backward(k, &mut rec, images, first, len);
-        self.net.update(k, &mut rec, alpha, self.steps);
-        rec.submit(&self.ctx.queue);
-        self.last_batch = Some(len);
-        Ok(())
+        self.step(start, len, alpha, None)
     }
 
     fn train_step_shifted(
@@ -479,143 +334,59 @@ impl Backend for GpuBackend {
     ) -> Result<()> {
         check_batch(&self.sizes, self.capacity, start, len)?;
         check_shifts(shifts, len)?;
-        if self.shifter.is_none() {
-            self.shifter = Some(self.make_shifter()?);
-        }
-        let shifter = self.shifter.as_mut().expect("made above");
-        shifter.host_shifts.clear();
-        shifter
-            .host_shifts
-            .extend(shifts.iter().flat_map(|s| [s.dx as i32, s.dy as i32]));
-        let queue = &self.ctx.queue;
-        queue.write_buffer(
-            &shifter.shifts,
-            0,
-            bytemuck::cast_slice(&shifter.host_shifts),
-        );
-        let shifter = &*shifter;
-        let first = (self.sizes.offset(List::Train) + start) as u32;
-        let k = &self.ctx.kernels;
-        let mut rec = Recorder::new(&self.ctx.device, &mut self.uniforms, "shifted train step");
-        let images = Images::Shifted(shifter);
-        self.steps += 1;
-        k.augment(&mut rec, &shifter.augment, len, first);
-        self.net.forward(k, &mut rec, images, len);
-        self.net.backward(k, &mut rec, images, first, len);
-        self.net.update(k, &mut rec, alpha, self.steps);
-        rec.submit(queue);
-        self.last_batch = Some(len);
-        Ok(())
+        self.step(start, len, alpha, Some(shifts))
     }
 
     fn batch_stats(&mut self) -> Result<BatchStats> {
-        let m = self
-            .last_batch
-            .ok_or_else(|| Error::Config("no training step has run yet".into()))?;
-        let totals = self.ctx.read(&self.stats_total, 2)?;
-        Ok(BatchStats {
-            loss: totals[0] as f64 / m as f64,
-            accuracy: totals[1] as f64 / m as f64,
-        })
+        if self.history.recorded == 0 {
+            return Err(Error::Config("no training step has run yet".into()));
+        }
+        self.flush()?;
+        Ok(self.history.read(&self.ctx, 1)?[0])
+    }
+
+    fn step_stats(&mut self) -> Result<Vec<BatchStats>> {
+        self.flush()?;
+        let stats = self.history.read(&self.ctx, self.history.unread)?;
+        self.history.unread = 0;
+        Ok(stats)
     }
 
     fn logits(&mut self, list: List) -> Result<Vec<f32>> {
-        let (offset, n) = (self.sizes.offset(list), self.sizes.len(list));
-        let logits = &self.net.layers.last().expect("at least one layer").z;
-        for start in (0..n).step_by(self.capacity) {
-            let m = self.capacity.min(n - start);
-            let mut rec = Recorder::new(&self.ctx.device, &mut self.uniforms, "evaluate");
-            let images = Images::Pool {
-                first: (offset + start) as u32,
-            };
-            self.net.forward(&self.ctx.kernels, &mut rec, images, m);
-            let bytes = 4 * (CLASSES * m) as u64;
-            rec.copy(
-                logits,
-                0,
-                &self.eval_logits,
-                4 * (CLASSES * start) as u64,
-                bytes,
-            );
-            rec.submit(&self.ctx.queue);
+        let (first, n) = (self.sizes.offset(list), self.sizes.len(list));
+        match &mut self.engine {
+            Engine::Fused(f) => f.logits(&self.ctx, first, n),
+            Engine::Reference(r) => r.logits(&self.ctx, first, n, &self.eval_logits)?,
         }
+        self.flush()?;
         self.ctx.read(&self.eval_logits, CLASSES * n)
     }
 
     fn model(&mut self) -> Result<Model> {
-        let mut layers = Vec::new();
-        for layer in &self.net.layers {
-            layers.push(Layer {
-                inputs: layer.inputs,
-                outputs: layer.outputs,
-                w: self.ctx.read(&layer.w, layer.outputs * layer.inputs)?,
-                b: self.ctx.read(&layer.b, layer.outputs)?,
-            });
+        self.flush()?;
+        match &self.engine {
+            Engine::Fused(f) => f.model(&self.ctx),
+            Engine::Reference(r) => r.model(&self.ctx),
         }
-        Ok(Model {
-            layers,
-            activation: self.net.activation,
-        })
     }
 
     fn set_model(&mut self, model: &Model) -> Result<()> {
         // The shapes are known here: no need to read the weights back.
-        let sizes: Vec<_> = self
-            .net
-            .layers
-            .iter()
-            .map(|l| (l.inputs, l.outputs))
-            .collect();
-        check_same_shape(&sizes, self.net.activation, model)?;
-        for (state, layer) in self.net.layers.iter().zip(&model.layers) {
-            let queue = &self.ctx.queue;
-            queue.write_buffer(&state.w, 0, bytemuck::cast_slice(&layer.w));
-            queue.write_buffer(&state.b, 0, bytemuck::cast_slice(&layer.b));
+        check_same_shape(&self.shapes, self.activation, model)?;
+        self.flush()?;
+        match &mut self.engine {
+            Engine::Fused(f) => f.set_model(&self.ctx, model),
+            Engine::Reference(r) => r.set_model(&self.ctx, model),
         }
         Ok(())
     }
 
     fn set_optimizer(&mut self, optimizer: Optimizer) -> Result<()> {
-        let ctx = &self.ctx;
-        let (kernel, moments) = match optimizer {
-            Optimizer::Sgd => (&ctx.kernels.sgd_update, &[][..]),
-            Optimizer::Momentum { .. } => (&ctx.kernels.momentum_update, &["V"][..]),
-            Optimizer::Adam { .. } => (&ctx.kernels.adam_update, &["M", "V"][..]),
-        };
-        for (l, layer) in self.net.layers.iter_mut().enumerate() {
-            // Per tensor, the kernel's buffers: the gradient, the parameter, then its moments
-            // (new buffers start zeroed).
-            let bind = |tensor: &str,
-                        grad: &wgpu::Buffer,
-                        param: &wgpu::Buffer,
-                        len: usize,
-                        old: &Bound| {
-                let mut state = Vec::new();
-                for moment in moments {
-                    state.push(
-                        ctx.storage(&format!("{moment} of {tensor}{}", l + 1), 4 * len as u64)?,
-                    );
-                }
-                let mut buffers = vec![grad, param];
-                buffers.extend(&state);
-                let bound = kernel.rebind(&ctx.device, &self.uniforms, old, &buffers);
-                Ok::<_, Error>((bound, state))
-            };
-            let (update_w, state_w) = bind(
-                "W",
-                &layer.dw,
-                &layer.w,
-                layer.outputs * layer.inputs,
-                &layer.update_w,
-            )?;
-            let (update_b, state_b) =
-                bind("b", &layer.db, &layer.b, layer.outputs, &layer.update_b)?;
-            layer.update_w = update_w;
-            layer.update_b = update_b;
-            layer.state = [state_w, state_b].concat();
-        }
-        self.net.optimizer = optimizer;
+        self.flush()?;
         self.steps = 0;
-        ctx.check()
+        match &mut self.engine {
+            Engine::Fused(f) => f.set_optimizer(&self.ctx, optimizer),
+            Engine::Reference(r) => r.set_optimizer(&self.ctx, optimizer),
+        }
     }
 }

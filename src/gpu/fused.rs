@@ -1,0 +1,856 @@
+//! The GPU's fast path (shaders/fused.wgsl), the twin of `cpu/fused.rs`: a training step in two
+//! dispatches (three with `--augment`) instead of one per operation.
+//!
+//! - `gradients`: workgroup g takes a contiguous share of the batch and runs it block by block
+//!   (`block` samples): the forward pass, softmax, `dZ = A − Y` and the backward pass, with the
+//!   block's activations in workgroup memory, adding its dW, db and (loss, correct) into a
+//!   slice of `partials` of its own. Each image's bytes are read from memory once per step.
+//! - `update`: `dP = 1/m · Σ_slices partials`, then the optimizer, four parameters per thread;
+//!   the step's (loss, correct) go to its slot of the history.
+//! - `logits`: the forward pass alone, for evaluation.
+//!
+//! Each step's values (its batch, α, Adam's corrections) go into a 256-byte slot of one
+//! uniform buffer, which its dispatches pick with a dynamic offset. So a run of steps is
+//! recorded into one command buffer and submitted at once, with no host wait between them
+//! (`SLOTS` at most, starting small after every wait so the GPU is soon busy again).
+//!
+//! All parameters live in one buffer (`ParamLayout`), so that the update is one dispatch over
+//! all of them. The network's shape is fixed when the pipelines are built (WGSL overrides).
+//! Covered: one or two hidden layers of at most 64 units (`unsupported` says why not); the
+//! backend runs the per-operation kernels (`reference.rs`) for the rest.
+
+use std::num::NonZeroU64;
+
+use bytemuck::{Pod, Zeroable};
+
+use crate::backend::Shift;
+use crate::data::PIXELS;
+use crate::error::{Error, Result};
+use crate::gpu::context::scoped;
+use crate::gpu::kernels::{grid, Recorder};
+use crate::gpu::profile::{Profiler, Timing};
+use crate::gpu::{Data, GpuContext, StepArgs};
+use crate::model::{Activation, Layer, Model};
+use crate::optimizer::{adam_corrections, Optimizer};
+
+pub const SHADER: &str = include_str!("../../shaders/fused.wgsl");
+
+/// The widest hidden layer the fused step takes: its threads hold up to 16 units each, with at
+/// least 4 threads per sample.
+pub const MAX_HIDDEN: usize = 64;
+/// Threads per workgroup (as in the shader).
+const THREADS: usize = 256;
+/// `update` gives each parameter vec4 this many threads when a step has more partial slices
+/// than that (one otherwise).
+const REDUCE_LANES: usize = 8;
+/// The uniform view of the parameters (as in the shader): 64 KiB, the default limit of a
+/// uniform binding. When all the parameters fit in it, the kernels read them from it.
+const UNIFORM_BYTES: u64 = 65_536;
+/// Steps (and evaluation chunks) recorded into one submit at most: one uniform slot each.
+const SLOTS: usize = 64;
+const SLOT_BYTES: u64 = 256;
+/// The partial slices of one step stay under this many floats (64 MiB).
+const PARTIAL_FLOATS: usize = 1 << 24;
+/// With `--augment`, the shifts uploaded for one submit stay under this many images.
+const SHIFTS_PER_SUBMIT: usize = 1 << 18;
+
+/// How the fused step splits a batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Tiling {
+    /// Samples per block: 8, 16, 32 or 64 (256 threads, so 32, 16, 8 or 4 per sample). The
+    /// block's activations must fit the adapter's workgroup memory.
+    pub block: usize,
+    /// Most workgroups, so partial slices, per step: more keep a large GPU busy, fewer keep
+    /// the slices that `update` adds small.
+    pub max_groups: usize,
+}
+
+impl Default for Tiling {
+    fn default() -> Tiling {
+        Tiling {
+            block: 32,
+            max_groups: 512,
+        }
+    }
+}
+
+/// Where W[l] and b[l] lie in the one parameter buffer, in floats: each tensor starts on a
+/// vec4 boundary and each row of W[l] is padded to whole vec4s, so the kernels read rows four
+/// floats at a time. The partial slices and the optimizer's state are laid out the same way;
+/// padding is 0 and stays 0.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParamLayout {
+    pub layers: Vec<TensorsAt>,
+    /// Floats in all, a multiple of 4.
+    pub floats: usize,
+}
+
+/// One layer's place in the parameter buffer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TensorsAt {
+    pub inputs: usize,
+    pub outputs: usize,
+    /// W starts here; row i at `w + i · row`.
+    pub w: usize,
+    pub row: usize,
+    pub b: usize,
+}
+
+impl ParamLayout {
+    pub fn new(model: &Model) -> ParamLayout {
+        let mut floats = 0;
+        let mut take = |n: usize| {
+            let start = floats;
+            floats += n.next_multiple_of(4);
+            start
+        };
+        let layers = model
+            .layers
+            .iter()
+            .map(|l| {
+                let row = l.inputs.next_multiple_of(4);
+                TensorsAt {
+                    inputs: l.inputs,
+                    outputs: l.outputs,
+                    w: take(l.outputs * row),
+                    row,
+                    b: take(l.outputs),
+                }
+            })
+            .collect();
+        ParamLayout { layers, floats }
+    }
+
+    /// The model's W and b, laid out; padding is 0.
+    pub fn pack(&self, model: &Model) -> Vec<f32> {
+        let mut flat = vec![0.0; self.floats];
+        for (layer, at) in model.layers.iter().zip(&self.layers) {
+            for (i, row) in layer.w.chunks_exact(at.inputs).enumerate() {
+                flat[at.w + i * at.row..][..at.inputs].copy_from_slice(row);
+            }
+            flat[at.b..at.b + at.outputs].copy_from_slice(&layer.b);
+        }
+        flat
+    }
+
+    pub fn unpack(&self, flat: &[f32], activation: Activation) -> Model {
+        let layers = self
+            .layers
+            .iter()
+            .map(|at| Layer {
+                inputs: at.inputs,
+                outputs: at.outputs,
+                w: (0..at.outputs)
+                    .flat_map(|i| &flat[at.w + i * at.row..][..at.inputs])
+                    .copied()
+                    .collect(),
+                b: flat[at.b..at.b + at.outputs].to_vec(),
+            })
+            .collect();
+        Model {
+            layers,
+            activation,
+        }
+    }
+}
+
+/// Workgroup memory `gradients` needs for blocks of `block` samples: Z of every layer (each
+/// padded to vec4s), the slices' partial sums of Z1, and per sample where its image starts and
+/// its (loss, correct).
+fn workgroup_bytes(model: &Model, block: usize) -> usize {
+    let vec4s: usize = model.layers.iter().map(|l| l.outputs.div_ceil(4)).sum();
+    16 * block * vec4s + 16 * THREADS + 12 * block
+}
+
+/// Why the fused step cannot run `model` in blocks of `tiling.block` on this device; None
+/// when it can.
+pub fn unsupported(ctx: &GpuContext, model: &Model, tiling: Tiling) -> Option<String> {
+    let hidden = model.hidden();
+    if !(1..=2).contains(&hidden.len()) || hidden.iter().any(|&h| h > MAX_HIDDEN) {
+        return Some(format!(
+            "the fused GPU step covers one or two hidden layers of at most {MAX_HIDDEN} units, \
+             not {hidden:?}"
+        ));
+    }
+    if ![8, 16, 32, 64].contains(&tiling.block) {
+        return Some(format!(
+            "the fused GPU step takes blocks of 8, 16, 32 or 64 samples, not {}",
+            tiling.block
+        ));
+    }
+    let need = workgroup_bytes(model, tiling.block);
+    let have = ctx.device.limits().max_compute_workgroup_storage_size as usize;
+    if need > have {
+        return Some(format!(
+            "blocks of {} samples need {need} bytes of workgroup memory; the adapter has {have}",
+            tiling.block
+        ));
+    }
+    None
+}
+
+/// The tiling the fused step uses on this device: blocks of 32 samples, or fewer where the
+/// adapter's workgroup memory does not hold their activations.
+pub fn tiling_for(ctx: &GpuContext, model: &Model) -> Tiling {
+    let default = Tiling::default();
+    [32, 16, 8]
+        .into_iter()
+        .map(|block| Tiling { block, ..default })
+        .find(|&t| unsupported(ctx, model, t).is_none())
+        .unwrap_or(default)
+}
+
+/// One step's values, in its uniform slot (as `Step` in fused.wgsl; `augment` reads the
+/// first three).
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable, Default)]
+struct Step {
+    m: u32,
+    first: u32,
+    shift_offset: u32,
+    shifted: u32,
+    per_group: u32,
+    groups: u32,
+    history: u32,
+    out: u32,
+    alpha: f32,
+    scale: f32,
+    c1: f32,
+    c2: f32,
+    beta1: f32,
+    beta2: f32,
+    eps: f32,
+    optimizer: u32,
+    lanes: u32,
+    _pad: [u32; 3],
+}
+
+/// The workgroups of a step over `m` samples: as many as blocks, at most `max_groups`, each
+/// given `per_group` samples (none left empty). Returns (groups, per_group).
+pub fn split(m: usize, tiling: Tiling) -> (usize, usize) {
+    let groups = m.div_ceil(tiling.block).clamp(1, tiling.max_groups.max(1));
+    let per_group = m.div_ceil(groups);
+    (m.div_ceil(per_group), per_group)
+}
+
+struct Pipelines {
+    gradients: wgpu::ComputePipeline,
+    logits: wgpu::ComputePipeline,
+    update: wgpu::ComputePipeline,
+    /// augment.wgsl, reading its parameters from the step's slot.
+    augment: wgpu::ComputePipeline,
+}
+
+/// `--augment`'s buffers, made on the first shifted step.
+struct Shifted {
+    /// The shifts of a submit's steps, one region of (dx, dy) i32 pairs per step. (The
+    /// batch's shifted copies, 784 bytes each, live in the bind groups.)
+    shifts: wgpu::Buffer,
+    regions: usize,
+    /// Regions used by the steps recorded since the last submit.
+    used: usize,
+    host: Vec<i32>,
+    /// augment, writing the shifted copies; the step's kernels, reading them.
+    augment: wgpu::BindGroup,
+    train: wgpu::BindGroup,
+}
+
+pub struct Fused {
+    layout: ParamLayout,
+    activation: Activation,
+    tiling: Tiling,
+    capacity: usize,
+    /// vec4s of the parameters (a partial slice holds their gradients, then its (loss, correct)).
+    param_vec4s: usize,
+    pipelines: Pipelines,
+    layouts: Layouts,
+    data: Data,
+    history: wgpu::Buffer,
+    logits_out: wgpu::Buffer,
+    params: wgpu::Buffer,
+    partials: wgpu::Buffer,
+    /// The optimizer's state (V, or M then V), and the optimizer.
+    state: wgpu::Buffer,
+    optimizer: Optimizer,
+    slots: wgpu::Buffer,
+    host_slots: Vec<u8>,
+    /// `gradients` and `logits` on the pool's images; `update`.
+    pool: wgpu::BindGroup,
+    update: wgpu::BindGroup,
+    shifted: Option<Shifted>,
+    /// Steps recorded and not yet submitted, the slots they use, and how many to record before
+    /// the next submit (doubling up to SLOTS, back to 1 after every wait).
+    pending: Option<Recorder<'static>>,
+    used: usize,
+    limit: usize,
+}
+
+/// The bindings of `gradients` and `logits` (0–7), of `update` (0, 8–11), and of `augment`.
+struct Layouts {
+    forward: wgpu::BindGroupLayout,
+    update: wgpu::BindGroupLayout,
+    augment: wgpu::BindGroupLayout,
+}
+
+fn entry(binding: u32, ty: wgpu::BufferBindingType, dynamic: bool) -> wgpu::BindGroupLayoutEntry {
+    wgpu::BindGroupLayoutEntry {
+        binding,
+        visibility: wgpu::ShaderStages::COMPUTE,
+        ty: wgpu::BindingType::Buffer {
+            ty,
+            has_dynamic_offset: dynamic,
+            min_binding_size: None,
+        },
+        count: None,
+    }
+}
+
+impl Layouts {
+    fn new(device: &wgpu::Device) -> Layouts {
+        use wgpu::BufferBindingType::{Storage, Uniform};
+        let read = Storage { read_only: true };
+        let write = Storage { read_only: false };
+        // Binding 0 is the step's slot, picked by a dynamic offset.
+        let slot = entry(0, Uniform, true);
+        let make = |label: &str, entries: &[wgpu::BindGroupLayoutEntry]| {
+            device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+                label: Some(label),
+                entries,
+            })
+        };
+        Layouts {
+            forward: make(
+                "fused gradients and logits",
+                &[
+                    slot,
+                    entry(1, read, false),    // images
+                    entry(2, read, false),    // index lists
+                    entry(3, read, false),    // labels
+                    entry(4, read, false),    // parameters
+                    entry(5, Uniform, false), // parameters' uniform view
+                    entry(6, write, false),   // partial slices
+                    entry(7, write, false),   // logits
+                ],
+            ),
+            update: make(
+                "fused update",
+                &[
+                    slot,
+                    entry(8, write, false),  // parameters
+                    entry(9, read, false),   // partial slices
+                    entry(10, write, false), // optimizer state
+                    entry(11, write, false), // history
+                ],
+            ),
+            augment: make(
+                "augment (fused step)",
+                &[
+                    slot,
+                    entry(1, read, false),  // images
+                    entry(2, read, false),  // index lists
+                    entry(3, read, false),  // shifts
+                    entry(4, write, false), // shifted copies
+                ],
+            ),
+        }
+    }
+}
+
+/// A bind group of `layout`: the step slots at binding 0, then `(binding, buffer, bytes)`
+/// (None: the whole buffer).
+fn bind_group(
+    device: &wgpu::Device,
+    label: &str,
+    layout: &wgpu::BindGroupLayout,
+    slots: &wgpu::Buffer,
+    buffers: &[(u32, &wgpu::Buffer, Option<u64>)],
+) -> wgpu::BindGroup {
+    let mut entries = vec![wgpu::BindGroupEntry {
+        binding: 0,
+        resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+            buffer: slots,
+            offset: 0,
+            size: NonZeroU64::new(std::mem::size_of::<Step>() as u64),
+        }),
+    }];
+    for &(binding, buffer, bytes) in buffers {
+        entries.push(wgpu::BindGroupEntry {
+            binding,
+            resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                buffer,
+                offset: 0,
+                size: bytes.and_then(NonZeroU64::new),
+            }),
+        });
+    }
+    device.create_bind_group(&wgpu::BindGroupDescriptor {
+        label: Some(label),
+        layout,
+        entries: &entries,
+    })
+}
+
+impl Fused {
+    /// Uploads `model` into one parameter buffer and builds the pipelines for its shape.
+    /// `history` receives each step's (loss, correct); `logits_out` the logits of `logits`.
+    pub fn new(
+        ctx: &GpuContext,
+        model: &Model,
+        data: &Data,
+        capacity: usize,
+        history: &wgpu::Buffer,
+        logits_out: &wgpu::Buffer,
+        tiling: Tiling,
+    ) -> Result<Fused> {
+        if let Some(why) = unsupported(ctx, model, tiling) {
+            return Err(Error::Config(why));
+        }
+        let device = &ctx.device;
+        let layout = ParamLayout::new(model);
+        let param_vec4s = layout.floats / 4;
+        let slice_vec4s = param_vec4s + 1;
+        let tiling = Tiling {
+            max_groups: tiling
+                .max_groups
+                .clamp(1, (PARTIAL_FLOATS / (4 * slice_vec4s)).max(1)),
+            ..tiling
+        };
+        let layouts = Layouts::new(device);
+        let pipelines = pipelines(ctx, model, &layout, tiling, &layouts)?;
+
+        // At least the uniform view's 64 KiB, which binds its start.
+        let params = ctx.scoped("allocating the parameters", || {
+            device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("parameters"),
+                size: (4 * layout.floats as u64).max(UNIFORM_BYTES),
+                usage: wgpu::BufferUsages::STORAGE
+                    | wgpu::BufferUsages::UNIFORM
+                    | wgpu::BufferUsages::COPY_SRC
+                    | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            })
+        })?;
+        ctx.queue
+            .write_buffer(&params, 0, bytemuck::cast_slice(&layout.pack(model)));
+        let partials = ctx.storage(
+            "partial gradients",
+            16 * (tiling.max_groups * slice_vec4s) as u64,
+        )?;
+        let state = ctx.storage("optimizer state (none)", 16)?;
+        let slots = device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("step slots"),
+            size: SLOTS as u64 * SLOT_BYTES,
+            usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        let mut fused = Fused {
+            pool: forward_group(ctx, &layouts, &slots, data, &data.images, &params, &partials, logits_out),
+            update: update_group(ctx, &layouts, &slots, &params, &partials, &state, history),
+            layout,
+            activation: model.activation,
+            tiling,
+            capacity,
+            param_vec4s,
+            pipelines,
+            layouts,
+            data: data.clone(),
+            history: history.clone(),
+            logits_out: logits_out.clone(),
+            params,
+            partials,
+            state,
+            optimizer: Optimizer::Sgd,
+            slots,
+            host_slots: vec![0; SLOTS * SLOT_BYTES as usize],
+            shifted: None,
+            pending: None,
+            used: 0,
+            limit: 1,
+        };
+        fused.set_optimizer(ctx, Optimizer::Sgd)?;
+        Ok(fused)
+    }
+
+    pub fn tiling(&self) -> Tiling {
+        self.tiling
+    }
+
+    fn make_shifted(&self, ctx: &GpuContext) -> Result<Shifted> {
+        let cap = self.capacity;
+        let regions = (SHIFTS_PER_SUBMIT / cap).clamp(1, SLOTS);
+        let images = ctx.storage("shifted images", (PIXELS * cap) as u64)?;
+        let shifts = ctx.storage("shifts of a submit's steps", (8 * cap * regions) as u64)?;
+        let d = &self.data;
+        let augment = bind_group(
+            &ctx.device,
+            "augment (fused step)",
+            &self.layouts.augment,
+            &self.slots,
+            &[
+                (1, &d.images, None),
+                (2, &d.indices, None),
+                (3, &shifts, None),
+                (4, &images, None),
+            ],
+        );
+        let train = forward_group(
+            ctx,
+            &self.layouts,
+            &self.slots,
+            d,
+            &images,
+            &self.params,
+            &self.partials,
+            &self.logits_out,
+        );
+        Ok(Shifted {
+            shifts,
+            regions,
+            used: 0,
+            host: Vec::with_capacity(2 * cap),
+            augment,
+            train,
+        })
+    }
+
+    /// Takes the next slot for `step`, starting a recorder if none is pending; returns the
+    /// slot's dynamic offset.
+    fn slot(&mut self, ctx: &GpuContext, step: Step, profiler: Option<&Profiler>) -> u32 {
+        if self.pending.is_none() {
+            let rec = Recorder::without_uniforms(&ctx.device, "fused steps")
+                .with_timing(profiler.map(Profiler::timing));
+            self.pending = Some(rec);
+            self.used = 0;
+        }
+        let at = self.used * SLOT_BYTES as usize;
+        self.host_slots[at..at + std::mem::size_of::<Step>()]
+            .copy_from_slice(bytemuck::bytes_of(&step));
+        self.used += 1;
+        at as u32
+    }
+
+    /// Records one training step; submits when enough are recorded, returning the timing of
+    /// what it submitted.
+    pub fn step(
+        &mut self,
+        ctx: &GpuContext,
+        args: &StepArgs,
+        shifts: Option<&[Shift]>,
+        profiler: Option<&Profiler>,
+    ) -> Result<Option<Timing>> {
+        let mut submitted = None;
+        if shifts.is_some() {
+            if self.shifted.is_none() {
+                self.shifted = Some(self.make_shifted(ctx)?);
+            }
+            let s = self.shifted.as_ref().expect("made above");
+            if s.used == s.regions {
+                submitted = self.submit(ctx);
+            }
+        }
+        let m = args.m;
+        let (groups, per_group) = split(m, self.tiling);
+        let (beta1, beta2, eps, optimizer) = match self.optimizer {
+            Optimizer::Sgd => (0.0, 0.0, 0.0, 0),
+            Optimizer::Momentum { beta } => (beta, 0.0, 0.0, 1),
+            Optimizer::Adam { beta1, beta2, eps } => (beta1, beta2, eps, 2),
+        };
+        let (c1, c2) = match self.optimizer {
+            Optimizer::Adam { beta1, beta2, .. } => adam_corrections(beta1, beta2, args.t),
+            _ => (1.0, 1.0),
+        };
+        let lanes = if groups > REDUCE_LANES { REDUCE_LANES } else { 1 };
+        let mut step = Step {
+            m: m as u32,
+            first: args.first,
+            per_group: per_group as u32,
+            groups: groups as u32,
+            lanes: lanes as u32,
+            history: args.history,
+            alpha: args.alpha,
+            scale: 1.0 / m as f32,
+            c1,
+            c2,
+            beta1,
+            beta2,
+            eps,
+            optimizer,
+            ..Step::default()
+        };
+        if let (Some(shifts), Some(s)) = (shifts, self.shifted.as_mut()) {
+            step.shifted = 1;
+            step.shift_offset = (2 * self.capacity * s.used) as u32;
+            s.host.clear();
+            s.host
+                .extend(shifts.iter().flat_map(|s| [s.dx as i32, s.dy as i32]));
+            ctx.queue.write_buffer(
+                &s.shifts,
+                4 * step.shift_offset as u64,
+                bytemuck::cast_slice(&s.host),
+            );
+            s.used += 1;
+        }
+        let offset = self.slot(ctx, step, profiler);
+        let rec = self.pending.as_mut().expect("slot() started one");
+        let p = &self.pipelines;
+        let images = match (&self.shifted, step.shifted) {
+            (Some(s), 1) => {
+                let words = m * PIXELS / 4;
+                rec.run("augment", &p.augment, &s.augment, &[offset], grid(words));
+                &s.train
+            }
+            _ => &self.pool,
+        };
+        rec.run("fused gradients", &p.gradients, images, &[offset], [groups as u32, 1, 1]);
+        let reduce = (self.param_vec4s + 1).div_ceil(THREADS / lanes) as u32;
+        rec.run("fused update", &p.update, &self.update, &[offset], [reduce, 1, 1]);
+        if self.used >= self.limit {
+            self.limit = (2 * self.limit).min(SLOTS);
+            if let Some(timing) = self.submit(ctx) {
+                submitted = Some(timing);
+            }
+        }
+        Ok(submitted)
+    }
+
+    /// Submits what is recorded (nothing if nothing is); the next run of steps starts small.
+    pub fn flush(&mut self, ctx: &GpuContext) -> Option<Timing> {
+        self.limit = 1;
+        self.submit(ctx)
+    }
+
+    fn submit(&mut self, ctx: &GpuContext) -> Option<Timing> {
+        let rec = self.pending.take()?;
+        let bytes = self.used * SLOT_BYTES as usize;
+        ctx.queue
+            .write_buffer(&self.slots, 0, &self.host_slots[..bytes]);
+        self.used = 0;
+        if let Some(s) = &mut self.shifted {
+            s.used = 0;
+        }
+        rec.submit(&ctx.queue)
+    }
+
+    /// Records the logits of the `n` samples listed from position `first` into `logits_out`:
+    /// (10, n). Call `flush` (then read) to get them.
+    pub fn logits(&mut self, ctx: &GpuContext, first: usize, n: usize) {
+        for start in (0..n).step_by(self.capacity) {
+            if self.used == SLOTS {
+                self.submit(ctx);
+            }
+            let m = self.capacity.min(n - start);
+            let step = Step {
+                m: m as u32,
+                first: (first + start) as u32,
+                out: start as u32,
+                ..Step::default()
+            };
+            let offset = self.slot(ctx, step, None);
+            let rec = self.pending.as_mut().expect("slot() started one");
+            let groups = m.div_ceil(self.tiling.block) as u32;
+            rec.run(
+                "fused logits",
+                &self.pipelines.logits,
+                &self.pool,
+                &[offset],
+                [groups, 1, 1],
+            );
+        }
+    }
+
+    /// The weights (call `flush` first).
+    pub fn model(&self, ctx: &GpuContext) -> Result<Model> {
+        let flat = ctx.read(&self.params, self.layout.floats)?;
+        Ok(self.layout.unpack(&flat, self.activation))
+    }
+
+    /// Writes `model`'s weights (call `flush` first: the write lands before anything not yet
+    /// submitted).
+    pub fn set_model(&self, ctx: &GpuContext, model: &Model) {
+        ctx.queue
+            .write_buffer(&self.params, 0, bytemuck::cast_slice(&self.layout.pack(model)));
+    }
+
+    /// Fresh (zeroed) state for `optimizer` (call `flush` first).
+    pub fn set_optimizer(&mut self, ctx: &GpuContext, optimizer: Optimizer) -> Result<()> {
+        let vec4s = optimizer.state_tensors().max(1) * self.param_vec4s;
+        self.state = ctx.storage(&format!("{} state", optimizer.name()), 16 * vec4s as u64)?;
+        self.optimizer = optimizer;
+        self.update = update_group(
+            ctx,
+            &self.layouts,
+            &self.slots,
+            &self.params,
+            &self.partials,
+            &self.state,
+            &self.history,
+        );
+        ctx.check()
+    }
+}
+
+/// `gradients` and `logits` reading `images` (the pool's, or the shifted copies).
+#[allow(clippy::too_many_arguments)]
+fn forward_group(
+    ctx: &GpuContext,
+    layouts: &Layouts,
+    slots: &wgpu::Buffer,
+    data: &Data,
+    images: &wgpu::Buffer,
+    params: &wgpu::Buffer,
+    partials: &wgpu::Buffer,
+    logits_out: &wgpu::Buffer,
+) -> wgpu::BindGroup {
+    bind_group(
+        &ctx.device,
+        "fused gradients and logits",
+        &layouts.forward,
+        slots,
+        &[
+            (1, images, None),
+            (2, &data.indices, None),
+            (3, &data.labels, None),
+            (4, params, None),
+            (5, params, Some(UNIFORM_BYTES)),
+            (6, partials, None),
+            (7, logits_out, None),
+        ],
+    )
+}
+
+fn update_group(
+    ctx: &GpuContext,
+    layouts: &Layouts,
+    slots: &wgpu::Buffer,
+    params: &wgpu::Buffer,
+    partials: &wgpu::Buffer,
+    state: &wgpu::Buffer,
+    history: &wgpu::Buffer,
+) -> wgpu::BindGroup {
+    bind_group(
+        &ctx.device,
+        "fused update",
+        &layouts.update,
+        slots,
+        &[
+            (8, params, None),
+            (9, partials, None),
+            (10, state, None),
+            (11, history, None),
+        ],
+    )
+}
+
+/// The fused step's pipelines for `model`'s shape.
+fn pipelines(
+    ctx: &GpuContext,
+    model: &Model,
+    layout: &ParamLayout,
+    tiling: Tiling,
+    layouts: &Layouts,
+) -> Result<Pipelines> {
+    let device = &ctx.device;
+    let hidden = model.hidden();
+    // Where W[l] and b[l] start, in vec4s (0 for a layer the network does not have).
+    let at = |l: usize, bias: bool| {
+        layout
+            .layers
+            .get(l)
+            .map_or(0.0, |t| (if bias { t.b } else { t.w } / 4) as f64)
+    };
+    let param_vec4s = layout.floats / 4;
+    let constants = [
+        ("H1", hidden[0] as f64),
+        ("H2", hidden.get(1).copied().unwrap_or(0) as f64),
+        (
+            "ACT",
+            match model.activation {
+                Activation::Relu => 0.0,
+                Activation::Elu => 1.0,
+            },
+        ),
+        ("BLOCK", tiling.block as f64),
+        ("W1_AT", at(0, false)),
+        ("B1_AT", at(0, true)),
+        ("W2_AT", at(1, false)),
+        ("B2_AT", at(1, true)),
+        ("W3_AT", at(2, false)),
+        ("B3_AT", at(2, true)),
+        ("PARAM_VEC4S", param_vec4s as f64),
+        ("SLICE_VEC4S", (param_vec4s + 1) as f64),
+        (
+            "PARAMS_IN_UNIFORM",
+            (4 * layout.floats as u64 <= UNIFORM_BYTES) as u8 as f64,
+        ),
+    ];
+    let make = |entry: &str,
+                source: &str,
+                layout: &wgpu::BindGroupLayout,
+                constants: &[(&str, f64)]| {
+        scoped(device, &format!("building the fused step's {entry} pipeline"), || {
+            let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
+                label: Some(entry),
+                source: wgpu::ShaderSource::Wgsl(source.into()),
+            });
+            let pipeline_layout = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+                label: Some(entry),
+                bind_group_layouts: &[Some(layout)],
+                immediate_size: 0,
+            });
+            device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                label: Some(entry),
+                layout: Some(&pipeline_layout),
+                module: &module,
+                entry_point: Some(entry),
+                compilation_options: wgpu::PipelineCompilationOptions {
+                    constants,
+                    // Every kernel writes its workgroup memory before reading it.
+                    zero_initialize_workgroup_memory: false,
+                },
+                cache: None,
+            })
+        })
+    };
+    let augment_source = crate::gpu::kernels::SHADERS
+        .iter()
+        .find(|(name, _)| *name == "augment")
+        .expect("listed shader")
+        .1;
+    let experiment = std::env::var("FUSED_WGSL").ok().map(|p| std::fs::read_to_string(p).unwrap());
+    let shader = experiment.as_deref().unwrap_or(SHADER);
+    Ok(Pipelines {
+        gradients: make("gradients", shader, &layouts.forward, &constants)?,
+        logits: make("logits", shader, &layouts.forward, &constants)?,
+        update: make("update", shader, &layouts.update, &constants)?,
+        augment: make("main", augment_source, &layouts.augment, &[])?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Init;
+
+    #[test]
+    fn layout_puts_every_tensor_on_a_vec4_and_round_trips() {
+        let model = Model::new(&[7, 5], Activation::Elu, Init::He, 3).unwrap();
+        let layout = ParamLayout::new(&model);
+        for t in &layout.layers {
+            assert_eq!((t.w % 4, t.b % 4, t.row % 4), (0, 0, 0));
+            assert!(t.row >= t.inputs && t.w + t.outputs * t.row <= t.b);
+        }
+        assert_eq!(layout.floats % 4, 0);
+        assert_eq!(layout.unpack(&layout.pack(&model), model.activation), model);
+    }
+
+    #[test]
+    fn split_leaves_no_workgroup_empty() {
+        for m in [1, 5, 31, 32, 33, 64, 100, 1000, 60_000] {
+            for (block, max_groups) in [(32, 512), (8, 3), (64, 1), (16, 7)] {
+                let (groups, per_group) = split(m, Tiling { block, max_groups });
+                assert!(groups >= 1 && groups <= max_groups, "{m} {block} {max_groups}");
+                assert!((groups - 1) * per_group < m && groups * per_group >= m);
+            }
+        }
+    }
+}

@@ -1,0 +1,532 @@
+//! The GPU's reference path: the training step as one kernel per operation (`matmul`,
+//! `activation`, `softmax`, `output_grad`, `sum_columns`, `sum_partials`, the optimizer's
+//! update), recorded into one command encoder and submitted once per step, in the same order
+//! as the CPU's reference path (`cpu::CpuBackend::new_reference`). It runs every network the
+//! fused path (`fused.rs`) does not cover, and is what that path is checked against.
+//!
+//! Each bound kernel's parameters sit in their own slot of one uniform buffer, written at every
+//! submit: so each step is a submit of its own.
+
+use crate::backend::Shift;
+use crate::cpu::ops::{Act, AdamParams, Layout};
+use crate::data::{CLASSES, PIXELS};
+use crate::error::{Error, Result};
+use crate::gpu::kernels::{column_chunks, splits_for, Bound, Kernels, Operand, Recorder, Uniforms};
+use crate::gpu::profile::Timing;
+use crate::gpu::{Data, GpuContext, StepArgs};
+use crate::model::{Activation, Layer, Model};
+use crate::optimizer::{adam_corrections, Optimizer};
+
+/// One layer's buffers and its kernels' bind groups.
+struct LayerState {
+    inputs: usize,
+    outputs: usize,
+    /// W: (outputs, inputs), b: (outputs); read back by `model()`.
+    w: wgpu::Buffer,
+    b: wgpu::Buffer,
+    /// dW, db: the averaged gradients the update reads.
+    dw: wgpu::Buffer,
+    db: wgpu::Buffer,
+    /// The optimizer's state for W and for b (V, or M and V); empty for SGD.
+    state: Vec<wgpu::Buffer>,
+    /// Z: (outputs, capacity), column-major; the last layer's are the logits `logits()` reads.
+    /// (A and dZ live only in the bind groups below.)
+    z: wgpu::Buffer,
+    /// Z = W·A[l-1] + b
+    forward: Bound,
+    /// A = g(Z), or softmax on the output layer
+    activate: Bound,
+    /// partials of dZ·A[l-1]ᵀ, then dW = 1/m · their sum
+    dw_product: Bound,
+    dw_sum: Bound,
+    /// db = 1/m · Σ_columns dZ
+    db_columns: Bound,
+    db_sum: Bound,
+    /// dA[l-1] = Wᵀ·dZ and dZ[l-1] = dA[l-1] ⊙ g'(Z[l-1]); none on the first layer
+    back: Option<(Bound, Bound)>,
+    /// P -= … with the optimizer's kernel, for W and for b
+    update_w: Bound,
+    update_b: Bound,
+}
+
+/// Where the first layer reads the batch's images.
+#[derive(Clone, Copy)]
+enum Images<'a> {
+    /// In the pool, through the index list from position `first`.
+    Pool { first: u32 },
+    /// The shifted copies `augment` made of them.
+    Shifted(&'a Shifter),
+}
+
+/// Buffers kept after `new` so that `--augment` can bind them later.
+struct Kept {
+    images: wgpu::Buffer,
+    indices: wgpu::Buffer,
+    /// Bound where a kernel's binding goes unused.
+    dummy: wgpu::Buffer,
+    /// Split-K partial products.
+    partials: wgpu::Buffer,
+    /// dZ of the first layer.
+    dz1: wgpu::Buffer,
+}
+
+/// `--augment`'s buffers and bindings, made on the first shifted step.
+struct Shifter {
+    /// (dx, dy) per image of the batch, as i32: (2, capacity), and its host copy.
+    shifts: wgpu::Buffer,
+    host_shifts: Vec<i32>,
+    augment: Bound,
+    /// The first layer's forward product and dW product, reading the shifted copies (through
+    /// an index list 0, 1, 2, …) instead of the pool.
+    forward: Bound,
+    dw_product: Bound,
+}
+
+/// The layers and the output's kernels: what a pass records. Kept apart from the uniforms,
+/// which recording writes.
+struct Network {
+    activation: Activation,
+    optimizer: Optimizer,
+    layers: Vec<LayerState>,
+    output_grad: Bound,
+    stats_columns: Bound,
+    stats_sum: Bound,
+}
+
+pub struct Reference {
+    capacity: usize,
+    net: Network,
+    uniforms: Uniforms,
+    /// (loss, correct) summed over the last batch; copied to the step's history slot.
+    stats_total: wgpu::Buffer,
+    kept: Kept,
+    shifter: Option<Shifter>,
+}
+
+impl Reference {
+    /// Uploads the model and binds every kernel to its buffers, for batches of up to
+    /// `capacity` samples.
+    pub fn new(ctx: &GpuContext, model: &Model, data: &Data, capacity: usize) -> Result<Self> {
+        let cap = capacity;
+        if model.widest() > 65_535 {
+            // sum_columns gives each row a workgroup row of its grid, which stops at 65,535.
+            return Err(Error::Gpu(format!(
+                "layers wider than 65,535 units are not supported on the GPU (widest: {}); use --backend cpu",
+                model.widest()
+            )));
+        }
+        let device = &ctx.device;
+        let floats = |label: &str, n: usize| ctx.storage(label, 4 * n as u64);
+        let upload = |label: &str, bytes: &[u8]| ctx.upload(label, bytes);
+        let Data {
+            images,
+            labels,
+            indices,
+        } = data;
+        let dummy = floats("unused binding", 1)?;
+
+        // Scratch shared by the layers: dA (widest hidden, cap), and the partial sums of the
+        // split-K products and column sums (sized for the largest batch).
+        let widest = model.widest();
+        let da = floats("dA", widest * cap)?;
+        let partial_floats = model
+            .layers
+            .iter()
+            .map(|l| {
+                let product = splits_for(l.outputs * l.inputs, cap) as usize * l.outputs * l.inputs;
+                product.max(column_chunks(cap) as usize * l.outputs)
+            })
+            .max()
+            .unwrap_or(0)
+            .max(2 * column_chunks(cap) as usize);
+        let partials = floats("partial sums", partial_floats)?;
+
+        let k = &ctx.kernels;
+        // One uniform slot per bind group below: ten per layer (forward, activate, dw_product,
+        // dw_sum, db_columns, db_sum, the two of back, update_w, update_b), three for the output.
+        // Three more are kept for `--augment` (see `Shifter`).
+        let mut uniforms = Uniforms::new(device, 10 * model.layers.len() as u64 + 6);
+        let u = &mut uniforms;
+        let last = model.layers.len() - 1;
+        let mut layers: Vec<LayerState> = Vec::new();
+        let mut dzs: Vec<wgpu::Buffer> = Vec::new();
+        let mut activations: Vec<wgpu::Buffer> = Vec::new();
+        for (l, layer) in model.layers.iter().enumerate() {
+            let Layer {
+                inputs, outputs, ..
+            } = *layer;
+            let name = |what: &str| format!("{what}{}", l + 1);
+            let w = upload(&name("W"), bytemuck::cast_slice(&layer.w))?;
+            let b = upload(&name("b"), bytemuck::cast_slice(&layer.b))?;
+            let dw = floats(&name("dW"), outputs * inputs)?;
+            let db = floats(&name("db"), outputs)?;
+            let z = floats(&name("Z"), outputs * cap)?;
+            let a = floats(&name("A"), outputs * cap)?;
+            let dz = floats(&name("dZ"), outputs * cap)?;
+            // The layer's input: the images on the first layer, A[l-1] after.
+            let input = if l == 0 { &dummy } else { &activations[l - 1] };
+            let forward = k
+                .matmul
+                .bind(device, u, &[&w, input, images, indices, &b, &z]);
+            let activate = if l < last {
+                k.activation.bind(device, u, &[&z, &a])
+            } else {
+                k.softmax.bind(device, u, &[&z, &a])
+            };
+            let dw_product =
+                k.matmul
+                    .bind(device, u, &[&dz, input, images, indices, &dummy, &partials]);
+            let dw_sum = k.sum_partials.bind(device, u, &[&partials, &dw]);
+            let db_columns = k.sum_columns.bind(device, u, &[&dz, &partials]);
+            let db_sum = k.sum_partials.bind(device, u, &[&partials, &db]);
+            let back = if l > 0 {
+                let product = k
+                    .matmul
+                    .bind(device, u, &[&w, &dz, images, indices, &dummy, &da]);
+                let prev = &layers[l - 1];
+                let grad = k
+                    .activation_grad
+                    .bind(device, u, &[&da, &prev.z, &dzs[l - 1]]);
+                Some((product, grad))
+            } else {
+                None
+            };
+            let update_w = k.sgd_update.bind(device, u, &[&dw, &w]);
+            let update_b = k.sgd_update.bind(device, u, &[&db, &b]);
+            layers.push(LayerState {
+                inputs,
+                outputs,
+                w,
+                b,
+                dw,
+                db,
+                state: Vec::new(),
+                z,
+                forward,
+                activate,
+                dw_product,
+                dw_sum,
+                db_columns,
+                db_sum,
+                back,
+                update_w,
+                update_b,
+            });
+            dzs.push(dz);
+            activations.push(a);
+        }
+
+        let stats = floats("per-sample loss and correct", 2 * cap)?;
+        let stats_total = floats("batch loss and correct", 2)?;
+        let out = &layers[last];
+        let output_grad = k.output_grad.bind(
+            device,
+            u,
+            &[
+                &activations[last],
+                &out.z,
+                labels,
+                indices,
+                &dzs[last],
+                &stats,
+            ],
+        );
+        let stats_columns = k.sum_columns.bind(device, u, &[&stats, &partials]);
+        let stats_sum = k.sum_partials.bind(device, u, &[&partials, &stats_total]);
+        ctx.check()?;
+        Ok(Reference {
+            capacity: cap,
+            net: Network {
+                activation: model.activation,
+                optimizer: Optimizer::Sgd,
+                layers,
+                output_grad,
+                stats_columns,
+                stats_sum,
+            },
+            uniforms,
+            stats_total,
+            kept: Kept {
+                images: images.clone(),
+                indices: indices.clone(),
+                dummy,
+                partials,
+                dz1: dzs.swap_remove(0),
+            },
+            shifter: None,
+        })
+    }
+
+    /// `--augment`'s buffers: the shifted images of a batch, the shifts, the list 0, 1, 2, …
+    /// that reads the copies in order, and the bindings that use them.
+    fn make_shifter(&mut self, ctx: &GpuContext) -> Result<Shifter> {
+        let (device, k) = (&ctx.device, &ctx.kernels);
+        let cap = self.capacity;
+        let shifted = ctx.storage("shifted images", (PIXELS * cap) as u64)?;
+        let shifts = ctx.storage("shifts", 8 * cap as u64)?;
+        let identity: Vec<u32> = (0..cap as u32).collect();
+        let identity = ctx.upload(
+            "shifted images' index list",
+            bytemuck::cast_slice(&identity),
+        )?;
+        let u = &mut self.uniforms;
+        let kept = &self.kept;
+        let augment = k
+            .augment
+            .bind(device, u, &[&kept.images, &kept.indices, &shifts, &shifted]);
+        let first = &self.net.layers[0];
+        let forward = k.matmul.bind(
+            device,
+            u,
+            &[&first.w, &kept.dummy, &shifted, &identity, &first.b, &first.z],
+        );
+        let dw_product = k.matmul.bind(
+            device,
+            u,
+            &[
+                &kept.dz1,
+                &kept.dummy,
+                &shifted,
+                &identity,
+                &kept.dummy,
+                &kept.partials,
+            ],
+        );
+        ctx.check()?;
+        Ok(Shifter {
+            shifts,
+            host_shifts: Vec::with_capacity(2 * cap),
+            augment,
+            forward,
+            dw_product,
+        })
+    }
+
+    /// Records and submits one training step; its (loss, correct) goes to `history` slot
+    /// `args.history`. With `shifts`, the step trains on shifted copies of the batch.
+    pub fn step(
+        &mut self,
+        ctx: &GpuContext,
+        args: &StepArgs,
+        shifts: Option<&[Shift]>,
+        history: &wgpu::Buffer,
+        timing: Option<Timing>,
+    ) -> Result<Option<Timing>> {
+        if let Some(shifts) = shifts {
+            if self.shifter.is_none() {
+                self.shifter = Some(self.make_shifter(ctx)?);
+            }
+            let shifter = self.shifter.as_mut().expect("made above");
+            shifter.host_shifts.clear();
+            shifter
+                .host_shifts
+                .extend(shifts.iter().flat_map(|s| [s.dx as i32, s.dy as i32]));
+            ctx.queue.write_buffer(
+                &shifter.shifts,
+                0,
+                bytemuck::cast_slice(&shifter.host_shifts),
+            );
+        }
+        let k = &ctx.kernels;
+        let mut rec =
+            Recorder::new(&ctx.device, &mut self.uniforms, "train step").with_timing(timing);
+        let (first, m) = (args.first, args.m);
+        let images = match (&self.shifter, shifts) {
+            (Some(shifter), Some(_)) => {
+                k.augment(&mut rec, &shifter.augment, m, first);
+                Images::Shifted(shifter)
+            }
+            _ => Images::Pool { first },
+        };
+        self.net.forward(k, &mut rec, images, m);
+        self.net.backward(k, &mut rec, images, first, m);
+        self.net.update(k, &mut rec, args.alpha, args.t);
+        rec.copy(&self.stats_total, 0, history, 8 * args.history as u64, 8);
+        Ok(rec.submit(&ctx.queue))
+    }
+
+    /// Z[L], the logits, of the `n` samples listed from position `first`, into `out`: (10, n).
+    pub fn logits(
+        &mut self,
+        ctx: &GpuContext,
+        first: usize,
+        n: usize,
+        out: &wgpu::Buffer,
+    ) -> Result<()> {
+        let logits = &self.net.layers.last().expect("at least one layer").z;
+        for start in (0..n).step_by(self.capacity) {
+            let m = self.capacity.min(n - start);
+            let mut rec = Recorder::new(&ctx.device, &mut self.uniforms, "evaluate");
+            let images = Images::Pool {
+                first: (first + start) as u32,
+            };
+            self.net.forward(&ctx.kernels, &mut rec, images, m);
+            let bytes = 4 * (CLASSES * m) as u64;
+            rec.copy(logits, 0, out, 4 * (CLASSES * start) as u64, bytes);
+            rec.submit(&ctx.queue);
+        }
+        Ok(())
+    }
+
+    pub fn model(&self, ctx: &GpuContext) -> Result<Model> {
+        let mut layers = Vec::new();
+        for layer in &self.net.layers {
+            layers.push(Layer {
+                inputs: layer.inputs,
+                outputs: layer.outputs,
+                w: ctx.read(&layer.w, layer.outputs * layer.inputs)?,
+                b: ctx.read(&layer.b, layer.outputs)?,
+            });
+        }
+        Ok(Model {
+            layers,
+            activation: self.net.activation,
+        })
+    }
+
+    /// Writes `model`'s weights, which must have the shape the path was built for.
+    pub fn set_model(&mut self, ctx: &GpuContext, model: &Model) {
+        for (state, layer) in self.net.layers.iter().zip(&model.layers) {
+            ctx.queue
+                .write_buffer(&state.w, 0, bytemuck::cast_slice(&layer.w));
+            ctx.queue
+                .write_buffer(&state.b, 0, bytemuck::cast_slice(&layer.b));
+        }
+    }
+
+    /// Binds the optimizer's kernel and fresh (zeroed) state buffers to every tensor.
+    pub fn set_optimizer(&mut self, ctx: &GpuContext, optimizer: Optimizer) -> Result<()> {
+        let (kernel, moments) = match optimizer {
+            Optimizer::Sgd => (&ctx.kernels.sgd_update, &[][..]),
+            Optimizer::Momentum { .. } => (&ctx.kernels.momentum_update, &["V"][..]),
+            Optimizer::Adam { .. } => (&ctx.kernels.adam_update, &["M", "V"][..]),
+        };
+        for (l, layer) in self.net.layers.iter_mut().enumerate() {
+            // Per tensor, the kernel's buffers: the gradient, the parameter, then its moments
+            // (new buffers start zeroed).
+            let bind = |tensor: &str,
+                        grad: &wgpu::Buffer,
+                        param: &wgpu::Buffer,
+                        len: usize,
+                        old: &Bound| {
+                let mut state = Vec::new();
+                for moment in moments {
+                    state.push(
+                        ctx.storage(&format!("{moment} of {tensor}{}", l + 1), 4 * len as u64)?,
+                    );
+                }
+                let mut buffers = vec![grad, param];
+                buffers.extend(&state);
+                let bound = kernel.rebind(&ctx.device, &self.uniforms, old, &buffers);
+                Ok::<_, Error>((bound, state))
+            };
+            let (update_w, state_w) = bind(
+                "W",
+                &layer.dw,
+                &layer.w,
+                layer.outputs * layer.inputs,
+                &layer.update_w,
+            )?;
+            let (update_b, state_b) =
+                bind("b", &layer.db, &layer.b, layer.outputs, &layer.update_b)?;
+            layer.update_w = update_w;
+            layer.update_b = update_b;
+            layer.state = [state_w, state_b].concat();
+        }
+        self.net.optimizer = optimizer;
+        ctx.check()
+    }
+}
+
+impl Network {
+    /// Records the forward pass over the m samples listed at `indices[first ..]`:
+    /// `Z[l] = W[l]·A[l-1] + b[l]`, `A[l] = g(Z[l])`, softmax on the last layer.
+    fn forward(&self, k: &Kernels, rec: &mut Recorder, images: Images, m: usize) {
+        let last = self.layers.len() - 1;
+        for (l, layer) in self.layers.iter().enumerate() {
+            let (units, inputs) = (layer.outputs, layer.inputs);
+            let (bound, input) = match (l, images) {
+                (0, Images::Pool { first }) => (&layer.forward, Operand::images(first, m)),
+                (0, Images::Shifted(s)) => (&s.forward, Operand::images(0, m)),
+                _ => (
+                    &layer.forward,
+                    Operand::Matrix(Layout::col_major(inputs, m)),
+                ),
+            };
+            let w = Layout::row_major(units, inputs);
+            k.matmul(rec, bound, w, input, Layout::col_major(units, m), true, 1);
+            if l < last {
+                k.activation(rec, &layer.activate, units * m, Act::from(self.activation));
+            } else {
+                k.softmax(rec, &layer.activate, units, m);
+            }
+        }
+    }
+
+    /// Records the backward pass for the batch of the last `forward`, leaving dW and db.
+    /// The batch's labels are listed at `indices[first ..]`.
+    fn backward(&self, k: &Kernels, rec: &mut Recorder, images: Images, first: u32, m: usize) {
+        let inv_m = 1.0 / m as f32;
+        k.output_grad(rec, &self.output_grad, CLASSES, m, first);
+        k.sum_columns(rec, &self.stats_columns, &self.stats_sum, 2, m, 1.0);
+        for (l, layer) in self.layers.iter().enumerate().rev() {
+            let (units, inputs) = (layer.outputs, layer.inputs);
+            let dz = Layout::col_major(units, m);
+            // dW[l] = 1/m · dZ[l]·A[l-1]ᵀ: (units, inputs), split over the batch
+            let (bound, input_t) = match (l, images) {
+                (0, Images::Pool { first }) => (&layer.dw_product, Operand::images_t(first, m)),
+                (0, Images::Shifted(s)) => (&s.dw_product, Operand::images_t(0, m)),
+                _ => (
+                    &layer.dw_product,
+                    Operand::Matrix(Layout::col_major(inputs, m).t()),
+                ),
+            };
+            let splits = splits_for(units * inputs, m);
+            let w = Layout::row_major(units, inputs);
+            k.matmul(rec, bound, dz, input_t, w, false, splits);
+            k.sum_partials(rec, &layer.dw_sum, units * inputs, splits, inv_m);
+            // db[l] = 1/m · Σ_columns dZ[l]: (units)
+            k.sum_columns(rec, &layer.db_columns, &layer.db_sum, units, m, inv_m);
+            // dZ[l-1] = W[l]ᵀ·dZ[l] ⊙ g'(Z[l-1]): (inputs, m)
+            if let Some((product, grad)) = &layer.back {
+                k.matmul(
+                    rec,
+                    product,
+                    w.t(),
+                    Operand::Matrix(dz),
+                    Layout::col_major(inputs, m),
+                    false,
+                    1,
+                );
+                k.activation_grad(rec, grad, inputs * m, Act::from(self.activation));
+            }
+        }
+    }
+
+    /// Records the optimizer's update of every W and b; `step` counts from 1.
+    fn update(&self, k: &Kernels, rec: &mut Recorder, alpha: f32, step: u64) {
+        for layer in &self.layers {
+            let w = (&layer.update_w, layer.outputs * layer.inputs);
+            let b = (&layer.update_b, layer.outputs);
+            for (bound, count) in [w, b] {
+                match self.optimizer {
+                    Optimizer::Sgd => k.sgd_update(rec, bound, count, alpha),
+                    Optimizer::Momentum { beta } => {
+                        k.momentum_update(rec, bound, count, alpha, beta)
+                    }
+                    Optimizer::Adam { beta1, beta2, eps } => {
+                        let (c1, c2) = adam_corrections(beta1, beta2, step);
+                        let adam = AdamParams {
+                            beta1,
+                            beta2,
+                            eps,
+                            c1,
+                            c2,
+                        };
+                        k.adam_update(rec, bound, count, alpha, adam)
+                    }
+                }
+            }
+        }
+    }
+}
