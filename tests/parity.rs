@@ -1,12 +1,13 @@
 //! End to end: the GPU backend and the CPU backend, started from the same weights, train the
 //! same network on the same real digits; the weights, biases and loss curve must agree at
-//! every checked step, and the final dev predictions on at least 99.5% of the dev set.
+//! every checked step, and the final dev predictions on at least 99.5% of the dev set. Every
+//! case runs on both GPU paths: the fused step and the per-operation reference.
 
 mod common;
 
 use std::sync::Arc;
 
-use mnist_gpu::backend::{Backend, List};
+use mnist_gpu::backend::{Backend, List, StepPath};
 use mnist_gpu::cpu::CpuBackend;
 use mnist_gpu::data;
 use mnist_gpu::gpu::{GpuBackend, GpuContext};
@@ -61,20 +62,43 @@ fn check_parity(
     steps: usize,
     optimizer: Optimizer,
 ) {
+    for path in [StepPath::Fused, StepPath::Reference] {
+        check_parity_on(ctx, hidden, activation, batch, steps, optimizer, path);
+    }
+}
+
+fn check_parity_on(
+    ctx: &Arc<GpuContext>,
+    hidden: &[usize],
+    activation: Activation,
+    batch: Option<usize>,
+    steps: usize,
+    optimizer: Optimizer,
+    path: StepPath,
+) {
     let split = small_split();
     let model = Model::new(hidden, activation, Init::He, 3).unwrap();
     let n = split.train.len();
     let capacity = batch.unwrap_or(n);
     let mut cpu = CpuBackend::new(&model, split.pool.clone(), split.sizes(), capacity).unwrap();
-    let mut gpu =
-        GpuBackend::new(ctx.clone(), &model, &split.pool, split.sizes(), capacity).unwrap();
+    let mut gpu = GpuBackend::with_path(
+        ctx.clone(),
+        &model,
+        &split.pool,
+        split.sizes(),
+        capacity,
+        Some(path),
+    )
+    .unwrap();
+    assert_eq!(gpu.path(), path);
     let alpha = match (optimizer, batch) {
         (Optimizer::Adam { .. }, _) => 0.002,
         (_, Some(_)) => 0.1,
         (_, None) => 0.5,
     };
     let what = format!(
-        "{hidden:?} {activation:?} batch {batch:?} {}",
+        "{} path: {hidden:?} {activation:?} batch {batch:?} {}",
+        path.name(),
         optimizer.name()
     );
     for backend in [&mut cpu as &mut dyn Backend, &mut gpu] {
@@ -199,6 +223,12 @@ fn full_batch_adam() {
 /// losses at every step and the same final parameters.
 #[test]
 fn augmented_training_matches() {
+    for path in [StepPath::Fused, StepPath::Reference] {
+        augmented_training_matches_on(path);
+    }
+}
+
+fn augmented_training_matches_on(path: StepPath) {
     use mnist_gpu::train::{self, Schedule};
     let split = small_split();
     let model = Model::new(&[20], Activation::Relu, Init::He, 4).unwrap();
@@ -213,7 +243,10 @@ fn augmented_training_matches() {
     };
     let capacity = schedule.capacity(split.train.len());
     let mut cpu = CpuBackend::new(&model, split.pool.clone(), split.sizes(), capacity).unwrap();
-    let mut gpu = GpuBackend::new(ctx(), &model, &split.pool, split.sizes(), capacity).unwrap();
+    let mut gpu =
+        GpuBackend::with_path(ctx(), &model, &split.pool, split.sizes(), capacity, Some(path))
+            .unwrap();
+    assert_eq!(gpu.path(), path);
     let c = train::train(&mut cpu, &split, &schedule, &mut |_| {}).unwrap();
     let g = train::train(&mut gpu, &split, &schedule, &mut |_| {}).unwrap();
     assert_eq!(c.history.len(), 24);
@@ -221,7 +254,8 @@ fn augmented_training_matches() {
         let (lc, lg) = (pc.batch.loss, pg.batch.loss);
         assert!(
             (lc - lg).abs() <= 1e-4 + 1e-3 * lc.abs(),
-            "step {}: batch loss GPU {lg} vs CPU {lc}",
+            "{} path: step {}: batch loss GPU {lg} vs CPU {lc}",
+            path.name(),
             pc.step
         );
     }

@@ -1,6 +1,8 @@
 //! Every WGSL kernel parses and validates with naga (no GPU needed), and every kernel obeys the
 //! project's "one name in three places" rule: `shaders/<name>.wgsl`, the CPU twin
-//! `cpu::ops::<name>` and the GPU wrapper `gpu::kernels::Kernels::<name>`.
+//! `cpu::ops::<name>` and the GPU wrapper `gpu::kernels::Kernels::<name>`. The fused step's
+//! kernels (shaders/fused.wgsl, entry points named like the steps they take) are the twins of
+//! `cpu/fused.rs`, built in `gpu/fused.rs`.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -25,6 +27,16 @@ fn shader_files() -> BTreeSet<String> {
         .map(|path| path.file_stem().unwrap().to_string_lossy().into_owned())
         .collect()
 }
+
+/// The compute entry points a shader must have.
+fn entry_points(name: &str) -> &'static [&'static str] {
+    match name {
+        "fused" => &FUSED_KERNELS,
+        _ => &["main"],
+    }
+}
+
+const FUSED_KERNELS: [&str; 3] = ["gradients", "logits", "update"];
 
 #[test]
 fn every_shader_parses_and_validates() {
@@ -51,13 +63,16 @@ fn every_shader_parses_and_validates() {
             ));
             continue;
         }
-        // The wrappers build every pipeline with entry point "main".
-        if !module
-            .entry_points
-            .iter()
-            .any(|ep| ep.name == "main" && ep.stage == naga::ShaderStage::Compute)
-        {
-            failures.push(format!("{name}.wgsl has no compute entry point named main"));
+        // The wrappers build every pipeline with entry point "main"; the fused step's with
+        // the names of its kernels.
+        for entry in entry_points(name) {
+            if !module
+                .entry_points
+                .iter()
+                .any(|ep| ep.name == *entry && ep.stage == naga::ShaderStage::Compute)
+            {
+                failures.push(format!("{name}.wgsl has no compute entry point named {entry}"));
+            }
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
@@ -96,7 +111,19 @@ fn one_name_in_three_places() {
     let ops = read(&root().join("src/cpu/ops.rs"));
     let kernels = read(&root().join("src/gpu/kernels.rs"));
     let mut missing = Vec::new();
-    for name in shader_files() {
+    // The fused step: each kernel is built by name in gpu/fused.rs and has a CPU twin of its
+    // name in cpu/ (the fast path's `gradients` and `logits`, the backend's `update`).
+    let gpu_fused = read(&root().join("src/gpu/fused.rs"));
+    let cpu = read(&root().join("src/cpu/fused.rs")) + &read(&root().join("src/cpu/mod.rs"));
+    for kernel in FUSED_KERNELS {
+        if !gpu_fused.contains(&format!("make(\"{kernel}\"")) {
+            missing.push(format!("fused.wgsl's {kernel} is not built in src/gpu/fused.rs"));
+        }
+        if !cpu.contains(&format!("fn {kernel}(")) {
+            missing.push(format!("fused.wgsl's {kernel} has no CPU twin `fn {kernel}(` in src/cpu/"));
+        }
+    }
+    for name in shader_files().into_iter().filter(|name| name != "fused") {
         let signature = format!("pub fn {name}(");
         if !ops.contains(&signature) {
             missing.push(format!(

@@ -27,13 +27,11 @@ use crate::backend::Shift;
 use crate::data::PIXELS;
 use crate::error::{Error, Result};
 use crate::gpu::context::scoped;
-use crate::gpu::kernels::{grid, Recorder};
+use crate::gpu::kernels::{self, grid, Recorder};
 use crate::gpu::profile::{Profiler, Timing};
 use crate::gpu::{Data, GpuContext, StepArgs};
 use crate::model::{Activation, Layer, Model};
 use crate::optimizer::{adam_corrections, Optimizer};
-
-pub const SHADER: &str = include_str!("../../shaders/fused.wgsl");
 
 /// The widest hidden layer the fused step takes: its threads hold up to 16 units each, with at
 /// least 4 threads per sample.
@@ -811,18 +809,12 @@ fn pipelines(
             })
         })
     };
-    let augment_source = crate::gpu::kernels::SHADERS
-        .iter()
-        .find(|(name, _)| *name == "augment")
-        .expect("listed shader")
-        .1;
-    let experiment = std::env::var("FUSED_WGSL").ok().map(|p| std::fs::read_to_string(p).unwrap());
-    let shader = experiment.as_deref().unwrap_or(SHADER);
+    let fused = kernels::source("fused");
     Ok(Pipelines {
-        gradients: make("gradients", shader, &layouts.forward, &constants)?,
-        logits: make("logits", shader, &layouts.forward, &constants)?,
-        update: make("update", shader, &layouts.update, &constants)?,
-        augment: make("main", augment_source, &layouts.augment, &[])?,
+        gradients: make("gradients", fused, &layouts.forward, &constants)?,
+        logits: make("logits", fused, &layouts.forward, &constants)?,
+        update: make("update", fused, &layouts.update, &constants)?,
+        augment: make("main", kernels::source("augment"), &layouts.augment, &[])?,
     })
 }
 

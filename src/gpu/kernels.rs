@@ -13,7 +13,9 @@ use crate::error::Result;
 use crate::gpu::context::scoped;
 use crate::gpu::profile::Timing;
 
-/// Every kernel's source, compiled into the binary. Tests validate each with naga.
+/// Every kernel's source, compiled into the binary. Tests validate each with naga. All but
+/// `fused` hold one kernel, entry point `main`, wrapped below; `fused` holds the fused step's
+/// kernels (`gpu::fused`).
 pub const SHADERS: &[(&str, &str)] = &[
     ("matmul", include_str!("../../shaders/matmul.wgsl")),
     ("activation", include_str!("../../shaders/activation.wgsl")),
@@ -44,7 +46,17 @@ pub const SHADERS: &[(&str, &str)] = &[
         include_str!("../../shaders/adam_update.wgsl"),
     ),
     ("augment", include_str!("../../shaders/augment.wgsl")),
+    ("fused", include_str!("../../shaders/fused.wgsl")),
 ];
+
+/// The source of shader `name`.
+pub fn source(name: &str) -> &'static str {
+    SHADERS
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, source)| *source)
+        .expect("a listed shader")
+}
 
 /// Threads per workgroup of the one-thread-per-element kernels (as in the shaders).
 const THREADS: u32 = 256;
@@ -185,13 +197,7 @@ impl Kernel {
 
 impl Kernels {
     pub fn new(device: &wgpu::Device) -> Result<Kernels> {
-        let k = |name: &'static str| {
-            let (_, source) = SHADERS
-                .iter()
-                .find(|(n, _)| *n == name)
-                .expect("listed shader");
-            Kernel::new(device, name, source)
-        };
+        let k = |name: &'static str| Kernel::new(device, name, source(name));
         Ok(Kernels {
             matmul: k("matmul")?,
             activation: k("activation")?,
