@@ -19,6 +19,7 @@ use crate::backend::{Backend, ImagePool, List, ListSizes, StepPath};
 use crate::cpu::CpuBackend;
 use crate::data::{CLASSES, PIXELS};
 use crate::error::{config, Error, Result};
+use crate::gpu::fused::{self, Tiling};
 use crate::gpu::{GpuBackend, GpuContext};
 use crate::model::{Activation, Init, Model};
 use crate::plot;
@@ -126,6 +127,15 @@ pub struct BenchOptions {
     #[arg(long)]
     pub profile: bool,
 
+    /// Tuning the fused GPU step: samples per block (8, 16, 32 or 64) [default: 32, or fewer
+    /// where the adapter's workgroup memory is small].
+    #[arg(long, value_name = "SAMPLES")]
+    pub block: Option<usize>,
+
+    /// Tuning the fused GPU step: most workgroups (partial gradient slices) per step.
+    #[arg(long, value_name = "N")]
+    pub max_groups: Option<usize>,
+
     /// Print the results as one JSON array, the last line of stdout.
     #[arg(long)]
     pub json: bool,
@@ -150,6 +160,8 @@ pub struct Measurement {
     pub software_adapter: bool,
     /// "fused" or "reference" for ours; empty for a peer.
     pub path: String,
+    /// The fused GPU step's tiling, where it ran.
+    pub tiling: Option<Tiling>,
     pub batch_size: usize,
     pub full_batch: bool,
     pub samples: usize,
@@ -188,6 +200,8 @@ impl Measurement {
             "adapter": self.adapter,
             "software_adapter": self.software_adapter,
             "path": self.path,
+            "block": self.tiling.map(|t| t.block),
+            "max_groups": self.tiling.map(|t| t.max_groups),
             "batch_size": self.batch_size,
             "full_batch": self.full_batch,
             "samples": self.samples,
@@ -238,6 +252,7 @@ impl Measurement {
             adapter: text("adapter").unwrap_or_default(),
             software_adapter: v["software_adapter"].as_bool().unwrap_or(false),
             path: v["path"].as_str().unwrap_or_default().to_string(),
+            tiling: None,
             batch_size: count("batch_size")?,
             full_batch: v["full_batch"].as_bool().unwrap_or(false),
             samples: count("samples")?,
@@ -358,6 +373,7 @@ pub fn measure(backend: &mut dyn Backend, samples: usize, batch: usize) -> Resul
         adapter: String::new(),
         software_adapter: false,
         path: backend.path().name().to_string(),
+        tiling: None,
         batch_size: batch,
         full_batch: batch == samples,
         samples,
@@ -401,7 +417,9 @@ pub fn profile(
         steps,
         kernels: kernels
             .into_iter()
-            .map(|(name, seconds, count)| (name.to_string(), per_step(seconds), per_step(count as f64)))
+            .map(|(name, seconds, count)| {
+                (name.to_string(), per_step(seconds), per_step(count as f64))
+            })
             .collect(),
     }))
 }
@@ -503,6 +521,32 @@ pub fn run(options: &BenchOptions) -> Result<()> {
     let mut results = Vec::new();
     let with_cpu = options.backend != Which::Gpu;
     let path = options.path.path();
+    // --block and --max-groups set the fused GPU step's tiling, starting from this device's.
+    let tiling = match (&gpu, options.block, options.max_groups) {
+        (_, None, None) => None,
+        (Some(ctx), block, max_groups) => {
+            if path == Some(StepPath::Reference) {
+                return config(
+                    "--block and --max-groups tune the fused path, not --path reference",
+                );
+            }
+            let default = fused::tiling_for(ctx, &model);
+            let tiling = Tiling {
+                block: block.unwrap_or(default.block),
+                max_groups: max_groups.unwrap_or(default.max_groups),
+            };
+            if tiling.max_groups == 0 {
+                return config("--max-groups must be at least 1");
+            }
+            if let Some(why) = fused::unsupported(ctx, &model, tiling) {
+                return config(format!("--block {}: {why}", tiling.block));
+            }
+            Some(tiling)
+        }
+        (None, ..) => {
+            return config("--block and --max-groups tune the GPU's fused step: use --backend gpu")
+        }
+    };
     let report = |m: &Measurement| {
         eprintln!(
             "  {} batch {}: {:.0} samples/s ({} path)",
@@ -524,11 +568,17 @@ pub fn run(options: &BenchOptions) -> Result<()> {
             results.push(m);
         }
         if let Some(ctx) = &gpu {
-            let mut gpu = GpuBackend::with_path(ctx.clone(), &model, &pool, sizes, batch, path)?;
+            let mut gpu = match tiling {
+                Some(tiling) => {
+                    GpuBackend::with_tiling(ctx.clone(), &model, &pool, sizes, batch, tiling)?
+                }
+                None => GpuBackend::with_path(ctx.clone(), &model, &pool, sizes, batch, path)?,
+            };
             gpu.set_list(List::Train, &order)?;
             let mut m = measure(&mut gpu, samples, batch)?;
             (m.backend, m.adapter) = ("gpu".into(), ctx.describe());
             m.software_adapter = ctx.is_software();
+            m.tiling = gpu.tiling();
             report(&m);
             if options.profile {
                 m.profile = profile(&mut gpu, samples, batch, m.steps.clamp(10, 1000))?;

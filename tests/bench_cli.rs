@@ -115,6 +115,132 @@ fn gpu_bench_names_its_adapter() {
     }
 }
 
+/// Each entry names the path that ran; `--path reference` times the per-operation kernels.
+#[test]
+fn bench_names_the_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let args = ["--samples", "300", "--batch-sizes", "64", "--json"];
+    let entries = json_array(&bench(
+        dir.path(),
+        &[&["--backend", "both"][..], &args].concat(),
+    ));
+    let paths: Vec<_> = entries
+        .iter()
+        .map(|e| (e["backend"].clone(), e["path"].clone()))
+        .collect();
+    assert_eq!(
+        paths,
+        [
+            ("cpu".into(), "fused".into()),
+            ("gpu".into(), "fused".into())
+        ],
+        "{entries:?}"
+    );
+    assert_eq!(entries[1]["block"], 32, "{}", entries[1]);
+    let entries = json_array(&bench(
+        dir.path(),
+        &[&["--backend", "both", "--path", "reference"][..], &args].concat(),
+    ));
+    for entry in &entries {
+        assert_eq!(entry["path"], "reference", "{entry}");
+        assert!(entry["block"].is_null(), "{entry}");
+    }
+}
+
+/// `--profile`: every kernel's GPU time per step, from timestamp queries, beside the wall
+/// clock; or one line saying the adapter has none. lavapipe has them.
+#[test]
+fn bench_profiles_the_kernels() {
+    let dir = tempfile::tempdir().unwrap();
+    let common = [
+        "--backend",
+        "gpu",
+        "--samples",
+        "300",
+        "--batch-sizes",
+        "100",
+        "--json",
+        "--profile",
+    ];
+    for (path, kernels) in [
+        ("fused", &["fused gradients", "fused update"][..]),
+        (
+            "reference",
+            &["matmul", "softmax", "output_grad", "sgd_update"],
+        ),
+    ] {
+        let out = bench(dir.path(), &[&common[..], &["--path", path]].concat());
+        let entries = json_array(&out);
+        let text = String::from_utf8_lossy(&out.stdout);
+        if text.contains("no timestamp queries") {
+            assert!(entries[0]["profile"].is_null(), "{text}");
+            continue;
+        }
+        assert!(
+            text.contains("all kernels") && text.contains("wall clock"),
+            "{text}"
+        );
+        let profile = &entries[0]["profile"];
+        let names: Vec<&str> = profile["kernels"]
+            .as_array()
+            .unwrap_or_else(|| panic!("no kernels in {profile}"))
+            .iter()
+            .map(|k| k["kernel"].as_str().unwrap())
+            .collect();
+        for kernel in kernels {
+            assert!(names.contains(kernel), "{path}: {kernel} not in {names:?}");
+            assert!(text.contains(kernel), "{text}");
+        }
+        let per_step = profile["gpu_seconds_per_step"].as_f64().unwrap();
+        assert!(per_step > 0.0 && per_step.is_finite(), "{profile}");
+        let dispatches = profile["dispatches_per_step"].as_f64().unwrap();
+        if path == "fused" {
+            assert_eq!(dispatches, 2.0, "{profile}");
+        } else {
+            assert!(dispatches >= 15.0, "{profile}");
+        }
+    }
+}
+
+/// `--block` and `--max-groups` set the fused GPU step's tiling.
+#[test]
+fn bench_takes_a_tiling() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = bench(
+        dir.path(),
+        &[
+            "--backend",
+            "gpu",
+            "--samples",
+            "300",
+            "--batch-sizes",
+            "full",
+            "--block",
+            "8",
+            "--max-groups",
+            "5",
+            "--json",
+        ],
+    );
+    let entries = json_array(&out);
+    assert_eq!(
+        (
+            entries[0]["block"].clone(),
+            entries[0]["max_groups"].clone()
+        ),
+        (8.into(), 5.into())
+    );
+    let line = one_line_error(&bench(dir.path(), &["--backend", "gpu", "--block", "12"]));
+    assert!(line.contains("8, 16, 32 or 64"), "{line}");
+    let line = one_line_error(&bench(
+        dir.path(),
+        &["--backend", "gpu", "--block", "16", "--path", "reference"],
+    ));
+    assert!(line.contains("--path reference"), "{line}");
+    let line = one_line_error(&bench(dir.path(), &["--backend", "cpu", "--block", "16"]));
+    assert!(line.contains("--backend gpu"), "{line}");
+}
+
 #[test]
 fn plots_svg_and_png_and_compares_with_peers() {
     let dir = tempfile::tempdir().unwrap();

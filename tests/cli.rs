@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::output::{assert_one_line_error, assert_success, json_summary, stdout};
+use common::output::{assert_one_line_error, assert_success, describe, json_summary, stdout};
 use common::random_dataset;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -407,6 +407,49 @@ fn hidden_layer_too_large_is_refused_before_allocating() {
     let f = Fixture::new();
     let line = assert_one_line_error(&f.run_small(&["--hidden", "100000000"]));
     assert!(line.contains("too many weights"), "{line}");
+}
+
+/// The header and `--json` name the path; `--path` chooses it on both backends, and the
+/// fused GPU path refuses, in one line, a network it does not cover.
+#[test]
+fn the_path_is_named_and_chosen() {
+    let f = Fixture::new();
+    for (backend, extra, want) in [
+        ("cpu", &[][..], "fused"),
+        ("cpu", &["--path", "reference"], "reference"),
+        ("gpu", &[], "fused"),
+        ("gpu", &["--path", "reference"], "reference"),
+        ("gpu", &["--hidden", "80"], "reference"),
+    ] {
+        let (train, test) = (f.arg("t.csv"), f.arg("s.csv"));
+        let common = ["--train", &train, "--test", &test, "--dev-size", "50"];
+        let args = [
+            &common[..],
+            &["--iterations", "1", "--json", "--backend", backend],
+            extra,
+        ];
+        let out = f.run(&args.concat());
+        assert!(out.status.success(), "{}", describe(&out));
+        let text = String::from_utf8_lossy(&out.stdout);
+        let header = text.lines().find(|l| l.starts_with("training")).unwrap();
+        assert!(
+            header.contains(&format!("{want} path")),
+            "{backend} {extra:?}: {header}"
+        );
+        let summary: Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
+        assert_eq!(summary["path"], want, "{summary}");
+        // Where the fused GPU path does not cover the network, a line says why.
+        assert_eq!(
+            text.contains("note: the reference path runs"),
+            extra == ["--hidden", "80"],
+            "{text}"
+        );
+    }
+    let line = assert_one_line_error(&f.run_gpu(&["--path", "fused", "--hidden", "80"]));
+    assert!(
+        line.contains("64 units") && line.contains("--path reference"),
+        "{line}"
+    );
 }
 
 #[test]

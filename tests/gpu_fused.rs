@@ -150,16 +150,29 @@ fn check_one_step(hidden: &[usize], activation: Activation, n: usize, tiling: Ti
     let stats = gpu.batch_stats().unwrap();
     let (want, loss, accuracy) = reference_gradients(&model, &pool, &batch);
     let what = format!("{hidden:?} {activation:?} n {n} {tiling:?}");
-    for (l, ((before, after), (dw, db))) in model.layers.iter().zip(&after.layers).zip(&want).enumerate() {
+    for (l, ((before, after), (dw, db))) in model
+        .layers
+        .iter()
+        .zip(&after.layers)
+        .zip(&want)
+        .enumerate()
+    {
         let step = |b: &[f32], a: &[f32]| -> Vec<f32> {
-            b.iter().zip(a).map(|(&b, &a)| (b as f64 - a as f64) as f32).collect()
+            b.iter()
+                .zip(a)
+                .map(|(&b, &a)| (b as f64 - a as f64) as f32)
+                .collect()
         };
         let name = format!("{what}: dW{}", l + 1);
         common::assert_close(&name, &step(&before.w, &after.w), dw, 1e-6, 1e-3);
         let name = format!("{what}: db{}", l + 1);
         common::assert_close(&name, &step(&before.b, &after.b), db, 1e-6, 1e-3);
     }
-    assert!((stats.loss - loss).abs() <= 1e-5 * loss, "{what}: loss {} vs {loss}", stats.loss);
+    assert!(
+        (stats.loss - loss).abs() <= 1e-5 * loss,
+        "{what}: loss {} vs {loss}",
+        stats.loss
+    );
     assert_eq!(stats.accuracy, accuracy, "{what}: accuracy");
 }
 
@@ -179,9 +192,25 @@ fn one_step_matches_f64_at_every_width() {
     check_one_step(&[1], Activation::Relu, 97, tiling);
     check_one_step(&[7], Activation::Elu, 130, tiling);
     check_one_step(&[21], Activation::Relu, 65, tiling);
-    check_one_step(&[64], Activation::Elu, 100, Tiling { block: 16, max_groups: 3 });
+    check_one_step(
+        &[64],
+        Activation::Elu,
+        100,
+        Tiling {
+            block: 16,
+            max_groups: 3,
+        },
+    );
     check_one_step(&[33, 17], Activation::Elu, 77, tiling);
-    check_one_step(&[64, 64], Activation::Relu, 40, Tiling { block: 8, max_groups: 2 });
+    check_one_step(
+        &[64, 64],
+        Activation::Relu,
+        40,
+        Tiling {
+            block: 8,
+            max_groups: 2,
+        },
+    );
     check_one_step(&[5, 3], Activation::Relu, 33, tiling);
 }
 
@@ -215,7 +244,10 @@ fn check_paths(
         Some(StepPath::Reference),
     )
     .unwrap();
-    assert_eq!((fused.path(), reference.path()), (StepPath::Fused, StepPath::Reference));
+    assert_eq!(
+        (fused.path(), reference.path()),
+        (StepPath::Fused, StepPath::Reference)
+    );
     let train: Vec<u32> = (0..n as u32).map(|i| (i * 7919) % n as u32).collect();
     let dev_list: Vec<u32> = (n as u32..(n + dev) as u32).collect();
     for backend in [&mut fused, &mut reference] {
@@ -236,7 +268,10 @@ fn check_paths(
         let len = batch.min(n - start);
         fused.train_step(start, len, alpha).unwrap();
         reference.train_step(start, len, alpha).unwrap();
-        let (f, r) = (fused.batch_stats().unwrap(), reference.batch_stats().unwrap());
+        let (f, r) = (
+            fused.batch_stats().unwrap(),
+            reference.batch_stats().unwrap(),
+        );
         assert!(
             (f.loss - r.loss).abs() <= ATOL + RTOL * r.loss.abs(),
             "{what}: step {step}: batch loss fused {} vs reference {}",
@@ -265,7 +300,15 @@ fn check_paths(
 fn matches_the_reference_path_at_awkward_batch_sizes() {
     let sgd = Optimizer::Sgd;
     for batch in [1, 7, 63, 65, 1000] {
-        check_paths(&[10], Activation::Relu, sgd, 1200, batch, 6, Tiling::default());
+        check_paths(
+            &[10],
+            Activation::Relu,
+            sgd,
+            1200,
+            batch,
+            6,
+            Tiling::default(),
+        );
     }
     // Full batch, not a multiple of the block, over workgroups of several blocks each.
     let few_groups = Tiling {
@@ -281,8 +324,30 @@ fn matches_the_reference_path_at_every_width_and_activation() {
     let t = Tiling::default();
     check_paths(&[13], Activation::Elu, sgd, 700, 65, 6, t);
     check_paths(&[64], Activation::Relu, sgd, 600, 129, 5, t);
-    check_paths(&[33, 17], Activation::Elu, sgd, 500, 63, 6, Tiling { block: 8, max_groups: 5 });
-    check_paths(&[64, 5], Activation::Relu, sgd, 800, 800, 4, Tiling { block: 64, max_groups: 512 });
+    check_paths(
+        &[33, 17],
+        Activation::Elu,
+        sgd,
+        500,
+        63,
+        6,
+        Tiling {
+            block: 8,
+            max_groups: 5,
+        },
+    );
+    check_paths(
+        &[64, 5],
+        Activation::Relu,
+        sgd,
+        800,
+        800,
+        4,
+        Tiling {
+            block: 64,
+            max_groups: 512,
+        },
+    );
 }
 
 #[test]
@@ -292,7 +357,18 @@ fn matches_the_reference_path_with_every_optimizer() {
     let t = Tiling::default();
     check_paths(&[10], Activation::Relu, momentum, 600, 100, 12, t);
     check_paths(&[10], Activation::Relu, adam, 600, 600, 12, t);
-    check_paths(&[20, 11], Activation::Elu, adam, 500, 64, 12, Tiling { block: 16, max_groups: 3 });
+    check_paths(
+        &[20, 11],
+        Activation::Elu,
+        adam,
+        500,
+        64,
+        12,
+        Tiling {
+            block: 16,
+            max_groups: 3,
+        },
+    );
 }
 
 /// Steps recorded into shared submits with no read in between (up to 64 a submit), across
@@ -316,10 +392,14 @@ fn runs_of_steps_without_reads_match_the_cpu() {
         backend.set_optimizer(adam).unwrap();
         let mut all = Vec::new();
         for epoch in 0..10u32 {
-            let order: Vec<u32> = (0..n as u32).map(|i| (i * (2 * epoch + 1) + epoch) % n as u32).collect();
+            let order: Vec<u32> = (0..n as u32)
+                .map(|i| (i * (2 * epoch + 1) + epoch) % n as u32)
+                .collect();
             backend.set_list(List::Train, &order).unwrap();
             for start in (0..n).step_by(batch) {
-                backend.train_step(start, batch.min(n - start), 0.003).unwrap();
+                backend
+                    .train_step(start, batch.min(n - start), 0.003)
+                    .unwrap();
             }
         }
         all.extend(backend.step_stats().unwrap());
@@ -335,7 +415,11 @@ fn runs_of_steps_without_reads_match_the_cpu() {
             c.loss
         );
     }
-    assert_models_close("after 140 steps", &gpu.model().unwrap(), &cpu.model().unwrap());
+    assert_models_close(
+        "after 140 steps",
+        &gpu.model().unwrap(),
+        &cpu.model().unwrap(),
+    );
     assert!(gpu.step_stats().unwrap().is_empty(), "read twice");
 }
 
@@ -355,7 +439,9 @@ fn step_stats_keep_the_latest_steps() {
     let steps = STATS_KEPT + 37;
     let mut got = Vec::new();
     for backend in [&mut gpu as &mut dyn Backend, &mut cpu] {
-        backend.set_list(List::Train, &(0..n as u32).collect::<Vec<_>>()).unwrap();
+        backend
+            .set_list(List::Train, &(0..n as u32).collect::<Vec<_>>())
+            .unwrap();
         for step in 0..steps {
             backend.train_step((step * 8) % n, 8, 0.01).unwrap();
         }
@@ -363,7 +449,10 @@ fn step_stats_keep_the_latest_steps() {
     }
     assert_eq!((got[0].len(), got[1].len()), (STATS_KEPT, STATS_KEPT));
     for (g, c) in got[0].iter().zip(&got[1]) {
-        assert!((g.loss - c.loss).abs() <= ATOL + RTOL * c.loss, "{g:?} vs {c:?}");
+        assert!(
+            (g.loss - c.loss).abs() <= ATOL + RTOL * c.loss,
+            "{g:?} vs {c:?}"
+        );
     }
 }
 
@@ -388,7 +477,10 @@ fn set_model_and_logits() {
     let test: Vec<u32> = (10..n as u32).collect();
     gpu.set_list(List::Test, &test).unwrap();
     cpu.set_list(List::Test, &test).unwrap();
-    let (g, c) = (gpu.logits(List::Test).unwrap(), cpu.logits(List::Test).unwrap());
+    let (g, c) = (
+        gpu.logits(List::Test).unwrap(),
+        cpu.logits(List::Test).unwrap(),
+    );
     common::assert_close("test logits", &g, &to_f64(&c), ATOL, RTOL);
     assert_eq!(argmax_columns(&g).len(), n - 10);
 }
@@ -415,13 +507,15 @@ fn the_path_is_chosen_and_named() {
         assert_eq!(gpu.path(), StepPath::Reference, "{hidden:?}");
         let note = gpu.path_note().expect("a reason");
         assert!(note.contains("64 units"), "{note}");
-        let refused =
-            GpuBackend::with_path(ctx(), &model, &pool, sizes, 50, Some(StepPath::Fused));
+        let refused = GpuBackend::with_path(ctx(), &model, &pool, sizes, 50, Some(StepPath::Fused));
         let message = refused.err().expect("refused").to_string();
         assert!(message.contains("--path reference"), "{message}");
     }
     let model = Model::new(&[10], Activation::Relu, Init::He, 1).unwrap();
-    let asked = GpuBackend::with_path(ctx(), &model, &pool, sizes, 50, Some(StepPath::Reference))
-        .unwrap();
-    assert_eq!((asked.path(), asked.path_note()), (StepPath::Reference, None));
+    let asked =
+        GpuBackend::with_path(ctx(), &model, &pool, sizes, 50, Some(StepPath::Reference)).unwrap();
+    assert_eq!(
+        (asked.path(), asked.path_note()),
+        (StepPath::Reference, None)
+    );
 }

@@ -243,9 +243,15 @@ fn augmented_training_matches_on(path: StepPath) {
     };
     let capacity = schedule.capacity(split.train.len());
     let mut cpu = CpuBackend::new(&model, split.pool.clone(), split.sizes(), capacity).unwrap();
-    let mut gpu =
-        GpuBackend::with_path(ctx(), &model, &split.pool, split.sizes(), capacity, Some(path))
-            .unwrap();
+    let mut gpu = GpuBackend::with_path(
+        ctx(),
+        &model,
+        &split.pool,
+        split.sizes(),
+        capacity,
+        Some(path),
+    )
+    .unwrap();
     assert_eq!(gpu.path(), path);
     let c = train::train(&mut cpu, &split, &schedule, &mut |_| {}).unwrap();
     let g = train::train(&mut gpu, &split, &schedule, &mut |_| {}).unwrap();

@@ -71,7 +71,9 @@ fn every_shader_parses_and_validates() {
                 .iter()
                 .any(|ep| ep.name == *entry && ep.stage == naga::ShaderStage::Compute)
             {
-                failures.push(format!("{name}.wgsl has no compute entry point named {entry}"));
+                failures.push(format!(
+                    "{name}.wgsl has no compute entry point named {entry}"
+                ));
             }
         }
     }
@@ -117,10 +119,14 @@ fn one_name_in_three_places() {
     let cpu = read(&root().join("src/cpu/fused.rs")) + &read(&root().join("src/cpu/mod.rs"));
     for kernel in FUSED_KERNELS {
         if !gpu_fused.contains(&format!("make(\"{kernel}\"")) {
-            missing.push(format!("fused.wgsl's {kernel} is not built in src/gpu/fused.rs"));
+            missing.push(format!(
+                "fused.wgsl's {kernel} is not built in src/gpu/fused.rs"
+            ));
         }
         if !cpu.contains(&format!("fn {kernel}(")) {
-            missing.push(format!("fused.wgsl's {kernel} has no CPU twin `fn {kernel}(` in src/cpu/"));
+            missing.push(format!(
+                "fused.wgsl's {kernel} has no CPU twin `fn {kernel}(` in src/cpu/"
+            ));
         }
     }
     for name in shader_files().into_iter().filter(|name| name != "fused") {

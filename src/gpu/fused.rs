@@ -145,10 +145,7 @@ impl ParamLayout {
                 b: flat[at.b..at.b + at.outputs].to_vec(),
             })
             .collect();
-        Model {
-            layers,
-            activation,
-        }
+        Model { layers, activation }
     }
 }
 
@@ -442,7 +439,16 @@ impl Fused {
             mapped_at_creation: false,
         });
         let mut fused = Fused {
-            pool: forward_group(ctx, &layouts, &slots, data, &data.images, &params, &partials, logits_out),
+            pool: forward_group(
+                ctx,
+                &layouts,
+                &slots,
+                data,
+                &data.images,
+                &params,
+                &partials,
+                logits_out,
+            ),
             update: update_group(ctx, &layouts, &slots, &params, &partials, &state, history),
             layout,
             activation: model.activation,
@@ -557,7 +563,11 @@ impl Fused {
             Optimizer::Adam { beta1, beta2, .. } => adam_corrections(beta1, beta2, args.t),
             _ => (1.0, 1.0),
         };
-        let lanes = if groups > REDUCE_LANES { REDUCE_LANES } else { 1 };
+        let lanes = if groups > REDUCE_LANES {
+            REDUCE_LANES
+        } else {
+            1
+        };
         let mut step = Step {
             m: m as u32,
             first: args.first,
@@ -599,9 +609,21 @@ impl Fused {
             }
             _ => &self.pool,
         };
-        rec.run("fused gradients", &p.gradients, images, &[offset], [groups as u32, 1, 1]);
+        rec.run(
+            "fused gradients",
+            &p.gradients,
+            images,
+            &[offset],
+            [groups as u32, 1, 1],
+        );
         let reduce = (self.param_vec4s + 1).div_ceil(THREADS / lanes) as u32;
-        rec.run("fused update", &p.update, &self.update, &[offset], [reduce, 1, 1]);
+        rec.run(
+            "fused update",
+            &p.update,
+            &self.update,
+            &[offset],
+            [reduce, 1, 1],
+        );
         if self.used >= self.limit {
             self.limit = (2 * self.limit).min(SLOTS);
             if let Some(timing) = self.submit(ctx) {
@@ -665,8 +687,11 @@ impl Fused {
     /// Writes `model`'s weights (call `flush` first: the write lands before anything not yet
     /// submitted).
     pub fn set_model(&self, ctx: &GpuContext, model: &Model) {
-        ctx.queue
-            .write_buffer(&self.params, 0, bytemuck::cast_slice(&self.layout.pack(model)));
+        ctx.queue.write_buffer(
+            &self.params,
+            0,
+            bytemuck::cast_slice(&self.layout.pack(model)),
+        );
     }
 
     /// Fresh (zeroed) state for `optimizer` (call `flush` first).
@@ -781,34 +806,37 @@ fn pipelines(
             (4 * layout.floats as u64 <= UNIFORM_BYTES) as u8 as f64,
         ),
     ];
-    let make = |entry: &str,
-                source: &str,
-                layout: &wgpu::BindGroupLayout,
-                constants: &[(&str, f64)]| {
-        scoped(device, &format!("building the fused step's {entry} pipeline"), || {
-            let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
-                label: Some(entry),
-                source: wgpu::ShaderSource::Wgsl(source.into()),
-            });
-            let pipeline_layout = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
-                label: Some(entry),
-                bind_group_layouts: &[Some(layout)],
-                immediate_size: 0,
-            });
-            device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-                label: Some(entry),
-                layout: Some(&pipeline_layout),
-                module: &module,
-                entry_point: Some(entry),
-                compilation_options: wgpu::PipelineCompilationOptions {
-                    constants,
-                    // Every kernel writes its workgroup memory before reading it.
-                    zero_initialize_workgroup_memory: false,
+    let make =
+        |entry: &str, source: &str, layout: &wgpu::BindGroupLayout, constants: &[(&str, f64)]| {
+            scoped(
+                device,
+                &format!("building the fused step's {entry} pipeline"),
+                || {
+                    let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
+                        label: Some(entry),
+                        source: wgpu::ShaderSource::Wgsl(source.into()),
+                    });
+                    let pipeline_layout =
+                        device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+                            label: Some(entry),
+                            bind_group_layouts: &[Some(layout)],
+                            immediate_size: 0,
+                        });
+                    device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                        label: Some(entry),
+                        layout: Some(&pipeline_layout),
+                        module: &module,
+                        entry_point: Some(entry),
+                        compilation_options: wgpu::PipelineCompilationOptions {
+                            constants,
+                            // Every kernel writes its workgroup memory before reading it.
+                            zero_initialize_workgroup_memory: false,
+                        },
+                        cache: None,
+                    })
                 },
-                cache: None,
-            })
-        })
-    };
+            )
+        };
     let fused = kernels::source("fused");
     Ok(Pipelines {
         gradients: make("gradients", fused, &layouts.forward, &constants)?,
@@ -840,7 +868,10 @@ mod tests {
         for m in [1, 5, 31, 32, 33, 64, 100, 1000, 60_000] {
             for (block, max_groups) in [(32, 512), (8, 3), (64, 1), (16, 7)] {
                 let (groups, per_group) = split(m, Tiling { block, max_groups });
-                assert!(groups >= 1 && groups <= max_groups, "{m} {block} {max_groups}");
+                assert!(
+                    groups >= 1 && groups <= max_groups,
+                    "{m} {block} {max_groups}"
+                );
                 assert!((groups - 1) * per_group < m && groups * per_group >= m);
             }
         }

@@ -258,7 +258,13 @@ impl<'a> Recorder<'a> {
         let at = (bound.slot * UNIFORM_SLOT) as usize;
         let bytes = bytemuck::bytes_of(&params);
         uniforms.host[at..at + bytes.len()].copy_from_slice(bytes);
-        self.run(kernel.name, &kernel.pipeline, &bound.bind_group, &[], groups);
+        self.run(
+            kernel.name,
+            &kernel.pipeline,
+            &bound.bind_group,
+            &[],
+            groups,
+        );
     }
 
     /// Records one dispatch of `pipeline` with `bind_group` at the given dynamic offsets.
@@ -593,7 +599,7 @@ impl Kernels {
     /// bytes (196 words per image); shifts: (dx, dy) per image as two i32.
     pub fn augment(&self, rec: &mut Recorder, bound: &Bound, m: usize, index_offset: u32) {
         let words = m * crate::data::PIXELS / 4;
-        let params = [m as u32, index_offset, 0, 0];  // shifts from the start of their buffer
+        let params = [m as u32, index_offset, 0, 0]; // shifts from the start of their buffer
         rec.dispatch(&self.augment, bound, params, grid(words));
     }
 }

@@ -207,10 +207,21 @@ impl GpuBackend {
         )?;
         let (engine, note) = match engine {
             Ok(tiling) => {
-                let f = Fused::new(&ctx, model, &data, cap, &history.buffer, &eval_logits, tiling)?;
+                let f = Fused::new(
+                    &ctx,
+                    model,
+                    &data,
+                    cap,
+                    &history.buffer,
+                    &eval_logits,
+                    tiling,
+                )?;
                 (Engine::Fused(f), None)
             }
-            Err(note) => (Engine::Reference(Reference::new(&ctx, model, &data, cap)?), note),
+            Err(note) => (
+                Engine::Reference(Reference::new(&ctx, model, &data, cap)?),
+                note,
+            ),
         };
         ctx.check()?;
         Ok(GpuBackend {
@@ -272,7 +283,13 @@ impl GpuBackend {
         }
     }
 
-    fn step(&mut self, start: usize, len: usize, alpha: f32, shifts: Option<&[Shift]>) -> Result<()> {
+    fn step(
+        &mut self,
+        start: usize,
+        len: usize,
+        alpha: f32,
+        shifts: Option<&[Shift]>,
+    ) -> Result<()> {
         self.steps += 1;
         let args = StepArgs {
             first: (self.sizes.offset(List::Train) + start) as u32,

@@ -52,7 +52,11 @@ impl Timing {
 impl Profiler {
     /// A profiler, or None when the device has no timestamp queries.
     pub fn new(ctx: &GpuContext) -> Option<Profiler> {
-        if !ctx.device.features().contains(wgpu::Features::TIMESTAMP_QUERY) {
+        if !ctx
+            .device
+            .features()
+            .contains(wgpu::Features::TIMESTAMP_QUERY)
+        {
             return None;
         }
         let query_set = ctx.device.create_query_set(&wgpu::QuerySetDescriptor {

@@ -278,7 +278,14 @@ impl Reference {
         let forward = k.matmul.bind(
             device,
             u,
-            &[&first.w, &kept.dummy, &shifted, &identity, &first.b, &first.z],
+            &[
+                &first.w,
+                &kept.dummy,
+                &shifted,
+                &identity,
+                &first.b,
+                &first.z,
+            ],
         );
         let dw_product = k.matmul.bind(
             device,
