@@ -19,6 +19,7 @@ use crate::backend::{Backend, ImagePool, List, ListSizes, StepPath};
 use crate::cpu::CpuBackend;
 use crate::data::{CLASSES, PIXELS};
 use crate::error::{config, Error, Result};
+use crate::gpu::context::AutoChoice;
 use crate::gpu::fused::{self, Tiling};
 use crate::gpu::{GpuBackend, GpuContext};
 use crate::model::{Activation, Init, Model};
@@ -58,9 +59,12 @@ impl PathChoice {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Which {
+    /// The CPU, then the GPU if there is a hardware adapter (else a note saying why not).
+    Auto,
     Cpu,
     Gpu,
-    /// The CPU, then the GPU if an adapter opens (else a note, and the CPU alone).
+    /// The CPU, then the GPU if an adapter opens, a software one too (else a note, and the
+    /// CPU alone).
     Both,
 }
 
@@ -97,7 +101,7 @@ fn parse_batch_size(s: &str) -> std::result::Result<BatchSize, String> {
 #[derive(Debug, Clone, clap::Args)]
 pub struct BenchOptions {
     /// Which backends to measure.
-    #[arg(long, value_enum, default_value_t = Which::Both)]
+    #[arg(long, value_enum, default_value_t = Which::Auto)]
     pub backend: Which,
 
     /// Batch sizes, comma-separated; `full` is every sample (full-batch gradient descent).
@@ -488,6 +492,13 @@ pub fn run(options: &BenchOptions) -> Result<()> {
     let gpu = match options.backend {
         Which::Cpu => None,
         Which::Gpu => Some(Arc::new(GpuContext::new(options.adapter.as_deref())?)),
+        Which::Auto => match GpuContext::auto(options.adapter.as_deref())? {
+            AutoChoice::Gpu(ctx) => Some(Arc::new(ctx)),
+            AutoChoice::Cpu(why) => {
+                eprintln!("note: {why}: measuring the CPU alone; --backend gpu or both measures it anyway");
+                None
+            }
+        },
         Which::Both => match GpuContext::new(options.adapter.as_deref()) {
             Ok(ctx) => Some(Arc::new(ctx)),
             Err(e) => {

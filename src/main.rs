@@ -35,7 +35,24 @@ enum Command {
     Bench(mnist_gpu::bench::BenchOptions),
 }
 
+/// Mesa's Vulkan device-selection layer connects to a Wayland display to put the desktop's GPU
+/// first, and where there is none (no `XDG_RUNTIME_DIR`: a server, a container) libwayland
+/// prints `error: XDG_RUNTIME_DIR is invalid or not set`, twice, which reads as ours. We choose
+/// the adapter ourselves, so there we turn the layer off, unless the user steers it.
+fn quiet_headless_vulkan() {
+    let headless = std::env::var_os("XDG_RUNTIME_DIR")
+        .is_none_or(|dir| !std::path::Path::new(&dir).is_absolute());
+    let steered = ["MESA_VK_DEVICE_SELECT", "NODEVICE_SELECT"]
+        .iter()
+        .any(|var| std::env::var_os(var).is_some());
+    if headless && !steered {
+        // Before any thread starts: nothing else reads the environment yet.
+        std::env::set_var("NODEVICE_SELECT", "1");
+    }
+}
+
 fn main() -> ExitCode {
+    quiet_headless_vulkan();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         // --help and --version.

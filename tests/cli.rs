@@ -511,6 +511,230 @@ fn unknown_gpu_adapter() {
     );
 }
 
+// ---------------------------------------------------------------------------------------------
+// Issue 13: first contact. `--backend auto`, a quiet stderr, the embedded digits.
+// ---------------------------------------------------------------------------------------------
+
+/// Runs the binary at `binary` in `dir` the way a fresh headless machine would: no
+/// XDG_RUNTIME_DIR, no adapter chosen from the environment, `extra_env` set.
+fn run_headless(binary: &Path, dir: &Path, args: &[&str], extra_env: &[(&str, &str)]) -> Output {
+    let mut command = Command::new(binary);
+    command
+        .args(args)
+        .current_dir(dir)
+        .env_remove("XDG_RUNTIME_DIR")
+        .env_remove("WGPU_ADAPTER_NAME")
+        .env_remove("NODEVICE_SELECT")
+        .env_remove("MESA_VK_DEVICE_SELECT");
+    for (key, value) in extra_env {
+        command.env(key, value);
+    }
+    command.output().expect("the binary runs")
+}
+
+fn binary() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_mnist-gpu"))
+}
+
+/// The adapters this machine has, (name, hardware?), as wgpu reports them.
+fn adapters() -> Vec<(String, bool)> {
+    let instance = wgpu::Instance::new(wgpu::InstanceDescriptor {
+        backends: wgpu::Backends::PRIMARY,
+        ..wgpu::InstanceDescriptor::new_without_display_handle_from_env()
+    });
+    pollster::block_on(instance.enumerate_adapters(wgpu::Backends::PRIMARY))
+        .iter()
+        .map(|a| {
+            let info = a.get_info();
+            (info.name, info.device_type != wgpu::DeviceType::Cpu)
+        })
+        .collect()
+}
+
+/// `--backend auto` (the default) uses a hardware GPU where there is one; where the only
+/// adapter is a software one it trains on the CPU and says why, in one line and in --json.
+#[test]
+fn auto_uses_a_hardware_gpu_or_says_why_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let found = adapters();
+    assert!(
+        !found.is_empty(),
+        "no GPU adapter at all: install mesa-vulkan-drivers"
+    );
+    let out = run_headless(binary(), dir.path(), &["--iterations", "2", "--json"], &[]);
+    assert_success(&out);
+    let text = stdout(&out);
+    let v = json_summary(&out);
+    assert_eq!(v["backend_asked"], "auto", "{v}");
+    match found.iter().find(|(_, hardware)| *hardware) {
+        Some((name, _)) => {
+            eprintln!("exercised: a hardware adapter ({name}) is used");
+            assert_eq!(v["backend"], "gpu", "{v}");
+            assert!(!text.contains("note: no hardware"), "{text}");
+        }
+        None => {
+            eprintln!("exercised: only a software adapter, so the CPU runs (no hardware GPU here)");
+            assert_eq!(v["backend"], "cpu", "{v}");
+            let software = &found[0].0;
+            let note = format!(
+                "note: no hardware GPU adapter (only {software}, a software one): \
+                 training on the CPU; --backend gpu uses it anyway"
+            );
+            assert!(text.lines().any(|l| l == note), "no {note:?} in:\n{text}");
+            let reason = v["backend_reason"].as_str().unwrap();
+            assert!(reason.starts_with("no hardware GPU adapter"), "{reason}");
+        }
+    }
+}
+
+/// With no driver at all, auto trains on the CPU and says so; `--backend gpu` is an error that
+/// says what to install.
+#[test]
+fn auto_without_any_driver_trains_on_the_cpu() {
+    let dir = tempfile::tempdir().unwrap();
+    let no_driver = [
+        ("VK_DRIVER_FILES", "/nonexistent.json"),
+        ("VK_ICD_FILENAMES", "/nonexistent.json"),
+    ];
+    let out = run_headless(
+        binary(),
+        dir.path(),
+        &["--iterations", "1", "--json"],
+        &no_driver,
+    );
+    assert_success(&out);
+    let v = json_summary(&out);
+    assert_eq!(v["backend"], "cpu", "{v}");
+    assert!(
+        stdout(&out).contains("note: no GPU adapter"),
+        "{}",
+        describe(&out)
+    );
+    let line = assert_one_line_error(&run_headless(
+        binary(),
+        dir.path(),
+        &["--backend", "gpu", "--iterations", "1"],
+        &no_driver,
+    ));
+    assert!(
+        line.contains("mesa-vulkan-drivers") && line.contains("--backend cpu"),
+        "{line}"
+    );
+}
+
+/// `--backend gpu` on a software adapter uses it, and the header names it as software.
+#[test]
+fn gpu_on_a_software_adapter_uses_it_and_names_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = run_headless(
+        binary(),
+        dir.path(),
+        &["--backend", "gpu", "--iterations", "1", "--json"],
+        &[],
+    );
+    assert_success(&out);
+    let v = json_summary(&out);
+    assert_eq!(
+        (v["backend"].clone(), v["backend_asked"].clone()),
+        ("gpu".into(), "gpu".into())
+    );
+    let adapter = v["adapter"].as_str().unwrap();
+    let best_is_software = adapters().iter().all(|(_, hardware)| !hardware);
+    if best_is_software {
+        assert!(
+            adapter.contains("software adapter on the CPU, not a GPU"),
+            "{adapter}"
+        );
+        let header = stdout(&out)
+            .lines()
+            .find(|l| l.starts_with("training"))
+            .unwrap()
+            .to_string();
+        assert!(header.contains("not a GPU"), "{header}");
+    }
+}
+
+/// A clean run on a headless machine writes nothing to stderr: no driver noise that reads as
+/// ours (Mesa's `error: XDG_RUNTIME_DIR is invalid or not set`).
+#[test]
+fn a_clean_run_leaves_stderr_empty() {
+    let dir = tempfile::tempdir().unwrap();
+    for backend in ["auto", "gpu", "cpu"] {
+        let out = run_headless(
+            binary(),
+            dir.path(),
+            &["--backend", backend, "--iterations", "1"],
+            &[],
+        );
+        assert_success(&out);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.trim().is_empty(),
+            "--backend {backend} wrote to stderr:\n{stderr}"
+        );
+    }
+}
+
+/// The binary copied alone to another directory trains on the digits compiled into it, from
+/// any working directory.
+#[test]
+fn the_binary_alone_trains_on_its_embedded_digits() {
+    let dir = tempfile::tempdir().unwrap();
+    let copy = dir.path().join("mnist-gpu");
+    std::fs::copy(binary(), &copy).unwrap();
+    let elsewhere = tempfile::tempdir().unwrap();
+    let out = run_headless(
+        &copy,
+        elsewhere.path(),
+        &["--backend", "cpu", "--iterations", "3", "--json"],
+        &[],
+    );
+    assert_success(&out);
+    let v = json_summary(&out);
+    assert_eq!(
+        (v["train_samples"].clone(), v["test_samples"].clone()),
+        (9000.into(), 10_000.into())
+    );
+    assert_eq!(
+        v["train"], "embedded:data/mnist/train-10k-images-idx3-ubyte.gz",
+        "{v}"
+    );
+    assert_eq!(
+        v["test"], "embedded:data/mnist/t10k-images-idx3-ubyte.gz",
+        "{v}"
+    );
+}
+
+/// The README's two commands are the ones the tests and CI rely on: the first trains with the
+/// defaults, the second is `test.sh`, which `.ci/run` runs and which runs `cargo test`.
+#[test]
+fn the_readme_commands_are_what_ci_runs() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let read = |name: &str| std::fs::read_to_string(root.join(name)).unwrap();
+    let readme = read("README.md");
+    let section = readme.split("## Two commands").nth(1).unwrap();
+    let blocks: Vec<&str> = section
+        .split("```sh\n")
+        .skip(1)
+        .take(2)
+        .map(|block| block.split("\n```").next().unwrap())
+        .collect();
+    assert_eq!(
+        blocks,
+        ["cargo run --release", "./test.sh"],
+        "the README's two commands"
+    );
+    assert!(
+        read(".ci/run").lines().any(|l| l.trim() == "./test.sh"),
+        ".ci/run does not run ./test.sh"
+    );
+    let script = read("test.sh");
+    assert!(
+        script.contains("exec cargo test --release"),
+        "test.sh does not run the tests"
+    );
+}
+
 /// The fixture files are what the tests think they are.
 #[test]
 fn fixture_round_trips() {

@@ -3,7 +3,7 @@
 pub mod predict;
 pub mod train;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use clap::{Args, ValueEnum};
@@ -11,15 +11,29 @@ use clap::{Args, ValueEnum};
 use mnist_gpu::backend::{Backend, ImagePool, ListSizes, StepPath};
 use mnist_gpu::cpu::CpuBackend;
 use mnist_gpu::error::{config, Result};
-use mnist_gpu::gpu;
+use mnist_gpu::gpu::context::AutoChoice;
+use mnist_gpu::gpu::{GpuBackend, GpuContext};
 use mnist_gpu::model::Model;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum BackendKind {
-    /// WGSL compute shaders through wgpu (a real GPU, or a software adapter such as lavapipe).
+    /// A hardware GPU when there is one, else the CPU (with a line saying why).
+    Auto,
+    /// WGSL compute shaders through wgpu, on the best adapter (a real GPU, or a software
+    /// adapter such as lavapipe).
     Gpu,
     /// The CPU backend.
     Cpu,
+}
+
+impl BackendKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            BackendKind::Auto => "auto",
+            BackendKind::Gpu => "gpu",
+            BackendKind::Cpu => "cpu",
+        }
+    }
 }
 
 /// Which implementation of the step runs (see `StepPath`).
@@ -47,8 +61,8 @@ impl PathKind {
 /// Where the math runs; shared by every command.
 #[derive(Debug, Clone, Args)]
 pub struct BackendArgs {
-    /// Where the math runs.
-    #[arg(long, value_enum, default_value_t = BackendKind::Gpu)]
+    /// Where the math runs: `auto` is a hardware GPU when there is one, else the CPU.
+    #[arg(long, value_enum, default_value_t = BackendKind::Auto)]
     pub backend: BackendKind,
 
     /// Which implementation of the step runs.
@@ -60,14 +74,17 @@ pub struct BackendArgs {
     pub adapter: Option<String>,
 }
 
-impl BackendArgs {
-    pub fn name(&self) -> &'static str {
-        match self.backend {
-            BackendKind::Cpu => "cpu",
-            BackendKind::Gpu => "gpu",
-        }
-    }
+/// A backend, which one it is ("cpu" or "gpu"), and why.
+pub struct Opened {
+    pub backend: Box<dyn Backend>,
+    pub name: &'static str,
+    /// Why this backend runs: `--backend cpu`, or what `--backend auto` found.
+    pub reason: String,
+    /// Set when `--backend auto` chose the CPU: the reason, for a line that says so.
+    pub fallback: Option<String>,
+}
 
+impl BackendArgs {
     /// Builds the chosen backend holding `model` and the images of `pool`.
     pub fn open(
         &self,
@@ -75,25 +92,48 @@ impl BackendArgs {
         pool: Arc<ImagePool>,
         sizes: ListSizes,
         capacity: usize,
-    ) -> Result<Box<dyn Backend>> {
+    ) -> Result<Opened> {
         let path = self.path.path();
-        Ok(match (self.backend, path) {
-            (BackendKind::Cpu, Some(StepPath::Reference)) => {
-                Box::new(CpuBackend::new_reference(model, pool, sizes, capacity)?)
-            }
-            (BackendKind::Cpu, _) => Box::new(CpuBackend::new(model, pool, sizes, capacity)?),
-            (BackendKind::Gpu, _) => {
-                gpu::open_backend(self.adapter.as_deref(), model, pool, sizes, capacity, path)?
-            }
-        })
+        let cpu = |reason: String, fallback: Option<String>| -> Result<Opened> {
+            let backend: Box<dyn Backend> = match path {
+                Some(StepPath::Reference) => Box::new(CpuBackend::new_reference(
+                    model,
+                    pool.clone(),
+                    sizes,
+                    capacity,
+                )?),
+                _ => Box::new(CpuBackend::new(model, pool.clone(), sizes, capacity)?),
+            };
+            Ok(Opened {
+                backend,
+                name: "cpu",
+                reason,
+                fallback,
+            })
+        };
+        let gpu = |ctx: GpuContext, reason: String| -> Result<Opened> {
+            let ctx = Arc::new(ctx);
+            let backend = GpuBackend::with_path(ctx, model, &pool, sizes, capacity, path)?;
+            Ok(Opened {
+                backend: Box::new(backend),
+                name: "gpu",
+                reason,
+                fallback: None,
+            })
+        };
+        let adapter = self.adapter.as_deref();
+        match self.backend {
+            BackendKind::Cpu => cpu("--backend cpu".into(), None),
+            BackendKind::Gpu => gpu(GpuContext::new(adapter)?, "--backend gpu".into()),
+            BackendKind::Auto => match GpuContext::auto(adapter)? {
+                AutoChoice::Gpu(ctx) => {
+                    let reason = format!("a GPU adapter: {}", ctx.describe());
+                    gpu(ctx, reason)
+                }
+                AutoChoice::Cpu(why) => cpu(why.clone(), Some(why)),
+            },
+        }
     }
-}
-
-/// The embedded data's files, found from the source tree.
-pub fn embedded(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("data/mnist")
-        .join(name)
 }
 
 /// `0.9141` as `91.41%`, or `n/a`.

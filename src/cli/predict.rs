@@ -61,6 +61,9 @@ struct Classified {
     dataset: Dataset,
     logits: Vec<f32>,
     device: String,
+    /// "cpu" or "gpu", and why (`--backend auto` may choose either).
+    backend: &'static str,
+    reason: String,
     path: &'static str,
 }
 
@@ -82,18 +85,24 @@ fn classify(model_path: &Path, data_path: &Path, backend: &BackendArgs) -> Resul
         dev: 0,
         test: n,
     };
-    let (logits, device, path) = {
-        let mut backend = backend.open(&model, pool.clone(), sizes, 1)?;
-        backend.set_list(List::Test, &(0..n as u32).collect::<Vec<_>>())?;
-        let path = backend.path().name();
-        (backend.logits(List::Test)?, backend.device_name(), path)
-    };
+    let mut opened = backend.open(&model, pool.clone(), sizes, 1)?;
+    if let Some(why) = &opened.fallback {
+        println!("note: {why}: classifying on the CPU; --backend gpu uses it anyway");
+    }
+    let on = &mut opened.backend;
+    on.set_list(List::Test, &(0..n as u32).collect::<Vec<_>>())?;
+    let logits = on.logits(List::Test)?;
+    let (device, path) = (on.device_name(), on.path().name());
+    let (backend, reason) = (opened.name, opened.reason);
+    drop(opened.backend);
     // The backend is gone, so the pool is ours alone again.
     dataset.images = Arc::try_unwrap(pool).map_or_else(|p| p.images.clone(), |p| p.images);
     Ok(Classified {
         dataset,
         logits,
         device,
+        backend,
+        reason,
         path,
     })
 }
@@ -221,7 +230,9 @@ pub fn eval(args: &EvalArgs) -> Result<()> {
         let report = json!({
             "model": args.model.display().to_string(),
             "data": c.dataset.source,
-            "backend": args.backend.name(),
+            "backend": c.backend,
+            "backend_asked": args.backend.backend.name(),
+            "backend_reason": c.reason,
             "path": c.path,
             "adapter": c.device,
             "images": n,

@@ -11,8 +11,9 @@ use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 
-use super::{check_output, embedded, percent, BackendArgs};
+use super::{check_output, percent, BackendArgs};
 use mnist_gpu::backend::List;
+use mnist_gpu::data::{Dataset, Embedded, EMBEDDED_TEST, EMBEDDED_TRAIN};
 use mnist_gpu::error::{config, Error, Result};
 use mnist_gpu::model::{Activation, Init, Model};
 use mnist_gpu::optimizer::{Optimizer, OptimizerKind};
@@ -123,6 +124,29 @@ pub struct TrainArgs {
     /// Print a JSON summary as the last line of stdout.
     #[arg(long)]
     pub json: bool,
+}
+
+/// Where a dataset comes from: a file, or the digits compiled into the binary.
+enum Source {
+    File(PathBuf),
+    Embedded(&'static Embedded),
+}
+
+impl Source {
+    fn load(&self) -> Result<Dataset> {
+        Ok(match self {
+            Source::File(path) => data::load(path)?,
+            Source::Embedded(set) => set.load()?,
+        })
+    }
+
+    /// The file's path, or `embedded:data/mnist/…`.
+    fn name(&self) -> String {
+        match self {
+            Source::File(path) => path.display().to_string(),
+            Source::Embedded(set) => set.name(),
+        }
+    }
 }
 
 /// The network to train: a saved one (`--resume`), or a new one.
@@ -236,19 +260,19 @@ pub fn run(args: &TrainArgs) -> Result<()> {
     check_output(&args.save, "--save", &["safetensors"])?;
     check_output(&args.metrics, "--metrics", &["csv"])?;
     check_output(&args.plot, "--plot", &["png", "svg"])?;
-    let train_path = args
-        .train
-        .clone()
-        .unwrap_or_else(|| embedded("train-10k-images-idx3-ubyte.gz"));
-    let test_path = match &args.test {
+    let train_source = match &args.train {
+        Some(path) => Source::File(path.clone()),
+        None => Source::Embedded(&EMBEDDED_TRAIN),
+    };
+    let test_source = match &args.test {
         Some(p) if p.as_os_str() == "none" => None,
-        Some(p) => Some(p.clone()),
-        None if args.train.is_none() => Some(embedded("t10k-images-idx3-ubyte.gz")),
+        Some(p) => Some(Source::File(p.clone())),
+        None if args.train.is_none() => Some(Source::Embedded(&EMBEDDED_TEST)),
         None => None,
     };
     let model = initial_model(args)?;
-    let train_file = data::load(&train_path)?;
-    let test_file = test_path.as_deref().map(data::load).transpose()?;
+    let train_file = train_source.load()?;
+    let test_file = test_source.as_ref().map(Source::load).transpose()?;
     let split = Split::new(&train_file, test_file.as_ref(), args.dev_size, args.seed)?;
     if args.show > split.dev.len() {
         return config(format!(
@@ -277,9 +301,13 @@ pub fn run(args: &TrainArgs) -> Result<()> {
     };
     schedule.validate(split.train.len())?;
     let capacity = schedule.capacity(split.train.len());
-    let mut backend = args
+    let opened = args
         .backend
         .open(&model, split.pool.clone(), split.sizes(), capacity)?;
+    if let Some(why) = &opened.fallback {
+        println!("note: {why}: training on the CPU; --backend gpu uses it anyway");
+    }
+    let mut backend = opened.backend;
     let device = backend.device_name();
     let hidden = model.hidden();
     let widths: Vec<String> = hidden.iter().map(|h| h.to_string()).collect();
@@ -328,7 +356,9 @@ pub fn run(args: &TrainArgs) -> Result<()> {
     );
 
     let options = json!({
-        "backend": args.backend.name(),
+        "backend": opened.name,
+        "backend_asked": args.backend.backend.name(),
+        "backend_reason": opened.reason,
         "path": path,
         "hidden": hidden,
         "activation": model.activation.name(),
@@ -344,8 +374,8 @@ pub fn run(args: &TrainArgs) -> Result<()> {
         "epochs": args.batch_size.map(|_| args.epochs),
         "batch_size": capacity,
         "dev_size": args.dev_size,
-        "train": train_path.display().to_string(),
-        "test": test_path.as_ref().map(|p| p.display().to_string()),
+        "train": train_source.name(),
+        "test": test_source.as_ref().map(Source::name),
     });
     if let Some(path) = &args.save {
         let mut metadata = BTreeMap::new();

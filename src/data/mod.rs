@@ -183,6 +183,53 @@ pub fn load(path: &Path) -> Result<Dataset, DataError> {
     }
 }
 
+/// A dataset compiled into the binary: gzip IDX images and labels from `data/mnist/`, so the
+/// binary trains from any directory, after `cargo install`, or copied alone to another machine.
+pub struct Embedded {
+    /// The file in `data/mnist/` the images came from.
+    pub file: &'static str,
+    images: &'static [u8],
+    labels: &'static [u8],
+}
+
+/// The first 10,000 digits of MNIST's training set (`data/mnist/README.md`: origin, licence).
+pub const EMBEDDED_TRAIN: Embedded = Embedded {
+    file: "train-10k-images-idx3-ubyte.gz",
+    images: include_bytes!("../../data/mnist/train-10k-images-idx3-ubyte.gz"),
+    labels: include_bytes!("../../data/mnist/train-10k-labels-idx1-ubyte.gz"),
+};
+
+/// MNIST's canonical 10,000-digit test set.
+pub const EMBEDDED_TEST: Embedded = Embedded {
+    file: "t10k-images-idx3-ubyte.gz",
+    images: include_bytes!("../../data/mnist/t10k-images-idx3-ubyte.gz"),
+    labels: include_bytes!("../../data/mnist/t10k-labels-idx1-ubyte.gz"),
+};
+
+impl Embedded {
+    /// How the dataset is named in messages and in `--json`.
+    pub fn name(&self) -> String {
+        format!("embedded:data/mnist/{}", self.file)
+    }
+
+    pub fn load(&self) -> Result<Dataset, DataError> {
+        let name = self.name();
+        let images = read_idx_images(self.images, &name)?;
+        let labels = read_idx_labels(self.labels, &name)?;
+        check_label_count(
+            &labels,
+            Path::new(&name),
+            images.len() / PIXELS,
+            Path::new(&name),
+        )?;
+        Ok(Dataset {
+            images,
+            labels: Some(labels),
+            source: name,
+        })
+    }
+}
+
 /// Loads IDX images and, if given, their labels (plain or gzip-compressed, detected from the
 /// content). The two files must hold the same number of items.
 pub fn load_idx(images: &Path, labels: Option<&Path>) -> Result<Dataset, DataError> {
@@ -507,6 +554,15 @@ mod tests {
             images: (0..3 * PIXELS).map(|i| (i % 251) as u8).collect(),
             labels: Some(vec![7, 2, 9]),
             source: "sample".to_string(),
+        }
+    }
+
+    #[test]
+    fn embedded_sets_load() {
+        for (set, n) in [(&EMBEDDED_TRAIN, 10_000), (&EMBEDDED_TEST, 10_000)] {
+            let d = set.load().unwrap();
+            assert_eq!((d.len(), d.labels.as_ref().map(Vec::len)), (n, Some(n)));
+            assert!(d.source.contains(set.file));
         }
     }
 

@@ -6,7 +6,7 @@ use crate::error::{Error, Result};
 use crate::gpu::kernels::Kernels;
 
 const INSTALL_HINT: &str = "install a Vulkan driver (for a software adapter on Debian/Ubuntu: \
-    `sudo apt-get install -y mesa-vulkan-drivers libvulkan1`) or use --backend cpu";
+    `apt-get install -y mesa-vulkan-drivers libvulkan1`, as root or with sudo) or use --backend cpu";
 
 pub struct GpuContext {
     pub device: wgpu::Device,
@@ -18,40 +18,59 @@ pub struct GpuContext {
     fault: Arc<Mutex<Option<String>>>,
 }
 
+/// What `--backend auto` found: a GPU to use, or why the CPU runs instead.
+pub enum AutoChoice {
+    /// A hardware GPU adapter (or the one `--adapter` names), opened.
+    Gpu(GpuContext),
+    /// No hardware GPU adapter: the reason, for a line that says so.
+    Cpu(String),
+}
+
 impl GpuContext {
     /// Opens an adapter: the one whose name contains `adapter_name` (or `WGPU_ADAPTER_NAME`),
     /// else the most capable one (discrete GPU, then integrated, virtual, other, software).
     /// `WGPU_BACKEND` (e.g. `vulkan`) limits which APIs are searched.
     pub fn new(adapter_name: Option<&str>) -> Result<GpuContext> {
-        let backends = wgpu::Backends::PRIMARY.with_env();
-        let instance = wgpu::Instance::new(wgpu::InstanceDescriptor {
-            backends,
-            ..wgpu::InstanceDescriptor::new_without_display_handle_from_env()
-        });
-        let adapters = pollster::block_on(instance.enumerate_adapters(backends));
-        let wanted = adapter_name
-            .map(str::to_string)
-            .or_else(|| std::env::var("WGPU_ADAPTER_NAME").ok())
-            .map(|n| n.to_lowercase());
-        let adapter = match &wanted {
-            Some(name) => {
-                let names: Vec<String> = adapters.iter().map(|a| describe(&a.get_info())).collect();
-                adapters
-                    .into_iter()
-                    .find(|a| a.get_info().name.to_lowercase().contains(name.as_str()))
-                    .ok_or_else(|| {
-                        Error::Gpu(if names.is_empty() {
-                            format!("no adapter named like {name:?}: no GPU adapter at all; {INSTALL_HINT}")
-                        } else {
-                            format!("no adapter named like {name:?}; found: {}", names.join(", "))
-                        })
-                    })?
-            }
+        let adapters = enumerate();
+        let adapter = match wanted(adapter_name) {
+            Some(name) => find_named(adapters, &name)?,
             None => adapters
                 .into_iter()
                 .min_by_key(|a| preference(a.get_info().device_type))
                 .ok_or_else(|| Error::Gpu(format!("no GPU adapter found; {INSTALL_HINT}")))?,
         };
+        Self::open(adapter)
+    }
+
+    /// `--backend auto`: the adapter `adapter_name` (or `WGPU_ADAPTER_NAME`) names, else the
+    /// most capable adapter if it is a hardware one; otherwise why not. A hardware adapter that
+    /// fails to open is a reason too: auto means the run goes on, on the CPU.
+    pub fn auto(adapter_name: Option<&str>) -> Result<AutoChoice> {
+        let mut adapters = enumerate();
+        if let Some(name) = wanted(adapter_name) {
+            return Ok(AutoChoice::Gpu(Self::open(find_named(adapters, &name)?)?));
+        }
+        let found: Vec<(String, wgpu::DeviceType)> = adapters
+            .iter()
+            .map(|a| (a.get_info().name, a.get_info().device_type))
+            .collect();
+        match auto_choice(&found) {
+            Ok(i) => {
+                let name = found[i].0.clone();
+                match Self::open(adapters.swap_remove(i)) {
+                    Ok(ctx) => Ok(AutoChoice::Gpu(ctx)),
+                    Err(e) => Ok(AutoChoice::Cpu(format!(
+                        "the GPU adapter {name} did not open ({e})"
+                    ))),
+                }
+            }
+            Err(why) => Ok(AutoChoice::Cpu(why)),
+        }
+    }
+
+    /// Opens the device of `adapter` with the limits and features the kernels use, and builds
+    /// every kernel's pipeline.
+    fn open(adapter: wgpu::Adapter) -> Result<GpuContext> {
         let info = adapter.get_info();
 
         // The WebGPU defaults, what every adapter offers, so that a run that works here works
@@ -215,6 +234,60 @@ pub fn scoped<T>(device: &wgpu::Device, what: &str, f: impl FnOnce() -> T) -> Re
     }
 }
 
+/// Every adapter of the APIs `WGPU_BACKEND` allows (all primary ones by default).
+fn enumerate() -> Vec<wgpu::Adapter> {
+    let backends = wgpu::Backends::PRIMARY.with_env();
+    let instance = wgpu::Instance::new(wgpu::InstanceDescriptor {
+        backends,
+        ..wgpu::InstanceDescriptor::new_without_display_handle_from_env()
+    });
+    pollster::block_on(instance.enumerate_adapters(backends))
+}
+
+/// The adapter name asked for, `--adapter` or else `WGPU_ADAPTER_NAME`, lowercase.
+fn wanted(adapter_name: Option<&str>) -> Option<String> {
+    adapter_name
+        .map(str::to_string)
+        .or_else(|| std::env::var("WGPU_ADAPTER_NAME").ok())
+        .map(|n| n.to_lowercase())
+}
+
+/// The adapter whose name contains `name` (lowercase).
+fn find_named(adapters: Vec<wgpu::Adapter>, name: &str) -> Result<wgpu::Adapter> {
+    let names: Vec<String> = adapters.iter().map(|a| describe(&a.get_info())).collect();
+    adapters
+        .into_iter()
+        .find(|a| a.get_info().name.to_lowercase().contains(name))
+        .ok_or_else(|| {
+            Error::Gpu(if names.is_empty() {
+                format!("no adapter named like {name:?}: no GPU adapter at all; {INSTALL_HINT}")
+            } else {
+                format!(
+                    "no adapter named like {name:?}; found: {}",
+                    names.join(", ")
+                )
+            })
+        })
+}
+
+/// `--backend auto`'s choice among the adapters found (name, type): the most capable one if
+/// it is hardware (a discrete, integrated or virtual GPU, or one of unknown type); else the
+/// reason the CPU runs instead.
+pub fn auto_choice(adapters: &[(String, wgpu::DeviceType)]) -> std::result::Result<usize, String> {
+    let best = (0..adapters.len()).min_by_key(|&i| preference(adapters[i].1));
+    match best {
+        None => Err("no GPU adapter (no Vulkan, Metal or DirectX 12 driver found)".to_string()),
+        Some(i) if adapters[i].1 == wgpu::DeviceType::Cpu => {
+            let software: Vec<&str> = adapters.iter().map(|a| a.0.as_str()).collect();
+            Err(format!(
+                "no hardware GPU adapter (only {}, a software one)",
+                software.join(", ")
+            ))
+        }
+        Some(i) => Ok(i),
+    }
+}
+
 fn preference(t: wgpu::DeviceType) -> u8 {
     match t {
         wgpu::DeviceType::DiscreteGpu => 0,
@@ -234,6 +307,37 @@ fn describe(info: &wgpu::AdapterInfo) -> String {
         wgpu::DeviceType::Cpu => "software adapter on the CPU, not a GPU",
     };
     format!("{} ({kind}, {:?})", info.name, info.backend)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use wgpu::DeviceType::{Cpu, DiscreteGpu, IntegratedGpu, Other};
+
+    #[test]
+    fn auto_prefers_a_hardware_adapter_and_says_why_not() {
+        let found = |list: &[(&str, wgpu::DeviceType)]| {
+            let list: Vec<_> = list.iter().map(|(n, t)| (n.to_string(), *t)).collect();
+            auto_choice(&list)
+        };
+        assert_eq!(
+            found(&[("llvmpipe", Cpu), ("NVIDIA H100", DiscreteGpu)]),
+            Ok(1)
+        );
+        assert_eq!(
+            found(&[("Intel UHD", IntegratedGpu), ("AMD RX", DiscreteGpu)]),
+            Ok(1)
+        );
+        assert_eq!(found(&[("mystery", Other)]), Ok(0));
+        assert_eq!(
+            found(&[("llvmpipe (LLVM 15.0.6, 256 bits)", Cpu)]),
+            Err(
+                "no hardware GPU adapter (only llvmpipe (LLVM 15.0.6, 256 bits), a software one)"
+                    .into()
+            )
+        );
+        assert!(found(&[]).unwrap_err().starts_with("no GPU adapter"));
+    }
 }
 
 /// wgpu's messages span several lines; errors here are one line.

@@ -34,22 +34,6 @@ use fused::{Fused, Tiling};
 use profile::{Profiler, Timing};
 use reference::Reference;
 
-/// Opens an adapter and builds a GPU backend holding `model` and the images of `pool`, on
-/// `path` (None: the fused path where it covers the network, else the reference).
-pub fn open_backend(
-    adapter: Option<&str>,
-    model: &Model,
-    pool: Arc<ImagePool>,
-    sizes: ListSizes,
-    capacity: usize,
-    path: Option<StepPath>,
-) -> Result<Box<dyn Backend>> {
-    let ctx = Arc::new(GpuContext::new(adapter)?);
-    Ok(Box::new(GpuBackend::with_path(
-        ctx, model, &pool, sizes, capacity, path,
-    )?))
-}
-
 /// The data every path binds: the pool's images as bytes (784 per image, so whole u32 words),
 /// a u32 label per image, and the three index lists one after another.
 #[derive(Clone)]

@@ -13,7 +13,8 @@ pub fn gpu() -> GpuContext {
         Ok(ctx) => ctx,
         Err(e) => panic!(
             "no usable GPU adapter ({e}). GPU tests need one: install a Vulkan driver, e.g. \
-             `sudo apt-get install -y mesa-vulkan-drivers libvulkan1` for the lavapipe software adapter"
+             `apt-get install -y mesa-vulkan-drivers libvulkan1` (as root or with sudo; ./test.sh does it) \
+             for the lavapipe software adapter"
         ),
     }
 }
