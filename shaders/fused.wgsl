@@ -1,6 +1,6 @@
 // fused: the training step of a 784-H1(-H2)-10 network in two dispatches, the GPU twin of
 // src/cpu/fused.rs. The per-operation kernels beside this file stay the reference it is checked
-// against (tests/fused_gpu.rs, tests/parity.rs).
+// against (tests/gpu_fused.rs, tests/parity.rs).
 //
 // gradients: workgroup g takes samples [g·per_group, (g+1)·per_group) of the batch and runs them
 //   block by block (BLOCK samples): forward, softmax, dZ = A − Y, backward, with every activation
@@ -170,30 +170,36 @@ fn forward(first: u32, n: u32, t: u32) {
     }
     workgroupBarrier();
 
-    // Z1 = W1·X + b1 from the image bytes: slice s sums quads s, s + SLICES, … for all units
-    // of sample j; then the slices' sums are added, one vec4 of units at a time.
-    var acc: array<vec4<f32>, 16>;
-    if (j < n) {
-        for (var q = s; q < QUADS; q += SLICES) {
-            let x = pixels(j, q);
-            for (var i = 0u; i < H1; i++) {
-                let row = W1_AT + i * QUADS * 4u + 4u * q;
-                acc[i / 4u][i % 4u] += dot(param4(row), x[0]) + dot(param4(row + 1u), x[1])
-                    + dot(param4(row + 2u), x[2]) + dot(param4(row + 3u), x[3]);
+    // Z1 = W1·X + b1 from the image bytes: slice s sums quads s, s + SLICES, … of sample j, for
+    // 16 units at a time (all of them up to H1 = 16); then the slices' sums are added, one vec4
+    // of units at a time.
+    for (var chunk = 0u; chunk < V1; chunk += 4u) {
+        var acc: array<vec4<f32>, 4>;
+        if (j < n) {
+            for (var q = s; q < QUADS; q += SLICES) {
+                let x = pixels(j, q);
+                for (var u = 0u; u < 16u; u++) {
+                    let i = 4u * chunk + u;
+                    if (i < H1) {
+                        let row = W1_AT + i * QUADS * 4u + 4u * q;
+                        acc[u / 4u][u % 4u] += dot(param4(row), x[0]) + dot(param4(row + 1u), x[1])
+                            + dot(param4(row + 2u), x[2]) + dot(param4(row + 3u), x[3]);
+                    }
+                }
             }
         }
-    }
-    for (var v = 0u; v < V1; v++) {
-        slice_sums[t] = acc[v];
-        workgroupBarrier();
-        if (t < n) {
-            var sum = slice_sums[t];
-            for (var r = 1u; r < SLICES; r++) {
-                sum += slice_sums[r * BLOCK + t];
+        for (var v = 0u; v < min(4u, V1 - chunk); v++) {
+            slice_sums[t] = acc[v];
+            workgroupBarrier();
+            if (t < n) {
+                var sum = slice_sums[t];
+                for (var r = 1u; r < SLICES; r++) {
+                    sum += slice_sums[r * BLOCK + t];
+                }
+                z[t * V1 + chunk + v] = sum * (1.0 / 255.0) + param4(B1_AT + chunk + v);
             }
-            z[t * V1 + v] = sum * (1.0 / 255.0) + param4(B1_AT + v);
+            workgroupBarrier();
         }
-        workgroupBarrier();
     }
 
     // Z[l] = W[l]·g(Z[l-1]) + b[l], from workgroup memory: thread t takes vec4s s, s + SLICES,
@@ -419,12 +425,12 @@ fn update(@builtin(workgroup_id) group: vec3<u32>, @builtin(local_invocation_ind
     if (lanes > 1u) {
         lane_sums[t] = sum;
         workgroupBarrier();
-        for (var l = 1u; l < lanes; l++) {
-            sum += lane_sums[t + l * per_group];
-        }
     }
     if (lane != 0u || e > PARAM_VEC4S) {
         return;
+    }
+    for (var l = 1u; l < lanes; l++) {
+        sum += lane_sums[t + l * per_group];
     }
     if (e == PARAM_VEC4S) {
         history[step.history] = sum.xy;

@@ -345,7 +345,7 @@ pub fn train(
             }
             let window = backend.step_stats()?;
             for (i, stats) in window.iter().enumerate() {
-                check_loss(stats.loss, step + 1 + i - window.len())?;
+                check_loss(stats.loss, step + 1 + i - window.len(), step)?;
             }
             let Some(&stats) = window.last() else {
                 return Err(Error::Config(format!("no statistics for step {step}")));
@@ -410,11 +410,13 @@ pub fn train(
     })
 }
 
-fn check_loss(loss: f64, step: usize) -> Result<()> {
+/// The loss of step `step`, read back after step `noticed`.
+fn check_loss(loss: f64, step: usize, noticed: usize) -> Result<()> {
     if loss.is_finite() && loss <= DIVERGED_LOSS {
         Ok(())
     } else {
-        Err(diverged(step, &format!("the batch loss is {loss:.4e}")))
+        let what = format!("the batch loss is {loss:.4e} (noticed after step {noticed})");
+        Err(diverged(step, &what))
     }
 }
 

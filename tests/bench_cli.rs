@@ -174,6 +174,7 @@ fn bench_profiles_the_kernels() {
         let text = String::from_utf8_lossy(&out.stdout);
         if text.contains("no timestamp queries") {
             assert!(entries[0]["profile"].is_null(), "{text}");
+            eprintln!("not exercised: the adapter has no timestamp queries ({text})");
             continue;
         }
         assert!(

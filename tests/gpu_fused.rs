@@ -1,6 +1,6 @@
 //! The fused GPU step (`gpu::fused`, shaders/fused.wgsl) against an f64 reference of one step,
 //! and against the GPU's per-operation path (the reference) over many steps: every tiling
-//! (blocks of 8 to 64 samples, one to hundreds of workgroups per step), batches and layer widths
+//! (blocks of 8 to 64 samples, one to over a hundred workgroups per step), batches and layer widths
 //! that fit none of them evenly, one and two hidden layers, ReLU and ELU, every optimizer, runs
 //! of steps submitted together, and the choice between the two paths.
 
@@ -184,6 +184,12 @@ fn one_step_matches_f64_in_every_tiling() {
             check_one_step(&[10], Activation::Relu, 301, tiling);
         }
     }
+    // 126 workgroups: `update` adds the slices with eight threads per parameter vec4.
+    let many = Tiling {
+        block: 8,
+        max_groups: 512,
+    };
+    check_one_step(&[10], Activation::Relu, 1003, many);
 }
 
 #[test]
@@ -234,6 +240,13 @@ fn check_paths(
         test: 0,
     };
     let model = Model::new(hidden, activation, Init::He, 5).unwrap();
+    if let Some(why) = mnist_gpu::gpu::fused::unsupported(&ctx(), &model, tiling) {
+        // An adapter with less workgroup memory: the tiling must be refused, not run.
+        let refused = GpuBackend::with_tiling(ctx(), &model, &pool, sizes, batch, tiling);
+        assert!(refused.is_err(), "{hidden:?} {tiling:?} ran although {why}");
+        eprintln!("not exercised on this adapter: {hidden:?} {tiling:?} ({why})");
+        return;
+    }
     let mut fused = GpuBackend::with_tiling(ctx(), &model, &pool, sizes, batch, tiling).unwrap();
     let mut reference = GpuBackend::with_path(
         ctx(),
@@ -421,6 +434,60 @@ fn runs_of_steps_without_reads_match_the_cpu() {
         &cpu.model().unwrap(),
     );
     assert!(gpu.step_stats().unwrap().is_empty(), "read twice");
+}
+
+/// `--augment` over runs of steps with no read in between: each step's shifts in a region of
+/// their own, and a submit when the regions run out (13 of them at a capacity of 20,000).
+#[test]
+fn shifted_runs_of_steps_match_the_cpu() {
+    use mnist_gpu::backend::Shift;
+    use rand::{rngs::StdRng, Rng, SeedableRng};
+    let n = 600;
+    let pool = pool(n, 9);
+    let sizes = ListSizes {
+        train: n,
+        dev: 0,
+        test: 0,
+    };
+    let capacity = 20_000;
+    let model = Model::new(&[10], Activation::Relu, Init::He, 3).unwrap();
+    let mut gpu = GpuBackend::new(ctx(), &model, &pool, sizes, capacity).unwrap();
+    let mut cpu = CpuBackend::new(&model, pool.clone(), sizes, capacity).unwrap();
+    let mut stats = Vec::new();
+    for backend in [&mut gpu as &mut dyn Backend, &mut cpu] {
+        backend
+            .set_list(List::Train, &(0..n as u32).collect::<Vec<_>>())
+            .unwrap();
+        let mut rng = StdRng::seed_from_u64(4);
+        for step in 0..60 {
+            let len = 23 + step % 7;
+            let shifts: Vec<Shift> = (0..len)
+                .map(|_| Shift {
+                    dx: rng.random_range(-2..=2),
+                    dy: rng.random_range(-2..=2),
+                })
+                .collect();
+            let start = (step * 29) % (n - len);
+            backend
+                .train_step_shifted(start, len, 0.05, &shifts)
+                .unwrap();
+        }
+        stats.push(backend.step_stats().unwrap());
+    }
+    assert_eq!((stats[0].len(), stats[1].len()), (60, 60));
+    for (step, (g, c)) in stats[0].iter().zip(&stats[1]).enumerate() {
+        assert!(
+            (g.loss - c.loss).abs() <= ATOL + RTOL * c.loss,
+            "step {step}: loss GPU {} vs CPU {}",
+            g.loss,
+            c.loss
+        );
+    }
+    assert_models_close(
+        "after 60 shifted steps",
+        &gpu.model().unwrap(),
+        &cpu.model().unwrap(),
+    );
 }
 
 /// The statistics of the last STATS_KEPT steps survive; older unread ones are dropped.

@@ -10,7 +10,7 @@ use mnist_gpu::backend::Backend;
 use mnist_gpu::cpu::CpuBackend;
 use mnist_gpu::gpu::GpuBackend;
 use mnist_gpu::model::{Activation, Init, Model};
-use mnist_gpu::train::{self, Ending, Schedule, Split};
+use mnist_gpu::train::{self, Ending, Schedule, Split, DIVERGENCE_CHECK_EVERY};
 use mnist_gpu::Error;
 
 fn split() -> Split {
@@ -29,9 +29,10 @@ fn backends(split: &Split, schedule: &Schedule) -> Vec<Box<dyn Backend>> {
 }
 
 #[test]
-fn divergence_stops_the_run_within_a_few_steps() {
+fn divergence_stops_the_run_and_names_the_first_bad_step() {
     let split = split();
-    // α = 10⁶ with rarely logged progress: the loss is still read back every few steps.
+    // α = 10⁶ with rarely logged progress: every step's loss is still checked, at least every
+    // DIVERGENCE_CHECK_EVERY steps, and the message names the first bad one.
     let schedule = Schedule {
         iterations: 1000,
         alpha: 1e6,
@@ -47,13 +48,21 @@ fn divergence_stops_the_run_within_a_few_steps() {
         assert!(matches!(err, Error::Diverged(_)), "{name}: {err}");
         let message = err.to_string();
         assert!(message.contains("--alpha"), "{name}: {message}");
-        let step: usize = message
-            .split("by step ")
-            .nth(1)
-            .and_then(|rest| rest.split(':').next())
-            .and_then(|n| n.parse().ok())
-            .unwrap_or_else(|| panic!("{name}: no step in {message:?}"));
-        assert!(step <= 10, "{name}: divergence noticed only at step {step}");
+        let number_after = |words: &str, end: char| -> usize {
+            message
+                .split(words)
+                .nth(1)
+                .and_then(|rest| rest.split(end).next())
+                .and_then(|n| n.parse().ok())
+                .unwrap_or_else(|| panic!("{name}: no {words:?} in {message:?}"))
+        };
+        let step = number_after("by step ", ':');
+        let noticed = number_after("noticed after step ", ')');
+        assert!(step <= 10, "{name}: the first bad step named is {step}");
+        assert!(
+            step <= noticed && noticed <= DIVERGENCE_CHECK_EVERY,
+            "{name}: noticed only after step {noticed}"
+        );
     }
 }
 

@@ -1,5 +1,6 @@
 //! The GPU context, built once: adapter, device, queue and every kernel's pipeline.
 
+use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 
 use crate::error::{Error, Result};
@@ -16,7 +17,13 @@ pub struct GpuContext {
     /// The first error wgpu reported outside an error scope (a failed dispatch, a lost
     /// device): its callbacks cannot return a `Result`, so they leave the message here.
     fault: Arc<Mutex<Option<String>>>,
+    /// Submissions the GPU may not have finished, oldest first (see `throttle`).
+    in_flight: Mutex<VecDeque<wgpu::SubmissionIndex>>,
 }
+
+/// Submits allowed in flight: enough that the GPU always has the next one queued while the
+/// host records another, few enough that recording never runs far ahead of the GPU.
+const IN_FLIGHT: usize = 3;
 
 /// What `--backend auto` found: a GPU to use, or why the CPU runs instead.
 pub enum AutoChoice {
@@ -113,6 +120,7 @@ impl GpuContext {
             info,
             kernels,
             fault,
+            in_flight: Mutex::new(VecDeque::new()),
         })
     }
 
@@ -134,6 +142,27 @@ impl GpuContext {
             ))),
             None => Ok(()),
         }
+    }
+
+    /// Notes a submission of training work, and waits for the oldest one when more than
+    /// `IN_FLIGHT` are unfinished: submitting never waits for the GPU otherwise, so a loop of
+    /// steps with no read-back could queue seconds of work.
+    pub fn throttle(&self, index: wgpu::SubmissionIndex) -> Result<()> {
+        let oldest = {
+            let mut in_flight = self.in_flight.lock().unwrap();
+            in_flight.push_back(index);
+            if in_flight.len() <= IN_FLIGHT {
+                return Ok(());
+            }
+            in_flight.pop_front().expect("more than IN_FLIGHT")
+        };
+        self.device
+            .poll(wgpu::PollType::Wait {
+                submission_index: Some(oldest),
+                timeout: None,
+            })
+            .map_err(|e| Error::Gpu(format!("waiting for the GPU: {e}")))?;
+        self.check()
     }
 
     /// A storage buffer the kernels can read and write and the host can fill and read back.

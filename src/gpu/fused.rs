@@ -278,6 +278,8 @@ pub struct Fused {
     pending: Option<Recorder<'static>>,
     used: usize,
     limit: usize,
+    /// Timings of the submits since `take_timings` (with `bench --profile`).
+    timings: Vec<Timing>,
 }
 
 /// The bindings of `gradients` and `logits` (0–7), of `update` (0, 8–11), and of `augment`.
@@ -470,6 +472,7 @@ impl Fused {
             pending: None,
             used: 0,
             limit: 1,
+            timings: Vec::new(),
         };
         fused.set_optimizer(ctx, Optimizer::Sgd)?;
         Ok(fused)
@@ -518,7 +521,7 @@ impl Fused {
     }
 
     /// Takes the next slot for `step`, starting a recorder if none is pending; returns the
-    /// slot's dynamic offset.
+    /// slot's dynamic offset. (`make_room` first.)
     fn slot(&mut self, ctx: &GpuContext, step: Step, profiler: Option<&Profiler>) -> u32 {
         if self.pending.is_none() {
             let rec = Recorder::without_uniforms(&ctx.device, "fused steps")
@@ -526,6 +529,7 @@ impl Fused {
             self.pending = Some(rec);
             self.used = 0;
         }
+        assert!(self.used < SLOTS, "make_room() before slot()");
         let at = self.used * SLOT_BYTES as usize;
         self.host_slots[at..at + std::mem::size_of::<Step>()]
             .copy_from_slice(bytemuck::bytes_of(&step));
@@ -533,25 +537,28 @@ impl Fused {
         at as u32
     }
 
-    /// Records one training step; submits when enough are recorded, returning the timing of
-    /// what it submitted.
+    /// Submits what is recorded if it leaves no slot (or, for a `shifted` step, no region of
+    /// shifts) for one more step.
+    fn make_room(&mut self, ctx: &GpuContext, shifted: bool) -> Result<()> {
+        let no_shifts = shifted && self.shifted.as_ref().is_some_and(|s| s.used == s.regions);
+        if self.used == SLOTS || no_shifts {
+            self.submit(ctx)?;
+        }
+        Ok(())
+    }
+
+    /// Records one training step; submits when enough are recorded.
     pub fn step(
         &mut self,
         ctx: &GpuContext,
         args: &StepArgs,
         shifts: Option<&[Shift]>,
         profiler: Option<&Profiler>,
-    ) -> Result<Option<Timing>> {
-        let mut submitted = None;
-        if shifts.is_some() {
-            if self.shifted.is_none() {
-                self.shifted = Some(self.make_shifted(ctx)?);
-            }
-            let s = self.shifted.as_ref().expect("made above");
-            if s.used == s.regions {
-                submitted = self.submit(ctx);
-            }
+    ) -> Result<()> {
+        if shifts.is_some() && self.shifted.is_none() {
+            self.shifted = Some(self.make_shifted(ctx)?);
         }
+        self.make_room(ctx, shifts.is_some())?;
         let m = args.m;
         let (groups, per_group) = split(m, self.tiling);
         let (beta1, beta2, eps, optimizer) = match self.optimizer {
@@ -586,6 +593,8 @@ impl Fused {
             ..Step::default()
         };
         if let (Some(shifts), Some(s)) = (shifts, self.shifted.as_mut()) {
+            // The step's own region of the shifts buffer: the write lands at the next submit,
+            // before the steps recorded with it, and no other pending step uses the region.
             step.shifted = 1;
             step.shift_offset = (2 * self.capacity * s.used) as u32;
             s.host.clear();
@@ -626,21 +635,21 @@ impl Fused {
         );
         if self.used >= self.limit {
             self.limit = (2 * self.limit).min(SLOTS);
-            if let Some(timing) = self.submit(ctx) {
-                submitted = Some(timing);
-            }
+            self.submit(ctx)?;
         }
-        Ok(submitted)
+        Ok(())
     }
 
     /// Submits what is recorded (nothing if nothing is); the next run of steps starts small.
-    pub fn flush(&mut self, ctx: &GpuContext) -> Option<Timing> {
+    pub fn flush(&mut self, ctx: &GpuContext) -> Result<()> {
         self.limit = 1;
         self.submit(ctx)
     }
 
-    fn submit(&mut self, ctx: &GpuContext) -> Option<Timing> {
-        let rec = self.pending.take()?;
+    fn submit(&mut self, ctx: &GpuContext) -> Result<()> {
+        let Some(rec) = self.pending.take() else {
+            return Ok(());
+        };
         let bytes = self.used * SLOT_BYTES as usize;
         ctx.queue
             .write_buffer(&self.slots, 0, &self.host_slots[..bytes]);
@@ -648,16 +657,21 @@ impl Fused {
         if let Some(s) = &mut self.shifted {
             s.used = 0;
         }
-        rec.submit(&ctx.queue)
+        let (index, timing) = rec.submit(&ctx.queue);
+        self.timings.extend(timing);
+        ctx.throttle(index)
+    }
+
+    /// The timings of the submits since the last call (`bench --profile`).
+    pub fn take_timings(&mut self) -> Vec<Timing> {
+        std::mem::take(&mut self.timings)
     }
 
     /// Records the logits of the `n` samples listed from position `first` into `logits_out`:
     /// (10, n). Call `flush` (then read) to get them.
-    pub fn logits(&mut self, ctx: &GpuContext, first: usize, n: usize) {
+    pub fn logits(&mut self, ctx: &GpuContext, first: usize, n: usize) -> Result<()> {
         for start in (0..n).step_by(self.capacity) {
-            if self.used == SLOTS {
-                self.submit(ctx);
-            }
+            self.make_room(ctx, false)?;
             let m = self.capacity.min(n - start);
             let step = Step {
                 m: m as u32,
@@ -676,6 +690,7 @@ impl Fused {
                 [groups, 1, 1],
             );
         }
+        Ok(())
     }
 
     /// The weights (call `flush` first).

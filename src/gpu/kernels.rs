@@ -324,9 +324,9 @@ impl<'a> Recorder<'a> {
             .copy_buffer_to_buffer(from, from_offset, to, to_offset, bytes);
     }
 
-    /// Submits everything recorded; returns the timing of the timed dispatches, whose
-    /// timestamps the profiler reads once the GPU is done.
-    pub fn submit(mut self, queue: &wgpu::Queue) -> Option<Timing> {
+    /// Submits everything recorded; returns the submission and the timing of the timed
+    /// dispatches, whose timestamps the profiler reads once the GPU is done.
+    pub fn submit(mut self, queue: &wgpu::Queue) -> (wgpu::SubmissionIndex, Option<Timing>) {
         self.pass = None;
         if let Some(uniforms) = &self.uniforms {
             queue.write_buffer(&uniforms.buffer, 0, &uniforms.host);
@@ -334,8 +334,8 @@ impl<'a> Recorder<'a> {
         if let Some(timing) = &self.timing {
             timing.resolve(&mut self.encoder);
         }
-        queue.submit([self.encoder.finish()]);
-        self.timing
+        let index = queue.submit([self.encoder.finish()]);
+        (index, self.timing)
     }
 }
 

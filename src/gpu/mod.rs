@@ -72,13 +72,16 @@ struct History {
 }
 
 impl History {
-    /// The slot of the next step, over `m` samples.
-    fn next(&mut self, m: usize) -> u32 {
-        let slot = self.recorded % STATS_KEPT;
-        self.batch[slot] = m;
+    /// The slot the next step writes.
+    fn slot(&self) -> u32 {
+        (self.recorded % STATS_KEPT) as u32
+    }
+
+    /// Counts the step that writes `slot()`, over `m` samples.
+    fn record(&mut self, m: usize) {
+        self.batch[self.recorded % STATS_KEPT] = m;
         self.recorded += 1;
         self.unread = (self.unread + 1).min(STATS_KEPT);
-        slot as u32
     }
 
     /// The stats of the last `count` recorded steps, oldest first (waits for the GPU).
@@ -253,18 +256,24 @@ impl GpuBackend {
 
     /// Submits the steps recorded and not yet submitted.
     fn flush(&mut self) -> Result<()> {
-        let timing = match &mut self.engine {
-            Engine::Fused(f) => f.flush(&self.ctx),
-            Engine::Reference(_) => None,
+        let timings = match &mut self.engine {
+            Engine::Fused(f) => {
+                f.flush(&self.ctx)?;
+                f.take_timings()
+            }
+            Engine::Reference(_) => Vec::new(),
         };
-        self.collect(timing)
+        self.collect(timings)
     }
 
-    fn collect(&mut self, timing: Option<Timing>) -> Result<()> {
-        match (timing, &mut self.profiler) {
-            (Some(timing), Some(profiler)) => profiler.collect(&self.ctx, timing),
-            _ => Ok(()),
+    /// Hands the submitted dispatches' timings to the profiler (waiting for them).
+    fn collect(&mut self, timings: Vec<Timing>) -> Result<()> {
+        if let Some(profiler) = &mut self.profiler {
+            for timing in timings {
+                profiler.collect(&self.ctx, timing)?;
+            }
         }
+        Ok(())
     }
 
     fn step(
@@ -274,22 +283,28 @@ impl GpuBackend {
         alpha: f32,
         shifts: Option<&[Shift]>,
     ) -> Result<()> {
-        self.steps += 1;
         let args = StepArgs {
             first: (self.sizes.offset(List::Train) + start) as u32,
             m: len,
             alpha,
-            t: self.steps,
-            history: self.history.next(len),
+            t: self.steps + 1,
+            history: self.history.slot(),
         };
-        let timing = match &mut self.engine {
-            Engine::Fused(f) => f.step(&self.ctx, &args, shifts, self.profiler.as_ref())?,
+        let timings = match &mut self.engine {
+            Engine::Fused(f) => {
+                f.step(&self.ctx, &args, shifts, self.profiler.as_ref())?;
+                f.take_timings()
+            }
             Engine::Reference(r) => {
                 let timing = self.profiler.as_ref().map(Profiler::timing);
-                r.step(&self.ctx, &args, shifts, &self.history.buffer, timing)?
+                let timing = r.step(&self.ctx, &args, shifts, &self.history.buffer, timing)?;
+                timing.into_iter().collect()
             }
         };
-        self.collect(timing)
+        // Counted once recorded: a step that failed to record is not in the history.
+        self.steps += 1;
+        self.history.record(len);
+        self.collect(timings)
     }
 }
 
@@ -356,7 +371,7 @@ impl Backend for GpuBackend {
     fn logits(&mut self, list: List) -> Result<Vec<f32>> {
         let (first, n) = (self.sizes.offset(list), self.sizes.len(list));
         match &mut self.engine {
-            Engine::Fused(f) => f.logits(&self.ctx, first, n),
+            Engine::Fused(f) => f.logits(&self.ctx, first, n)?,
             Engine::Reference(r) => r.logits(&self.ctx, first, n, &self.eval_logits)?,
         }
         self.flush()?;

@@ -349,7 +349,9 @@ impl Reference {
         self.net.backward(k, &mut rec, images, first, m);
         self.net.update(k, &mut rec, args.alpha, args.t);
         rec.copy(&self.stats_total, 0, history, 8 * args.history as u64, 8);
-        Ok(rec.submit(&ctx.queue))
+        let (index, timing) = rec.submit(&ctx.queue);
+        ctx.throttle(index)?;
+        Ok(timing)
     }
 
     /// Z[L], the logits, of the `n` samples listed from position `first`, into `out`: (10, n).
@@ -370,7 +372,7 @@ impl Reference {
             self.net.forward(&ctx.kernels, &mut rec, images, m);
             let bytes = 4 * (CLASSES * m) as u64;
             rec.copy(logits, 0, out, 4 * (CLASSES * start) as u64, bytes);
-            rec.submit(&ctx.queue);
+            ctx.throttle(rec.submit(&ctx.queue).0)?;
         }
         Ok(())
     }
