@@ -10,7 +10,7 @@ use std::sync::Arc;
 use mnist_gpu::backend::{Backend, ImagePool, List, ListSizes};
 use mnist_gpu::cpu::fused::{FusedConfig, Isa, Simd};
 use mnist_gpu::cpu::CpuBackend;
-use mnist_gpu::model::{argmax_columns, Activation, Init, Model};
+use mnist_gpu::model::{Activation, Init, Model};
 
 /// The same bar as the GPU/CPU parity test: f32 sums in another order drift apart slowly.
 const ATOL: f64 = 1e-4;
@@ -22,19 +22,6 @@ fn pool(n: usize, seed: u64) -> Arc<ImagePool> {
         images: d.images,
         labels: d.labels.unwrap(),
     })
-}
-
-fn to_f64(v: &[f32]) -> Vec<f64> {
-    v.iter().map(|&x| x as f64).collect()
-}
-
-fn assert_models_close(what: &str, fast: &Model, reference: &Model) {
-    for (l, (f, r)) in fast.layers.iter().zip(&reference.layers).enumerate() {
-        let w = format!("{what}: W{}", l + 1);
-        common::assert_close(&w, &f.w, &to_f64(&r.w), ATOL, RTOL);
-        let b = format!("{what}: b{}", l + 1);
-        common::assert_close(&b, &f.b, &to_f64(&r.b), ATOL, RTOL);
-    }
 }
 
 /// Trains a fast and a reference backend side by side on `n` random samples with batches of
@@ -75,45 +62,18 @@ fn check_with(
         backend.set_list(List::Train, &train).unwrap();
         backend.set_list(List::Dev, &dev_list).unwrap();
     }
-    let what = format!("{hidden:?} {activation:?} n {n} batch {batch} {config:?}");
-    let alpha = 0.05;
-    for step in 0..steps {
-        let start = (step * batch) % n.next_multiple_of(batch);
-        let len = batch.min(n - start);
-        fast.train_step(start, len, alpha).unwrap();
-        reference.train_step(start, len, alpha).unwrap();
-        let (f, r) = (
-            fast.batch_stats().unwrap(),
-            reference.batch_stats().unwrap(),
-        );
-        assert!(
-            (f.loss - r.loss).abs() <= ATOL + RTOL * r.loss.abs(),
-            "{what}: step {step}: batch loss fast {} vs reference {}",
-            f.loss,
-            r.loss
-        );
-        assert!(
-            (f.accuracy - r.accuracy).abs() <= 1.0 / len as f64 + 1e-12,
-            "{what}: step {step}: accuracy fast {} vs reference {}",
-            f.accuracy,
-            r.accuracy
-        );
-        if step % 3 == 2 || step == steps - 1 {
-            let what = format!("{what}: step {step}");
-            assert_models_close(&what, &fast.model().unwrap(), &reference.model().unwrap());
-        }
-    }
-    let (f, r) = (
-        fast.logits(List::Dev).unwrap(),
-        reference.logits(List::Dev).unwrap(),
-    );
-    common::assert_close(&format!("{what}: dev logits"), &f, &to_f64(&r), ATOL, RTOL);
-    let (pf, pr) = (argmax_columns(&f), argmax_columns(&r));
-    let agree = pf.iter().zip(&pr).filter(|(a, b)| a == b).count();
-    assert!(
-        agree + 1 >= pf.len(),
-        "{what}: predictions agree on only {agree} of {} dev images",
-        pf.len()
+    let what =
+        format!("{hidden:?} {activation:?} n {n} batch {batch} {config:?}, fast vs reference");
+    let tolerance = (ATOL, RTOL);
+    common::train_side_by_side(
+        &what,
+        &mut fast,
+        &mut reference,
+        n,
+        batch,
+        steps,
+        0.05,
+        tolerance,
     );
 }
 
@@ -223,7 +183,7 @@ fn one_step_gradients_agree() {
         }
         for (i, (f, r)) in grads[0].iter().zip(&grads[1]).enumerate() {
             let name = format!("{hidden:?} {activation:?}: gradient {i} (dW1, db1, dW2, …)");
-            common::assert_close(&name, f, &to_f64(r), ATOL, RTOL);
+            common::assert_close(&name, f, &common::to_f64(r), ATOL, RTOL);
         }
     }
 }

@@ -33,16 +33,19 @@ fn pool(n: usize, seed: u64) -> Arc<ImagePool> {
     })
 }
 
-fn to_f64(v: &[f32]) -> Vec<f64> {
-    v.iter().map(|&x| x as f64).collect()
+fn assert_models_close(what: &str, got: &Model, want: &Model) {
+    common::assert_models_close(what, got, want, ATOL, RTOL);
 }
 
-fn assert_models_close(what: &str, got: &Model, want: &Model) {
-    for (l, (g, w)) in got.layers.iter().zip(&want.layers).enumerate() {
-        let name = format!("{what}: W{}", l + 1);
-        common::assert_close(&name, &g.w, &to_f64(&w.w), ATOL, RTOL);
-        let name = format!("{what}: b{}", l + 1);
-        common::assert_close(&name, &g.b, &to_f64(&w.b), ATOL, RTOL);
+/// Every step's statistics of two runs over the same batches.
+fn assert_steps_close(what: &str, got: &[BatchStats], want: &[BatchStats], samples: &[usize]) {
+    assert_eq!(
+        (got.len(), samples.len()),
+        (want.len(), want.len()),
+        "{what}: steps"
+    );
+    for (step, ((&g, &w), &m)) in got.iter().zip(want).zip(samples).enumerate() {
+        common::assert_stats_close(&format!("{what}: step {step}"), g, w, m, (ATOL, RTOL, 1.0));
     }
 }
 
@@ -269,44 +272,24 @@ fn check_paths(
         backend.set_list(List::Dev, &dev_list).unwrap();
     }
     let what = format!(
-        "{hidden:?} {activation:?} {} n {n} batch {batch} {tiling:?}",
+        "{hidden:?} {activation:?} {} n {n} batch {batch} {tiling:?}, fused vs reference",
         optimizer.name()
     );
     let alpha = match optimizer {
         Optimizer::Adam { .. } => 0.002,
         _ => 0.05,
     };
-    for step in 0..steps {
-        let start = (step * batch) % n.next_multiple_of(batch);
-        let len = batch.min(n - start);
-        fused.train_step(start, len, alpha).unwrap();
-        reference.train_step(start, len, alpha).unwrap();
-        let (f, r) = (
-            fused.batch_stats().unwrap(),
-            reference.batch_stats().unwrap(),
-        );
-        assert!(
-            (f.loss - r.loss).abs() <= ATOL + RTOL * r.loss.abs(),
-            "{what}: step {step}: batch loss fused {} vs reference {}",
-            f.loss,
-            r.loss
-        );
-        assert!(
-            (f.accuracy - r.accuracy).abs() <= 1.0 / len as f64 + 1e-12,
-            "{what}: step {step}: accuracy fused {} vs reference {}",
-            f.accuracy,
-            r.accuracy
-        );
-        if step % 3 == 2 || step == steps - 1 {
-            let what = format!("{what}: step {step}");
-            assert_models_close(&what, &fused.model().unwrap(), &reference.model().unwrap());
-        }
-    }
-    let (f, r) = (
-        fused.logits(List::Dev).unwrap(),
-        reference.logits(List::Dev).unwrap(),
+    let tolerance = (ATOL, RTOL);
+    common::train_side_by_side(
+        &what,
+        &mut fused,
+        &mut reference,
+        n,
+        batch,
+        steps,
+        alpha,
+        tolerance,
     );
-    common::assert_close(&format!("{what}: dev logits"), &f, &to_f64(&r), ATOL, RTOL);
 }
 
 #[test]
@@ -418,16 +401,9 @@ fn runs_of_steps_without_reads_match_the_cpu() {
         all.extend(backend.step_stats().unwrap());
         stats.push(all);
     }
-    assert_eq!(stats[0].len(), 10 * n.div_ceil(batch));
-    assert_eq!(stats[0].len(), stats[1].len());
-    for (step, (g, c)) in stats[0].iter().zip(&stats[1]).enumerate() {
-        assert!(
-            (g.loss - c.loss).abs() <= ATOL + RTOL * c.loss,
-            "step {step}: loss GPU {} vs CPU {}",
-            g.loss,
-            c.loss
-        );
-    }
+    let per_epoch: Vec<usize> = (0..n).step_by(batch).map(|s| batch.min(n - s)).collect();
+    let samples = per_epoch.repeat(10);
+    assert_steps_close("GPU vs CPU", &stats[0], &stats[1], &samples);
     assert_models_close(
         "after 140 steps",
         &gpu.model().unwrap(),
@@ -474,15 +450,8 @@ fn shifted_runs_of_steps_match_the_cpu() {
         }
         stats.push(backend.step_stats().unwrap());
     }
-    assert_eq!((stats[0].len(), stats[1].len()), (60, 60));
-    for (step, (g, c)) in stats[0].iter().zip(&stats[1]).enumerate() {
-        assert!(
-            (g.loss - c.loss).abs() <= ATOL + RTOL * c.loss,
-            "step {step}: loss GPU {} vs CPU {}",
-            g.loss,
-            c.loss
-        );
-    }
+    let samples: Vec<usize> = (0..60).map(|step| 23 + step % 7).collect();
+    assert_steps_close("shifted, GPU vs CPU", &stats[0], &stats[1], &samples);
     assert_models_close(
         "after 60 shifted steps",
         &gpu.model().unwrap(),
@@ -514,13 +483,8 @@ fn step_stats_keep_the_latest_steps() {
         }
         got.push(backend.step_stats().unwrap());
     }
-    assert_eq!((got[0].len(), got[1].len()), (STATS_KEPT, STATS_KEPT));
-    for (g, c) in got[0].iter().zip(&got[1]) {
-        assert!(
-            (g.loss - c.loss).abs() <= ATOL + RTOL * c.loss,
-            "{g:?} vs {c:?}"
-        );
-    }
+    assert_eq!(got[0].len(), STATS_KEPT);
+    assert_steps_close("the last steps", &got[0], &got[1], &[8; STATS_KEPT]);
 }
 
 /// `set_model` then `logits` and `model` on the fused path: what was set is what is read, and
@@ -548,7 +512,7 @@ fn set_model_and_logits() {
         gpu.logits(List::Test).unwrap(),
         cpu.logits(List::Test).unwrap(),
     );
-    common::assert_close("test logits", &g, &to_f64(&c), ATOL, RTOL);
+    common::assert_close("test logits", &g, &common::to_f64(&c), ATOL, RTOL);
     assert_eq!(argmax_columns(&g).len(), n - 10);
 }
 

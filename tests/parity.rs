@@ -32,24 +32,21 @@ fn small_split() -> Split {
 
 /// Parameters agree within `atol + rtol·|cpu|`, element by element.
 fn assert_models_close(step: usize, gpu: &Model, cpu: &Model, atol: f64, rtol: f64) {
-    for (l, (g, c)) in gpu.layers.iter().zip(&cpu.layers).enumerate() {
-        let want_w: Vec<f64> = c.w.iter().map(|&v| v as f64).collect();
-        let want_b: Vec<f64> = c.b.iter().map(|&v| v as f64).collect();
-        common::assert_close(
-            &format!("step {step}: W{}", l + 1),
-            &g.w,
-            &want_w,
-            atol,
-            rtol,
-        );
-        common::assert_close(
-            &format!("step {step}: b{}", l + 1),
-            &g.b,
-            &want_b,
-            atol,
-            rtol,
-        );
-    }
+    common::assert_models_close(&format!("step {step}"), gpu, cpu, atol, rtol);
+}
+
+/// The GPU backend on `path`, which it must run.
+fn gpu_on(
+    ctx: Arc<GpuContext>,
+    model: &Model,
+    split: &Split,
+    capacity: usize,
+    path: StepPath,
+) -> GpuBackend {
+    let gpu = GpuBackend::with_path(ctx, model, &split.pool, split.sizes(), capacity, Some(path))
+        .unwrap();
+    assert_eq!(gpu.path(), path);
+    gpu
 }
 
 /// Trains both backends for `steps` steps of `batch` samples (None: full batch), comparing
@@ -81,16 +78,7 @@ fn check_parity_on(
     let n = split.train.len();
     let capacity = batch.unwrap_or(n);
     let mut cpu = CpuBackend::new(&model, split.pool.clone(), split.sizes(), capacity).unwrap();
-    let mut gpu = GpuBackend::with_path(
-        ctx.clone(),
-        &model,
-        &split.pool,
-        split.sizes(),
-        capacity,
-        Some(path),
-    )
-    .unwrap();
-    assert_eq!(gpu.path(), path);
+    let mut gpu = gpu_on(ctx.clone(), &model, &split, capacity, path);
     let alpha = match (optimizer, batch) {
         (Optimizer::Adam { .. }, _) => 0.002,
         (_, Some(_)) => 0.1,
@@ -243,16 +231,7 @@ fn augmented_training_matches_on(path: StepPath) {
     };
     let capacity = schedule.capacity(split.train.len());
     let mut cpu = CpuBackend::new(&model, split.pool.clone(), split.sizes(), capacity).unwrap();
-    let mut gpu = GpuBackend::with_path(
-        ctx(),
-        &model,
-        &split.pool,
-        split.sizes(),
-        capacity,
-        Some(path),
-    )
-    .unwrap();
-    assert_eq!(gpu.path(), path);
+    let mut gpu = gpu_on(ctx(), &model, &split, capacity, path);
     let c = train::train(&mut cpu, &split, &schedule, &mut |_| {}).unwrap();
     let g = train::train(&mut gpu, &split, &schedule, &mut |_| {}).unwrap();
     assert_eq!(c.history.len(), 24);

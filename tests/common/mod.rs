@@ -3,8 +3,11 @@
 
 pub mod output;
 
+use mnist_gpu::backend::{Backend, BatchStats, List};
 use mnist_gpu::data::{Dataset, CLASSES, PIXELS};
 use mnist_gpu::gpu::GpuContext;
+use mnist_gpu::model::argmax_columns;
+use mnist_gpu::model::Model;
 use rand::{rngs::StdRng, Rng, SeedableRng};
 
 /// The machine's GPU adapter (a real GPU, or lavapipe). A GPU test never passes without one.
@@ -53,6 +56,101 @@ pub fn assert_close(what: &str, got: &[f32], want: &[f64], atol: f64, rtol: f64)
             got[i], want[i]
         );
     }
+}
+
+pub fn to_f64(v: &[f32]) -> Vec<f64> {
+    v.iter().map(|&x| x as f64).collect()
+}
+
+/// Every W and b of `got` within `atol + rtol·|want|` of `want`'s.
+pub fn assert_models_close(what: &str, got: &Model, want: &Model, atol: f64, rtol: f64) {
+    for (l, (g, w)) in got.layers.iter().zip(&want.layers).enumerate() {
+        assert_close(
+            &format!("{what}: W{}", l + 1),
+            &g.w,
+            &to_f64(&w.w),
+            atol,
+            rtol,
+        );
+        assert_close(
+            &format!("{what}: b{}", l + 1),
+            &g.b,
+            &to_f64(&w.b),
+            atol,
+            rtol,
+        );
+    }
+}
+
+/// Two runs' statistics of the same step over `samples`: the loss within
+/// `atol + rtol·|want|`, the accuracy within `samples_apart` samples (a prediction whose two
+/// largest logits are within rounding may go either way).
+pub fn assert_stats_close(
+    what: &str,
+    got: BatchStats,
+    want: BatchStats,
+    samples: usize,
+    (atol, rtol, samples_apart): (f64, f64, f64),
+) {
+    assert!(
+        (got.loss - want.loss).abs() <= atol + rtol * want.loss.abs(),
+        "{what}: batch loss {} vs {}",
+        got.loss,
+        want.loss
+    );
+    assert!(
+        (got.accuracy - want.accuracy).abs() <= samples_apart / samples as f64 + 1e-12,
+        "{what}: accuracy {} vs {}",
+        got.accuracy,
+        want.accuracy
+    );
+}
+
+/// Trains two backends (`got` against `want`) side by side on the first `n` train positions,
+/// which the lists already hold, in batches of `batch` (the last of a pass shorter): every
+/// step's loss and accuracy, the parameters every third step and after the last, and at the
+/// end the dev logits and predictions (all but one agree), within `atol + rtol·|want|`.
+#[allow(clippy::too_many_arguments)]
+pub fn train_side_by_side(
+    what: &str,
+    got: &mut dyn Backend,
+    want: &mut dyn Backend,
+    n: usize,
+    batch: usize,
+    steps: usize,
+    alpha: f32,
+    (atol, rtol): (f64, f64),
+) {
+    for step in 0..steps {
+        let start = (step * batch) % n.next_multiple_of(batch);
+        let len = batch.min(n - start);
+        got.train_step(start, len, alpha).unwrap();
+        want.train_step(start, len, alpha).unwrap();
+        let (g, w) = (got.batch_stats().unwrap(), want.batch_stats().unwrap());
+        let name = format!("{what}: step {step}");
+        assert_stats_close(&name, g, w, len, (atol, rtol, 1.0));
+        if step % 3 == 2 || step == steps - 1 {
+            assert_models_close(
+                &name,
+                &got.model().unwrap(),
+                &want.model().unwrap(),
+                atol,
+                rtol,
+            );
+        }
+    }
+    let (g, w) = (
+        got.logits(List::Dev).unwrap(),
+        want.logits(List::Dev).unwrap(),
+    );
+    assert_close(&format!("{what}: dev logits"), &g, &to_f64(&w), atol, rtol);
+    let (pg, pw) = (argmax_columns(&g), argmax_columns(&w));
+    let agree = pg.iter().zip(&pw).filter(|(a, b)| a == b).count();
+    assert!(
+        agree + 1 >= pg.len(),
+        "{what}: predictions agree on only {agree} of {} dev images",
+        pg.len()
+    );
 }
 
 /// `n` labeled images of random bytes.
