@@ -85,6 +85,15 @@ impl StepPath {
     }
 }
 
+/// The optimizer's state (`--checkpoint`): Adam's step count, and per parameter tensor (W1,
+/// b1, W2, …, in that order) its moments, each as long as the tensor: none for SGD, the
+/// velocity for momentum, M then V for Adam.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OptimizerState {
+    pub steps: u64,
+    pub tensors: Vec<Vec<Vec<f32>>>,
+}
+
 /// How many steps' statistics a backend keeps for `step_stats`: read them at least this often.
 pub const STATS_KEPT: usize = 1024;
 
@@ -146,6 +155,38 @@ pub trait Backend {
     /// Chooses the update rule for the following steps (SGD until this is called) and starts
     /// its state afresh (velocities and moments at zero, Adam's step count at 0).
     fn set_optimizer(&mut self, optimizer: Optimizer) -> Result<()>;
+
+    /// The update rule's state, to save.
+    fn optimizer_state(&mut self) -> Result<OptimizerState>;
+
+    /// Restores a state `optimizer_state` gave, for the same optimizer and shapes.
+    fn set_optimizer_state(&mut self, state: &OptimizerState) -> Result<()>;
+}
+
+/// `state` must hold, per parameter tensor of a model of `shapes` (inputs, outputs per layer),
+/// `moments` tensors of its length.
+pub fn check_optimizer_state(
+    shapes: &[(usize, usize)],
+    moments: usize,
+    state: &OptimizerState,
+) -> Result<()> {
+    let lengths: Vec<usize> = shapes
+        .iter()
+        .flat_map(|&(inputs, outputs)| [inputs * outputs, outputs])
+        .collect();
+    let fits = state.tensors.len() == lengths.len()
+        && state
+            .tensors
+            .iter()
+            .zip(&lengths)
+            .all(|(t, &len)| t.len() == moments && t.iter().all(|m| m.len() == len));
+    if fits {
+        Ok(())
+    } else {
+        config(format!(
+            "the optimizer state does not fit: {moments} moment(s) per tensor of lengths {lengths:?} expected"
+        ))
+    }
 }
 
 /// `new` must have the layer sizes (inputs, outputs) and the activation a backend was built

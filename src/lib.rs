@@ -16,6 +16,7 @@
 pub mod art;
 pub mod backend;
 pub mod bench;
+pub mod checkpoint;
 pub mod cpu;
 pub mod data;
 pub mod error;

@@ -5,7 +5,10 @@ mod cli;
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use std::collections::BTreeSet;
+
+use clap::parser::ValueSource;
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 use mnist_gpu::Error;
 
@@ -53,8 +56,11 @@ fn quiet_headless_vulkan() {
 
 fn main() -> ExitCode {
     quiet_headless_vulkan();
-    let cli = match Cli::try_parse() {
-        Ok(cli) => cli,
+    let parsed = Cli::command()
+        .try_get_matches()
+        .and_then(|matches| Ok((Cli::from_arg_matches(&matches)?, matches)));
+    let (cli, matches) = match parsed {
+        Ok(parsed) => parsed,
         // --help and --version.
         Err(e) if !e.use_stderr() => {
             let _ = e.print();
@@ -73,8 +79,15 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // The training options the command line gives (not defaults): a resumed checkpoint's run
+    // must not be contradicted by them.
+    let explicit: BTreeSet<String> = matches
+        .ids()
+        .filter(|id| matches.value_source(id.as_str()) == Some(ValueSource::CommandLine))
+        .map(|id| id.to_string())
+        .collect();
     let result = match &cli.command {
-        None => cli::train::run(&cli.train),
+        None => cli::train::run(&cli.train, &explicit),
         Some(Command::Predict(args)) => cli::predict::predict(args),
         Some(Command::Eval(args)) => cli::predict::eval(args),
         Some(Command::Bench(options)) => mnist_gpu::bench::run(options),

@@ -22,8 +22,9 @@ use crate::model::{Activation, Layer, Model, MAX_PARAMETERS};
 /// The `format` metadata value this version writes.
 pub const FORMAT: &str = "mnist-gpu model 1";
 
-/// The largest file `load` reads: the largest model, plus room for the header.
-const MAX_FILE_BYTES: u64 = 4 * MAX_PARAMETERS as u64 + (1 << 20);
+/// The largest file `load` reads: a checkpoint of the largest model (the model, Adam's two
+/// moments, early stopping's best model), plus room for its order of samples and its header.
+const MAX_FILE_BYTES: u64 = 4 * 4 * MAX_PARAMETERS as u64 + (64 << 20);
 
 /// A model read back, with its metadata.
 #[derive(Debug, Clone)]
@@ -57,8 +58,8 @@ pub fn write_atomically(path: &Path, contents: &[u8]) -> Result<()> {
         return Err(model_error(path, "is a directory, not a file name"));
     }
     let mut file = tempfile::Builder::new()
-        .prefix(".mnist-gpu-")
-        .suffix(".partial")
+        .prefix(&partial_prefix(path))
+        .suffix(PARTIAL)
         .tempfile_in(dir)
         .map_err(|e| io_error(path, e))?;
     file.write_all(contents)
@@ -66,7 +67,44 @@ pub fn write_atomically(path: &Path, contents: &[u8]) -> Result<()> {
         .map_err(|e| io_error(path, e))?;
     // On error the temporary file is removed when `file` is dropped.
     file.persist(path).map_err(|e| io_error(path, e.error))?;
+    // The rename is on disk once the directory is.
+    #[cfg(unix)]
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| io_error(path, e))?;
     Ok(())
+}
+
+/// How the temporary files `write_atomically` makes for `path` are named: `.NAME.` then random
+/// characters then `PARTIAL`, beside it.
+fn partial_prefix(path: &Path) -> String {
+    let name = path
+        .file_name()
+        .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
+    format!(".{name}.")
+}
+
+const PARTIAL: &str = ".partial";
+
+/// Removes the temporary files that writes of `path` left behind when their process was killed
+/// mid-write; returns how many.
+pub fn remove_partials(path: &Path) -> usize {
+    let dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    };
+    let prefix = partial_prefix(path);
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .filter(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            name.starts_with(&prefix) && name.ends_with(PARTIAL)
+        })
+        .filter(|e| std::fs::remove_file(e.path()).is_ok())
+        .count()
 }
 
 /// Saves `model` with the standard metadata and `extra` (which may not override it).
@@ -77,33 +115,83 @@ pub fn save(path: &Path, model: &Model, extra: &BTreeMap<String, String>) -> Res
             "not saved: the model has NaN or infinite weights",
         ));
     }
+    let tensors = named_tensors("", model);
+    let bytes = encode(path, &tensors, metadata(model, FORMAT, extra))?;
+    write_atomically(path, &bytes)
+}
+
+/// A tensor to write: its name, shape and f32 or u32 values.
+pub(crate) struct Named {
+    pub name: String,
+    pub shape: Vec<usize>,
+    pub data: Values,
+}
+
+pub(crate) enum Values {
+    F32(Vec<f32>),
+    U32(Vec<u32>),
+}
+
+/// The model's tensors `W1`, `b1`, … with their names prefixed by `prefix`.
+pub(crate) fn named_tensors(prefix: &str, model: &Model) -> Vec<Named> {
+    model
+        .layers
+        .iter()
+        .enumerate()
+        .flat_map(|(l, layer)| {
+            [
+                Named {
+                    name: format!("{prefix}W{}", l + 1),
+                    shape: vec![layer.outputs, layer.inputs],
+                    data: Values::F32(layer.w.clone()),
+                },
+                Named {
+                    name: format!("{prefix}b{}", l + 1),
+                    shape: vec![layer.outputs],
+                    data: Values::F32(layer.b.clone()),
+                },
+            ]
+        })
+        .collect()
+}
+
+/// The metadata every file of a model carries (`format`, `inputs`, `hidden`, `outputs`,
+/// `activation`) and `extra`, which may not override it.
+pub(crate) fn metadata(
+    model: &Model,
+    format: &str,
+    extra: &BTreeMap<String, String>,
+) -> HashMap<String, String> {
     let hidden: Vec<String> = model.hidden().iter().map(|h| h.to_string()).collect();
     let mut metadata: HashMap<String, String> = extra.clone().into_iter().collect();
-    metadata.insert("format".into(), FORMAT.into());
+    metadata.insert("format".into(), format.into());
     metadata.insert("inputs".into(), PIXELS.to_string());
     metadata.insert("hidden".into(), hidden.join(","));
     metadata.insert("outputs".into(), CLASSES.to_string());
     metadata.insert("activation".into(), model.activation.name().into());
+    metadata
+}
 
-    let mut tensors = Vec::new();
-    for (l, layer) in model.layers.iter().enumerate() {
-        let w = TensorView::new(
-            Dtype::F32,
-            vec![layer.outputs, layer.inputs],
-            bytemuck::cast_slice(&layer.w),
-        );
-        let b = TensorView::new(
-            Dtype::F32,
-            vec![layer.outputs],
-            bytemuck::cast_slice(&layer.b),
-        );
-        let encode = |e| model_error(path, format!("cannot encode layer {}: {e}", l + 1));
-        tensors.push((format!("W{}", l + 1), w.map_err(encode)?));
-        tensors.push((format!("b{}", l + 1), b.map_err(encode)?));
-    }
-    let bytes = safetensors::serialize(tensors, Some(metadata))
-        .map_err(|e| model_error(path, format!("cannot encode the model: {e}")))?;
-    write_atomically(path, &bytes)
+/// The safetensors bytes of `tensors` and `metadata`.
+pub(crate) fn encode(
+    path: &Path,
+    tensors: &[Named],
+    metadata: HashMap<String, String>,
+) -> Result<Vec<u8>> {
+    let views = tensors
+        .iter()
+        .map(|t| {
+            let (dtype, bytes): (Dtype, &[u8]) = match &t.data {
+                Values::F32(v) => (Dtype::F32, bytemuck::cast_slice(v)),
+                Values::U32(v) => (Dtype::U32, bytemuck::cast_slice(v)),
+            };
+            TensorView::new(dtype, t.shape.clone(), bytes)
+                .map(|view| (t.name.clone(), view))
+                .map_err(|e| model_error(path, format!("cannot encode {}: {e}", t.name)))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    safetensors::serialize(views, Some(metadata))
+        .map_err(|e| model_error(path, format!("cannot encode the file: {e}")))
 }
 
 /// Reads a model saved by `save`, or any safetensors file with f32 tensors `W1`, `b1`, … of
@@ -123,11 +211,17 @@ pub fn load(path: &Path) -> Result<ModelFile> {
         ));
     }
     let bytes = std::fs::read(path).map_err(|e| io_error(path, e))?;
+    parse(path, &bytes)
+}
+
+/// `load`'s work on the bytes of the file at `path`. A checkpoint (`checkpoint.rs`) reads as
+/// its model: its other tensors (`optimizer.*`, `best.*`, `order`) are passed over.
+pub fn parse(path: &Path, bytes: &[u8]) -> Result<ModelFile> {
     let not_one = |e: safetensors::SafeTensorError| {
         model_error(path, format!("not a safetensors model file ({e})"))
     };
-    let (_, header) = SafeTensors::read_metadata(&bytes).map_err(not_one)?;
-    let tensors = SafeTensors::deserialize(&bytes).map_err(not_one)?;
+    let (_, header) = SafeTensors::read_metadata(bytes).map_err(not_one)?;
+    let tensors = SafeTensors::deserialize(bytes).map_err(not_one)?;
     let metadata: BTreeMap<String, String> = header
         .metadata()
         .clone()
@@ -190,10 +284,16 @@ pub fn load(path: &Path) -> Result<ModelFile> {
             format!("expected tensors W1, b1, W2, b2, … (at least two layers), found {found:?}"),
         ));
     }
-    if let Some(extra) = names
-        .iter()
-        .find(|n| !(1..=layers.len()).any(|l| **n == format!("W{l}") || **n == format!("b{l}")))
-    {
+    let checkpoint = metadata
+        .get("format")
+        .is_some_and(|f| f.starts_with(crate::checkpoint::FORMAT_NAME));
+    let run_state = |n: &str| {
+        checkpoint && (n.starts_with("optimizer.") || n.starts_with("best.") || n == "order")
+    };
+    if let Some(extra) = names.iter().find(|n| {
+        !run_state(n)
+            && !(1..=layers.len()).any(|l| **n == format!("W{l}") || **n == format!("b{l}"))
+    }) {
         return Err(model_error(
             path,
             format!(
@@ -229,7 +329,11 @@ pub fn load(path: &Path) -> Result<ModelFile> {
 }
 
 /// A tensor's shape and values; it must be f32.
-fn read_f32(path: &Path, tensors: &SafeTensors, name: &str) -> Result<(Vec<usize>, Vec<f32>)> {
+pub(crate) fn read_f32(
+    path: &Path,
+    tensors: &SafeTensors,
+    name: &str,
+) -> Result<(Vec<usize>, Vec<f32>)> {
     let tensor = tensors
         .tensor(name)
         .map_err(|_| model_error(path, format!("tensor {name} is missing")))?;

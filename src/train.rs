@@ -6,8 +6,10 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use rand::{rngs::StdRng, seq::SliceRandom, Rng, SeedableRng};
+use rand_chacha::ChaCha12Rng;
 
-use crate::backend::{Backend, BatchStats, ImagePool, List, ListSizes, Shift};
+use crate::backend::{Backend, BatchStats, ImagePool, List, ListSizes, OptimizerState, Shift};
+use crate::checkpoint::{Checkpointing, Every};
 use crate::data::{Dataset, CLASSES};
 use crate::error::{config, Error, Result};
 use crate::model::{argmax_columns, confidence_columns, loss_and_correct, Model};
@@ -104,6 +106,8 @@ pub struct Schedule {
     pub seed: u64,
     /// Set from outside (Ctrl-C) to stop after the current step.
     pub interrupt: Option<Arc<AtomicBool>>,
+    /// Write the whole training state every so often, and at the end (`--checkpoint`).
+    pub checkpoint: Option<Checkpointing>,
 }
 
 impl Default for Schedule {
@@ -121,6 +125,7 @@ impl Default for Schedule {
             log_every: 50,
             seed: 1,
             interrupt: None,
+            checkpoint: None,
         }
     }
 }
@@ -262,12 +267,67 @@ pub fn evaluate(
 }
 
 /// Per-image shifts for one batch: (dx, dy), each in −MAX_SHIFT..=MAX_SHIFT.
-fn draw_shifts(rng: &mut StdRng, len: usize, shifts: &mut Vec<Shift>) {
+fn draw_shifts(rng: &mut ChaCha12Rng, len: usize, shifts: &mut Vec<Shift>) {
     shifts.clear();
     shifts.extend((0..len).map(|_| Shift {
         dx: rng.random_range(-MAX_SHIFT..=MAX_SHIFT),
         dy: rng.random_range(-MAX_SHIFT..=MAX_SHIFT),
     }));
+}
+
+/// Where a run stands between two steps: everything beside the model and the optimizer's
+/// state that the following steps depend on. A checkpoint saves it (`checkpoint.rs`), and a run
+/// resumed from one continues exactly as if it had never stopped.
+#[derive(Debug, Clone)]
+pub struct RunState {
+    /// Steps done in all; the epoch in progress (from 0; in full-batch mode every iteration is
+    /// an epoch) and the steps done in it.
+    pub step: usize,
+    pub epoch: usize,
+    pub position: usize,
+    /// The learning rate of the next step.
+    pub alpha: f32,
+    /// This epoch's order of the training samples (positions in the image pool).
+    pub order: Vec<u32>,
+    /// The random streams: the epochs' shuffles, and `--augment`'s shifts.
+    pub shuffle: ChaCha12Rng,
+    pub shifts: ChaCha12Rng,
+    /// Early stopping: the best dev loss so far, its step and model, and evaluations since.
+    pub best: Option<(f64, usize, Model)>,
+    pub since_best: usize,
+    /// Set when the run stopped early (at the step of its best model): nothing follows.
+    pub stopped_early: Option<usize>,
+    /// Every progress line so far.
+    pub history: Vec<Progress>,
+}
+
+impl RunState {
+    /// The state before the first step.
+    pub fn start(split: &Split, schedule: &Schedule) -> RunState {
+        RunState {
+            step: 0,
+            epoch: 0,
+            position: 0,
+            alpha: schedule.alpha,
+            order: split.train.clone(),
+            // Streams apart from the dev split's, which uses `seed` itself.
+            shuffle: ChaCha12Rng::seed_from_u64(schedule.seed.wrapping_add(1)),
+            shifts: ChaCha12Rng::seed_from_u64(schedule.seed.wrapping_add(2)),
+            best: None,
+            since_best: 0,
+            stopped_early: None,
+            history: Vec::new(),
+        }
+    }
+}
+
+/// Steps per epoch and epochs of `schedule` over `n` training samples (full batch: one step
+/// an epoch, `iterations` epochs).
+pub fn plan(schedule: &Schedule, n: usize) -> (usize, usize) {
+    match schedule.batch_size {
+        None => (schedule.iterations, 1),
+        Some(b) => (schedule.epochs, n.div_ceil(b.clamp(1, n.max(1)))),
+    }
 }
 
 /// Trains `backend` (already holding the model) on `split`, calling `on_progress` every
@@ -278,47 +338,67 @@ pub fn train(
     schedule: &Schedule,
     on_progress: &mut dyn FnMut(&Progress),
 ) -> Result<Report> {
+    train_from(
+        backend,
+        split,
+        schedule,
+        RunState::start(split, schedule),
+        None,
+        on_progress,
+    )
+}
+
+/// `train` from `state`: from the start, or where a checkpoint left a run. With `optimizer`
+/// (a checkpoint's), the backend's optimizer continues from that state instead of afresh.
+/// With `schedule.checkpoint`, the whole state is written every so often, and at the end.
+pub fn train_from(
+    backend: &mut dyn Backend,
+    split: &Split,
+    schedule: &Schedule,
+    mut state: RunState,
+    optimizer: Option<&OptimizerState>,
+    on_progress: &mut dyn FnMut(&Progress),
+) -> Result<Report> {
     let n = split.train.len();
     schedule.validate(n)?;
     if schedule.patience.is_some() && split.dev.is_empty() {
         return config("--patience watches the dev loss, so it needs --dev-size of at least 1");
     }
+    if state.order.len() != n {
+        return config(format!(
+            "the run's order holds {} samples, but the training set {n}",
+            state.order.len()
+        ));
+    }
     backend.set_optimizer(schedule.optimizer)?;
+    if let Some(saved) = optimizer {
+        backend.set_optimizer_state(saved)?;
+    }
     // Statistics of earlier steps are not this run's.
     backend.step_stats()?;
     backend.set_list(List::Dev, &split.dev)?;
     backend.set_list(List::Test, &split.test)?;
 
-    // Every step as (epoch, start, len) over the train list.
     let batch = schedule.capacity(n);
-    let (epochs, steps_per_epoch) = match schedule.batch_size {
-        None => (schedule.iterations, 1),
-        Some(_) => (schedule.epochs, n.div_ceil(batch)),
-    };
+    let (epochs, steps_per_epoch) = plan(schedule, n);
     let steps = epochs * steps_per_epoch;
-    // Streams apart from the dev split's, which uses `seed` itself.
-    let mut rng = StdRng::seed_from_u64(schedule.seed.wrapping_add(1));
-    let mut shift_rng = StdRng::seed_from_u64(schedule.seed.wrapping_add(2));
     let mut shifts = Vec::with_capacity(batch);
-    let mut order = split.train.clone();
-    let mut history: Vec<Progress> = Vec::new();
+    // This session's samples, for the throughput.
     let mut samples = 0usize;
-    let mut alpha = schedule.alpha;
-    // Early stopping: the best dev loss so far, its step and model, and evaluations since.
-    let mut best: Option<(f64, usize, Model)> = None;
-    let mut since_best = 0;
-    let mut ending = Ending::Finished;
+    let mut ending = match state.stopped_early {
+        Some(best_step) => Ending::EarlyStopped { best_step },
+        None => Ending::Finished,
+    };
     let started = Instant::now();
+    let checkpoint = |backend: &mut dyn Backend, state: &RunState| match &schedule.checkpoint {
+        Some(plan) => crate::checkpoint::save(plan, backend, state),
+        None => Ok(()),
+    };
+    // A resumed run starts with the list of its epoch; a fresh one shuffles it first.
+    let mut list_set = false;
 
-    let mut step = 0;
-    'epochs: for epoch in 0..epochs {
-        if schedule.batch_size.is_some() {
-            order.shuffle(&mut rng);
-        }
-        if epoch == 0 || schedule.batch_size.is_some() {
-            backend.set_list(List::Train, &order)?;
-        }
-        for s in 0..steps_per_epoch {
+    'epochs: while state.epoch < epochs && state.stopped_early.is_none() {
+        while state.position < steps_per_epoch {
             if schedule
                 .interrupt
                 .as_ref()
@@ -327,20 +407,37 @@ pub fn train(
                 ending = Ending::Interrupted;
                 break 'epochs;
             }
+            // A mini-batch epoch's order is drawn with its first step, so that a checkpoint
+            // holds either an epoch not begun or the order it began with.
+            if state.position == 0 && schedule.batch_size.is_some() {
+                state.order.shuffle(&mut state.shuffle);
+                list_set = false;
+            }
+            if !list_set {
+                backend.set_list(List::Train, &state.order)?;
+                list_set = true;
+            }
+            let s = state.position;
             let (start, len) = match schedule.batch_size {
                 None => (0, n),
                 Some(_) => (s * batch, batch.min(n - s * batch)),
             };
             if schedule.augment {
-                draw_shifts(&mut shift_rng, len, &mut shifts);
-                backend.train_step_shifted(start, len, alpha, &shifts)?;
+                draw_shifts(&mut state.shifts, len, &mut shifts);
+                backend.train_step_shifted(start, len, state.alpha, &shifts)?;
             } else {
-                backend.train_step(start, len, alpha)?;
+                backend.train_step(start, len, state.alpha)?;
             }
             samples += len;
-            step += 1;
+            state.step += 1;
+            state.position += 1;
+            let step = state.step;
             let log = step % schedule.log_every == 0 || step == steps;
-            if !log && step % DIVERGENCE_CHECK_EVERY != 0 {
+            let save = schedule
+                .checkpoint
+                .as_ref()
+                .is_some_and(|c| c.due_after_step(step));
+            if !log && !save && step % DIVERGENCE_CHECK_EVERY != 0 {
                 continue;
             }
             let window = backend.step_stats()?;
@@ -350,45 +447,59 @@ pub fn train(
             let Some(&stats) = window.last() else {
                 return Err(Error::Config(format!("no statistics for step {step}")));
             };
-            if !log {
-                continue;
-            }
-            let dev = evaluate(backend, split, List::Dev)?;
-            let progress = Progress {
-                step,
-                steps,
-                epoch: schedule.batch_size.map(|_| epoch + 1),
-                batch: stats,
-                dev_accuracy: dev.as_ref().map(|d| d.accuracy),
-                dev_loss: dev.as_ref().map(|d| d.loss),
-                alpha,
-                samples_per_second: samples as f64 / started.elapsed().as_secs_f64().max(1e-9),
-            };
-            history.push(progress);
-            on_progress(&progress);
-            if let (Some(patience), Some(dev)) = (schedule.patience, &dev) {
-                if best.as_ref().is_none_or(|b| dev.loss < b.0) {
-                    best = Some((dev.loss, step, backend.model()?));
-                    since_best = 0;
-                } else {
-                    since_best += 1;
-                    if since_best >= patience {
-                        let (_, best_step, model) = best.take().expect("a best model");
-                        backend.set_model(&model)?;
-                        ending = Ending::EarlyStopped { best_step };
-                        break 'epochs;
+            if log {
+                let dev = evaluate(backend, split, List::Dev)?;
+                let progress = Progress {
+                    step,
+                    steps,
+                    epoch: schedule.batch_size.map(|_| state.epoch + 1),
+                    batch: stats,
+                    dev_accuracy: dev.as_ref().map(|d| d.accuracy),
+                    dev_loss: dev.as_ref().map(|d| d.loss),
+                    alpha: state.alpha,
+                    samples_per_second: samples as f64 / started.elapsed().as_secs_f64().max(1e-9),
+                };
+                state.history.push(progress);
+                on_progress(&progress);
+                if let (Some(patience), Some(dev)) = (schedule.patience, &dev) {
+                    if state.best.as_ref().is_none_or(|b| dev.loss < b.0) {
+                        state.best = Some((dev.loss, step, backend.model()?));
+                        state.since_best = 0;
+                    } else {
+                        state.since_best += 1;
+                        if state.since_best >= patience {
+                            let (_, best_step, model) = state.best.take().expect("a best model");
+                            backend.set_model(&model)?;
+                            state.stopped_early = Some(best_step);
+                            ending = Ending::EarlyStopped { best_step };
+                            break 'epochs;
+                        }
                     }
                 }
             }
+            if save {
+                checkpoint(backend, &state)?;
+            }
         }
-        alpha *= schedule.lr_decay;
+        state.alpha *= schedule.lr_decay;
+        state.epoch += 1;
+        state.position = 0;
+        if schedule
+            .checkpoint
+            .as_ref()
+            .is_some_and(|c| c.every == Every::Epoch)
+        {
+            checkpoint(backend, &state)?;
+        }
     }
     let seconds = started.elapsed().as_secs_f64();
 
     let model = backend.model()?;
     if !model.is_finite() {
-        return Err(diverged(step, "the weights are no longer finite"));
+        return Err(diverged(state.step, "the weights are no longer finite"));
     }
+    // The last checkpoint holds the end of the run: a Ctrl-C, the last step, or the early stop.
+    checkpoint(backend, &state)?;
     let dev = evaluate(backend, split, List::Dev)?;
     let test = evaluate(backend, split, List::Test)?;
     let dev_accuracy = dev.as_ref().map(|d| d.accuracy);
@@ -396,21 +507,20 @@ pub fn train(
         .map(|d| (d.predictions, d.confidence))
         .unwrap_or_default();
     Ok(Report {
-        steps: step,
+        steps: state.step,
         ending,
         seconds,
         train_samples_per_second: samples as f64 / seconds.max(1e-9),
-        final_loss: history.last().map_or(f64::NAN, |p| p.batch.loss),
+        final_loss: state.history.last().map_or(f64::NAN, |p| p.batch.loss),
         dev_accuracy,
         dev_predictions,
         dev_confidence,
         test_accuracy: test.as_ref().map(|t| t.accuracy),
         test_loss: test.map(|t| t.loss),
-        history,
+        history: state.history,
     })
 }
 
-/// The loss of step `step`, read back after step `noticed`.
 fn check_loss(loss: f64, step: usize, noticed: usize) -> Result<()> {
     if loss.is_finite() && loss <= DIVERGED_LOSS {
         Ok(())

@@ -1,6 +1,7 @@
 //! The command line's parts: `train` (the default command), `predict` and `eval`.
 
 pub mod predict;
+pub mod resume;
 pub mod train;
 
 use std::path::PathBuf;

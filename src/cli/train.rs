@@ -1,6 +1,6 @@
 //! `mnist-gpu [OPTIONS]`: train, report, and optionally save the model, the curves and a plot.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -11,16 +11,18 @@ use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 
+use super::resume::{self, Resume};
 use super::{check_output, percent, BackendArgs};
 use mnist_gpu::backend::List;
+use mnist_gpu::checkpoint::{Checkpointing, Every, FileId};
 use mnist_gpu::data::{Dataset, Embedded, EMBEDDED_TEST, EMBEDDED_TRAIN};
 use mnist_gpu::error::{config, Error, Result};
 use mnist_gpu::model::{Activation, Init, Model};
 use mnist_gpu::optimizer::{Optimizer, OptimizerKind};
-use mnist_gpu::train::{self, Ending, Progress, Schedule, Split};
+use mnist_gpu::train::{self, Ending, Progress, RunState, Schedule, Split};
 use mnist_gpu::{art, data, metrics, model_file};
 
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 pub struct TrainArgs {
     #[command(flatten)]
     pub backend: BackendArgs,
@@ -46,9 +48,20 @@ pub struct TrainArgs {
     #[arg(long, value_enum, default_value_t = Init::He)]
     pub init: Init,
 
-    /// Start from the weights of a saved model instead of random ones.
-    #[arg(long, value_name = "MODEL")]
+    /// Continue from a checkpoint (the whole run, as if it had never stopped), or start from
+    /// the weights of a saved model (the optimizer starts afresh).
+    #[arg(long, value_name = "FILE")]
     pub resume: Option<PathBuf>,
+
+    /// Write the whole training state (model, optimizer, position, random streams) to this
+    /// .safetensors file every --checkpoint-every steps and at the end; --resume continues it.
+    #[arg(long, value_name = "FILE")]
+    pub checkpoint: Option<PathBuf>,
+
+    /// How often --checkpoint writes: every N steps, or `epoch` [default: every --log-every
+    /// steps].
+    #[arg(long, value_name = "N|epoch", value_parser = Every::parse, requires = "checkpoint")]
+    pub checkpoint_every: Option<Every>,
 
     /// Seed for the initial weights, the dev split, the batch order and the shifts.
     #[arg(long, default_value_t = 1, allow_negative_numbers = true)]
@@ -89,12 +102,7 @@ pub struct TrainArgs {
     pub batch_size: Option<usize>,
 
     /// Passes over the training set in mini-batch mode.
-    #[arg(
-        long,
-        default_value_t = 30,
-        requires = "batch_size",
-        allow_negative_numbers = true
-    )]
+    #[arg(long, default_value_t = 30, allow_negative_numbers = true)]
     pub epochs: usize,
 
     /// Images held out of the training file as the dev set.
@@ -140,6 +148,14 @@ impl Source {
         })
     }
 
+    /// What identifies the data: its size and SHA-256.
+    fn id(&self) -> Result<FileId> {
+        match self {
+            Source::File(path) => FileId::of_file(path),
+            Source::Embedded(set) => Ok(FileId::of_bytes(&set.name(), &set.bytes())),
+        }
+    }
+
     /// The file's path, or `embedded:data/mnist/…`.
     fn name(&self) -> String {
         match self {
@@ -149,14 +165,13 @@ impl Source {
     }
 }
 
-/// The network to train: a saved one (`--resume`), or a new one.
-fn initial_model(args: &TrainArgs) -> Result<Model> {
-    let Some(path) = &args.resume else {
+/// The network to train: the `--resume` file's, or a new one.
+fn initial_model(args: &TrainArgs, resume: &Resume) -> Result<Model> {
+    let Some((path, saved)) = resume.model() else {
         let hidden = args.hidden.clone().unwrap_or_else(|| vec![10]);
         let activation = args.activation.unwrap_or(Activation::Relu);
         return Model::new(&hidden, activation, args.init, args.seed);
     };
-    let saved = model_file::load(path)?.model;
     let hidden = saved.hidden();
     let mismatch = |what: &str, asked: String, found: String| {
         config(format!(
@@ -175,7 +190,7 @@ fn initial_model(args: &TrainArgs) -> Result<Model> {
             return mismatch("activation", asked, found);
         }
     }
-    Ok(saved)
+    Ok(saved.clone())
 }
 
 /// Ctrl-C sets the flag the training loop polls; a second Ctrl-C quits at once.
@@ -256,10 +271,25 @@ impl Reporter {
     }
 }
 
-pub fn run(args: &TrainArgs) -> Result<()> {
+/// Trains as `args` say; `explicit` holds the options the command line gave (clap's ids), which
+/// a checkpoint's run must not contradict when it is resumed.
+pub fn run(args: &TrainArgs, explicit: &BTreeSet<String>) -> Result<()> {
     check_output(&args.save, "--save", &["safetensors"])?;
     check_output(&args.metrics, "--metrics", &["csv"])?;
     check_output(&args.plot, "--plot", &["png", "svg"])?;
+    check_output(&args.checkpoint, "--checkpoint", &["safetensors"])?;
+    let resume = Resume::open(args.resume.as_deref())?;
+    let merged;
+    let args = match &resume {
+        Resume::Run(path, ckpt) => {
+            merged = resume::merge(args, explicit, path, ckpt)?;
+            &merged
+        }
+        _ => args,
+    };
+    if explicit.contains("epochs") && args.batch_size.is_none() {
+        return config("--epochs needs --batch-size: epochs count passes of mini-batches");
+    }
     let train_source = match &args.train {
         Some(path) => Source::File(path.clone()),
         None => Source::Embedded(&EMBEDDED_TRAIN),
@@ -270,7 +300,7 @@ pub fn run(args: &TrainArgs) -> Result<()> {
         None if args.train.is_none() => Some(Source::Embedded(&EMBEDDED_TEST)),
         None => None,
     };
-    let model = initial_model(args)?;
+    let model = initial_model(args, &resume)?;
     let train_file = train_source.load()?;
     let test_file = test_source.as_ref().map(Source::load).transpose()?;
     let split = Split::new(&train_file, test_file.as_ref(), args.dev_size, args.seed)?;
@@ -298,6 +328,67 @@ pub fn run(args: &TrainArgs) -> Result<()> {
         log_every: args.log_every.or(steps_per_epoch).unwrap_or(50),
         seed: args.seed,
         interrupt: Some(interrupt),
+        checkpoint: None,
+    };
+    let test_name = test_source.as_ref().map(Source::name);
+    let run_options = resume::run_options(args, &model, test_name.as_deref());
+    // A checkpoint's run continues on its own training file; a new checkpoint records it.
+    let train_id = match (&resume, &args.checkpoint) {
+        (Resume::Run(..), _) | (_, Some(_)) => Some(train_source.id()?),
+        _ => None,
+    };
+    let mut schedule = schedule;
+    if let Some(path) = &args.checkpoint {
+        let removed = model_file::remove_partials(path);
+        if removed > 0 {
+            println!(
+                "note: removed {removed} unfinished write(s) of {} (a killed run's)",
+                path.display()
+            );
+        }
+        schedule.checkpoint = Some(Checkpointing {
+            path: path.clone(),
+            every: args
+                .checkpoint_every
+                .unwrap_or(Every::Steps(schedule.log_every)),
+            options: run_options.clone(),
+            train_file: train_id.clone().expect("computed for --checkpoint"),
+        });
+    }
+    let (state, optimizer_state) = match resume {
+        Resume::Run(path, ckpt) => {
+            let id = train_id.as_ref().expect("computed for a checkpoint");
+            if id.sha256 != ckpt.train_file.sha256 || id.bytes != ckpt.train_file.bytes {
+                return config(format!(
+                    "--resume {}: the training file {} ({} bytes) is not the one the run trained on \
+                     ({}, {} bytes, SHA-256 {}…); pass that one with --train",
+                    path.display(),
+                    id.name,
+                    id.bytes,
+                    ckpt.train_file.name,
+                    ckpt.train_file.bytes,
+                    &ckpt.train_file.sha256[..12]
+                ));
+            }
+            let (epochs, per_epoch) = train::plan(&schedule, split.train.len());
+            println!(
+                "resuming {} at step {} of {} (epoch {} of {epochs}, step {} of it)",
+                path.display(),
+                ckpt.state.step,
+                epochs * per_epoch,
+                ckpt.state.epoch + 1,
+                ckpt.state.position
+            );
+            (ckpt.state, Some(ckpt.optimizer))
+        }
+        Resume::Weights(path, _) => {
+            println!(
+                "note: {} holds weights only: the optimizer and the schedule start afresh",
+                path.display()
+            );
+            (RunState::start(&split, &schedule), None)
+        }
+        Resume::Fresh => (RunState::start(&split, &schedule), None),
     };
     schedule.validate(split.train.len())?;
     let capacity = schedule.capacity(split.train.len());
@@ -332,9 +423,14 @@ pub fn run(args: &TrainArgs) -> Result<()> {
         schedule.alpha,
     );
     let mut reporter = Reporter::new(args.json);
-    let result = train::train(backend.as_mut(), &split, &schedule, &mut |p| {
-        reporter.progress(p)
-    });
+    let result = train::train_from(
+        backend.as_mut(),
+        &split,
+        &schedule,
+        state,
+        optimizer_state.as_ref(),
+        &mut |p| reporter.progress(p),
+    );
     reporter.finish();
     let report = result?;
 
@@ -375,7 +471,8 @@ pub fn run(args: &TrainArgs) -> Result<()> {
         "batch_size": capacity,
         "dev_size": args.dev_size,
         "train": train_source.name(),
-        "test": test_source.as_ref().map(Source::name),
+        "test": test_name,
+        "checkpoint": args.checkpoint.as_ref().map(|p| p.display().to_string()),
     });
     if let Some(path) = &args.save {
         let mut metadata = BTreeMap::new();

@@ -13,9 +13,10 @@ pub mod ops;
 
 use std::sync::Arc;
 
+use crate::backend::check_optimizer_state;
 use crate::backend::{
     check_batch, check_list, check_same_shape, check_shifts, forward_capacity, Backend, BatchStats,
-    ImagePool, List, ListSizes, Shift, StepPath, STATS_KEPT,
+    ImagePool, List, ListSizes, OptimizerState, Shift, StepPath, STATS_KEPT,
 };
 use crate::data::{CLASSES, PIXELS};
 use crate::error::Result;
@@ -410,6 +411,32 @@ impl Backend for CpuBackend {
             .collect();
         self.optimizer = optimizer;
         self.steps = 0;
+        Ok(())
+    }
+
+    fn optimizer_state(&mut self) -> Result<OptimizerState> {
+        let n = self.optimizer.state_tensors();
+        Ok(OptimizerState {
+            steps: self.steps,
+            tensors: self.state.iter().map(|s| s[..n].to_vec()).collect(),
+        })
+    }
+
+    fn set_optimizer_state(&mut self, state: &OptimizerState) -> Result<()> {
+        let shapes: Vec<_> = self
+            .model
+            .layers
+            .iter()
+            .map(|l| (l.inputs, l.outputs))
+            .collect();
+        let n = self.optimizer.state_tensors();
+        check_optimizer_state(&shapes, n, state)?;
+        for (mine, saved) in self.state.iter_mut().zip(&state.tensors) {
+            for (m, s) in mine.iter_mut().zip(saved) {
+                m.clone_from(s);
+            }
+        }
+        self.steps = state.steps;
         Ok(())
     }
 }

@@ -212,6 +212,11 @@ impl Embedded {
         format!("embedded:data/mnist/{}", self.file)
     }
 
+    /// The compressed bytes: the images file's, then the labels file's.
+    pub fn bytes(&self) -> [&'static [u8]; 2] {
+        [self.images, self.labels]
+    }
+
     pub fn load(&self) -> Result<Dataset, DataError> {
         let name = self.name();
         let images = read_idx_images(self.images, &name)?;
@@ -228,6 +233,16 @@ impl Embedded {
             source: name,
         })
     }
+}
+
+/// The files `load(path)` reads: the file itself, and for IDX images the labels file beside
+/// it when there is one.
+pub fn files_of(path: &Path) -> Vec<PathBuf> {
+    let mut files = vec![path.to_path_buf()];
+    if file_name_lowercase(path).contains("idx3-ubyte") {
+        files.extend(labels_beside(path));
+    }
+    files
 }
 
 /// Loads IDX images and, if given, their labels (plain or gzip-compressed, detected from the

@@ -201,7 +201,8 @@ impl GpuContext {
     /// finish everything submitted before.
     pub fn read(&self, buffer: &wgpu::Buffer, floats: usize) -> Result<Vec<f32>> {
         let bytes = self.read_bytes(buffer, 4 * floats as u64)?;
-        Ok(bytemuck::cast_slice::<u8, f32>(&bytes).to_vec())
+        // A Vec<u8> need not be aligned for f32: copy rather than cast.
+        Ok(bytemuck::pod_collect_to_vec(&bytes))
     }
 
     /// Copies the first `bytes` bytes of `buffer` back to the host, waiting for the GPU.

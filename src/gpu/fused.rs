@@ -121,28 +121,51 @@ impl ParamLayout {
 
     /// The model's W and b, laid out; padding is 0.
     pub fn pack(&self, model: &Model) -> Vec<f32> {
+        let tensors: Vec<&[f32]> = model
+            .layers
+            .iter()
+            .flat_map(|l| [&l.w[..], &l.b[..]])
+            .collect();
+        self.pack_tensors(&tensors)
+    }
+
+    /// Tensors W1, b1, W2, b2, … (or anything of their lengths, such as their moments), laid
+    /// out; padding is 0.
+    pub fn pack_tensors(&self, tensors: &[&[f32]]) -> Vec<f32> {
         let mut flat = vec![0.0; self.floats];
-        for (layer, at) in model.layers.iter().zip(&self.layers) {
-            for (i, row) in layer.w.chunks_exact(at.inputs).enumerate() {
+        for (at, pair) in self.layers.iter().zip(tensors.chunks(2)) {
+            for (i, row) in pair[0].chunks_exact(at.inputs).enumerate() {
                 flat[at.w + i * at.row..][..at.inputs].copy_from_slice(row);
             }
-            flat[at.b..at.b + at.outputs].copy_from_slice(&layer.b);
+            flat[at.b..at.b + at.outputs].copy_from_slice(pair[1]);
         }
         flat
     }
 
+    /// The tensors W1, b1, W2, b2, … of a laid-out buffer.
+    pub fn tensors(&self, flat: &[f32]) -> Vec<Vec<f32>> {
+        self.layers
+            .iter()
+            .flat_map(|at| {
+                let w = (0..at.outputs)
+                    .flat_map(|i| &flat[at.w + i * at.row..][..at.inputs])
+                    .copied()
+                    .collect();
+                [w, flat[at.b..at.b + at.outputs].to_vec()]
+            })
+            .collect()
+    }
+
     pub fn unpack(&self, flat: &[f32], activation: Activation) -> Model {
+        let mut tensors = self.tensors(flat).into_iter();
         let layers = self
             .layers
             .iter()
             .map(|at| Layer {
                 inputs: at.inputs,
                 outputs: at.outputs,
-                w: (0..at.outputs)
-                    .flat_map(|i| &flat[at.w + i * at.row..][..at.inputs])
-                    .copied()
-                    .collect(),
-                b: flat[at.b..at.b + at.outputs].to_vec(),
+                w: tensors.next().expect("W per layer"),
+                b: tensors.next().expect("b per layer"),
             })
             .collect();
         Model { layers, activation }
@@ -707,6 +730,33 @@ impl Fused {
             0,
             bytemuck::cast_slice(&self.layout.pack(model)),
         );
+    }
+
+    /// The optimizer's moments per tensor (call `flush` first).
+    pub fn optimizer_state(&self, ctx: &GpuContext) -> Result<Vec<Vec<Vec<f32>>>> {
+        let moments = self.optimizer.state_tensors();
+        let flat = ctx.read(&self.state, moments * self.layout.floats)?;
+        let per_moment: Vec<Vec<Vec<f32>>> = flat
+            .chunks_exact(self.layout.floats.max(1))
+            .take(moments)
+            .map(|m| self.layout.tensors(m))
+            .collect();
+        let tensors = 2 * self.layout.layers.len();
+        Ok((0..tensors)
+            .map(|t| per_moment.iter().map(|m| m[t].clone()).collect())
+            .collect())
+    }
+
+    /// Writes the optimizer's moments, per tensor as `optimizer_state` gives them (call
+    /// `flush` first).
+    pub fn set_optimizer_state(&self, ctx: &GpuContext, tensors: &[Vec<Vec<f32>>]) {
+        for k in 0..self.optimizer.state_tensors() {
+            let moment: Vec<&[f32]> = tensors.iter().map(|t| &t[k][..]).collect();
+            let flat = self.layout.pack_tensors(&moment);
+            let at = 4 * (k * self.layout.floats) as u64;
+            ctx.queue
+                .write_buffer(&self.state, at, bytemuck::cast_slice(&flat));
+        }
     }
 
     /// Fresh (zeroed) state for `optimizer` (call `flush` first).

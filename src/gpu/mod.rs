@@ -21,9 +21,10 @@ pub mod reference;
 
 use std::sync::Arc;
 
+use crate::backend::check_optimizer_state;
 use crate::backend::{
     check_batch, check_list, check_same_shape, check_shifts, forward_capacity, Backend, BatchStats,
-    ImagePool, List, ListSizes, Shift, StepPath, STATS_KEPT,
+    ImagePool, List, ListSizes, OptimizerState, Shift, StepPath, STATS_KEPT,
 };
 use crate::data::CLASSES;
 use crate::error::{config, Error, Result};
@@ -116,6 +117,7 @@ pub struct GpuBackend {
     note: Option<String>,
     /// Steps taken with this optimizer (Adam's t).
     steps: u64,
+    optimizer: Optimizer,
     profiler: Option<Profiler>,
 }
 
@@ -223,6 +225,7 @@ impl GpuBackend {
             engine,
             note,
             steps: 0,
+            optimizer: Optimizer::Sgd,
             profiler: None,
             ctx,
         })
@@ -397,9 +400,33 @@ impl Backend for GpuBackend {
         Ok(())
     }
 
+    fn optimizer_state(&mut self) -> Result<OptimizerState> {
+        self.flush()?;
+        let tensors = match &self.engine {
+            Engine::Fused(f) => f.optimizer_state(&self.ctx)?,
+            Engine::Reference(r) => r.optimizer_state(&self.ctx)?,
+        };
+        Ok(OptimizerState {
+            steps: self.steps,
+            tensors,
+        })
+    }
+
+    fn set_optimizer_state(&mut self, state: &OptimizerState) -> Result<()> {
+        check_optimizer_state(&self.shapes, self.optimizer.state_tensors(), state)?;
+        self.flush()?;
+        match &self.engine {
+            Engine::Fused(f) => f.set_optimizer_state(&self.ctx, &state.tensors),
+            Engine::Reference(r) => r.set_optimizer_state(&self.ctx, &state.tensors),
+        }
+        self.steps = state.steps;
+        Ok(())
+    }
+
     fn set_optimizer(&mut self, optimizer: Optimizer) -> Result<()> {
         self.flush()?;
         self.steps = 0;
+        self.optimizer = optimizer;
         match &mut self.engine {
             Engine::Fused(f) => f.set_optimizer(&self.ctx, optimizer),
             Engine::Reference(r) => r.set_optimizer(&self.ctx, optimizer),

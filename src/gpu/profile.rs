@@ -97,7 +97,7 @@ impl Profiler {
             return Ok(());
         }
         let bytes = ctx.read_bytes(&self.resolved, 16 * timing.labels.len() as u64)?;
-        let stamps: &[u64] = bytemuck::cast_slice(&bytes);
+        let stamps: Vec<u64> = bytemuck::pod_collect_to_vec(&bytes);
         for (label, pair) in timing.labels.iter().zip(stamps.chunks_exact(2)) {
             let seconds = pair[1].saturating_sub(pair[0]) as f64 * self.period_ns * 1e-9;
             match self.kernels.iter_mut().find(|(name, ..)| name == label) {

@@ -403,6 +403,38 @@ impl Reference {
         }
     }
 
+    /// The optimizer's moments per tensor (W1, b1, W2, …).
+    pub fn optimizer_state(&self, ctx: &GpuContext) -> Result<Vec<Vec<Vec<f32>>>> {
+        let moments = self.net.optimizer.state_tensors();
+        let mut tensors = Vec::new();
+        for layer in &self.net.layers {
+            // layer.state: the moments of W, then those of b.
+            for (t, len) in [layer.outputs * layer.inputs, layer.outputs]
+                .into_iter()
+                .enumerate()
+            {
+                let buffers = &layer.state[t * moments..(t + 1) * moments];
+                tensors.push(
+                    buffers
+                        .iter()
+                        .map(|b| ctx.read(b, len))
+                        .collect::<Result<_>>()?,
+                );
+            }
+        }
+        Ok(tensors)
+    }
+
+    /// Writes the optimizer's moments, per tensor as `optimizer_state` gives them.
+    pub fn set_optimizer_state(&self, ctx: &GpuContext, tensors: &[Vec<Vec<f32>>]) {
+        let buffers = self.net.layers.iter().flat_map(|l| &l.state);
+        let moments = tensors.iter().flatten();
+        for (buffer, values) in buffers.zip(moments) {
+            ctx.queue
+                .write_buffer(buffer, 0, bytemuck::cast_slice(values));
+        }
+    }
+
     /// Binds the optimizer's kernel and fresh (zeroed) state buffers to every tensor.
     pub fn set_optimizer(&mut self, ctx: &GpuContext, optimizer: Optimizer) -> Result<()> {
         let (kernel, moments) = match optimizer {

@@ -1,0 +1,475 @@
+//! Checkpoints (`--checkpoint FILE --checkpoint-every N|epoch`): the whole training state in one
+//! safetensors file, written atomically (a temporary file, fsync, rename, fsync of the
+//! directory), so that a run stopped at any instant — Ctrl-C, `kill -9`, a lost machine — leaves
+//! the previous checkpoint whole, and `--resume FILE` continues as if it had never stopped.
+//!
+//! A checkpoint is a model file (tensors `W1`, `b1`, …, the same metadata), which `predict`,
+//! `eval`, NumPy and PyTorch read as one, with more tensors and one more metadata entry:
+//! - `optimizer.W1.velocity` (momentum), or `optimizer.W1.m` and `optimizer.W1.v` (Adam), … one
+//!   per moment and parameter tensor, shaped like the tensor;
+//! - `order`: this epoch's order of the training samples (u32, positions in the image pool);
+//! - `best.W1`, `best.b1`, …: early stopping's best model so far, when there is one;
+//! - `checkpoint`: JSON with the format version, the options that define the run, the training
+//!   file's size and SHA-256, the step, epoch and position in the epoch, α, Adam's step count,
+//!   the random streams' seeds and positions, early stopping's state and the progress lines.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use rand_chacha::ChaCha12Rng;
+use safetensors::tensor::{Dtype, SafeTensors};
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+
+use crate::backend::{Backend, BatchStats, OptimizerState};
+use crate::error::{Error, Result};
+use crate::model::Model;
+use crate::model_file::{self, named_tensors, read_f32, Named, Values};
+use crate::optimizer::OptimizerKind;
+use crate::train::{Progress, RunState};
+
+/// What the `format` metadata of every checkpoint starts with.
+pub const FORMAT_NAME: &str = "mnist-gpu checkpoint";
+/// The version this trainer writes and reads.
+pub const VERSION: u64 = 1;
+
+pub fn format() -> String {
+    format!("{FORMAT_NAME} {VERSION}")
+}
+
+/// How often a checkpoint is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Every {
+    /// After every N-th step.
+    Steps(usize),
+    /// At the end of every epoch (in full-batch mode, of every iteration).
+    Epoch,
+}
+
+impl Every {
+    /// `N` (steps, at least 1) or `epoch`.
+    pub fn parse(s: &str) -> std::result::Result<Every, String> {
+        match s.trim() {
+            "epoch" => Ok(Every::Epoch),
+            n => match n.parse::<usize>() {
+                Ok(0) => Err("must be at least 1 step".into()),
+                Ok(n) => Ok(Every::Steps(n)),
+                Err(_) => Err(format!("{n:?} is neither a number of steps nor `epoch`")),
+            },
+        }
+    }
+}
+
+/// A training file's identity: how it is named, its size and the SHA-256 of its bytes (an IDX
+/// file's images and labels, in that order).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileId {
+    pub name: String,
+    pub bytes: u64,
+    pub sha256: String,
+}
+
+impl FileId {
+    pub fn of_bytes(name: &str, parts: &[&[u8]]) -> FileId {
+        let mut hash = Sha256::new();
+        for part in parts {
+            hash.update(part);
+        }
+        FileId {
+            name: name.to_string(),
+            bytes: parts.iter().map(|p| p.len() as u64).sum(),
+            sha256: hex(&hash.finalize()),
+        }
+    }
+
+    /// The identity of the files `data::load(path)` reads.
+    pub fn of_file(path: &Path) -> Result<FileId> {
+        let mut contents = Vec::new();
+        for file in crate::data::files_of(path) {
+            contents.push(std::fs::read(&file).map_err(|source| Error::Io {
+                path: file.display().to_string(),
+                source,
+            })?);
+        }
+        let parts: Vec<&[u8]> = contents.iter().map(Vec::as_slice).collect();
+        Ok(FileId::of_bytes(&path.display().to_string(), &parts))
+    }
+
+    fn to_json(&self) -> Value {
+        json!({"name": self.name, "bytes": self.bytes, "sha256": self.sha256})
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// What `--checkpoint` writes beside the state: where, how often, and what identifies the run.
+#[derive(Debug, Clone)]
+pub struct Checkpointing {
+    pub path: PathBuf,
+    pub every: Every,
+    /// The options that define the run (a resumed run must not contradict them), as JSON; its
+    /// `optimizer` names the moments' tensors.
+    pub options: Value,
+    pub train_file: FileId,
+}
+
+impl Checkpointing {
+    /// Whether a checkpoint follows step `step` (counted from 1).
+    pub fn due_after_step(&self, step: usize) -> bool {
+        matches!(self.every, Every::Steps(n) if step % n == 0)
+    }
+}
+
+/// A checkpoint read back.
+#[derive(Debug, Clone)]
+pub struct Checkpoint {
+    pub model: Model,
+    pub optimizer: OptimizerState,
+    pub options: Value,
+    pub train_file: FileId,
+    pub state: RunState,
+}
+
+/// The names of the optimizer's moments, one tensor each per parameter tensor.
+fn moments(options: &Value) -> std::result::Result<&'static [&'static str], String> {
+    match options["optimizer"].as_str() {
+        Some("sgd") => Ok(&[]),
+        Some("momentum") => Ok(&["velocity"]),
+        Some("adam") => Ok(&["m", "v"]),
+        other => Err(format!("unknown optimizer {other:?}")),
+    }
+}
+
+/// The parameter tensors' names, in order: W1, b1, W2, b2, …
+fn parameter_names(model: &Model) -> Vec<String> {
+    (1..=model.layers.len())
+        .flat_map(|l| [format!("W{l}"), format!("b{l}")])
+        .collect()
+}
+
+/// Writes the checkpoint of `state`, with the backend's model and optimizer state, to
+/// `plan.path`: whole, or not at all (the previous checkpoint stays).
+pub fn save(plan: &Checkpointing, backend: &mut dyn Backend, state: &RunState) -> Result<()> {
+    let path = &plan.path;
+    let failed = |message: String| Error::Model {
+        path: path.display().to_string(),
+        message,
+    };
+    let model = backend.model()?;
+    if !model.is_finite() {
+        return Err(failed(
+            "no checkpoint written: the model has NaN or infinite weights".into(),
+        ));
+    }
+    let optimizer = backend.optimizer_state()?;
+    let names = moments(&plan.options).map_err(failed)?;
+    let mut tensors = named_tensors("", &model);
+    let shapes: Vec<Vec<usize>> = tensors.iter().map(|t| t.shape.clone()).collect();
+    for ((param, shape), saved) in parameter_names(&model)
+        .iter()
+        .zip(shapes)
+        .zip(&optimizer.tensors)
+    {
+        if saved.len() != names.len() {
+            return Err(failed(format!(
+                "the optimizer has {} moment(s) per tensor, {} expected",
+                saved.len(),
+                names.len()
+            )));
+        }
+        for (moment, values) in names.iter().zip(saved) {
+            tensors.push(Named {
+                name: format!("optimizer.{param}.{moment}"),
+                shape: shape.clone(),
+                data: Values::F32(values.clone()),
+            });
+        }
+    }
+    tensors.push(Named {
+        name: "order".into(),
+        shape: vec![state.order.len()],
+        data: Values::U32(state.order.clone()),
+    });
+    if let Some((_, _, best)) = &state.best {
+        tensors.extend(named_tensors("best.", best));
+    }
+    let run = json!({
+        "version": VERSION,
+        "options": plan.options,
+        "train_file": plan.train_file.to_json(),
+        "optimizer_steps": optimizer.steps,
+        "state": state_json(state),
+    });
+    let mut extra = BTreeMap::new();
+    extra.insert("checkpoint".to_string(), run.to_string());
+    extra.insert("steps".to_string(), state.step.to_string());
+    let bytes = model_file::encode(
+        path,
+        &tensors,
+        model_file::metadata(&model, &format(), &extra),
+    )?;
+    model_file::write_atomically(path, &bytes)
+}
+
+/// Whether the file at `path` is a checkpoint (by its `format`), as opposed to a model file.
+pub fn is_checkpoint(path: &Path) -> Result<bool> {
+    let file = model_file::load(path)?;
+    Ok(file
+        .metadata
+        .get("format")
+        .is_some_and(|f| f.starts_with(FORMAT_NAME)))
+}
+
+/// Reads a checkpoint `save` wrote, refusing anything damaged with one line naming the file
+/// and what is wrong.
+pub fn load(path: &Path) -> Result<Checkpoint> {
+    let bad = |message: String| Error::Model {
+        path: path.display().to_string(),
+        message,
+    };
+    let bytes = std::fs::read(path).map_err(|source| Error::Io {
+        path: path.display().to_string(),
+        source,
+    })?;
+    let file = model_file::parse(path, &bytes)?;
+    match file.metadata.get("format") {
+        Some(f) if *f == format() => {}
+        Some(f) if f.starts_with(FORMAT_NAME) => {
+            return Err(bad(format!(
+                "checkpoint format {f:?}: this trainer reads {:?}",
+                format()
+            )))
+        }
+        _ => return Err(bad("not a checkpoint: a model file (weights only)".into())),
+    }
+    let run: Value = file
+        .metadata
+        .get("checkpoint")
+        .ok_or_else(|| bad("the run's state (metadata `checkpoint`) is missing".into()))
+        .and_then(|text| {
+            serde_json::from_str(text).map_err(|e| {
+                bad(format!(
+                    "the run's state (metadata `checkpoint`) is not valid JSON: {e}"
+                ))
+            })
+        })?;
+    let field = |what: &str| bad(format!("the run's state has no valid `{what}`"));
+    if run["version"].as_u64() != Some(VERSION) {
+        return Err(field("version"));
+    }
+    let options = run["options"].clone();
+    if !options.is_object() {
+        return Err(field("options"));
+    }
+    let train_file = FileId {
+        name: run["train_file"]["name"]
+            .as_str()
+            .ok_or_else(|| field("train_file"))?
+            .into(),
+        bytes: run["train_file"]["bytes"]
+            .as_u64()
+            .ok_or_else(|| field("train_file"))?,
+        sha256: run["train_file"]["sha256"]
+            .as_str()
+            .ok_or_else(|| field("train_file"))?
+            .into(),
+    };
+    let steps = run["optimizer_steps"]
+        .as_u64()
+        .ok_or_else(|| field("optimizer_steps"))?;
+
+    let tensors = SafeTensors::deserialize(&bytes)
+        .map_err(|e| bad(format!("not a safetensors file ({e})")))?;
+    let names = moments(&options).map_err(bad)?;
+    let mut optimizer = Vec::new();
+    for (param, layer_len) in parameter_names(&file.model).iter().zip(
+        file.model
+            .layers
+            .iter()
+            .flat_map(|l| [l.w.len(), l.b.len()]),
+    ) {
+        let mut saved = Vec::new();
+        for moment in names {
+            let name = format!("optimizer.{param}.{moment}");
+            let (_, values) = read_f32(path, &tensors, &name)?;
+            if values.len() != layer_len {
+                return Err(bad(format!(
+                    "tensor {name} holds {} values, {param} {layer_len}",
+                    values.len()
+                )));
+            }
+            saved.push(values);
+        }
+        optimizer.push(saved);
+    }
+    let order = read_u32(path, &tensors, "order")?;
+    let best_model = match run["state"]["best_step"].as_u64() {
+        None => None,
+        Some(_) => Some(read_best(path, &tensors, &file.model)?),
+    };
+    let state = state_from_json(&run["state"], order, best_model).map_err(|what| field(&what))?;
+    Ok(Checkpoint {
+        model: file.model,
+        optimizer: OptimizerState {
+            steps,
+            tensors: optimizer,
+        },
+        options,
+        train_file,
+        state,
+    })
+}
+
+fn read_u32(path: &Path, tensors: &SafeTensors, name: &str) -> Result<Vec<u32>> {
+    let bad = |message: String| Error::Model {
+        path: path.display().to_string(),
+        message,
+    };
+    let tensor = tensors
+        .tensor(name)
+        .map_err(|_| bad(format!("tensor {name} is missing")))?;
+    if tensor.dtype() != Dtype::U32 || tensor.shape().len() != 1 {
+        return Err(bad(format!("tensor {name} is not a list of u32")));
+    }
+    Ok(tensor
+        .data()
+        .chunks_exact(4)
+        .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect())
+}
+
+/// Early stopping's best model, tensors `best.W1`, … of `like`'s shapes.
+fn read_best(path: &Path, tensors: &SafeTensors, like: &Model) -> Result<Model> {
+    let mut best = like.clone();
+    for (l, layer) in best.layers.iter_mut().enumerate() {
+        for (name, values) in [("W", &mut layer.w), ("b", &mut layer.b)] {
+            let name = format!("best.{name}{}", l + 1);
+            let (_, read) = read_f32(path, tensors, &name)?;
+            if read.len() != values.len() {
+                return Err(Error::Model {
+                    path: path.display().to_string(),
+                    message: format!("tensor {name} has the wrong size"),
+                });
+            }
+            *values = read;
+        }
+    }
+    Ok(best)
+}
+
+/// A random stream as its seed and position (words drawn).
+fn rng_json(rng: &ChaCha12Rng) -> Value {
+    json!({"seed": hex(&rng.get_seed()), "word_pos": rng.get_word_pos().to_string()})
+}
+
+fn rng_from_json(v: &Value) -> Option<ChaCha12Rng> {
+    use rand::SeedableRng;
+    let text = v["seed"].as_str()?;
+    if text.len() != 64 {
+        return None;
+    }
+    let mut seed = [0u8; 32];
+    for (i, byte) in seed.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(text.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    let mut rng = ChaCha12Rng::from_seed(seed);
+    rng.set_word_pos(v["word_pos"].as_str()?.parse().ok()?);
+    Some(rng)
+}
+
+fn progress_json(p: &Progress) -> Value {
+    json!({
+        "step": p.step, "steps": p.steps, "epoch": p.epoch,
+        "loss": p.batch.loss, "accuracy": p.batch.accuracy,
+        "dev_accuracy": p.dev_accuracy, "dev_loss": p.dev_loss,
+        "alpha": p.alpha, "samples_per_second": p.samples_per_second,
+    })
+}
+
+fn progress_from_json(v: &Value) -> Option<Progress> {
+    Some(Progress {
+        step: v["step"].as_u64()? as usize,
+        steps: v["steps"].as_u64()? as usize,
+        epoch: v["epoch"].as_u64().map(|e| e as usize),
+        batch: BatchStats {
+            loss: v["loss"].as_f64()?,
+            accuracy: v["accuracy"].as_f64()?,
+        },
+        dev_accuracy: v["dev_accuracy"].as_f64(),
+        dev_loss: v["dev_loss"].as_f64(),
+        alpha: v["alpha"].as_f64()? as f32,
+        samples_per_second: v["samples_per_second"].as_f64()?,
+    })
+}
+
+/// The state as JSON; α and the best dev loss as their bits, so they come back exactly.
+fn state_json(state: &RunState) -> Value {
+    json!({
+        "step": state.step,
+        "epoch": state.epoch,
+        "position": state.position,
+        "alpha_bits": state.alpha.to_bits(),
+        "shuffle": rng_json(&state.shuffle),
+        "shifts": rng_json(&state.shifts),
+        "best_loss_bits": state.best.as_ref().map(|b| b.0.to_bits()),
+        "best_step": state.best.as_ref().map(|b| b.1),
+        "since_best": state.since_best,
+        "stopped_early": state.stopped_early,
+        "history": state.history.iter().map(progress_json).collect::<Vec<_>>(),
+    })
+}
+
+/// The state back from JSON; on failure, the name of the field that is missing or bad.
+fn state_from_json(
+    v: &Value,
+    order: Vec<u32>,
+    best_model: Option<Model>,
+) -> std::result::Result<RunState, String> {
+    let count = |key: &str| v[key].as_u64().map(|n| n as usize).ok_or(key.to_string());
+    let best = match (
+        v["best_loss_bits"].as_u64(),
+        v["best_step"].as_u64(),
+        best_model,
+    ) {
+        (Some(bits), Some(step), Some(model)) => Some((f64::from_bits(bits), step as usize, model)),
+        (None, None, None) => None,
+        _ => return Err("best_loss_bits".into()),
+    };
+    let history = v["history"]
+        .as_array()
+        .ok_or("history")?
+        .iter()
+        .map(progress_from_json)
+        .collect::<Option<Vec<_>>>()
+        .ok_or("history")?;
+    let alpha = v["alpha_bits"]
+        .as_u64()
+        .and_then(|b| u32::try_from(b).ok())
+        .map(f32::from_bits)
+        .ok_or("alpha_bits")?;
+    Ok(RunState {
+        step: count("step")?,
+        epoch: count("epoch")?,
+        position: count("position")?,
+        alpha,
+        order,
+        shuffle: rng_from_json(&v["shuffle"]).ok_or("shuffle")?,
+        shifts: rng_from_json(&v["shifts"]).ok_or("shifts")?,
+        best,
+        since_best: count("since_best")?,
+        stopped_early: v["stopped_early"].as_u64().map(|s| s as usize),
+        history,
+    })
+}
+
+/// The optimizer a checkpoint's options name.
+pub fn optimizer_kind(options: &Value) -> Option<OptimizerKind> {
+    match options["optimizer"].as_str()? {
+        "sgd" => Some(OptimizerKind::Sgd),
+        "momentum" => Some(OptimizerKind::Momentum),
+        "adam" => Some(OptimizerKind::Adam),
+        _ => None,
+    }
+}
