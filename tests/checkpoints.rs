@@ -8,7 +8,7 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
@@ -21,7 +21,9 @@ use mnist_gpu::optimizer::{Optimizer, OptimizerKind};
 use mnist_gpu::train::{self, Progress, Report, Schedule, Split};
 use serde_json::json;
 
-use common::output::{assert_one_line_error, assert_success, describe, json_summary, stdout};
+use common::output::{
+    assert_one_line_error, assert_success, command, describe, json_summary, run_in, stdout,
+};
 
 fn split() -> Split {
     Split::new(&common::random_dataset(450, 3), None, 50, 5).unwrap()
@@ -234,20 +236,6 @@ fn early_stopping_resumes_bit_identical() {
 // Through the binary
 // ---------------------------------------------------------------------------------------------
 
-fn binary(dir: &Path, args: &[&str]) -> Output {
-    command(dir, args).output().expect("the binary runs")
-}
-
-fn command(dir: &Path, args: &[&str]) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_mnist-gpu"));
-    command
-        .args(args)
-        .current_dir(dir)
-        .env("XDG_RUNTIME_DIR", dir)
-        .env_remove("WGPU_ADAPTER_NAME");
-    command
-}
-
 /// A small training set in `dir`: 300 labelled images as CSV.
 fn train_file(dir: &Path) -> PathBuf {
     let path = dir.join("train.csv");
@@ -275,7 +263,7 @@ fn train(dir: &Path, extra: &[&str]) -> Output {
     let mut args = vec!["--train", "train.csv"];
     args.extend(RUN);
     args.extend(extra);
-    binary(dir, &args)
+    run_in(dir, &args)
 }
 
 fn partials(dir: &Path) -> Vec<String> {
@@ -385,7 +373,7 @@ fn the_binary_resumes_and_a_checkpoint_is_a_model() {
     ];
     assert_success(&train(d, &part));
     // The options left out are the checkpoint's; more epochs and another log interval may change.
-    let out = binary(
+    let out = run_in(
         d,
         &[
             "--backend",
@@ -429,7 +417,7 @@ fn the_binary_resumes_and_a_checkpoint_is_a_model() {
     ] {
         let mut args = command.to_vec();
         args.extend(["--backend", "cpu"]);
-        assert_success(&binary(d, &args));
+        assert_success(&run_in(d, &args));
     }
     // A model file resumes its weights only, and says so.
     let out = train(d, &["--epochs", "1", "--resume", "whole.safetensors"]);
@@ -462,7 +450,7 @@ fn contradicting_options_are_refused() {
         (&["--augment"], "--augment"),
         (&["--hidden", "20"], "hidden layers"),
     ] {
-        let line = assert_one_line_error(&binary(d, &[&resume[..], extra].concat()));
+        let line = assert_one_line_error(&run_in(d, &[&resume[..], extra].concat()));
         assert!(
             line.contains(named) && line.contains("c.safetensors"),
             "{extra:?}: {line}"
@@ -470,7 +458,7 @@ fn contradicting_options_are_refused() {
     }
     mnist_gpu::data::write_csv(&common::random_dataset(300, 2), &d.join("other.csv"), true)
         .unwrap();
-    let line = assert_one_line_error(&binary(
+    let line = assert_one_line_error(&run_in(
         d,
         &[&resume[..], &["--train", "other.csv"]].concat(),
     ));
@@ -482,7 +470,7 @@ fn contradicting_options_are_refused() {
     let mut same = resume.to_vec();
     same.extend(&RUN[2..]);
     same.extend(["--train", "train.csv", "--epochs", "2"]);
-    assert_success(&binary(d, &same));
+    assert_success(&run_in(d, &same));
 }
 
 /// Damaged checkpoints are refused with one line each, naming the file and what is wrong.
@@ -534,7 +522,7 @@ fn damaged_checkpoints_are_refused() {
         ("garbled.safetensors", "not valid JSON"),
         ("no_state.safetensors", "missing"),
     ] {
-        let line = assert_one_line_error(&binary(d, &["--resume", file, "--backend", "cpu"]));
+        let line = assert_one_line_error(&run_in(d, &["--resume", file, "--backend", "cpu"]));
         assert!(line.contains(file) && line.contains(says), "{file}: {line}");
     }
 }

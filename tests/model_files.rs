@@ -10,7 +10,9 @@ use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::output::{assert_one_line_error, assert_success, json_summary, stdout};
+use common::output::{
+    assert_one_line_error, assert_success, command, json_summary, run_in, stdout,
+};
 use common::random_dataset;
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 use tempfile::TempDir;
@@ -32,20 +34,6 @@ fn fixture() -> (TempDir, Dataset) {
     };
     data::write_csv(&unlabelled, &dir.path().join("u.csv"), true).unwrap();
     (dir, test)
-}
-
-fn run_in(dir: &Path, args: &[&str]) -> Output {
-    command(dir, args).output().expect("the binary runs")
-}
-
-fn command(dir: &Path, args: &[&str]) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_mnist-gpu"));
-    command
-        .args(args)
-        .current_dir(dir)
-        .env("XDG_RUNTIME_DIR", dir)
-        .env_remove("WGPU_ADAPTER_NAME");
-    command
 }
 
 /// Trains a small model on the CSVs and saves it as `name` (relative to the directory).

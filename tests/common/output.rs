@@ -84,3 +84,20 @@ pub fn assert_clean_failure(out: &Output) {
         describe(out)
     );
 }
+
+/// The binary with `args`, in `dir`, with XDG_RUNTIME_DIR there (so that a Vulkan driver has
+/// nothing to complain about) and WGPU_ADAPTER_NAME cleared (so the caller's cannot pick one).
+pub fn command(dir: &std::path::Path, args: &[&str]) -> std::process::Command {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_mnist-gpu"));
+    command
+        .args(args)
+        .current_dir(dir)
+        .env("XDG_RUNTIME_DIR", dir)
+        .env_remove("WGPU_ADAPTER_NAME");
+    command
+}
+
+/// Runs `command(dir, args)` to its end.
+pub fn run_in(dir: &std::path::Path, args: &[&str]) -> Output {
+    command(dir, args).output().expect("the binary runs")
+}
