@@ -105,7 +105,7 @@ pub struct Shift {
     pub dy: i8,
 }
 
-pub trait Backend {
+pub trait Backend: Send {
     /// What runs the math: "cpu", or the GPU adapter's name and type.
     fn device_name(&self) -> String;
 
@@ -145,6 +145,10 @@ pub trait Backend {
 
     /// The output layer's logits `Z[L]: (10, n)` for every sample of a list, column-major.
     fn logits(&mut self, list: List) -> Result<Vec<f32>>;
+
+    /// The logits `Z[L]: (10, n)` of `images` (n × 784 bytes), images that are not in the pool
+    /// (`serve`'s requests).
+    fn classify(&mut self, images: &[u8]) -> Result<Vec<f32>>;
 
     /// The current weights and biases.
     fn model(&mut self) -> Result<Model>;
@@ -234,6 +238,18 @@ pub fn check_list(sizes: &ListSizes, list: List, indices: &[u32], pool_len: usiz
         ));
     }
     Ok(())
+}
+
+/// Images to classify: whole 784-byte images, at least one.
+pub fn check_images(images: &[u8]) -> Result<usize> {
+    let n = images.len() / crate::data::PIXELS;
+    if n == 0 || images.len() % crate::data::PIXELS != 0 {
+        return config(format!(
+            "{} bytes are not a whole number of 784-pixel images",
+            images.len()
+        ));
+    }
+    Ok(n)
 }
 
 /// One shift per image of the batch, each within the image.

@@ -550,3 +550,61 @@ fn the_path_is_chosen_and_named() {
         (StepPath::Reference, None)
     );
 }
+
+/// `classify` (images not in the pool, as `serve` gets them) gives the logits `logits` gives for
+/// the same images in the pool, on every backend and path, over more images than one pass holds.
+#[test]
+fn classify_matches_the_logits_of_a_list() {
+    let n = 5000;
+    let pool = pool(n, 12);
+    let sizes = ListSizes {
+        train: 10,
+        dev: 0,
+        test: n - 10,
+    };
+    let model = Model::new(&[11], Activation::Elu, Init::He, 4).unwrap();
+    let test: Vec<u32> = (10..n as u32).collect();
+    let images = &pool.images[10 * mnist_gpu::data::PIXELS..];
+    let cpu = || CpuBackend::new(&model, pool.clone(), sizes, 10);
+    let backends: Vec<(&str, Box<dyn Backend>)> = vec![
+        ("cpu", Box::new(cpu().unwrap())),
+        (
+            "cpu reference",
+            Box::new(CpuBackend::new_reference(&model, pool.clone(), sizes, 10).unwrap()),
+        ),
+        (
+            "gpu fused",
+            Box::new(
+                GpuBackend::with_path(ctx(), &model, &pool, sizes, 10, Some(StepPath::Fused))
+                    .unwrap(),
+            ),
+        ),
+        (
+            "gpu reference",
+            Box::new(
+                GpuBackend::with_path(ctx(), &model, &pool, sizes, 10, Some(StepPath::Reference))
+                    .unwrap(),
+            ),
+        ),
+    ];
+    let mut listed_cpu = cpu().unwrap();
+    listed_cpu.set_list(List::Test, &test).unwrap();
+    let want = listed_cpu.logits(List::Test).unwrap();
+    for (name, mut backend) in backends {
+        let got = backend.classify(images).unwrap();
+        common::assert_close(name, &got, &common::to_f64(&want), ATOL, RTOL);
+        backend.set_list(List::Test, &test).unwrap();
+        let listed = backend.logits(List::Test).unwrap();
+        common::assert_close(
+            &format!("{name}: the list"),
+            &listed,
+            &common::to_f64(&got),
+            ATOL,
+            RTOL,
+        );
+    }
+    assert!(
+        cpu().unwrap().classify(&images[..100]).is_err(),
+        "a part of an image"
+    );
+}

@@ -13,11 +13,11 @@ pub mod ops;
 
 use std::sync::Arc;
 
-use crate::backend::check_optimizer_state;
 use crate::backend::{
     check_batch, check_list, check_same_shape, check_shifts, forward_capacity, Backend, BatchStats,
     ImagePool, List, ListSizes, OptimizerState, Shift, StepPath, STATS_KEPT,
 };
+use crate::backend::{check_images, check_optimizer_state};
 use crate::data::{CLASSES, PIXELS};
 use crate::error::Result;
 use crate::model::Model;
@@ -377,6 +377,33 @@ impl Backend for CpuBackend {
                     self.forward(&pool, &indices[offset + start..offset + start + m]);
                     self.indices = indices;
                     logits.extend_from_slice(&self.z[last][..CLASSES * m]);
+                }
+            }
+        }
+        Ok(logits)
+    }
+
+    fn classify(&mut self, images: &[u8]) -> Result<Vec<f32>> {
+        let n = check_images(images)?;
+        let identity: Vec<u32> = (0..n as u32).collect();
+        let mut logits = vec![0.0; CLASSES * n];
+        let pool = ImagePool {
+            images: if self.fused.is_some() {
+                Vec::new()
+            } else {
+                images.to_vec()
+            },
+            labels: vec![0; n],
+        };
+        for start in (0..n).step_by(self.capacity) {
+            let batch = &identity[start..n.min(start + self.capacity)];
+            let out = &mut logits[CLASSES * start..CLASSES * (start + batch.len())];
+            match &mut self.fused {
+                Some(fused) => fused.logits(&self.model, images, batch, out),
+                None => {
+                    self.forward(&pool, batch);
+                    let last = self.model.layers.len() - 1;
+                    out.copy_from_slice(&self.z[last][..out.len()]);
                 }
             }
         }

@@ -261,8 +261,10 @@ struct Pipelines {
 
 /// `--augment`'s buffers, made on the first shifted step.
 struct Shifted {
-    /// The shifts of a submit's steps, one region of (dx, dy) i32 pairs per step. (The
-    /// batch's shifted copies, 784 bytes each, live in the bind groups.)
+    /// A batch's images in batch order, 784 bytes each: the shifted copies augment makes, or
+    /// the images `classify` is given.
+    images: wgpu::Buffer,
+    /// The shifts of a submit's steps, one region of (dx, dy) i32 pairs per step.
     shifts: wgpu::Buffer,
     regions: usize,
     /// Regions used by the steps recorded since the last submit.
@@ -534,6 +536,7 @@ impl Fused {
             &self.logits_out,
         );
         Ok(Shifted {
+            images,
             shifts,
             regions,
             used: 0,
@@ -713,6 +716,35 @@ impl Fused {
                 [groups, 1, 1],
             );
         }
+        Ok(())
+    }
+
+    /// Records the logits of `images` (at most `capacity` of them, not in the pool) into
+    /// `logits_out` (call `flush` first, and again before reading them).
+    pub fn classify(&mut self, ctx: &GpuContext, images: &[u8]) -> Result<()> {
+        if self.shifted.is_none() {
+            self.shifted = Some(self.make_shifted(ctx)?);
+        }
+        let m = images.len() / PIXELS;
+        let s = self.shifted.as_ref().expect("made above");
+        ctx.queue.write_buffer(&s.images, 0, images);
+        self.make_room(ctx, false)?;
+        let step = Step {
+            m: m as u32,
+            shifted: 1,
+            ..Step::default()
+        };
+        let offset = self.slot(ctx, step, None);
+        let rec = self.pending.as_mut().expect("slot() started one");
+        let s = self.shifted.as_ref().expect("made above");
+        let groups = m.div_ceil(self.tiling.block) as u32;
+        rec.run(
+            "fused logits",
+            &self.pipelines.logits,
+            &s.train,
+            &[offset],
+            [groups, 1, 1],
+        );
         Ok(())
     }
 

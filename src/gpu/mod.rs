@@ -21,12 +21,12 @@ pub mod reference;
 
 use std::sync::Arc;
 
-use crate::backend::check_optimizer_state;
 use crate::backend::{
     check_batch, check_list, check_same_shape, check_shifts, forward_capacity, Backend, BatchStats,
     ImagePool, List, ListSizes, OptimizerState, Shift, StepPath, STATS_KEPT,
 };
-use crate::data::CLASSES;
+use crate::backend::{check_images, check_optimizer_state};
+use crate::data::{CLASSES, PIXELS};
 use crate::error::{config, Error, Result};
 use crate::model::{Activation, Model};
 use crate::optimizer::Optimizer;
@@ -192,7 +192,7 @@ impl GpuBackend {
         };
         let eval_logits = ctx.storage(
             "logits of a list",
-            4 * (CLASSES * sizes.dev.max(sizes.test)) as u64,
+            4 * (CLASSES * sizes.dev.max(sizes.test).max(cap)) as u64,
         )?;
         let (engine, note) = match engine {
             Ok(tiling) => {
@@ -379,6 +379,25 @@ impl Backend for GpuBackend {
         }
         self.flush()?;
         self.ctx.read(&self.eval_logits, CLASSES * n)
+    }
+
+    fn classify(&mut self, images: &[u8]) -> Result<Vec<f32>> {
+        let n = check_images(images)?;
+        let mut logits = Vec::with_capacity(CLASSES * n);
+        for chunk in images.chunks(PIXELS * self.capacity) {
+            // The chunk's write lands before anything not yet submitted.
+            self.flush()?;
+            match &mut self.engine {
+                Engine::Fused(f) => f.classify(&self.ctx, chunk)?,
+                Engine::Reference(r) => r.classify(&self.ctx, chunk, &self.eval_logits)?,
+            }
+            self.flush()?;
+            logits.extend(
+                self.ctx
+                    .read(&self.eval_logits, CLASSES * chunk.len() / PIXELS)?,
+            );
+        }
+        Ok(logits)
     }
 
     fn model(&mut self) -> Result<Model> {

@@ -72,6 +72,9 @@ struct Kept {
 
 /// `--augment`'s buffers and bindings, made on the first shifted step.
 struct Shifter {
+    /// A batch's images in batch order, 784 bytes each: the shifted copies, or the images
+    /// `classify` is given.
+    images: wgpu::Buffer,
     /// (dx, dy) per image of the batch, as i32: (2, capacity), and its host copy.
     shifts: wgpu::Buffer,
     host_shifts: Vec<i32>,
@@ -301,6 +304,7 @@ impl Reference {
         );
         ctx.check()?;
         Ok(Shifter {
+            images: shifted,
             shifts,
             host_shifts: Vec::with_capacity(2 * cap),
             augment,
@@ -375,6 +379,22 @@ impl Reference {
             ctx.throttle(rec.submit(&ctx.queue).0)?;
         }
         Ok(())
+    }
+
+    /// The logits of `images` (at most `capacity` of them, not in the pool) into `out`: (10, n).
+    pub fn classify(&mut self, ctx: &GpuContext, images: &[u8], out: &wgpu::Buffer) -> Result<()> {
+        if self.shifter.is_none() {
+            self.shifter = Some(self.make_shifter(ctx)?);
+        }
+        let shifter = self.shifter.as_ref().expect("made above");
+        ctx.queue.write_buffer(&shifter.images, 0, images);
+        let m = images.len() / PIXELS;
+        let mut rec = Recorder::new(&ctx.device, &mut self.uniforms, "classify");
+        self.net
+            .forward(&ctx.kernels, &mut rec, Images::Shifted(shifter), m);
+        let logits = &self.net.layers.last().expect("at least one layer").z;
+        rec.copy(logits, 0, out, 0, 4 * (CLASSES * m) as u64);
+        ctx.throttle(rec.submit(&ctx.queue).0)
     }
 
     pub fn model(&self, ctx: &GpuContext) -> Result<Model> {
