@@ -1,17 +1,18 @@
 #!/bin/sh
 # Runs every test: the README's second command (.ci/run runs it too).
 #
-# The GPU tests need a Vulkan adapter and fail, rather than skip, without one. On Debian or
-# Ubuntu with no Vulkan driver installed, this first installs Mesa's lavapipe (a software
-# adapter that runs the shaders on the CPU) and the Vulkan loader with apt-get: as root
-# directly, or through sudo. Elsewhere (macOS's Metal, Windows, a GPU driver already
-# installed) it installs nothing. Arguments go to `cargo test`.
+# The GPU tests need a Vulkan adapter, and `serve`'s page is tested in a headless Chromium
+# through WebDriver; those tests fail, rather than skip, without them. On Debian or Ubuntu this
+# first installs what is missing of Mesa's lavapipe (a software Vulkan adapter that runs the
+# shaders on the CPU; a real GPU's driver, if there is one, is still preferred), the Vulkan
+# loader, Chromium and its WebDriver, with apt-get: as root directly, or through sudo.
+# Elsewhere (no apt-get: macOS, Windows) it installs nothing. Arguments go to `cargo test`.
 set -eu
 cd "$(dirname "$0")"
 
 if command -v apt-get >/dev/null 2>&1; then
     missing=""
-    for package in mesa-vulkan-drivers libvulkan1; do
+    for package in mesa-vulkan-drivers libvulkan1 chromium chromium-driver; do
         if ! dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "ok installed"; then
             missing="$missing $package"
         fi
@@ -22,12 +23,16 @@ if command -v apt-get >/dev/null 2>&1; then
         elif command -v sudo >/dev/null 2>&1; then
             sudo="sudo"
         else
-            echo "test.sh: the GPU tests need$missing; install them as root" >&2
+            echo "test.sh: the tests need$missing; install them as root" >&2
             exit 1
         fi
-        echo "test.sh: installing$missing (a software Vulkan adapter for the GPU tests)"
-        $sudo env DEBIAN_FRONTEND=noninteractive apt-get update -qq
-        $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing >/dev/null
+        echo "test.sh: installing$missing (for the GPU and browser tests)"
+        # A freshly booted machine's automatic updates may hold the package lock for a while.
+        apt="$sudo env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=300"
+        if ! { $apt update -qq && $apt install -y -qq $missing >/dev/null; }; then
+            echo "test.sh: could not install$missing; install them (as root) and run again" >&2
+            exit 1
+        fi
     fi
 fi
 

@@ -36,6 +36,9 @@ enum Command {
     Eval(cli::predict::EvalArgs),
     /// Measures training throughput (samples/s) per backend and batch size on synthetic data.
     Bench(mnist_gpu::bench::BenchOptions),
+    /// Serves a local web page to draw a digit and watch the model answer, try test digits and
+    /// see what it learned, and the JSON API the page uses.
+    Serve(cli::serve::ServeArgs),
 }
 
 /// Mesa's Vulkan device-selection layer connects to a Wayland display to put the desktop's GPU
@@ -91,6 +94,7 @@ fn main() -> ExitCode {
         Some(Command::Predict(args)) => cli::predict::predict(args),
         Some(Command::Eval(args)) => cli::predict::eval(args),
         Some(Command::Bench(options)) => mnist_gpu::bench::run(options),
+        Some(Command::Serve(args)) => cli::serve::serve(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

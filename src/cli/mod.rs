@@ -2,6 +2,7 @@
 
 pub mod predict;
 pub mod resume;
+pub mod serve;
 pub mod train;
 
 use std::path::PathBuf;

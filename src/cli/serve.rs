@@ -1,0 +1,432 @@
+//! `mnist-gpu serve`: a local web page to draw a digit and watch the network answer, try the
+//! test digits, and see what the first layer learned; and the JSON API the page uses, which
+//! scripts can use too. The page (assets/serve/index.html) is compiled in and fetches nothing
+//! from elsewhere.
+//!
+//! API (every error is a 4xx with a one-line JSON body `{"error": "…"}`):
+//! - `POST /api/predict` `{"pixels": [784 numbers 0–255]}` → `{"digit": 7, "probabilities": [10]}`;
+//!   `{"images": [[784], …]}` (at most `MAX_IMAGES`) → a list of those. Bodies over `MAX_BODY`
+//!   bytes are refused.
+//! - `GET /api/model`: the shape, activation, where it runs, and the file's metadata.
+//! - `GET /api/test[?misclassified=true]`: a random test digit with its label and prediction.
+//! - `GET /api/weights`: the first layer's weights, per unit (the first `MAX_UNITS`).
+//! - `GET /api/confusion`: the confusion matrix on the test digits.
+//!
+//! One backend serves every request, in turn (a mutex); the HTTP work runs on tokio's threads,
+//! so other clients are served while one waits.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use axum::body::{Body, Bytes};
+use axum::extract::{RawQuery, Request, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use clap::Args;
+use rand::Rng;
+use serde_json::{json, Value};
+
+use super::BackendArgs;
+use mnist_gpu::backend::{Backend, ImagePool, ListSizes};
+use mnist_gpu::data::{self, Dataset, CLASSES, EMBEDDED_TEST, PIXELS};
+use mnist_gpu::error::{config, Error, Result};
+use mnist_gpu::model::argmax_columns;
+use mnist_gpu::model_file;
+
+const PAGE: &str = include_str!("../../assets/serve/index.html");
+/// The largest request body: a batch of `MAX_IMAGES` images written as JSON fits.
+const MAX_BODY: usize = 4 << 20;
+/// The most images one request classifies.
+const MAX_IMAGES: usize = 1000;
+/// The most first-layer units `/api/weights` returns.
+const MAX_UNITS: usize = 64;
+
+/// Serves a page to draw digits and see what the model says (and the JSON API it uses).
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// The model (a --save file or a --checkpoint).
+    #[arg(long)]
+    pub model: PathBuf,
+
+    /// The port to listen on (0: any free one; the address is printed).
+    #[arg(long, default_value_t = 8080)]
+    pub port: u16,
+
+    /// The address to listen on: 127.0.0.1 serves this machine only; 0.0.0.0 the network.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub host: String,
+
+    /// Test digits for the page (IDX or CSV) [default: the embedded 10,000].
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+
+    #[command(flatten)]
+    pub backend: BackendArgs,
+}
+
+/// What every request reads: the backend (one request at a time), and what was worked out at
+/// the start.
+struct App {
+    backend: Mutex<Box<dyn Backend>>,
+    model_info: Value,
+    weights: Value,
+    confusion: Value,
+    test: Dataset,
+    /// Per test image: the prediction and its probabilities.
+    predicted: Vec<(u8, Vec<f64>)>,
+    misclassified: Vec<usize>,
+}
+
+/// One-line JSON errors, the only kind this API gives.
+struct Refusal(StatusCode, String);
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        (self.0, json_body(&json!({ "error": self.1 }))).into_response()
+    }
+}
+
+fn json_body(value: &Value) -> ([(header::HeaderName, &'static str); 1], String) {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        value.to_string(),
+    )
+}
+
+fn bad(message: impl Into<String>) -> Refusal {
+    Refusal(StatusCode::BAD_REQUEST, message.into())
+}
+
+/// Softmax of one column of logits.
+fn probabilities(logits: &[f32]) -> Vec<f64> {
+    let max = logits.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v)) as f64;
+    let exps: Vec<f64> = logits.iter().map(|&z| (z as f64 - max).exp()).collect();
+    let sum: f64 = exps.iter().sum();
+    exps.iter().map(|e| e / sum).collect()
+}
+
+fn answers(logits: &[f32]) -> Vec<(u8, Vec<f64>)> {
+    argmax_columns(logits)
+        .into_iter()
+        .zip(logits.chunks_exact(CLASSES).map(probabilities))
+        .collect()
+}
+
+fn answer_json((digit, probabilities): &(u8, Vec<f64>)) -> Value {
+    json!({ "digit": digit, "probabilities": probabilities })
+}
+
+pub fn serve(args: &ServeArgs) -> Result<()> {
+    let file = model_file::load(&args.model)?;
+    let model = file.model;
+    let test = match &args.data {
+        Some(path) => data::load(path)?,
+        None => EMBEDDED_TEST.load()?,
+    };
+    let n = test.len();
+    if n == 0 {
+        return config(format!("--data {}: holds no images", test.source));
+    }
+    let pool = Arc::new(ImagePool {
+        images: test.images.clone(),
+        labels: test.labels.clone().unwrap_or_else(|| vec![0; n]),
+    });
+    let sizes = ListSizes {
+        train: 0,
+        dev: 0,
+        test: n,
+    };
+    let opened = args.backend.open(&model, pool, sizes, 1)?;
+    if let Some(why) = &opened.fallback {
+        println!("note: {why}: classifying on the CPU; --backend gpu uses it anyway");
+    }
+    let mut backend = opened.backend;
+    backend.set_list(
+        mnist_gpu::backend::List::Test,
+        &(0..n as u32).collect::<Vec<_>>(),
+    )?;
+    let predicted = answers(&backend.logits(mnist_gpu::backend::List::Test)?);
+    let device = backend.device_name();
+    let path = backend.path().name();
+
+    let mut confusion = [[0usize; CLASSES]; CLASSES];
+    let mut misclassified = Vec::new();
+    if let Some(labels) = &test.labels {
+        for (i, (&label, (digit, _))) in labels.iter().zip(&predicted).enumerate() {
+            confusion[label as usize][*digit as usize] += 1;
+            if label != *digit {
+                misclassified.push(i);
+            }
+        }
+    }
+    let accuracy = 1.0 - misclassified.len() as f64 / n as f64;
+    let confusion = match &test.labels {
+        Some(_) => {
+            json!({ "matrix": confusion, "accuracy": accuracy, "images": n, "data": test.source })
+        }
+        None => json!({ "matrix": null, "images": n, "data": test.source }),
+    };
+    let model_info = json!({
+        "file": args.model.display().to_string(),
+        "inputs": PIXELS,
+        "hidden": model.hidden(),
+        "outputs": CLASSES,
+        "activation": model.activation.name(),
+        "backend": opened.name,
+        "device": device,
+        "path": path,
+        "data": test.source,
+        "metadata": file.metadata.iter()
+            .filter(|(key, _)| key.as_str() != "checkpoint")
+            .collect::<std::collections::BTreeMap<_, _>>(),
+    });
+    let first = &model.layers[0];
+    let shown = first.outputs.min(MAX_UNITS);
+    let scale = first.w[..shown * PIXELS]
+        .iter()
+        .fold(0.0f32, |m, &w| m.max(w.abs()));
+    let weights = json!({
+        "total": first.outputs,
+        "shown": shown,
+        "scale": scale,
+        "units": first.w.chunks_exact(PIXELS).take(shown).collect::<Vec<_>>(),
+    });
+    let summary = match &test.labels {
+        Some(_) => format!("{:.2}% of them right", 100.0 * accuracy),
+        None => "unlabelled".to_string(),
+    };
+    let app = Arc::new(App {
+        backend: Mutex::new(backend),
+        model_info,
+        weights,
+        confusion,
+        test,
+        predicted,
+        misclassified,
+    });
+
+    let router = Router::new()
+        .route("/", get(page))
+        .route(
+            "/api/model",
+            get(|State(app): State<Arc<App>>| async move { json_body(&app.model_info) }),
+        )
+        .route(
+            "/api/weights",
+            get(|State(app): State<Arc<App>>| async move { json_body(&app.weights) }),
+        )
+        .route(
+            "/api/confusion",
+            get(|State(app): State<Arc<App>>| async move { json_body(&app.confusion) }),
+        )
+        .route("/api/test", get(test_digit))
+        .route("/api/predict", post(predict))
+        .fallback(|request: Request| async move {
+            Refusal(
+                StatusCode::NOT_FOUND,
+                format!("nothing at {}", request.uri().path()),
+            )
+        })
+        .method_not_allowed_fallback(|request: Request| async move {
+            Refusal(
+                StatusCode::METHOD_NOT_ALLOWED,
+                format!(
+                    "{} is not served at {}",
+                    request.method(),
+                    request.uri().path()
+                ),
+            )
+        })
+        .with_state(app.clone());
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_io()
+        .build()
+        .map_err(|e| Error::Config(format!("cannot start the server: {e}")))?;
+    runtime.block_on(async {
+        let address = format!("{}:{}", args.host, args.port);
+        let listener = tokio::net::TcpListener::bind(&address).await.map_err(|e| {
+            Error::Config(format!("cannot listen on {address} (--host, --port): {e}"))
+        })?;
+        let bound: SocketAddr = listener
+            .local_addr()
+            .map_err(|e| Error::Config(format!("cannot listen on {address}: {e}")))?;
+        let shown = if bound.ip().is_unspecified() {
+            format!(
+                "http://127.0.0.1:{}/ (and this machine's other addresses)",
+                bound.port()
+            )
+        } else {
+            format!("http://{bound}/")
+        };
+        println!("serving {shown}");
+        println!(
+            "  {} (784-{}-10, {}) on {}, {path} path; test digits: {}, {summary}; Ctrl-C stops",
+            args.model.display(),
+            model
+                .hidden()
+                .iter()
+                .map(|h| h.to_string())
+                .collect::<Vec<_>>()
+                .join("-"),
+            model.activation.name(),
+            app.model_info["device"].as_str().unwrap_or(""),
+            app.test.source,
+        );
+        use std::io::Write;
+        let _ = std::io::stdout().flush();
+        axum::serve(listener, router)
+            .await
+            .map_err(|e| Error::Config(format!("the server stopped: {e}")))
+    })
+}
+
+async fn page() -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], PAGE)
+}
+
+/// A random test digit (of the misclassified ones with `?misclassified=true`).
+async fn test_digit(State(app): State<Arc<App>>, RawQuery(query): RawQuery) -> Response {
+    let only_wrong = match query.as_deref() {
+        None | Some("") | Some("misclassified=false") => false,
+        Some("misclassified=true") => true,
+        Some(other) => {
+            return bad(format!("unknown query {other:?}: use misclassified=true")).into_response()
+        }
+    };
+    let choices = if only_wrong {
+        &app.misclassified[..]
+    } else {
+        &[][..]
+    };
+    let n = app.test.len();
+    let index = if only_wrong {
+        if choices.is_empty() {
+            return Refusal(
+                StatusCode::NOT_FOUND,
+                "no test digit is misclassified".into(),
+            )
+            .into_response();
+        }
+        choices[rand::rng().random_range(0..choices.len())]
+    } else {
+        rand::rng().random_range(0..n)
+    };
+    let mut answer = answer_json(&app.predicted[index]);
+    answer["index"] = json!(index);
+    answer["of"] = json!(n);
+    answer["pixels"] = json!(app.test.image(index));
+    answer["label"] = json!(app.test.labels.as_ref().map(|l| l[index]));
+    json_body(&answer).into_response()
+}
+
+/// `POST /api/predict`: one image (`pixels`) or a batch (`images`).
+async fn predict(State(app): State<Arc<App>>, headers: HeaderMap, body: Body) -> Response {
+    match predict_body(app, headers, body).await {
+        Ok(value) => json_body(&value).into_response(),
+        Err(refusal) => refusal.into_response(),
+    }
+}
+
+async fn predict_body(
+    app: Arc<App>,
+    headers: HeaderMap,
+    body: Body,
+) -> std::result::Result<Value, Refusal> {
+    let too_large = || {
+        Refusal(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "the body is over {MAX_BODY} bytes: send at most {MAX_IMAGES} images a request"
+            ),
+        )
+    };
+    // Refused before reading, when the client says how much it sends.
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > MAX_BODY) {
+        return Err(too_large());
+    }
+    let bytes: Bytes = axum::body::to_bytes(body, MAX_BODY)
+        .await
+        .map_err(|_| too_large())?;
+    let request: Value =
+        serde_json::from_slice(&bytes).map_err(|e| bad(format!("the body is not JSON: {e}")))?;
+    let usage = "expected {\"pixels\": [784 numbers 0–255]} or {\"images\": [[784 numbers], …]}";
+    let (images, batch) = match (&request["pixels"], &request["images"]) {
+        (Value::Array(_), Value::Null) => (vec![("pixels".to_string(), &request["pixels"])], false),
+        (Value::Null, Value::Array(list)) => {
+            if list.is_empty() || list.len() > MAX_IMAGES {
+                return Err(bad(format!(
+                    "images: {} images; send 1 to {MAX_IMAGES}",
+                    list.len()
+                )));
+            }
+            (
+                list.iter()
+                    .enumerate()
+                    .map(|(i, v)| (format!("images[{i}]"), v))
+                    .collect(),
+                true,
+            )
+        }
+        _ => return Err(bad(usage)),
+    };
+    let mut pixels = Vec::with_capacity(PIXELS * images.len());
+    for (name, image) in images {
+        pixels.extend(image_bytes(&name, image)?);
+    }
+    let logits = tokio::task::spawn_blocking(move || {
+        let mut backend = app
+            .backend
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        backend.classify(&pixels)
+    })
+    .await
+    .map_err(|e| {
+        Refusal(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("the model failed: {e}"),
+        )
+    })?
+    .map_err(|e| {
+        Refusal(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("the model failed: {e}"),
+        )
+    })?;
+    let mut answers: Vec<Value> = answers(&logits).iter().map(answer_json).collect();
+    Ok(if batch {
+        Value::Array(answers)
+    } else {
+        answers.remove(0)
+    })
+}
+
+/// 784 numbers in 0–255 (rounded to whole grey levels).
+fn image_bytes(name: &str, image: &Value) -> std::result::Result<Vec<u8>, Refusal> {
+    let values = image
+        .as_array()
+        .ok_or_else(|| bad(format!("{name}: not a list of numbers")))?;
+    if values.len() != PIXELS {
+        return Err(bad(format!(
+            "{name}: {} numbers, expected {PIXELS}",
+            values.len()
+        )));
+    }
+    values
+        .iter()
+        .enumerate()
+        .map(|(i, v)| match v.as_f64() {
+            Some(x) if (0.0..=255.0).contains(&x) => Ok(x.round() as u8),
+            Some(x) => Err(bad(format!("{name}[{i}]: {x} is outside 0–255"))),
+            None => Err(bad(format!("{name}[{i}]: {v} is not a number"))),
+        })
+        .collect()
+}

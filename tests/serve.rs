@@ -1,0 +1,730 @@
+//! `mnist-gpu serve` end to end: the JSON API (answers, bad requests, many clients at once)
+//! over plain HTTP, and the page in a real browser — headless Chromium driven through
+//! WebDriver (Debian's `chromium` and `chromium-driver`; `./test.sh` installs them), which
+//! draws digits on the canvas with pointer events and reads what the page answers.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use mnist_gpu::backend::Backend;
+use mnist_gpu::cpu::CpuBackend;
+use mnist_gpu::data::{EMBEDDED_TEST, PIXELS};
+use serde_json::{json, Value};
+
+use common::output::run_in;
+
+/// A server (or chromedriver) process, killed when dropped.
+struct Process(Child);
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A model file, trained once per test process with `args` (in a directory kept for the run).
+fn model(name: &str, args: &[&str]) -> PathBuf {
+    static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
+    let dir = DIR.get_or_init(|| tempfile::tempdir().unwrap()).path();
+    let path = dir.join(name);
+    if !path.exists() {
+        let mut all = vec!["--backend", "cpu", "--save", name];
+        all.extend(args);
+        let out = run_in(dir, &all);
+        assert!(
+            out.status.success(),
+            "training {name}: {}",
+            common::output::describe(&out)
+        );
+    }
+    path
+}
+
+/// The quick default network (784-10-10, 91% on the test digits).
+fn small_model() -> PathBuf {
+    static PATH: OnceLock<PathBuf> = OnceLock::new();
+    PATH.get_or_init(|| model("small.safetensors", &["--iterations", "300"]))
+        .clone()
+}
+
+/// Starts `serve` on a free port; returns it and its address.
+fn serve(model: &Path, extra: &[&str]) -> (Process, SocketAddr) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_mnist-gpu"))
+        .args(["serve", "--port", "0", "--model"])
+        .arg(model)
+        .args(extra)
+        .env("XDG_RUNTIME_DIR", std::env::temp_dir())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("the binary runs");
+    let stdout = child.stdout.take().unwrap();
+    let process = Process(child);
+    let mut lines = BufReader::new(stdout).lines();
+    let address = loop {
+        let line = lines
+            .next()
+            .expect("serve printed its address")
+            .expect("readable output");
+        if let Some(rest) = line.strip_prefix("serving http://") {
+            break rest.trim_end_matches('/').parse().expect("an address");
+        }
+    };
+    // Keep reading the output, so that the server never blocks on a full pipe.
+    std::thread::spawn(move || for _ in lines {});
+    (process, address)
+}
+
+/// One HTTP/1.1 request on its own connection: the status and the body.
+fn http(address: SocketAddr, method: &str, path: &str, body: &[u8]) -> (u16, String) {
+    let mut stream = TcpStream::connect(address).expect("the server listens");
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {address}\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).unwrap();
+    // A server may answer (413) and close before it has read a large body: that is fine.
+    let _ = stream.write_all(body);
+    response(stream)
+}
+
+/// Reads a response: up to the end of its head, then `Content-Length` bytes of body (or, without
+/// one, to the end of the connection).
+fn response(stream: TcpStream) -> (u16, String) {
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(120)));
+    let mut reader = BufReader::new(stream);
+    let mut head = String::new();
+    loop {
+        let mut line = String::new();
+        match reader.read_line(&mut line) {
+            Ok(0) | Err(_) => break,
+            Ok(_) if line == "\r\n" => break,
+            Ok(_) => head.push_str(&line),
+        }
+    }
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status in {head:?}"));
+    let length = head.lines().find_map(|l| {
+        let (name, value) = l.split_once(':')?;
+        if name.eq_ignore_ascii_case("content-length") {
+            value.trim().parse::<usize>().ok()
+        } else {
+            None
+        }
+    });
+    let mut body = Vec::new();
+    match length {
+        Some(n) => {
+            body.resize(n, 0);
+            let _ = reader.read_exact(&mut body);
+        }
+        None => {
+            let _ = reader.read_to_end(&mut body);
+        }
+    }
+    (status, String::from_utf8_lossy(&body).into_owned())
+}
+
+fn json_of(body: &str) -> Value {
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("not JSON ({e}): {body}"))
+}
+
+/// The predictions the model makes for the first `n` test digits, computed here.
+fn expected_digits(model: &Path, n: usize) -> (Vec<u8>, Vec<u8>) {
+    let model = mnist_gpu::model_file::load(model).unwrap().model;
+    let test = EMBEDDED_TEST.load().unwrap();
+    let pool = Arc::new(mnist_gpu::backend::ImagePool::default());
+    let sizes = mnist_gpu::backend::ListSizes {
+        train: 0,
+        dev: 0,
+        test: 0,
+    };
+    let mut cpu = CpuBackend::new(&model, pool, sizes, n).unwrap();
+    let images = test.images[..n * PIXELS].to_vec();
+    let digits = mnist_gpu::model::argmax_columns(&cpu.classify(&images).unwrap());
+    (images, digits)
+}
+
+fn still_serving(address: SocketAddr) {
+    let (status, body) = http(address, "GET", "/api/model", b"");
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(json_of(&body)["hidden"], json!([10]));
+}
+
+#[test]
+fn predictions_match_the_model() {
+    let model = small_model();
+    let (_server, address) = serve(&model, &["--backend", "cpu"]);
+    let (images, digits) = expected_digits(&model, 20);
+    let pixels = |i: usize| images[i * PIXELS..(i + 1) * PIXELS].to_vec();
+    let (status, body) = http(
+        address,
+        "POST",
+        "/api/predict",
+        json!({"pixels": pixels(3)}).to_string().as_bytes(),
+    );
+    assert_eq!(status, 200, "{body}");
+    let answer = json_of(&body);
+    assert_eq!(answer["digit"], digits[3]);
+    let probabilities: Vec<f64> = serde_json::from_value(answer["probabilities"].clone()).unwrap();
+    assert_eq!(probabilities.len(), 10);
+    assert!(
+        (probabilities.iter().sum::<f64>() - 1.0).abs() < 1e-9,
+        "{probabilities:?}"
+    );
+    // A batch: a list of answers, in order.
+    let batch: Vec<Vec<u8>> = (0..20).map(pixels).collect();
+    let (status, body) = http(
+        address,
+        "POST",
+        "/api/predict",
+        json!({"images": batch}).to_string().as_bytes(),
+    );
+    assert_eq!(status, 200, "{body}");
+    let answers = json_of(&body);
+    let got: Vec<u64> = answers
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["digit"].as_u64().unwrap())
+        .collect();
+    assert_eq!(got, digits.iter().map(|&d| d as u64).collect::<Vec<_>>());
+    // The page and the other endpoints.
+    let (status, page) = http(address, "GET", "/", b"");
+    assert!(
+        status == 200 && page.contains("<canvas id=\"pad\""),
+        "{status}"
+    );
+    assert!(
+        !page.contains("http://") && !page.contains("https://"),
+        "the page fetches from elsewhere"
+    );
+    let (status, body) = http(address, "GET", "/api/test?misclassified=true", b"");
+    assert_eq!(status, 200, "{body}");
+    let t = json_of(&body);
+    assert_ne!(t["label"], t["digit"], "{t}");
+    assert_eq!(t["pixels"].as_array().unwrap().len(), PIXELS);
+    let (status, body) = http(address, "GET", "/api/confusion", b"");
+    let c = json_of(&body);
+    let total: u64 = c["matrix"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|r| r.as_array().unwrap())
+        .map(|n| n.as_u64().unwrap())
+        .sum();
+    assert_eq!((status, total), (200, 10_000));
+    let (status, body) = http(address, "GET", "/api/weights", b"");
+    let w = json_of(&body);
+    assert_eq!((status, w["units"].as_array().unwrap().len()), (200, 10));
+}
+
+/// Bad requests get a 4xx and a one-line JSON error; the server serves on.
+#[test]
+fn bad_requests_are_refused_and_the_server_serves_on() {
+    let (_server, address) = serve(&small_model(), &["--backend", "cpu"]);
+    let zeros = |n: usize| json!({"pixels": vec![0; n]}).to_string();
+    let hundred_mb = vec![b' '; 100 << 20];
+    let mut out_of_range = vec![json!(0); 784];
+    out_of_range[100] = json!(256);
+    let cases: Vec<(&str, Vec<u8>, u16, &str)> = vec![
+        (
+            "783 pixels",
+            zeros(783).into_bytes(),
+            400,
+            "783 numbers, expected 784",
+        ),
+        ("785 pixels", zeros(785).into_bytes(), 400, "785 numbers"),
+        (
+            "a value out of range",
+            json!({"pixels": out_of_range}).to_string().into_bytes(),
+            400,
+            "pixels[100]: 256 is outside 0–255",
+        ),
+        (
+            "a string",
+            json!({"pixels": vec!["x"; 784]}).to_string().into_bytes(),
+            400,
+            "pixels[0]",
+        ),
+        (
+            "truncated JSON",
+            zeros(784)[..1000].as_bytes().to_vec(),
+            400,
+            "not JSON",
+        ),
+        ("not JSON", b"pixels=0,0,0".to_vec(), 400, "not JSON"),
+        (
+            "no pixels",
+            b"{\"image\": []}".to_vec(),
+            400,
+            "expected {\"pixels\"",
+        ),
+        (
+            "an empty batch",
+            b"{\"images\": []}".to_vec(),
+            400,
+            "images: 0 images",
+        ),
+        ("a 100 MB body", hundred_mb, 413, "over"),
+    ];
+    for (what, body, status, says) in cases {
+        let (got, text) = http(address, "POST", "/api/predict", &body);
+        assert_eq!(got, status, "{what}: {text}");
+        assert_eq!(text.lines().count(), 1, "{what}: {text:?}");
+        let error = json_of(&text)["error"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{what}: {text}"))
+            .to_string();
+        assert!(error.contains(says), "{what}: {error}");
+        still_serving(address);
+    }
+    // A 100 MB body that does not say its length up front (chunked) is cut off too.
+    let mut stream = TcpStream::connect(address).unwrap();
+    let head = format!("POST /api/predict HTTP/1.1\r\nHost: {address}\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n");
+    stream.write_all(head.as_bytes()).unwrap();
+    let chunk = vec![b' '; 1 << 20];
+    for _ in 0..100 {
+        if stream
+            .write_all(format!("{:x}\r\n", chunk.len()).as_bytes())
+            .is_err()
+            || stream.write_all(&chunk).is_err()
+            || stream.write_all(b"\r\n").is_err()
+        {
+            break;
+        }
+    }
+    let _ = stream.write_all(b"0\r\n\r\n");
+    let (status, _) = response(stream);
+    assert_eq!(status, 413);
+    for (method, path, status) in [
+        ("GET", "/nowhere", 404),
+        ("DELETE", "/api/model", 405),
+        ("GET", "/api/test?x=1", 400),
+    ] {
+        let (got, text) = http(address, method, path, b"");
+        assert_eq!(got, status, "{method} {path}: {text}");
+        assert!(json_of(&text)["error"].is_string());
+    }
+    still_serving(address);
+}
+
+/// 64 clients at once, 100 predictions each: every answer is the model's.
+#[test]
+fn many_clients_at_once_all_get_the_right_answers() {
+    let model = small_model();
+    let (_server, address) = serve(&model, &["--backend", "cpu"]);
+    let (images, digits) = expected_digits(&model, 200);
+    let (images, digits) = (Arc::new(images), Arc::new(digits));
+    let clients: Vec<_> = (0..64)
+        .map(|client| {
+            let (images, digits) = (images.clone(), digits.clone());
+            std::thread::spawn(move || {
+                for k in 0..100 {
+                    let i = (client * 37 + k * 11) % 200;
+                    let pixels = &images[i * PIXELS..(i + 1) * PIXELS];
+                    let body = json!({"pixels": pixels}).to_string();
+                    let (status, text) = http(address, "POST", "/api/predict", body.as_bytes());
+                    assert_eq!(status, 200, "client {client}, request {k}: {text}");
+                    assert_eq!(
+                        json_of(&text)["digit"],
+                        digits[i],
+                        "client {client}, image {i}"
+                    );
+                }
+            })
+        })
+        .collect();
+    for client in clients {
+        client.join().expect("a client failed");
+    }
+}
+
+/// The same API on the GPU backend (whatever adapter the machine has).
+#[test]
+fn the_gpu_backend_serves_the_same_answers() {
+    let model = small_model();
+    let (_server, address) = serve(&model, &["--backend", "gpu"]);
+    let (images, digits) = expected_digits(&model, 50);
+    let batch: Vec<&[u8]> = images.chunks(PIXELS).collect();
+    let (status, body) = http(
+        address,
+        "POST",
+        "/api/predict",
+        json!({"images": batch}).to_string().as_bytes(),
+    );
+    assert_eq!(status, 200, "{body}");
+    let got: Vec<u64> = json_of(&body)
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["digit"].as_u64().unwrap())
+        .collect();
+    let agree = got
+        .iter()
+        .zip(digits.iter())
+        .filter(|(g, d)| **g == **d as u64)
+        .count();
+    assert!(agree >= 49, "GPU and CPU agree on {agree} of 50");
+    let (_, body) = http(address, "GET", "/api/model", b"");
+    assert_eq!(json_of(&body)["backend"], "gpu");
+}
+
+// ---------------------------------------------------------------------------------------------
+// The page in a browser
+// ---------------------------------------------------------------------------------------------
+
+/// A WebDriver session with headless Chromium.
+struct Browser {
+    driver: SocketAddr,
+    session: String,
+    _chromedriver: Process,
+    _profile: tempfile::TempDir,
+}
+
+const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
+
+fn find(program: &str, candidates: &[&str]) -> PathBuf {
+    candidates
+        .iter()
+        .map(PathBuf::from)
+        .chain(std::env::var_os("PATH").into_iter().flat_map(|p| {
+            std::env::split_paths(&p).map(|d| d.join(program)).collect::<Vec<_>>()
+        }))
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| {
+            panic!(
+                "no {program}: the browser test needs Chromium and its WebDriver \
+                 (`apt-get install chromium chromium-driver`, as root or with sudo; ./test.sh does it)"
+            )
+        })
+}
+
+impl Browser {
+    fn start() -> Browser {
+        let chromedriver = find("chromedriver", &["/usr/bin/chromedriver"]);
+        let chromium = find(
+            "chromium",
+            &["/usr/bin/chromium", "/usr/bin/chromium-browser"],
+        );
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = Command::new(chromedriver)
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("chromedriver starts");
+        let process = Process(child);
+        let driver: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let started = Instant::now();
+        while TcpStream::connect(driver).is_err() {
+            assert!(
+                started.elapsed() < Duration::from_secs(20),
+                "chromedriver does not listen"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let profile = tempfile::tempdir().unwrap();
+        let args = [
+            "--headless=new",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-dev-shm-usage",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--no-first-run",
+            "--window-size=1300,1500",
+        ];
+        let mut args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        args.push(format!("--user-data-dir={}", profile.path().display()));
+        let capabilities = json!({"capabilities": {"alwaysMatch": {
+            "browserName": "chrome",
+            "goog:chromeOptions": {"binary": chromium, "args": args},
+        }}});
+        let (status, body) = http(
+            driver,
+            "POST",
+            "/session",
+            capabilities.to_string().as_bytes(),
+        );
+        assert_eq!(status, 200, "no browser session: {body}");
+        let session = json_of(&body)["value"]["sessionId"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        Browser {
+            driver,
+            session,
+            _chromedriver: process,
+            _profile: profile,
+        }
+    }
+
+    fn call(&self, method: &str, path: &str, body: Value) -> Value {
+        let body = if method == "GET" {
+            String::new()
+        } else {
+            body.to_string()
+        };
+        let path = format!("/session/{}{path}", self.session);
+        let (status, text) = http(self.driver, method, &path, body.as_bytes());
+        assert_eq!(status, 200, "WebDriver {method} {path}: {text}");
+        json_of(&text)["value"].clone()
+    }
+
+    fn element(&self, css: &str) -> String {
+        let found = self.call(
+            "POST",
+            "/element",
+            json!({"using": "css selector", "value": css}),
+        );
+        found[ELEMENT].as_str().unwrap().to_string()
+    }
+
+    fn click(&self, css: &str) {
+        let element = self.element(css);
+        self.call("POST", &format!("/element/{element}/click"), json!({}));
+    }
+
+    fn script(&self, script: &str) -> Value {
+        self.call(
+            "POST",
+            "/execute/sync",
+            json!({"script": script, "args": []}),
+        )
+    }
+
+    fn text(&self, id: &str) -> String {
+        let script = format!("return document.getElementById('{id}').textContent");
+        self.script(&script)
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    }
+
+    /// Waits until `until` holds for the page, at most 20 s.
+    fn wait(&self, what: &str, until: impl Fn(&Browser) -> bool) {
+        let started = Instant::now();
+        while !until(self) {
+            assert!(
+                started.elapsed() < Duration::from_secs(20),
+                "the page never showed {what}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Draws `strokes` (lines through points of the unit square) on the pad with pointer
+    /// events, as a mouse would.
+    fn draw(&self, strokes: &[Vec<(f64, f64)>]) {
+        let pad = self.element("#pad");
+        // The digit's box on the 280×280 pad, as offsets from its centre: 160 wide, 200 tall.
+        let at = |(u, v): (f64, f64)| {
+            json!({"type": "pointerMove", "duration": 5, "origin": {ELEMENT: pad},
+                   "x": (u * 160.0 - 80.0).round() as i64, "y": (v * 200.0 - 100.0).round() as i64})
+        };
+        let mut actions = Vec::new();
+        for stroke in strokes {
+            actions.push(at(stroke[0]));
+            actions.push(json!({"type": "pointerDown", "button": 0}));
+            actions.extend(stroke[1..].iter().map(|&p| at(p)));
+            actions.push(json!({"type": "pointerUp", "button": 0}));
+        }
+        let pointer = json!({"type": "pointer", "id": "pen", "parameters": {"pointerType": "mouse"},
+                             "actions": actions});
+        self.call("POST", "/actions", json!({"actions": [pointer]}));
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        let path = format!("/session/{}", self.session);
+        let _ = http(self.driver, "DELETE", &path, b"");
+    }
+}
+
+/// Points along an arc of the ellipse centred at (cx, cy) with radii (rx, ry), from angle `from`
+/// to `to` (degrees, counter-clockwise on the page: y grows downwards).
+fn arc(cx: f64, cy: f64, rx: f64, ry: f64, from: f64, to: f64) -> Vec<(f64, f64)> {
+    let steps = ((to - from).abs() / 10.0).ceil() as usize;
+    (0..=steps)
+        .map(|i| {
+            let a = (from + (to - from) * i as f64 / steps as f64).to_radians();
+            (cx + rx * a.cos(), cy - ry * a.sin())
+        })
+        .collect()
+}
+
+fn line(points: &[(f64, f64)]) -> Vec<(f64, f64)> {
+    // Points every tenth of the box along each segment.
+    let mut out = vec![points[0]];
+    for pair in points.windows(2) {
+        let ((x0, y0), (x1, y1)) = (pair[0], pair[1]);
+        let steps = ((x1 - x0).hypot(y1 - y0) / 0.1).ceil().max(1.0) as usize;
+        out.extend((1..=steps).map(|i| {
+            let t = i as f64 / steps as f64;
+            (x0 + (x1 - x0) * t, y0 + (y1 - y0) * t)
+        }));
+    }
+    out
+}
+
+/// Strokes of the digits 0–9 as a hand writes them, in the unit square (y downwards).
+fn digit_strokes(digit: usize) -> Vec<Vec<(f64, f64)>> {
+    match digit {
+        0 => vec![arc(0.5, 0.5, 0.4, 0.48, 90.0, 450.0)],
+        1 => vec![line(&[(0.55, 0.0), (0.45, 1.0)])],
+        2 => {
+            let mut s = arc(0.5, 0.3, 0.4, 0.28, 160.0, -40.0);
+            s.extend(line(&[*s.last().unwrap(), (0.05, 1.0), (0.95, 1.0)]));
+            vec![s]
+        }
+        3 => {
+            let mut s = arc(0.5, 0.26, 0.36, 0.25, 150.0, -90.0);
+            s.extend(arc(0.5, 0.74, 0.4, 0.25, 90.0, -150.0));
+            vec![s]
+        }
+        4 => vec![
+            line(&[(0.6, 0.0), (0.05, 0.62), (0.95, 0.62)]),
+            line(&[(0.72, 0.3), (0.72, 1.0)]),
+        ],
+        5 => {
+            let mut s = line(&[(0.9, 0.0), (0.2, 0.0), (0.15, 0.42)]);
+            s.extend(arc(0.48, 0.7, 0.42, 0.3, 145.0, -150.0));
+            vec![s]
+        }
+        6 => {
+            let mut s = line(&[(0.75, 0.0), (0.4, 0.22), (0.18, 0.55)]);
+            s.extend(arc(0.5, 0.72, 0.33, 0.28, 180.0, 530.0));
+            vec![s]
+        }
+        7 => vec![line(&[(0.05, 0.0), (0.95, 0.0), (0.4, 1.0)])],
+        8 => vec![
+            arc(0.5, 0.25, 0.3, 0.25, 270.0, 630.0),
+            arc(0.5, 0.74, 0.36, 0.26, 90.0, 450.0),
+        ],
+        9 => vec![
+            arc(0.42, 0.3, 0.36, 0.3, 0.0, 370.0),
+            line(&[(0.78, 0.28), (0.72, 1.0)]),
+        ],
+        _ => unreachable!(),
+    }
+}
+
+/// With the README's most accurate model, the page recognises digits drawn on its canvas (at
+/// least 9 of 0–9), and shows a random test digit with its label and prediction.
+#[test]
+fn the_page_recognises_drawn_digits_in_a_browser() {
+    let model = model(
+        "wide.safetensors",
+        &[
+            "--hidden",
+            "512",
+            "--optimizer",
+            "adam",
+            "--alpha",
+            "0.002",
+            "--batch-size",
+            "64",
+            "--epochs",
+            "40",
+            "--lr-decay",
+            "0.9",
+            "--augment",
+            "--dev-size",
+            "0",
+        ],
+    );
+    let (_server, address) = serve(&model, &["--backend", "cpu"]);
+    let browser = Browser::start();
+    browser.call("POST", "/url", json!({"url": format!("http://{address}/")}));
+    browser.wait("the model", |b| b.text("summary").contains("784-512-10"));
+    let mut recognised = Vec::new();
+    for digit in 0..10 {
+        browser.click("#clear");
+        browser.draw(&digit_strokes(digit));
+        // Wait for the answer to the finished drawing: two reads in a row agree.
+        browser.wait("an answer", |b| !b.text("digit").is_empty());
+        let mut answer = browser.text("digit");
+        loop {
+            std::thread::sleep(Duration::from_millis(300));
+            let now = browser.text("digit");
+            if now == answer {
+                break;
+            }
+            answer = now;
+        }
+        eprintln!("drew {digit}: the page says {answer}");
+        recognised.push(answer == digit.to_string());
+    }
+    let right = recognised.iter().filter(|&&r| r).count();
+    assert!(
+        right >= 9,
+        "recognised {right} of 10 drawn digits: {recognised:?}"
+    );
+
+    browser.click("#random");
+    browser.wait("a test digit", |b| !b.text("test-label").is_empty());
+    let (label, said) = (browser.text("test-label"), browser.text("test-digit"));
+    assert!(label.parse::<u8>().is_ok_and(|d| d < 10), "label {label:?}");
+    assert!(
+        said.parse::<u8>().is_ok_and(|d| d < 10),
+        "prediction {said:?}"
+    );
+    assert!(
+        browser.text("test-about").starts_with("test image"),
+        "{}",
+        browser.text("test-about")
+    );
+
+    // The README's picture: the page after drawing (set MNIST_GPU_SCREENSHOT=docs/serve.png).
+    if let Some(path) = std::env::var_os("MNIST_GPU_SCREENSHOT") {
+        browser.click("#clear");
+        browser.draw(&digit_strokes(3));
+        std::thread::sleep(Duration::from_millis(800));
+        let png = browser.call("GET", "/screenshot", json!({}));
+        let bytes = base64_decode(png.as_str().unwrap());
+        std::fs::write(&path, bytes).unwrap();
+    }
+}
+
+fn base64_decode(text: &str) -> Vec<u8> {
+    let value = |c: u8| match c {
+        b'A'..=b'Z' => c - b'A',
+        b'a'..=b'z' => c - b'a' + 26,
+        b'0'..=b'9' => c - b'0' + 52,
+        b'+' => 62,
+        _ => 63,
+    };
+    let clean: Vec<u8> = text
+        .bytes()
+        .filter(|&c| c != b'=' && !c.is_ascii_whitespace())
+        .collect();
+    clean
+        .chunks(4)
+        .flat_map(|chunk| {
+            let bits = chunk
+                .iter()
+                .fold(0u32, |acc, &c| acc << 6 | value(c) as u32)
+                << (6 * (4 - chunk.len()));
+            let bytes = [(bits >> 16) as u8, (bits >> 8) as u8, bits as u8];
+            bytes[..chunk.len() - 1].to_vec()
+        })
+        .collect()
+}
