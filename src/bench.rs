@@ -494,8 +494,13 @@ pub fn run(options: &BenchOptions) -> Result<()> {
         Which::Gpu => Some(Arc::new(GpuContext::new(options.adapter.as_deref())?)),
         Which::Auto => match GpuContext::auto(options.adapter.as_deref())? {
             AutoChoice::Gpu(ctx) => Some(Arc::new(ctx)),
-            AutoChoice::Cpu(why) => {
-                eprintln!("note: {why}: measuring the CPU alone; --backend gpu or both measures it anyway");
+            AutoChoice::Cpu { why, software } => {
+                let anyway = if software {
+                    "; --backend gpu or both measures it anyway"
+                } else {
+                    ""
+                };
+                eprintln!("note: {why}: measuring the CPU alone{anyway}");
                 None
             }
         },

@@ -9,9 +9,11 @@
 //!   per moment and parameter tensor, shaped like the tensor;
 //! - `order`: this epoch's order of the training samples (u32, positions in the image pool);
 //! - `best.W1`, `best.b1`, …: early stopping's best model so far, when there is one;
-//! - `checkpoint`: JSON with the format version, the options that define the run, the training
-//!   file's size and SHA-256, the step, epoch and position in the epoch, α, Adam's step count,
-//!   the random streams' seeds and positions, early stopping's state and the progress lines.
+//! - `history`: the progress lines, one row each (f64: step, steps, epoch, loss, accuracy, dev
+//!   accuracy, dev loss, α, samples per second; NaN where a line has no value);
+//! - `checkpoint`: JSON with the format version, the run's options, the training file's size and
+//!   SHA-256, the step, epoch and position in the epoch, α, Adam's step count, the random
+//!   streams' seeds and positions, and early stopping's state.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -82,7 +84,8 @@ impl FileId {
         }
     }
 
-    /// The identity of the files `data::load(path)` reads.
+    /// The identity of the files `data::load(path)` reads, named by the path in full (so a
+    /// resumed run finds it from any directory).
     pub fn of_file(path: &Path) -> Result<FileId> {
         let mut contents = Vec::new();
         for file in crate::data::files_of(path) {
@@ -92,7 +95,8 @@ impl FileId {
             })?);
         }
         let parts: Vec<&[u8]> = contents.iter().map(Vec::as_slice).collect();
-        Ok(FileId::of_bytes(&path.display().to_string(), &parts))
+        let full = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+        Ok(FileId::of_bytes(&full.display().to_string(), &parts))
     }
 
     fn to_json(&self) -> Value {
@@ -195,6 +199,11 @@ pub fn save(plan: &Checkpointing, backend: &mut dyn Backend, state: &RunState) -
     if let Some((_, _, best)) = &state.best {
         tensors.extend(named_tensors("best.", best));
     }
+    tensors.push(Named {
+        name: "history".into(),
+        shape: vec![state.history.len(), HISTORY_COLUMNS],
+        data: Values::F64(state.history.iter().flat_map(history_row).collect()),
+    });
     let run = json!({
         "version": VERSION,
         "options": plan.options,
@@ -213,27 +222,27 @@ pub fn save(plan: &Checkpointing, backend: &mut dyn Backend, state: &RunState) -
     model_file::write_atomically(path, &bytes)
 }
 
-/// Whether the file at `path` is a checkpoint (by its `format`), as opposed to a model file.
-pub fn is_checkpoint(path: &Path) -> Result<bool> {
-    let file = model_file::load(path)?;
-    Ok(file
-        .metadata
+/// Whether a file read as a model is a checkpoint (by its `format`).
+pub fn is_checkpoint(file: &model_file::ModelFile) -> bool {
+    file.metadata
         .get("format")
-        .is_some_and(|f| f.starts_with(FORMAT_NAME)))
+        .is_some_and(|f| f.starts_with(FORMAT_NAME))
 }
 
 /// Reads a checkpoint `save` wrote, refusing anything damaged with one line naming the file
 /// and what is wrong.
 pub fn load(path: &Path) -> Result<Checkpoint> {
+    let bytes = model_file::read(path)?;
+    let file = model_file::parse(path, &bytes)?;
+    parse(path, &bytes, file)
+}
+
+/// `load`'s work on the file's bytes, which `model_file::parse` has read as `file`.
+pub fn parse(path: &Path, bytes: &[u8], file: model_file::ModelFile) -> Result<Checkpoint> {
     let bad = |message: String| Error::Model {
         path: path.display().to_string(),
         message,
     };
-    let bytes = std::fs::read(path).map_err(|source| Error::Io {
-        path: path.display().to_string(),
-        source,
-    })?;
-    let file = model_file::parse(path, &bytes)?;
     match file.metadata.get("format") {
         Some(f) if *f == format() => {}
         Some(f) if f.starts_with(FORMAT_NAME) => {
@@ -273,14 +282,15 @@ pub fn load(path: &Path) -> Result<Checkpoint> {
             .ok_or_else(|| field("train_file"))?,
         sha256: run["train_file"]["sha256"]
             .as_str()
-            .ok_or_else(|| field("train_file"))?
+            .filter(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()))
+            .ok_or_else(|| field("train_file.sha256"))?
             .into(),
     };
     let steps = run["optimizer_steps"]
         .as_u64()
         .ok_or_else(|| field("optimizer_steps"))?;
 
-    let tensors = SafeTensors::deserialize(&bytes)
+    let tensors = SafeTensors::deserialize(bytes)
         .map_err(|e| bad(format!("not a safetensors file ({e})")))?;
     let names = moments(&options).map_err(bad)?;
     let mut optimizer = Vec::new();
@@ -309,7 +319,9 @@ pub fn load(path: &Path) -> Result<Checkpoint> {
         None => None,
         Some(_) => Some(read_best(path, &tensors, &file.model)?),
     };
-    let state = state_from_json(&run["state"], order, best_model).map_err(|what| field(&what))?;
+    let history = read_history(path, &tensors)?;
+    let state =
+        state_from_json(&run["state"], order, best_model, history).map_err(|what| field(&what))?;
     Ok(Checkpoint {
         model: file.model,
         optimizer: OptimizerState {
@@ -320,6 +332,59 @@ pub fn load(path: &Path) -> Result<Checkpoint> {
         train_file,
         state,
     })
+}
+
+/// The columns of a progress line in the `history` tensor.
+const HISTORY_COLUMNS: usize = 9;
+
+fn history_row(p: &Progress) -> [f64; HISTORY_COLUMNS] {
+    let or_nan = |v: Option<f64>| v.unwrap_or(f64::NAN);
+    [
+        p.step as f64,
+        p.steps as f64,
+        or_nan(p.epoch.map(|e| e as f64)),
+        p.batch.loss,
+        p.batch.accuracy,
+        or_nan(p.dev_accuracy),
+        or_nan(p.dev_loss),
+        p.alpha as f64,
+        p.samples_per_second,
+    ]
+}
+
+fn read_history(path: &Path, tensors: &SafeTensors) -> Result<Vec<Progress>> {
+    let bad = |message: &str| Error::Model {
+        path: path.display().to_string(),
+        message: message.into(),
+    };
+    let tensor = tensors
+        .tensor("history")
+        .map_err(|_| bad("tensor history is missing"))?;
+    if tensor.dtype() != Dtype::F64 || tensor.shape().get(1) != Some(&HISTORY_COLUMNS) {
+        return Err(bad("tensor history is not a table of progress lines"));
+    }
+    let values: Vec<f64> = tensor
+        .data()
+        .chunks_exact(8)
+        .map(|b| f64::from_le_bytes(b.try_into().expect("8 bytes")))
+        .collect();
+    let some = |v: f64| (!v.is_nan()).then_some(v);
+    Ok(values
+        .chunks_exact(HISTORY_COLUMNS)
+        .map(|r| Progress {
+            step: r[0] as usize,
+            steps: r[1] as usize,
+            epoch: some(r[2]).map(|e| e as usize),
+            batch: BatchStats {
+                loss: r[3],
+                accuracy: r[4],
+            },
+            dev_accuracy: some(r[5]),
+            dev_loss: some(r[6]),
+            alpha: r[7] as f32,
+            samples_per_second: r[8],
+        })
+        .collect())
 }
 
 fn read_u32(path: &Path, tensors: &SafeTensors, name: &str) -> Result<Vec<u32>> {
@@ -379,31 +444,6 @@ fn rng_from_json(v: &Value) -> Option<ChaCha12Rng> {
     Some(rng)
 }
 
-fn progress_json(p: &Progress) -> Value {
-    json!({
-        "step": p.step, "steps": p.steps, "epoch": p.epoch,
-        "loss": p.batch.loss, "accuracy": p.batch.accuracy,
-        "dev_accuracy": p.dev_accuracy, "dev_loss": p.dev_loss,
-        "alpha": p.alpha, "samples_per_second": p.samples_per_second,
-    })
-}
-
-fn progress_from_json(v: &Value) -> Option<Progress> {
-    Some(Progress {
-        step: v["step"].as_u64()? as usize,
-        steps: v["steps"].as_u64()? as usize,
-        epoch: v["epoch"].as_u64().map(|e| e as usize),
-        batch: BatchStats {
-            loss: v["loss"].as_f64()?,
-            accuracy: v["accuracy"].as_f64()?,
-        },
-        dev_accuracy: v["dev_accuracy"].as_f64(),
-        dev_loss: v["dev_loss"].as_f64(),
-        alpha: v["alpha"].as_f64()? as f32,
-        samples_per_second: v["samples_per_second"].as_f64()?,
-    })
-}
-
 /// The state as JSON; α and the best dev loss as their bits, so they come back exactly.
 fn state_json(state: &RunState) -> Value {
     json!({
@@ -417,7 +457,6 @@ fn state_json(state: &RunState) -> Value {
         "best_step": state.best.as_ref().map(|b| b.1),
         "since_best": state.since_best,
         "stopped_early": state.stopped_early,
-        "history": state.history.iter().map(progress_json).collect::<Vec<_>>(),
     })
 }
 
@@ -426,6 +465,7 @@ fn state_from_json(
     v: &Value,
     order: Vec<u32>,
     best_model: Option<Model>,
+    history: Vec<Progress>,
 ) -> std::result::Result<RunState, String> {
     let count = |key: &str| v[key].as_u64().map(|n| n as usize).ok_or(key.to_string());
     let best = match (
@@ -437,17 +477,11 @@ fn state_from_json(
         (None, None, None) => None,
         _ => return Err("best_loss_bits".into()),
     };
-    let history = v["history"]
-        .as_array()
-        .ok_or("history")?
-        .iter()
-        .map(progress_from_json)
-        .collect::<Option<Vec<_>>>()
-        .ok_or("history")?;
     let alpha = v["alpha_bits"]
         .as_u64()
         .and_then(|b| u32::try_from(b).ok())
         .map(f32::from_bits)
+        .filter(|a| a.is_finite() && *a > 0.0)
         .ok_or("alpha_bits")?;
     Ok(RunState {
         step: count("step")?,

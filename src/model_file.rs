@@ -60,8 +60,18 @@ pub fn write_atomically(path: &Path, contents: &[u8]) -> Result<()> {
     let mut file = tempfile::Builder::new()
         .prefix(&partial_prefix(path))
         .suffix(PARTIAL)
+        .rand_bytes(RANDOM_CHARS)
         .tempfile_in(dir)
         .map_err(|e| io_error(path, e))?;
+    // tempfile makes its files readable by their owner only; the result is an ordinary file.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::Permissions::from_mode(0o644);
+        file.as_file()
+            .set_permissions(mode)
+            .map_err(|e| io_error(path, e))?;
+    }
     file.write_all(contents)
         .and_then(|()| file.as_file().sync_all())
         .map_err(|e| io_error(path, e))?;
@@ -85,6 +95,8 @@ fn partial_prefix(path: &Path) -> String {
 }
 
 const PARTIAL: &str = ".partial";
+/// The random characters between the prefix and the suffix of a temporary file's name.
+const RANDOM_CHARS: usize = 6;
 
 /// Removes the temporary files that writes of `path` left behind when their process was killed
 /// mid-write; returns how many.
@@ -100,8 +112,11 @@ pub fn remove_partials(path: &Path) -> usize {
     entries
         .flatten()
         .filter(|e| {
+            // Exactly `.NAME.` + tempfile's six random characters + `.partial`.
             let name = e.file_name().to_string_lossy().into_owned();
-            name.starts_with(&prefix) && name.ends_with(PARTIAL)
+            name.len() == prefix.len() + RANDOM_CHARS + PARTIAL.len()
+                && name.starts_with(&prefix)
+                && name.ends_with(PARTIAL)
         })
         .filter(|e| std::fs::remove_file(e.path()).is_ok())
         .count()
@@ -129,6 +144,7 @@ pub(crate) struct Named {
 
 pub(crate) enum Values {
     F32(Vec<f32>),
+    F64(Vec<f64>),
     U32(Vec<u32>),
 }
 
@@ -183,6 +199,7 @@ pub(crate) fn encode(
         .map(|t| {
             let (dtype, bytes): (Dtype, &[u8]) = match &t.data {
                 Values::F32(v) => (Dtype::F32, bytemuck::cast_slice(v)),
+                Values::F64(v) => (Dtype::F64, bytemuck::cast_slice(v)),
                 Values::U32(v) => (Dtype::U32, bytemuck::cast_slice(v)),
             };
             TensorView::new(dtype, t.shape.clone(), bytes)
@@ -198,6 +215,12 @@ pub(crate) fn encode(
 /// the network's shapes (784 inputs, 10 outputs). The activation comes from the metadata;
 /// a file without one is taken to be the classic ReLU network.
 pub fn load(path: &Path) -> Result<ModelFile> {
+    parse(path, &read(path)?)
+}
+
+/// The bytes of a model file or checkpoint, refusing a directory or a file larger than any
+/// this trainer writes.
+pub fn read(path: &Path) -> Result<Vec<u8>> {
     let size = std::fs::metadata(path)
         .map_err(|e| io_error(path, e))?
         .len();
@@ -210,12 +233,11 @@ pub fn load(path: &Path) -> Result<ModelFile> {
             format!("{size} bytes is larger than any model this trainer makes"),
         ));
     }
-    let bytes = std::fs::read(path).map_err(|e| io_error(path, e))?;
-    parse(path, &bytes)
+    std::fs::read(path).map_err(|e| io_error(path, e))
 }
 
 /// `load`'s work on the bytes of the file at `path`. A checkpoint (`checkpoint.rs`) reads as
-/// its model: its other tensors (`optimizer.*`, `best.*`, `order`) are passed over.
+/// its model: its other tensors (`optimizer.*`, `best.*`, `order`, `history`) are passed over.
 pub fn parse(path: &Path, bytes: &[u8]) -> Result<ModelFile> {
     let not_one = |e: safetensors::SafeTensorError| {
         model_error(path, format!("not a safetensors model file ({e})"))
@@ -288,7 +310,11 @@ pub fn parse(path: &Path, bytes: &[u8]) -> Result<ModelFile> {
         .get("format")
         .is_some_and(|f| f.starts_with(crate::checkpoint::FORMAT_NAME));
     let run_state = |n: &str| {
-        checkpoint && (n.starts_with("optimizer.") || n.starts_with("best.") || n == "order")
+        checkpoint
+            && (n.starts_with("optimizer.")
+                || n.starts_with("best.")
+                || n == "order"
+                || n == "history")
     };
     if let Some(extra) = names.iter().find(|n| {
         !run_state(n)

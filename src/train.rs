@@ -232,6 +232,8 @@ pub struct Report {
     pub test_loss: Option<f64>,
     /// Every progress line, in order.
     pub history: Vec<Progress>,
+    /// The step of the last checkpoint written, with `--checkpoint`.
+    pub checkpointed: Option<usize>,
 }
 
 /// How the model does on one list.
@@ -390,9 +392,19 @@ pub fn train_from(
         None => Ending::Finished,
     };
     let started = Instant::now();
-    let checkpoint = |backend: &mut dyn Backend, state: &RunState| match &schedule.checkpoint {
-        Some(plan) => crate::checkpoint::save(plan, backend, state),
-        None => Ok(()),
+    // A checkpoint that cannot be written (a full disk) leaves the previous one and a warning:
+    // the run goes on.
+    let mut checkpointed = None;
+    let mut checkpoint = |backend: &mut dyn Backend, state: &RunState| {
+        if let Some(plan) = &schedule.checkpoint {
+            match crate::checkpoint::save(plan, backend, state) {
+                Ok(()) => checkpointed = Some(state.step),
+                Err(e) => eprintln!(
+                    "warning: no checkpoint after step {}: {e}; the run goes on",
+                    state.step
+                ),
+            }
+        }
     };
     // A resumed run starts with the list of its epoch; a fresh one shuffles it first.
     let mut list_set = false;
@@ -478,7 +490,7 @@ pub fn train_from(
                 }
             }
             if save {
-                checkpoint(backend, &state)?;
+                checkpoint(backend, &state);
             }
         }
         state.alpha *= schedule.lr_decay;
@@ -489,7 +501,7 @@ pub fn train_from(
             .as_ref()
             .is_some_and(|c| c.every == Every::Epoch)
         {
-            checkpoint(backend, &state)?;
+            checkpoint(backend, &state);
         }
     }
     let seconds = started.elapsed().as_secs_f64();
@@ -499,7 +511,7 @@ pub fn train_from(
         return Err(diverged(state.step, "the weights are no longer finite"));
     }
     // The last checkpoint holds the end of the run: a Ctrl-C, the last step, or the early stop.
-    checkpoint(backend, &state)?;
+    checkpoint(backend, &state);
     let dev = evaluate(backend, split, List::Dev)?;
     let test = evaluate(backend, split, List::Test)?;
     let dev_accuracy = dev.as_ref().map(|d| d.accuracy);
@@ -518,6 +530,7 @@ pub fn train_from(
         test_accuracy: test.as_ref().map(|t| t.accuracy),
         test_loss: test.map(|t| t.loss),
         history: state.history,
+        checkpointed,
     })
 }
 

@@ -8,7 +8,7 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::Output;
+use std::process::{Command, Output};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
@@ -199,6 +199,67 @@ fn full_batch(optimizer: OptimizerKind) -> Schedule {
     }
 }
 
+/// The checkpoints a run writes as it goes (every few steps, or at every epoch's end, α decayed)
+/// resume too: the file as it was after step `written` is copied while the run goes on, and the
+/// run resumed from that copy ends where the run itself ends.
+fn check_periodic(schedule: Schedule, every: Every, written: usize) {
+    let split = split();
+    let model = Model::new(&[12], Activation::Relu, Init::He, 2).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (path, copy) = (
+        dir.path().join("c.safetensors"),
+        dir.path().join("copy.safetensors"),
+    );
+    let schedule = Schedule {
+        log_every: 1,
+        checkpoint: Some(Checkpointing {
+            path: path.clone(),
+            every,
+            options: json!({"optimizer": schedule.optimizer.name()}),
+            train_file: FileId::of_bytes("random", &[&split.pool.images]),
+        }),
+        ..schedule
+    };
+    let what = format!("{schedule:?}, the checkpoint after step {written}");
+    let mut cpu = backend(On::Cpu, &model, &split, &schedule);
+    // A progress line comes before its step's checkpoint: at step written + 1 the file is the
+    // one written after step `written`.
+    let mut on_progress = |p: &Progress| {
+        if p.step == written + 1 {
+            std::fs::copy(&path, &copy).unwrap();
+        }
+    };
+    let whole = train::train(cpu.as_mut(), &split, &schedule, &mut on_progress).unwrap();
+    let saved = checkpoint::load(&copy).unwrap();
+    assert_eq!(saved.state.step, written, "{what}");
+    let mut resumed = backend(On::Cpu, &saved.model, &split, &schedule);
+    let schedule = Schedule {
+        checkpoint: None,
+        ..schedule
+    };
+    let report = train::train_from(
+        resumed.as_mut(),
+        &split,
+        &schedule,
+        saved.state,
+        Some(&saved.optimizer),
+        &mut |_| {},
+    )
+    .unwrap();
+    assert_eq!(report.steps, whole.steps, "{what}");
+    assert!(
+        resumed.model().unwrap() == cpu.model().unwrap(),
+        "{what}: the resumed model differs"
+    );
+}
+
+#[test]
+fn checkpoints_written_along_the_way_resume_bit_identical() {
+    check_periodic(mini_batch(OptimizerKind::Adam), Every::Steps(3), 6);
+    check_periodic(mini_batch(OptimizerKind::Momentum), Every::Epoch, 7);
+    check_periodic(full_batch(OptimizerKind::Adam), Every::Epoch, 4);
+}
+
 /// 400 training samples in batches of 64: 7 steps an epoch, the last of 16.
 #[test]
 fn cpu_resumes_bit_identical_with_every_optimizer() {
@@ -324,7 +385,8 @@ fn a_killed_run_leaves_a_checkpoint_that_resumes() {
         "{killed_with_a_checkpoint} rounds left a checkpoint"
     );
     // Resumed to the end of the next epoch but one (260 samples in batches of 20: 13 steps an
-    // epoch): the run completes, and leaves nothing half-written behind.
+    // epoch): the run completes, leaves nothing half-written behind, and ends with the model of
+    // the same run never killed.
     let step = checkpoint::load(&ckpt).unwrap().state.step;
     let epochs = (step / 13 + 2).to_string();
     let out = train(
@@ -334,8 +396,8 @@ fn a_killed_run_leaves_a_checkpoint_that_resumes() {
             "c.safetensors",
             "--epochs",
             &epochs,
-            "--checkpoint",
-            "c.safetensors",
+            "--save",
+            "resumed.safetensors",
             "--json",
         ],
     );
@@ -347,6 +409,135 @@ fn a_killed_run_leaves_a_checkpoint_that_resumes() {
         describe(&out)
     );
     assert!(partials(d).is_empty(), "left behind: {:?}", partials(d));
+    assert_success(&train(
+        d,
+        &["--epochs", &epochs, "--save", "whole.safetensors"],
+    ));
+    let read = |name: &str| mnist_gpu::model_file::load(&d.join(name)).unwrap().model;
+    assert!(
+        read("resumed.safetensors") == read("whole.safetensors"),
+        "killed {killed_with_a_checkpoint} times, the run ended elsewhere"
+    );
+}
+
+/// Ctrl-C (SIGINT) with `--checkpoint` on the default run (the embedded digits): the message
+/// says how to continue, and `--resume FILE` alone — every option left out — continues to the
+/// run's end, with the model of the same run never stopped.
+#[test]
+fn ctrl_c_then_resume_with_every_option_left_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let run = [
+        "--backend",
+        "cpu",
+        "--hidden",
+        "128",
+        "--batch-size",
+        "300",
+        "--epochs",
+        "6",
+        "--optimizer",
+        "adam",
+        "--alpha",
+        "0.002",
+        "--lr-decay",
+        "0.9",
+    ];
+    assert_success(&run_in(
+        d,
+        &[&run[..], &["--save", "whole.safetensors"]].concat(),
+    ));
+    let child = command(
+        d,
+        &[
+            &run[..],
+            &["--checkpoint", "c.safetensors", "--checkpoint-every", "8"],
+        ]
+        .concat(),
+    )
+    .stdout(std::process::Stdio::null())
+    .stderr(std::process::Stdio::piped())
+    .spawn()
+    .unwrap();
+    let started = std::time::Instant::now();
+    while !d.join("c.safetensors").exists() {
+        assert!(started.elapsed().as_secs() < 60, "no checkpoint written");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    let pid = child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-INT", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(130), "{}", describe(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("--resume c.safetensors continues after step"),
+        "{stderr}"
+    );
+    let stopped = checkpoint::load(&d.join("c.safetensors"))
+        .unwrap()
+        .state
+        .step;
+    assert!(stopped < 180, "the run was not stopped: {stopped} steps");
+
+    let out = run_in(
+        d,
+        &[
+            "--resume",
+            "c.safetensors",
+            "--save",
+            "resumed.safetensors",
+            "--json",
+        ],
+    );
+    assert_success(&out);
+    let v = json_summary(&out);
+    assert_eq!(
+        (
+            v["steps"].clone(),
+            v["epochs"].clone(),
+            v["optimizer"].clone()
+        ),
+        (180.into(), 6.into(), "adam".into()),
+        "{v}"
+    );
+    assert_eq!(
+        v["train"],
+        "embedded:data/mnist/train-10k-images-idx3-ubyte.gz"
+    );
+    assert_eq!(v["test_samples"], 10_000);
+    let text = stdout(&out);
+    assert!(
+        text.contains(&format!("resuming c.safetensors after step {stopped}")),
+        "{text}"
+    );
+    assert!(
+        text.contains("checkpoints go on in c.safetensors"),
+        "{text}"
+    );
+    let read = |name: &str| mnist_gpu::model_file::load(&d.join(name)).unwrap().model;
+    assert!(
+        read("resumed.safetensors") == read("whole.safetensors"),
+        "the resumed run ended elsewhere"
+    );
+    // The checkpoint went on to the run's end; resumed again, there is nothing left to do.
+    assert_eq!(
+        checkpoint::load(&d.join("c.safetensors"))
+            .unwrap()
+            .state
+            .step,
+        180
+    );
+    let out = run_in(d, &["--resume", "c.safetensors"]);
+    assert_success(&out);
+    assert!(
+        stdout(&out).contains("its run has ended"),
+        "{}",
+        describe(&out)
+    );
 }
 
 /// A run resumed through the binary, from a checkpoint written at Ctrl-C's stand-in (a run
@@ -393,7 +584,7 @@ fn the_binary_resumes_and_a_checkpoint_is_a_model() {
     );
     assert_success(&out);
     assert!(
-        stdout(&out).contains("resuming c.safetensors at step 26"),
+        stdout(&out).contains("resuming c.safetensors after step 26: at step 27 of 39"),
         "{}",
         describe(&out)
     );
@@ -438,24 +629,74 @@ fn contradicting_options_are_refused() {
     train_file(d);
     assert_success(&train(
         d,
-        &["--epochs", "1", "--checkpoint", "c.safetensors"],
+        &[
+            "--epochs",
+            "1",
+            "--lr-decay",
+            "0.9",
+            "--patience",
+            "5",
+            "--checkpoint",
+            "c.safetensors",
+        ],
     ));
+    let full = [
+        "--backend",
+        "cpu",
+        "--train",
+        "train.csv",
+        "--dev-size",
+        "40",
+        "--iterations",
+        "3",
+        "--checkpoint",
+        "f.safetensors",
+    ];
+    assert_success(&run_in(d, &full));
     let resume = ["--resume", "c.safetensors", "--backend", "cpu"];
-    for (extra, named) in [
-        (&["--optimizer", "sgd"][..], "--optimizer"),
-        (&["--batch-size", "30"], "--batch-size"),
-        (&["--alpha", "0.01"], "--alpha"),
+    for (extra, says) in [
+        (
+            &["--optimizer", "sgd"][..],
+            "the checkpoint's run has --optimizer adam, this run asks for sgd",
+        ),
+        (
+            &["--batch-size", "30"],
+            "--batch-size 20, this run asks for 30",
+        ),
+        (
+            &["--alpha", "0.01"],
+            "--alpha 0.002, this run asks for 0.01",
+        ),
+        (
+            &["--lr-decay", "0.8"],
+            "--lr-decay 0.9, this run asks for 0.8",
+        ),
         (&["--seed", "9"], "--seed"),
-        (&["--dev-size", "10"], "--dev-size"),
-        (&["--augment"], "--augment"),
+        (&["--dev-size", "10"], "--dev-size 40"),
+        (&["--augment"], "--augment off, this run asks for on"),
+        (&["--patience", "2"], "--patience 5"),
+        // Early stopping counts evaluations, one every --log-every steps.
+        (&["--log-every", "3"], "--log-every"),
         (&["--hidden", "20"], "hidden layers"),
+        (&["--activation", "elu"], "activation"),
+        (&["--init", "uniform"], "--init"),
+        (
+            &["--iterations", "5"],
+            "mini-batch: say how long with --epochs",
+        ),
     ] {
         let line = assert_one_line_error(&run_in(d, &[&resume[..], extra].concat()));
+        assert!(line.contains(says), "{extra:?}: {line}");
         assert!(
-            line.contains(named) && line.contains("c.safetensors"),
+            line.contains("c.safetensors") || line.contains("--init"),
             "{extra:?}: {line}"
         );
     }
+    let line = assert_one_line_error(&run_in(d, &["--resume", "f.safetensors", "--epochs", "2"]));
+    assert!(
+        line.contains("full-batch: say how long with --iterations"),
+        "{line}"
+    );
     mnist_gpu::data::write_csv(&common::random_dataset(300, 2), &d.join("other.csv"), true)
         .unwrap();
     let line = assert_one_line_error(&run_in(
@@ -489,22 +730,52 @@ fn damaged_checkpoints_are_refused() {
     let (_, header) = SafeTensors::read_metadata(&good).unwrap();
     let metadata = header.metadata().clone().unwrap();
     // Rewrites the checkpoint with its tensors but `drop`, and `edit` applied to the metadata.
+    let same_sample = vec![0u8; 4 * tensors.tensor("order").unwrap().shape()[0]];
     let rewrite =
         |name: &str, drop: &str, edit: &dyn Fn(&mut std::collections::HashMap<String, String>)| {
             let mut meta = metadata.clone();
             edit(&mut meta);
-            let kept: Vec<(String, safetensors::tensor::TensorView)> = tensors
+            let mut kept: Vec<(String, safetensors::tensor::TensorView)> = tensors
                 .tensors()
                 .into_iter()
-                .filter(|(n, _)| n != drop)
+                .filter(|(n, _)| n != drop && !(drop == "order" && n == "order"))
                 .collect();
+            if drop == "order" {
+                // Every sample the first one: not the training set.
+                let shape = tensors.tensor("order").unwrap().shape().to_vec();
+                let view = safetensors::tensor::TensorView::new(
+                    safetensors::Dtype::U32,
+                    shape,
+                    &same_sample,
+                );
+                kept.push(("order".into(), view.unwrap()));
+            }
             std::fs::write(
                 d.join(name),
                 safetensors::serialize(kept, Some(meta)).unwrap(),
             )
             .unwrap();
         };
+    // Edits the run's state in the `checkpoint` metadata.
+    fn state(
+        m: &mut std::collections::HashMap<String, String>,
+        edit: impl Fn(&mut serde_json::Value),
+    ) {
+        let mut run: serde_json::Value = serde_json::from_str(&m["checkpoint"]).unwrap();
+        edit(&mut run);
+        m.insert("checkpoint".into(), run.to_string());
+    }
     std::fs::write(d.join("truncated.safetensors"), &good[..good.len() / 2]).unwrap();
+    rewrite("hash.safetensors", "", &|m| {
+        state(m, |r| r["train_file"]["sha256"] = json!("abc"))
+    });
+    rewrite("alpha.safetensors", "", &|m| {
+        state(m, |r| r["state"]["alpha_bits"] = json!(f32::NAN.to_bits()))
+    });
+    rewrite("position.safetensors", "", &|m| {
+        state(m, |r| r["state"]["position"] = json!(999))
+    });
+    rewrite("order.safetensors", "order", &|_| {});
     rewrite("version.safetensors", "", &|m| {
         m.insert("format".into(), "mnist-gpu checkpoint 9".into());
     });
@@ -521,8 +792,15 @@ fn damaged_checkpoints_are_refused() {
         ("missing.safetensors", "optimizer.W1.m"),
         ("garbled.safetensors", "not valid JSON"),
         ("no_state.safetensors", "missing"),
+        ("hash.safetensors", "train_file.sha256"),
+        ("alpha.safetensors", "alpha_bits"),
+        ("position.safetensors", "past the epoch's 13 steps"),
+        ("order.safetensors", "not of the training set's samples"),
     ] {
-        let line = assert_one_line_error(&run_in(d, &["--resume", file, "--backend", "cpu"]));
+        let line = assert_one_line_error(&run_in(
+            d,
+            &["--resume", file, "--backend", "cpu", "--train", "train.csv"],
+        ));
         assert!(line.contains(file) && line.contains(says), "{file}: {line}");
     }
 }

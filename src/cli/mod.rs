@@ -82,8 +82,27 @@ pub struct Opened {
     pub name: &'static str,
     /// Why this backend runs: `--backend cpu`, or what `--backend auto` found.
     pub reason: String,
-    /// Set when `--backend auto` chose the CPU: the reason, for a line that says so.
-    pub fallback: Option<String>,
+    /// Set when `--backend auto` chose the CPU: why, for a line that says so.
+    pub fallback: Option<Fallback>,
+}
+
+/// Why `--backend auto` runs on the CPU.
+pub struct Fallback {
+    why: String,
+    /// A software adapter is there, which `--backend gpu` would use.
+    software: bool,
+}
+
+impl Fallback {
+    /// The line that says so: `doing` (say, "training") on the CPU, and why.
+    pub fn note(&self, doing: &str) -> String {
+        let anyway = if self.software {
+            "; --backend gpu uses it anyway"
+        } else {
+            ""
+        };
+        format!("note: {}: {doing} on the CPU{anyway}", self.why)
+    }
 }
 
 impl BackendArgs {
@@ -96,7 +115,7 @@ impl BackendArgs {
         capacity: usize,
     ) -> Result<Opened> {
         let path = self.path.path();
-        let cpu = |reason: String, fallback: Option<String>| -> Result<Opened> {
+        let cpu = |reason: String, fallback: Option<Fallback>| -> Result<Opened> {
             let backend: Box<dyn Backend> = match path {
                 Some(StepPath::Reference) => Box::new(CpuBackend::new_reference(
                     model,
@@ -132,7 +151,9 @@ impl BackendArgs {
                     let reason = format!("a GPU adapter: {}", ctx.describe());
                     gpu(ctx, reason)
                 }
-                AutoChoice::Cpu(why) => cpu(why.clone(), Some(why)),
+                AutoChoice::Cpu { why, software } => {
+                    cpu(why.clone(), Some(Fallback { why, software }))
+                }
             },
         }
     }

@@ -140,8 +140,8 @@ pub fn serve(args: &ServeArgs) -> Result<()> {
         test: n,
     };
     let opened = args.backend.open(&model, pool, sizes, 1)?;
-    if let Some(why) = &opened.fallback {
-        println!("note: {why}: classifying on the CPU; --backend gpu uses it anyway");
+    if let Some(fallback) = &opened.fallback {
+        println!("{}", fallback.note("classifying"));
     }
     let mut backend = opened.backend;
     backend.set_list(

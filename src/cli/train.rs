@@ -148,6 +148,15 @@ impl Source {
         })
     }
 
+    /// A file, or the embedded digits when `path` is their name (`embedded:data/mnist/…`).
+    fn named(path: &std::path::Path) -> Source {
+        match path.to_str() {
+            Some(name) if name == EMBEDDED_TRAIN.name() => Source::Embedded(&EMBEDDED_TRAIN),
+            Some(name) if name == EMBEDDED_TEST.name() => Source::Embedded(&EMBEDDED_TEST),
+            _ => Source::File(path.to_path_buf()),
+        }
+    }
+
     /// What identifies the data: its size and SHA-256.
     fn id(&self) -> Result<FileId> {
         match self {
@@ -279,6 +288,9 @@ pub fn run(args: &TrainArgs, explicit: &BTreeSet<String>) -> Result<()> {
     check_output(&args.plot, "--plot", &["png", "svg"])?;
     check_output(&args.checkpoint, "--checkpoint", &["safetensors"])?;
     let resume = Resume::open(args.resume.as_deref())?;
+    if explicit.contains("init") && args.resume.is_some() {
+        return config("--init makes new weights; --resume brings its own: leave one out");
+    }
     let merged;
     let args = match &resume {
         Resume::Run(path, ckpt) => {
@@ -291,17 +303,25 @@ pub fn run(args: &TrainArgs, explicit: &BTreeSet<String>) -> Result<()> {
         return config("--epochs needs --batch-size: epochs count passes of mini-batches");
     }
     let train_source = match &args.train {
-        Some(path) => Source::File(path.clone()),
+        Some(path) => Source::named(path),
         None => Source::Embedded(&EMBEDDED_TRAIN),
     };
     let test_source = match &args.test {
         Some(p) if p.as_os_str() == "none" => None,
-        Some(p) => Some(Source::File(p.clone())),
+        Some(p) => Some(Source::named(p)),
         None if args.train.is_none() => Some(Source::Embedded(&EMBEDDED_TEST)),
         None => None,
     };
     let model = initial_model(args, &resume)?;
-    let train_file = train_source.load()?;
+    let train_file = match (&resume, explicit.contains("train")) {
+        (Resume::Run(path, _), false) => train_source.load().map_err(|e| {
+            Error::Config(format!(
+                "--resume {}: the run's training file cannot be read ({e}); pass it with --train",
+                path.display()
+            ))
+        })?,
+        _ => train_source.load()?,
+    };
     let test_file = test_source.as_ref().map(Source::load).transpose()?;
     let split = Split::new(&train_file, test_file.as_ref(), args.dev_size, args.seed)?;
     if args.show > split.dev.len() {
@@ -316,7 +336,7 @@ pub fn run(args: &TrainArgs, explicit: &BTreeSet<String>) -> Result<()> {
         .batch_size
         .map(|b| split.train.len().div_ceil(b.max(1)));
     let interrupt = interrupt_flag();
-    let schedule = Schedule {
+    let mut schedule = Schedule {
         batch_size: args.batch_size,
         iterations: args.iterations,
         epochs: args.epochs,
@@ -330,15 +350,24 @@ pub fn run(args: &TrainArgs, explicit: &BTreeSet<String>) -> Result<()> {
         interrupt: Some(interrupt),
         checkpoint: None,
     };
+    let every = args.checkpoint.as_ref().map(|_| {
+        args.checkpoint_every
+            .unwrap_or(Every::Steps(schedule.log_every))
+    });
     let test_name = test_source.as_ref().map(Source::name);
-    let run_options = resume::run_options(args, &model, test_name.as_deref());
+    let run_options = resume::run_options(
+        args,
+        &model,
+        test_name.as_deref(),
+        schedule.log_every,
+        every,
+    );
     // A checkpoint's run continues on its own training file; a new checkpoint records it.
     let train_id = match (&resume, &args.checkpoint) {
         (Resume::Run(..), _) | (_, Some(_)) => Some(train_source.id()?),
         _ => None,
     };
-    let mut schedule = schedule;
-    if let Some(path) = &args.checkpoint {
+    if let (Some(path), Some(every)) = (&args.checkpoint, every) {
         let removed = model_file::remove_partials(path);
         if removed > 0 {
             println!(
@@ -348,37 +377,58 @@ pub fn run(args: &TrainArgs, explicit: &BTreeSet<String>) -> Result<()> {
         }
         schedule.checkpoint = Some(Checkpointing {
             path: path.clone(),
-            every: args
-                .checkpoint_every
-                .unwrap_or(Every::Steps(schedule.log_every)),
+            every,
             options: run_options.clone(),
             train_file: train_id.clone().expect("computed for --checkpoint"),
         });
     }
     let (state, optimizer_state) = match resume {
         Resume::Run(path, ckpt) => {
+            let refuse =
+                |message: String| config(format!("--resume {}: {message}", path.display()));
             let id = train_id.as_ref().expect("computed for a checkpoint");
-            if id.sha256 != ckpt.train_file.sha256 || id.bytes != ckpt.train_file.bytes {
-                return config(format!(
-                    "--resume {}: the training file {} ({} bytes) is not the one the run trained on \
-                     ({}, {} bytes, SHA-256 {}…); pass that one with --train",
-                    path.display(),
+            let saved = &ckpt.train_file;
+            if id.sha256 != saved.sha256 || id.bytes != saved.bytes {
+                return refuse(format!(
+                    "the training file {} ({} bytes) is not the one the run trained on ({}, {} \
+                     bytes, SHA-256 {}…); pass that one with --train",
                     id.name,
                     id.bytes,
-                    ckpt.train_file.name,
-                    ckpt.train_file.bytes,
-                    &ckpt.train_file.sha256[..12]
+                    saved.name,
+                    saved.bytes,
+                    &saved.sha256[..12]
                 ));
             }
+            let mut order = ckpt.state.order.clone();
+            let mut train = split.train.clone();
+            order.sort_unstable();
+            train.sort_unstable();
+            if order != train {
+                return refuse("its order of samples is not of the training set's samples".into());
+            }
             let (epochs, per_epoch) = train::plan(&schedule, split.train.len());
-            println!(
-                "resuming {} at step {} of {} (epoch {} of {epochs}, step {} of it)",
-                path.display(),
-                ckpt.state.step,
-                epochs * per_epoch,
-                ckpt.state.epoch + 1,
-                ckpt.state.position
-            );
+            if ckpt.state.position > per_epoch {
+                return refuse(format!(
+                    "its position, step {} of an epoch, is past the epoch's {per_epoch} steps",
+                    ckpt.state.position
+                ));
+            }
+            let (step, of) = (ckpt.state.step, epochs * per_epoch);
+            let whence = match schedule.batch_size {
+                _ if step >= of || ckpt.state.stopped_early.is_some() => {
+                    "its run has ended: nothing to train, the model is evaluated".to_string()
+                }
+                None => format!("at iteration {} of {of}", step + 1),
+                Some(_) => format!(
+                    "at step {} of {of} (epoch {} of {epochs})",
+                    step + 1,
+                    ckpt.state.epoch + 1
+                ),
+            };
+            println!("resuming {} after step {step}: {whence}", path.display());
+            if let Some(c) = &schedule.checkpoint {
+                println!("checkpoints go on in {}", c.path.display());
+            }
             (ckpt.state, Some(ckpt.optimizer))
         }
         Resume::Weights(path, _) => {
@@ -395,8 +445,8 @@ pub fn run(args: &TrainArgs, explicit: &BTreeSet<String>) -> Result<()> {
     let opened = args
         .backend
         .open(&model, split.pool.clone(), split.sizes(), capacity)?;
-    if let Some(why) = &opened.fallback {
-        println!("note: {why}: training on the CPU; --backend gpu uses it anyway");
+    if let Some(fallback) = &opened.fallback {
+        println!("{}", fallback.note("training"));
     }
     let mut backend = opened.backend;
     let device = backend.device_name();
@@ -534,14 +584,17 @@ pub fn run(args: &TrainArgs, explicit: &BTreeSet<String>) -> Result<()> {
         println!("{summary}");
     }
     if report.ending == Ending::Interrupted {
-        let saved = match &args.save {
+        let mut saved = match &args.save {
             Some(path) => format!(
                 "the model after step {} is saved in {}",
                 report.steps,
                 path.display()
             ),
-            None => "nothing was saved".to_string(),
+            None => "no model was saved".to_string(),
         };
+        if let (Some(c), Some(step)) = (&args.checkpoint, report.checkpointed) {
+            saved += &format!("; --resume {} continues after step {step}", c.display());
+        }
         return Err(Error::Interrupted(format!("interrupted: {saved}")));
     }
     Ok(())

@@ -29,8 +29,9 @@ const IN_FLIGHT: usize = 3;
 pub enum AutoChoice {
     /// A hardware GPU adapter (or the one `--adapter` names), opened.
     Gpu(GpuContext),
-    /// No hardware GPU adapter: the reason, for a line that says so.
-    Cpu(String),
+    /// No hardware GPU adapter: the reason, for a line that says so, and whether a software
+    /// adapter is there (which `--backend gpu` would use).
+    Cpu { why: String, software: bool },
 }
 
 impl GpuContext {
@@ -66,12 +67,16 @@ impl GpuContext {
                 let name = found[i].0.clone();
                 match Self::open(adapters.swap_remove(i)) {
                     Ok(ctx) => Ok(AutoChoice::Gpu(ctx)),
-                    Err(e) => Ok(AutoChoice::Cpu(format!(
-                        "the GPU adapter {name} did not open ({e})"
-                    ))),
+                    Err(e) => Ok(AutoChoice::Cpu {
+                        why: format!("the GPU adapter {name} did not open ({e})"),
+                        software: false,
+                    }),
                 }
             }
-            Err(why) => Ok(AutoChoice::Cpu(why)),
+            Err(why) => Ok(AutoChoice::Cpu {
+                why,
+                software: !found.is_empty(),
+            }),
         }
     }
 
