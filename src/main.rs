@@ -57,6 +57,18 @@ fn quiet_headless_vulkan() {
     }
 }
 
+/// Rust ignores SIGPIPE, so printing to a pipe whose reader has gone (`mnist-gpu | head`)
+/// panics. A command-line tool should end quietly there, as `cat` does: the signal's default
+/// action. Files are written whole or not at all (by rename), so nothing is left half-written.
+/// Not for `serve`, whose sockets' readers go away all the time.
+fn end_quietly_on_closed_pipe() {
+    #[cfg(unix)]
+    // SAFETY: sets a signal's disposition to its default, before any other thread starts.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
 fn main() -> ExitCode {
     quiet_headless_vulkan();
     let parsed = Cli::command()
@@ -89,6 +101,9 @@ fn main() -> ExitCode {
         .filter(|id| matches.value_source(id.as_str()) == Some(ValueSource::CommandLine))
         .map(|id| id.to_string())
         .collect();
+    if !matches!(cli.command, Some(Command::Serve(_))) {
+        end_quietly_on_closed_pipe();
+    }
     let result = match &cli.command {
         None => cli::train::run(&cli.train, &explicit),
         Some(Command::Predict(args)) => cli::predict::predict(args),

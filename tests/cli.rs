@@ -4,7 +4,9 @@
 
 mod common;
 
-use common::output::{assert_one_line_error, assert_success, describe, json_summary, stdout};
+use common::output::{
+    assert_no_panic, assert_one_line_error, assert_success, describe, json_summary, stderr, stdout,
+};
 use common::random_dataset;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -673,6 +675,45 @@ fn a_clean_run_leaves_stderr_empty() {
             "--backend {backend} wrote to stderr:\n{stderr}"
         );
     }
+}
+
+/// Piped into a reader that stops early (`mnist-gpu | head -1`), the run ends quietly, as
+/// `cat` would: killed by SIGPIPE, no panic about a broken pipe.
+#[cfg(unix)]
+#[test]
+fn a_closed_pipe_ends_the_run_quietly() {
+    use std::io::{BufRead, BufReader};
+    use std::os::unix::process::ExitStatusExt;
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = common::output::command(
+        dir.path(),
+        &[
+            "--backend",
+            "cpu",
+            "--iterations",
+            "100000",
+            "--log-every",
+            "1",
+        ],
+    )
+    .stdout(std::process::Stdio::piped())
+    .stderr(std::process::Stdio::piped())
+    .spawn()
+    .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap());
+    let mut first = String::new();
+    lines.read_line(&mut first).unwrap();
+    assert!(first.starts_with("training 784-10-10"), "{first}");
+    drop(lines);
+    let out = child.wait_with_output().unwrap();
+    assert_no_panic(&out);
+    assert_eq!(
+        out.status.signal(),
+        Some(libc::SIGPIPE),
+        "{}",
+        describe(&out)
+    );
+    assert!(stderr(&out).trim().is_empty(), "{}", describe(&out));
 }
 
 /// The binary copied alone to another directory trains on the digits compiled into it, from
