@@ -712,6 +712,25 @@ fn contradicting_options_are_refused() {
     same.extend(&RUN[2..]);
     same.extend(["--train", "train.csv", "--epochs", "2"]);
     assert_success(&run_in(d, &same));
+    // A resumed run writes on to its checkpoint: --checkpoint-every alone changes how often.
+    let out = run_in(
+        d,
+        &[&resume[..], &["--epochs", "3", "--checkpoint-every", "5"]].concat(),
+    );
+    assert_success(&out);
+    assert!(
+        stdout(&out).contains("checkpoints go on in c.safetensors"),
+        "{}",
+        describe(&out)
+    );
+    let line = assert_one_line_error(&run_in(
+        d,
+        &["--iterations", "1", "--checkpoint-every", "5"],
+    ));
+    assert!(
+        line.contains("--checkpoint-every needs --checkpoint"),
+        "{line}"
+    );
 }
 
 /// Damaged checkpoints are refused with one line each, naming the file and what is wrong.

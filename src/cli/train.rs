@@ -54,13 +54,14 @@ pub struct TrainArgs {
     pub resume: Option<PathBuf>,
 
     /// Write the whole training state (model, optimizer, position, random streams) to this
-    /// .safetensors file every --checkpoint-every steps and at the end; --resume continues it.
+    /// .safetensors file every --checkpoint-every steps and at the end; --resume continues it
+    /// (and writes on to it unless given another).
     #[arg(long, value_name = "FILE")]
     pub checkpoint: Option<PathBuf>,
 
     /// How often --checkpoint writes: every N steps, or `epoch` [default: every --log-every
-    /// steps].
-    #[arg(long, value_name = "N|epoch", value_parser = Every::parse, requires = "checkpoint")]
+    /// steps, or the resumed checkpoint's].
+    #[arg(long, value_name = "N|epoch", value_parser = Every::parse)]
     pub checkpoint_every: Option<Every>,
 
     /// Seed for the initial weights, the dev split, the batch order and the shifts.
@@ -299,6 +300,10 @@ pub fn run(args: &TrainArgs, explicit: &BTreeSet<String>) -> Result<()> {
         }
         _ => args,
     };
+    // A resumed checkpoint's run writes on to its file without --checkpoint.
+    if args.checkpoint_every.is_some() && args.checkpoint.is_none() {
+        return config("--checkpoint-every needs --checkpoint FILE.safetensors");
+    }
     if explicit.contains("epochs") && args.batch_size.is_none() {
         return config("--epochs needs --batch-size: epochs count passes of mini-batches");
     }
