@@ -22,7 +22,8 @@ use mnist_gpu::train::{self, Progress, Report, Schedule, Split};
 use serde_json::json;
 
 use common::output::{
-    assert_one_line_error, assert_success, command, describe, json_summary, run_in, stdout,
+    assert_one_line_error, assert_prints, assert_success, command, describe, json_summary, run_in,
+    stdout,
 };
 
 fn split() -> Split {
@@ -532,12 +533,7 @@ fn ctrl_c_then_resume_with_every_option_left_out() {
         180
     );
     let out = run_in(d, &["--resume", "c.safetensors"]);
-    assert_success(&out);
-    assert!(
-        stdout(&out).contains("its run has ended"),
-        "{}",
-        describe(&out)
-    );
+    assert_prints(&out, "its run has ended");
 }
 
 /// A run resumed through the binary, from a checkpoint written at Ctrl-C's stand-in (a run
@@ -582,11 +578,9 @@ fn the_binary_resumes_and_a_checkpoint_is_a_model() {
             "--json",
         ],
     );
-    assert_success(&out);
-    assert!(
-        stdout(&out).contains("resuming c.safetensors after step 26: at step 27 of 39"),
-        "{}",
-        describe(&out)
+    assert_prints(
+        &out,
+        "resuming c.safetensors after step 26: at step 27 of 39",
     );
     let v = json_summary(&out);
     assert_eq!(
@@ -612,11 +606,9 @@ fn the_binary_resumes_and_a_checkpoint_is_a_model() {
     }
     // A model file resumes its weights only, and says so.
     let out = train(d, &["--epochs", "1", "--resume", "whole.safetensors"]);
-    assert_success(&out);
-    assert!(
-        stdout(&out).contains("holds weights only: the optimizer and the schedule start afresh"),
-        "{}",
-        describe(&out)
+    assert_prints(
+        &out,
+        "holds weights only: the optimizer and the schedule start afresh",
     );
 }
 
@@ -717,12 +709,7 @@ fn contradicting_options_are_refused() {
         d,
         &[&resume[..], &["--epochs", "3", "--checkpoint-every", "5"]].concat(),
     );
-    assert_success(&out);
-    assert!(
-        stdout(&out).contains("checkpoints go on in c.safetensors"),
-        "{}",
-        describe(&out)
-    );
+    assert_prints(&out, "checkpoints go on in c.safetensors");
     let line = assert_one_line_error(&run_in(
         d,
         &["--iterations", "1", "--checkpoint-every", "5"],

@@ -29,6 +29,16 @@ pub fn assert_no_panic(out: &Output) {
     );
 }
 
+/// The run succeeded and printed `text` on stdout.
+pub fn assert_prints(out: &Output, text: &str) {
+    assert_success(out);
+    assert!(
+        stdout(out).contains(text),
+        "expected {text:?} on stdout:\n{}",
+        describe(out)
+    );
+}
+
 pub fn assert_success(out: &Output) {
     assert_no_panic(out);
     assert!(out.status.success(), "the run failed:\n{}", describe(out));
