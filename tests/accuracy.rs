@@ -1,6 +1,8 @@
 //! The accuracy bars, through the built binary with its defaults, on the embedded data
 //! (trained on its 10,000 digits, 1,000 held out as dev, tested on the canonical 10,000).
 
+mod common;
+
 use serde_json::Value;
 
 /// Runs the trainer with `args` and returns its `--json` summary.
@@ -72,23 +74,7 @@ fn wide_network_with_adam_reaches_96_percent() {
 
 #[test]
 fn wide_network_with_adam_and_augmentation_reaches_97_5_percent() {
-    let args = [
-        "--backend",
-        "cpu",
-        "--hidden",
-        "512",
-        "--optimizer",
-        "adam",
-        "--alpha",
-        "0.002",
-        "--batch-size",
-        "64",
-        "--epochs",
-        "40",
-        "--lr-decay",
-        "0.9",
-        "--augment",
-    ];
+    let args = [&["--backend", "cpu"], common::BEST_RUN].concat();
     let summary = train(&args);
     let c = test_accuracy(&summary);
     assert!(c >= 0.975, "test accuracy {c}");

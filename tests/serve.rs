@@ -633,23 +633,7 @@ fn digit_strokes(digit: usize) -> Vec<Vec<(f64, f64)>> {
 fn the_page_recognises_drawn_digits_in_a_browser() {
     let model = model(
         "wide.safetensors",
-        &[
-            "--hidden",
-            "512",
-            "--optimizer",
-            "adam",
-            "--alpha",
-            "0.002",
-            "--batch-size",
-            "64",
-            "--epochs",
-            "40",
-            "--lr-decay",
-            "0.9",
-            "--augment",
-            "--dev-size",
-            "0",
-        ],
+        &[common::BEST_RUN, &["--dev-size", "0"]].concat(),
     );
     let (_server, address) = serve(&model, &["--backend", "cpu"]);
     let browser = Browser::start();

@@ -3,6 +3,24 @@
 
 pub mod output;
 
+/// The README's most accurate run (784-512-10, Adam, augmented): the accuracy bar's and the
+/// model the page's browser test draws for.
+pub const BEST_RUN: &[&str] = &[
+    "--hidden",
+    "512",
+    "--optimizer",
+    "adam",
+    "--alpha",
+    "0.002",
+    "--batch-size",
+    "64",
+    "--epochs",
+    "40",
+    "--lr-decay",
+    "0.9",
+    "--augment",
+];
+
 use mnist_gpu::backend::{Backend, BatchStats, List};
 use mnist_gpu::data::{Dataset, CLASSES, PIXELS};
 use mnist_gpu::gpu::GpuContext;
