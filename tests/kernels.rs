@@ -9,7 +9,9 @@ use std::sync::OnceLock;
 use common::{assert_close, random_bytes, random_floats};
 use mnist_gpu::cpu::ops::{self, Act, Layout, Mat, MatMut};
 use mnist_gpu::data::PIXELS;
-use mnist_gpu::gpu::kernels::{splits_for, Bound, Kernel, Kernels, Operand, Recorder, Uniforms};
+use mnist_gpu::gpu::kernels::{
+    matmul_is_tiled, splits_for, Bound, Kernel, Kernels, Operand, Recorder, Uniforms,
+};
 use mnist_gpu::gpu::GpuContext;
 
 fn ctx() -> &'static GpuContext {
@@ -179,18 +181,34 @@ fn check_matmul(
     );
 }
 
+/// Asserts that a test's (rows, cols) products run on both of matmul's kernels.
+fn assert_both_kernels(what: &str, outputs: &[(usize, usize)]) {
+    let tiled = outputs
+        .iter()
+        .filter(|&&(r, c)| matmul_is_tiled(r, c))
+        .count();
+    assert!(
+        tiled > 0 && tiled < outputs.len(),
+        "{what}: the sizes must exercise both the narrow and the tiled kernel ({tiled} of {} tiled)",
+        outputs.len()
+    );
+}
+
 #[test]
 fn matmul_w_a_plus_bias() {
-    for (seed, &(rows, inner, cols)) in [
+    let sizes = [
         (1, 1, 1),
         (7, 63, 65),
         (65, 7, 63),
         (10, 257, 1000),
         (33, 100, 17),
-    ]
-    .iter()
-    .enumerate()
-    {
+        (128, 1, 128),
+        (129, 63, 1000),
+        (1000, 7, 129),
+        (130, 5003, 257),
+    ];
+    assert_both_kernels("W·A + b", &sizes.map(|(r, _, c)| (r, c)));
+    for (seed, &(rows, inner, cols)) in sizes.iter().enumerate() {
         let seed = seed as u64;
         let w = random_floats(rows * inner, 1.0, seed);
         let a = random_floats(inner * cols, 1.0, seed + 100);
@@ -210,7 +228,16 @@ fn matmul_w_a_plus_bias() {
 #[test]
 fn matmul_wt_dz() {
     // dA (inputs, m) = Wᵀ·dZ with W: (units, inputs) read transposed in place.
-    for &(units, inputs, m) in &[(1, 1, 1), (10, 63, 65), (7, 100, 1000), (65, 7, 3)] {
+    let sizes = [
+        (1, 1, 1),
+        (10, 63, 65),
+        (7, 100, 1000),
+        (65, 7, 3),
+        (10, 1000, 129),
+        (63, 129, 5003),
+    ];
+    assert_both_kernels("Wᵀ·dZ", &sizes.map(|(_, inputs, m)| (inputs, m)));
+    for &(units, inputs, m) in &sizes {
         let w = random_floats(units * inputs, 1.0, 3);
         let dz = random_floats(units * m, 1.0, 4);
         check_matmul(
@@ -228,10 +255,19 @@ fn matmul_wt_dz() {
 #[test]
 fn matmul_dz_at_split_k() {
     // dW (units, inputs) = dZ·Aᵀ, summed over the batch in slices.
-    for &(units, inputs, m) in &[(1, 1, 1), (10, 63, 65), (7, 65, 1000), (10, 256, 5003)] {
+    let sizes = [
+        (1, 1, 1),
+        (10, 63, 65),
+        (7, 65, 1000),
+        (10, 256, 5003),
+        (129, 1000, 63),
+        (130, 65, 5003),
+    ];
+    assert_both_kernels("dZ·Aᵀ", &sizes.map(|(units, inputs, _)| (units, inputs)));
+    for &(units, inputs, m) in &sizes {
         let dz = random_floats(units * m, 1.0, 5);
         let a = random_floats(inputs * m, 1.0, 6);
-        for splits in [1, 3, splits_for(units * inputs, m)] {
+        for splits in [1, 3, splits_for(units, inputs, m)] {
             check_matmul(
                 &format!("dZ·Aᵀ {units}x{m}x{inputs}, {splits} splits"),
                 &dz,
@@ -262,7 +298,18 @@ fn image_operand(m: usize, transposed: bool, seed: u64) -> B {
 
 #[test]
 fn matmul_w_x_from_image_bytes() {
-    for &(units, m) in &[(1, 1), (10, 7), (7, 65), (10, 1000), (33, 63)] {
+    // The last is the forward pass of a 512-unit layer over a large batch.
+    let sizes = [
+        (1, 1),
+        (10, 7),
+        (7, 65),
+        (10, 1000),
+        (33, 63),
+        (129, 1000),
+        (512, 2003),
+    ];
+    assert_both_kernels("W·X + b", &sizes);
+    for &(units, m) in &sizes {
         let w = random_floats(units * PIXELS, 0.1, 7);
         let bias = random_floats(units, 1.0, 8);
         check_matmul(
@@ -279,9 +326,19 @@ fn matmul_w_x_from_image_bytes() {
 
 #[test]
 fn matmul_dz_xt_from_image_bytes_split_k() {
-    for &(units, m) in &[(1, 1), (10, 7), (7, 65), (10, 1000), (13, 5003)] {
+    let sizes = [
+        (1, 1),
+        (10, 7),
+        (7, 65),
+        (10, 1000),
+        (13, 5003),
+        (129, 63),
+        (512, 1000),
+    ];
+    assert_both_kernels("dZ·Xᵀ", &sizes.map(|(units, _)| (units, PIXELS)));
+    for &(units, m) in &sizes {
         let dz = random_floats(units * m, 1.0, 10);
-        for splits in [1, 3, splits_for(units * PIXELS, m)] {
+        for splits in [1, 3, splits_for(units, PIXELS, m)] {
             check_matmul(
                 &format!("dZ·Xᵀ {units}x{m}, {splits} splits"),
                 &dz,
@@ -763,5 +820,33 @@ fn augment_shifts_images_as_bytes() {
                 want[i]
             );
         }
+    }
+}
+
+#[test]
+fn split_k_slices_fit_the_scratch_sized_for_the_largest_batch() {
+    // The reference path sizes its partial products for its largest batch: a smaller batch
+    // must never split into more slices.
+    for (rows, cols) in [
+        (10, 784),
+        (10, 64),
+        (64, 784),
+        (512, 784),
+        (10, 512),
+        (1000, 1000),
+    ] {
+        let mut last = 0;
+        for m in (1..=60_000).step_by(97) {
+            let splits = splits_for(rows, cols, m);
+            assert!(
+                splits >= last,
+                "({rows}, {cols}): {splits} slices at batch {m}, fewer than {last} below it"
+            );
+            last = splits;
+        }
+        assert!(
+            last > 1,
+            "({rows}, {cols}): a 60,000-sample product is not split"
+        );
     }
 }

@@ -201,6 +201,25 @@ fn mini_batch_adam_two_hidden_layers() {
     check_parity(&ctx(), &[64, 17], Activation::Elu, Some(100), 30, adam);
 }
 
+/// A layer wider than the fused step covers runs on the reference path only, where its
+/// products take matmul's tiled kernel (the short last batch of 48 its narrow one).
+#[test]
+fn wide_layer_on_the_reference_path() {
+    let ctx = ctx();
+    let adam = Optimizer::with_defaults(OptimizerKind::Adam);
+    for batch in [None, Some(128)] {
+        check_parity_on(
+            &ctx,
+            &[130],
+            Activation::Relu,
+            batch,
+            12,
+            adam,
+            StepPath::Reference,
+        );
+    }
+}
+
 #[test]
 fn full_batch_adam() {
     let adam = Optimizer::with_defaults(OptimizerKind::Adam);

@@ -32,6 +32,7 @@ fn shader_files() -> BTreeSet<String> {
 fn entry_points(name: &str) -> &'static [&'static str] {
     match name {
         "fused" => &FUSED_KERNELS,
+        "matmul" => &["main", "tiled"],
         _ => &["main"],
     }
 }
@@ -63,8 +64,8 @@ fn every_shader_parses_and_validates() {
             ));
             continue;
         }
-        // The wrappers build every pipeline with entry point "main"; the fused step's with
-        // the names of its kernels.
+        // The wrappers build every pipeline with entry point "main" (matmul's wide products
+        // with "tiled" too); the fused step's with the names of its kernels.
         for entry in entry_points(name) {
             if !module
                 .entry_points

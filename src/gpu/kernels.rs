@@ -60,9 +60,18 @@ pub fn source(name: &str) -> &'static str {
 
 /// Threads per workgroup of the one-thread-per-element kernels (as in the shaders).
 const THREADS: u32 = 256;
-/// The block of C one matmul workgroup computes (as in matmul.wgsl): 16×4 threads, 4×4 each.
-const MATMUL_COLS: u32 = 64;
-const MATMUL_ROWS: u32 = 16;
+/// The block of C one workgroup of matmul's narrow kernel (`main`) computes: 16×4 threads,
+/// 4×4 each.
+const MATMUL_COLS: usize = 64;
+const MATMUL_ROWS: usize = 16;
+/// The block of C one workgroup of matmul's `tiled` kernel computes: 16×16 threads, 8×8 each.
+const MATMUL_TILE: usize = 128;
+/// C's rows and columns from which matmul uses its `tiled` kernel: a whole tile each way. The
+/// 10-unit layers stay on the narrow kernel, and so do products of a few tiles (a 512-unit
+/// layer's 512 × 64 forward product at batch 64: 4 tiled workgroups, 32 narrow ones), where the
+/// narrow kernel's many small workgroups keep more of the adapter busy (on lavapipe, the tiled
+/// kernel from half a tile made batch 64 of 784-512-10 25% slower; see bench/NOTES.md).
+const MATMUL_TILED_FROM: usize = MATMUL_TILE;
 /// Columns each sum_columns workgroup adds (256 threads, 4 columns each).
 const COLUMN_CHUNK: u32 = 1024;
 /// Workgroups per grid dimension that every adapter allows.
@@ -74,10 +83,15 @@ pub const UNIFORM_SLOT: u64 = 256;
 pub struct Kernel {
     pub name: &'static str,
     pub pipeline: wgpu::ComputePipeline,
+    /// The layout of its bind groups; the kernels of one shader share it, so that one bind
+    /// group serves each of them.
+    layout: wgpu::BindGroupLayout,
 }
 
 pub struct Kernels {
+    /// matmul's narrow kernel; it also makes the bind groups of `matmul_tiled`.
     pub matmul: Kernel,
+    pub matmul_tiled: Kernel,
     pub activation: Kernel,
     pub activation_grad: Kernel,
     pub softmax: Kernel,
@@ -120,22 +134,50 @@ impl Uniforms {
 }
 
 impl Kernel {
-    fn new(device: &wgpu::Device, name: &'static str, source: &str) -> Result<Kernel> {
-        let pipeline = scoped(device, &format!("shader {name}.wgsl"), || {
+    /// Entry point `main` of shader `name`, its bind group layout derived from the shader.
+    fn new(device: &wgpu::Device, name: &'static str) -> Result<Kernel> {
+        Kernel::build(device, name, name, "main", None)
+    }
+
+    /// Entry point `entry` of shader `shader`, with the given bind group layout (or one derived
+    /// from the shader: a derived layout serves one pipeline only).
+    fn build(
+        device: &wgpu::Device,
+        name: &'static str,
+        shader: &str,
+        entry: &str,
+        layout: Option<&wgpu::BindGroupLayout>,
+    ) -> Result<Kernel> {
+        let pipeline = scoped(device, &format!("shader {shader}.wgsl"), || {
             let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
                 label: Some(name),
-                source: wgpu::ShaderSource::Wgsl(source.into()),
+                source: wgpu::ShaderSource::Wgsl(source(shader).into()),
+            });
+            let pipeline_layout = layout.map(|layout| {
+                device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+                    label: Some(name),
+                    bind_group_layouts: &[Some(layout)],
+                    immediate_size: 0,
+                })
             });
             device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
                 label: Some(name),
-                layout: None,
+                layout: pipeline_layout.as_ref(),
                 module: &module,
-                entry_point: Some("main"),
+                entry_point: Some(entry),
                 compilation_options: Default::default(),
                 cache: None,
             })
         })?;
-        Ok(Kernel { name, pipeline })
+        let layout = match layout {
+            Some(layout) => layout.clone(),
+            None => pipeline.get_bind_group_layout(0),
+        };
+        Ok(Kernel {
+            name,
+            pipeline,
+            layout,
+        })
     }
 
     /// Binds a new uniform slot and `buffers` (in the shader's binding order, from binding 1).
@@ -188,7 +230,7 @@ impl Kernel {
         }
         let bind_group = device.create_bind_group(&wgpu::BindGroupDescriptor {
             label: Some(self.name),
-            layout: &self.pipeline.get_bind_group_layout(0),
+            layout: &self.layout,
             entries: &entries,
         });
         Bound { bind_group, slot }
@@ -197,9 +239,38 @@ impl Kernel {
 
 impl Kernels {
     pub fn new(device: &wgpu::Device) -> Result<Kernels> {
-        let k = |name: &'static str| Kernel::new(device, name, source(name));
+        let k = |name: &'static str| Kernel::new(device, name);
+        // matmul's two kernels take one layout: its parameters, then A, B, the images, their
+        // indices and the bias (read) and C (written).
+        let storage = |binding: u32, read_only: bool| wgpu::BindGroupLayoutEntry {
+            binding,
+            visibility: wgpu::ShaderStages::COMPUTE,
+            ty: wgpu::BindingType::Buffer {
+                ty: wgpu::BufferBindingType::Storage { read_only },
+                has_dynamic_offset: false,
+                min_binding_size: None,
+            },
+            count: None,
+        };
+        let mut entries = vec![wgpu::BindGroupLayoutEntry {
+            ty: wgpu::BindingType::Buffer {
+                ty: wgpu::BufferBindingType::Uniform,
+                has_dynamic_offset: false,
+                min_binding_size: None,
+            },
+            ..storage(0, true)
+        }];
+        entries.extend((1..=5).map(|binding| storage(binding, true)));
+        entries.push(storage(6, false));
+        let matmul_layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+            label: Some("matmul bindings"),
+            entries: &entries,
+        });
+        let matmul =
+            |name, entry| Kernel::build(device, name, "matmul", entry, Some(&matmul_layout));
         Ok(Kernels {
-            matmul: k("matmul")?,
+            matmul: matmul("matmul", "main")?,
+            matmul_tiled: matmul("matmul tiled", "tiled")?,
             activation: k("activation")?,
             activation_grad: k("activation_grad")?,
             softmax: k("softmax")?,
@@ -409,14 +480,31 @@ impl Operand {
     }
 }
 
-/// How many slices a product with this output size and inner length is split into: enough
-/// to keep many workgroups busy when the inner dimension is a whole batch, few enough that
-/// the partial products stay small (at most `PARTIAL_FLOATS`).
-pub fn splits_for(outputs: usize, inner: usize) -> u32 {
+/// Whether matmul computes a (rows, cols) product with its `tiled` kernel.
+pub fn matmul_is_tiled(rows: usize, cols: usize) -> bool {
+    rows >= MATMUL_TILED_FROM && cols >= MATMUL_TILED_FROM
+}
+
+/// How many slices a (rows, cols) product over `inner` is split into. The narrow kernel's
+/// workgroups are small: it splits whenever the inner dimension is a whole batch, into slices of
+/// about 256. The tiled kernel's are large: it splits only until about `TILED_GROUPS` workgroups
+/// share the work (enough to fill a large GPU), into slices of at least 512. Either way the
+/// partial products stay small (at most `PARTIAL_FLOATS`). Never fewer for a larger `inner`, so
+/// that scratch sized for the largest batch holds every batch's slices.
+pub fn splits_for(rows: usize, cols: usize, inner: usize) -> u32 {
     const INNER_PER_SPLIT: usize = 256;
+    const TILED_INNER_PER_SPLIT: usize = 512;
+    const TILED_GROUPS: usize = 512;
     const PARTIAL_FLOATS: usize = 1 << 22;
-    let wanted = inner.div_ceil(INNER_PER_SPLIT);
-    let room = (PARTIAL_FLOATS / outputs.max(1)).max(1);
+    let wanted = if matmul_is_tiled(rows, cols) {
+        let tiles = rows.div_ceil(MATMUL_TILE) * cols.div_ceil(MATMUL_TILE);
+        inner
+            .div_ceil(TILED_INNER_PER_SPLIT)
+            .min(TILED_GROUPS.div_ceil(tiles))
+    } else {
+        inner.div_ceil(INNER_PER_SPLIT)
+    };
+    let room = (PARTIAL_FLOATS / (rows * cols).max(1)).max(1);
     wanted.min(room).clamp(1, MAX_GROUPS as usize) as u32
 }
 
@@ -427,7 +515,8 @@ pub fn column_chunks(m: usize) -> u32 {
 
 impl Kernels {
     /// matmul: `C = A·B (+ bias)`, or with `splits > 1` the partial products of A·B in
-    /// `splits` slices of C's bound buffer (add them with `sum_partials`).
+    /// `splits` slices of C's bound buffer (add them with `sum_partials`). Bind it with
+    /// `matmul`; wide products run on `matmul_tiled` (see `matmul_is_tiled`).
     /// A: (rows, inner), B: (inner, cols), C: (rows, cols), bias: (rows).
     pub fn matmul(
         &self,
@@ -451,13 +540,19 @@ impl Kernels {
             Operand::Images { index_offset, .. } => (0, 0, 1, index_offset),
             Operand::ImagesT { index_offset, .. } => (0, 0, 2, index_offset),
         };
+        let tiled = matmul_is_tiled(a.rows, cols);
+        // Slices start on a step of the tiled kernel (8) or the narrow one (4), so that a slice
+        // over X's pixels (b_source 1) starts on a packed image word; for other operands the
+        // rounding is harmless.
+        let step = if tiled { 8 } else { 4 };
         let params = MatmulParams {
             rows: a.rows as u32,
             cols: cols as u32,
             inner: inner as u32,
-            // A multiple of 4, so that a slice over X's pixels (b_source 1) would start on a
-            // packed image word; for other operands the rounding is harmless.
-            inner_chunk: (inner as u32).div_ceil(splits).next_multiple_of(4).max(4),
+            inner_chunk: (inner as u32)
+                .div_ceil(splits)
+                .next_multiple_of(step)
+                .max(step),
             a_rs: a.rs as u32,
             a_cs: a.cs as u32,
             b_rs: b_rs as u32,
@@ -469,12 +564,17 @@ impl Kernels {
             add_bias: bias as u32,
             _pad: [0; 3],
         };
+        let (kernel, block_rows, block_cols) = if tiled {
+            (&self.matmul_tiled, MATMUL_TILE, MATMUL_TILE)
+        } else {
+            (&self.matmul, MATMUL_ROWS, MATMUL_COLS)
+        };
         let groups = [
-            (cols as u32).div_ceil(MATMUL_COLS),
-            (a.rows as u32).div_ceil(MATMUL_ROWS),
+            cols.div_ceil(block_cols) as u32,
+            a.rows.div_ceil(block_rows) as u32,
             splits,
         ];
-        rec.dispatch(&self.matmul, bound, params, groups);
+        rec.dispatch(kernel, bound, params, groups);
     }
 
     /// activation: `A = g(Z)`. Z, A: (units, m), count = units·m.

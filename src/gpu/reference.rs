@@ -136,7 +136,8 @@ impl Reference {
             .layers
             .iter()
             .map(|l| {
-                let product = splits_for(l.outputs * l.inputs, cap) as usize * l.outputs * l.inputs;
+                let splits = splits_for(l.outputs, l.inputs, cap) as usize;
+                let product = splits * l.outputs * l.inputs;
                 product.max(column_chunks(cap) as usize * l.outputs)
             })
             .max()
@@ -542,7 +543,7 @@ impl Network {
                     Operand::Matrix(Layout::col_major(inputs, m).t()),
                 ),
             };
-            let splits = splits_for(units * inputs, m);
+            let splits = splits_for(units, inputs, m);
             let w = Layout::row_major(units, inputs);
             k.matmul(rec, bound, dz, input_t, w, false, splits);
             k.sum_partials(rec, &layer.dw_sum, units * inputs, splits, inv_m);
