@@ -63,3 +63,16 @@ pub fn adam_corrections(beta1: f32, beta2: f32, t: u64) -> (f32, f32) {
         (1.0 / (1.0 - power(beta2))) as f32,
     )
 }
+
+/// Adam's constants for step t ≥ 1, as the per-operation `adam_update` of either backend
+/// takes them.
+pub fn adam_params(beta1: f32, beta2: f32, eps: f32, t: u64) -> crate::cpu::ops::AdamParams {
+    let (c1, c2) = adam_corrections(beta1, beta2, t);
+    crate::cpu::ops::AdamParams {
+        beta1,
+        beta2,
+        eps,
+        c1,
+        c2,
+    }
+}

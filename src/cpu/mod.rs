@@ -21,8 +21,8 @@ use crate::backend::{check_images, check_optimizer_state};
 use crate::data::{CLASSES, PIXELS};
 use crate::error::Result;
 use crate::model::Model;
-use crate::optimizer::{adam_corrections, Optimizer};
-use ops::{Act, AdamParams, Mat, MatMut};
+use crate::optimizer::{adam_params, Optimizer};
+use ops::{Act, Mat, MatMut};
 
 pub struct CpuBackend {
     pool: Arc<ImagePool>,
@@ -273,14 +273,7 @@ impl CpuBackend {
                 }
                 Optimizer::Adam { beta1, beta2, eps } => {
                     let [m, v] = state.next().expect("state per tensor");
-                    let (c1, c2) = adam_corrections(beta1, beta2, self.steps);
-                    let adam = AdamParams {
-                        beta1,
-                        beta2,
-                        eps,
-                        c1,
-                        c2,
-                    };
+                    let adam = adam_params(beta1, beta2, eps, self.steps);
                     ops::adam_update(param, grad, m, v, alpha, adam);
                 }
             }

@@ -8,14 +8,14 @@
 //! submit: so each step is a submit of its own.
 
 use crate::backend::Shift;
-use crate::cpu::ops::{Act, AdamParams, Layout};
+use crate::cpu::ops::{Act, Layout};
 use crate::data::{CLASSES, PIXELS};
 use crate::error::{Error, Result};
 use crate::gpu::kernels::{column_chunks, splits_for, Bound, Kernels, Operand, Recorder, Uniforms};
 use crate::gpu::profile::Timing;
 use crate::gpu::{Data, GpuContext, StepArgs};
 use crate::model::{Activation, Layer, Model};
-use crate::optimizer::{adam_corrections, Optimizer};
+use crate::optimizer::{adam_params, Optimizer};
 
 /// One layer's buffers and its kernels' bind groups.
 struct LayerState {
@@ -577,14 +577,7 @@ impl Network {
                         k.momentum_update(rec, bound, count, alpha, beta)
                     }
                     Optimizer::Adam { beta1, beta2, eps } => {
-                        let (c1, c2) = adam_corrections(beta1, beta2, step);
-                        let adam = AdamParams {
-                            beta1,
-                            beta2,
-                            eps,
-                            c1,
-                            c2,
-                        };
+                        let adam = adam_params(beta1, beta2, eps, step);
                         k.adam_update(rec, bound, count, alpha, adam)
                     }
                 }
