@@ -38,7 +38,7 @@ fn bench_steps(c: &mut Criterion) {
     };
     let model = Model::new(&[10], Activation::Relu, Init::He, 1).unwrap();
     let order: Vec<u32> = (0..SAMPLES as u32).collect();
-    let gpu = GpuContext::new(None).map(Arc::new);
+    let gpu = GpuContext::new(None, false).map(Arc::new);
     if let Err(e) = &gpu {
         eprintln!("GPU benchmarks left out: {e}");
     }

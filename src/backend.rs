@@ -67,6 +67,16 @@ pub struct BatchStats {
     pub accuracy: f64,
 }
 
+/// Which kernels take the GPU's wide matrix products (`--matmul`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum MatmulKind {
+    /// Float32 throughout, on every adapter.
+    Plain,
+    /// The adapter's cooperative matrices (tensor cores) where it has them: inputs rounded
+    /// to f16 (or kept f32 where the adapter multiplies f32 tiles), f32 sums; else plain.
+    Coop,
+}
+
 /// Which of a backend's two implementations of the step runs (`--path`): the fused one (the
 /// whole step in few passes over the batch, block by block), or the reference (one kernel per
 /// operation over the whole batch, what the fused ones are checked against).

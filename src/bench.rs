@@ -15,7 +15,7 @@ use clap::ValueEnum;
 use rand::{rngs::StdRng, Rng, SeedableRng};
 use serde_json::{json, Value};
 
-use crate::backend::{Backend, ImagePool, List, ListSizes, StepPath};
+use crate::backend::{Backend, ImagePool, List, ListSizes, MatmulKind, StepPath};
 use crate::cpu::CpuBackend;
 use crate::data::{CLASSES, PIXELS};
 use crate::error::{config, Error, Result};
@@ -126,6 +126,11 @@ pub struct BenchOptions {
     #[arg(long, value_enum, default_value_t = PathChoice::Auto)]
     pub path: PathChoice,
 
+    /// Which kernels take the GPU's wide matrix products: `plain` (float32) or `coop` (the
+    /// adapter's cooperative matrices, where it has them).
+    #[arg(long, value_enum, default_value_t = MatmulKind::Plain)]
+    pub matmul: MatmulKind,
+
     /// After each GPU measurement, time every kernel on the GPU (timestamp queries, where the
     /// adapter has them) and print its time per step beside the wall-clock time per step.
     #[arg(long)]
@@ -166,6 +171,8 @@ pub struct Measurement {
     pub path: String,
     /// The fused GPU step's tiling, where it ran.
     pub tiling: Option<Tiling>,
+    /// On the GPU, which kernels took the wide matrix products: "plain" or "coop".
+    pub matmul: Option<String>,
     pub batch_size: usize,
     pub full_batch: bool,
     pub samples: usize,
@@ -204,6 +211,7 @@ impl Measurement {
             "adapter": self.adapter,
             "software_adapter": self.software_adapter,
             "path": self.path,
+            "matmul": self.matmul,
             "block": self.tiling.map(|t| t.block),
             "max_groups": self.tiling.map(|t| t.max_groups),
             "batch_size": self.batch_size,
@@ -256,6 +264,7 @@ impl Measurement {
             adapter: text("adapter").unwrap_or_default(),
             software_adapter: v["software_adapter"].as_bool().unwrap_or(false),
             path: v["path"].as_str().unwrap_or_default().to_string(),
+            matmul: v["matmul"].as_str().map(str::to_string),
             tiling: None,
             batch_size: count("batch_size")?,
             full_batch: v["full_batch"].as_bool().unwrap_or(false),
@@ -377,6 +386,7 @@ pub fn measure(backend: &mut dyn Backend, samples: usize, batch: usize) -> Resul
         adapter: String::new(),
         software_adapter: false,
         path: backend.path().name().to_string(),
+        matmul: None,
         tiling: None,
         batch_size: batch,
         full_batch: batch == samples,
@@ -489,10 +499,14 @@ pub fn run(options: &BenchOptions) -> Result<()> {
     let model = Model::new(&options.hidden, Activation::Relu, Init::He, 1)?;
 
     // The GPU context first too: an unknown adapter is an error before any timing.
+    let (adapter, coop) = (
+        options.adapter.as_deref(),
+        options.matmul == MatmulKind::Coop,
+    );
     let gpu = match options.backend {
         Which::Cpu => None,
-        Which::Gpu => Some(Arc::new(GpuContext::new(options.adapter.as_deref())?)),
-        Which::Auto => match GpuContext::auto(options.adapter.as_deref())? {
+        Which::Gpu => Some(Arc::new(GpuContext::new(adapter, coop)?)),
+        Which::Auto => match GpuContext::auto(adapter, coop)? {
             AutoChoice::Gpu(ctx) => Some(Arc::new(ctx)),
             AutoChoice::Cpu { why, software } => {
                 let anyway = if software {
@@ -504,7 +518,7 @@ pub fn run(options: &BenchOptions) -> Result<()> {
                 None
             }
         },
-        Which::Both => match GpuContext::new(options.adapter.as_deref()) {
+        Which::Both => match GpuContext::new(adapter, coop) {
             Ok(ctx) => Some(Arc::new(ctx)),
             Err(e) => {
                 eprintln!("note: GPU left out ({e})");
@@ -512,6 +526,9 @@ pub fn run(options: &BenchOptions) -> Result<()> {
             }
         },
     };
+    if let Some(note) = gpu.as_ref().and_then(|ctx| ctx.coop_note()) {
+        eprintln!("{note}");
+    }
     let pool = Arc::new(synthetic_pool(samples, 1));
     let sizes = ListSizes {
         train: samples,
@@ -595,6 +612,7 @@ pub fn run(options: &BenchOptions) -> Result<()> {
             (m.backend, m.adapter) = ("gpu".into(), ctx.describe());
             m.software_adapter = ctx.is_software();
             m.tiling = gpu.tiling();
+            m.matmul = Some(ctx.matmul().to_string());
             report(&m);
             if options.profile {
                 m.profile = profile(&mut gpu, samples, batch, m.steps.clamp(10, 1000))?;

@@ -454,6 +454,40 @@ fn the_path_is_named_and_chosen() {
     );
 }
 
+/// `--matmul` is named in `--json`; `coop` on an adapter without cooperative matrices runs
+/// the plain kernels after one line saying why, and on one with them runs them silently. The
+/// CPU has no matmul kernels to name.
+#[test]
+fn the_matmul_is_named_and_coop_falls_back_with_a_note() {
+    let f = Fixture::new();
+    let (train, test) = (f.arg("t.csv"), f.arg("s.csv"));
+    let common = ["--train", &train, "--test", &test, "--dev-size", "50"];
+    let run = |extra: &[&str]| {
+        let args = [&common[..], &["--iterations", "1", "--json"], extra].concat();
+        let out = f.run(&args);
+        assert!(out.status.success(), "{}", describe(&out));
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let summary: Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
+        (text, summary)
+    };
+    let (_, cpu) = run(&["--backend", "cpu", "--matmul", "coop"]);
+    assert_eq!(cpu["matmul"], Value::Null, "{cpu}");
+    let (text, plain) = run(&["--backend", "gpu", "--hidden", "130"]);
+    assert_eq!(plain["matmul"], "plain", "{plain}");
+    assert!(!text.contains("--matmul coop"), "{text}");
+    let (text, coop) = run(&["--backend", "gpu", "--hidden", "130", "--matmul", "coop"]);
+    let note = text.lines().find(|l| l.starts_with("note: --matmul coop"));
+    match coop["matmul"].as_str() {
+        Some("coop") => assert!(note.is_none(), "{text}"),
+        Some("plain") => {
+            let note = note.expect("a line saying why the plain kernels run");
+            assert!(note.contains("the plain float32 kernels run"), "{note}");
+            eprintln!("no cooperative matrices here: {note}");
+        }
+        other => panic!("matmul {other:?} in {coop}"),
+    }
+}
+
 #[test]
 fn gpu_refuses_layers_wider_than_its_grid() {
     let f = Fixture::new();

@@ -6,7 +6,7 @@ mod common;
 
 use std::sync::OnceLock;
 
-use common::{assert_close, random_bytes, random_floats};
+use common::{assert_close, assert_close_scaled, random_bytes, random_floats};
 use mnist_gpu::cpu::ops::{self, Act, Layout, Mat, MatMut};
 use mnist_gpu::data::PIXELS;
 use mnist_gpu::gpu::kernels::{
@@ -95,19 +95,43 @@ fn check_matmul(
     bias: Option<&[f32]>,
     splits: u32,
 ) {
-    let ctx = ctx();
+    check_matmul_on(ctx(), what, a, la, b, lc, bias, splits);
+}
+
+/// `check_matmul` on `ctx`'s kernels. Where they include the cooperative one, its products
+/// (the tiled kernel's shapes) are held to the bound of inputs rounded to 10 bits of mantissa
+/// (f16, or TF32 where an adapter rounds f32 tiles so) and summed in f32: each product's error
+/// within 2⁻¹⁰ of its magnitude, each addition's within 2⁻²⁴ of the running sum, so
+/// `|C − C_f64| ≤ 10⁻⁶ + (2⁻¹⁰ + inner·2⁻²⁴)·(|A|·|B| + |bias|)`. Every other product keeps the
+/// plain kernels' tolerance.
+#[allow(clippy::too_many_arguments)]
+fn check_matmul_on(
+    ctx: &GpuContext,
+    what: &str,
+    a: &[f32],
+    la: Layout,
+    b: B,
+    lc: Layout,
+    bias: Option<&[f32]>,
+    splits: u32,
+) {
     let (b_dense, lb) = b.dense();
     let (rows, inner, cols) = (la.rows, la.cols, lb.cols);
     let mut want = vec![0.0f64; rows * cols];
+    // Σ_k |A(i, k)·B(k, j)| + |bias(i)|: what the rounding of the terms scales with.
+    let mut magnitude = vec![0.0f64; rows * cols];
     for i in 0..rows {
         for j in 0..cols {
-            let dot: f64 = (0..inner)
-                .map(|k| element(a, la, i, k) * element(&b_dense, lb, k, j))
-                .sum();
-            want[i * lc.rs + j * lc.cs] = dot + bias.map_or(0.0, |b| b[i] as f64);
+            let terms = (0..inner).map(|k| element(a, la, i, k) * element(&b_dense, lb, k, j));
+            let (dot, abs) = terms.fold((0.0, 0.0), |(s, m), t| (s + t, m + t.abs()));
+            let bias = bias.map_or(0.0, |b| b[i] as f64);
+            want[i * lc.rs + j * lc.cs] = dot + bias;
+            magnitude[i * lc.rs + j * lc.cs] = abs + bias.abs();
         }
     }
     let atol = 1e-6 * inner as f64 + 1e-6;
+    let upload = |data: &[f32]| ctx.upload("input", bytemuck::cast_slice(data)).unwrap();
+    let poisoned = |n: usize| upload(&vec![f32::NAN; n]);
 
     let mut cpu = vec![f32::NAN; rows * cols];
     ops::matmul(
@@ -172,13 +196,14 @@ fn check_matmul(
     k.matmul(&mut rec, &product, la, operand, lc, bias.is_some(), splits);
     k.sum_partials(&mut rec, &sum, rows * cols, splits, 1.0);
     rec.submit(&ctx.queue);
-    assert_close(
-        &format!("{what}: GPU"),
-        &read(&c, rows * cols),
-        &want,
-        atol,
-        1e-5,
-    );
+    let got = ctx.read(&c, rows * cols).unwrap();
+    if k.matmul_coop.is_some() && matmul_is_tiled(rows, cols) {
+        let rtol = 2f64.powi(-10) + inner as f64 * 2f64.powi(-24);
+        let what = format!("{what}: GPU, cooperative matrices");
+        assert_close_scaled(&what, &got, &want, &magnitude, 1e-6, rtol);
+    } else {
+        assert_close(&format!("{what}: GPU"), &got, &want, atol, 1e-5);
+    }
 }
 
 /// Asserts that a test's (rows, cols) products run on both of matmul's kernels.
@@ -848,5 +873,96 @@ fn split_k_slices_fit_the_scratch_sized_for_the_largest_batch() {
             last > 1,
             "({rows}, {cols}): a 60,000-sample product is not split"
         );
+    }
+}
+
+/// `--matmul coop`: where the adapter has cooperative matrices, every product layout at awkward
+/// sizes (the wide ones on the cooperative kernel, with split-K; the narrow ones still on the
+/// plain kernel) against f64 within the bound `check_matmul_on` states. Where it has none (the
+/// lavapipe of CI), the plain kernels are what runs, and the test says the cooperative kernel
+/// was not exercised.
+#[test]
+fn matmul_coop_where_the_adapter_has_cooperative_matrices() {
+    let Some(ctx) = common::coop_gpu("the cooperative-matrix kernel") else {
+        return;
+    };
+    let w_a = [
+        (7, 63, 65),
+        (129, 63, 1000),
+        (1000, 7, 129),
+        (130, 5003, 257),
+    ];
+    for (seed, &(rows, inner, cols)) in w_a.iter().enumerate() {
+        let seed = seed as u64;
+        check_matmul_on(
+            &ctx,
+            &format!("W·A + b {rows}x{inner}x{cols}"),
+            &random_floats(rows * inner, 1.0, seed),
+            Layout::row_major(rows, inner),
+            B::Matrix(
+                random_floats(inner * cols, 1.0, seed + 100),
+                Layout::col_major(inner, cols),
+            ),
+            Layout::col_major(rows, cols),
+            Some(&random_floats(rows, 1.0, seed + 200)),
+            1,
+        );
+    }
+    for &(units, inputs, m) in &[(10, 1000, 129), (130, 129, 1000)] {
+        check_matmul_on(
+            &ctx,
+            &format!("Wᵀ·dZ {units}x{inputs}x{m}"),
+            &random_floats(units * inputs, 1.0, 3),
+            Layout::row_major(units, inputs).t(),
+            B::Matrix(
+                random_floats(units * m, 1.0, 4),
+                Layout::col_major(units, m),
+            ),
+            Layout::col_major(inputs, m),
+            None,
+            1,
+        );
+    }
+    let (units, inputs, m) = (130, 129, 5003);
+    let dz = random_floats(units * m, 1.0, 5);
+    let a = random_floats(inputs * m, 1.0, 6);
+    for splits in [1, 3, splits_for(units, inputs, m)] {
+        check_matmul_on(
+            &ctx,
+            &format!("dZ·Aᵀ {units}x{m}x{inputs}, {splits} splits"),
+            &dz,
+            Layout::col_major(units, m),
+            B::Matrix(a.clone(), Layout::col_major(inputs, m).t()),
+            Layout::row_major(units, inputs),
+            None,
+            splits,
+        );
+    }
+    for &(units, m) in &[(10, 1000), (129, 1000), (512, 2003)] {
+        check_matmul_on(
+            &ctx,
+            &format!("W·X + b {units}x{m}"),
+            &random_floats(units * PIXELS, 0.1, 7),
+            Layout::row_major(units, PIXELS),
+            image_operand(m, false, 9),
+            Layout::col_major(units, m),
+            Some(&random_floats(units, 1.0, 8)),
+            1,
+        );
+    }
+    for &(units, m) in &[(129, 63), (512, 1000)] {
+        let dz = random_floats(units * m, 1.0, 10);
+        for splits in [1, 3, splits_for(units, PIXELS, m)] {
+            check_matmul_on(
+                &ctx,
+                &format!("dZ·Xᵀ {units}x{m}, {splits} splits"),
+                &dz,
+                Layout::col_major(units, m),
+                image_operand(m, true, 11),
+                Layout::row_major(units, PIXELS),
+                None,
+                splits,
+            );
+        }
     }
 }

@@ -42,7 +42,8 @@ const FUSED_KERNELS: [&str; 3] = ["gradients", "logits", "update"];
 #[test]
 fn every_shader_parses_and_validates() {
     let mut failures = Vec::new();
-    for (name, source) in SHADERS {
+    // matmul_coop is validated as the modules it is compiled into (below).
+    for (name, source) in SHADERS.iter().filter(|(name, _)| *name != "matmul_coop") {
         let module = match naga::front::wgsl::parse_str(source) {
             Ok(module) => module,
             Err(e) => {
@@ -75,6 +76,50 @@ fn every_shader_parses_and_validates() {
                 failures.push(format!(
                     "{name}.wgsl has no compute entry point named {entry}"
                 ));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}
+
+/// matmul's cooperative-matrix kernel, fitted every way an adapter can ask for: tiles of 8
+/// or 16, f16 or f32 inputs, subgroups of 8 (lavapipe) or 32.
+#[test]
+fn the_cooperative_matmul_validates_in_every_fit() {
+    use mnist_gpu::gpu::kernels::CoopConfig;
+    let mut failures = Vec::new();
+    for size in [8, 16] {
+        for f16_inputs in [false, true] {
+            for lanes in [8, 32] {
+                let config = CoopConfig {
+                    size,
+                    f16_inputs,
+                    lanes,
+                };
+                let source = config.source();
+                let what = format!("matmul_coop.wgsl fitted as {config:?}");
+                let module = match naga::front::wgsl::parse_str(&source) {
+                    Ok(module) => module,
+                    Err(e) => {
+                        failures.push(format!("{what}: {}", e.emit_to_string(&source)));
+                        continue;
+                    }
+                };
+                let capabilities = naga::valid::Capabilities::COOPERATIVE_MATRIX
+                    | naga::valid::Capabilities::SHADER_FLOAT16;
+                let mut validator =
+                    naga::valid::Validator::new(naga::valid::ValidationFlags::all(), capabilities);
+                if let Err(e) = validator.validate(&module) {
+                    failures.push(format!("{what}: {}", e.emit_to_string(&source)));
+                }
+                let names: Vec<&str> = module
+                    .entry_points
+                    .iter()
+                    .map(|e| e.name.as_str())
+                    .collect();
+                if names != ["main", "tiled", "coop"] {
+                    failures.push(format!("{what}: entry points {names:?}"));
+                }
             }
         }
     }
@@ -130,7 +175,10 @@ fn one_name_in_three_places() {
             ));
         }
     }
-    for name in shader_files().into_iter().filter(|name| name != "fused") {
+    // matmul_coop is a third kernel of matmul's (the same product, the same wrapper and CPU
+    // twin), compiled with matmul.wgsl.
+    let own_twins = |name: &String| name != "fused" && name != "matmul_coop";
+    for name in shader_files().into_iter().filter(own_twins) {
         let signature = format!("pub fn {name}(");
         if !ops.contains(&signature) {
             missing.push(format!(

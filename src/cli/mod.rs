@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use clap::{Args, ValueEnum};
 
-use mnist_gpu::backend::{Backend, ImagePool, ListSizes, StepPath};
+use mnist_gpu::backend::{Backend, ImagePool, ListSizes, MatmulKind, StepPath};
 use mnist_gpu::cpu::CpuBackend;
 use mnist_gpu::error::{config, Result};
 use mnist_gpu::gpu::context::AutoChoice;
@@ -74,6 +74,11 @@ pub struct BackendArgs {
     /// GPU adapter to use: any part of its name, case-insensitive (see WGPU_ADAPTER_NAME).
     #[arg(long)]
     pub adapter: Option<String>,
+
+    /// Which kernels take the GPU's wide matrix products: `plain` (float32) or `coop` (the
+    /// adapter's cooperative matrices where it has them: f16 inputs, f32 sums).
+    #[arg(long, value_enum, default_value_t = MatmulKind::Plain)]
+    pub matmul: MatmulKind,
 }
 
 /// A backend, which one it is ("cpu" or "gpu"), and why.
@@ -84,6 +89,21 @@ pub struct Opened {
     pub reason: String,
     /// Set when `--backend auto` chose the CPU: why, for a line that says so.
     pub fallback: Option<Fallback>,
+    /// On the GPU, which kernels take the wide matrix products ("plain" or "coop"), and the
+    /// line saying why `--matmul coop` was asked but the plain ones run.
+    pub matmul: Option<&'static str>,
+    pub matmul_note: Option<String>,
+}
+
+impl Opened {
+    /// The lines to print before the work starts: why the CPU runs, why the plain matmul does.
+    pub fn notes(&self, doing: &str) -> Vec<String> {
+        let fallback = self.fallback.as_ref().map(|f| f.note(doing));
+        fallback
+            .into_iter()
+            .chain(self.matmul_note.clone())
+            .collect()
+    }
 }
 
 /// Why `--backend auto` runs on the CPU.
@@ -130,9 +150,12 @@ impl BackendArgs {
                 name: "cpu",
                 reason,
                 fallback,
+                matmul: None,
+                matmul_note: None,
             })
         };
         let gpu = |ctx: GpuContext, reason: String| -> Result<Opened> {
+            let (matmul, matmul_note) = (Some(ctx.matmul()), ctx.coop_note());
             let ctx = Arc::new(ctx);
             let backend = GpuBackend::with_path(ctx, model, &pool, sizes, capacity, path)?;
             Ok(Opened {
@@ -140,13 +163,15 @@ impl BackendArgs {
                 name: "gpu",
                 reason,
                 fallback: None,
+                matmul,
+                matmul_note,
             })
         };
-        let adapter = self.adapter.as_deref();
+        let (adapter, coop) = (self.adapter.as_deref(), self.matmul == MatmulKind::Coop);
         match self.backend {
             BackendKind::Cpu => cpu("--backend cpu".into(), None),
-            BackendKind::Gpu => gpu(GpuContext::new(adapter)?, "--backend gpu".into()),
-            BackendKind::Auto => match GpuContext::auto(adapter)? {
+            BackendKind::Gpu => gpu(GpuContext::new(adapter, coop)?, "--backend gpu".into()),
+            BackendKind::Auto => match GpuContext::auto(adapter, coop)? {
                 AutoChoice::Gpu(ctx) => {
                     let reason = format!("a GPU adapter: {}", ctx.describe());
                     gpu(ctx, reason)

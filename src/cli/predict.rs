@@ -86,8 +86,8 @@ fn classify(model_path: &Path, data_path: &Path, backend: &BackendArgs) -> Resul
         test: n,
     };
     let mut opened = backend.open(&model, pool.clone(), sizes, 1)?;
-    if let Some(fallback) = &opened.fallback {
-        println!("{}", fallback.note("classifying"));
+    for note in opened.notes("classifying") {
+        println!("{note}");
     }
     let on = &mut opened.backend;
     on.set_list(List::Test, &(0..n as u32).collect::<Vec<_>>())?;

@@ -140,8 +140,8 @@ pub fn serve(args: &ServeArgs) -> Result<()> {
         test: n,
     };
     let opened = args.backend.open(&model, pool, sizes, 1)?;
-    if let Some(fallback) = &opened.fallback {
-        println!("{}", fallback.note("classifying"));
+    for note in opened.notes("classifying") {
+        println!("{note}");
     }
     let mut backend = opened.backend;
     backend.set_list(

@@ -450,8 +450,8 @@ pub fn run(args: &TrainArgs, explicit: &BTreeSet<String>) -> Result<()> {
     let opened = args
         .backend
         .open(&model, split.pool.clone(), split.sizes(), capacity)?;
-    if let Some(fallback) = &opened.fallback {
-        println!("{}", fallback.note("training"));
+    for note in opened.notes("training") {
+        println!("{note}");
     }
     let mut backend = opened.backend;
     let device = backend.device_name();
@@ -511,6 +511,7 @@ pub fn run(args: &TrainArgs, explicit: &BTreeSet<String>) -> Result<()> {
         "backend_asked": args.backend.backend.name(),
         "backend_reason": opened.reason,
         "path": path,
+        "matmul": opened.matmul,
         "hidden": hidden,
         "activation": model.activation.name(),
         "init": format!("{:?}", args.init).to_lowercase(),

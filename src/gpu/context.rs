@@ -4,7 +4,7 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 
 use crate::error::{Error, Result};
-use crate::gpu::kernels::Kernels;
+use crate::gpu::kernels::{CoopConfig, Kernels};
 
 const INSTALL_HINT: &str = "install a Vulkan driver (for a software adapter on Debian/Ubuntu: \
     `apt-get install -y mesa-vulkan-drivers libvulkan1`, as root or with sudo) or use --backend cpu";
@@ -14,6 +14,8 @@ pub struct GpuContext {
     pub queue: wgpu::Queue,
     pub info: wgpu::AdapterInfo,
     pub kernels: Kernels,
+    /// Why `--matmul coop` was asked but the plain kernels run: the adapter, and what it lacks.
+    pub coop_refused: Option<String>,
     /// The first error wgpu reported outside an error scope (a failed dispatch, a lost
     /// device): its callbacks cannot return a `Result`, so they leave the message here.
     fault: Arc<Mutex<Option<String>>>,
@@ -38,7 +40,9 @@ impl GpuContext {
     /// Opens an adapter: the one whose name contains `adapter_name` (or `WGPU_ADAPTER_NAME`),
     /// else the most capable one (discrete GPU, then integrated, virtual, other, software).
     /// `WGPU_BACKEND` (e.g. `vulkan`) limits which APIs are searched.
-    pub fn new(adapter_name: Option<&str>) -> Result<GpuContext> {
+    /// With `coop`, matmul's wide products run on the adapter's cooperative matrices where it
+    /// has them (`--matmul coop`; see `coop_refused`).
+    pub fn new(adapter_name: Option<&str>, coop: bool) -> Result<GpuContext> {
         let adapters = enumerate();
         let adapter = match wanted(adapter_name) {
             Some(name) => find_named(adapters, &name)?,
@@ -47,16 +51,19 @@ impl GpuContext {
                 .min_by_key(|a| preference(a.get_info().device_type))
                 .ok_or_else(|| Error::Gpu(format!("no GPU adapter found; {INSTALL_HINT}")))?,
         };
-        Self::open(adapter)
+        Self::open(adapter, coop)
     }
 
     /// `--backend auto`: the adapter `adapter_name` (or `WGPU_ADAPTER_NAME`) names, else the
     /// most capable adapter if it is a hardware one; otherwise why not. A hardware adapter that
     /// fails to open is a reason too: auto means the run goes on, on the CPU.
-    pub fn auto(adapter_name: Option<&str>) -> Result<AutoChoice> {
+    pub fn auto(adapter_name: Option<&str>, coop: bool) -> Result<AutoChoice> {
         let mut adapters = enumerate();
         if let Some(name) = wanted(adapter_name) {
-            return Ok(AutoChoice::Gpu(Self::open(find_named(adapters, &name)?)?));
+            return Ok(AutoChoice::Gpu(Self::open(
+                find_named(adapters, &name)?,
+                coop,
+            )?));
         }
         let found: Vec<(String, wgpu::DeviceType)> = adapters
             .iter()
@@ -65,7 +72,7 @@ impl GpuContext {
         match auto_choice(&found) {
             Ok(i) => {
                 let name = found[i].0.clone();
-                match Self::open(adapters.swap_remove(i)) {
+                match Self::open(adapters.swap_remove(i), coop) {
                     Ok(ctx) => Ok(AutoChoice::Gpu(ctx)),
                     Err(e) => Ok(AutoChoice::Cpu {
                         why: format!("the GPU adapter {name} did not open ({e})"),
@@ -82,8 +89,13 @@ impl GpuContext {
 
     /// Opens the device of `adapter` with the limits and features the kernels use, and builds
     /// every kernel's pipeline.
-    fn open(adapter: wgpu::Adapter) -> Result<GpuContext> {
+    fn open(adapter: wgpu::Adapter, coop: bool) -> Result<GpuContext> {
         let info = adapter.get_info();
+        let (coop, coop_refused) = match coop.then(|| CoopConfig::find(&adapter)) {
+            None => (None, None),
+            Some(Ok(config)) => (Some(config), None),
+            Some(Err(why)) => (None, Some(format!("{}: {why}", info.name))),
+        };
 
         // The WebGPU defaults, what every adapter offers, so that a run that works here works
         // anywhere; but as much workgroup memory as the adapter has, which lets the fused step
@@ -98,8 +110,18 @@ impl GpuContext {
         };
         let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
             label: Some("mnist-gpu device"),
-            required_features: adapter.features() & wgpu::Features::TIMESTAMP_QUERY,
+            required_features: (adapter.features() & wgpu::Features::TIMESTAMP_QUERY)
+                | coop.map_or(wgpu::Features::empty(), |c| c.features()),
             required_limits: limits,
+            // Cooperative matrices are an experimental feature of wgpu's, asked for only when
+            // the run asks for them. SAFETY: wgpu's token of accepting that such features may
+            // still have bugs; the kernel is checked against the f64 reference on every adapter
+            // that has them (tests/kernels.rs).
+            experimental_features: if coop.is_some() {
+                unsafe { wgpu::ExperimentalFeatures::enabled() }
+            } else {
+                wgpu::ExperimentalFeatures::disabled()
+            },
             ..Default::default()
         }))
         .map_err(|e| Error::Gpu(format!("{}: could not open the device: {e}", info.name)))?;
@@ -118,12 +140,13 @@ impl GpuContext {
             ));
         });
 
-        let kernels = Kernels::new(&device)?;
+        let kernels = Kernels::new(&device, coop)?;
         Ok(GpuContext {
             device,
             queue,
             info,
             kernels,
+            coop_refused,
             fault,
             in_flight: Mutex::new(VecDeque::new()),
         })
@@ -133,6 +156,22 @@ impl GpuContext {
     /// for a GPU's.
     pub fn describe(&self) -> String {
         describe(&self.info)
+    }
+
+    /// Which kernels take matmul's wide products: "coop" (cooperative matrices) or "plain".
+    pub fn matmul(&self) -> &'static str {
+        if self.kernels.matmul_coop.is_some() {
+            "coop"
+        } else {
+            "plain"
+        }
+    }
+
+    /// The note for a run that asked for `--matmul coop` and runs the plain kernels.
+    pub fn coop_note(&self) -> Option<String> {
+        self.coop_refused
+            .as_ref()
+            .map(|why| format!("note: --matmul coop: {why}; the plain float32 kernels run"))
     }
 
     pub fn is_software(&self) -> bool {

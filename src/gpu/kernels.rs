@@ -14,8 +14,9 @@ use crate::gpu::context::scoped;
 use crate::gpu::profile::Timing;
 
 /// Every kernel's source, compiled into the binary. Tests validate each with naga. All but
-/// `fused` hold one kernel, entry point `main`, wrapped below; `fused` holds the fused step's
-/// kernels (`gpu::fused`).
+/// `fused` and `matmul` hold one kernel, entry point `main`, wrapped below; `fused` holds the
+/// fused step's kernels (`gpu::fused`); `matmul` two kernels, `main` and `tiled`, and
+/// `matmul_coop` a third one to add to them.
 pub const SHADERS: &[(&str, &str)] = &[
     ("matmul", include_str!("../../shaders/matmul.wgsl")),
     ("activation", include_str!("../../shaders/activation.wgsl")),
@@ -47,6 +48,12 @@ pub const SHADERS: &[(&str, &str)] = &[
     ),
     ("augment", include_str!("../../shaders/augment.wgsl")),
     ("fused", include_str!("../../shaders/fused.wgsl")),
+    // Not a shader on its own: matmul's cooperative-matrix kernel, compiled after matmul.wgsl
+    // (`CoopConfig::source`).
+    (
+        "matmul_coop",
+        include_str!("../../shaders/matmul_coop.wgsl"),
+    ),
 ];
 
 /// The source of shader `name`.
@@ -89,9 +96,13 @@ pub struct Kernel {
 }
 
 pub struct Kernels {
-    /// matmul's narrow kernel; it also makes the bind groups of `matmul_tiled`.
+    /// matmul's narrow kernel; it also makes the bind groups of `matmul_tiled` and
+    /// `matmul_coop`.
     pub matmul: Kernel,
     pub matmul_tiled: Kernel,
+    /// The cooperative-matrix kernel, which takes the tiled kernel's products (`--matmul coop`
+    /// on an adapter that has cooperative matrices), and its tiles.
+    pub matmul_coop: Option<(Kernel, CoopConfig)>,
     pub activation: Kernel,
     pub activation_grad: Kernel,
     pub softmax: Kernel,
@@ -133,25 +144,124 @@ impl Uniforms {
     }
 }
 
+/// The cooperative-matrix tiles `--matmul coop` multiplies on an adapter, which
+/// shaders/matmul_coop.wgsl is fitted to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CoopConfig {
+    /// The side of a tile: 8 or 16.
+    pub size: u32,
+    /// Whether the tiles hold f16 (else f32); the sums are f32 either way.
+    pub f16_inputs: bool,
+    /// The adapter's subgroup size, the threads of a workgroup.
+    pub lanes: u32,
+}
+
+impl CoopConfig {
+    /// What `adapter` offers for the kernel: square 8×8 or 16×16 tiles with f32 sums, of f32
+    /// inputs if it has them (the closest to the plain kernels), else of f16, the larger tile
+    /// first; and one subgroup size. Else why not, in a few words.
+    pub fn find(adapter: &wgpu::Adapter) -> std::result::Result<CoopConfig, String> {
+        use wgpu::CooperativeScalarType as Scalar;
+        let features = adapter.features();
+        if !features.contains(wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX) {
+            return Err("it has no cooperative matrices".into());
+        }
+        let info = adapter.get_info();
+        if info.subgroup_min_size != info.subgroup_max_size || info.subgroup_max_size == 0 {
+            return Err(format!(
+                "its subgroup size varies ({}..{})",
+                info.subgroup_min_size, info.subgroup_max_size
+            ));
+        }
+        let offered = adapter.cooperative_matrix_properties();
+        let has = |size: u32, input: Scalar| {
+            offered.iter().any(|c| {
+                (c.m_size, c.n_size, c.k_size) == (size, size, size)
+                    && c.ab_type == input
+                    && c.cr_type == Scalar::F32
+            })
+        };
+        let f16 = features.contains(wgpu::Features::SHADER_F16);
+        let choices = [(16, false), (8, false), (16, true), (8, true)];
+        choices
+            .into_iter()
+            .find(|&(size, f16_inputs)| {
+                (!f16_inputs || f16)
+                    && has(size, if f16_inputs { Scalar::F16 } else { Scalar::F32 })
+            })
+            .map(|(size, f16_inputs)| CoopConfig {
+                size,
+                f16_inputs,
+                lanes: info.subgroup_max_size,
+            })
+            .ok_or_else(|| {
+                "none of its cooperative tiles is 8×8 or 16×16 with f32 sums of f32 or f16".into()
+            })
+    }
+
+    /// The device features the kernel needs.
+    pub fn features(&self) -> wgpu::Features {
+        let f16 = if self.f16_inputs {
+            wgpu::Features::SHADER_F16
+        } else {
+            wgpu::Features::empty()
+        };
+        wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX | f16
+    }
+
+    /// The kernel's module: the enable directives, matmul.wgsl, then matmul_coop.wgsl with its
+    /// tile, input type and workgroup fitted.
+    pub fn source(&self) -> String {
+        let size = self.size;
+        let input = if self.f16_inputs { "f16" } else { "f32" };
+        let coop = [
+            ("alias In = f16;", format!("alias In = {input};")),
+            ("const S: u32 = 8u;", format!("const S: u32 = {size}u;")),
+            (
+                "const LANES: u32 = 8u;",
+                format!("const LANES: u32 = {}u;", self.lanes),
+            ),
+            ("coop_mat8x8", format!("coop_mat{size}x{size}")),
+        ]
+        .iter()
+        .fold(source("matmul_coop").to_string(), |text, (from, to)| {
+            assert!(text.contains(from), "matmul_coop.wgsl: no `{from}` to fit");
+            text.replace(from, to)
+        });
+        let f16 = if self.f16_inputs { "enable f16;\n" } else { "" };
+        format!(
+            "{f16}enable wgpu_cooperative_matrix;\n{}\n{coop}",
+            source("matmul")
+        )
+    }
+
+    /// In a few words, for the run's header.
+    pub fn describe(&self) -> String {
+        let input = if self.f16_inputs { "f16" } else { "f32" };
+        format!("cooperative {0}×{0} tiles of {input}, f32 sums", self.size)
+    }
+}
+
 impl Kernel {
     /// Entry point `main` of shader `name`, its bind group layout derived from the shader.
     fn new(device: &wgpu::Device, name: &'static str) -> Result<Kernel> {
-        Kernel::build(device, name, name, "main", None)
+        Kernel::build(device, name, name, source(name), "main", None)
     }
 
-    /// Entry point `entry` of shader `shader`, with the given bind group layout (or one derived
-    /// from the shader: a derived layout serves one pipeline only).
+    /// Entry point `entry` of module `text` (from `file`, for errors), with the given bind
+    /// group layout (or one derived from the shader: a derived layout serves one pipeline only).
     fn build(
         device: &wgpu::Device,
         name: &'static str,
-        shader: &str,
+        file: &str,
+        text: &str,
         entry: &str,
         layout: Option<&wgpu::BindGroupLayout>,
     ) -> Result<Kernel> {
-        let pipeline = scoped(device, &format!("shader {shader}.wgsl"), || {
+        let pipeline = scoped(device, &format!("shader {file}.wgsl"), || {
             let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
                 label: Some(name),
-                source: wgpu::ShaderSource::Wgsl(source(shader).into()),
+                source: wgpu::ShaderSource::Wgsl(text.into()),
             });
             let pipeline_layout = layout.map(|layout| {
                 device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
@@ -238,7 +348,9 @@ impl Kernel {
 }
 
 impl Kernels {
-    pub fn new(device: &wgpu::Device) -> Result<Kernels> {
+    /// Every kernel's pipeline; matmul's cooperative one too where `coop` says how to fit it
+    /// (the device must have its features).
+    pub fn new(device: &wgpu::Device, coop: Option<CoopConfig>) -> Result<Kernels> {
         let k = |name: &'static str| Kernel::new(device, name);
         // matmul's two kernels take one layout: its parameters, then A, B, the images, their
         // indices and the bias (read) and C (written).
@@ -266,11 +378,24 @@ impl Kernels {
             label: Some("matmul bindings"),
             entries: &entries,
         });
-        let matmul =
-            |name, entry| Kernel::build(device, name, "matmul", entry, Some(&matmul_layout));
+        let matmul = |name, entry| {
+            let text = source("matmul");
+            Kernel::build(device, name, "matmul", text, entry, Some(&matmul_layout))
+        };
+        let matmul_coop = match coop {
+            Some(config) => {
+                let text = config.source();
+                let file = "matmul_coop";
+                let layout = Some(&matmul_layout);
+                let kernel = Kernel::build(device, "matmul coop", file, &text, "coop", layout)?;
+                Some((kernel, config))
+            }
+            None => None,
+        };
         Ok(Kernels {
             matmul: matmul("matmul", "main")?,
             matmul_tiled: matmul("matmul tiled", "tiled")?,
+            matmul_coop,
             activation: k("activation")?,
             activation_grad: k("activation_grad")?,
             softmax: k("softmax")?,
@@ -516,7 +641,8 @@ pub fn column_chunks(m: usize) -> u32 {
 impl Kernels {
     /// matmul: `C = A·B (+ bias)`, or with `splits > 1` the partial products of A·B in
     /// `splits` slices of C's bound buffer (add them with `sum_partials`). Bind it with
-    /// `matmul`; wide products run on `matmul_tiled` (see `matmul_is_tiled`).
+    /// `matmul`; wide products run on `matmul_tiled` (see `matmul_is_tiled`), or on
+    /// `matmul_coop` where it is built.
     /// A: (rows, inner), B: (inner, cols), C: (rows, cols), bias: (rows).
     pub fn matmul(
         &self,
@@ -541,10 +667,15 @@ impl Kernels {
             Operand::ImagesT { index_offset, .. } => (0, 0, 2, index_offset),
         };
         let tiled = matmul_is_tiled(a.rows, cols);
-        // Slices start on a step of the tiled kernel (8) or the narrow one (4), so that a slice
-        // over X's pixels (b_source 1) starts on a packed image word; for other operands the
-        // rounding is harmless.
-        let step = if tiled { 8 } else { 4 };
+        let coop = self.matmul_coop.as_ref().filter(|_| tiled);
+        // Slices start on a step of the kernel (the narrow one's 4, the tiled one's 8, a
+        // cooperative tile), so that a slice over X's pixels (b_source 1) starts on a packed
+        // image word; for other operands the rounding is harmless.
+        let step = match coop {
+            Some((_, config)) => config.size,
+            None if tiled => 8,
+            None => 4,
+        };
         let params = MatmulParams {
             rows: a.rows as u32,
             cols: cols as u32,
@@ -564,10 +695,14 @@ impl Kernels {
             add_bias: bias as u32,
             _pad: [0; 3],
         };
-        let (kernel, block_rows, block_cols) = if tiled {
-            (&self.matmul_tiled, MATMUL_TILE, MATMUL_TILE)
-        } else {
-            (&self.matmul, MATMUL_ROWS, MATMUL_COLS)
+        let (kernel, block_rows, block_cols) = match coop {
+            // A block of 4 × 4 tiles (COOP_TILES in matmul_coop.wgsl).
+            Some((kernel, config)) => {
+                let block = 4 * config.size as usize;
+                (kernel, block, block)
+            }
+            None if tiled => (&self.matmul_tiled, MATMUL_TILE, MATMUL_TILE),
+            None => (&self.matmul, MATMUL_ROWS, MATMUL_COLS),
         };
         let groups = [
             cols.div_ceil(block_cols) as u32,

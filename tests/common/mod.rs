@@ -30,7 +30,7 @@ use rand::{rngs::StdRng, Rng, SeedableRng};
 
 /// The machine's GPU adapter (a real GPU, or lavapipe). A GPU test never passes without one.
 pub fn gpu() -> GpuContext {
-    match GpuContext::new(None) {
+    match GpuContext::new(None, false) {
         Ok(ctx) => ctx,
         Err(e) => panic!(
             "no usable GPU adapter ({e}). GPU tests need one: install a Vulkan driver, e.g. \
@@ -55,10 +55,24 @@ pub fn random_bytes(n: usize, seed: u64) -> Vec<u8> {
 /// Checks `|got − want| ≤ atol + rtol·|want|` everywhere (NaN fails); on failure names the
 /// worst element and both values.
 pub fn assert_close(what: &str, got: &[f32], want: &[f64], atol: f64, rtol: f64) {
+    let scale: Vec<f64> = want.iter().map(|w| w.abs()).collect();
+    assert_close_scaled(what, got, want, &scale, atol, rtol);
+}
+
+/// Checks `|got − want| ≤ atol + rtol·scale` element by element (NaN fails): for sums whose
+/// error grows with the sum of the terms' magnitudes, not with the result's.
+pub fn assert_close_scaled(
+    what: &str,
+    got: &[f32],
+    want: &[f64],
+    scale: &[f64],
+    atol: f64,
+    rtol: f64,
+) {
     assert_eq!(got.len(), want.len(), "{what}: length");
     let mut worst: Option<(usize, f64)> = None;
-    for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
-        let excess = (g as f64 - w).abs() - (atol + rtol * w.abs());
+    for (i, ((&g, &w), &s)) in got.iter().zip(want).zip(scale).enumerate() {
+        let excess = (g as f64 - w).abs() - (atol + rtol * s);
         let excess = if excess.is_nan() {
             f64::INFINITY
         } else {
@@ -70,8 +84,8 @@ pub fn assert_close(what: &str, got: &[f32], want: &[f64], atol: f64, rtol: f64)
     }
     if let Some((i, _)) = worst {
         panic!(
-            "{what}: element {i} is {} but the reference is {} (atol {atol}, rtol {rtol})",
-            got[i], want[i]
+            "{what}: element {i} is {} but the reference is {} (atol {atol}, rtol {rtol} of {})",
+            got[i], want[i], scale[i]
         );
     }
 }
@@ -179,4 +193,32 @@ pub fn random_dataset(n: usize, seed: u64) -> Dataset {
         labels: Some((0..n).map(|_| rng.random_range(0..CLASSES as u8)).collect()),
         source: format!("random({n}, {seed})"),
     }
+}
+
+/// The machine's adapter opened for `--matmul coop`, where it has cooperative matrices. Where
+/// it has none, asserts that the plain kernels are what runs, says on stderr that `what` was not
+/// exercised (and why), and gives None.
+pub fn coop_gpu(what: &str) -> Option<GpuContext> {
+    let ctx = GpuContext::new(None, true).expect("the adapter opens");
+    match (&ctx.kernels.matmul_coop, &ctx.coop_refused) {
+        (Some((_, config)), _) => {
+            eprintln!("{what} on {}: {}", ctx.describe(), config.describe());
+            Some(ctx)
+        }
+        (None, why) => {
+            assert_eq!(ctx.matmul(), "plain");
+            let why = why.as_deref().expect("a reason for running plain");
+            tell(&format!(
+                "NOT EXERCISED: {what} ({why}); the plain kernels ran"
+            ));
+            None
+        }
+    }
+}
+
+/// A line on the test run's own stderr, past libtest's capture, so that it shows when the
+/// test passes: for what a test could not exercise on this machine.
+pub fn tell(line: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "{line}");
 }
