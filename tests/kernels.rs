@@ -85,27 +85,15 @@ impl B {
     }
 }
 
-/// `C = A·B (+ bias)` on the GPU with `splits` slices, against f64 and against `ops::matmul`.
-fn check_matmul(
-    what: &str,
-    a: &[f32],
-    la: Layout,
-    b: B,
-    lc: Layout,
-    bias: Option<&[f32]>,
-    splits: u32,
-) {
-    check_matmul_on(ctx(), what, a, la, b, lc, bias, splits);
-}
-
-/// `check_matmul` on `ctx`'s kernels. Where they include the cooperative one, its products
+/// `C = A·B (+ bias)` on `ctx`'s kernels with `splits` slices, against f64 and against
+/// `ops::matmul`. Where the kernels include the cooperative one, its products
 /// (the tiled kernel's shapes) are held to the bound of inputs rounded to 10 bits of mantissa
 /// (f16, or TF32 where an adapter rounds f32 tiles so) and summed in f32: each product's error
 /// within 2⁻¹⁰ of its magnitude, each addition's within 2⁻²⁴ of the running sum, so
 /// `|C − C_f64| ≤ 10⁻⁶ + (2⁻¹⁰ + inner·2⁻²⁴)·(|A|·|B| + |bias|)`. Every other product keeps the
 /// plain kernels' tolerance.
 #[allow(clippy::too_many_arguments)]
-fn check_matmul_on(
+fn check_matmul(
     ctx: &GpuContext,
     what: &str,
     a: &[f32],
@@ -221,6 +209,10 @@ fn assert_both_kernels(what: &str, outputs: &[(usize, usize)]) {
 
 #[test]
 fn matmul_w_a_plus_bias() {
+    matmul_w_a_plus_bias_on(ctx());
+}
+
+fn matmul_w_a_plus_bias_on(ctx: &GpuContext) {
     let sizes = [
         (1, 1, 1),
         (7, 63, 65),
@@ -239,6 +231,7 @@ fn matmul_w_a_plus_bias() {
         let a = random_floats(inner * cols, 1.0, seed + 100);
         let bias = random_floats(rows, 1.0, seed + 200);
         check_matmul(
+            ctx,
             &format!("W·A + b {rows}x{inner}x{cols}"),
             &w,
             Layout::row_major(rows, inner),
@@ -252,6 +245,10 @@ fn matmul_w_a_plus_bias() {
 
 #[test]
 fn matmul_wt_dz() {
+    matmul_wt_dz_on(ctx());
+}
+
+fn matmul_wt_dz_on(ctx: &GpuContext) {
     // dA (inputs, m) = Wᵀ·dZ with W: (units, inputs) read transposed in place.
     let sizes = [
         (1, 1, 1),
@@ -266,6 +263,7 @@ fn matmul_wt_dz() {
         let w = random_floats(units * inputs, 1.0, 3);
         let dz = random_floats(units * m, 1.0, 4);
         check_matmul(
+            ctx,
             &format!("Wᵀ·dZ {units}x{inputs}x{m}"),
             &w,
             Layout::row_major(units, inputs).t(),
@@ -279,6 +277,10 @@ fn matmul_wt_dz() {
 
 #[test]
 fn matmul_dz_at_split_k() {
+    matmul_dz_at_split_k_on(ctx());
+}
+
+fn matmul_dz_at_split_k_on(ctx: &GpuContext) {
     // dW (units, inputs) = dZ·Aᵀ, summed over the batch in slices.
     let sizes = [
         (1, 1, 1),
@@ -294,6 +296,7 @@ fn matmul_dz_at_split_k() {
         let a = random_floats(inputs * m, 1.0, 6);
         for splits in [1, 3, splits_for(units, inputs, m)] {
             check_matmul(
+                ctx,
                 &format!("dZ·Aᵀ {units}x{m}x{inputs}, {splits} splits"),
                 &dz,
                 Layout::col_major(units, m),
@@ -323,6 +326,10 @@ fn image_operand(m: usize, transposed: bool, seed: u64) -> B {
 
 #[test]
 fn matmul_w_x_from_image_bytes() {
+    matmul_w_x_from_image_bytes_on(ctx());
+}
+
+fn matmul_w_x_from_image_bytes_on(ctx: &GpuContext) {
     // The last is the forward pass of a 512-unit layer over a large batch.
     let sizes = [
         (1, 1),
@@ -338,6 +345,7 @@ fn matmul_w_x_from_image_bytes() {
         let w = random_floats(units * PIXELS, 0.1, 7);
         let bias = random_floats(units, 1.0, 8);
         check_matmul(
+            ctx,
             &format!("W·X + b {units}x{m}"),
             &w,
             Layout::row_major(units, PIXELS),
@@ -351,6 +359,10 @@ fn matmul_w_x_from_image_bytes() {
 
 #[test]
 fn matmul_dz_xt_from_image_bytes_split_k() {
+    matmul_dz_xt_from_image_bytes_split_k_on(ctx());
+}
+
+fn matmul_dz_xt_from_image_bytes_split_k_on(ctx: &GpuContext) {
     let sizes = [
         (1, 1),
         (10, 7),
@@ -365,6 +377,7 @@ fn matmul_dz_xt_from_image_bytes_split_k() {
         let dz = random_floats(units * m, 1.0, 10);
         for splits in [1, 3, splits_for(units, PIXELS, m)] {
             check_matmul(
+                ctx,
                 &format!("dZ·Xᵀ {units}x{m}, {splits} splits"),
                 &dz,
                 Layout::col_major(units, m),
@@ -876,93 +889,19 @@ fn split_k_slices_fit_the_scratch_sized_for_the_largest_batch() {
     }
 }
 
-/// `--matmul coop`: where the adapter has cooperative matrices, every product layout at awkward
-/// sizes (the wide ones on the cooperative kernel, with split-K; the narrow ones still on the
-/// plain kernel) against f64 within the bound `check_matmul_on` states. Where it has none (the
-/// lavapipe of CI), the plain kernels are what runs, and the test says the cooperative kernel
-/// was not exercised.
+/// `--matmul coop`: where the adapter has cooperative matrices, the five matmul tests above on
+/// its kernels (the wide products on the cooperative kernel, with split-K; the narrow ones
+/// still on the plain kernel) against f64 within the bound `check_matmul` states. Where it has
+/// none (the lavapipe of CI), the plain kernels are what runs, and the test says the
+/// cooperative kernel was not exercised.
 #[test]
 fn matmul_coop_where_the_adapter_has_cooperative_matrices() {
     let Some(ctx) = common::coop_gpu("the cooperative-matrix kernel") else {
         return;
     };
-    let w_a = [
-        (7, 63, 65),
-        (129, 63, 1000),
-        (1000, 7, 129),
-        (130, 5003, 257),
-    ];
-    for (seed, &(rows, inner, cols)) in w_a.iter().enumerate() {
-        let seed = seed as u64;
-        check_matmul_on(
-            &ctx,
-            &format!("W·A + b {rows}x{inner}x{cols}"),
-            &random_floats(rows * inner, 1.0, seed),
-            Layout::row_major(rows, inner),
-            B::Matrix(
-                random_floats(inner * cols, 1.0, seed + 100),
-                Layout::col_major(inner, cols),
-            ),
-            Layout::col_major(rows, cols),
-            Some(&random_floats(rows, 1.0, seed + 200)),
-            1,
-        );
-    }
-    for &(units, inputs, m) in &[(10, 1000, 129), (130, 129, 1000)] {
-        check_matmul_on(
-            &ctx,
-            &format!("Wᵀ·dZ {units}x{inputs}x{m}"),
-            &random_floats(units * inputs, 1.0, 3),
-            Layout::row_major(units, inputs).t(),
-            B::Matrix(
-                random_floats(units * m, 1.0, 4),
-                Layout::col_major(units, m),
-            ),
-            Layout::col_major(inputs, m),
-            None,
-            1,
-        );
-    }
-    let (units, inputs, m) = (130, 129, 5003);
-    let dz = random_floats(units * m, 1.0, 5);
-    let a = random_floats(inputs * m, 1.0, 6);
-    for splits in [1, 3, splits_for(units, inputs, m)] {
-        check_matmul_on(
-            &ctx,
-            &format!("dZ·Aᵀ {units}x{m}x{inputs}, {splits} splits"),
-            &dz,
-            Layout::col_major(units, m),
-            B::Matrix(a.clone(), Layout::col_major(inputs, m).t()),
-            Layout::row_major(units, inputs),
-            None,
-            splits,
-        );
-    }
-    for &(units, m) in &[(10, 1000), (129, 1000), (512, 2003)] {
-        check_matmul_on(
-            &ctx,
-            &format!("W·X + b {units}x{m}"),
-            &random_floats(units * PIXELS, 0.1, 7),
-            Layout::row_major(units, PIXELS),
-            image_operand(m, false, 9),
-            Layout::col_major(units, m),
-            Some(&random_floats(units, 1.0, 8)),
-            1,
-        );
-    }
-    for &(units, m) in &[(129, 63), (512, 1000)] {
-        let dz = random_floats(units * m, 1.0, 10);
-        for splits in [1, 3, splits_for(units, PIXELS, m)] {
-            check_matmul_on(
-                &ctx,
-                &format!("dZ·Xᵀ {units}x{m}, {splits} splits"),
-                &dz,
-                Layout::col_major(units, m),
-                image_operand(m, true, 11),
-                Layout::row_major(units, PIXELS),
-                None,
-                splits,
-            );
-        }
-    }
+    matmul_w_a_plus_bias_on(&ctx);
+    matmul_wt_dz_on(&ctx);
+    matmul_dz_at_split_k_on(&ctx);
+    matmul_w_x_from_image_bytes_on(&ctx);
+    matmul_dz_xt_from_image_bytes_split_k_on(&ctx);
 }
