@@ -13,11 +13,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use mnist_gpu::backend::{Backend, ImagePool, List, ListSizes};
-use mnist_gpu::cpu::ops::{self, Mat, MatMut};
+use mnist_gpu::backend::Backend;
+use mnist_gpu::cpu::ops;
 use mnist_gpu::cpu::{fused, CpuBackend};
+use mnist_gpu::data::pool::{ImagePool, List, ListSizes};
 use mnist_gpu::data::PIXELS;
 use mnist_gpu::gpu::{GpuBackend, GpuContext};
+use mnist_gpu::layout::{Mat, MatMut};
 use mnist_gpu::model::{Activation, Init, Model};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};

@@ -1,63 +1,26 @@
-//! The seam between the training loop and the hardware.
+//! The seam between the training loop and the hardware: the `Backend` trait, the checks every
+//! backend makes of what it is given, and the two names a run chooses between (`StepPath`).
 //!
-//! Both backends hold the same things (the images, index lists, the parameters, scratch
-//! activations) and run the same operations with the same names: `matmul`, `activation`,
-//! `softmax`, `output_grad`, `activation_grad`, `sum_columns`, `sgd_update` (see `cpu::ops`
-//! and `shaders/`). The training loop only sees this trait.
+//! The vocabulary both sides of the seam speak lives in neutral files that every backend
+//! imports and no backend owns: the images and index lists (`data::pool`), the matrix layout
+//! (`layout`), the network (`model`), the update rules and their state (`optimizer`). Neither
+//! backend imports the other.
+//!
+//! ## Design
+//! The seam is a whole training step (`train_step`), not an operation (`matmul`,
+//! `softmax`, …). Each backend runs the same operations with the same names (`cpu::ops`,
+//! `shaders/`, `gpu::kernels`), but the training loop never calls them: it asks for a step
+//! and reads statistics back. That is what lets a backend run a fused path behind the trait
+//! (the CPU's block-by-block step, the GPU's few-dispatch step) that no sequence of
+//! per-operation calls could express, and lets the GPU record many steps before it waits.
+//! The per-operation path stays beside each fused one as its reference (`StepPath`).
+//! State crosses the seam only where a run needs it: the model and the optimizer's moments
+//! (to save and resume), and the logits (to evaluate and classify).
 
+use crate::data::pool::{List, ListSizes, Shift};
 use crate::error::{config, Result};
 use crate::model::{Activation, Model};
-use crate::optimizer::Optimizer;
-
-/// All images a run touches (the training file's, then the test file's), as bytes, with labels.
-/// Index lists select from it, so nothing is copied per batch.
-#[derive(Debug, Clone, Default)]
-pub struct ImagePool {
-    /// n × 784 bytes, one image after another.
-    pub images: Vec<u8>,
-    /// n labels, 0..=9.
-    pub labels: Vec<u8>,
-}
-
-/// The three index lists a backend holds, each a list of positions in the `ImagePool`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum List {
-    /// The training samples, in this epoch's order.
-    Train,
-    Dev,
-    Test,
-}
-
-/// How long each list is; fixed when a backend is built.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ListSizes {
-    pub train: usize,
-    pub dev: usize,
-    pub test: usize,
-}
-
-impl ListSizes {
-    pub fn len(&self, list: List) -> usize {
-        match list {
-            List::Train => self.train,
-            List::Dev => self.dev,
-            List::Test => self.test,
-        }
-    }
-
-    /// Where each list starts when the three are stored one after another.
-    pub fn offset(&self, list: List) -> usize {
-        match list {
-            List::Train => 0,
-            List::Dev => self.train,
-            List::Test => self.train + self.dev,
-        }
-    }
-
-    pub fn total(&self) -> usize {
-        self.train + self.dev + self.test
-    }
-}
+use crate::optimizer::{Optimizer, OptimizerState};
 
 /// Loss and accuracy of the most recent training batch, measured in its forward pass
 /// (before that step's update).
@@ -65,16 +28,6 @@ impl ListSizes {
 pub struct BatchStats {
     pub loss: f64,
     pub accuracy: f64,
-}
-
-/// Which kernels take the GPU's wide matrix products (`--matmul`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum MatmulKind {
-    /// Float32 throughout, on every adapter.
-    Plain,
-    /// The adapter's cooperative matrices (tensor cores) where it has them: inputs rounded
-    /// to f16 (or kept f32 where the adapter multiplies f32 tiles), f32 sums; else plain.
-    Coop,
 }
 
 /// Which of a backend's two implementations of the step runs (`--path`): the fused one (the
@@ -95,25 +48,8 @@ impl StepPath {
     }
 }
 
-/// The optimizer's state (`--checkpoint`): Adam's step count, and per parameter tensor (W1,
-/// b1, W2, …, in that order) its moments, each as long as the tensor: none for SGD, the
-/// velocity for momentum, M then V for Adam.
-#[derive(Debug, Clone, PartialEq)]
-pub struct OptimizerState {
-    pub steps: u64,
-    pub tensors: Vec<Vec<Vec<f32>>>,
-}
-
 /// How many steps' statistics a backend keeps for `step_stats`: read them at least this often.
 pub const STATS_KEPT: usize = 1024;
-
-/// How far `--augment` moves one image: pixel (r, c) of the shifted image is pixel
-/// (r − dy, c − dx) of the original, and 0 (background) where that falls outside.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct Shift {
-    pub dx: i8,
-    pub dy: i8,
-}
 
 pub trait Backend: Send {
     /// What runs the math: "cpu", or the GPU adapter's name and type.
@@ -175,32 +111,6 @@ pub trait Backend: Send {
 
     /// Restores a state `optimizer_state` gave, for the same optimizer and shapes.
     fn set_optimizer_state(&mut self, state: &OptimizerState) -> Result<()>;
-}
-
-/// `state` must hold, per parameter tensor of a model of `shapes` (inputs, outputs per layer),
-/// `moments` tensors of its length.
-pub fn check_optimizer_state(
-    shapes: &[(usize, usize)],
-    moments: usize,
-    state: &OptimizerState,
-) -> Result<()> {
-    let lengths: Vec<usize> = shapes
-        .iter()
-        .flat_map(|&(inputs, outputs)| [inputs * outputs, outputs])
-        .collect();
-    let fits = state.tensors.len() == lengths.len()
-        && state
-            .tensors
-            .iter()
-            .zip(&lengths)
-            .all(|(t, &len)| t.len() == moments && t.iter().all(|m| m.len() == len));
-    if fits {
-        Ok(())
-    } else {
-        config(format!(
-            "the optimizer state does not fit: {moments} moment(s) per tensor of lengths {lengths:?} expected"
-        ))
-    }
 }
 
 /// `new` must have the layer sizes (inputs, outputs) and the activation a backend was built

@@ -15,12 +15,14 @@ use clap::ValueEnum;
 use rand::{rngs::StdRng, Rng, SeedableRng};
 use serde_json::{json, Value};
 
-use crate::backend::{Backend, ImagePool, List, ListSizes, MatmulKind, StepPath};
+use crate::backend::{Backend, StepPath};
 use crate::cpu::CpuBackend;
+use crate::data::pool::{ImagePool, List, ListSizes};
 use crate::data::{CLASSES, PIXELS};
 use crate::error::{config, Error, Result};
 use crate::gpu::context::AutoChoice;
 use crate::gpu::fused::{self, Tiling};
+use crate::gpu::MatmulKind;
 use crate::gpu::{GpuBackend, GpuContext};
 use crate::model::{Activation, Init, Model};
 use crate::plot;

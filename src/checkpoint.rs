@@ -23,11 +23,12 @@ use safetensors::tensor::{Dtype, SafeTensors};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
-use crate::backend::{Backend, BatchStats, OptimizerState};
+use crate::backend::{Backend, BatchStats};
 use crate::error::{Error, Result};
 use crate::model::Model;
 use crate::model_file::{self, named_tensors, read_f32, Named, Values};
 use crate::optimizer::OptimizerKind;
+use crate::optimizer::OptimizerState;
 use crate::train::{Progress, RunState};
 
 /// What the `format` metadata of every checkpoint starts with.

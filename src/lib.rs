@@ -21,6 +21,7 @@ pub mod cpu;
 pub mod data;
 pub mod error;
 pub mod gpu;
+pub mod layout;
 pub mod metrics;
 pub mod model;
 pub mod model_file;

@@ -6,6 +6,8 @@
 //! - Adam (Kingma & Ba): `M = β1·M + (1−β1)·dP`, `V = β2·V + (1−β2)·dP²`,
 //!   `P -= α · (M / (1−β1ᵗ)) / (sqrt(V / (1−β2ᵗ)) + ε)`, t counting steps from 1.
 
+use crate::error::{config, Result};
+
 /// The update rule and its constants.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Optimizer {
@@ -54,6 +56,15 @@ impl Optimizer {
     }
 }
 
+/// Adam's constants for one step: β1, β2, ε and this step's bias corrections c1, c2.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AdamParams {
+    pub beta1: f32,
+    pub beta2: f32,
+    pub eps: f32,
+    pub c1: f32,
+    pub c2: f32,
+}
 /// Adam's bias corrections `1 / (1 − β1ᵗ)` and `1 / (1 − β2ᵗ)` for step t ≥ 1, computed in
 /// f64 so that both backends get the same f32 values.
 pub fn adam_corrections(beta1: f32, beta2: f32, t: u64) -> (f32, f32) {
@@ -66,13 +77,48 @@ pub fn adam_corrections(beta1: f32, beta2: f32, t: u64) -> (f32, f32) {
 
 /// Adam's constants for step t ≥ 1, as the per-operation `adam_update` of either backend
 /// takes them.
-pub fn adam_params(beta1: f32, beta2: f32, eps: f32, t: u64) -> crate::cpu::ops::AdamParams {
+pub fn adam_params(beta1: f32, beta2: f32, eps: f32, t: u64) -> AdamParams {
     let (c1, c2) = adam_corrections(beta1, beta2, t);
-    crate::cpu::ops::AdamParams {
+    AdamParams {
         beta1,
         beta2,
         eps,
         c1,
         c2,
+    }
+}
+
+/// The optimizer's state (`--checkpoint`): Adam's step count, and per parameter tensor (W1,
+/// b1, W2, …, in that order) its moments, each as long as the tensor: none for SGD, the
+/// velocity for momentum, M then V for Adam.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OptimizerState {
+    pub steps: u64,
+    pub tensors: Vec<Vec<Vec<f32>>>,
+}
+
+/// `state` must hold, per parameter tensor of a model of `shapes` (inputs, outputs per layer),
+/// `moments` tensors of its length.
+pub fn check_optimizer_state(
+    shapes: &[(usize, usize)],
+    moments: usize,
+    state: &OptimizerState,
+) -> Result<()> {
+    let lengths: Vec<usize> = shapes
+        .iter()
+        .flat_map(|&(inputs, outputs)| [inputs * outputs, outputs])
+        .collect();
+    let fits = state.tensors.len() == lengths.len()
+        && state
+            .tensors
+            .iter()
+            .zip(&lengths)
+            .all(|(t, &len)| t.len() == moments && t.iter().all(|m| m.len() == len));
+    if fits {
+        Ok(())
+    } else {
+        config(format!(
+            "the optimizer state does not fit: {moments} moment(s) per tensor of lengths {lengths:?} expected"
+        ))
     }
 }

@@ -1,88 +1,21 @@
 //! The training loop: full-batch gradient descent (the tutorials' mode) or mini-batch SGD,
-//! a dev split held out from the training file, progress lines, and the final report.
+//! progress lines, and the final report. The dev split and the shifts it trains on come from
+//! `data::pool`.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-use rand::{rngs::StdRng, seq::SliceRandom, Rng, SeedableRng};
+use rand::{seq::SliceRandom, SeedableRng};
 use rand_chacha::ChaCha12Rng;
 
-use crate::backend::{Backend, BatchStats, ImagePool, List, ListSizes, OptimizerState, Shift};
+use crate::backend::{Backend, BatchStats};
 use crate::checkpoint::{Checkpointing, Every};
-use crate::data::{Dataset, CLASSES};
+use crate::data::pool::{draw_shifts, List, Split};
+use crate::data::CLASSES;
 use crate::error::{config, Error, Result};
 use crate::model::{argmax_columns, confidence_columns, loss_and_correct, Model};
-use crate::optimizer::Optimizer;
-
-/// The training file split into train and dev, and the test file, all in one image pool.
-pub struct Split {
-    pub pool: Arc<ImagePool>,
-    pub train: Vec<u32>,
-    pub dev: Vec<u32>,
-    pub test: Vec<u32>,
-}
-
-impl Split {
-    /// Shuffles the training file with `seed`, holds the first `dev_size` images out as the
-    /// dev set, and appends the test file's images after the training file's.
-    pub fn new(
-        train_file: &Dataset,
-        test_file: Option<&Dataset>,
-        dev_size: usize,
-        seed: u64,
-    ) -> Result<Split> {
-        let train_labels = train_file.require_labels()?;
-        let n = train_file.len();
-        if dev_size >= n {
-            return config(format!(
-                "--dev-size {dev_size} leaves no training data: {} has {n} images",
-                train_file.source
-            ));
-        }
-        let mut order: Vec<u32> = (0..n as u32).collect();
-        order.shuffle(&mut StdRng::seed_from_u64(seed));
-        let (dev, train) = order.split_at(dev_size);
-
-        let mut pool = ImagePool {
-            images: train_file.images.clone(),
-            labels: train_labels.to_vec(),
-        };
-        let mut test = Vec::new();
-        if let Some(t) = test_file {
-            pool.images.extend_from_slice(&t.images);
-            pool.labels.extend_from_slice(t.require_labels()?);
-            test = (n as u32..(n + t.len()) as u32).collect();
-        }
-        Ok(Split {
-            pool: Arc::new(pool),
-            train: train.to_vec(),
-            dev: dev.to_vec(),
-            test,
-        })
-    }
-
-    pub fn sizes(&self) -> ListSizes {
-        ListSizes {
-            train: self.train.len(),
-            dev: self.dev.len(),
-            test: self.test.len(),
-        }
-    }
-
-    /// Labels of a list, in list order.
-    pub fn labels(&self, list: List) -> Vec<u8> {
-        let indices = match list {
-            List::Train => &self.train,
-            List::Dev => &self.dev,
-            List::Test => &self.test,
-        };
-        indices
-            .iter()
-            .map(|&i| self.pool.labels[i as usize])
-            .collect()
-    }
-}
+use crate::optimizer::{Optimizer, OptimizerState};
 
 /// How to train.
 #[derive(Debug, Clone)]
@@ -129,9 +62,6 @@ impl Default for Schedule {
         }
     }
 }
-
-/// How far `--augment` shifts an image, in pixels, along each axis.
-pub const MAX_SHIFT: i8 = 2;
 
 /// Every step's loss is checked, when the steps' statistics are read back: at every progress
 /// line, and at least this often, so that a diverging run stops soon even when progress is
@@ -266,15 +196,6 @@ pub fn evaluate(
         predictions: argmax_columns(&logits),
         confidence: confidence_columns(&logits),
     }))
-}
-
-/// Per-image shifts for one batch: (dx, dy), each in −MAX_SHIFT..=MAX_SHIFT.
-fn draw_shifts(rng: &mut ChaCha12Rng, len: usize, shifts: &mut Vec<Shift>) {
-    shifts.clear();
-    shifts.extend((0..len).map(|_| Shift {
-        dx: rng.random_range(-MAX_SHIFT..=MAX_SHIFT),
-        dy: rng.random_range(-MAX_SHIFT..=MAX_SHIFT),
-    }));
 }
 
 /// Where a run stands between two steps: everything beside the model and the optimizer's

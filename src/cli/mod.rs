@@ -10,10 +10,12 @@ use std::sync::Arc;
 
 use clap::{Args, ValueEnum};
 
-use mnist_gpu::backend::{Backend, ImagePool, ListSizes, MatmulKind, StepPath};
+use mnist_gpu::backend::{Backend, StepPath};
 use mnist_gpu::cpu::CpuBackend;
+use mnist_gpu::data::pool::{ImagePool, ListSizes};
 use mnist_gpu::error::{config, Result};
 use mnist_gpu::gpu::context::AutoChoice;
+use mnist_gpu::gpu::MatmulKind;
 use mnist_gpu::gpu::{GpuBackend, GpuContext};
 use mnist_gpu::model::Model;
 

@@ -7,7 +7,7 @@ use clap::Args;
 use serde_json::json;
 
 use super::{check_output, percent, BackendArgs};
-use mnist_gpu::backend::{ImagePool, List, ListSizes};
+use mnist_gpu::data::pool::{ImagePool, List, ListSizes};
 use mnist_gpu::data::{self, Dataset, CLASSES};
 use mnist_gpu::error::{config, Result};
 use mnist_gpu::model::{argmax_columns, confidence_columns};

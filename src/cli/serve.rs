@@ -30,7 +30,8 @@ use rand::Rng;
 use serde_json::{json, Value};
 
 use super::BackendArgs;
-use mnist_gpu::backend::{Backend, ImagePool, ListSizes};
+use mnist_gpu::backend::Backend;
+use mnist_gpu::data::pool::{ImagePool, ListSizes};
 use mnist_gpu::data::{self, Dataset, CLASSES, EMBEDDED_TEST, PIXELS};
 use mnist_gpu::error::{config, Error, Result};
 use mnist_gpu::model::argmax_columns;
@@ -145,10 +146,10 @@ pub fn serve(args: &ServeArgs) -> Result<()> {
     }
     let mut backend = opened.backend;
     backend.set_list(
-        mnist_gpu::backend::List::Test,
+        mnist_gpu::data::pool::List::Test,
         &(0..n as u32).collect::<Vec<_>>(),
     )?;
-    let predicted = answers(&backend.logits(mnist_gpu::backend::List::Test)?);
+    let predicted = answers(&backend.logits(mnist_gpu::data::pool::List::Test)?);
     let device = backend.device_name();
     let path = backend.path().name();
 

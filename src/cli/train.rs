@@ -13,13 +13,14 @@ use serde_json::json;
 
 use super::resume::{self, Resume};
 use super::{check_output, percent, BackendArgs};
-use mnist_gpu::backend::List;
 use mnist_gpu::checkpoint::{Checkpointing, Every, FileId};
+use mnist_gpu::data::pool::List;
+use mnist_gpu::data::pool::Split;
 use mnist_gpu::data::{Dataset, Embedded, EMBEDDED_TEST, EMBEDDED_TRAIN};
 use mnist_gpu::error::{config, Error, Result};
 use mnist_gpu::model::{Activation, Init, Model};
 use mnist_gpu::optimizer::{Optimizer, OptimizerKind};
-use mnist_gpu::train::{self, Ending, Progress, RunState, Schedule, Split};
+use mnist_gpu::train::{self, Ending, Progress, RunState, Schedule};
 use mnist_gpu::{art, data, metrics, model_file};
 
 #[derive(Debug, Clone, Args)]

@@ -59,11 +59,11 @@
 
 use rayon::prelude::*;
 
-use crate::backend::ImagePool;
+use crate::data::pool::ImagePool;
 use crate::data::{CLASSES, PIXELS};
 use crate::model::Model;
 
-use super::ops::{self, Act};
+use super::ops;
 
 /// Floats per vector register with AVX2 (256 bits).
 const LANES: usize = 8;
@@ -363,7 +363,7 @@ fn train_block(
 /// evaluation does not need).
 fn forward_block(model: &Model, images: &[u8], indices: &[u32], part: &mut Part, simd: Simd) {
     let n = indices.len();
-    let act = Act::from(model.activation);
+    let act = model.activation;
     // X: (784, n)
     gather_block(images, indices, &mut part.x[..PIXELS * n], simd);
     let last = model.layers.len() - 1;
@@ -409,7 +409,7 @@ fn softmax_output_grad(z: &[f32], labels: &[u8], dz: &mut [f32], stats: &mut [f3
 /// The block's backward pass from `dZ[L]`: adds `dZ[l]·A[l-1]ᵀ` and `Σ dZ[l]` to the part's
 /// sums, and carries `dZ` down through the hidden layers.
 fn backward_block(model: &Model, n: usize, part: &mut Part, simd: Simd) {
-    let act = Act::from(model.activation);
+    let act = model.activation;
     for l in (0..model.layers.len()).rev() {
         let layer = &model.layers[l];
         let (units, inputs) = (layer.outputs, layer.inputs);

@@ -1,28 +1,28 @@
-//! The CPU backend. Two paths compute the same step:
-//! - the reference (`CpuBackend::new_reference`): the training step written with the twins in
-//!   `ops`, one call per kernel over the whole batch, in the same order the GPU backend
+//! The CPU backend. Two engines compute the same step's gradients, as on the GPU:
+//! - `reference::Reference` (`CpuBackend::new_reference`): the training step written with the
+//!   twins in `ops`, one call per kernel over the whole batch, in the same order the GPU backend
 //!   records them. It is what the GPU kernels and the fast path are checked against.
-//! - the fast path (`CpuBackend::new`, the default): `fused`, which runs the whole step block
-//!   by block of samples, on all cores.
+//! - `fused::Fused` (`CpuBackend::new`, the default): the whole step block by block of samples,
+//!   on all cores.
 //!
 //! Both leave the averaged gradients in `dw`, `db` and the per-sample stats in `stats`; the
 //! update and the batch stats that follow are shared.
 
 pub mod fused;
 pub mod ops;
+pub mod reference;
 
 use std::sync::Arc;
 
 use crate::backend::{
-    check_batch, check_list, check_same_shape, check_shifts, forward_capacity, Backend, BatchStats,
-    ImagePool, List, ListSizes, OptimizerState, Shift, StepPath, STATS_KEPT,
+    check_batch, check_images, check_list, check_same_shape, check_shifts, forward_capacity,
+    Backend, BatchStats, StepPath, STATS_KEPT,
 };
-use crate::backend::{check_images, check_optimizer_state};
+use crate::data::pool::{ImagePool, List, ListSizes, Shift};
 use crate::data::{CLASSES, PIXELS};
 use crate::error::Result;
 use crate::model::Model;
-use crate::optimizer::{adam_params, Optimizer};
-use ops::{Act, Mat, MatMut};
+use crate::optimizer::{adam_params, check_optimizer_state, Optimizer, OptimizerState};
 
 pub struct CpuBackend {
     pool: Arc<ImagePool>,
@@ -32,19 +32,12 @@ pub struct CpuBackend {
     model: Model,
     /// The most samples one forward pass holds; longer lists are evaluated in chunks.
     capacity: usize,
-    /// The fast path's scratch; `None` for the reference backend.
-    fused: Option<fused::Fused>,
-    // The reference path's scratch, allocated once (empty when the fast path is used).
-    // Per layer l: Z[l], A[l], dZ[l]: (units, capacity), column-major.
-    x: Vec<f32>,
-    z: Vec<Vec<f32>>,
-    a: Vec<Vec<f32>>,
-    dz: Vec<Vec<f32>>,
-    /// dA[l-1] = W[l]ᵀ·dZ[l], before the activation's derivative: (widest hidden, capacity).
-    da: Vec<f32>,
+    /// The path that computes the gradients, with its own scratch.
+    engine: Engine,
+    /// The averaged gradients of the last batch, per layer: dW: (outputs, inputs) row-major,
+    /// db: (outputs).
     dw: Vec<Vec<f32>>,
     db: Vec<Vec<f32>>,
-    labels: Vec<u8>,
     /// Per sample of the last batch: (loss, correct).
     stats: Vec<f32>,
     last: Option<BatchStats>,
@@ -103,32 +96,19 @@ impl CpuBackend {
         config: Option<fused::FusedConfig>,
     ) -> Result<Self> {
         let capacity = forward_capacity(capacity, sizes)?;
-        let fused = config.map(|config| fused::Fused::new(model, capacity, config));
-        // Only the reference path uses the whole-batch scratch.
-        let batch = if fused.is_some() { 0 } else { capacity };
-        let per_layer = |f: &dyn Fn(usize) -> usize| -> Vec<Vec<f32>> {
-            model
-                .layers
-                .iter()
-                .map(|l| vec![0.0; f(l.outputs)])
-                .collect()
+        let engine = match config {
+            Some(config) => Engine::Fused(fused::Fused::new(model, capacity, config)),
+            None => Engine::Reference(reference::Reference::new(model, capacity)),
         };
-        let widest = model.widest();
         Ok(CpuBackend {
             pool,
             sizes,
             indices: vec![0; sizes.total()],
             model: model.clone(),
             capacity,
-            fused,
-            x: vec![0.0; PIXELS * batch],
-            z: per_layer(&|units| units * batch),
-            a: per_layer(&|units| units * batch),
-            dz: per_layer(&|units| units * batch),
-            da: vec![0.0; widest * batch],
+            engine,
             dw: model.layers.iter().map(|l| vec![0.0; l.w.len()]).collect(),
             db: model.layers.iter().map(|l| vec![0.0; l.b.len()]).collect(),
-            labels: vec![0; batch],
             stats: vec![0.0; 2 * capacity],
             last: None,
             unread: Default::default(),
@@ -140,105 +120,15 @@ impl CpuBackend {
         })
     }
 
-    /// Forward pass over the images `batch` lists in `pool`:
-    /// `Z[l] = W[l]·A[l-1] + b[l]`, `A[l] = g(Z[l])`, and softmax on the last layer.
-    fn forward(&mut self, pool: &ImagePool, batch: &[u32]) {
-        let act = Act::from(self.model.activation);
-        let m = batch.len();
-        ops::gather_images(&pool.images, batch, &mut self.x[..PIXELS * m]);
-        let last = self.model.layers.len() - 1;
-        for (l, layer) in self.model.layers.iter().enumerate() {
-            let (units, inputs) = (layer.outputs, layer.inputs);
-            let input = if l == 0 { &self.x } else { &self.a[l - 1] };
-            let z = &mut self.z[l][..units * m];
-            ops::matmul(
-                Mat::row_major(&layer.w, units, inputs),
-                Mat::col_major(input, inputs, m),
-                Some(&layer.b),
-                1.0,
-                MatMut::col_major(z, units, m),
-            );
-            let a = &mut self.a[l][..units * m];
-            if l < last {
-                ops::activation(z, act, a);
-            } else {
-                ops::softmax(z, units, a);
-            }
-        }
-    }
-
-    /// Backward pass over the batch of the last `forward`, leaving dW[l] and db[l].
-    fn backward(&mut self, pool: &ImagePool, batch: &[u32]) {
-        let act = Act::from(self.model.activation);
-        let m = batch.len();
-        for (label, &image) in self.labels.iter_mut().zip(batch) {
-            *label = pool.labels[image as usize];
-        }
-        let last = self.model.layers.len() - 1;
-        ops::output_grad(
-            &self.a[last][..CLASSES * m],
-            &self.z[last][..CLASSES * m],
-            &self.labels[..m],
-            CLASSES,
-            &mut self.dz[last][..CLASSES * m],
-            &mut self.stats[..2 * m],
-        );
-        let inv_m = 1.0 / m as f32;
-        for l in (0..=last).rev() {
-            let layer = &self.model.layers[l];
-            let (units, inputs) = (layer.outputs, layer.inputs);
-            let input = if l == 0 { &self.x } else { &self.a[l - 1] };
-            let (lower, upper) = self.dz.split_at_mut(l);
-            let dz = &upper[0][..units * m];
-            // dW[l] = 1/m · dZ[l]·A[l-1]ᵀ: (units, inputs)
-            ops::matmul(
-                Mat::col_major(dz, units, m),
-                Mat::col_major(input, inputs, m).t(),
-                None,
-                inv_m,
-                MatMut::row_major(&mut self.dw[l], units, inputs),
-            );
-            // db[l] = 1/m · Σ_columns dZ[l]: (units)
-            ops::sum_columns(dz, units, inv_m, &mut self.db[l]);
-            if l > 0 {
-                // dZ[l-1] = W[l]ᵀ·dZ[l] ⊙ g'(Z[l-1]): (inputs, m)
-                let da = &mut self.da[..inputs * m];
-                ops::matmul(
-                    Mat::row_major(&layer.w, units, inputs).t(),
-                    Mat::col_major(dz, units, m),
-                    None,
-                    1.0,
-                    MatMut::col_major(da, inputs, m),
-                );
-                ops::activation_grad(
-                    da,
-                    &self.z[l - 1][..inputs * m],
-                    act,
-                    &mut lower[l - 1][..inputs * m],
-                );
-            }
-        }
-    }
-}
-
-impl CpuBackend {
     /// One training step on the images `batch` lists in `pool`: the gradients (fast path or
     /// reference), the update, the batch statistics.
     fn step(&mut self, pool: &ImagePool, batch: &[u32], alpha: f32) {
         let len = batch.len();
-        match &mut self.fused {
-            Some(fused) => fused.gradients(
-                &self.model,
-                pool,
-                batch,
-                &mut self.dw,
-                &mut self.db,
-                &mut self.stats[..2 * len],
-            ),
-            None => {
-                self.forward(pool, batch);
-                self.backward(pool, batch);
-            }
+        let stats = &mut self.stats[..2 * len];
+        let (model, dw, db) = (&self.model, &mut self.dw, &mut self.db);
+        match &mut self.engine {
+            Engine::Fused(fused) => fused.gradients(model, pool, batch, dw, db, stats),
+            Engine::Reference(reference) => reference.gradients(model, pool, batch, dw, db, stats),
         }
         self.update(alpha);
         let mut totals = [0.0f32; 2];
@@ -337,9 +227,9 @@ impl Backend for CpuBackend {
     }
 
     fn path(&self) -> StepPath {
-        match self.fused {
-            Some(_) => StepPath::Fused,
-            None => StepPath::Reference,
+        match self.engine {
+            Engine::Fused(_) => StepPath::Fused,
+            Engine::Reference(_) => StepPath::Reference,
         }
     }
 
@@ -354,25 +244,15 @@ impl Backend for CpuBackend {
 
     fn logits(&mut self, list: List) -> Result<Vec<f32>> {
         let (offset, n) = (self.sizes.offset(list), self.sizes.len(list));
-        let last = self.model.layers.len() - 1;
-        let mut logits = Vec::with_capacity(CLASSES * n);
-        for start in (0..n).step_by(self.capacity) {
-            let m = self.capacity.min(n - start);
-            match &mut self.fused {
-                Some(fused) => {
-                    logits.resize(CLASSES * (start + m), 0.0);
-                    let indices = &self.indices[offset + start..offset + start + m];
-                    let out = &mut logits[CLASSES * start..];
-                    fused.logits(&self.model, &self.pool.images, indices, out);
-                }
-                None => {
-                    let (pool, indices) = (self.pool.clone(), std::mem::take(&mut self.indices));
-                    self.forward(&pool, &indices[offset + start..offset + start + m]);
-                    self.indices = indices;
-                    logits.extend_from_slice(&self.z[last][..CLASSES * m]);
-                }
-            }
-        }
+        let indices = &self.indices[offset..offset + n];
+        let mut logits = vec![0.0; CLASSES * n];
+        self.engine.logits_in_chunks(
+            &self.model,
+            &self.pool.images,
+            indices,
+            self.capacity,
+            &mut logits,
+        );
         Ok(logits)
     }
 
@@ -380,26 +260,8 @@ impl Backend for CpuBackend {
         let n = check_images(images)?;
         let identity: Vec<u32> = (0..n as u32).collect();
         let mut logits = vec![0.0; CLASSES * n];
-        let pool = ImagePool {
-            images: if self.fused.is_some() {
-                Vec::new()
-            } else {
-                images.to_vec()
-            },
-            labels: vec![0; n],
-        };
-        for start in (0..n).step_by(self.capacity) {
-            let batch = &identity[start..n.min(start + self.capacity)];
-            let out = &mut logits[CLASSES * start..CLASSES * (start + batch.len())];
-            match &mut self.fused {
-                Some(fused) => fused.logits(&self.model, images, batch, out),
-                None => {
-                    self.forward(&pool, batch);
-                    let last = self.model.layers.len() - 1;
-                    out.copy_from_slice(&self.z[last][..out.len()]);
-                }
-            }
-        }
+        self.engine
+            .logits_in_chunks(&self.model, images, &identity, self.capacity, &mut logits);
         Ok(logits)
     }
 
@@ -458,5 +320,34 @@ impl Backend for CpuBackend {
         }
         self.steps = state.steps;
         Ok(())
+    }
+}
+
+/// The two paths of the CPU step, each with the scratch only it uses.
+enum Engine {
+    Fused(fused::Fused),
+    Reference(reference::Reference),
+}
+
+impl Engine {
+    /// The logits `Z[L]: (CLASSES, n)` of the images `indices` lists in `images` (784 bytes
+    /// each), `capacity` samples at a time.
+    fn logits_in_chunks(
+        &mut self,
+        model: &Model,
+        images: &[u8],
+        indices: &[u32],
+        capacity: usize,
+        logits: &mut [f32],
+    ) {
+        for (chunk, out) in indices
+            .chunks(capacity)
+            .zip(logits.chunks_mut(CLASSES * capacity))
+        {
+            match self {
+                Engine::Fused(fused) => fused.logits(model, images, chunk, out),
+                Engine::Reference(reference) => reference.logits(model, images, chunk, out),
+            }
+        }
     }
 }

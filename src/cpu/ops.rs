@@ -2,128 +2,11 @@
 //! shapes, written to read like the math. They are the reference the GPU is tested against,
 //! and they are what the CPU backend runs.
 
-use crate::backend::Shift;
+use crate::data::pool::Shift;
 use crate::data::{IMAGE_SIDE, PIXELS};
-
-/// Where a matrix's elements lie: element (i, j) is at `i * rs + j * cs`.
-/// Strides let one product read `W`, `Wᵀ`, `A` or `Aᵀ` without copying anything; the GPU's
-/// matmul takes the same description.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Layout {
-    pub rows: usize,
-    pub cols: usize,
-    pub rs: usize,
-    pub cs: usize,
-}
-
-impl Layout {
-    /// Rows stored one after another (the weights `W`).
-    pub fn row_major(rows: usize, cols: usize) -> Self {
-        Layout {
-            rows,
-            cols,
-            rs: cols,
-            cs: 1,
-        }
-    }
-
-    /// Columns stored one after another (activations: one sample's column is contiguous).
-    pub fn col_major(rows: usize, cols: usize) -> Self {
-        Layout {
-            rows,
-            cols,
-            rs: 1,
-            cs: rows,
-        }
-    }
-
-    /// The transpose: the same elements, read the other way round.
-    pub fn t(self) -> Self {
-        Layout {
-            rows: self.cols,
-            cols: self.rows,
-            rs: self.cs,
-            cs: self.rs,
-        }
-    }
-
-    /// One past the largest index the layout touches.
-    pub fn extent(&self) -> usize {
-        if self.rows == 0 || self.cols == 0 {
-            0
-        } else {
-            (self.rows - 1) * self.rs + (self.cols - 1) * self.cs + 1
-        }
-    }
-}
-
-/// A read-only matrix: data and its layout.
-#[derive(Clone, Copy, Debug)]
-pub struct Mat<'a> {
-    pub data: &'a [f32],
-    pub layout: Layout,
-}
-
-impl<'a> Mat<'a> {
-    pub fn row_major(data: &'a [f32], rows: usize, cols: usize) -> Self {
-        Mat {
-            data,
-            layout: Layout::row_major(rows, cols),
-        }
-    }
-
-    pub fn col_major(data: &'a [f32], rows: usize, cols: usize) -> Self {
-        Mat {
-            data,
-            layout: Layout::col_major(rows, cols),
-        }
-    }
-
-    pub fn t(self) -> Self {
-        Mat {
-            data: self.data,
-            layout: self.layout.t(),
-        }
-    }
-}
-
-/// The output of a product.
-pub struct MatMut<'a> {
-    pub data: &'a mut [f32],
-    pub layout: Layout,
-}
-
-impl<'a> MatMut<'a> {
-    pub fn row_major(data: &'a mut [f32], rows: usize, cols: usize) -> Self {
-        MatMut {
-            data,
-            layout: Layout::row_major(rows, cols),
-        }
-    }
-
-    pub fn col_major(data: &'a mut [f32], rows: usize, cols: usize) -> Self {
-        MatMut {
-            data,
-            layout: Layout::col_major(rows, cols),
-        }
-    }
-}
-
-/// The nonlinearity a kernel applies; the output layer has none before its softmax.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Act {
-    Relu,
-    Elu,
-}
-
-impl From<crate::model::Activation> for Act {
-    fn from(a: crate::model::Activation) -> Act {
-        match a {
-            crate::model::Activation::Relu => Act::Relu,
-            crate::model::Activation::Elu => Act::Elu,
-        }
-    }
-}
+use crate::layout::{Mat, MatMut};
+use crate::model::Activation;
+use crate::optimizer::AdamParams;
 
 /// Below this many multiply-adds a product runs on one thread: starting threads would cost
 /// more than it saves (measured: a 784-256-10 step on a batch of 64 stays on one core).
@@ -239,11 +122,11 @@ pub fn augment(images: &[u8], indices: &[u32], shifts: &[Shift], out: &mut [u8])
 }
 
 /// `A = g(Z)` elementwise. ELU: `z` if z > 0, else `e^z − 1`.
-pub fn activation(z: &[f32], act: Act, a: &mut [f32]) {
+pub fn activation(z: &[f32], act: Activation, a: &mut [f32]) {
     for (a, &z) in a.iter_mut().zip(z) {
         *a = match act {
-            Act::Relu => z.max(0.0),
-            Act::Elu => {
+            Activation::Relu => z.max(0.0),
+            Activation::Elu => {
                 if z > 0.0 {
                     z
                 } else {
@@ -255,11 +138,11 @@ pub fn activation(z: &[f32], act: Act, a: &mut [f32]) {
 }
 
 /// `dZ = dA ⊙ g'(Z)` elementwise.
-pub fn activation_grad(da: &[f32], z: &[f32], act: Act, dz: &mut [f32]) {
+pub fn activation_grad(da: &[f32], z: &[f32], act: Activation, dz: &mut [f32]) {
     for ((dz, &da), &z) in dz.iter_mut().zip(da).zip(z) {
         let slope = match act {
-            Act::Relu => (z > 0.0) as u8 as f32,
-            Act::Elu => {
+            Activation::Relu => (z > 0.0) as u8 as f32,
+            Activation::Elu => {
                 if z > 0.0 {
                     1.0
                 } else {
@@ -387,14 +270,4 @@ pub fn adam_update(
         *v = beta2 * *v + (1.0 - beta2) * g * g;
         *p -= alpha * (*m * c1) / ((*v * c2).sqrt() + eps);
     }
-}
-
-/// Adam's constants for one step: β1, β2, ε and this step's bias corrections c1, c2.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct AdamParams {
-    pub beta1: f32,
-    pub beta2: f32,
-    pub eps: f32,
-    pub c1: f32,
-    pub c2: f32,
 }

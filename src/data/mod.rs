@@ -16,6 +16,7 @@
 
 mod csv;
 mod idx;
+pub mod pool;
 
 use std::fs::File;
 use std::io::{self, BufReader, BufWriter, Read, Write};
@@ -418,8 +419,6 @@ impl Input<'_> {
 /// How much more of a gzip stream is decompressed, after an error, to check that the stream is
 /// intact (see [`Input::blame_gzip`]): bounds the time a decompression bomb can cost.
 const DRAIN_LIMIT: u64 = 1 << 30;
-
-impl Input<'_> {}
 
 /// Turns a read error into a `DataError`. While decompressing, bad or missing data shows up as
 /// `InvalidInput`/`InvalidData`/`UnexpectedEof`; those mean a damaged .gz, not a disk problem.

@@ -23,7 +23,7 @@ use std::num::NonZeroU64;
 
 use bytemuck::{Pod, Zeroable};
 
-use crate::backend::Shift;
+use crate::data::pool::Shift;
 use crate::data::PIXELS;
 use crate::error::{Error, Result};
 use crate::gpu::context::scoped;

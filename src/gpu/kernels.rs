@@ -8,10 +8,12 @@
 
 use bytemuck::{Pod, Zeroable};
 
-use crate::cpu::ops::{Act, AdamParams, Layout};
 use crate::error::Result;
 use crate::gpu::context::scoped;
 use crate::gpu::profile::Timing;
+use crate::layout::Layout;
+use crate::model::Activation;
+use crate::optimizer::AdamParams;
 
 /// Every kernel's source, compiled into the binary. Tests validate each with naga. All but
 /// `fused` and `matmul` hold one kernel, entry point `main`, wrapped below; `fused` holds the
@@ -543,10 +545,10 @@ pub fn grid(count: usize) -> [u32; 3] {
     [x.min(groups), groups.div_ceil(x), 1]
 }
 
-fn act_code(act: Act) -> u32 {
+fn act_code(act: Activation) -> u32 {
     match act {
-        Act::Relu => 0,
-        Act::Elu => 1,
+        Activation::Relu => 0,
+        Activation::Elu => 1,
     }
 }
 
@@ -713,13 +715,19 @@ impl Kernels {
     }
 
     /// activation: `A = g(Z)`. Z, A: (units, m), count = units·m.
-    pub fn activation(&self, rec: &mut Recorder, bound: &Bound, count: usize, act: Act) {
+    pub fn activation(&self, rec: &mut Recorder, bound: &Bound, count: usize, act: Activation) {
         let params = [count as u32, act_code(act), 0, 0];
         rec.dispatch(&self.activation, bound, params, grid(count));
     }
 
     /// activation_grad: `dZ = dA ⊙ g'(Z)`. dA, Z, dZ: (units, m), count = units·m.
-    pub fn activation_grad(&self, rec: &mut Recorder, bound: &Bound, count: usize, act: Act) {
+    pub fn activation_grad(
+        &self,
+        rec: &mut Recorder,
+        bound: &Bound,
+        count: usize,
+        act: Activation,
+    ) {
         let params = [count as u32, act_code(act), 0, 0];
         rec.dispatch(&self.activation_grad, bound, params, grid(count));
     }

@@ -21,19 +21,32 @@ pub mod reference;
 
 use std::sync::Arc;
 
+use crate::backend::check_images;
 use crate::backend::{
     check_batch, check_list, check_same_shape, check_shifts, forward_capacity, Backend, BatchStats,
-    ImagePool, List, ListSizes, OptimizerState, Shift, StepPath, STATS_KEPT,
+    StepPath, STATS_KEPT,
 };
-use crate::backend::{check_images, check_optimizer_state};
+use crate::data::pool::{ImagePool, List, ListSizes, Shift};
 use crate::data::{CLASSES, PIXELS};
 use crate::error::{config, Error, Result};
 use crate::model::{Activation, Model};
+use crate::optimizer::check_optimizer_state;
 use crate::optimizer::Optimizer;
+use crate::optimizer::OptimizerState;
 pub use context::GpuContext;
 use fused::{Fused, Tiling};
 use profile::{Profiler, Timing};
 use reference::Reference;
+
+/// Which kernels take the GPU's wide matrix products (`--matmul`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum MatmulKind {
+    /// Float32 throughout, on every adapter.
+    Plain,
+    /// The adapter's cooperative matrices (tensor cores) where it has them: inputs rounded
+    /// to f16 (or kept f32 where the adapter multiplies f32 tiles), f32 sums; else plain.
+    Coop,
+}
 
 /// The data every path binds: the pool's images as bytes (784 per image, so whole u32 words),
 /// a u32 label per image, and the three index lists one after another.

@@ -7,13 +7,13 @@
 //! Each bound kernel's parameters sit in their own slot of one uniform buffer, written at every
 //! submit: so each step is a submit of its own.
 
-use crate::backend::Shift;
-use crate::cpu::ops::{Act, Layout};
+use crate::data::pool::Shift;
 use crate::data::{CLASSES, PIXELS};
 use crate::error::{Error, Result};
 use crate::gpu::kernels::{column_chunks, splits_for, Bound, Kernels, Operand, Recorder, Uniforms};
 use crate::gpu::profile::Timing;
 use crate::gpu::{Data, GpuContext, StepArgs};
+use crate::layout::Layout;
 use crate::model::{Activation, Layer, Model};
 use crate::optimizer::{adam_params, Optimizer};
 
@@ -518,7 +518,7 @@ impl Network {
             let w = Layout::row_major(units, inputs);
             k.matmul(rec, bound, w, input, Layout::col_major(units, m), true, 1);
             if l < last {
-                k.activation(rec, &layer.activate, units * m, Act::from(self.activation));
+                k.activation(rec, &layer.activate, units * m, self.activation);
             } else {
                 k.softmax(rec, &layer.activate, units, m);
             }
@@ -560,7 +560,7 @@ impl Network {
                     false,
                     1,
                 );
-                k.activation_grad(rec, grad, inputs * m, Act::from(self.activation));
+                k.activation_grad(rec, grad, inputs * m, self.activation);
             }
         }
     }

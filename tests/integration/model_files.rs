@@ -2,7 +2,6 @@
 //! both backends, the safetensors file read back through the crate, Kaggle's submission
 //! format, `--resume`, `--metrics`, Ctrl-C, and a clear error for every kind of bad model file.
 
-mod common;
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read};
@@ -10,10 +9,10 @@ use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::output::{
+use crate::common::output::{
     assert_one_line_error, assert_success, command, json_summary, run_in, stdout,
 };
-use common::random_dataset;
+use crate::common::random_dataset;
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 use tempfile::TempDir;
 

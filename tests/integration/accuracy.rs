@@ -1,7 +1,7 @@
 //! The accuracy bars, through the built binary with its defaults, on the embedded data
 //! (trained on its 10,000 digits, 1,000 held out as dev, tested on the canonical 10,000).
 
-mod common;
+use crate::common;
 
 use serde_json::Value;
 

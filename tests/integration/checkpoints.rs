@@ -5,7 +5,7 @@
 //! checkpoints always leaves one that resumes; damaged checkpoints and contradicting options
 //! are refused in one line each.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -15,13 +15,14 @@ use std::sync::Arc;
 use mnist_gpu::backend::{Backend, StepPath};
 use mnist_gpu::checkpoint::{self, Checkpointing, Every, FileId};
 use mnist_gpu::cpu::CpuBackend;
+use mnist_gpu::data::pool::Split;
 use mnist_gpu::gpu::GpuBackend;
 use mnist_gpu::model::{Activation, Init, Model};
 use mnist_gpu::optimizer::{Optimizer, OptimizerKind};
-use mnist_gpu::train::{self, Progress, Report, Schedule, Split};
+use mnist_gpu::train::{self, Progress, Report, Schedule};
 use serde_json::json;
 
-use common::output::{
+use crate::common::output::{
     assert_one_line_error, assert_prints, assert_success, command, describe, json_summary, run_in,
     stdout,
 };

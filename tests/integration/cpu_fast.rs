@@ -3,13 +3,14 @@
 //! loss and accuracy, on the parameters after several steps, and on the predictions, at
 //! batch sizes and layer widths that do not fit the kernels' tiles and blocks evenly.
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 
-use mnist_gpu::backend::{Backend, ImagePool, List, ListSizes};
+use mnist_gpu::backend::Backend;
 use mnist_gpu::cpu::fused::{FusedConfig, Isa, Simd};
 use mnist_gpu::cpu::CpuBackend;
+use mnist_gpu::data::pool::{ImagePool, List, ListSizes};
 use mnist_gpu::model::{Activation, Init, Model};
 
 /// The same bar as the GPU/CPU parity test: f32 sums in another order drift apart slowly.

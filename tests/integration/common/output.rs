@@ -80,21 +80,6 @@ pub fn assert_one_line_error(out: &Output) -> String {
     lines[0].to_string()
 }
 
-/// A failed run, without looking at the message (clap's errors span several lines).
-pub fn assert_clean_failure(out: &Output) {
-    assert_no_panic(out);
-    assert!(
-        !out.status.success(),
-        "expected a failure:\n{}",
-        describe(out)
-    );
-    assert!(
-        !stderr(out).trim().is_empty(),
-        "failed without a message:\n{}",
-        describe(out)
-    );
-}
-
 /// The binary with `args`, in `dir`, with XDG_RUNTIME_DIR there (so that a Vulkan driver has
 /// nothing to complain about) and WGPU_ADAPTER_NAME cleared (so the caller's cannot pick one).
 pub fn command(dir: &std::path::Path, args: &[&str]) -> std::process::Command {

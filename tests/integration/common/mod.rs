@@ -1,5 +1,4 @@
 //! Shared by the GPU tests: the GPU context, seeded random data and the tolerance check.
-#![allow(dead_code)]
 
 pub mod output;
 
@@ -21,7 +20,8 @@ pub const BEST_RUN: &[&str] = &[
     "--augment",
 ];
 
-use mnist_gpu::backend::{Backend, BatchStats, List};
+use mnist_gpu::backend::{Backend, BatchStats};
+use mnist_gpu::data::pool::List;
 use mnist_gpu::data::{Dataset, CLASSES, PIXELS};
 use mnist_gpu::gpu::GpuContext;
 use mnist_gpu::model::argmax_columns;

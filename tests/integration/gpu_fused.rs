@@ -4,12 +4,13 @@
 //! that fit none of them evenly, one and two hidden layers, ReLU and ELU, every optimizer, runs
 //! of steps submitted together, and the choice between the two paths.
 
-mod common;
+use crate::common;
 
 use std::sync::{Arc, OnceLock};
 
-use mnist_gpu::backend::{Backend, BatchStats, ImagePool, List, ListSizes, StepPath, STATS_KEPT};
+use mnist_gpu::backend::{Backend, BatchStats, StepPath, STATS_KEPT};
 use mnist_gpu::cpu::CpuBackend;
+use mnist_gpu::data::pool::{ImagePool, List, ListSizes};
 use mnist_gpu::data::{CLASSES, PIXELS};
 use mnist_gpu::gpu::fused::Tiling;
 use mnist_gpu::gpu::{GpuBackend, GpuContext};
@@ -416,7 +417,7 @@ fn runs_of_steps_without_reads_match_the_cpu() {
 /// their own, and a submit when the regions run out (13 of them at a capacity of 20,000).
 #[test]
 fn shifted_runs_of_steps_match_the_cpu() {
-    use mnist_gpu::backend::Shift;
+    use mnist_gpu::data::pool::Shift;
     use rand::{rngs::StdRng, Rng, SeedableRng};
     let n = 600;
     let pool = pool(n, 9);

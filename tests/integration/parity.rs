@@ -3,17 +3,18 @@
 //! every checked step, and the final dev predictions on at least 99.5% of the dev set. Every
 //! case runs on both GPU paths: the fused step and the per-operation reference.
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 
-use mnist_gpu::backend::{Backend, List, StepPath};
+use mnist_gpu::backend::{Backend, StepPath};
 use mnist_gpu::cpu::CpuBackend;
 use mnist_gpu::data;
+use mnist_gpu::data::pool::List;
+use mnist_gpu::data::pool::Split;
 use mnist_gpu::gpu::{GpuBackend, GpuContext};
 use mnist_gpu::model::{argmax_columns, Activation, Init, Model};
 use mnist_gpu::optimizer::{Optimizer, OptimizerKind};
-use mnist_gpu::train::Split;
 
 /// 1,500 real training digits (300 held out as dev) and 500 test digits.
 fn small_split() -> Split {

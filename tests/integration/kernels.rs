@@ -2,17 +2,19 @@
 //! sizes that are not multiples of the workgroup sizes. Outputs start as NaN, so an element a
 //! kernel forgets to write fails. Runs on whatever adapter the machine has (lavapipe in CI).
 
-mod common;
+use crate::common;
 
 use std::sync::OnceLock;
 
-use common::{assert_close, assert_close_scaled, random_bytes, random_floats};
-use mnist_gpu::cpu::ops::{self, Act, Layout, Mat, MatMut};
+use crate::common::{assert_close, assert_close_scaled, random_bytes, random_floats};
+use mnist_gpu::cpu::ops;
 use mnist_gpu::data::PIXELS;
 use mnist_gpu::gpu::kernels::{
     matmul_is_tiled, splits_for, Bound, Kernel, Kernels, Operand, Recorder, Uniforms,
 };
 use mnist_gpu::gpu::GpuContext;
+use mnist_gpu::layout::{Layout, Mat, MatMut};
+use mnist_gpu::model::Activation;
 
 fn ctx() -> &'static GpuContext {
     static CTX: OnceLock<GpuContext> = OnceLock::new();
@@ -393,10 +395,10 @@ fn matmul_dz_xt_from_image_bytes_split_k_on(ctx: &GpuContext) {
 /// Sizes for the one-thread-per-element kernels; the last needs a 2-D grid (over 65,535 × 256).
 const COUNTS: [usize; 6] = [1, 7, 63, 65, 1000, 100_003];
 
-fn act_reference(z: f64, act: Act) -> (f64, f64) {
+fn act_reference(z: f64, act: Activation) -> (f64, f64) {
     match act {
-        Act::Relu => (z.max(0.0), if z > 0.0 { 1.0 } else { 0.0 }),
-        Act::Elu => {
+        Activation::Relu => (z.max(0.0), if z > 0.0 { 1.0 } else { 0.0 }),
+        Activation::Elu => {
             if z > 0.0 {
                 (z, 1.0)
             } else {
@@ -406,7 +408,7 @@ fn act_reference(z: f64, act: Act) -> (f64, f64) {
     }
 }
 
-fn check_activation(count: usize, act: Act) {
+fn check_activation(count: usize, act: Activation) {
     let ctx = ctx();
     let k = &ctx.kernels;
     let z = random_floats(count, 5.0, count as u64);
@@ -431,15 +433,15 @@ fn check_activation(count: usize, act: Act) {
 #[test]
 fn activation_relu_and_elu() {
     for count in COUNTS {
-        check_activation(count, Act::Relu);
-        check_activation(count, Act::Elu);
+        check_activation(count, Activation::Relu);
+        check_activation(count, Activation::Elu);
     }
 }
 
 #[test]
 fn activation_over_a_two_dimensional_grid() {
     // More than 65,535 workgroups of 256: the grid needs a second dimension.
-    check_activation(65_535 * 256 + 1_001, Act::Relu);
+    check_activation(65_535 * 256 + 1_001, Activation::Relu);
 }
 
 #[test]
@@ -447,7 +449,7 @@ fn activation_grad_relu_and_elu() {
     let ctx = ctx();
     let k = &ctx.kernels;
     for count in COUNTS {
-        for act in [Act::Relu, Act::Elu] {
+        for act in [Activation::Relu, Activation::Elu] {
             let da = random_floats(count, 1.0, 20);
             let z = random_floats(count, 5.0, 21);
             let want: Vec<f64> = da
@@ -743,7 +745,7 @@ fn adam_update_with_bias_correction() {
     let (beta1, beta2, eps) = (0.9f32, 0.999f32, 1e-8f32);
     for (count, t) in [(1, 1), (7, 2), (65, 10), (1000, 1), (7850, 300)] {
         let (c1, c2) = mnist_gpu::optimizer::adam_corrections(beta1, beta2, t);
-        let adam = ops::AdamParams {
+        let adam = mnist_gpu::optimizer::AdamParams {
             beta1,
             beta2,
             eps,
@@ -796,7 +798,7 @@ fn adam_update_with_bias_correction() {
 
 #[test]
 fn augment_shifts_images_as_bytes() {
-    use mnist_gpu::backend::Shift;
+    use mnist_gpu::data::pool::Shift;
     use mnist_gpu::data::IMAGE_SIDE;
     let ctx = ctx();
     let k = &ctx.kernels;

@@ -3,20 +3,22 @@
 //! real digits learns, bad configurations are refused, and the CPU twins in `cpu::ops` compute
 //! what their documentation says on cases small enough to check by hand.
 
-mod common;
 
-use common::random_dataset;
+use crate::common::random_dataset;
 use std::path::Path;
 use std::sync::Arc;
 
 use rand::{rngs::StdRng, Rng, SeedableRng};
 
-use mnist_gpu::backend::{Backend, ImagePool, List, ListSizes};
-use mnist_gpu::cpu::ops::{self, Act, Mat, MatMut};
+use mnist_gpu::backend::Backend;
+use mnist_gpu::cpu::ops;
 use mnist_gpu::cpu::CpuBackend;
+use mnist_gpu::data::pool::Split;
+use mnist_gpu::data::pool::{ImagePool, List, ListSizes};
 use mnist_gpu::data::{self, Dataset, CLASSES, PIXELS};
+use mnist_gpu::layout::{Mat, MatMut};
 use mnist_gpu::model::{loss_and_correct, Activation, Init, Model};
-use mnist_gpu::train::{self, Progress, Report, Schedule, Split};
+use mnist_gpu::train::{self, Progress, Report, Schedule};
 
 // ---------------------------------------------------------------------------------------------
 // Fixtures
@@ -774,16 +776,16 @@ fn activations_and_their_slopes() {
     let mut a = [f32::NAN; 3];
     let mut dz = [f32::NAN; 3];
 
-    ops::activation(&z, Act::Relu, &mut a);
+    ops::activation(&z, Activation::Relu, &mut a);
     assert_eq!(a, [0.0, 0.0, 3.0]);
-    ops::activation_grad(&da, &z, Act::Relu, &mut dz);
+    ops::activation_grad(&da, &z, Activation::Relu, &mut dz);
     // ReLU'(0) is taken as 0 (the unit is off).
     assert_eq!(dz, [0.0, 0.0, 5.0]);
 
-    ops::activation(&z, Act::Elu, &mut a);
+    ops::activation(&z, Activation::Elu, &mut a);
     let e = (-2.0f32).exp();
     assert_eq!(a, [e - 1.0, 0.0, 3.0]);
-    ops::activation_grad(&da, &z, Act::Elu, &mut dz);
+    ops::activation_grad(&da, &z, Activation::Elu, &mut dz);
     // ELU (α = 1) has slope e^z below 0 and 1 above, so 1 at 0 from either side.
     assert_eq!(dz, [2.0 * e, 3.0, 5.0]);
     assert!(dz.iter().all(|v| v.is_finite()));
@@ -792,10 +794,10 @@ fn activations_and_their_slopes() {
     for z0 in [-0.5f32, -0.01] {
         let mut a2 = [0.0f32; 2];
         let h = 1e-2f32;
-        ops::activation(&[z0 - h, z0 + h], Act::Elu, &mut a2);
+        ops::activation(&[z0 - h, z0 + h], Activation::Elu, &mut a2);
         let fd = (a2[1] - a2[0]) / (2.0 * h);
         let mut slope = [0.0f32];
-        ops::activation_grad(&[1.0], &[z0], Act::Elu, &mut slope);
+        ops::activation_grad(&[1.0], &[z0], Activation::Elu, &mut slope);
         // Truncation error h²/6·e^z ≈ 2e-5, plus f32 cancellation ≈ 1e-5.
         assert!((fd - slope[0]).abs() < 1e-4, "z {z0}: {fd} vs {}", slope[0]);
     }

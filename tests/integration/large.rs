@@ -2,12 +2,13 @@
 //! as bytes, and trains full-batch over all of it on both GPU paths; the GPU agrees with the
 //! CPU.
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 
-use mnist_gpu::backend::{Backend, ImagePool, List, ListSizes, StepPath};
+use mnist_gpu::backend::{Backend, StepPath};
 use mnist_gpu::cpu::CpuBackend;
+use mnist_gpu::data::pool::{ImagePool, List, ListSizes};
 use mnist_gpu::data::PIXELS;
 use mnist_gpu::gpu::GpuBackend;
 use mnist_gpu::model::{Activation, Init, Model};

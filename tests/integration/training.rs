@@ -1,16 +1,17 @@
 //! The training loop's controls on both backends: divergence caught within a few steps,
 //! early stopping that keeps the best model, and a stop from outside (Ctrl-C's flag).
 
-mod common;
+use crate::common;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use mnist_gpu::backend::Backend;
 use mnist_gpu::cpu::CpuBackend;
+use mnist_gpu::data::pool::Split;
 use mnist_gpu::gpu::GpuBackend;
 use mnist_gpu::model::{Activation, Init, Model};
-use mnist_gpu::train::{self, Ending, Schedule, Split, DIVERGENCE_CHECK_EVERY};
+use mnist_gpu::train::{self, Ending, Schedule, DIVERGENCE_CHECK_EVERY};
 use mnist_gpu::Error;
 
 fn split() -> Split {

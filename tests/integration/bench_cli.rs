@@ -7,8 +7,7 @@ use std::process::{Command, Output};
 
 use serde_json::Value;
 
-mod common;
-use common::output::{assert_no_panic, assert_one_line_error as one_line_error, describe};
+use crate::common::output::{assert_no_panic, assert_one_line_error as one_line_error, describe};
 
 /// Runs `mnist-gpu bench ARGS` in `dir`, with XDG_RUNTIME_DIR there so that a Vulkan driver
 /// has nothing to complain about and WGPU_ADAPTER_NAME cleared so the caller's cannot pick one.

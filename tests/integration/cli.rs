@@ -2,12 +2,12 @@
 //! a tiny run's report (text and `--json`), `--show`'s digits, and one clean line on stderr
 //! (never a panic) for every kind of bad input.
 
-mod common;
+use crate::common;
 
-use common::output::{
+use crate::common::output::{
     assert_no_panic, assert_one_line_error, assert_success, describe, json_summary, stderr, stdout,
 };
-use common::random_dataset;
+use crate::common::random_dataset;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -15,9 +15,9 @@ use serde_json::Value;
 use tempfile::TempDir;
 
 use mnist_gpu::art;
-use mnist_gpu::backend::List;
+use mnist_gpu::data::pool::List;
+use mnist_gpu::data::pool::Split;
 use mnist_gpu::data::{self, Dataset, CLASSES, PIXELS};
-use mnist_gpu::train::Split;
 
 // ---------------------------------------------------------------------------------------------
 // Fixtures and helpers

@@ -3,7 +3,7 @@
 //! WebDriver (Debian's `chromium` and `chromium-driver`; `./test.sh` installs them), which
 //! draws digits on the canvas with pointer events and reads what the page answers.
 
-mod common;
+use crate::common;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -17,7 +17,7 @@ use mnist_gpu::cpu::CpuBackend;
 use mnist_gpu::data::{EMBEDDED_TEST, PIXELS};
 use serde_json::{json, Value};
 
-use common::output::run_in;
+use crate::common::output::run_in;
 
 /// A server (or chromedriver) process, killed when dropped.
 struct Process(Child);
@@ -144,8 +144,8 @@ fn json_of(body: &str) -> Value {
 fn expected_digits(model: &Path, n: usize) -> (Vec<u8>, Vec<u8>) {
     let model = mnist_gpu::model_file::load(model).unwrap().model;
     let test = EMBEDDED_TEST.load().unwrap();
-    let pool = Arc::new(mnist_gpu::backend::ImagePool::default());
-    let sizes = mnist_gpu::backend::ListSizes {
+    let pool = Arc::new(mnist_gpu::data::pool::ImagePool::default());
+    let sizes = mnist_gpu::data::pool::ListSizes {
         train: 0,
         dev: 0,
         test: 0,

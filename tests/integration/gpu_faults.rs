@@ -1,14 +1,15 @@
 //! GPU faults become errors that say what happened and what to try, never a panic from inside
 //! wgpu: a lost device, a buffer over the adapter's limit.
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 
-use mnist_gpu::backend::{Backend, List};
+use mnist_gpu::backend::Backend;
+use mnist_gpu::data::pool::List;
+use mnist_gpu::data::pool::Split;
 use mnist_gpu::gpu::GpuBackend;
 use mnist_gpu::model::{Activation, Init, Model};
-use mnist_gpu::train::Split;
 use mnist_gpu::Error;
 
 #[test]

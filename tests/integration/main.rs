@@ -1,0 +1,25 @@
+//! The integration tests, in one binary: a module per area (the files beside this one), so that
+//! the shared helpers in `common` compile once and wgpu, axum and tokio link once.
+//!
+//! Run one area with its module name as the filter, e.g.
+//! `cargo test --release --test integration kernels::`.
+
+mod common;
+
+mod accuracy;
+mod bench_cli;
+mod checkpoints;
+mod cli;
+mod cpu_fast;
+mod data_formats;
+mod data_props;
+mod gpu_faults;
+mod gpu_fused;
+mod kernels;
+mod large;
+mod model;
+mod model_files;
+mod parity;
+mod serve;
+mod shaders;
+mod training;
