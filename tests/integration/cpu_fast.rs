@@ -213,7 +213,7 @@ fn fast_path_is_deterministic() {
 }
 
 /// Not a check: a driver for profiling one path by hand, e.g.
-/// `valgrind --tool=callgrind target/release/deps/cpu_fast-… --ignored --exact profile_steps`
+/// `valgrind --tool=callgrind target/release/deps/integration-… --ignored --exact cpu_fast::profile_steps`
 /// with `PROFILE_BATCH` (default 1024), `PROFILE_STEPS` (default 20), `PROFILE_PATH`
 /// (`fast` or `reference`). Prints samples per second.
 #[test]
