@@ -20,52 +20,29 @@ use std::path::{Path, PathBuf};
 
 use rand_chacha::ChaCha12Rng;
 use safetensors::tensor::{Dtype, SafeTensors};
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
 use crate::backend::{Backend, BatchStats};
 use crate::error::{Error, Result};
 use crate::model::Model;
-use crate::model_file::{self, named_tensors, read_f32, Named, Values};
-use crate::optimizer::OptimizerKind;
-use crate::optimizer::OptimizerState;
-use crate::train::{Progress, RunState};
+use crate::model_file::{self, named_tensors, read_f32, Named, Values, CHECKPOINT_FORMAT_NAME};
+use crate::optimizer::{OptimizerKind, OptimizerState};
+use crate::options::{Every, RunOptions};
+use crate::train::{Checkpointer, Progress, RunState};
 
-/// What the `format` metadata of every checkpoint starts with.
-pub const FORMAT_NAME: &str = "mnist-gpu checkpoint";
 /// The version this trainer writes and reads.
 pub const VERSION: u64 = 1;
 
+/// The `format` metadata of the checkpoints this trainer writes.
 pub fn format() -> String {
-    format!("{FORMAT_NAME} {VERSION}")
-}
-
-/// How often a checkpoint is written.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Every {
-    /// After every N-th step.
-    Steps(usize),
-    /// At the end of every epoch (in full-batch mode, of every iteration).
-    Epoch,
-}
-
-impl Every {
-    /// `N` (steps, at least 1) or `epoch`.
-    pub fn parse(s: &str) -> std::result::Result<Every, String> {
-        match s.trim() {
-            "epoch" => Ok(Every::Epoch),
-            n => match n.parse::<usize>() {
-                Ok(0) => Err("must be at least 1 step".into()),
-                Ok(n) => Ok(Every::Steps(n)),
-                Err(_) => Err(format!("{n:?} is neither a number of steps nor `epoch`")),
-            },
-        }
-    }
+    format!("{CHECKPOINT_FORMAT_NAME} {VERSION}")
 }
 
 /// A training file's identity: how it is named, its size and the SHA-256 of its bytes (an IDX
 /// file's images and labels, in that order).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FileId {
     pub name: String,
     pub bytes: u64,
@@ -99,31 +76,37 @@ impl FileId {
         let full = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
         Ok(FileId::of_bytes(&full.display().to_string(), &parts))
     }
-
-    fn to_json(&self) -> Value {
-        json!({"name": self.name, "bytes": self.bytes, "sha256": self.sha256})
-    }
 }
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// What `--checkpoint` writes beside the state: where, how often, and what identifies the run.
+/// What `--checkpoint` writes beside the state: where, and what identifies the run. The training
+/// loop hands it the state (`train::Checkpointer`) as `options.checkpoint_every` says, and at
+/// the end.
 #[derive(Debug, Clone)]
 pub struct Checkpointing {
     pub path: PathBuf,
-    pub every: Every,
-    /// The options that define the run (a resumed run must not contradict them), as JSON; its
-    /// `optimizer` names the moments' tensors.
-    pub options: Value,
+    /// The run's options (a resumed run must not contradict them); `optimizer` names the
+    /// moments' tensors, `checkpoint_every` says how often the state is written.
+    pub options: RunOptions,
     pub train_file: FileId,
 }
 
-impl Checkpointing {
-    /// Whether a checkpoint follows step `step` (counted from 1).
-    pub fn due_after_step(&self, step: usize) -> bool {
-        matches!(self.every, Every::Steps(n) if step % n == 0)
+impl Checkpointer for Checkpointing {
+    fn due_after_step(&self, step: usize) -> bool {
+        self.options
+            .checkpoint_every
+            .is_some_and(|every| every.after_step(step))
+    }
+
+    fn due_at_epoch_end(&self) -> bool {
+        self.options.checkpoint_every == Some(Every::Epoch)
+    }
+
+    fn save(&mut self, backend: &mut dyn Backend, state: &RunState) -> Result<()> {
+        save(self, backend, state)
     }
 }
 
@@ -132,19 +115,9 @@ impl Checkpointing {
 pub struct Checkpoint {
     pub model: Model,
     pub optimizer: OptimizerState,
-    pub options: Value,
+    pub options: RunOptions,
     pub train_file: FileId,
     pub state: RunState,
-}
-
-/// The names of the optimizer's moments, one tensor each per parameter tensor.
-fn moments(options: &Value) -> std::result::Result<&'static [&'static str], String> {
-    match options["optimizer"].as_str() {
-        Some("sgd") => Ok(&[]),
-        Some("momentum") => Ok(&["velocity"]),
-        Some("adam") => Ok(&["m", "v"]),
-        other => Err(format!("unknown optimizer {other:?}")),
-    }
 }
 
 /// The parameter tensors' names, in order: W1, b1, W2, b2, …
@@ -169,20 +142,50 @@ pub fn save(plan: &Checkpointing, backend: &mut dyn Backend, state: &RunState) -
         ));
     }
     let optimizer = backend.optimizer_state()?;
-    let names = moments(&plan.options).map_err(failed)?;
-    let mut tensors = named_tensors("", &model);
+    let tensors =
+        state_tensors(&model, plan.options.optimizer, &optimizer, state).map_err(failed)?;
+    // Through `Value`, whose keys are sorted: the bytes of the first checkpoints' JSON.
+    let run = json!({
+        "version": VERSION,
+        "options": plan.options,
+        "train_file": plan.train_file,
+        "optimizer_steps": optimizer.steps,
+        "state": state_json(state),
+    });
+    let mut extra = BTreeMap::new();
+    extra.insert("checkpoint".to_string(), run.to_string());
+    extra.insert("steps".to_string(), state.step.to_string());
+    let bytes = model_file::encode(
+        path,
+        &tensors,
+        model_file::metadata(&model, &format(), &extra),
+    )?;
+    model_file::write_atomically(path, &bytes)
+}
+
+/// Every tensor of a checkpoint: the model's, the optimizer's moments (one per parameter
+/// tensor each, named by `kind`), the order of samples, early stopping's best model and the
+/// progress lines.
+fn state_tensors(
+    model: &Model,
+    kind: OptimizerKind,
+    optimizer: &OptimizerState,
+    state: &RunState,
+) -> std::result::Result<Vec<Named>, String> {
+    let names = kind.moments();
+    let mut tensors = named_tensors("", model);
     let shapes: Vec<Vec<usize>> = tensors.iter().map(|t| t.shape.clone()).collect();
-    for ((param, shape), saved) in parameter_names(&model)
+    for ((param, shape), saved) in parameter_names(model)
         .iter()
         .zip(shapes)
         .zip(&optimizer.tensors)
     {
         if saved.len() != names.len() {
-            return Err(failed(format!(
+            return Err(format!(
                 "the optimizer has {} moment(s) per tensor, {} expected",
                 saved.len(),
                 names.len()
-            )));
+            ));
         }
         for (moment, values) in names.iter().zip(saved) {
             tensors.push(Named {
@@ -205,29 +208,12 @@ pub fn save(plan: &Checkpointing, backend: &mut dyn Backend, state: &RunState) -
         shape: vec![state.history.len(), HISTORY_COLUMNS],
         data: Values::F64(state.history.iter().flat_map(history_row).collect()),
     });
-    let run = json!({
-        "version": VERSION,
-        "options": plan.options,
-        "train_file": plan.train_file.to_json(),
-        "optimizer_steps": optimizer.steps,
-        "state": state_json(state),
-    });
-    let mut extra = BTreeMap::new();
-    extra.insert("checkpoint".to_string(), run.to_string());
-    extra.insert("steps".to_string(), state.step.to_string());
-    let bytes = model_file::encode(
-        path,
-        &tensors,
-        model_file::metadata(&model, &format(), &extra),
-    )?;
-    model_file::write_atomically(path, &bytes)
+    Ok(tensors)
 }
 
 /// Whether a file read as a model is a checkpoint (by its `format`).
 pub fn is_checkpoint(file: &model_file::ModelFile) -> bool {
-    file.metadata
-        .get("format")
-        .is_some_and(|f| f.starts_with(FORMAT_NAME))
+    model_file::is_checkpoint(&file.metadata)
 }
 
 /// Reads a checkpoint `save` wrote, refusing anything damaged with one line naming the file
@@ -238,101 +224,107 @@ pub fn load(path: &Path) -> Result<Checkpoint> {
     parse(path, &bytes, file)
 }
 
+/// The `checkpoint` metadata: the run beside its tensors.
+struct Run {
+    options: RunOptions,
+    train_file: FileId,
+    optimizer_steps: u64,
+    state: Value,
+}
+
 /// `load`'s work on the file's bytes, which `model_file::parse` has read as `file`.
 pub fn parse(path: &Path, bytes: &[u8], file: model_file::ModelFile) -> Result<Checkpoint> {
     let bad = |message: String| Error::Model {
         path: path.display().to_string(),
         message,
     };
-    match file.metadata.get("format") {
-        Some(f) if *f == format() => {}
-        Some(f) if f.starts_with(FORMAT_NAME) => {
-            return Err(bad(format!(
-                "checkpoint format {f:?}: this trainer reads {:?}",
-                format()
-            )))
-        }
-        _ => return Err(bad("not a checkpoint: a model file (weights only)".into())),
-    }
-    let run: Value = file
-        .metadata
-        .get("checkpoint")
-        .ok_or_else(|| bad("the run's state (metadata `checkpoint`) is missing".into()))
-        .and_then(|text| {
-            serde_json::from_str(text).map_err(|e| {
-                bad(format!(
-                    "the run's state (metadata `checkpoint`) is not valid JSON: {e}"
-                ))
-            })
-        })?;
-    let field = |what: &str| bad(format!("the run's state has no valid `{what}`"));
-    if run["version"].as_u64() != Some(VERSION) {
-        return Err(field("version"));
-    }
-    let options = run["options"].clone();
-    if !options.is_object() {
-        return Err(field("options"));
-    }
-    let train_file = FileId {
-        name: run["train_file"]["name"]
-            .as_str()
-            .ok_or_else(|| field("train_file"))?
-            .into(),
-        bytes: run["train_file"]["bytes"]
-            .as_u64()
-            .ok_or_else(|| field("train_file"))?,
-        sha256: run["train_file"]["sha256"]
-            .as_str()
-            .filter(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()))
-            .ok_or_else(|| field("train_file.sha256"))?
-            .into(),
-    };
-    let steps = run["optimizer_steps"]
-        .as_u64()
-        .ok_or_else(|| field("optimizer_steps"))?;
-
+    let run = read_run(&file.metadata).map_err(bad)?;
     let tensors = SafeTensors::deserialize(bytes)
         .map_err(|e| bad(format!("not a safetensors file ({e})")))?;
-    let names = moments(&options).map_err(bad)?;
-    let mut optimizer = Vec::new();
-    for (param, layer_len) in parameter_names(&file.model).iter().zip(
-        file.model
-            .layers
-            .iter()
-            .flat_map(|l| [l.w.len(), l.b.len()]),
-    ) {
-        let mut saved = Vec::new();
-        for moment in names {
-            let name = format!("optimizer.{param}.{moment}");
-            let (_, values) = read_f32(path, &tensors, &name)?;
-            if values.len() != layer_len {
-                return Err(bad(format!(
-                    "tensor {name} holds {} values, {param} {layer_len}",
-                    values.len()
-                )));
-            }
-            saved.push(values);
-        }
-        optimizer.push(saved);
-    }
+    let moments = read_moments(path, &tensors, &file.model, run.options.optimizer)?;
     let order = read_u32(path, &tensors, "order")?;
-    let best_model = match run["state"]["best_step"].as_u64() {
+    let best_model = match run.state["best_step"].as_u64() {
         None => None,
         Some(_) => Some(read_best(path, &tensors, &file.model)?),
     };
     let history = read_history(path, &tensors)?;
-    let state =
-        state_from_json(&run["state"], order, best_model, history).map_err(|what| field(&what))?;
+    let state = state_from_json(&run.state, order, best_model, history)
+        .map_err(|what| bad(format!("the run's state has no valid `{what}`")))?;
     Ok(Checkpoint {
         model: file.model,
         optimizer: OptimizerState {
-            steps,
-            tensors: optimizer,
+            steps: run.optimizer_steps,
+            tensors: moments,
         },
-        options,
-        train_file,
+        options: run.options,
+        train_file: run.train_file,
         state,
     })
+}
+
+/// The `format` and `checkpoint` metadata, checked; on failure, what is wrong.
+fn read_run(metadata: &BTreeMap<String, String>) -> std::result::Result<Run, String> {
+    match metadata.get("format") {
+        Some(f) if *f == format() => {}
+        Some(f) if f.starts_with(CHECKPOINT_FORMAT_NAME) => {
+            return Err(format!(
+                "checkpoint format {f:?}: this trainer reads {:?}",
+                format()
+            ))
+        }
+        _ => return Err("not a checkpoint: a model file (weights only)".into()),
+    }
+    let text = metadata
+        .get("checkpoint")
+        .ok_or("the run's state (metadata `checkpoint`) is missing")?;
+    let run: Value = serde_json::from_str(text)
+        .map_err(|e| format!("the run's state (metadata `checkpoint`) is not valid JSON: {e}"))?;
+    let field = |what: &str| format!("the run's state has no valid `{what}`");
+    if run["version"].as_u64() != Some(VERSION) {
+        return Err(field("version"));
+    }
+    let options = RunOptions::deserialize(&run["options"])
+        .map_err(|e| format!("{} ({e})", field("options")))?;
+    let train_file = FileId::deserialize(&run["train_file"]).map_err(|_| field("train_file"))?;
+    let sha = &train_file.sha256;
+    if sha.len() != 64 || !sha.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(field("train_file.sha256"));
+    }
+    Ok(Run {
+        options,
+        train_file,
+        optimizer_steps: run["optimizer_steps"]
+            .as_u64()
+            .ok_or_else(|| field("optimizer_steps"))?,
+        state: run["state"].clone(),
+    })
+}
+
+/// The optimizer's moments (`optimizer.W1.m`, …), per parameter tensor of `model`.
+fn read_moments(
+    path: &Path,
+    tensors: &SafeTensors,
+    model: &Model,
+    kind: OptimizerKind,
+) -> Result<Vec<Vec<Vec<f32>>>> {
+    let lengths = model.layers.iter().flat_map(|l| [l.w.len(), l.b.len()]);
+    let mut moments = Vec::new();
+    for (param, len) in parameter_names(model).iter().zip(lengths) {
+        let mut saved = Vec::new();
+        for moment in kind.moments() {
+            let name = format!("optimizer.{param}.{moment}");
+            let (_, values) = read_f32(path, tensors, &name)?;
+            if values.len() != len {
+                return Err(Error::Model {
+                    path: path.display().to_string(),
+                    message: format!("tensor {name} holds {} values, {param} {len}", values.len()),
+                });
+            }
+            saved.push(values);
+        }
+        moments.push(saved);
+    }
+    Ok(moments)
 }
 
 /// The columns of a progress line in the `history` tensor.
@@ -497,14 +489,4 @@ fn state_from_json(
         stopped_early: v["stopped_early"].as_u64().map(|s| s as usize),
         history,
     })
-}
-
-/// The optimizer a checkpoint's options name.
-pub fn optimizer_kind(options: &Value) -> Option<OptimizerKind> {
-    match options["optimizer"].as_str()? {
-        "sgd" => Some(OptimizerKind::Sgd),
-        "momentum" => Some(OptimizerKind::Momentum),
-        "adam" => Some(OptimizerKind::Adam),
-        _ => None,
-    }
 }

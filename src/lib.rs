@@ -8,6 +8,7 @@
 //! - `backend`: the trait both backends implement.
 //! - `cpu`: the CPU backend and the CPU twin of every kernel (`cpu::ops`).
 //! - `gpu`: the wgpu context, the kernel wrappers (`gpu::kernels`) and the GPU backend.
+//! - `options`: a run's options, typed (what a checkpoint records).
 //! - `train`: the training loop.
 //! - `metrics`: the training curves as CSV and as a plot.
 //! - `art`: digits as text.
@@ -26,6 +27,7 @@ pub mod metrics;
 pub mod model;
 pub mod model_file;
 pub mod optimizer;
+pub mod options;
 pub mod plot;
 pub mod train;
 

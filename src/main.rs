@@ -24,7 +24,7 @@ struct Cli {
     command: Option<Command>,
 
     #[command(flatten)]
-    train: cli::train::TrainArgs,
+    train: cli::train_args::TrainArgs,
 }
 
 #[derive(Debug, Subcommand)]

@@ -17,8 +17,11 @@ use crate::error::{config, Result};
 /// The most weights a model may have (1 GiB of f32).
 pub const MAX_PARAMETERS: usize = 1 << 28;
 
-/// The nonlinearity between layers. ELU uses α = 1.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+/// The nonlinearity between layers. ELU uses α = 1. Named `relu`, `elu` (options and files).
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
 pub enum Activation {
     Relu,
     Elu,
@@ -33,13 +36,25 @@ impl Activation {
     }
 }
 
-/// How the weights start.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+/// How the weights start. Named `he`, `uniform`.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
 pub enum Init {
     /// He et al.: W ~ Normal(0, sqrt(2 / inputs)), b = 0. Suits ReLU-like activations.
     He,
     /// The NumPy tutorials' choice: W and b ~ Uniform[-0.5, 0.5).
     Uniform,
+}
+
+impl Init {
+    pub fn name(self) -> &'static str {
+        match self {
+            Init::He => "he",
+            Init::Uniform => "uniform",
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]

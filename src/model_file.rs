@@ -22,6 +22,17 @@ use crate::model::{Activation, Layer, Model, MAX_PARAMETERS};
 /// The `format` metadata value this version writes.
 pub const FORMAT: &str = "mnist-gpu model 1";
 
+/// What the `format` metadata of every checkpoint (`checkpoint.rs`) starts with; its version
+/// follows. A checkpoint is a model file with the run's state beside the model.
+pub const CHECKPOINT_FORMAT_NAME: &str = "mnist-gpu checkpoint";
+
+/// Whether a file's metadata says it is a checkpoint (of any version).
+pub fn is_checkpoint(metadata: &BTreeMap<String, String>) -> bool {
+    metadata
+        .get("format")
+        .is_some_and(|f| f.starts_with(CHECKPOINT_FORMAT_NAME))
+}
+
 /// The largest file `load` reads: a checkpoint of the largest model (the model, Adam's two
 /// moments, early stopping's best model), plus room for its order of samples and its header.
 const MAX_FILE_BYTES: u64 = 4 * 4 * MAX_PARAMETERS as u64 + (64 << 20);
@@ -250,19 +261,50 @@ pub fn parse(path: &Path, bytes: &[u8]) -> Result<ModelFile> {
         .unwrap_or_default()
         .into_iter()
         .collect();
-
-    let activation = match metadata.get("activation").map(String::as_str) {
-        None | Some("relu") => Activation::Relu,
-        Some("elu") => Activation::Elu,
-        Some(other) => {
+    let activation = activation_of(&metadata).map_err(|m| model_error(path, m))?;
+    let layers = read_layers(path, &tensors)?;
+    check_names(&tensors, layers.len(), is_checkpoint(&metadata))
+        .map_err(|m| model_error(path, m))?;
+    let outputs = layers.last().map_or(0, |l| l.outputs);
+    if outputs != CLASSES {
+        return Err(model_error(
+            path,
+            format!("the last layer has {outputs} outputs, expected {CLASSES} (one per digit)"),
+        ));
+    }
+    let model = Model { layers, activation };
+    if let Some(hidden) = metadata.get("hidden") {
+        let widths: Vec<String> = model.hidden().iter().map(|h| h.to_string()).collect();
+        if *hidden != widths.join(",") {
             return Err(model_error(
                 path,
-                format!("unknown activation {other:?} in the metadata (expected relu or elu)"),
-            ))
+                format!(
+                    "metadata says hidden layers {hidden}, but the tensors have {}",
+                    widths.join(",")
+                ),
+            ));
         }
-    };
+    }
+    if !model.is_finite() {
+        return Err(model_error(path, "the model has NaN or infinite weights"));
+    }
+    Ok(ModelFile { model, metadata })
+}
 
-    // Layers W1, b1, W2, b2, … until there is no W(l+1); every tensor must be used.
+/// The activation the metadata names; a file without one is the classic ReLU network.
+fn activation_of(metadata: &BTreeMap<String, String>) -> std::result::Result<Activation, String> {
+    match metadata.get("activation").map(String::as_str) {
+        None | Some("relu") => Ok(Activation::Relu),
+        Some("elu") => Ok(Activation::Elu),
+        Some(other) => Err(format!(
+            "unknown activation {other:?} in the metadata (expected relu or elu)"
+        )),
+    }
+}
+
+/// Layers W1, b1, W2, b2, … until there is no W(l+1), each taking the previous one's outputs
+/// (784 for the first); at least two.
+fn read_layers(path: &Path, tensors: &SafeTensors) -> Result<Vec<Layer>> {
     let mut layers: Vec<Layer> = Vec::new();
     let names = tensors.names();
     if names.is_empty() {
@@ -274,8 +316,8 @@ pub fn parse(path: &Path, bytes: &[u8]) -> Result<ModelFile> {
     while names.contains(&format!("W{}", layers.len() + 1).as_str()) {
         let l = layers.len() + 1;
         let inputs = layers.last().map_or(PIXELS, |prev| prev.outputs);
-        let w = read_f32(path, &tensors, &format!("W{l}"))?;
-        let b = read_f32(path, &tensors, &format!("b{l}"))?;
+        let w = read_f32(path, tensors, &format!("W{l}"))?;
+        let b = read_f32(path, tensors, &format!("b{l}"))?;
         let outputs = w.0.first().copied().unwrap_or(0);
         if w.0 != [outputs, inputs] || outputs == 0 {
             return Err(model_error(
@@ -306,9 +348,15 @@ pub fn parse(path: &Path, bytes: &[u8]) -> Result<ModelFile> {
             format!("expected tensors W1, b1, W2, b2, … (at least two layers), found {found:?}"),
         ));
     }
-    let checkpoint = metadata
-        .get("format")
-        .is_some_and(|f| f.starts_with(crate::checkpoint::FORMAT_NAME));
+    Ok(layers)
+}
+
+/// Every tensor must be a layer's (of `layers`), or, in a checkpoint, the run's state.
+fn check_names(
+    tensors: &SafeTensors,
+    layers: usize,
+    checkpoint: bool,
+) -> std::result::Result<(), String> {
     let run_state = |n: &str| {
         checkpoint
             && (n.starts_with("optimizer.")
@@ -316,42 +364,15 @@ pub fn parse(path: &Path, bytes: &[u8]) -> Result<ModelFile> {
                 || n == "order"
                 || n == "history")
     };
-    if let Some(extra) = names.iter().find(|n| {
-        !run_state(n)
-            && !(1..=layers.len()).any(|l| **n == format!("W{l}") || **n == format!("b{l}"))
+    let names = tensors.names();
+    match names.iter().find(|n| {
+        !run_state(n) && !(1..=layers).any(|l| **n == format!("W{l}") || **n == format!("b{l}"))
     }) {
-        return Err(model_error(
-            path,
-            format!(
-                "unexpected tensor {extra:?}; expected only W1, b1 … W{0}, b{0}",
-                layers.len()
-            ),
-        ));
+        Some(extra) => Err(format!(
+            "unexpected tensor {extra:?}; expected only W1, b1 … W{layers}, b{layers}"
+        )),
+        None => Ok(()),
     }
-    let outputs = layers.last().map_or(0, |l| l.outputs);
-    if outputs != CLASSES {
-        return Err(model_error(
-            path,
-            format!("the last layer has {outputs} outputs, expected {CLASSES} (one per digit)"),
-        ));
-    }
-    let model = Model { layers, activation };
-    if let Some(hidden) = metadata.get("hidden") {
-        let widths: Vec<String> = model.hidden().iter().map(|h| h.to_string()).collect();
-        if *hidden != widths.join(",") {
-            return Err(model_error(
-                path,
-                format!(
-                    "metadata says hidden layers {hidden}, but the tensors have {}",
-                    widths.join(",")
-                ),
-            ));
-        }
-    }
-    if !model.is_finite() {
-        return Err(model_error(path, "the model has NaN or infinite weights"));
-    }
-    Ok(ModelFile { model, metadata })
 }
 
 /// A tensor's shape and values; it must be f32.

@@ -16,12 +16,35 @@ pub enum Optimizer {
     Adam { beta1: f32, beta2: f32, eps: f32 },
 }
 
-/// The `--optimizer` names.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+/// The update rules by name: `sgd`, `momentum`, `adam` (`--optimizer`, and in files).
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
 pub enum OptimizerKind {
     Sgd,
     Momentum,
     Adam,
+}
+
+impl OptimizerKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            OptimizerKind::Sgd => "sgd",
+            OptimizerKind::Momentum => "momentum",
+            OptimizerKind::Adam => "adam",
+        }
+    }
+
+    /// How many state tensors the rule keeps per parameter tensor, and their names in a
+    /// checkpoint (`optimizer.W1.velocity`; `optimizer.W1.m`, `optimizer.W1.v`).
+    pub fn moments(self) -> &'static [&'static str] {
+        match self {
+            OptimizerKind::Sgd => &[],
+            OptimizerKind::Momentum => &["velocity"],
+            OptimizerKind::Adam => &["m", "v"],
+        }
+    }
 }
 
 impl Optimizer {
@@ -38,21 +61,22 @@ impl Optimizer {
         }
     }
 
-    pub fn name(&self) -> &'static str {
+    /// Which rule this is, without its constants.
+    pub fn kind(&self) -> OptimizerKind {
         match self {
-            Optimizer::Sgd => "sgd",
-            Optimizer::Momentum { .. } => "momentum",
-            Optimizer::Adam { .. } => "adam",
+            Optimizer::Sgd => OptimizerKind::Sgd,
+            Optimizer::Momentum { .. } => OptimizerKind::Momentum,
+            Optimizer::Adam { .. } => OptimizerKind::Adam,
         }
+    }
+
+    pub fn name(&self) -> &'static str {
+        self.kind().name()
     }
 
     /// How many state tensors the rule keeps per parameter tensor (V; or M and V).
     pub fn state_tensors(&self) -> usize {
-        match self {
-            Optimizer::Sgd => 0,
-            Optimizer::Momentum { .. } => 1,
-            Optimizer::Adam { .. } => 2,
-        }
+        self.kind().moments().len()
     }
 }
 

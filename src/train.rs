@@ -1,6 +1,8 @@
 //! The training loop: full-batch gradient descent (the tutorials' mode) or mini-batch SGD,
-//! progress lines, and the final report. The dev split and the shifts it trains on come from
-//! `data::pool`.
+//! progress lines, and the final report. Each step is next batch → step → observe (the loss
+//! checked; a progress line, early stopping and a checkpoint when due). Checkpointing is a hook
+//! the caller supplies (`Checkpointer`, which `checkpoint::Checkpointing` is), like the
+//! progress callback. The dev split and the shifts it trains on come from `data::pool`.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -10,12 +12,12 @@ use rand::{seq::SliceRandom, SeedableRng};
 use rand_chacha::ChaCha12Rng;
 
 use crate::backend::{Backend, BatchStats};
-use crate::checkpoint::{Checkpointing, Every};
-use crate::data::pool::{draw_shifts, List, Split};
+use crate::data::pool::{draw_shifts, List, Shift, Split};
 use crate::data::CLASSES;
 use crate::error::{config, Error, Result};
 use crate::model::{argmax_columns, confidence_columns, loss_and_correct, Model};
 use crate::optimizer::{Optimizer, OptimizerState};
+use crate::options::RunOptions;
 
 /// How to train.
 #[derive(Debug, Clone)]
@@ -39,8 +41,6 @@ pub struct Schedule {
     pub seed: u64,
     /// Set from outside (Ctrl-C) to stop after the current step.
     pub interrupt: Option<Arc<AtomicBool>>,
-    /// Write the whole training state every so often, and at the end (`--checkpoint`).
-    pub checkpoint: Option<Checkpointing>,
 }
 
 impl Default for Schedule {
@@ -58,7 +58,6 @@ impl Default for Schedule {
             log_every: 50,
             seed: 1,
             interrupt: None,
-            checkpoint: None,
         }
     }
 }
@@ -75,6 +74,25 @@ pub const DIVERGENCE_CHECK_EVERY: usize = 200;
 pub const DIVERGED_LOSS: f64 = 50.0;
 
 impl Schedule {
+    /// The loop's view of `options`: α and its decay as the run uses them (f32), the optimizer
+    /// with its usual constants; no interrupt.
+    pub fn of(options: &RunOptions) -> Schedule {
+        Schedule {
+            batch_size: options.batch_size,
+            // Only the mode's length is read (`plan`).
+            iterations: options.iterations.unwrap_or(0),
+            epochs: options.epochs.unwrap_or(0),
+            alpha: options.alpha as f32,
+            optimizer: Optimizer::with_defaults(options.optimizer),
+            lr_decay: options.lr_decay as f32,
+            patience: options.patience,
+            augment: options.augment,
+            log_every: options.log_every,
+            seed: options.seed,
+            interrupt: None,
+        }
+    }
+
     /// The largest batch a step will see, for sizing a backend's scratch space.
     pub fn capacity(&self, train_len: usize) -> usize {
         self.batch_size.unwrap_or(train_len).min(train_len).max(1)
@@ -268,12 +286,25 @@ pub fn train(
         RunState::start(split, schedule),
         None,
         on_progress,
+        None,
     )
+}
+
+/// Where the run's state goes as it trains (`--checkpoint`): a hook of the loop, beside the
+/// progress callback. Before it hands the state over after a step, the loop reads that step's
+/// statistics, so a diverged run stops before its state is saved.
+pub trait Checkpointer {
+    /// Whether the state after step `step` (counted from 1) is wanted.
+    fn due_after_step(&self, step: usize) -> bool;
+    /// Whether the state at the end of every epoch is wanted.
+    fn due_at_epoch_end(&self) -> bool;
+    /// Saves `state` with the backend's model and optimizer state.
+    fn save(&mut self, backend: &mut dyn Backend, state: &RunState) -> Result<()>;
 }
 
 /// `train` from `state`: from the start, or where a checkpoint left a run. With `optimizer`
 /// (a checkpoint's), the backend's optimizer continues from that state instead of afresh.
-/// With `schedule.checkpoint`, the whole state is written every so often, and at the end.
+/// With `checkpointer`, the whole state is handed to it every so often, and at the end.
 pub fn train_from(
     backend: &mut dyn Backend,
     split: &Split,
@@ -281,7 +312,40 @@ pub fn train_from(
     mut state: RunState,
     optimizer: Option<&OptimizerState>,
     on_progress: &mut dyn FnMut(&Progress),
+    checkpointer: Option<&mut dyn Checkpointer>,
 ) -> Result<Report> {
+    prepare(backend, split, schedule, &state, optimizer)?;
+    let mut run = Run::new(backend, split, schedule, on_progress, checkpointer);
+    let mut ending = match state.stopped_early {
+        Some(best_step) => Ending::EarlyStopped { best_step },
+        None => Ending::Finished,
+    };
+    'epochs: while state.epoch < run.epochs && state.stopped_early.is_none() {
+        while state.position < run.steps_per_epoch {
+            if run.interrupted() {
+                ending = Ending::Interrupted;
+                break 'epochs;
+            }
+            run.step(&mut state)?;
+            if let Some(stop) = run.observe(&mut state)? {
+                ending = stop;
+                break 'epochs;
+            }
+        }
+        run.end_epoch(&mut state);
+    }
+    run.finish(state, ending)
+}
+
+/// Checks that `state` fits the training set and hands the backend the optimizer (and its
+/// state, when resuming) and the dev and test lists.
+fn prepare(
+    backend: &mut dyn Backend,
+    split: &Split,
+    schedule: &Schedule,
+    state: &RunState,
+    optimizer: Option<&OptimizerState>,
+) -> Result<()> {
     let n = split.train.len();
     schedule.validate(n)?;
     if schedule.patience.is_some() && split.dev.is_empty() {
@@ -300,159 +364,233 @@ pub fn train_from(
     // Statistics of earlier steps are not this run's.
     backend.step_stats()?;
     backend.set_list(List::Dev, &split.dev)?;
-    backend.set_list(List::Test, &split.test)?;
+    backend.set_list(List::Test, &split.test)
+}
 
-    let batch = schedule.capacity(n);
-    let (epochs, steps_per_epoch) = plan(schedule, n);
-    let steps = epochs * steps_per_epoch;
-    let mut shifts = Vec::with_capacity(batch);
-    // This session's samples, for the throughput.
-    let mut samples = 0usize;
-    let mut ending = match state.stopped_early {
-        Some(best_step) => Ending::EarlyStopped { best_step },
-        None => Ending::Finished,
-    };
-    let started = Instant::now();
-    // A checkpoint that cannot be written (a full disk) leaves the previous one and a warning:
-    // the run goes on.
-    let mut checkpointed = None;
-    let mut checkpoint = |backend: &mut dyn Backend, state: &RunState| {
-        if let Some(plan) = &schedule.checkpoint {
-            match crate::checkpoint::save(plan, backend, state) {
-                Ok(()) => checkpointed = Some(state.step),
-                Err(e) => eprintln!(
-                    "warning: no checkpoint after step {}: {e}; the run goes on",
-                    state.step
-                ),
+/// The loop at work: what it trains with, and what it counts as it goes.
+struct Run<'a, 'c> {
+    backend: &'a mut dyn Backend,
+    split: &'a Split,
+    schedule: &'a Schedule,
+    on_progress: &'a mut dyn FnMut(&Progress),
+    checkpointer: Option<&'a mut (dyn Checkpointer + 'c)>,
+    /// The largest batch, the plan (epochs of steps) and the steps in all.
+    batch: usize,
+    epochs: usize,
+    steps_per_epoch: usize,
+    steps: usize,
+    /// This batch's shifts (`--augment`).
+    shifts: Vec<Shift>,
+    /// This session's samples and start, for the throughput.
+    samples: usize,
+    started: Instant,
+    /// The step of the last checkpoint written.
+    checkpointed: Option<usize>,
+    /// A resumed run starts with the list of its epoch; a fresh one shuffles it first.
+    list_set: bool,
+}
+
+impl<'a, 'c> Run<'a, 'c> {
+    fn new(
+        backend: &'a mut dyn Backend,
+        split: &'a Split,
+        schedule: &'a Schedule,
+        on_progress: &'a mut dyn FnMut(&Progress),
+        checkpointer: Option<&'a mut (dyn Checkpointer + 'c)>,
+    ) -> Run<'a, 'c> {
+        let n = split.train.len();
+        let batch = schedule.capacity(n);
+        let (epochs, steps_per_epoch) = plan(schedule, n);
+        Run {
+            backend,
+            split,
+            schedule,
+            on_progress,
+            checkpointer,
+            batch,
+            epochs,
+            steps_per_epoch,
+            steps: epochs * steps_per_epoch,
+            shifts: Vec::with_capacity(batch),
+            samples: 0,
+            started: Instant::now(),
+            checkpointed: None,
+            list_set: false,
+        }
+    }
+
+    /// Whether the run was stopped from outside (Ctrl-C).
+    fn interrupted(&self) -> bool {
+        self.schedule
+            .interrupt
+            .as_ref()
+            .is_some_and(|stop| stop.load(Ordering::Relaxed))
+    }
+
+    /// The next batch, and one step on it.
+    fn step(&mut self, state: &mut RunState) -> Result<()> {
+        // A mini-batch epoch's order is drawn with its first step, so that a checkpoint holds
+        // either an epoch not begun or the order it began with.
+        if state.position == 0 && self.schedule.batch_size.is_some() {
+            state.order.shuffle(&mut state.shuffle);
+            self.list_set = false;
+        }
+        if !self.list_set {
+            self.backend.set_list(List::Train, &state.order)?;
+            self.list_set = true;
+        }
+        let (n, s) = (self.split.train.len(), state.position);
+        let (start, len) = match self.schedule.batch_size {
+            None => (0, n),
+            Some(_) => (s * self.batch, self.batch.min(n - s * self.batch)),
+        };
+        if self.schedule.augment {
+            draw_shifts(&mut state.shifts, len, &mut self.shifts);
+            let shifts = &self.shifts;
+            self.backend
+                .train_step_shifted(start, len, state.alpha, shifts)?;
+        } else {
+            self.backend.train_step(start, len, state.alpha)?;
+        }
+        self.samples += len;
+        state.step += 1;
+        state.position += 1;
+        Ok(())
+    }
+
+    /// After a step: the loss checked, a progress line (with early stopping's count) and a
+    /// checkpoint when they are due. Some(ending) when the run stops early.
+    fn observe(&mut self, state: &mut RunState) -> Result<Option<Ending>> {
+        let step = state.step;
+        let log = step % self.schedule.log_every == 0 || step == self.steps;
+        let save = self
+            .checkpointer
+            .as_ref()
+            .is_some_and(|c| c.due_after_step(step));
+        if !log && !save && step % DIVERGENCE_CHECK_EVERY != 0 {
+            return Ok(None);
+        }
+        let window = self.backend.step_stats()?;
+        for (i, stats) in window.iter().enumerate() {
+            check_loss(stats.loss, step + 1 + i - window.len(), step)?;
+        }
+        let Some(&stats) = window.last() else {
+            return Err(Error::Config(format!("no statistics for step {step}")));
+        };
+        if log {
+            let dev = self.progress(state, stats)?;
+            if let Some(stop) = self.early_stop(state, dev)? {
+                return Ok(Some(stop));
             }
         }
-    };
-    // A resumed run starts with the list of its epoch; a fresh one shuffles it first.
-    let mut list_set = false;
-
-    'epochs: while state.epoch < epochs && state.stopped_early.is_none() {
-        while state.position < steps_per_epoch {
-            if schedule
-                .interrupt
-                .as_ref()
-                .is_some_and(|stop| stop.load(Ordering::Relaxed))
-            {
-                ending = Ending::Interrupted;
-                break 'epochs;
-            }
-            // A mini-batch epoch's order is drawn with its first step, so that a checkpoint
-            // holds either an epoch not begun or the order it began with.
-            if state.position == 0 && schedule.batch_size.is_some() {
-                state.order.shuffle(&mut state.shuffle);
-                list_set = false;
-            }
-            if !list_set {
-                backend.set_list(List::Train, &state.order)?;
-                list_set = true;
-            }
-            let s = state.position;
-            let (start, len) = match schedule.batch_size {
-                None => (0, n),
-                Some(_) => (s * batch, batch.min(n - s * batch)),
-            };
-            if schedule.augment {
-                draw_shifts(&mut state.shifts, len, &mut shifts);
-                backend.train_step_shifted(start, len, state.alpha, &shifts)?;
-            } else {
-                backend.train_step(start, len, state.alpha)?;
-            }
-            samples += len;
-            state.step += 1;
-            state.position += 1;
-            let step = state.step;
-            let log = step % schedule.log_every == 0 || step == steps;
-            let save = schedule
-                .checkpoint
-                .as_ref()
-                .is_some_and(|c| c.due_after_step(step));
-            if !log && !save && step % DIVERGENCE_CHECK_EVERY != 0 {
-                continue;
-            }
-            let window = backend.step_stats()?;
-            for (i, stats) in window.iter().enumerate() {
-                check_loss(stats.loss, step + 1 + i - window.len(), step)?;
-            }
-            let Some(&stats) = window.last() else {
-                return Err(Error::Config(format!("no statistics for step {step}")));
-            };
-            if log {
-                let dev = evaluate(backend, split, List::Dev)?;
-                let progress = Progress {
-                    step,
-                    steps,
-                    epoch: schedule.batch_size.map(|_| state.epoch + 1),
-                    batch: stats,
-                    dev_accuracy: dev.as_ref().map(|d| d.accuracy),
-                    dev_loss: dev.as_ref().map(|d| d.loss),
-                    alpha: state.alpha,
-                    samples_per_second: samples as f64 / started.elapsed().as_secs_f64().max(1e-9),
-                };
-                state.history.push(progress);
-                on_progress(&progress);
-                if let (Some(patience), Some(dev)) = (schedule.patience, &dev) {
-                    if state.best.as_ref().is_none_or(|b| dev.loss < b.0) {
-                        state.best = Some((dev.loss, step, backend.model()?));
-                        state.since_best = 0;
-                    } else {
-                        state.since_best += 1;
-                        if state.since_best >= patience {
-                            let (_, best_step, model) = state.best.take().expect("a best model");
-                            backend.set_model(&model)?;
-                            state.stopped_early = Some(best_step);
-                            ending = Ending::EarlyStopped { best_step };
-                            break 'epochs;
-                        }
-                    }
-                }
-            }
-            if save {
-                checkpoint(backend, &state);
-            }
+        if save {
+            self.checkpoint(state);
         }
-        state.alpha *= schedule.lr_decay;
+        Ok(None)
+    }
+
+    /// Evaluates the dev set and reports a progress line; returns the dev evaluation.
+    fn progress(&mut self, state: &mut RunState, stats: BatchStats) -> Result<Option<Evaluation>> {
+        let dev = evaluate(self.backend, self.split, List::Dev)?;
+        let seconds = self.started.elapsed().as_secs_f64().max(1e-9);
+        let progress = Progress {
+            step: state.step,
+            steps: self.steps,
+            epoch: self.schedule.batch_size.map(|_| state.epoch + 1),
+            batch: stats,
+            dev_accuracy: dev.as_ref().map(|d| d.accuracy),
+            dev_loss: dev.as_ref().map(|d| d.loss),
+            alpha: state.alpha,
+            samples_per_second: self.samples as f64 / seconds,
+        };
+        state.history.push(progress);
+        (self.on_progress)(&progress);
+        Ok(dev)
+    }
+
+    /// Early stopping: keeps the best model so far; after `patience` evaluations without a
+    /// better dev loss, the backend goes back to it and the run stops.
+    fn early_stop(
+        &mut self,
+        state: &mut RunState,
+        dev: Option<Evaluation>,
+    ) -> Result<Option<Ending>> {
+        let (Some(patience), Some(dev)) = (self.schedule.patience, dev) else {
+            return Ok(None);
+        };
+        if state.best.as_ref().is_none_or(|b| dev.loss < b.0) {
+            state.best = Some((dev.loss, state.step, self.backend.model()?));
+            state.since_best = 0;
+            return Ok(None);
+        }
+        state.since_best += 1;
+        if state.since_best < patience {
+            return Ok(None);
+        }
+        let (_, best_step, model) = state.best.take().expect("a best model");
+        self.backend.set_model(&model)?;
+        state.stopped_early = Some(best_step);
+        Ok(Some(Ending::EarlyStopped { best_step }))
+    }
+
+    /// Hands the state to the checkpointer, if any. One that cannot be written (a full disk)
+    /// leaves the previous one and a warning: the run goes on.
+    fn checkpoint(&mut self, state: &RunState) {
+        let Some(checkpointer) = self.checkpointer.as_deref_mut() else {
+            return;
+        };
+        match checkpointer.save(&mut *self.backend, state) {
+            Ok(()) => self.checkpointed = Some(state.step),
+            Err(e) => eprintln!(
+                "warning: no checkpoint after step {}: {e}; the run goes on",
+                state.step
+            ),
+        }
+    }
+
+    /// The end of an epoch: α decays, and the checkpoint at every epoch's end is written.
+    fn end_epoch(&mut self, state: &mut RunState) {
+        state.alpha *= self.schedule.lr_decay;
         state.epoch += 1;
         state.position = 0;
-        if schedule
-            .checkpoint
+        if self
+            .checkpointer
             .as_ref()
-            .is_some_and(|c| c.every == Every::Epoch)
+            .is_some_and(|c| c.due_at_epoch_end())
         {
-            checkpoint(backend, &state);
+            self.checkpoint(state);
         }
     }
-    let seconds = started.elapsed().as_secs_f64();
 
-    let model = backend.model()?;
-    if !model.is_finite() {
-        return Err(diverged(state.step, "the weights are no longer finite"));
+    /// The last checkpoint (a Ctrl-C, the last step, or the early stop) and the report.
+    fn finish(mut self, state: RunState, ending: Ending) -> Result<Report> {
+        let seconds = self.started.elapsed().as_secs_f64();
+        let model = self.backend.model()?;
+        if !model.is_finite() {
+            return Err(diverged(state.step, "the weights are no longer finite"));
+        }
+        self.checkpoint(&state);
+        let dev = evaluate(self.backend, self.split, List::Dev)?;
+        let test = evaluate(self.backend, self.split, List::Test)?;
+        let dev_accuracy = dev.as_ref().map(|d| d.accuracy);
+        let (dev_predictions, dev_confidence) = dev
+            .map(|d| (d.predictions, d.confidence))
+            .unwrap_or_default();
+        Ok(Report {
+            steps: state.step,
+            ending,
+            seconds,
+            train_samples_per_second: self.samples as f64 / seconds.max(1e-9),
+            final_loss: state.history.last().map_or(f64::NAN, |p| p.batch.loss),
+            dev_accuracy,
+            dev_predictions,
+            dev_confidence,
+            test_accuracy: test.as_ref().map(|t| t.accuracy),
+            test_loss: test.map(|t| t.loss),
+            history: state.history,
+            checkpointed: self.checkpointed,
+        })
     }
-    // The last checkpoint holds the end of the run: a Ctrl-C, the last step, or the early stop.
-    checkpoint(backend, &state);
-    let dev = evaluate(backend, split, List::Dev)?;
-    let test = evaluate(backend, split, List::Test)?;
-    let dev_accuracy = dev.as_ref().map(|d| d.accuracy);
-    let (dev_predictions, dev_confidence) = dev
-        .map(|d| (d.predictions, d.confidence))
-        .unwrap_or_default();
-    Ok(Report {
-        steps: state.step,
-        ending,
-        seconds,
-        train_samples_per_second: samples as f64 / seconds.max(1e-9),
-        final_loss: state.history.last().map_or(f64::NAN, |p| p.batch.loss),
-        dev_accuracy,
-        dev_predictions,
-        dev_confidence,
-        test_accuracy: test.as_ref().map(|t| t.accuracy),
-        test_loss: test.map(|t| t.loss),
-        history: state.history,
-        checkpointed,
-    })
 }
 
 fn check_loss(loss: f64, step: usize, noticed: usize) -> Result<()> {

@@ -4,6 +4,7 @@ pub mod predict;
 pub mod resume;
 pub mod serve;
 pub mod train;
+pub mod train_args;
 
 use std::path::PathBuf;
 use std::sync::Arc;

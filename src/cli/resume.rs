@@ -12,13 +12,14 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
-use serde_json::{json, Value};
-
-use super::train::TrainArgs;
-use mnist_gpu::checkpoint::{self, Checkpoint, Every};
-use mnist_gpu::error::{config, Error, Result};
+use super::train_args::TrainArgs;
+use mnist_gpu::checkpoint::{self, Checkpoint};
+use mnist_gpu::data::{EMBEDDED_TEST, EMBEDDED_TRAIN};
+use mnist_gpu::error::{config, Result};
 use mnist_gpu::model::Model;
 use mnist_gpu::model_file;
+use mnist_gpu::optimizer::OptimizerKind;
+use mnist_gpu::options::RunOptions;
 
 /// What `--resume` names.
 pub enum Resume {
@@ -56,52 +57,9 @@ impl Resume {
     }
 }
 
-/// The options of a run that a checkpoint records: those that define it, and those a resumed
-/// run takes when they are left out. `log_every` and `every` are the run's own (their defaults
-/// resolved).
-pub fn run_options(
-    args: &TrainArgs,
-    model: &Model,
-    test: Option<&str>,
-    log_every: usize,
-    every: Option<Every>,
-) -> Value {
-    json!({
-        "hidden": model.hidden(),
-        "activation": model.activation.name(),
-        "optimizer": format!("{:?}", args.optimizer).to_lowercase(),
-        "alpha": args.alpha,
-        "lr_decay": args.lr_decay,
-        "batch_size": args.batch_size,
-        "dev_size": args.dev_size,
-        "seed": args.seed,
-        "augment": args.augment,
-        "patience": args.patience,
-        "test": test,
-        "iterations": args.batch_size.is_none().then_some(args.iterations),
-        "epochs": args.batch_size.map(|_| args.epochs),
-        "log_every": log_every,
-        "checkpoint_every": every.map(|e| match e {
-            Every::Epoch => json!("epoch"),
-            Every::Steps(n) => json!(n),
-        }),
-    })
-}
-
-/// How a value reads in a message: an f32 as the run uses it, `on`/`off`, `none`.
-fn shown(value: &Value, as_f32: bool) -> String {
-    match value {
-        Value::Null => "none".into(),
-        Value::Bool(true) => "on".into(),
-        Value::Bool(false) => "off".into(),
-        Value::String(s) => s.clone(),
-        Value::Number(n) if as_f32 => format!("{}", n.as_f64().unwrap_or(f64::NAN) as f32),
-        other => other.to_string(),
-    }
-}
-
-/// `args` with the options the command line leaves out taken from `ckpt`'s run. `explicit`
-/// holds the options the command line gives (clap's ids: `alpha`, `batch_size`, …).
+/// `args` with the options the command line leaves out taken from `ckpt`'s run; refused when
+/// the command line contradicts an option that defines the run. `explicit` holds the options the
+/// command line gives (clap's ids: `alpha`, `batch_size`, …).
 pub fn merge(
     args: &TrainArgs,
     explicit: &BTreeSet<String>,
@@ -109,118 +67,210 @@ pub fn merge(
     ckpt: &Checkpoint,
 ) -> Result<TrainArgs> {
     let saved = &ckpt.options;
-    let file = path.display();
-    let refuse = |message: String| config(format!("--resume {file}: {message}"));
-    let mini_batch = !saved["batch_size"].is_null();
+    let refuse = |message: String| config(format!("--resume {}: {message}", path.display()));
+    if let Err(message) = check_length(explicit, saved) {
+        return refuse(message.into());
+    }
+    if let Some((flag, saved, asked)) = contradiction(args, explicit, saved) {
+        return refuse(format!(
+            "the checkpoint's run has {flag} {saved}, this run asks for {asked}; leave {flag} out \
+             to continue that run, or start a new one without --resume"
+        ));
+    }
+    let mut merged = args.clone();
+    take_defining(&mut merged, saved);
+    if let Err(what) = take_length(&mut merged, explicit, saved) {
+        return refuse(format!("the checkpoint's options have no valid {what}"));
+    }
+    take_intervals(&mut merged, explicit, saved, path);
+    take_data(&mut merged, explicit, saved, ckpt);
+    Ok(merged)
+}
+
+/// The run's length is said in its own mode's unit: epochs of mini-batches, or iterations.
+fn check_length(
+    explicit: &BTreeSet<String>,
+    saved: &RunOptions,
+) -> std::result::Result<(), &'static str> {
+    let mini_batch = saved.batch_size.is_some();
     if explicit.contains("iterations") && mini_batch {
-        return refuse("the checkpoint's run is mini-batch: say how long with --epochs".into());
+        return Err("the checkpoint's run is mini-batch: say how long with --epochs");
     }
     if explicit.contains("epochs") && !mini_batch && !explicit.contains("batch_size") {
-        return refuse("the checkpoint's run is full-batch: say how long with --iterations".into());
+        return Err("the checkpoint's run is full-batch: say how long with --iterations");
     }
-    // The options that define the run, with what the command line says as the checkpoint
-    // stores it; f32 ones compared as the run uses them.
-    let asked = |id: &str| -> Value {
-        match id {
-            "optimizer" => json!(format!("{:?}", args.optimizer).to_lowercase()),
-            "alpha" => json!(args.alpha as f32),
-            "lr_decay" => json!(args.lr_decay as f32),
-            "batch_size" => json!(args.batch_size),
-            "dev_size" => json!(args.dev_size),
-            "seed" => json!(args.seed),
-            "augment" => json!(args.augment),
-            "patience" => json!(args.patience),
-            "log_every" => json!(args.log_every),
-            _ => Value::Null,
+    Ok(())
+}
+
+/// The first option that defines the run which the command line gives otherwise than the
+/// checkpoint: its flag, the checkpoint's value and the asked one, as they read in a message.
+/// α and its decay are compared as the run uses them (f32).
+fn contradiction(
+    args: &TrainArgs,
+    explicit: &BTreeSet<String>,
+    saved: &RunOptions,
+) -> Option<(&'static str, String, String)> {
+    let given = |id: &str| explicit.contains(id);
+    let differs = |flag: &'static str, id: &str, saved: Shown, asked: Shown| {
+        (given(id) && saved != asked).then(|| (flag, saved.to_string(), asked.to_string()))
+    };
+    let f32_of = |v: f64| Shown::F32(v as f32);
+    [
+        differs(
+            "--optimizer",
+            "optimizer",
+            Shown::Optimizer(saved.optimizer),
+            Shown::Optimizer(args.optimizer),
+        ),
+        differs("--alpha", "alpha", f32_of(saved.alpha), f32_of(args.alpha)),
+        differs(
+            "--lr-decay",
+            "lr_decay",
+            f32_of(saved.lr_decay),
+            f32_of(args.lr_decay),
+        ),
+        differs(
+            "--batch-size",
+            "batch_size",
+            Shown::count(saved.batch_size),
+            Shown::count(args.batch_size),
+        ),
+        differs(
+            "--dev-size",
+            "dev_size",
+            Shown::count(Some(saved.dev_size)),
+            Shown::count(Some(args.dev_size)),
+        ),
+        differs(
+            "--seed",
+            "seed",
+            Shown::Count(Some(saved.seed)),
+            Shown::Count(Some(args.seed)),
+        ),
+        differs(
+            "--augment",
+            "augment",
+            Shown::Switch(saved.augment),
+            Shown::Switch(args.augment),
+        ),
+        differs(
+            "--patience",
+            "patience",
+            Shown::count(saved.patience),
+            Shown::count(args.patience),
+        ),
+        // Early stopping counts evaluations, one every --log-every steps.
+        saved.patience.and_then(|_| {
+            differs(
+                "--log-every",
+                "log_every",
+                Shown::count(Some(saved.log_every)),
+                Shown::count(args.log_every),
+            )
+        }),
+    ]
+    .into_iter()
+    .flatten()
+    .next()
+}
+
+/// An option's value as a message shows it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Shown {
+    Optimizer(OptimizerKind),
+    F32(f32),
+    /// A count, or `none`.
+    Count(Option<u64>),
+    /// `on` or `off`.
+    Switch(bool),
+}
+
+impl Shown {
+    fn count(n: Option<usize>) -> Shown {
+        Shown::Count(n.map(|n| n as u64))
+    }
+}
+
+impl std::fmt::Display for Shown {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        match self {
+            Shown::Optimizer(kind) => f.write_str(kind.name()),
+            Shown::F32(v) => write!(f, "{v}"),
+            Shown::Count(Some(n)) => write!(f, "{n}"),
+            Shown::Count(None) => f.write_str("none"),
+            Shown::Switch(on) => f.write_str(if *on { "on" } else { "off" }),
         }
-    };
-    let stored = |id: &str| -> Value {
-        match id {
-            "alpha" | "lr_decay" => json!(saved[id].as_f64().map(|v| v as f32)),
-            _ => saved[id].clone(),
+    }
+}
+
+/// The options that define the run: the checkpoint's (the command line agrees, or leaves them
+/// out).
+fn take_defining(merged: &mut TrainArgs, saved: &RunOptions) {
+    merged.optimizer = saved.optimizer;
+    merged.alpha = saved.alpha;
+    merged.lr_decay = saved.lr_decay;
+    merged.batch_size = saved.batch_size;
+    merged.dev_size = saved.dev_size;
+    merged.seed = saved.seed;
+    merged.augment = saved.augment;
+    merged.patience = saved.patience;
+}
+
+/// The run's length: the checkpoint's unless given. On failure, the missing option's name.
+fn take_length(
+    merged: &mut TrainArgs,
+    explicit: &BTreeSet<String>,
+    saved: &RunOptions,
+) -> std::result::Result<(), &'static str> {
+    if saved.batch_size.is_some() {
+        if !explicit.contains("epochs") {
+            merged.epochs = saved.epochs.ok_or("epochs")?;
         }
-    };
-    let mut defining = vec![
-        ("optimizer", "--optimizer"),
-        ("alpha", "--alpha"),
-        ("lr_decay", "--lr-decay"),
-        ("batch_size", "--batch-size"),
-        ("dev_size", "--dev-size"),
-        ("seed", "--seed"),
-        ("augment", "--augment"),
-        ("patience", "--patience"),
-    ];
-    // Early stopping counts evaluations, one every --log-every steps.
-    if !saved["patience"].is_null() {
-        defining.push(("log_every", "--log-every"));
+    } else if !explicit.contains("iterations") {
+        merged.iterations = saved.iterations.ok_or("iterations")?;
     }
-    for (id, flag) in defining {
-        if explicit.contains(id) && asked(id) != stored(id) {
-            let f32_valued = matches!(id, "alpha" | "lr_decay");
-            return refuse(format!(
-                "the checkpoint's run has {flag} {}, this run asks for {}; leave {flag} out to \
-                 continue that run, or start a new one without --resume",
-                shown(&stored(id), f32_valued),
-                shown(&asked(id), f32_valued)
-            ));
-        }
-    }
-    let bad = |what: &str| {
-        Error::Config(format!(
-            "--resume {file}: the checkpoint's options have no valid {what}"
-        ))
-    };
-    let count = |key: &str| {
-        saved[key]
-            .as_u64()
-            .map(|n| n as usize)
-            .ok_or_else(|| bad(key))
-    };
-    let mut merged = args.clone();
-    merged.optimizer = checkpoint::optimizer_kind(saved).ok_or_else(|| bad("optimizer"))?;
-    merged.alpha = saved["alpha"].as_f64().ok_or_else(|| bad("alpha"))?;
-    merged.lr_decay = saved["lr_decay"].as_f64().ok_or_else(|| bad("lr_decay"))?;
-    merged.batch_size = mini_batch.then(|| count("batch_size")).transpose()?;
-    merged.dev_size = count("dev_size")?;
-    merged.seed = saved["seed"].as_u64().ok_or_else(|| bad("seed"))?;
-    merged.augment = saved["augment"].as_bool().ok_or_else(|| bad("augment"))?;
-    merged.patience = saved["patience"].as_u64().map(|p| p as usize);
-    // The run's length and its intervals: the checkpoint's unless given.
-    if mini_batch && !explicit.contains("epochs") {
-        merged.epochs = count("epochs")?;
-    }
-    if !mini_batch && !explicit.contains("iterations") {
-        merged.iterations = count("iterations")?;
-    }
+    Ok(())
+}
+
+/// How often the run reports and writes checkpoints, and where: the checkpoint's unless given
+/// (a resumed run writes on to its checkpoint).
+fn take_intervals(
+    merged: &mut TrainArgs,
+    explicit: &BTreeSet<String>,
+    saved: &RunOptions,
+    path: &Path,
+) {
     if !explicit.contains("log_every") {
-        merged.log_every = Some(count("log_every")?);
+        merged.log_every = Some(saved.log_every);
     }
     if !explicit.contains("checkpoint") {
         merged.checkpoint = Some(path.to_path_buf());
         if !explicit.contains("checkpoint_every") {
-            merged.checkpoint_every = match &saved["checkpoint_every"] {
-                Value::String(e) => Some(Every::parse(e).map_err(|_| bad("checkpoint_every"))?),
-                Value::Number(n) => Some(Every::Steps(n.as_u64().unwrap_or(1).max(1) as usize)),
-                _ => None,
-            };
+            merged.checkpoint_every = saved.checkpoint_every;
         }
     }
-    // The data: the run's training file unless --train names it (its bytes are checked), and
-    // its test file unless --test says otherwise.
+}
+
+/// The data: the run's training file unless --train names it (its bytes are checked), and its
+/// test file unless --test says otherwise.
+fn take_data(
+    merged: &mut TrainArgs,
+    explicit: &BTreeSet<String>,
+    saved: &RunOptions,
+    ckpt: &Checkpoint,
+) {
     if !explicit.contains("train") {
         let name = &ckpt.train_file.name;
-        merged.train =
-            (*name != mnist_gpu::data::EMBEDDED_TRAIN.name()).then(|| PathBuf::from(name));
+        merged.train = (*name != EMBEDDED_TRAIN.name()).then(|| PathBuf::from(name));
     }
     if !explicit.contains("test") {
-        merged.test = match saved["test"].as_str() {
+        merged.test = match saved.test.as_deref() {
             None => Some(PathBuf::from("none")),
-            Some(name) if name == mnist_gpu::data::EMBEDDED_TEST.name() => {
+            Some(name) if name == EMBEDDED_TEST.name() => {
                 // The embedded digits are the default only beside the embedded training set.
                 merged.train.is_some().then(|| PathBuf::from(name))
             }
             Some(name) => Some(PathBuf::from(name)),
         };
     }
-    Ok(merged)
 }

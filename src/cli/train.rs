@@ -7,134 +7,23 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
-use serde_json::json;
+use serde::Serialize;
+use serde_json::Value;
 
 use super::resume::{self, Resume};
-use super::{check_output, percent, BackendArgs};
-use mnist_gpu::checkpoint::{Checkpointing, Every, FileId};
-use mnist_gpu::data::pool::List;
-use mnist_gpu::data::pool::Split;
+use super::train_args::TrainArgs;
+use super::{check_output, percent, Opened};
+use mnist_gpu::backend::Backend;
+use mnist_gpu::checkpoint::{Checkpointing, FileId};
+use mnist_gpu::data::pool::{List, Split};
 use mnist_gpu::data::{Dataset, Embedded, EMBEDDED_TEST, EMBEDDED_TRAIN};
 use mnist_gpu::error::{config, Error, Result};
 use mnist_gpu::model::{Activation, Init, Model};
-use mnist_gpu::optimizer::{Optimizer, OptimizerKind};
-use mnist_gpu::train::{self, Ending, Progress, RunState, Schedule};
+use mnist_gpu::optimizer::{OptimizerKind, OptimizerState};
+use mnist_gpu::options::RunOptions;
+use mnist_gpu::train::{self, Checkpointer, Ending, Progress, Report, RunState, Schedule};
 use mnist_gpu::{art, data, metrics, model_file};
-
-#[derive(Debug, Clone, Args)]
-pub struct TrainArgs {
-    #[command(flatten)]
-    pub backend: BackendArgs,
-
-    /// Training data: an IDX images file (labels beside it) or a CSV, optionally .gz.
-    #[arg(long)]
-    pub train: Option<PathBuf>,
-
-    /// Test data, same formats; `none` for no test set.
-    #[arg(long)]
-    pub test: Option<PathBuf>,
-
-    /// Hidden layer widths, comma-separated: `10` is the classic 784-10-10, `10,10` two
-    /// layers [default: 10, or the --resume model's].
-    #[arg(long, value_delimiter = ',', allow_negative_numbers = true)]
-    pub hidden: Option<Vec<usize>>,
-
-    /// Activation between layers [default: relu, or the --resume model's].
-    #[arg(long, value_enum)]
-    pub activation: Option<Activation>,
-
-    /// Weight initialisation.
-    #[arg(long, value_enum, default_value_t = Init::He)]
-    pub init: Init,
-
-    /// Continue from a checkpoint (the whole run, as if it had never stopped), or start from
-    /// the weights of a saved model (the optimizer starts afresh).
-    #[arg(long, value_name = "FILE")]
-    pub resume: Option<PathBuf>,
-
-    /// Write the whole training state (model, optimizer, position, random streams) to this
-    /// .safetensors file every --checkpoint-every steps and at the end; --resume continues it
-    /// (and writes on to it unless given another).
-    #[arg(long, value_name = "FILE")]
-    pub checkpoint: Option<PathBuf>,
-
-    /// How often --checkpoint writes: every N steps, or `epoch` [default: every --log-every
-    /// steps, or the resumed checkpoint's].
-    #[arg(long, value_name = "N|epoch", value_parser = Every::parse)]
-    pub checkpoint_every: Option<Every>,
-
-    /// Seed for the initial weights, the dev split, the batch order and the shifts.
-    #[arg(long, default_value_t = 1, allow_negative_numbers = true)]
-    pub seed: u64,
-
-    /// Learning rate α.
-    #[arg(long, default_value_t = 0.3, allow_negative_numbers = true)]
-    pub alpha: f64,
-
-    /// How gradients update the weights.
-    #[arg(long, value_enum, default_value_t = OptimizerKind::Sgd)]
-    pub optimizer: OptimizerKind,
-
-    /// Multiply α by this after every epoch (every iteration in full-batch mode), e.g. 0.95.
-    #[arg(long, default_value_t = 1.0, allow_negative_numbers = true)]
-    pub lr_decay: f64,
-
-    /// Stop when the dev loss has not improved for N evaluations (one per --log-every
-    /// steps), and keep the best model.
-    #[arg(long, value_name = "N", allow_negative_numbers = true)]
-    pub patience: Option<usize>,
-
-    /// Shift each training image by up to 2 pixels each way, drawn per batch.
-    #[arg(long)]
-    pub augment: bool,
-
-    /// Full-batch gradient descent steps.
-    #[arg(
-        long,
-        default_value_t = 500,
-        conflicts_with = "batch_size",
-        allow_negative_numbers = true
-    )]
-    pub iterations: usize,
-
-    /// Mini-batch size: switches from full-batch gradient descent to mini-batch SGD.
-    #[arg(long, allow_negative_numbers = true)]
-    pub batch_size: Option<usize>,
-
-    /// Passes over the training set in mini-batch mode.
-    #[arg(long, default_value_t = 30, allow_negative_numbers = true)]
-    pub epochs: usize,
-
-    /// Images held out of the training file as the dev set.
-    #[arg(long, default_value_t = 1000, allow_negative_numbers = true)]
-    pub dev_size: usize,
-
-    /// Print progress every N steps [default: 50 full-batch, once an epoch mini-batch].
-    #[arg(long, allow_negative_numbers = true)]
-    pub log_every: Option<usize>,
-
-    /// Draw N dev images as text with their predicted and true labels.
-    #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
-    pub show: usize,
-
-    /// Save the trained model (safetensors).
-    #[arg(long, value_name = "FILE")]
-    pub save: Option<PathBuf>,
-
-    /// Write the loss and accuracies at every progress line as CSV.
-    #[arg(long, value_name = "FILE.csv")]
-    pub metrics: Option<PathBuf>,
-
-    /// Draw the loss and the train/dev accuracy against the step (.png or .svg).
-    #[arg(long, value_name = "FILE")]
-    pub plot: Option<PathBuf>,
-
-    /// Print a JSON summary as the last line of stdout.
-    #[arg(long)]
-    pub json: bool,
-}
 
 /// Where a dataset comes from: a file, or the digits compiled into the binary.
 enum Source {
@@ -285,14 +174,7 @@ impl Reporter {
 /// Trains as `args` say; `explicit` holds the options the command line gave (clap's ids), which
 /// a checkpoint's run must not contradict when it is resumed.
 pub fn run(args: &TrainArgs, explicit: &BTreeSet<String>) -> Result<()> {
-    check_output(&args.save, "--save", &["safetensors"])?;
-    check_output(&args.metrics, "--metrics", &["csv"])?;
-    check_output(&args.plot, "--plot", &["png", "svg"])?;
-    check_output(&args.checkpoint, "--checkpoint", &["safetensors"])?;
-    let resume = Resume::open(args.resume.as_deref())?;
-    if explicit.contains("init") && args.resume.is_some() {
-        return config("--init makes new weights; --resume brings its own: leave one out");
-    }
+    let resume = open_resume(args, explicit)?;
     let merged;
     let args = match &resume {
         Resume::Run(path, ckpt) => {
@@ -301,6 +183,83 @@ pub fn run(args: &TrainArgs, explicit: &BTreeSet<String>) -> Result<()> {
         }
         _ => args,
     };
+    check_combinations(args, explicit)?;
+    let data = Data::load(args, explicit, &resume)?;
+    let split = &data.split;
+    let steps_per_epoch = args
+        .batch_size
+        .map(|b| split.train.len().div_ceil(b.max(1)));
+    let interrupt = interrupt_flag();
+    let test_name = data.test.as_ref().map(Source::name);
+    let options = args.run_options(&data.model, test_name, steps_per_epoch);
+    let schedule = Schedule {
+        interrupt: Some(interrupt),
+        ..Schedule::of(&options)
+    };
+    // A checkpoint's run continues on its own training file; a new checkpoint records it.
+    let train_id = match (&resume, &args.checkpoint) {
+        (Resume::Run(..), _) | (_, Some(_)) => Some(data.train.id()?),
+        _ => None,
+    };
+    let mut checkpointing = checkpointing(args, &options, train_id.as_ref());
+    let (state, optimizer) = starting_state(
+        resume,
+        split,
+        &schedule,
+        train_id.as_ref(),
+        checkpointing.as_ref(),
+    )?;
+    schedule.validate(split.train.len())?;
+    let capacity = schedule.capacity(split.train.len());
+    let mut opened = args
+        .backend
+        .open(&data.model, split.pool.clone(), split.sizes(), capacity)?;
+    for note in opened.notes("training") {
+        println!("{note}");
+    }
+    announce(args, &opened, &data, &schedule);
+    let mut reporter = Reporter::new(args.json);
+    let result = train::train_from(
+        opened.backend.as_mut(),
+        split,
+        &schedule,
+        state,
+        optimizer.as_ref(),
+        &mut |p| reporter.progress(p),
+        checkpointing.as_mut().map(|c| c as &mut dyn Checkpointer),
+    );
+    reporter.finish();
+    let report = result?;
+    print_ending(&report, args);
+    let record = OptionsRecord::new(args, &opened, &data, &options, capacity);
+    let record = to_json(&record)?;
+    write_outputs(args, &record, &report, opened.backend.as_mut())?;
+    show_dev_images(args, split, &report);
+    if args.json {
+        let summary = Summary::new(&record, &report, opened.backend.device_name(), args, split);
+        println!("{}", to_json(&summary)?);
+    }
+    if report.ending == Ending::Interrupted {
+        return Err(interrupted(args, &report));
+    }
+    Ok(())
+}
+
+/// The output files checked and the `--resume` file opened, before any work.
+fn open_resume(args: &TrainArgs, explicit: &BTreeSet<String>) -> Result<Resume> {
+    check_output(&args.save, "--save", &["safetensors"])?;
+    check_output(&args.metrics, "--metrics", &["csv"])?;
+    check_output(&args.plot, "--plot", &["png", "svg"])?;
+    check_output(&args.checkpoint, "--checkpoint", &["safetensors"])?;
+    let resume = Resume::open(args.resume.as_deref())?;
+    if explicit.contains("init") && args.resume.is_some() {
+        return config("--init makes new weights; --resume brings its own: leave one out");
+    }
+    Ok(resume)
+}
+
+/// Options that need others (after a resumed checkpoint's are merged in).
+fn check_combinations(args: &TrainArgs, explicit: &BTreeSet<String>) -> Result<()> {
     // A resumed checkpoint's run writes on to its file without --checkpoint.
     if args.checkpoint_every.is_some() && args.checkpoint.is_none() {
         return config("--checkpoint-every needs --checkpoint FILE.safetensors");
@@ -308,166 +267,161 @@ pub fn run(args: &TrainArgs, explicit: &BTreeSet<String>) -> Result<()> {
     if explicit.contains("epochs") && args.batch_size.is_none() {
         return config("--epochs needs --batch-size: epochs count passes of mini-batches");
     }
-    let train_source = match &args.train {
-        Some(path) => Source::named(path),
-        None => Source::Embedded(&EMBEDDED_TRAIN),
-    };
-    let test_source = match &args.test {
-        Some(p) if p.as_os_str() == "none" => None,
-        Some(p) => Some(Source::named(p)),
-        None if args.train.is_none() => Some(Source::Embedded(&EMBEDDED_TEST)),
-        None => None,
-    };
-    let model = initial_model(args, &resume)?;
-    let train_file = match (&resume, explicit.contains("train")) {
-        (Resume::Run(path, _), false) => train_source.load().map_err(|e| {
-            Error::Config(format!(
-                "--resume {}: the run's training file cannot be read ({e}); pass it with --train",
-                path.display()
-            ))
-        })?,
-        _ => train_source.load()?,
-    };
-    let test_file = test_source.as_ref().map(Source::load).transpose()?;
-    let split = Split::new(&train_file, test_file.as_ref(), args.dev_size, args.seed)?;
-    if args.show > split.dev.len() {
-        return config(format!(
-            "--show {}: there are only {} dev images",
-            args.show,
-            split.dev.len()
-        ));
-    }
+    Ok(())
+}
 
-    let steps_per_epoch = args
-        .batch_size
-        .map(|b| split.train.len().div_ceil(b.max(1)));
-    let interrupt = interrupt_flag();
-    let mut schedule = Schedule {
-        batch_size: args.batch_size,
-        iterations: args.iterations,
-        epochs: args.epochs,
-        alpha: args.alpha as f32,
-        optimizer: Optimizer::with_defaults(args.optimizer),
-        lr_decay: args.lr_decay as f32,
-        patience: args.patience,
-        augment: args.augment,
-        log_every: args.log_every.or(steps_per_epoch).unwrap_or(50),
-        seed: args.seed,
-        interrupt: Some(interrupt),
-        checkpoint: None,
-    };
-    let every = args.checkpoint.as_ref().map(|_| {
-        args.checkpoint_every
-            .unwrap_or(Every::Steps(schedule.log_every))
-    });
-    let test_name = test_source.as_ref().map(Source::name);
-    let run_options = resume::run_options(
-        args,
-        &model,
-        test_name.as_deref(),
-        schedule.log_every,
-        every,
-    );
-    // A checkpoint's run continues on its own training file; a new checkpoint records it.
-    let train_id = match (&resume, &args.checkpoint) {
-        (Resume::Run(..), _) | (_, Some(_)) => Some(train_source.id()?),
-        _ => None,
-    };
-    if let (Some(path), Some(every)) = (&args.checkpoint, every) {
-        let removed = model_file::remove_partials(path);
-        if removed > 0 {
-            println!(
-                "note: removed {removed} unfinished write(s) of {} (a killed run's)",
-                path.display()
-            );
+/// What the run trains: the data's sources, the network to start from, and the split.
+struct Data {
+    train: Source,
+    test: Option<Source>,
+    model: Model,
+    split: Split,
+}
+
+impl Data {
+    fn load(args: &TrainArgs, explicit: &BTreeSet<String>, resume: &Resume) -> Result<Data> {
+        let train = match &args.train {
+            Some(path) => Source::named(path),
+            None => Source::Embedded(&EMBEDDED_TRAIN),
+        };
+        let test = match &args.test {
+            Some(p) if p.as_os_str() == "none" => None,
+            Some(p) => Some(Source::named(p)),
+            None if args.train.is_none() => Some(Source::Embedded(&EMBEDDED_TEST)),
+            None => None,
+        };
+        let model = initial_model(args, resume)?;
+        let train_file = match (resume, explicit.contains("train")) {
+            (Resume::Run(path, _), false) => train.load().map_err(|e| {
+                Error::Config(format!(
+                    "--resume {}: the run's training file cannot be read ({e}); pass it with \
+                     --train",
+                    path.display()
+                ))
+            })?,
+            _ => train.load()?,
+        };
+        let test_file = test.as_ref().map(Source::load).transpose()?;
+        let split = Split::new(&train_file, test_file.as_ref(), args.dev_size, args.seed)?;
+        if args.show > split.dev.len() {
+            return config(format!(
+                "--show {}: there are only {} dev images",
+                args.show,
+                split.dev.len()
+            ));
         }
-        schedule.checkpoint = Some(Checkpointing {
-            path: path.clone(),
-            every,
-            options: run_options.clone(),
-            train_file: train_id.clone().expect("computed for --checkpoint"),
-        });
+        Ok(Data {
+            train,
+            test,
+            model,
+            split,
+        })
     }
-    let (state, optimizer_state) = match resume {
-        Resume::Run(path, ckpt) => {
-            let refuse =
-                |message: String| config(format!("--resume {}: {message}", path.display()));
-            let id = train_id.as_ref().expect("computed for a checkpoint");
-            let saved = &ckpt.train_file;
-            if id.sha256 != saved.sha256 || id.bytes != saved.bytes {
-                return refuse(format!(
-                    "the training file {} ({} bytes) is not the one the run trained on ({}, {} \
-                     bytes, SHA-256 {}…); pass that one with --train",
-                    id.name,
-                    id.bytes,
-                    saved.name,
-                    saved.bytes,
-                    &saved.sha256[..12]
-                ));
-            }
-            let mut order = ckpt.state.order.clone();
-            let mut train = split.train.clone();
-            order.sort_unstable();
-            train.sort_unstable();
-            if order != train {
-                return refuse("its order of samples is not of the training set's samples".into());
-            }
-            let (epochs, per_epoch) = train::plan(&schedule, split.train.len());
-            if ckpt.state.position > per_epoch {
-                return refuse(format!(
-                    "its position, step {} of an epoch, is past the epoch's {per_epoch} steps",
-                    ckpt.state.position
-                ));
-            }
-            let (step, of) = (ckpt.state.step, epochs * per_epoch);
-            let whence = match schedule.batch_size {
-                _ if step >= of || ckpt.state.stopped_early.is_some() => {
-                    "its run has ended: nothing to train, the model is evaluated".to_string()
-                }
-                None => format!("at iteration {} of {of}", step + 1),
-                Some(_) => format!(
-                    "at step {} of {of} (epoch {} of {epochs})",
-                    step + 1,
-                    ckpt.state.epoch + 1
-                ),
-            };
-            println!("resuming {} after step {step}: {whence}", path.display());
-            if let Some(c) = &schedule.checkpoint {
-                println!("checkpoints go on in {}", c.path.display());
-            }
-            (ckpt.state, Some(ckpt.optimizer))
-        }
+}
+
+/// With `--checkpoint`: what writes it (after removing a killed run's unfinished writes).
+fn checkpointing(
+    args: &TrainArgs,
+    options: &RunOptions,
+    train_id: Option<&FileId>,
+) -> Option<Checkpointing> {
+    let (path, train_file) = (args.checkpoint.as_ref()?, train_id?);
+    let removed = model_file::remove_partials(path);
+    if removed > 0 {
+        println!(
+            "note: removed {removed} unfinished write(s) of {} (a killed run's)",
+            path.display()
+        );
+    }
+    Some(Checkpointing {
+        path: path.clone(),
+        options: options.clone(),
+        train_file: train_file.clone(),
+    })
+}
+
+/// Where the run starts: a resumed checkpoint's state and optimizer (checked against the
+/// training set and the schedule), or the start.
+fn starting_state(
+    resume: Resume,
+    split: &Split,
+    schedule: &Schedule,
+    train_id: Option<&FileId>,
+    checkpointing: Option<&Checkpointing>,
+) -> Result<(RunState, Option<OptimizerState>)> {
+    let (path, ckpt) = match resume {
+        Resume::Run(path, ckpt) => (path, ckpt),
         Resume::Weights(path, _) => {
             println!(
                 "note: {} holds weights only: the optimizer and the schedule start afresh",
                 path.display()
             );
-            (RunState::start(&split, &schedule), None)
+            return Ok((RunState::start(split, schedule), None));
         }
-        Resume::Fresh => (RunState::start(&split, &schedule), None),
+        Resume::Fresh => return Ok((RunState::start(split, schedule), None)),
     };
-    schedule.validate(split.train.len())?;
-    let capacity = schedule.capacity(split.train.len());
-    let opened = args
-        .backend
-        .open(&model, split.pool.clone(), split.sizes(), capacity)?;
-    for note in opened.notes("training") {
-        println!("{note}");
+    let refuse = |message: String| config(format!("--resume {}: {message}", path.display()));
+    if let Some(id) = train_id {
+        let saved = &ckpt.train_file;
+        if id.sha256 != saved.sha256 || id.bytes != saved.bytes {
+            return refuse(format!(
+                "the training file {} ({} bytes) is not the one the run trained on ({}, {} \
+                 bytes, SHA-256 {}…); pass that one with --train",
+                id.name,
+                id.bytes,
+                saved.name,
+                saved.bytes,
+                &saved.sha256[..12]
+            ));
+        }
     }
-    let mut backend = opened.backend;
-    let device = backend.device_name();
-    let hidden = model.hidden();
-    let widths: Vec<String> = hidden.iter().map(|h| h.to_string()).collect();
+    let mut order = ckpt.state.order.clone();
+    let mut train = split.train.clone();
+    order.sort_unstable();
+    train.sort_unstable();
+    if order != train {
+        return refuse("its order of samples is not of the training set's samples".into());
+    }
+    let (epochs, per_epoch) = train::plan(schedule, split.train.len());
+    if ckpt.state.position > per_epoch {
+        return refuse(format!(
+            "its position, step {} of an epoch, is past the epoch's {per_epoch} steps",
+            ckpt.state.position
+        ));
+    }
+    let (step, of) = (ckpt.state.step, epochs * per_epoch);
+    let whence = match schedule.batch_size {
+        _ if step >= of || ckpt.state.stopped_early.is_some() => {
+            "its run has ended: nothing to train, the model is evaluated".to_string()
+        }
+        None => format!("at iteration {} of {of}", step + 1),
+        Some(_) => format!(
+            "at step {} of {of} (epoch {} of {epochs})",
+            step + 1,
+            ckpt.state.epoch + 1
+        ),
+    };
+    println!("resuming {} after step {step}: {whence}", path.display());
+    if let Some(c) = checkpointing {
+        println!("checkpoints go on in {}", c.path.display());
+    }
+    Ok((ckpt.state, Some(ckpt.optimizer)))
+}
 
-    let path = backend.path().name();
+/// The line that says what trains, where, on what.
+fn announce(args: &TrainArgs, opened: &Opened, data: &Data, schedule: &Schedule) {
+    let backend = &opened.backend;
+    let widths: Vec<String> = data.model.hidden().iter().map(|h| h.to_string()).collect();
     if let Some(note) = backend.path_note() {
         println!("note: the reference path runs: {note}");
     }
+    let split = &data.split;
     println!(
-        "training 784-{}-10 ({}) on {}, {path} path: {} train, {} dev, {} test images; {}, {}, α = {}",
+        "training 784-{}-10 ({}) on {}, {} path: {} train, {} dev, {} test images; {}, {}, α = {}",
         widths.join("-"),
-        model.activation.name(),
-        device,
+        data.model.activation.name(),
+        backend.device_name(),
+        backend.path().name(),
         split.train.len(),
         split.dev.len(),
         split.test.len(),
@@ -478,18 +432,10 @@ pub fn run(args: &TrainArgs, explicit: &BTreeSet<String>) -> Result<()> {
         schedule.optimizer.name(),
         schedule.alpha,
     );
-    let mut reporter = Reporter::new(args.json);
-    let result = train::train_from(
-        backend.as_mut(),
-        &split,
-        &schedule,
-        state,
-        optimizer_state.as_ref(),
-        &mut |p| reporter.progress(p),
-    );
-    reporter.finish();
-    let report = result?;
+}
 
+/// Why the run ended, and how it did.
+fn print_ending(report: &Report, args: &TrainArgs) {
     match report.ending {
         Ending::Finished => {}
         Ending::EarlyStopped { best_step } => println!(
@@ -506,31 +452,15 @@ pub fn run(args: &TrainArgs, explicit: &BTreeSet<String>) -> Result<()> {
         report.seconds,
         report.train_samples_per_second
     );
+}
 
-    let options = json!({
-        "backend": opened.name,
-        "backend_asked": args.backend.backend.name(),
-        "backend_reason": opened.reason,
-        "path": path,
-        "matmul": opened.matmul,
-        "hidden": hidden,
-        "activation": model.activation.name(),
-        "init": format!("{:?}", args.init).to_lowercase(),
-        "resume": args.resume.as_ref().map(|p| p.display().to_string()),
-        "optimizer": schedule.optimizer.name(),
-        "alpha": args.alpha,
-        "lr_decay": args.lr_decay,
-        "patience": args.patience,
-        "augment": args.augment,
-        "seed": args.seed,
-        "iterations": if args.batch_size.is_some() { None } else { Some(args.iterations) },
-        "epochs": args.batch_size.map(|_| args.epochs),
-        "batch_size": capacity,
-        "dev_size": args.dev_size,
-        "train": train_source.name(),
-        "test": test_name,
-        "checkpoint": args.checkpoint.as_ref().map(|p| p.display().to_string()),
-    });
+/// `--save` (with the options as metadata), `--metrics` and `--plot`.
+fn write_outputs(
+    args: &TrainArgs,
+    options: &Value,
+    report: &Report,
+    backend: &mut dyn Backend,
+) -> Result<()> {
     if let Some(path) = &args.save {
         let mut metadata = BTreeMap::new();
         let command: Vec<String> = std::env::args().collect();
@@ -556,7 +486,11 @@ pub fn run(args: &TrainArgs, explicit: &BTreeSet<String>) -> Result<()> {
         metrics::plot(path, &report.history)?;
         println!("drew the training curves in {}", path.display());
     }
+    Ok(())
+}
 
+/// `--show N`: the first N dev images as text, with their predictions.
+fn show_dev_images(args: &TrainArgs, split: &Split, report: &Report) {
     let dev_labels = split.labels(List::Dev);
     for (i, &image) in split.dev.iter().take(args.show).enumerate() {
         println!(
@@ -570,39 +504,142 @@ pub fn run(args: &TrainArgs, explicit: &BTreeSet<String>) -> Result<()> {
             art::draw(&split.pool.images[image as usize * data::PIXELS..][..data::PIXELS])
         );
     }
-    if args.json {
-        let mut summary = options;
-        summary["adapter"] = json!(device);
-        summary["train_samples"] = json!(split.train.len());
-        summary["dev_samples"] = json!(split.dev.len());
-        summary["test_samples"] = json!(split.test.len());
-        summary["steps"] = json!(report.steps);
-        summary["ending"] = json!(match report.ending {
-            Ending::Finished => "finished",
-            Ending::EarlyStopped { .. } => "early_stopped",
-            Ending::Interrupted => "interrupted",
-        });
-        summary["seconds"] = json!(report.seconds);
-        summary["train_samples_per_second"] = json!(report.train_samples_per_second);
-        summary["final_loss"] = json!(report.final_loss);
-        summary["dev_accuracy"] = json!(report.dev_accuracy);
-        summary["test_accuracy"] = json!(report.test_accuracy);
-        summary["saved"] = json!(args.save.as_ref().map(|p| p.display().to_string()));
-        println!("{summary}");
+}
+
+/// The error an interrupted run ends with: what was saved, and how to go on.
+fn interrupted(args: &TrainArgs, report: &Report) -> Error {
+    let mut saved = match &args.save {
+        Some(path) => format!(
+            "the model after step {} is saved in {}",
+            report.steps,
+            path.display()
+        ),
+        None => "no model was saved".to_string(),
+    };
+    if let (Some(c), Some(step)) = (&args.checkpoint, report.checkpointed) {
+        saved += &format!("; --resume {} continues after step {step}", c.display());
     }
-    if report.ending == Ending::Interrupted {
-        let mut saved = match &args.save {
-            Some(path) => format!(
-                "the model after step {} is saved in {}",
-                report.steps,
-                path.display()
-            ),
-            None => "no model was saved".to_string(),
-        };
-        if let (Some(c), Some(step)) = (&args.checkpoint, report.checkpointed) {
-            saved += &format!("; --resume {} continues after step {step}", c.display());
+    Error::Interrupted(format!("interrupted: {saved}"))
+}
+
+/// As JSON, through `Value`, whose keys are sorted (as `--json` and the metadata always were).
+fn to_json(value: &impl Serialize) -> Result<Value> {
+    serde_json::to_value(value)
+        .map_err(|e| Error::Config(format!("cannot write the options as JSON: {e}")))
+}
+
+/// The options as `--json` and the saved model's `options` metadata give them (the README's
+/// `--json`): the run's options, what ran them, and the files.
+#[derive(Serialize)]
+struct OptionsRecord<'a> {
+    /// The backend that ran, the one asked for, and why it ran.
+    backend: &'static str,
+    backend_asked: &'static str,
+    backend_reason: &'a str,
+    path: &'static str,
+    matmul: Option<&'static str>,
+    hidden: &'a [usize],
+    activation: Activation,
+    init: Init,
+    resume: Option<String>,
+    optimizer: OptimizerKind,
+    alpha: f64,
+    lr_decay: f64,
+    patience: Option<usize>,
+    augment: bool,
+    seed: u64,
+    iterations: Option<usize>,
+    epochs: Option<usize>,
+    /// The largest batch: the whole training set in full-batch mode.
+    batch_size: usize,
+    dev_size: usize,
+    train: String,
+    test: Option<&'a str>,
+    checkpoint: Option<String>,
+}
+
+impl<'a> OptionsRecord<'a> {
+    fn new(
+        args: &TrainArgs,
+        opened: &'a Opened,
+        data: &Data,
+        options: &'a RunOptions,
+        capacity: usize,
+    ) -> OptionsRecord<'a> {
+        let shown = |path: &Option<PathBuf>| path.as_ref().map(|p| p.display().to_string());
+        OptionsRecord {
+            backend: opened.name,
+            backend_asked: args.backend.backend.name(),
+            backend_reason: &opened.reason,
+            path: opened.backend.path().name(),
+            matmul: opened.matmul,
+            hidden: &options.hidden,
+            activation: options.activation,
+            init: args.init,
+            resume: shown(&args.resume),
+            optimizer: options.optimizer,
+            alpha: options.alpha,
+            lr_decay: options.lr_decay,
+            patience: options.patience,
+            augment: options.augment,
+            seed: options.seed,
+            iterations: options.iterations,
+            epochs: options.epochs,
+            batch_size: capacity,
+            dev_size: options.dev_size,
+            train: data.train.name(),
+            test: options.test.as_deref(),
+            checkpoint: shown(&args.checkpoint),
         }
-        return Err(Error::Interrupted(format!("interrupted: {saved}")));
     }
-    Ok(())
+}
+
+/// `--json`'s line: the options, and how the run did.
+#[derive(Serialize)]
+struct Summary<'a> {
+    #[serde(flatten)]
+    options: &'a Value,
+    adapter: String,
+    train_samples: usize,
+    dev_samples: usize,
+    test_samples: usize,
+    steps: usize,
+    /// `finished`, `early_stopped` or `interrupted`.
+    ending: &'static str,
+    seconds: f64,
+    train_samples_per_second: f64,
+    final_loss: f64,
+    dev_accuracy: Option<f64>,
+    test_accuracy: Option<f64>,
+    saved: Option<String>,
+}
+
+impl<'a> Summary<'a> {
+    fn new(
+        options: &'a Value,
+        report: &Report,
+        adapter: String,
+        args: &TrainArgs,
+        split: &Split,
+    ) -> Summary<'a> {
+        Summary {
+            options,
+            adapter,
+            train_samples: split.train.len(),
+            dev_samples: split.dev.len(),
+            test_samples: split.test.len(),
+            steps: report.steps,
+            ending: match report.ending {
+                Ending::Finished => "finished",
+                Ending::EarlyStopped { .. } => "early_stopped",
+                Ending::Interrupted => "interrupted",
+            },
+            seconds: report.seconds,
+            train_samples_per_second: report.train_samples_per_second,
+            final_loss: report.final_loss,
+            dev_accuracy: report.dev_accuracy,
+            test_accuracy: report.test_accuracy,
+            saved: args.save.as_ref().map(|p| p.display().to_string()),
+        }
+    }
 }

@@ -13,13 +13,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use mnist_gpu::backend::{Backend, StepPath};
-use mnist_gpu::checkpoint::{self, Checkpointing, Every, FileId};
+use mnist_gpu::checkpoint::{self, Checkpointing, FileId};
 use mnist_gpu::cpu::CpuBackend;
 use mnist_gpu::data::pool::Split;
 use mnist_gpu::gpu::GpuBackend;
 use mnist_gpu::model::{Activation, Init, Model};
 use mnist_gpu::optimizer::{Optimizer, OptimizerKind};
-use mnist_gpu::train::{self, Progress, Report, Schedule};
+use mnist_gpu::options::{Every, RunOptions};
+use mnist_gpu::train::{self, Progress, Report, RunState, Schedule};
 use serde_json::json;
 
 use crate::common::output::{
@@ -68,22 +69,39 @@ fn run(
     let stop = Arc::new(AtomicBool::new(false));
     let schedule = Schedule {
         interrupt: Some(stop.clone()),
-        checkpoint: Some(Checkpointing {
-            path: path.to_path_buf(),
-            every,
-            options: json!({"optimizer": schedule.optimizer.name()}),
-            train_file: FileId::of_bytes("random", &[&split.pool.images]),
-        }),
         ..schedule.clone()
     };
+    let mut checkpointing = checkpointing(path, &schedule, every, split);
     let mut backend = backend(on, model, split, &schedule);
     let mut on_progress = |p: &Progress| {
         if Some(p.step) == stop_after {
             stop.store(true, Ordering::Relaxed);
         }
     };
-    let report = train::train(backend.as_mut(), split, &schedule, &mut on_progress).unwrap();
+    let report = train::train_from(
+        backend.as_mut(),
+        split,
+        &schedule,
+        RunState::start(split, &schedule),
+        None,
+        &mut on_progress,
+        Some(&mut checkpointing),
+    )
+    .unwrap();
     (report, backend.model().unwrap())
+}
+
+/// Checkpoints of `schedule`'s run to `path` every `every`.
+fn checkpointing(path: &Path, schedule: &Schedule, every: Every, split: &Split) -> Checkpointing {
+    Checkpointing {
+        path: path.to_path_buf(),
+        options: RunOptions {
+            optimizer: schedule.optimizer.kind(),
+            checkpoint_every: Some(every),
+            ..RunOptions::default()
+        },
+        train_file: FileId::of_bytes("random", &[&split.pool.images]),
+    }
 }
 
 /// Stops the run after `stop_after` steps, resumes it from its checkpoint on a fresh backend,
@@ -138,6 +156,7 @@ fn check_resume(on: On, schedule: Schedule, stop_after: usize) {
         saved.state,
         Some(&saved.optimizer),
         &mut |_| {},
+        None,
     )
     .unwrap();
     let resumed_model = resumed_backend.model().unwrap();
@@ -214,15 +233,10 @@ fn check_periodic(schedule: Schedule, every: Every, written: usize) {
     );
     let schedule = Schedule {
         log_every: 1,
-        checkpoint: Some(Checkpointing {
-            path: path.clone(),
-            every,
-            options: json!({"optimizer": schedule.optimizer.name()}),
-            train_file: FileId::of_bytes("random", &[&split.pool.images]),
-        }),
         ..schedule
     };
-    let what = format!("{schedule:?}, the checkpoint after step {written}");
+    let mut checkpointing = checkpointing(&path, &schedule, every, &split);
+    let what = format!("{schedule:?} {every:?}, the checkpoint after step {written}");
     let mut cpu = backend(On::Cpu, &model, &split, &schedule);
     // A progress line comes before its step's checkpoint: at step written + 1 the file is the
     // one written after step `written`.
@@ -231,14 +245,19 @@ fn check_periodic(schedule: Schedule, every: Every, written: usize) {
             std::fs::copy(&path, &copy).unwrap();
         }
     };
-    let whole = train::train(cpu.as_mut(), &split, &schedule, &mut on_progress).unwrap();
+    let whole = train::train_from(
+        cpu.as_mut(),
+        &split,
+        &schedule,
+        RunState::start(&split, &schedule),
+        None,
+        &mut on_progress,
+        Some(&mut checkpointing),
+    )
+    .unwrap();
     let saved = checkpoint::load(&copy).unwrap();
     assert_eq!(saved.state.step, written, "{what}");
     let mut resumed = backend(On::Cpu, &saved.model, &split, &schedule);
-    let schedule = Schedule {
-        checkpoint: None,
-        ..schedule
-    };
     let report = train::train_from(
         resumed.as_mut(),
         &split,
@@ -246,6 +265,7 @@ fn check_periodic(schedule: Schedule, every: Every, written: usize) {
         saved.state,
         Some(&saved.optimizer),
         &mut |_| {},
+        None,
     )
     .unwrap();
     assert_eq!(report.steps, whole.steps, "{what}");

@@ -1,0 +1,173 @@
+//! A training run's options, typed: the one form of them that the command line parses into, a
+//! checkpoint records (its metadata's `options`), and a resumed run compares its command line
+//! against.
+//!
+//! Serialised with serde as JSON whose keys are the field names and whose values are spelled
+//! once each (`sgd`, `momentum`, `adam`; `relu`, `elu`; a number of steps or `epoch`):
+//! checkpoints written before this type existed have exactly these keys, and read back.
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::model::Activation;
+use crate::optimizer::OptimizerKind;
+
+/// The options that define a run, and those a resumed run takes when they are left out, with
+/// their defaults resolved (`log_every`, `checkpoint_every`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunOptions {
+    /// The hidden layers' widths, e.g. `[10]` for the classic 784-10-10.
+    pub hidden: Vec<usize>,
+    pub activation: Activation,
+    pub optimizer: OptimizerKind,
+    /// Learning rate α (the run uses it as f32).
+    pub alpha: f64,
+    /// α is multiplied by this after every epoch (every iteration in full-batch mode).
+    pub lr_decay: f64,
+    /// None: full-batch gradient descent for `iterations` steps; Some(B): mini-batch SGD with
+    /// batches of B for `epochs` epochs.
+    pub batch_size: Option<usize>,
+    /// Images held out of the training file as the dev set.
+    pub dev_size: usize,
+    pub seed: u64,
+    pub augment: bool,
+    /// Early stopping: evaluations without a better dev loss before the run stops.
+    pub patience: Option<usize>,
+    /// The test file's name (a path or `embedded:…`), None for no test set.
+    pub test: Option<String>,
+    /// The run's length: `iterations` in full-batch mode, `epochs` in mini-batch mode (the other
+    /// one None).
+    pub iterations: Option<usize>,
+    pub epochs: Option<usize>,
+    /// Steps between progress lines (and dev evaluations, which early stopping counts).
+    pub log_every: usize,
+    /// How often `--checkpoint` writes; None without one.
+    pub checkpoint_every: Option<Every>,
+}
+
+impl Default for RunOptions {
+    /// The tutorials' run: 500 full-batch steps of plain gradient descent on 784-10-10.
+    fn default() -> RunOptions {
+        RunOptions {
+            hidden: vec![10],
+            activation: Activation::Relu,
+            optimizer: OptimizerKind::Sgd,
+            alpha: 0.3,
+            lr_decay: 1.0,
+            batch_size: None,
+            dev_size: 1000,
+            seed: 1,
+            augment: false,
+            patience: None,
+            test: None,
+            iterations: Some(500),
+            epochs: None,
+            log_every: 50,
+            checkpoint_every: None,
+        }
+    }
+}
+
+/// How often a checkpoint is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Every {
+    /// After every N-th step.
+    Steps(usize),
+    /// At the end of every epoch (in full-batch mode, of every iteration).
+    Epoch,
+}
+
+impl Every {
+    /// `N` (steps, at least 1) or `epoch`.
+    pub fn parse(s: &str) -> std::result::Result<Every, String> {
+        match s.trim() {
+            "epoch" => Ok(Every::Epoch),
+            n => match n.parse::<usize>() {
+                Ok(0) => Err("must be at least 1 step".into()),
+                Ok(n) => Ok(Every::Steps(n)),
+                Err(_) => Err(format!("{n:?} is neither a number of steps nor `epoch`")),
+            },
+        }
+    }
+
+    /// Whether a checkpoint follows step `step` (counted from 1).
+    pub fn after_step(self, step: usize) -> bool {
+        matches!(self, Every::Steps(n) if step % n == 0)
+    }
+}
+
+/// As JSON: the number of steps, or `"epoch"`.
+impl Serialize for Every {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Every::Steps(n) => serializer.serialize_u64(*n as u64),
+            Every::Epoch => serializer.serialize_str("epoch"),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Every {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Every, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Written {
+            Steps(u64),
+            Name(String),
+        }
+        match Written::deserialize(deserializer)? {
+            // As the first checkpoints were read: 0 steps is every step.
+            Written::Steps(n) => Ok(Every::Steps(n.max(1) as usize)),
+            Written::Name(name) => Every::parse(&name).map_err(serde::de::Error::custom),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Init;
+
+    /// A value's JSON string.
+    fn json(value: impl Serialize) -> String {
+        serde_json::to_value(value)
+            .unwrap()
+            .as_str()
+            .unwrap()
+            .to_string()
+    }
+
+    /// One spelling per value: serde's is the `name()` the messages and files use.
+    #[test]
+    fn serde_names_are_the_names() {
+        for kind in [
+            OptimizerKind::Sgd,
+            OptimizerKind::Momentum,
+            OptimizerKind::Adam,
+        ] {
+            assert_eq!(json(kind), kind.name());
+        }
+        for activation in [Activation::Relu, Activation::Elu] {
+            assert_eq!(json(activation), activation.name());
+        }
+        for init in [Init::He, Init::Uniform] {
+            assert_eq!(json(init), init.name());
+        }
+    }
+
+    /// The options JSON of checkpoints written before this type (keys and spellings as the
+    /// first trainer wrote them) reads back, and writes back the same text.
+    #[test]
+    fn first_checkpoints_options_round_trip() {
+        for text in [
+            r#"{"activation":"elu","alpha":0.1,"augment":false,"batch_size":null,"checkpoint_every":"epoch","dev_size":300,"epochs":null,"hidden":[16,12],"iterations":3000,"log_every":5,"lr_decay":1.0,"optimizer":"momentum","patience":50,"seed":1,"test":null}"#,
+            r#"{"activation":"relu","alpha":0.003,"augment":true,"batch_size":64,"checkpoint_every":7,"dev_size":200,"epochs":40,"hidden":[10],"iterations":null,"log_every":7,"lr_decay":0.9,"optimizer":"adam","patience":null,"seed":1,"test":"embedded:data/mnist/t10k"}"#,
+        ] {
+            let options: RunOptions = serde_json::from_str(text).unwrap();
+            let back = serde_json::to_value(&options).unwrap().to_string();
+            assert_eq!(back, text);
+        }
+        // As the first trainer read it: 0 steps is every step.
+        let zero = r#"{"activation":"relu","alpha":0.3,"augment":false,"batch_size":null,"checkpoint_every":0,"dev_size":1,"epochs":null,"hidden":[10],"iterations":5,"log_every":5,"lr_decay":1.0,"optimizer":"sgd","patience":null,"seed":1,"test":null}"#;
+        let options: RunOptions = serde_json::from_str(zero).unwrap();
+        assert_eq!(options.checkpoint_every, Some(Every::Steps(1)));
+    }
+}
