@@ -14,10 +14,14 @@
 //! after the start.
 
 pub mod context;
+pub mod coop;
 pub mod fused;
 pub mod kernels;
+pub mod pipeline;
 pub mod profile;
 pub mod reference;
+pub mod shaders;
+pub mod shifted;
 
 use std::sync::Arc;
 
