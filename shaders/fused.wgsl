@@ -445,6 +445,7 @@ fn update(@builtin(workgroup_id) group: vec3<u32>, @builtin(local_invocation_ind
         return;
     }
     let grad = step.scale * sum;
+    // An if-chain, not a switch: a switch's cases must be constants, and the codes are overrides.
     if (step.optimizer == MOMENTUM) {
         // momentum: V = β·V + dP, P -= α·V
         let v = step.beta1 * state[e] + grad;
