@@ -1,10 +1,14 @@
 // activation: A = g(Z), elementwise.
 //   Z, A: (units, m), count = units·m
-// act 0: ReLU, max(z, 0). act 1: ELU (α = 1), z if z > 0 else e^z − 1.
+// act RELU: max(z, 0). act ELU (α = 1): z if z > 0 else e^z − 1.
+
+// The activations' codes, handed over by the host (src/gpu/shaders.rs); the defaults are the same.
+override RELU: u32 = 0u;
+override ELU: u32 = 1u;
 
 struct Params {
     count: u32,
-    act: u32,
+    act: u32,   // RELU or ELU
     _pad0: u32,
     _pad1: u32,
 }
@@ -21,7 +25,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
         return;
     }
     let v = z[i];
-    if (p.act == 0u) {
+    if (p.act == RELU) {
         a[i] = max(v, 0.0);
     } else {
         // min() keeps exp finite on the branch that is not taken.

@@ -1,10 +1,14 @@
 // activation_grad: dZ = dA ⊙ g'(Z), elementwise.
 //   dA, Z, dZ: (units, m), count = units·m
-// act 0: ReLU, g' = 1 if z > 0 else 0. act 1: ELU (α = 1), g' = 1 if z > 0 else e^z.
+// act RELU: g' = 1 if z > 0 else 0. act ELU (α = 1): g' = 1 if z > 0 else e^z.
+
+// The activations' codes, handed over by the host (src/gpu/shaders.rs); the defaults are the same.
+override RELU: u32 = 0u;
+override ELU: u32 = 1u;
 
 struct Params {
     count: u32,
-    act: u32,
+    act: u32,   // RELU or ELU
     _pad0: u32,
     _pad1: u32,
 }
@@ -22,7 +26,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     }
     let v = z[i];
     var slope = select(0.0, 1.0, v > 0.0);
-    if (p.act == 1u) {
+    if (p.act == ELU) {
         slope = select(exp(min(v, 0.0)), 1.0, v > 0.0);
     }
     dz[i] = da[i] * slope;

@@ -33,9 +33,17 @@ const OUT_V4: u32 = 3u;         // the 10 classes in vec4s
 const THREADS: u32 = 256u;
 const UNIFORM_VEC4S: u32 = 4096u;  // the uniform view: 64 KiB
 
+// The codes of the activations and the optimizers, handed over by the host (src/gpu/shaders.rs);
+// the defaults are the same.
+override RELU: u32 = 0u;
+override ELU: u32 = 1u;
+override SGD: u32 = 0u;
+override MOMENTUM: u32 = 1u;
+override ADAM: u32 = 2u;
+
 override H1: u32 = 10u;         // first hidden layer's units, at most 64
 override H2: u32 = 0u;          // second hidden layer's units, at most 64; 0: none
-override ACT: u32 = 0u;         // 0: ReLU, 1: ELU (α = 1)
+override ACT: u32 = RELU;       // the activation: RELU, or ELU (α = 1)
 override BLOCK: u32 = 32u;      // samples per block: 8, 16, 32 or 64
 override SLICES: u32 = THREADS / BLOCK;  // threads per sample in the per-sample phases
 override LAYERS: u32 = select(2u, 3u, H2 > 0u);
@@ -70,7 +78,7 @@ struct Step {
     beta1: f32,         // Adam's β1, or momentum's β
     beta2: f32,
     eps: f32,
-    optimizer: u32,     // 0: SGD, 1: momentum, 2: Adam
+    optimizer: u32,     // SGD, MOMENTUM or ADAM
     lanes: u32,         // update: threads that add the slices of one parameter vec4 (1 or 8)
     _pad0: u32,
     _pad1: u32,
@@ -135,7 +143,7 @@ fn param4(at: u32) -> vec4<f32> {
 // g(z): ReLU, or ELU with α = 1 (min() keeps exp finite on the branch not taken). g(0) = 0,
 // so the padding stays 0.
 fn act(v: vec4<f32>) -> vec4<f32> {
-    if (ACT == 0u) {
+    if (ACT == RELU) {
         return max(v, vec4<f32>(0.0));
     }
     return select(exp(min(v, vec4<f32>(0.0))) - 1.0, v, v > vec4<f32>(0.0));
@@ -143,7 +151,7 @@ fn act(v: vec4<f32>) -> vec4<f32> {
 
 // g'(z)
 fn act_slope(v: vec4<f32>) -> vec4<f32> {
-    if (ACT == 0u) {
+    if (ACT == RELU) {
         return select(vec4<f32>(0.0), vec4<f32>(1.0), v > vec4<f32>(0.0));
     }
     return select(exp(min(v, vec4<f32>(0.0))), vec4<f32>(1.0), v > vec4<f32>(0.0));
@@ -437,24 +445,21 @@ fn update(@builtin(workgroup_id) group: vec3<u32>, @builtin(local_invocation_ind
         return;
     }
     let grad = step.scale * sum;
-    switch step.optimizer {
-        case 1u: {
-            // momentum: V = β·V + dP, P -= α·V
-            let v = step.beta1 * state[e] + grad;
-            state[e] = v;
-            new_params[e] -= step.alpha * v;
-        }
-        case 2u: {
-            // Adam: M = β1·M + (1−β1)·dP, V = β2·V + (1−β2)·dP², P -= α·(M·c1) / (sqrt(V·c2) + ε)
-            let m = step.beta1 * state[e] + (1.0 - step.beta1) * grad;
-            let v = step.beta2 * state[PARAM_VEC4S + e] + (1.0 - step.beta2) * grad * grad;
-            state[e] = m;
-            state[PARAM_VEC4S + e] = v;
-            new_params[e] -= step.alpha * (m * step.c1) / (sqrt(v * step.c2) + step.eps);
-        }
-        default: {
-            // SGD: P -= α·dP
-            new_params[e] -= step.alpha * grad;
-        }
+    // An if-chain, not a switch: a switch's cases must be constants, and the codes are overrides.
+    if (step.optimizer == MOMENTUM) {
+        // momentum: V = β·V + dP, P -= α·V
+        let v = step.beta1 * state[e] + grad;
+        state[e] = v;
+        new_params[e] -= step.alpha * v;
+    } else if (step.optimizer == ADAM) {
+        // Adam: M = β1·M + (1−β1)·dP, V = β2·V + (1−β2)·dP², P -= α·(M·c1) / (sqrt(V·c2) + ε)
+        let m = step.beta1 * state[e] + (1.0 - step.beta1) * grad;
+        let v = step.beta2 * state[PARAM_VEC4S + e] + (1.0 - step.beta2) * grad * grad;
+        state[e] = m;
+        state[PARAM_VEC4S + e] = v;
+        new_params[e] -= step.alpha * (m * step.c1) / (sqrt(v * step.c2) + step.eps);
+    } else {
+        // SGD: P -= α·dP
+        new_params[e] -= step.alpha * grad;
     }
 }

@@ -3,7 +3,7 @@
 // it after matmul.wgsl, in one module, so it shares that file's parameters, bindings and helpers
 // (`a_at`, `b_at`, `image_word`) and one bind group serves all three of matmul's kernels. The
 // host also puts `enable wgpu_cooperative_matrix;` (and `enable f16;`) first, and fits three
-// constants to the adapter (`gpu::kernels::CoopConfig`): the tile (coop_mat8x8, S = 8, or
+// constants to the adapter (`gpu::coop::CoopConfig`): the tile (coop_mat8x8, S = 8, or
 // coop_mat16x16, S = 16), the tiles' input type In (f16, or f32 where the adapter multiplies
 // f32 tiles) and LANES, the adapter's subgroup size: a workgroup is one subgroup.
 //

@@ -4,7 +4,9 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 
 use crate::error::{Error, Result};
-use crate::gpu::kernels::{CoopConfig, Kernels};
+use crate::gpu::coop::CoopConfig;
+use crate::gpu::kernels::Kernels;
+use crate::gpu::pipeline::{one_line, scoped};
 
 const INSTALL_HINT: &str = "install a Vulkan driver (for a software adapter on Debian/Ubuntu: \
     `apt-get install -y mesa-vulkan-drivers libvulkan1`, as root or with sudo) or use --backend cpu";
@@ -286,25 +288,9 @@ impl GpuContext {
         Ok(view.to_vec())
     }
 
-    /// Runs `f` inside error scopes; see [`scoped`].
+    /// Runs `f` inside error scopes; see [`scoped`](crate::gpu::pipeline::scoped).
     pub fn scoped<T>(&self, what: &str, f: impl FnOnce() -> T) -> Result<T> {
         scoped(&self.device, what, f)
-    }
-}
-
-/// Runs `f` inside validation and out-of-memory error scopes, so that a bad shader or a buffer
-/// too large becomes an `Err` naming `what` instead of a panic from a wgpu callback.
-pub fn scoped<T>(device: &wgpu::Device, what: &str, f: impl FnOnce() -> T) -> Result<T> {
-    let memory = device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
-    let validation = device.push_error_scope(wgpu::ErrorFilter::Validation);
-    let value = f();
-    let errors = [
-        pollster::block_on(validation.pop()),
-        pollster::block_on(memory.pop()),
-    ];
-    match errors.into_iter().flatten().next() {
-        Some(e) => Err(Error::Gpu(format!("{what}: {}", one_line(&e.to_string())))),
-        None => Ok(value),
     }
 }
 
@@ -412,9 +398,4 @@ mod tests {
         );
         assert!(found(&[]).unwrap_err().starts_with("no GPU adapter"));
     }
-}
-
-/// wgpu's messages span several lines; errors here are one line.
-fn one_line(message: &str) -> String {
-    message.split_whitespace().collect::<Vec<_>>().join(" ")
 }

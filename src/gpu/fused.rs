@@ -19,16 +19,17 @@
 //! Covered: one or two hidden layers of at most 64 units (`unsupported` says why not); the
 //! backend runs the per-operation kernels (`reference.rs`) for the rest.
 
-use std::num::NonZeroU64;
-
 use bytemuck::{Pod, Zeroable};
 
 use crate::data::pool::Shift;
 use crate::data::PIXELS;
 use crate::error::{Error, Result};
-use crate::gpu::context::scoped;
-use crate::gpu::kernels::{self, grid, Recorder};
+use crate::gpu::kernels::{grid, Recorder};
+use crate::gpu::pipeline::{bind_group, bind_group_layout, buffer_entry, Binding, Pipeline};
 use crate::gpu::profile::{Profiler, Timing};
+use crate::gpu::shaders::{self, activation_code, optimizer_code, source};
+use crate::gpu::shaders::{ACTIVATION_CODES, OPTIMIZER_CODES};
+use crate::gpu::shifted::ShiftedImages;
 use crate::gpu::{Data, GpuContext, StepArgs};
 use crate::model::{Activation, Layer, Model};
 use crate::optimizer::{adam_corrections, Optimizer};
@@ -243,6 +244,46 @@ struct Step {
     _pad: [u32; 3],
 }
 
+impl Step {
+    /// A training step over the batch of `args`, split as `tiling` says, updating with
+    /// `optimizer` (not yet shifted).
+    fn train(args: &StepArgs, tiling: Tiling, optimizer: Optimizer) -> Step {
+        let m = args.m;
+        let (groups, per_group) = split(m, tiling);
+        let (beta1, beta2, eps) = match optimizer {
+            Optimizer::Sgd => (0.0, 0.0, 0.0),
+            Optimizer::Momentum { beta } => (beta, 0.0, 0.0),
+            Optimizer::Adam { beta1, beta2, eps } => (beta1, beta2, eps),
+        };
+        let (c1, c2) = match optimizer {
+            Optimizer::Adam { beta1, beta2, .. } => adam_corrections(beta1, beta2, args.t),
+            _ => (1.0, 1.0),
+        };
+        let lanes = if groups > REDUCE_LANES {
+            REDUCE_LANES
+        } else {
+            1
+        };
+        Step {
+            m: m as u32,
+            first: args.first,
+            per_group: per_group as u32,
+            groups: groups as u32,
+            lanes: lanes as u32,
+            history: args.history,
+            alpha: args.alpha,
+            scale: 1.0 / m as f32,
+            c1,
+            c2,
+            beta1,
+            beta2,
+            eps,
+            optimizer: optimizer_code(optimizer).value,
+            ..Step::default()
+        }
+    }
+}
+
 /// The workgroups of a step over `m` samples: as many as blocks, at most `max_groups`, each
 /// given `per_group` samples (none left empty). Returns (groups, per_group).
 pub fn split(m: usize, tiling: Tiling) -> (usize, usize) {
@@ -259,20 +300,32 @@ struct Pipelines {
     augment: wgpu::ComputePipeline,
 }
 
-/// `--augment`'s buffers, made on the first shifted step.
+/// `--augment`'s buffers and the bindings that read them, made on the first shifted step.
 struct Shifted {
-    /// A batch's images in batch order, 784 bytes each: the shifted copies augment makes, or
-    /// the images `classify` is given.
-    images: wgpu::Buffer,
-    /// The shifts of a submit's steps, one region of (dx, dy) i32 pairs per step.
-    shifts: wgpu::Buffer,
-    regions: usize,
+    /// One region of shifts per step of a submit.
+    batch: ShiftedImages,
     /// Regions used by the steps recorded since the last submit.
     used: usize,
-    host: Vec<i32>,
     /// augment, writing the shifted copies; the step's kernels, reading them.
     augment: wgpu::BindGroup,
     train: wgpu::BindGroup,
+}
+
+/// The fused step's buffers.
+struct Buffers {
+    data: Data,
+    /// Each step's (loss, correct), in its slot of the history; the logits of `logits` and
+    /// `classify`.
+    history: wgpu::Buffer,
+    logits_out: wgpu::Buffer,
+    /// W and b of every layer, laid out as `ParamLayout` says.
+    params: wgpu::Buffer,
+    /// One slice per workgroup of a step: its gradients, then its (loss, correct).
+    partials: wgpu::Buffer,
+    /// The optimizer's state (V, or M then V).
+    state: wgpu::Buffer,
+    /// The uniform slots of the steps of a submit.
+    slots: wgpu::Buffer,
 }
 
 pub struct Fused {
@@ -284,15 +337,8 @@ pub struct Fused {
     param_vec4s: usize,
     pipelines: Pipelines,
     layouts: Layouts,
-    data: Data,
-    history: wgpu::Buffer,
-    logits_out: wgpu::Buffer,
-    params: wgpu::Buffer,
-    partials: wgpu::Buffer,
-    /// The optimizer's state (V, or M then V), and the optimizer.
-    state: wgpu::Buffer,
+    buffers: Buffers,
     optimizer: Optimizer,
-    slots: wgpu::Buffer,
     host_slots: Vec<u8>,
     /// `gradients` and `logits` on the pool's images; `update`.
     pool: wgpu::BindGroup,
@@ -314,102 +360,122 @@ struct Layouts {
     augment: wgpu::BindGroupLayout,
 }
 
-fn entry(binding: u32, ty: wgpu::BufferBindingType, dynamic: bool) -> wgpu::BindGroupLayoutEntry {
-    wgpu::BindGroupLayoutEntry {
-        binding,
-        visibility: wgpu::ShaderStages::COMPUTE,
-        ty: wgpu::BindingType::Buffer {
-            ty,
-            has_dynamic_offset: dynamic,
-            min_binding_size: None,
-        },
-        count: None,
-    }
-}
-
 impl Layouts {
     fn new(device: &wgpu::Device) -> Layouts {
         use wgpu::BufferBindingType::{Storage, Uniform};
-        let read = Storage { read_only: true };
-        let write = Storage { read_only: false };
+        let read = |binding| buffer_entry(binding, Storage { read_only: true }, false);
+        let write = |binding| buffer_entry(binding, Storage { read_only: false }, false);
         // Binding 0 is the step's slot, picked by a dynamic offset.
-        let slot = entry(0, Uniform, true);
-        let make = |label: &str, entries: &[wgpu::BindGroupLayoutEntry]| {
-            device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
-                label: Some(label),
-                entries,
-            })
-        };
+        let slot = buffer_entry(0, Uniform, true);
         Layouts {
-            forward: make(
+            forward: bind_group_layout(
+                device,
                 "fused gradients and logits",
                 &[
                     slot,
-                    entry(1, read, false),    // images
-                    entry(2, read, false),    // index lists
-                    entry(3, read, false),    // labels
-                    entry(4, read, false),    // parameters
-                    entry(5, Uniform, false), // parameters' uniform view
-                    entry(6, write, false),   // partial slices
-                    entry(7, write, false),   // logits
+                    read(1),                         // images
+                    read(2),                         // index lists
+                    read(3),                         // labels
+                    read(4),                         // parameters
+                    buffer_entry(5, Uniform, false), // parameters' uniform view
+                    write(6),                        // partial slices
+                    write(7),                        // logits
                 ],
             ),
-            update: make(
+            update: bind_group_layout(
+                device,
                 "fused update",
                 &[
                     slot,
-                    entry(8, write, false),  // parameters
-                    entry(9, read, false),   // partial slices
-                    entry(10, write, false), // optimizer state
-                    entry(11, write, false), // history
+                    write(8),  // parameters
+                    read(9),   // partial slices
+                    write(10), // optimizer state
+                    write(11), // history
                 ],
             ),
-            augment: make(
+            augment: bind_group_layout(
+                device,
                 "augment (fused step)",
                 &[
                     slot,
-                    entry(1, read, false),  // images
-                    entry(2, read, false),  // index lists
-                    entry(3, read, false),  // shifts
-                    entry(4, write, false), // shifted copies
+                    read(1),  // images
+                    read(2),  // index lists
+                    read(3),  // shifts
+                    write(4), // shifted copies
                 ],
             ),
         }
     }
 }
 
-/// A bind group of `layout`: the step slots at binding 0, then `(binding, buffer, bytes)`
-/// (None: the whole buffer).
-fn bind_group(
+/// A bind group of `layout`: a step's slot of `slots` at binding 0, then `buffers`.
+fn slot_group(
     device: &wgpu::Device,
     label: &str,
     layout: &wgpu::BindGroupLayout,
     slots: &wgpu::Buffer,
-    buffers: &[(u32, &wgpu::Buffer, Option<u64>)],
+    buffers: &[Binding],
 ) -> wgpu::BindGroup {
-    let mut entries = vec![wgpu::BindGroupEntry {
-        binding: 0,
-        resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
-            buffer: slots,
-            offset: 0,
-            size: NonZeroU64::new(std::mem::size_of::<Step>() as u64),
-        }),
-    }];
-    for &(binding, buffer, bytes) in buffers {
-        entries.push(wgpu::BindGroupEntry {
-            binding,
-            resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
-                buffer,
-                offset: 0,
-                size: bytes.and_then(NonZeroU64::new),
-            }),
-        });
-    }
-    device.create_bind_group(&wgpu::BindGroupDescriptor {
-        label: Some(label),
-        layout,
-        entries: &entries,
-    })
+    let slot = Binding::range(0, slots, 0, std::mem::size_of::<Step>() as u64);
+    bind_group(device, label, layout, &[&[slot], buffers].concat())
+}
+
+/// `gradients` and `logits` reading `images` (the pool's, or the shifted copies).
+fn forward_group(
+    device: &wgpu::Device,
+    layouts: &Layouts,
+    b: &Buffers,
+    images: &wgpu::Buffer,
+) -> wgpu::BindGroup {
+    slot_group(
+        device,
+        "fused gradients and logits",
+        &layouts.forward,
+        &b.slots,
+        &[
+            Binding::whole(1, images),
+            Binding::whole(2, &b.data.indices),
+            Binding::whole(3, &b.data.labels),
+            Binding::whole(4, &b.params),
+            Binding::range(5, &b.params, 0, UNIFORM_BYTES),
+            Binding::whole(6, &b.partials),
+            Binding::whole(7, &b.logits_out),
+        ],
+    )
+}
+
+fn update_group(device: &wgpu::Device, layouts: &Layouts, b: &Buffers) -> wgpu::BindGroup {
+    slot_group(
+        device,
+        "fused update",
+        &layouts.update,
+        &b.slots,
+        &[
+            Binding::whole(8, &b.params),
+            Binding::whole(9, &b.partials),
+            Binding::whole(10, &b.state),
+            Binding::whole(11, &b.history),
+        ],
+    )
+}
+
+/// The parameter buffer, holding `model` laid out as `layout` says: at least the uniform
+/// view's 64 KiB, which binds its start.
+fn upload_params(ctx: &GpuContext, layout: &ParamLayout, model: &Model) -> Result<wgpu::Buffer> {
+    let params = ctx.scoped("allocating the parameters", || {
+        ctx.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("parameters"),
+            size: (4 * layout.floats as u64).max(UNIFORM_BYTES),
+            usage: wgpu::BufferUsages::STORAGE
+                | wgpu::BufferUsages::UNIFORM
+                | wgpu::BufferUsages::COPY_SRC
+                | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        })
+    })?;
+    ctx.queue
+        .write_buffer(&params, 0, bytemuck::cast_slice(&layout.pack(model)));
+    Ok(params)
 }
 
 impl Fused {
@@ -427,7 +493,6 @@ impl Fused {
         if let Some(why) = unsupported(ctx, model, tiling) {
             return Err(Error::Config(why));
         }
-        let device = &ctx.device;
         let layout = ParamLayout::new(model);
         let param_vec4s = layout.floats / 4;
         let slice_vec4s = param_vec4s + 1;
@@ -437,46 +502,28 @@ impl Fused {
                 .clamp(1, (PARTIAL_FLOATS / (4 * slice_vec4s)).max(1)),
             ..tiling
         };
-        let layouts = Layouts::new(device);
-        let pipelines = pipelines(ctx, model, &layout, tiling, &layouts)?;
-
-        // At least the uniform view's 64 KiB, which binds its start.
-        let params = ctx.scoped("allocating the parameters", || {
-            device.create_buffer(&wgpu::BufferDescriptor {
-                label: Some("parameters"),
-                size: (4 * layout.floats as u64).max(UNIFORM_BYTES),
-                usage: wgpu::BufferUsages::STORAGE
-                    | wgpu::BufferUsages::UNIFORM
-                    | wgpu::BufferUsages::COPY_SRC
-                    | wgpu::BufferUsages::COPY_DST,
+        let layouts = Layouts::new(&ctx.device);
+        let pipelines = Pipelines::new(ctx, model, &layout, tiling, &layouts)?;
+        let buffers = Buffers {
+            data: data.clone(),
+            history: history.clone(),
+            logits_out: logits_out.clone(),
+            params: upload_params(ctx, &layout, model)?,
+            partials: ctx.storage(
+                "partial gradients",
+                16 * (tiling.max_groups * slice_vec4s) as u64,
+            )?,
+            state: ctx.storage("optimizer state (none)", 16)?,
+            slots: ctx.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("step slots"),
+                size: SLOTS as u64 * SLOT_BYTES,
+                usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
                 mapped_at_creation: false,
-            })
-        })?;
-        ctx.queue
-            .write_buffer(&params, 0, bytemuck::cast_slice(&layout.pack(model)));
-        let partials = ctx.storage(
-            "partial gradients",
-            16 * (tiling.max_groups * slice_vec4s) as u64,
-        )?;
-        let state = ctx.storage("optimizer state (none)", 16)?;
-        let slots = device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some("step slots"),
-            size: SLOTS as u64 * SLOT_BYTES,
-            usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
-            mapped_at_creation: false,
-        });
+            }),
+        };
         let mut fused = Fused {
-            pool: forward_group(
-                ctx,
-                &layouts,
-                &slots,
-                data,
-                &data.images,
-                &params,
-                &partials,
-                logits_out,
-            ),
-            update: update_group(ctx, &layouts, &slots, &params, &partials, &state, history),
+            pool: forward_group(&ctx.device, &layouts, &buffers, &data.images),
+            update: update_group(&ctx.device, &layouts, &buffers),
             layout,
             activation: model.activation,
             tiling,
@@ -484,14 +531,8 @@ impl Fused {
             param_vec4s,
             pipelines,
             layouts,
-            data: data.clone(),
-            history: history.clone(),
-            logits_out: logits_out.clone(),
-            params,
-            partials,
-            state,
+            buffers,
             optimizer: Optimizer::Sgd,
-            slots,
             host_slots: vec![0; SLOTS * SLOT_BYTES as usize],
             shifted: None,
             pending: None,
@@ -510,37 +551,24 @@ impl Fused {
     fn make_shifted(&self, ctx: &GpuContext) -> Result<Shifted> {
         let cap = self.capacity;
         let regions = (SHIFTS_PER_SUBMIT / cap).clamp(1, SLOTS);
-        let images = ctx.storage("shifted images", (PIXELS * cap) as u64)?;
-        let shifts = ctx.storage("shifts of a submit's steps", (8 * cap * regions) as u64)?;
-        let d = &self.data;
-        let augment = bind_group(
+        let batch = ShiftedImages::new(ctx, cap, regions)?;
+        let b = &self.buffers;
+        let augment = slot_group(
             &ctx.device,
             "augment (fused step)",
             &self.layouts.augment,
-            &self.slots,
+            &b.slots,
             &[
-                (1, &d.images, None),
-                (2, &d.indices, None),
-                (3, &shifts, None),
-                (4, &images, None),
+                Binding::whole(1, &b.data.images),
+                Binding::whole(2, &b.data.indices),
+                Binding::whole(3, &batch.shifts),
+                Binding::whole(4, &batch.images),
             ],
         );
-        let train = forward_group(
-            ctx,
-            &self.layouts,
-            &self.slots,
-            d,
-            &images,
-            &self.params,
-            &self.partials,
-            &self.logits_out,
-        );
+        let train = forward_group(&ctx.device, &self.layouts, b, &batch.images);
         Ok(Shifted {
-            images,
-            shifts,
-            regions,
+            batch,
             used: 0,
-            host: Vec::with_capacity(2 * cap),
             augment,
             train,
         })
@@ -566,7 +594,11 @@ impl Fused {
     /// Submits what is recorded if it leaves no slot (or, for a `shifted` step, no region of
     /// shifts) for one more step.
     fn make_room(&mut self, ctx: &GpuContext, shifted: bool) -> Result<()> {
-        let no_shifts = shifted && self.shifted.as_ref().is_some_and(|s| s.used == s.regions);
+        let no_shifts = shifted
+            && self
+                .shifted
+                .as_ref()
+                .is_some_and(|s| s.used == s.batch.regions);
         if self.used == SLOTS || no_shifts {
             self.submit(ctx)?;
         }
@@ -585,60 +617,31 @@ impl Fused {
             self.shifted = Some(self.make_shifted(ctx)?);
         }
         self.make_room(ctx, shifts.is_some())?;
-        let m = args.m;
-        let (groups, per_group) = split(m, self.tiling);
-        let (beta1, beta2, eps, optimizer) = match self.optimizer {
-            Optimizer::Sgd => (0.0, 0.0, 0.0, 0),
-            Optimizer::Momentum { beta } => (beta, 0.0, 0.0, 1),
-            Optimizer::Adam { beta1, beta2, eps } => (beta1, beta2, eps, 2),
-        };
-        let (c1, c2) = match self.optimizer {
-            Optimizer::Adam { beta1, beta2, .. } => adam_corrections(beta1, beta2, args.t),
-            _ => (1.0, 1.0),
-        };
-        let lanes = if groups > REDUCE_LANES {
-            REDUCE_LANES
-        } else {
-            1
-        };
-        let mut step = Step {
-            m: m as u32,
-            first: args.first,
-            per_group: per_group as u32,
-            groups: groups as u32,
-            lanes: lanes as u32,
-            history: args.history,
-            alpha: args.alpha,
-            scale: 1.0 / m as f32,
-            c1,
-            c2,
-            beta1,
-            beta2,
-            eps,
-            optimizer,
-            ..Step::default()
-        };
+        let mut step = Step::train(args, self.tiling, self.optimizer);
         if let (Some(shifts), Some(s)) = (shifts, self.shifted.as_mut()) {
             // The step's own region of the shifts buffer: the write lands at the next submit,
             // before the steps recorded with it, and no other pending step uses the region.
             step.shifted = 1;
-            step.shift_offset = (2 * self.capacity * s.used) as u32;
-            s.host.clear();
-            s.host
-                .extend(shifts.iter().flat_map(|s| [s.dx as i32, s.dy as i32]));
-            ctx.queue.write_buffer(
-                &s.shifts,
-                4 * step.shift_offset as u64,
-                bytemuck::cast_slice(&s.host),
-            );
+            step.shift_offset = s.batch.write(ctx, s.used, shifts);
             s.used += 1;
         }
         let offset = self.slot(ctx, step, profiler);
+        self.record_step(&step, offset);
+        if self.used >= self.limit {
+            self.limit = (2 * self.limit).min(SLOTS);
+            self.submit(ctx)?;
+        }
+        Ok(())
+    }
+
+    /// Records the dispatches of `step`, whose values are in the slot at `offset`: augment
+    /// (for a shifted step), gradients, update.
+    fn record_step(&mut self, step: &Step, offset: u32) {
         let rec = self.pending.as_mut().expect("slot() started one");
         let p = &self.pipelines;
         let images = match (&self.shifted, step.shifted) {
             (Some(s), 1) => {
-                let words = m * PIXELS / 4;
+                let words = step.m as usize * PIXELS / 4;
                 rec.run("augment", &p.augment, &s.augment, &[offset], grid(words));
                 &s.train
             }
@@ -649,9 +652,9 @@ impl Fused {
             &p.gradients,
             images,
             &[offset],
-            [groups as u32, 1, 1],
+            [step.groups, 1, 1],
         );
-        let reduce = (self.param_vec4s + 1).div_ceil(THREADS / lanes) as u32;
+        let reduce = (self.param_vec4s + 1).div_ceil(THREADS / step.lanes as usize) as u32;
         rec.run(
             "fused update",
             &p.update,
@@ -659,11 +662,6 @@ impl Fused {
             &[offset],
             [reduce, 1, 1],
         );
-        if self.used >= self.limit {
-            self.limit = (2 * self.limit).min(SLOTS);
-            self.submit(ctx)?;
-        }
-        Ok(())
     }
 
     /// Submits what is recorded (nothing if nothing is); the next run of steps starts small.
@@ -678,7 +676,7 @@ impl Fused {
         };
         let bytes = self.used * SLOT_BYTES as usize;
         ctx.queue
-            .write_buffer(&self.slots, 0, &self.host_slots[..bytes]);
+            .write_buffer(&self.buffers.slots, 0, &self.host_slots[..bytes]);
         self.used = 0;
         if let Some(s) = &mut self.shifted {
             s.used = 0;
@@ -727,7 +725,7 @@ impl Fused {
         }
         let m = images.len() / PIXELS;
         let s = self.shifted.as_ref().expect("made above");
-        ctx.queue.write_buffer(&s.images, 0, images);
+        ctx.queue.write_buffer(&s.batch.images, 0, images);
         self.make_room(ctx, false)?;
         let step = Step {
             m: m as u32,
@@ -750,7 +748,7 @@ impl Fused {
 
     /// The weights (call `flush` first).
     pub fn model(&self, ctx: &GpuContext) -> Result<Model> {
-        let flat = ctx.read(&self.params, self.layout.floats)?;
+        let flat = ctx.read(&self.buffers.params, self.layout.floats)?;
         Ok(self.layout.unpack(&flat, self.activation))
     }
 
@@ -758,7 +756,7 @@ impl Fused {
     /// submitted).
     pub fn set_model(&self, ctx: &GpuContext, model: &Model) {
         ctx.queue.write_buffer(
-            &self.params,
+            &self.buffers.params,
             0,
             bytemuck::cast_slice(&self.layout.pack(model)),
         );
@@ -767,7 +765,7 @@ impl Fused {
     /// The optimizer's moments per tensor (call `flush` first).
     pub fn optimizer_state(&self, ctx: &GpuContext) -> Result<Vec<Vec<Vec<f32>>>> {
         let moments = self.optimizer.state_tensors();
-        let flat = ctx.read(&self.state, moments * self.layout.floats)?;
+        let flat = ctx.read(&self.buffers.state, moments * self.layout.floats)?;
         let per_moment: Vec<Vec<Vec<f32>>> = flat
             .chunks_exact(self.layout.floats.max(1))
             .take(moments)
@@ -787,89 +785,66 @@ impl Fused {
             let flat = self.layout.pack_tensors(&moment);
             let at = 4 * (k * self.layout.floats) as u64;
             ctx.queue
-                .write_buffer(&self.state, at, bytemuck::cast_slice(&flat));
+                .write_buffer(&self.buffers.state, at, bytemuck::cast_slice(&flat));
         }
     }
 
     /// Fresh (zeroed) state for `optimizer` (call `flush` first).
     pub fn set_optimizer(&mut self, ctx: &GpuContext, optimizer: Optimizer) -> Result<()> {
         let vec4s = optimizer.state_tensors().max(1) * self.param_vec4s;
-        self.state = ctx.storage(&format!("{} state", optimizer.name()), 16 * vec4s as u64)?;
+        self.buffers.state =
+            ctx.storage(&format!("{} state", optimizer.name()), 16 * vec4s as u64)?;
         self.optimizer = optimizer;
-        self.update = update_group(
-            ctx,
-            &self.layouts,
-            &self.slots,
-            &self.params,
-            &self.partials,
-            &self.state,
-            &self.history,
-        );
+        self.update = update_group(&ctx.device, &self.layouts, &self.buffers);
         ctx.check()
     }
 }
 
-/// `gradients` and `logits` reading `images` (the pool's, or the shifted copies).
-#[allow(clippy::too_many_arguments)]
-fn forward_group(
-    ctx: &GpuContext,
-    layouts: &Layouts,
-    slots: &wgpu::Buffer,
-    data: &Data,
-    images: &wgpu::Buffer,
-    params: &wgpu::Buffer,
-    partials: &wgpu::Buffer,
-    logits_out: &wgpu::Buffer,
-) -> wgpu::BindGroup {
-    bind_group(
-        &ctx.device,
-        "fused gradients and logits",
-        &layouts.forward,
-        slots,
-        &[
-            (1, images, None),
-            (2, &data.indices, None),
-            (3, &data.labels, None),
-            (4, params, None),
-            (5, params, Some(UNIFORM_BYTES)),
-            (6, partials, None),
-            (7, logits_out, None),
-        ],
-    )
+impl Pipelines {
+    /// The fused step's pipelines for `model`'s shape, its parameters laid out as `layout`,
+    /// its batches split as `tiling` says.
+    fn new(
+        ctx: &GpuContext,
+        model: &Model,
+        layout: &ParamLayout,
+        tiling: Tiling,
+        layouts: &Layouts,
+    ) -> Result<Pipelines> {
+        let mut constants = shape_constants(model, layout, tiling);
+        constants.extend(shaders::constants(&ACTIVATION_CODES));
+        constants.extend(shaders::constants(&OPTIMIZER_CODES));
+        let make = |entry: &str,
+                    source: &str,
+                    layout: &wgpu::BindGroupLayout,
+                    constants: &[(&str, f64)]| {
+            let what = format!("building the fused step's {entry} pipeline");
+            let pipeline = Pipeline {
+                layout: Some(layout),
+                constants,
+                // Every kernel here writes its workgroup memory before reading it.
+                zero_workgroup_memory: false,
+                ..Pipeline::new(entry, &what, source, entry)
+            };
+            pipeline.build(&ctx.device)
+        };
+        let fused = source("fused");
+        Ok(Pipelines {
+            gradients: make("gradients", fused, &layouts.forward, &constants)?,
+            logits: make("logits", fused, &layouts.forward, &constants)?,
+            update: make("update", fused, &layouts.update, &constants)?,
+            augment: make("main", source("augment"), &layouts.augment, &[])?,
+        })
+    }
 }
 
-fn update_group(
-    ctx: &GpuContext,
-    layouts: &Layouts,
-    slots: &wgpu::Buffer,
-    params: &wgpu::Buffer,
-    partials: &wgpu::Buffer,
-    state: &wgpu::Buffer,
-    history: &wgpu::Buffer,
-) -> wgpu::BindGroup {
-    bind_group(
-        &ctx.device,
-        "fused update",
-        &layouts.update,
-        slots,
-        &[
-            (8, params, None),
-            (9, partials, None),
-            (10, state, None),
-            (11, history, None),
-        ],
-    )
-}
-
-/// The fused step's pipelines for `model`'s shape.
-fn pipelines(
-    ctx: &GpuContext,
+/// The override constants that fix the network's shape in fused.wgsl: the hidden layers, the
+/// activation, the block, where each tensor starts in the parameters, their size, and whether
+/// they all fit the uniform view.
+fn shape_constants(
     model: &Model,
     layout: &ParamLayout,
     tiling: Tiling,
-    layouts: &Layouts,
-) -> Result<Pipelines> {
-    let device = &ctx.device;
+) -> Vec<(&'static str, f64)> {
     let hidden = model.hidden();
     // Where W[l] and b[l] start, in vec4s (0 for a layer the network does not have).
     let at = |l: usize, bias: bool| {
@@ -879,16 +854,10 @@ fn pipelines(
             .map_or(0.0, |t| (if bias { t.b } else { t.w } / 4) as f64)
     };
     let param_vec4s = layout.floats / 4;
-    let constants = [
+    vec![
         ("H1", hidden[0] as f64),
         ("H2", hidden.get(1).copied().unwrap_or(0) as f64),
-        (
-            "ACT",
-            match model.activation {
-                Activation::Relu => 0.0,
-                Activation::Elu => 1.0,
-            },
-        ),
+        ("ACT", activation_code(model.activation).value as f64),
         ("BLOCK", tiling.block as f64),
         ("W1_AT", at(0, false)),
         ("B1_AT", at(0, true)),
@@ -902,45 +871,7 @@ fn pipelines(
             "PARAMS_IN_UNIFORM",
             (4 * layout.floats as u64 <= UNIFORM_BYTES) as u8 as f64,
         ),
-    ];
-    let make =
-        |entry: &str, source: &str, layout: &wgpu::BindGroupLayout, constants: &[(&str, f64)]| {
-            scoped(
-                device,
-                &format!("building the fused step's {entry} pipeline"),
-                || {
-                    let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
-                        label: Some(entry),
-                        source: wgpu::ShaderSource::Wgsl(source.into()),
-                    });
-                    let pipeline_layout =
-                        device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
-                            label: Some(entry),
-                            bind_group_layouts: &[Some(layout)],
-                            immediate_size: 0,
-                        });
-                    device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-                        label: Some(entry),
-                        layout: Some(&pipeline_layout),
-                        module: &module,
-                        entry_point: Some(entry),
-                        compilation_options: wgpu::PipelineCompilationOptions {
-                            constants,
-                            // Every kernel writes its workgroup memory before reading it.
-                            zero_initialize_workgroup_memory: false,
-                        },
-                        cache: None,
-                    })
-                },
-            )
-        };
-    let fused = kernels::source("fused");
-    Ok(Pipelines {
-        gradients: make("gradients", fused, &layouts.forward, &constants)?,
-        logits: make("logits", fused, &layouts.forward, &constants)?,
-        update: make("update", fused, &layouts.update, &constants)?,
-        augment: make("main", kernels::source("augment"), &layouts.augment, &[])?,
-    })
+    ]
 }
 
 #[cfg(test)]

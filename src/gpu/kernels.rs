@@ -9,63 +9,13 @@
 use bytemuck::{Pod, Zeroable};
 
 use crate::error::Result;
-use crate::gpu::context::scoped;
+use crate::gpu::coop::CoopConfig;
+use crate::gpu::pipeline::{bind_group, bind_group_layout, buffer_entry, Binding, Pipeline};
 use crate::gpu::profile::Timing;
+use crate::gpu::shaders::{self, activation_code, source, ACTIVATION_CODES};
 use crate::layout::Layout;
 use crate::model::Activation;
 use crate::optimizer::AdamParams;
-
-/// Every kernel's source, compiled into the binary. Tests validate each with naga. All but
-/// `fused` and `matmul` hold one kernel, entry point `main`, wrapped below; `fused` holds the
-/// fused step's kernels (`gpu::fused`); `matmul` two kernels, `main` and `tiled`, and
-/// `matmul_coop` a third one to add to them.
-pub const SHADERS: &[(&str, &str)] = &[
-    ("matmul", include_str!("../../shaders/matmul.wgsl")),
-    ("activation", include_str!("../../shaders/activation.wgsl")),
-    (
-        "activation_grad",
-        include_str!("../../shaders/activation_grad.wgsl"),
-    ),
-    ("softmax", include_str!("../../shaders/softmax.wgsl")),
-    (
-        "output_grad",
-        include_str!("../../shaders/output_grad.wgsl"),
-    ),
-    (
-        "sum_columns",
-        include_str!("../../shaders/sum_columns.wgsl"),
-    ),
-    (
-        "sum_partials",
-        include_str!("../../shaders/sum_partials.wgsl"),
-    ),
-    ("sgd_update", include_str!("../../shaders/sgd_update.wgsl")),
-    (
-        "momentum_update",
-        include_str!("../../shaders/momentum_update.wgsl"),
-    ),
-    (
-        "adam_update",
-        include_str!("../../shaders/adam_update.wgsl"),
-    ),
-    ("augment", include_str!("../../shaders/augment.wgsl")),
-    ("fused", include_str!("../../shaders/fused.wgsl")),
-    // Not a shader on its own: matmul's cooperative-matrix kernel, compiled after matmul.wgsl
-    // (`CoopConfig::source`).
-    (
-        "matmul_coop",
-        include_str!("../../shaders/matmul_coop.wgsl"),
-    ),
-];
-
-/// The source of shader `name`.
-pub fn source(name: &str) -> &'static str {
-    SHADERS
-        .iter()
-        .find(|(n, _)| *n == name)
-        .map(|(_, source)| *source)
-        .expect("a listed shader")
-}
 
 /// Threads per workgroup of the one-thread-per-element kernels (as in the shaders).
 const THREADS: u32 = 256;
@@ -146,142 +96,11 @@ impl Uniforms {
     }
 }
 
-/// The cooperative-matrix tiles `--matmul coop` multiplies on an adapter, which
-/// shaders/matmul_coop.wgsl is fitted to.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct CoopConfig {
-    /// The side of a tile: 8 or 16.
-    pub size: u32,
-    /// Whether the tiles hold f16 (else f32); the sums are f32 either way.
-    pub f16_inputs: bool,
-    /// The adapter's subgroup size, the threads of a workgroup.
-    pub lanes: u32,
-}
-
-impl CoopConfig {
-    /// What `adapter` offers for the kernel: square 8×8 or 16×16 tiles with f32 sums, of f32
-    /// inputs if it has them (the closest to the plain kernels), else of f16, the larger tile
-    /// first; and one subgroup size. Else why not, in a few words.
-    pub fn find(adapter: &wgpu::Adapter) -> std::result::Result<CoopConfig, String> {
-        use wgpu::CooperativeScalarType as Scalar;
-        let features = adapter.features();
-        if !features.contains(wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX) {
-            return Err("it has no cooperative matrices".into());
-        }
-        let info = adapter.get_info();
-        if info.subgroup_min_size != info.subgroup_max_size || info.subgroup_max_size == 0 {
-            return Err(format!(
-                "its subgroup size varies ({}..{})",
-                info.subgroup_min_size, info.subgroup_max_size
-            ));
-        }
-        let offered = adapter.cooperative_matrix_properties();
-        let has = |size: u32, input: Scalar| {
-            offered.iter().any(|c| {
-                (c.m_size, c.n_size, c.k_size) == (size, size, size)
-                    && c.ab_type == input
-                    && c.cr_type == Scalar::F32
-            })
-        };
-        let f16 = features.contains(wgpu::Features::SHADER_F16);
-        let choices = [(16, false), (8, false), (16, true), (8, true)];
-        choices
-            .into_iter()
-            .find(|&(size, f16_inputs)| {
-                (!f16_inputs || f16)
-                    && has(size, if f16_inputs { Scalar::F16 } else { Scalar::F32 })
-            })
-            .map(|(size, f16_inputs)| CoopConfig {
-                size,
-                f16_inputs,
-                lanes: info.subgroup_max_size,
-            })
-            .ok_or_else(|| {
-                "none of its cooperative tiles is 8×8 or 16×16 with f32 sums of f32 or f16".into()
-            })
-    }
-
-    /// The device features the kernel needs.
-    pub fn features(&self) -> wgpu::Features {
-        let f16 = if self.f16_inputs {
-            wgpu::Features::SHADER_F16
-        } else {
-            wgpu::Features::empty()
-        };
-        wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX | f16
-    }
-
-    /// The kernel's module: the enable directives, matmul.wgsl, then matmul_coop.wgsl with its
-    /// tile, input type and workgroup fitted.
-    pub fn source(&self) -> String {
-        let size = self.size;
-        let input = if self.f16_inputs { "f16" } else { "f32" };
-        let coop = [
-            ("alias In = f16;", format!("alias In = {input};")),
-            ("const S: u32 = 8u;", format!("const S: u32 = {size}u;")),
-            (
-                "const LANES: u32 = 8u;",
-                format!("const LANES: u32 = {}u;", self.lanes),
-            ),
-            ("coop_mat8x8", format!("coop_mat{size}x{size}")),
-        ]
-        .iter()
-        .fold(source("matmul_coop").to_string(), |text, (from, to)| {
-            assert!(text.contains(from), "matmul_coop.wgsl: no `{from}` to fit");
-            text.replace(from, to)
-        });
-        let f16 = if self.f16_inputs { "enable f16;\n" } else { "" };
-        format!(
-            "{f16}enable wgpu_cooperative_matrix;\n{}\n{coop}",
-            source("matmul")
-        )
-    }
-
-    /// In a few words, for the run's header.
-    pub fn describe(&self) -> String {
-        let input = if self.f16_inputs { "f16" } else { "f32" };
-        format!("cooperative {0}×{0} tiles of {input}, f32 sums", self.size)
-    }
-}
-
 impl Kernel {
-    /// Entry point `main` of shader `name`, its bind group layout derived from the shader.
-    fn new(device: &wgpu::Device, name: &'static str) -> Result<Kernel> {
-        Kernel::build(device, name, name, source(name), "main", None)
-    }
-
-    /// Entry point `entry` of module `text` (from `file`, for errors), with the given bind
-    /// group layout (or one derived from the shader: a derived layout serves one pipeline only).
-    fn build(
-        device: &wgpu::Device,
-        name: &'static str,
-        file: &str,
-        text: &str,
-        entry: &str,
-        layout: Option<&wgpu::BindGroupLayout>,
-    ) -> Result<Kernel> {
-        let pipeline = scoped(device, &format!("shader {file}.wgsl"), || {
-            let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
-                label: Some(name),
-                source: wgpu::ShaderSource::Wgsl(text.into()),
-            });
-            let pipeline_layout = layout.map(|layout| {
-                device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
-                    label: Some(name),
-                    bind_group_layouts: &[Some(layout)],
-                    immediate_size: 0,
-                })
-            });
-            device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-                label: Some(name),
-                layout: pipeline_layout.as_ref(),
-                module: &module,
-                entry_point: Some(entry),
-                compilation_options: Default::default(),
-                cache: None,
-            })
-        })?;
-        let layout = match layout {
+    /// The pipeline `spec` describes, named `name`, with its bind group layout.
+    fn build(device: &wgpu::Device, name: &'static str, spec: Pipeline) -> Result<Kernel> {
+        let pipeline = spec.build(device)?;
+        let layout = match spec.layout {
             Some(layout) => layout.clone(),
             None => pipeline.get_bind_group_layout(0),
         };
@@ -290,6 +109,20 @@ impl Kernel {
             pipeline,
             layout,
         })
+    }
+
+    /// Entry point `main` of shader `name`, with these override constants.
+    fn main(
+        device: &wgpu::Device,
+        name: &'static str,
+        constants: &[(&str, f64)],
+    ) -> Result<Kernel> {
+        let what = format!("shader {name}.wgsl");
+        let spec = Pipeline {
+            constants,
+            ..Pipeline::new(name, &what, source(name), "main")
+        };
+        Kernel::build(device, name, spec)
     }
 
     /// Binds a new uniform slot and `buffers` (in the shader's binding order, from binding 1).
@@ -326,25 +159,12 @@ impl Kernel {
             slot * UNIFORM_SLOT < uniforms.buffer.size(),
             "too few uniform slots"
         );
-        let mut entries = vec![wgpu::BindGroupEntry {
-            binding: 0,
-            resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
-                buffer: &uniforms.buffer,
-                offset: slot * UNIFORM_SLOT,
-                size: wgpu::BufferSize::new(UNIFORM_SLOT),
-            }),
-        }];
+        let params = Binding::range(0, &uniforms.buffer, slot * UNIFORM_SLOT, UNIFORM_SLOT);
+        let mut bindings = vec![params];
         for (i, buffer) in buffers.iter().enumerate() {
-            entries.push(wgpu::BindGroupEntry {
-                binding: i as u32 + 1,
-                resource: buffer.as_entire_binding(),
-            });
+            bindings.push(Binding::whole(i as u32 + 1, buffer));
         }
-        let bind_group = device.create_bind_group(&wgpu::BindGroupDescriptor {
-            label: Some(self.name),
-            layout: &self.layout,
-            entries: &entries,
-        });
+        let bind_group = bind_group(device, self.name, &self.layout, &bindings);
         Bound { bind_group, slot }
     }
 }
@@ -353,53 +173,31 @@ impl Kernels {
     /// Every kernel's pipeline; matmul's cooperative one too where `coop` says how to fit it
     /// (the device must have its features).
     pub fn new(device: &wgpu::Device, coop: Option<CoopConfig>) -> Result<Kernels> {
-        let k = |name: &'static str| Kernel::new(device, name);
-        // matmul's two kernels take one layout: its parameters, then A, B, the images, their
-        // indices and the bias (read) and C (written).
-        let storage = |binding: u32, read_only: bool| wgpu::BindGroupLayoutEntry {
-            binding,
-            visibility: wgpu::ShaderStages::COMPUTE,
-            ty: wgpu::BindingType::Buffer {
-                ty: wgpu::BufferBindingType::Storage { read_only },
-                has_dynamic_offset: false,
-                min_binding_size: None,
-            },
-            count: None,
-        };
-        let mut entries = vec![wgpu::BindGroupLayoutEntry {
-            ty: wgpu::BindingType::Buffer {
-                ty: wgpu::BufferBindingType::Uniform,
-                has_dynamic_offset: false,
-                min_binding_size: None,
-            },
-            ..storage(0, true)
-        }];
-        entries.extend((1..=5).map(|binding| storage(binding, true)));
-        entries.push(storage(6, false));
-        let matmul_layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
-            label: Some("matmul bindings"),
-            entries: &entries,
-        });
-        let matmul = |name, entry| {
-            let text = source("matmul");
-            Kernel::build(device, name, "matmul", text, entry, Some(&matmul_layout))
+        let k = |name: &'static str| Kernel::main(device, name, &[]);
+        let activations: Vec<_> = shaders::constants(&ACTIVATION_CODES).collect();
+        let matmul_layout = matmul_layout(device);
+        let matmul = |name: &'static str, file: &str, text: &str, entry: &str| {
+            let what = format!("shader {file}.wgsl");
+            let spec = Pipeline {
+                layout: Some(&matmul_layout),
+                ..Pipeline::new(name, &what, text, entry)
+            };
+            Kernel::build(device, name, spec)
         };
         let matmul_coop = match coop {
             Some(config) => {
                 let text = config.source();
-                let file = "matmul_coop";
-                let layout = Some(&matmul_layout);
-                let kernel = Kernel::build(device, "matmul coop", file, &text, "coop", layout)?;
+                let kernel = matmul("matmul coop", "matmul_coop", &text, "coop")?;
                 Some((kernel, config))
             }
             None => None,
         };
         Ok(Kernels {
-            matmul: matmul("matmul", "main")?,
-            matmul_tiled: matmul("matmul tiled", "tiled")?,
+            matmul: matmul("matmul", "matmul", source("matmul"), "main")?,
+            matmul_tiled: matmul("matmul tiled", "matmul", source("matmul"), "tiled")?,
             matmul_coop,
-            activation: k("activation")?,
-            activation_grad: k("activation_grad")?,
+            activation: Kernel::main(device, "activation", &activations)?,
+            activation_grad: Kernel::main(device, "activation_grad", &activations)?,
             softmax: k("softmax")?,
             output_grad: k("output_grad")?,
             sum_columns: k("sum_columns")?,
@@ -410,6 +208,17 @@ impl Kernels {
             augment: k("augment")?,
         })
     }
+}
+
+/// The one layout of matmul's kernels (narrow, tiled, cooperative): its parameters, then A, B,
+/// the images, their indices and the bias (read) and C (written).
+fn matmul_layout(device: &wgpu::Device) -> wgpu::BindGroupLayout {
+    use wgpu::BufferBindingType::{Storage, Uniform};
+    let mut entries = vec![buffer_entry(0, Uniform, false)];
+    entries
+        .extend((1..=5).map(|binding| buffer_entry(binding, Storage { read_only: true }, false)));
+    entries.push(buffer_entry(6, Storage { read_only: false }, false));
+    bind_group_layout(device, "matmul bindings", &entries)
 }
 
 /// Records dispatches into one command encoder and one compute pass; `submit` uploads the
@@ -543,13 +352,6 @@ pub fn grid(count: usize) -> [u32; 3] {
     let groups = count.div_ceil(THREADS as usize) as u32;
     let x = groups.clamp(1, MAX_GROUPS);
     [x.min(groups), groups.div_ceil(x), 1]
-}
-
-fn act_code(act: Activation) -> u32 {
-    match act {
-        Activation::Relu => 0,
-        Activation::Elu => 1,
-    }
 }
 
 #[repr(C)]
@@ -716,7 +518,7 @@ impl Kernels {
 
     /// activation: `A = g(Z)`. Z, A: (units, m), count = units·m.
     pub fn activation(&self, rec: &mut Recorder, bound: &Bound, count: usize, act: Activation) {
-        let params = [count as u32, act_code(act), 0, 0];
+        let params = [count as u32, activation_code(act).value, 0, 0];
         rec.dispatch(&self.activation, bound, params, grid(count));
     }
 
@@ -728,7 +530,7 @@ impl Kernels {
         count: usize,
         act: Activation,
     ) {
-        let params = [count as u32, act_code(act), 0, 0];
+        let params = [count as u32, activation_code(act).value, 0, 0];
         rec.dispatch(&self.activation_grad, bound, params, grid(count));
     }
 

@@ -12,12 +12,22 @@
 //! (progress lines), so no step waits for the host. The images stay on the GPU as bytes (four
 //! to a u32) for the whole run; a batch is a range of the index list, so no image is uploaded
 //! after the start.
+//!
+//! Both paths build their pipelines and bind groups the one way `pipeline.rs` has, from the
+//! sources in `shaders.rs`, which also defines the codes the shaders know by name (the
+//! activation, the optimizer). `context.rs` opens the device and builds the per-operation
+//! kernels (`kernels.rs`, matmul's cooperative one with `coop.rs`); `shifted.rs` holds the
+//! `--augment` buffers both paths keep.
 
 pub mod context;
+pub mod coop;
 pub mod fused;
 pub mod kernels;
+pub mod pipeline;
 pub mod profile;
 pub mod reference;
+pub mod shaders;
+pub mod shifted;
 
 use std::sync::Arc;
 

@@ -12,6 +12,7 @@ use crate::data::{CLASSES, PIXELS};
 use crate::error::{Error, Result};
 use crate::gpu::kernels::{column_chunks, splits_for, Bound, Kernels, Operand, Recorder, Uniforms};
 use crate::gpu::profile::Timing;
+use crate::gpu::shifted::ShiftedImages;
 use crate::gpu::{Data, GpuContext, StepArgs};
 use crate::layout::Layout;
 use crate::model::{Activation, Layer, Model};
@@ -49,35 +50,58 @@ struct LayerState {
     update_b: Bound,
 }
 
+/// The output's kernels: dZ = A − Y with each sample's (loss, correct), and their sum over the
+/// batch.
+struct Output {
+    grad: Bound,
+    stats_columns: Bound,
+    stats_sum: Bound,
+}
+
 /// Where the first layer reads the batch's images.
 #[derive(Clone, Copy)]
 enum Images<'a> {
     /// In the pool, through the index list from position `first`.
     Pool { first: u32 },
     /// The shifted copies `augment` made of them.
-    Shifted(&'a Shifter),
+    Shifted(&'a Shifted),
 }
 
-/// Buffers kept after `new` so that `--augment` can bind them later.
-struct Kept {
-    images: wgpu::Buffer,
-    indices: wgpu::Buffer,
+/// Buffers the layers share.
+struct Scratch {
     /// Bound where a kernel's binding goes unused.
     dummy: wgpu::Buffer,
-    /// Split-K partial products.
+    /// dA of a hidden layer: (widest, capacity).
+    da: wgpu::Buffer,
+    /// The partial sums of the split-K products and the column sums (for the largest batch).
     partials: wgpu::Buffer,
-    /// dZ of the first layer.
-    dz1: wgpu::Buffer,
 }
 
-/// `--augment`'s buffers and bindings, made on the first shifted step.
-struct Shifter {
-    /// A batch's images in batch order, 784 bytes each: the shifted copies, or the images
-    /// `classify` is given.
-    images: wgpu::Buffer,
-    /// (dx, dy) per image of the batch, as i32: (2, capacity), and its host copy.
-    shifts: wgpu::Buffer,
-    host_shifts: Vec<i32>,
+impl Scratch {
+    fn new(ctx: &GpuContext, model: &Model, cap: usize) -> Result<Scratch> {
+        let partial_floats = model
+            .layers
+            .iter()
+            .map(|l| {
+                let splits = splits_for(l.outputs, l.inputs, cap) as usize;
+                let product = splits * l.outputs * l.inputs;
+                product.max(column_chunks(cap) as usize * l.outputs)
+            })
+            .max()
+            .unwrap_or(0)
+            .max(2 * column_chunks(cap) as usize);
+        Ok(Scratch {
+            dummy: ctx.storage("unused binding", 4)?,
+            da: ctx.storage("dA", 4 * (model.widest() * cap) as u64)?,
+            partials: ctx.storage("partial sums", 4 * partial_floats as u64)?,
+        })
+    }
+}
+
+/// `--augment`'s buffers and the bindings that read them, made on the first shifted step.
+struct Shifted {
+    /// One region of shifts: each step is a submit of its own.
+    batch: ShiftedImages,
     augment: Bound,
     /// The first layer's forward product and dW product, reading the shifted copies (through
     /// an index list 0, 1, 2, …) instead of the pool.
@@ -91,9 +115,7 @@ struct Network {
     activation: Activation,
     optimizer: Optimizer,
     layers: Vec<LayerState>,
-    output_grad: Bound,
-    stats_columns: Bound,
-    stats_sum: Bound,
+    output: Output,
 }
 
 pub struct Reference {
@@ -102,15 +124,135 @@ pub struct Reference {
     uniforms: Uniforms,
     /// (loss, correct) summed over the last batch; copied to the step's history slot.
     stats_total: wgpu::Buffer,
-    kept: Kept,
-    shifter: Option<Shifter>,
+    /// Kept so that `--augment` can bind them later, with dZ of the first layer.
+    data: Data,
+    scratch: Scratch,
+    dz1: wgpu::Buffer,
+    shifted: Option<Shifted>,
+}
+
+/// Binds the kernels of the layers, one after another, to their buffers.
+struct Binder<'a> {
+    ctx: &'a GpuContext,
+    data: &'a Data,
+    scratch: &'a Scratch,
+    cap: usize,
+    uniforms: &'a mut Uniforms,
+}
+
+impl Binder<'_> {
+    fn floats(&self, label: &str, n: usize) -> Result<wgpu::Buffer> {
+        self.ctx.storage(label, 4 * n as u64)
+    }
+
+    /// Layer `l`'s buffers and bound kernels; returns them, its A and its dZ. `input`: what
+    /// the layer reads (A[l-1]; on the first layer a dummy, as it reads the images); `prev`:
+    /// layer l-1 and its dZ, which the backward pass writes.
+    fn layer(
+        &mut self,
+        l: usize,
+        layer: &Layer,
+        last: bool,
+        input: &wgpu::Buffer,
+        prev: Option<(&LayerState, &wgpu::Buffer)>,
+    ) -> Result<(LayerState, wgpu::Buffer, wgpu::Buffer)> {
+        let (inputs, outputs) = (layer.inputs, layer.outputs);
+        let name = |what: &str| format!("{what}{}", l + 1);
+        let w = self
+            .ctx
+            .upload(&name("W"), bytemuck::cast_slice(&layer.w))?;
+        let b = self
+            .ctx
+            .upload(&name("b"), bytemuck::cast_slice(&layer.b))?;
+        let dw = self.floats(&name("dW"), outputs * inputs)?;
+        let db = self.floats(&name("db"), outputs)?;
+        let z = self.floats(&name("Z"), outputs * self.cap)?;
+        let a = self.floats(&name("A"), outputs * self.cap)?;
+        let dz = self.floats(&name("dZ"), outputs * self.cap)?;
+        let (device, k, u) = (&self.ctx.device, &self.ctx.kernels, &mut *self.uniforms);
+        let Data {
+            images, indices, ..
+        } = self.data;
+        let Scratch {
+            dummy,
+            da,
+            partials,
+        } = self.scratch;
+        let forward = k
+            .matmul
+            .bind(device, u, &[&w, input, images, indices, &b, &z]);
+        let activate = if last {
+            k.softmax.bind(device, u, &[&z, &a])
+        } else {
+            k.activation.bind(device, u, &[&z, &a])
+        };
+        let dw_product = k
+            .matmul
+            .bind(device, u, &[&dz, input, images, indices, dummy, partials]);
+        let dw_sum = k.sum_partials.bind(device, u, &[partials, &dw]);
+        let db_columns = k.sum_columns.bind(device, u, &[&dz, partials]);
+        let db_sum = k.sum_partials.bind(device, u, &[partials, &db]);
+        let back = prev.map(|(prev, prev_dz)| {
+            let product = k
+                .matmul
+                .bind(device, u, &[&w, &dz, images, indices, dummy, da]);
+            let grad = k.activation_grad.bind(device, u, &[da, &prev.z, prev_dz]);
+            (product, grad)
+        });
+        let update_w = k.sgd_update.bind(device, u, &[&dw, &w]);
+        let update_b = k.sgd_update.bind(device, u, &[&db, &b]);
+        let state = LayerState {
+            inputs,
+            outputs,
+            w,
+            b,
+            dw,
+            db,
+            state: Vec::new(),
+            z,
+            forward,
+            activate,
+            dw_product,
+            dw_sum,
+            db_columns,
+            db_sum,
+            back,
+            update_w,
+            update_b,
+        };
+        Ok((state, a, dz))
+    }
+
+    /// The output's kernels, reading the last layer's A and Z and writing its dZ; and the
+    /// buffer their batch (loss, correct) is summed into.
+    fn output(
+        &mut self,
+        out: &LayerState,
+        a: &wgpu::Buffer,
+        dz: &wgpu::Buffer,
+    ) -> Result<(Output, wgpu::Buffer)> {
+        let stats = self.floats("per-sample loss and correct", 2 * self.cap)?;
+        let stats_total = self.floats("batch loss and correct", 2)?;
+        let (device, k, u) = (&self.ctx.device, &self.ctx.kernels, &mut *self.uniforms);
+        let Data {
+            labels, indices, ..
+        } = self.data;
+        let partials = &self.scratch.partials;
+        let output = Output {
+            grad: k
+                .output_grad
+                .bind(device, u, &[a, &out.z, labels, indices, dz, &stats]),
+            stats_columns: k.sum_columns.bind(device, u, &[&stats, partials]),
+            stats_sum: k.sum_partials.bind(device, u, &[partials, &stats_total]),
+        };
+        Ok((output, stats_total))
+    }
 }
 
 impl Reference {
     /// Uploads the model and binds every kernel to its buffers, for batches of up to
     /// `capacity` samples.
     pub fn new(ctx: &GpuContext, model: &Model, data: &Data, capacity: usize) -> Result<Self> {
-        let cap = capacity;
         if model.widest() > 65_535 {
             // sum_columns gives each row a workgroup row of its grid, which stops at 65,535.
             return Err(Error::Gpu(format!(
@@ -118,196 +260,87 @@ impl Reference {
                 model.widest()
             )));
         }
-        let device = &ctx.device;
-        let floats = |label: &str, n: usize| ctx.storage(label, 4 * n as u64);
-        let upload = |label: &str, bytes: &[u8]| ctx.upload(label, bytes);
-        let Data {
-            images,
-            labels,
-            indices,
-        } = data;
-        let dummy = floats("unused binding", 1)?;
-
-        // Scratch shared by the layers: dA (widest hidden, cap), and the partial sums of the
-        // split-K products and column sums (sized for the largest batch).
-        let widest = model.widest();
-        let da = floats("dA", widest * cap)?;
-        let partial_floats = model
-            .layers
-            .iter()
-            .map(|l| {
-                let splits = splits_for(l.outputs, l.inputs, cap) as usize;
-                let product = splits * l.outputs * l.inputs;
-                product.max(column_chunks(cap) as usize * l.outputs)
-            })
-            .max()
-            .unwrap_or(0)
-            .max(2 * column_chunks(cap) as usize);
-        let partials = floats("partial sums", partial_floats)?;
-
-        let k = &ctx.kernels;
-        // One uniform slot per bind group below: ten per layer (forward, activate, dw_product,
-        // dw_sum, db_columns, db_sum, the two of back, update_w, update_b), three for the output.
-        // Three more are kept for `--augment` (see `Shifter`).
-        let mut uniforms = Uniforms::new(device, 10 * model.layers.len() as u64 + 6);
-        let u = &mut uniforms;
+        let scratch = Scratch::new(ctx, model, capacity)?;
+        // One uniform slot per bind group: ten per layer (forward, activate, dw_product,
+        // dw_sum, db_columns, db_sum, the two of back, update_w, update_b), three for the
+        // output. Three more are kept for `--augment` (see `Shifted`).
+        let mut uniforms = Uniforms::new(&ctx.device, 10 * model.layers.len() as u64 + 6);
+        let mut binder = Binder {
+            ctx,
+            data,
+            scratch: &scratch,
+            cap: capacity,
+            uniforms: &mut uniforms,
+        };
         let last = model.layers.len() - 1;
-        let mut layers: Vec<LayerState> = Vec::new();
-        let mut dzs: Vec<wgpu::Buffer> = Vec::new();
-        let mut activations: Vec<wgpu::Buffer> = Vec::new();
+        let (mut layers, mut activations, mut dzs) = (Vec::new(), Vec::new(), Vec::new());
         for (l, layer) in model.layers.iter().enumerate() {
-            let Layer {
-                inputs, outputs, ..
-            } = *layer;
-            let name = |what: &str| format!("{what}{}", l + 1);
-            let w = upload(&name("W"), bytemuck::cast_slice(&layer.w))?;
-            let b = upload(&name("b"), bytemuck::cast_slice(&layer.b))?;
-            let dw = floats(&name("dW"), outputs * inputs)?;
-            let db = floats(&name("db"), outputs)?;
-            let z = floats(&name("Z"), outputs * cap)?;
-            let a = floats(&name("A"), outputs * cap)?;
-            let dz = floats(&name("dZ"), outputs * cap)?;
-            // The layer's input: the images on the first layer, A[l-1] after.
-            let input = if l == 0 { &dummy } else { &activations[l - 1] };
-            let forward = k
-                .matmul
-                .bind(device, u, &[&w, input, images, indices, &b, &z]);
-            let activate = if l < last {
-                k.activation.bind(device, u, &[&z, &a])
+            let input = if l == 0 {
+                &scratch.dummy
             } else {
-                k.softmax.bind(device, u, &[&z, &a])
+                &activations[l - 1]
             };
-            let dw_product =
-                k.matmul
-                    .bind(device, u, &[&dz, input, images, indices, &dummy, &partials]);
-            let dw_sum = k.sum_partials.bind(device, u, &[&partials, &dw]);
-            let db_columns = k.sum_columns.bind(device, u, &[&dz, &partials]);
-            let db_sum = k.sum_partials.bind(device, u, &[&partials, &db]);
-            let back = if l > 0 {
-                let product = k
-                    .matmul
-                    .bind(device, u, &[&w, &dz, images, indices, &dummy, &da]);
-                let prev = &layers[l - 1];
-                let grad = k
-                    .activation_grad
-                    .bind(device, u, &[&da, &prev.z, &dzs[l - 1]]);
-                Some((product, grad))
-            } else {
-                None
-            };
-            let update_w = k.sgd_update.bind(device, u, &[&dw, &w]);
-            let update_b = k.sgd_update.bind(device, u, &[&db, &b]);
-            layers.push(LayerState {
-                inputs,
-                outputs,
-                w,
-                b,
-                dw,
-                db,
-                state: Vec::new(),
-                z,
-                forward,
-                activate,
-                dw_product,
-                dw_sum,
-                db_columns,
-                db_sum,
-                back,
-                update_w,
-                update_b,
-            });
-            dzs.push(dz);
+            let prev = layers.last().zip(dzs.last());
+            let (state, a, dz) = binder.layer(l, layer, l == last, input, prev)?;
+            layers.push(state);
             activations.push(a);
+            dzs.push(dz);
         }
-
-        let stats = floats("per-sample loss and correct", 2 * cap)?;
-        let stats_total = floats("batch loss and correct", 2)?;
-        let out = &layers[last];
-        let output_grad = k.output_grad.bind(
-            device,
-            u,
-            &[
-                &activations[last],
-                &out.z,
-                labels,
-                indices,
-                &dzs[last],
-                &stats,
-            ],
-        );
-        let stats_columns = k.sum_columns.bind(device, u, &[&stats, &partials]);
-        let stats_sum = k.sum_partials.bind(device, u, &[&partials, &stats_total]);
+        let (output, stats_total) = binder.output(&layers[last], &activations[last], &dzs[last])?;
         ctx.check()?;
         Ok(Reference {
-            capacity: cap,
+            capacity,
             net: Network {
                 activation: model.activation,
                 optimizer: Optimizer::Sgd,
                 layers,
-                output_grad,
-                stats_columns,
-                stats_sum,
+                output,
             },
             uniforms,
             stats_total,
-            kept: Kept {
-                images: images.clone(),
-                indices: indices.clone(),
-                dummy,
-                partials,
-                dz1: dzs.swap_remove(0),
-            },
-            shifter: None,
+            data: data.clone(),
+            scratch,
+            dz1: dzs.swap_remove(0),
+            shifted: None,
         })
     }
 
     /// `--augment`'s buffers: the shifted images of a batch, the shifts, the list 0, 1, 2, …
     /// that reads the copies in order, and the bindings that use them.
-    fn make_shifter(&mut self, ctx: &GpuContext) -> Result<Shifter> {
+    fn make_shifted(&mut self, ctx: &GpuContext) -> Result<Shifted> {
         let (device, k) = (&ctx.device, &ctx.kernels);
         let cap = self.capacity;
-        let shifted = ctx.storage("shifted images", (PIXELS * cap) as u64)?;
-        let shifts = ctx.storage("shifts", 8 * cap as u64)?;
+        let batch = ShiftedImages::new(ctx, cap, 1)?;
         let identity: Vec<u32> = (0..cap as u32).collect();
         let identity = ctx.upload(
             "shifted images' index list",
             bytemuck::cast_slice(&identity),
         )?;
         let u = &mut self.uniforms;
-        let kept = &self.kept;
+        let Data {
+            images, indices, ..
+        } = &self.data;
+        let Scratch {
+            dummy, partials, ..
+        } = &self.scratch;
+        let (shifted, shifts) = (&batch.images, &batch.shifts);
         let augment = k
             .augment
-            .bind(device, u, &[&kept.images, &kept.indices, &shifts, &shifted]);
+            .bind(device, u, &[images, indices, shifts, shifted]);
         let first = &self.net.layers[0];
         let forward = k.matmul.bind(
             device,
             u,
-            &[
-                &first.w,
-                &kept.dummy,
-                &shifted,
-                &identity,
-                &first.b,
-                &first.z,
-            ],
+            &[&first.w, dummy, shifted, &identity, &first.b, &first.z],
         );
         let dw_product = k.matmul.bind(
             device,
             u,
-            &[
-                &kept.dz1,
-                &kept.dummy,
-                &shifted,
-                &identity,
-                &kept.dummy,
-                &kept.partials,
-            ],
+            &[&self.dz1, dummy, shifted, &identity, dummy, partials],
         );
         ctx.check()?;
-        Ok(Shifter {
-            images: shifted,
-            shifts,
-            host_shifts: Vec::with_capacity(2 * cap),
+        Ok(Shifted {
+            batch,
             augment,
             forward,
             dw_product,
@@ -325,28 +358,20 @@ impl Reference {
         timing: Option<Timing>,
     ) -> Result<Option<Timing>> {
         if let Some(shifts) = shifts {
-            if self.shifter.is_none() {
-                self.shifter = Some(self.make_shifter(ctx)?);
+            if self.shifted.is_none() {
+                self.shifted = Some(self.make_shifted(ctx)?);
             }
-            let shifter = self.shifter.as_mut().expect("made above");
-            shifter.host_shifts.clear();
-            shifter
-                .host_shifts
-                .extend(shifts.iter().flat_map(|s| [s.dx as i32, s.dy as i32]));
-            ctx.queue.write_buffer(
-                &shifter.shifts,
-                0,
-                bytemuck::cast_slice(&shifter.host_shifts),
-            );
+            let shifted = self.shifted.as_mut().expect("made above");
+            shifted.batch.write(ctx, 0, shifts);
         }
         let k = &ctx.kernels;
         let mut rec =
             Recorder::new(&ctx.device, &mut self.uniforms, "train step").with_timing(timing);
         let (first, m) = (args.first, args.m);
-        let images = match (&self.shifter, shifts) {
-            (Some(shifter), Some(_)) => {
-                k.augment(&mut rec, &shifter.augment, m, first);
-                Images::Shifted(shifter)
+        let images = match (&self.shifted, shifts) {
+            (Some(shifted), Some(_)) => {
+                k.augment(&mut rec, &shifted.augment, m, first);
+                Images::Shifted(shifted)
             }
             _ => Images::Pool { first },
         };
@@ -384,15 +409,15 @@ impl Reference {
 
     /// The logits of `images` (at most `capacity` of them, not in the pool) into `out`: (10, n).
     pub fn classify(&mut self, ctx: &GpuContext, images: &[u8], out: &wgpu::Buffer) -> Result<()> {
-        if self.shifter.is_none() {
-            self.shifter = Some(self.make_shifter(ctx)?);
+        if self.shifted.is_none() {
+            self.shifted = Some(self.make_shifted(ctx)?);
         }
-        let shifter = self.shifter.as_ref().expect("made above");
-        ctx.queue.write_buffer(&shifter.images, 0, images);
+        let shifted = self.shifted.as_ref().expect("made above");
+        ctx.queue.write_buffer(&shifted.batch.images, 0, images);
         let m = images.len() / PIXELS;
         let mut rec = Recorder::new(&ctx.device, &mut self.uniforms, "classify");
         self.net
-            .forward(&ctx.kernels, &mut rec, Images::Shifted(shifter), m);
+            .forward(&ctx.kernels, &mut rec, Images::Shifted(shifted), m);
         let logits = &self.net.layers.last().expect("at least one layer").z;
         rec.copy(logits, 0, out, 0, 4 * (CLASSES * m) as u64);
         ctx.throttle(rec.submit(&ctx.queue).0)
@@ -529,8 +554,9 @@ impl Network {
     /// The batch's labels are listed at `indices[first ..]`.
     fn backward(&self, k: &Kernels, rec: &mut Recorder, images: Images, first: u32, m: usize) {
         let inv_m = 1.0 / m as f32;
-        k.output_grad(rec, &self.output_grad, CLASSES, m, first);
-        k.sum_columns(rec, &self.stats_columns, &self.stats_sum, 2, m, 1.0);
+        let out = &self.output;
+        k.output_grad(rec, &out.grad, CLASSES, m, first);
+        k.sum_columns(rec, &out.stats_columns, &out.stats_sum, 2, m, 1.0);
         for (l, layer) in self.layers.iter().enumerate().rev() {
             let (units, inputs) = (layer.outputs, layer.inputs);
             let dz = Layout::col_major(units, m);

@@ -7,7 +7,7 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
-use mnist_gpu::gpu::kernels::SHADERS;
+use mnist_gpu::gpu::shaders::{Code, ACTIVATION_CODES, OPTIMIZER_CODES, SHADERS};
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -86,7 +86,7 @@ fn every_shader_parses_and_validates() {
 /// or 16, f16 or f32 inputs, subgroups of 8 (lavapipe) or 32.
 #[test]
 fn the_cooperative_matmul_validates_in_every_fit() {
-    use mnist_gpu::gpu::kernels::CoopConfig;
+    use mnist_gpu::gpu::coop::CoopConfig;
     let mut failures = Vec::new();
     for size in [8, 16] {
         for f16_inputs in [false, true] {
@@ -124,6 +124,61 @@ fn the_cooperative_matmul_validates_in_every_fit() {
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}
+
+/// The activation and optimizer codes reach WGSL by name: each shader that tells them apart
+/// declares an override per code, whose default (for a shader compiled on its own) is the
+/// code's value on the Rust side (`gpu::shaders`), and compares against the names, not numbers.
+#[test]
+fn codes_are_defined_once_and_named_in_wgsl() {
+    let codes: Vec<Code> = ACTIVATION_CODES
+        .into_iter()
+        .chain(OPTIMIZER_CODES)
+        .collect();
+    let users: [(&str, &[Code]); 3] = [
+        ("activation", &ACTIVATION_CODES),
+        ("activation_grad", &ACTIVATION_CODES),
+        ("fused", &codes),
+    ];
+    let mut failures = Vec::new();
+    for (name, source) in SHADERS.iter().filter(|(name, _)| *name != "matmul_coop") {
+        let module = naga::front::wgsl::parse_str(source).expect("parses (tested above)");
+        let default = |code: &Code| {
+            let o = module
+                .overrides
+                .iter()
+                .find(|(_, o)| o.name.as_deref() == Some(code.name));
+            o.map(|(_, o)| o.init.map(|init| module.global_expressions[init].clone()))
+        };
+        let wanted = users
+            .iter()
+            .find(|(user, _)| user == name)
+            .map_or(&[][..], |u| u.1);
+        for code in &codes {
+            let literal = naga::Expression::Literal(naga::Literal::U32(code.value));
+            match default(code) {
+                None if wanted.contains(code) => {
+                    failures.push(format!("{name}.wgsl declares no override {}", code.name))
+                }
+                None => {}
+                Some(init) if init != Some(literal.clone()) => failures.push(format!(
+                    "{name}.wgsl: override {}'s default is {init:?}, not {}u",
+                    code.name, code.value
+                )),
+                Some(_) => {}
+            }
+        }
+        // A comparison against a code names it.
+        for compared in ["act == ", "ACT == ", "optimizer == "] {
+            for (at, _) in source.match_indices(compared) {
+                let next = source[at + compared.len()..].chars().next();
+                if next.is_some_and(|c| c.is_ascii_digit()) {
+                    failures.push(format!("{name}.wgsl compares `{compared}` with a number"));
+                }
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
 #[test]
