@@ -3,6 +3,7 @@
 //! real digits learns, bad configurations are refused, and the CPU twins in `cpu::ops` compute
 //! what their documentation says on cases small enough to check by hand.
 
+
 use crate::common::random_dataset;
 use std::path::Path;
 use std::sync::Arc;

@@ -2,6 +2,7 @@
 //! both backends, the safetensors file read back through the crate, Kaggle's submission
 //! format, `--resume`, `--metrics`, Ctrl-C, and a clear error for every kind of bad model file.
 
+
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
