@@ -16,7 +16,7 @@ use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Through
 use mnist_gpu::backend::Backend;
 use mnist_gpu::cpu::ops;
 use mnist_gpu::cpu::{fused, CpuBackend};
-use mnist_gpu::data::pool::{ImagePool, List, ListSizes};
+use mnist_gpu::data::pool::{synthetic_pool, ImagePool, List, ListSizes};
 use mnist_gpu::data::PIXELS;
 use mnist_gpu::gpu::{GpuBackend, GpuContext};
 use mnist_gpu::layout::{Mat, MatMut};
@@ -28,7 +28,7 @@ const SAMPLES: usize = 60_000;
 
 /// The same synthetic data as `mnist-gpu bench`.
 fn pool() -> Arc<ImagePool> {
-    Arc::new(mnist_gpu::bench::synthetic_pool(SAMPLES, 1))
+    Arc::new(synthetic_pool(SAMPLES, 1))
 }
 
 fn bench_steps(c: &mut Criterion) {

@@ -12,11 +12,12 @@
 //! - `train`: the training loop.
 //! - `metrics`: the training curves as CSV and as a plot.
 //! - `art`: digits as text.
-//! - `bench`: the `bench` subcommand's throughput measurements.
+//!
+//! The command line (`src/main.rs`, `src/cli/`: train, predict, eval, bench, serve) is built on
+//! this library.
 
 pub mod art;
 pub mod backend;
-pub mod bench;
 pub mod checkpoint;
 pub mod cpu;
 pub mod data;

@@ -35,7 +35,7 @@ enum Command {
     /// on a labelled file.
     Eval(cli::predict::EvalArgs),
     /// Measures training throughput (samples/s) per backend and batch size on synthetic data.
-    Bench(mnist_gpu::bench::BenchOptions),
+    Bench(cli::bench::BenchOptions),
     /// Serves a local web page to draw a digit and watch the model answer, try test digits and
     /// see what it learned, and the JSON API the page uses.
     Serve(cli::serve::ServeArgs),
@@ -108,7 +108,7 @@ fn main() -> ExitCode {
         None => cli::train::run(&cli.train, &explicit),
         Some(Command::Predict(args)) => cli::predict::predict(args),
         Some(Command::Eval(args)) => cli::predict::eval(args),
-        Some(Command::Bench(options)) => mnist_gpu::bench::run(options),
+        Some(Command::Bench(options)) => cli::bench::run(options),
         Some(Command::Serve(args)) => cli::serve::serve(args),
     };
     match result {

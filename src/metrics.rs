@@ -3,6 +3,10 @@
 
 use std::path::Path;
 
+use plotters::coord::Shift;
+use plotters::drawing::DrawingArea;
+use plotters::prelude::DrawingBackend;
+
 use crate::error::Result;
 use crate::model_file::write_atomically;
 use crate::plot;
@@ -54,8 +58,9 @@ pub fn plot(path: &Path, history: &[Progress]) -> Result<()> {
     .map_err(|e| plot::failed(path, e))
 }
 
-fn draw<DB: plotters::prelude::DrawingBackend>(
-    root: plotters::drawing::DrawingArea<DB, plotters::coord::Shift>,
+/// The figure: the loss on the left, the accuracy on the right, both against the step.
+fn draw<DB: DrawingBackend>(
+    root: DrawingArea<DB, Shift>,
     history: &[Progress],
 ) -> std::result::Result<(), String> {
     use plotters::prelude::*;
@@ -66,17 +71,27 @@ fn draw<DB: plotters::prelude::DrawingBackend>(
     root.fill(&WHITE).map_err(e)?;
     let (left, right) = root.split_horizontally(500);
     let last_step = history.last().map_or(1, |p| p.step).max(2) as f64;
-    let font = (plot::FAMILY, 15);
-    let red = RGBColor(214, 39, 40);
-    let blue = RGBColor(31, 119, 180);
-    let green = RGBColor(44, 160, 44);
+    draw_loss(&left, history, last_step)?;
+    draw_accuracy(&right, history, last_step)?;
+    root.present().map_err(e)?;
+    Ok(())
+}
 
+/// The batch loss against the step, from 0 to a little above its highest.
+fn draw_loss<DB: DrawingBackend>(
+    area: &DrawingArea<DB, Shift>,
+    history: &[Progress],
+    last_step: f64,
+) -> std::result::Result<(), String> {
+    use plotters::prelude::*;
+    let e = |e: DrawingAreaErrorKind<DB::ErrorType>| e.to_string();
+    let red = RGBColor(214, 39, 40);
     let loss: Vec<(f64, f64)> = history
         .iter()
         .map(|p| (p.step as f64, p.batch.loss))
         .collect();
     let top = loss.iter().map(|p| p.1).fold(0.0, f64::max) * 1.05;
-    let mut chart = ChartBuilder::on(&left)
+    let mut chart = ChartBuilder::on(area)
         .caption("loss", (plot::FAMILY, 20))
         .margin(12)
         .x_label_area_size(40)
@@ -88,14 +103,28 @@ fn draw<DB: plotters::prelude::DrawingBackend>(
         .x_desc("step")
         .x_label_formatter(&|x| format!("{x:.0}"))
         .y_desc("cross-entropy (batch)")
-        .label_style(font)
+        .label_style((plot::FAMILY, 15))
         .draw()
         .map_err(e)?;
     chart
         .draw_series(LineSeries::new(loss, red.stroke_width(2)))
         .map_err(e)?;
+    Ok(())
+}
 
-    let mut chart = ChartBuilder::on(&right)
+/// The train (batch) accuracy and, where there is a dev set, the dev accuracy, against the
+/// step, from 0 to 1.
+fn draw_accuracy<DB: DrawingBackend>(
+    area: &DrawingArea<DB, Shift>,
+    history: &[Progress],
+    last_step: f64,
+) -> std::result::Result<(), String> {
+    use plotters::prelude::*;
+    let e = |e: DrawingAreaErrorKind<DB::ErrorType>| e.to_string();
+    let font = (plot::FAMILY, 15);
+    let blue = RGBColor(31, 119, 180);
+    let green = RGBColor(44, 160, 44);
+    let mut chart = ChartBuilder::on(area)
         .caption("accuracy", (plot::FAMILY, 20))
         .margin(12)
         .x_label_area_size(40)
@@ -138,6 +167,5 @@ fn draw<DB: plotters::prelude::DrawingBackend>(
         .label_font(font)
         .draw()
         .map_err(e)?;
-    root.present().map_err(e)?;
     Ok(())
 }

@@ -1,6 +1,7 @@
 //! What every figure shares: the file format chosen by the name, and a font built into the
 //! binary, so that drawing text needs no fonts installed on the machine.
-//! `metrics::plot` draws the training curves, `bench::plot` the throughput.
+//! `metrics::plot` draws the training curves, the `bench` command (`cli/bench/report.rs`) the
+//! throughput.
 
 use std::path::Path;
 

@@ -1,5 +1,7 @@
-//! The command line's parts: `train` (the default command), `predict` and `eval`.
+//! The command line's parts: `train` (the default command), `predict` and `eval`, `bench`
+//! and `serve`; and what they share: the choice of backend and path, and opening it.
 
+pub mod bench;
 pub mod predict;
 pub mod resume;
 pub mod serve;
@@ -139,17 +141,9 @@ impl BackendArgs {
     ) -> Result<Opened> {
         let path = self.path.path();
         let cpu = |reason: String, fallback: Option<Fallback>| -> Result<Opened> {
-            let backend: Box<dyn Backend> = match path {
-                Some(StepPath::Reference) => Box::new(CpuBackend::new_reference(
-                    model,
-                    pool.clone(),
-                    sizes,
-                    capacity,
-                )?),
-                _ => Box::new(CpuBackend::new(model, pool.clone(), sizes, capacity)?),
-            };
+            let backend = cpu_backend(model, pool.clone(), sizes, capacity, path)?;
             Ok(Opened {
-                backend,
+                backend: Box::new(backend),
                 name: "cpu",
                 reason,
                 fallback,
@@ -184,6 +178,20 @@ impl BackendArgs {
                 }
             },
         }
+    }
+}
+
+/// The CPU backend on `path` (None: the fused one, which covers every network).
+pub fn cpu_backend(
+    model: &Model,
+    pool: Arc<ImagePool>,
+    sizes: ListSizes,
+    capacity: usize,
+    path: Option<StepPath>,
+) -> Result<CpuBackend> {
+    match path {
+        Some(StepPath::Reference) => CpuBackend::new_reference(model, pool, sizes, capacity),
+        _ => CpuBackend::new(model, pool, sizes, capacity),
     }
 }
 

@@ -31,11 +31,11 @@ use serde_json::{json, Value};
 
 use super::BackendArgs;
 use mnist_gpu::backend::Backend;
-use mnist_gpu::data::pool::{ImagePool, ListSizes};
+use mnist_gpu::data::pool::{ImagePool, List, ListSizes};
 use mnist_gpu::data::{self, Dataset, CLASSES, EMBEDDED_TEST, PIXELS};
 use mnist_gpu::error::{config, Error, Result};
-use mnist_gpu::model::argmax_columns;
-use mnist_gpu::model_file;
+use mnist_gpu::model::{argmax_columns, Model};
+use mnist_gpu::model_file::{self, ModelFile};
 
 const PAGE: &str = include_str!("../../assets/serve/index.html");
 /// The largest request body: a batch of `MAX_IMAGES` images written as JSON fits.
@@ -120,17 +120,37 @@ fn answer_json((digit, probabilities): &(u8, Vec<f64>)) -> Value {
     json!({ "digit": digit, "probabilities": probabilities })
 }
 
+/// Loads the model and the test digits, works out what the page shows of them, and serves the
+/// page and the API until stopped.
 pub fn serve(args: &ServeArgs) -> Result<()> {
     let file = model_file::load(&args.model)?;
-    let model = file.model;
+    let test = test_digits(args)?;
+    let (backend, backend_name) = open_backend(args, &file.model, &test)?;
+    let app = Arc::new(App::new(args, &file, backend, backend_name, test)?);
+    let description = describe(args, &file.model, &app);
+    listen(args, router(app), &description)
+}
+
+/// `--data`, or the embedded test digits; at least one.
+fn test_digits(args: &ServeArgs) -> Result<Dataset> {
     let test = match &args.data {
         Some(path) => data::load(path)?,
         None => EMBEDDED_TEST.load()?,
     };
-    let n = test.len();
-    if n == 0 {
+    if test.is_empty() {
         return config(format!("--data {}: holds no images", test.source));
     }
+    Ok(test)
+}
+
+/// The backend `--backend` asks for, holding the model and the test digits as its test list
+/// (label 0 where they have none); and its name, "cpu" or "gpu".
+fn open_backend(
+    args: &ServeArgs,
+    model: &Model,
+    test: &Dataset,
+) -> Result<(Box<dyn Backend>, &'static str)> {
+    let n = test.len();
     let pool = Arc::new(ImagePool {
         images: test.images.clone(),
         labels: test.labels.clone().unwrap_or_else(|| vec![0; n]),
@@ -140,76 +160,124 @@ pub fn serve(args: &ServeArgs) -> Result<()> {
         dev: 0,
         test: n,
     };
-    let opened = args.backend.open(&model, pool, sizes, 1)?;
+    let opened = args.backend.open(model, pool, sizes, 1)?;
     for note in opened.notes("classifying") {
         println!("{note}");
     }
     let mut backend = opened.backend;
-    backend.set_list(
-        mnist_gpu::data::pool::List::Test,
-        &(0..n as u32).collect::<Vec<_>>(),
-    )?;
-    let predicted = answers(&backend.logits(mnist_gpu::data::pool::List::Test)?);
-    let device = backend.device_name();
-    let path = backend.path().name();
+    backend.set_list(List::Test, &(0..n as u32).collect::<Vec<_>>())?;
+    Ok((backend, opened.name))
+}
 
+impl App {
+    /// Classifies every test digit once, and works out what the page asks for of the model.
+    fn new(
+        args: &ServeArgs,
+        file: &ModelFile,
+        mut backend: Box<dyn Backend>,
+        backend_name: &str,
+        test: Dataset,
+    ) -> Result<App> {
+        let predicted = answers(&backend.logits(List::Test)?);
+        let (confusion, misclassified) = confusion(&test, &predicted);
+        let model = &file.model;
+        let model_info = json!({
+            "file": args.model.display().to_string(),
+            "inputs": PIXELS,
+            "hidden": model.hidden(),
+            "outputs": CLASSES,
+            "activation": model.activation.name(),
+            "backend": backend_name,
+            "device": backend.device_name(),
+            "path": backend.path().name(),
+            "data": test.source,
+            "metadata": file.metadata.iter()
+                .filter(|(key, _)| key.as_str() != "checkpoint")
+                .collect::<std::collections::BTreeMap<_, _>>(),
+        });
+        Ok(App {
+            backend: Mutex::new(backend),
+            model_info,
+            weights: first_layer(model),
+            confusion,
+            test,
+            predicted,
+            misclassified,
+        })
+    }
+
+    /// The share of test digits classified right; None where they have no labels.
+    fn accuracy(&self) -> Option<f64> {
+        let n = self.test.len();
+        let wrong = self.misclassified.len();
+        self.test
+            .labels
+            .as_ref()
+            .map(|_| 1.0 - wrong as f64 / n as f64)
+    }
+}
+
+/// `/api/confusion`'s answer (the matrix, label by prediction, where the digits have labels),
+/// and the indices of the misclassified digits.
+fn confusion(test: &Dataset, predicted: &[(u8, Vec<f64>)]) -> (Value, Vec<usize>) {
+    let n = test.len();
     let mut confusion = [[0usize; CLASSES]; CLASSES];
     let mut misclassified = Vec::new();
-    if let Some(labels) = &test.labels {
-        for (i, (&label, (digit, _))) in labels.iter().zip(&predicted).enumerate() {
-            confusion[label as usize][*digit as usize] += 1;
-            if label != *digit {
-                misclassified.push(i);
-            }
+    let Some(labels) = &test.labels else {
+        return (
+            json!({ "matrix": null, "images": n, "data": test.source }),
+            misclassified,
+        );
+    };
+    for (i, (&label, (digit, _))) in labels.iter().zip(predicted).enumerate() {
+        confusion[label as usize][*digit as usize] += 1;
+        if label != *digit {
+            misclassified.push(i);
         }
     }
     let accuracy = 1.0 - misclassified.len() as f64 / n as f64;
-    let confusion = match &test.labels {
-        Some(_) => {
-            json!({ "matrix": confusion, "accuracy": accuracy, "images": n, "data": test.source })
-        }
-        None => json!({ "matrix": null, "images": n, "data": test.source }),
-    };
-    let model_info = json!({
-        "file": args.model.display().to_string(),
-        "inputs": PIXELS,
-        "hidden": model.hidden(),
-        "outputs": CLASSES,
-        "activation": model.activation.name(),
-        "backend": opened.name,
-        "device": device,
-        "path": path,
-        "data": test.source,
-        "metadata": file.metadata.iter()
-            .filter(|(key, _)| key.as_str() != "checkpoint")
-            .collect::<std::collections::BTreeMap<_, _>>(),
-    });
+    let value =
+        json!({ "matrix": confusion, "accuracy": accuracy, "images": n, "data": test.source });
+    (value, misclassified)
+}
+
+/// `/api/weights`'s answer: the first layer's weights, one image per unit (the first
+/// `MAX_UNITS`), and the largest magnitude among them, to scale the colours by.
+fn first_layer(model: &Model) -> Value {
     let first = &model.layers[0];
     let shown = first.outputs.min(MAX_UNITS);
     let scale = first.w[..shown * PIXELS]
         .iter()
         .fold(0.0f32, |m, &w| m.max(w.abs()));
-    let weights = json!({
+    json!({
         "total": first.outputs,
         "shown": shown,
         "scale": scale,
         "units": first.w.chunks_exact(PIXELS).take(shown).collect::<Vec<_>>(),
-    });
-    let summary = match &test.labels {
-        Some(_) => format!("{:.2}% of them right", 100.0 * accuracy),
+    })
+}
+
+/// The line under the address: the model, where it runs, and the test digits.
+fn describe(args: &ServeArgs, model: &Model, app: &App) -> String {
+    let hidden: Vec<String> = model.hidden().iter().map(|h| h.to_string()).collect();
+    let summary = match app.accuracy() {
+        Some(accuracy) => format!("{:.2}% of them right", 100.0 * accuracy),
         None => "unlabelled".to_string(),
     };
-    let app = Arc::new(App {
-        backend: Mutex::new(backend),
-        model_info,
-        weights,
-        confusion,
-        test,
-        predicted,
-        misclassified,
-    });
+    format!(
+        "  {} (784-{}-10, {}) on {}, {} path; test digits: {}, {summary}; Ctrl-C stops",
+        args.model.display(),
+        hidden.join("-"),
+        model.activation.name(),
+        app.model_info["device"].as_str().unwrap_or(""),
+        app.model_info["path"].as_str().unwrap_or(""),
+        app.test.source,
+    )
+}
 
-    let router = Router::new()
+/// The page, the API, and one-line JSON refusals for anything else.
+fn router(app: Arc<App>) -> Router {
+    Router::new()
         .route("/", get(page))
         .route(
             "/api/model",
@@ -241,8 +309,12 @@ pub fn serve(args: &ServeArgs) -> Result<()> {
                 ),
             )
         })
-        .with_state(app.clone());
+        .with_state(app)
+}
 
+/// Listens on `--host`:`--port`, prints the address and `description`, and serves until
+/// stopped.
+fn listen(args: &ServeArgs, router: Router, description: &str) -> Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_io()
         .build()
@@ -264,19 +336,7 @@ pub fn serve(args: &ServeArgs) -> Result<()> {
             format!("http://{bound}/")
         };
         println!("serving {shown}");
-        println!(
-            "  {} (784-{}-10, {}) on {}, {path} path; test digits: {}, {summary}; Ctrl-C stops",
-            args.model.display(),
-            model
-                .hidden()
-                .iter()
-                .map(|h| h.to_string())
-                .collect::<Vec<_>>()
-                .join("-"),
-            model.activation.name(),
-            app.model_info["device"].as_str().unwrap_or(""),
-            app.test.source,
-        );
+        println!("{description}");
         use std::io::Write;
         let _ = std::io::stdout().flush();
         axum::serve(listener, router)
@@ -337,6 +397,29 @@ async fn predict_body(
     headers: HeaderMap,
     body: Body,
 ) -> std::result::Result<Value, Refusal> {
+    let request = read_json(headers, body).await?;
+    let (pixels, batch) = requested_images(&request)?;
+    let logits = tokio::task::spawn_blocking(move || {
+        let mut backend = app
+            .backend
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        backend.classify(&pixels)
+    })
+    .await
+    .map_err(model_failed)?
+    .map_err(model_failed)?;
+    let mut answers: Vec<Value> = answers(&logits).iter().map(answer_json).collect();
+    Ok(if batch {
+        Value::Array(answers)
+    } else {
+        answers.remove(0)
+    })
+}
+
+/// The request's body as JSON, refused unread where it says it is over `MAX_BODY` bytes,
+/// and refused where it turns out to be.
+async fn read_json(headers: HeaderMap, body: Body) -> std::result::Result<Value, Refusal> {
     let too_large = || {
         Refusal(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -345,7 +428,6 @@ async fn predict_body(
             ),
         )
     };
-    // Refused before reading, when the client says how much it sends.
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
@@ -356,8 +438,12 @@ async fn predict_body(
     let bytes: Bytes = axum::body::to_bytes(body, MAX_BODY)
         .await
         .map_err(|_| too_large())?;
-    let request: Value =
-        serde_json::from_slice(&bytes).map_err(|e| bad(format!("the body is not JSON: {e}")))?;
+    serde_json::from_slice(&bytes).map_err(|e| bad(format!("the body is not JSON: {e}")))
+}
+
+/// The pixels of the request's images, one after another, and whether it sent a batch
+/// (`images`) rather than one image (`pixels`).
+fn requested_images(request: &Value) -> std::result::Result<(Vec<u8>, bool), Refusal> {
     let usage = "expected {\"pixels\": [784 numbers 0–255]} or {\"images\": [[784 numbers], …]}";
     let (images, batch) = match (&request["pixels"], &request["images"]) {
         (Value::Array(_), Value::Null) => (vec![("pixels".to_string(), &request["pixels"])], false),
@@ -382,32 +468,15 @@ async fn predict_body(
     for (name, image) in images {
         pixels.extend(image_bytes(&name, image)?);
     }
-    let logits = tokio::task::spawn_blocking(move || {
-        let mut backend = app
-            .backend
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        backend.classify(&pixels)
-    })
-    .await
-    .map_err(|e| {
-        Refusal(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            format!("the model failed: {e}"),
-        )
-    })?
-    .map_err(|e| {
-        Refusal(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            format!("the model failed: {e}"),
-        )
-    })?;
-    let mut answers: Vec<Value> = answers(&logits).iter().map(answer_json).collect();
-    Ok(if batch {
-        Value::Array(answers)
-    } else {
-        answers.remove(0)
-    })
+    Ok((pixels, batch))
+}
+
+/// The backend's error (or its thread's panic) as a 500.
+fn model_failed(e: impl std::fmt::Display) -> Refusal {
+    Refusal(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        format!("the model failed: {e}"),
+    )
 }
 
 /// 784 numbers in 0–255 (rounded to whole grey levels).

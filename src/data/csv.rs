@@ -64,6 +64,8 @@ pub(super) fn read(mut input: Input) -> Result<Dataset, DataError> {
     result.map_err(|err| input.blame_gzip(err))
 }
 
+/// Reads row after row: the first line sets the shape (see `first_line`), every later row
+/// must have it.
 fn read_rows(input: &mut Input) -> Result<Dataset, DataError> {
     let file = input.file.clone();
     let gzip = input.gzip;
@@ -93,35 +95,17 @@ fn read_rows(input: &mut Input) -> Result<Dataset, DataError> {
 
         let (row_shape, decided_by) = match &shape {
             Some((known, decided_by)) => (*known, decided_by.as_str()),
-            None => {
-                // First line: remove a byte-order mark, then decide header or data.
-                if record.get(0).is_some_and(|first| first.starts_with(BOM)) {
-                    record = without_bom(&record);
-                }
-                let first = record.get(0).unwrap_or_default().trim_ascii();
-                if !looks_numeric(first) {
-                    let announced = check_header(&file, &record)?;
+            None => match first_line(&file, line, &mut record)? {
+                FirstLine::Header(announced) => {
                     let decided_by = format!("as the header {} announces", announced.header());
                     shape = Some((announced, decided_by));
                     continue;
                 }
-                let detected = match record.len() {
-                    n if n == Shape::Labeled.fields() => Shape::Labeled,
-                    n if n == Shape::Unlabeled.fields() => Shape::Unlabeled,
-                    n => {
-                        return Err(DataError::Line {
-                            file,
-                            line,
-                            message: format!(
-                                "{n} fields found in the first row; expected 785 (a label and 784 \
-                                 pixels) or 784 (pixels only)"
-                            ),
-                        })
-                    }
-                };
-                shape = Some((detected, format!("like the first row, line {line}")));
-                (detected, "")
-            }
+                FirstLine::Data(detected) => {
+                    shape = Some((detected, format!("like the first row, line {line}")));
+                    (detected, "")
+                }
+            },
         };
         parse_row(&record, row_shape, decided_by, &mut images, &mut labels).map_err(|message| {
             DataError::Line {
@@ -131,7 +115,48 @@ fn read_rows(input: &mut Input) -> Result<Dataset, DataError> {
             }
         })?;
     }
+    dataset(file, shape.map(|(found, _)| found), images, labels)
+}
 
+/// What the first line (not blank) is, which sets the shape of every row.
+enum FirstLine {
+    /// A Kaggle header announcing rows of this shape.
+    Header(Shape),
+    /// A data row of this shape.
+    Data(Shape),
+}
+
+/// Removes a byte-order mark from the first line, then decides: a header if its first field is
+/// not a number, else a data row whose field count gives the shape.
+fn first_line(file: &str, line: u64, record: &mut ByteRecord) -> Result<FirstLine, DataError> {
+    if record.get(0).is_some_and(|first| first.starts_with(BOM)) {
+        *record = without_bom(record);
+    }
+    let first = record.get(0).unwrap_or_default().trim_ascii();
+    if !looks_numeric(first) {
+        return Ok(FirstLine::Header(check_header(file, record)?));
+    }
+    match record.len() {
+        n if n == Shape::Labeled.fields() => Ok(FirstLine::Data(Shape::Labeled)),
+        n if n == Shape::Unlabeled.fields() => Ok(FirstLine::Data(Shape::Unlabeled)),
+        n => Err(DataError::Line {
+            file: file.to_string(),
+            line,
+            message: format!(
+                "{n} fields found in the first row; expected 785 (a label and 784 \
+                 pixels) or 784 (pixels only)"
+            ),
+        }),
+    }
+}
+
+/// The rows read as a dataset, or why there is none: an empty file, or a header alone.
+fn dataset(
+    file: String,
+    shape: Option<Shape>,
+    images: Vec<u8>,
+    labels: Vec<u8>,
+) -> Result<Dataset, DataError> {
     match shape {
         None => Err(DataError::Data {
             file,
@@ -141,7 +166,7 @@ fn read_rows(input: &mut Input) -> Result<Dataset, DataError> {
             file,
             message: "there is a header but no data rows".to_string(),
         }),
-        Some((found, _)) => Ok(Dataset {
+        Some(found) => Ok(Dataset {
             images,
             labels: (found == Shape::Labeled).then_some(labels),
             source: file,

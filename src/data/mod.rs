@@ -13,6 +13,9 @@
 //!
 //! Every error names the file, where in it the problem is, and what is wrong, on one line, because
 //! the person reading it usually has a 100 MB file they cannot open in an editor.
+//!
+//! `pool` holds what a run's samples are to a backend: the image pool, the index lists, the
+//! shifts of `--augment`, and the synthetic data of the benchmarks.
 
 mod csv;
 mod idx;

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use rand::{rngs::StdRng, seq::SliceRandom, Rng, SeedableRng};
 use rand_chacha::ChaCha12Rng;
 
-use super::Dataset;
+use super::{Dataset, CLASSES, PIXELS};
 use crate::error::{config, Result};
 
 /// All images a run touches (the training file's, then the test file's), as bytes, with labels.
@@ -18,6 +18,18 @@ pub struct ImagePool {
     pub images: Vec<u8>,
     /// n labels, 0..=9.
     pub labels: Vec<u8>,
+}
+
+/// `samples` images of random bytes with random labels, the same for the same seed: the data
+/// of `mnist-gpu bench` and of `benches/train_step.rs`. Throughput does not depend on the
+/// pixel values, and needing no file keeps the benchmark runnable anywhere.
+pub fn synthetic_pool(samples: usize, seed: u64) -> ImagePool {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let images = (0..samples * PIXELS).map(|_| rng.random::<u8>()).collect();
+    let labels = (0..samples)
+        .map(|_| rng.random_range(0..CLASSES as u8))
+        .collect();
+    ImagePool { images, labels }
 }
 
 /// The three index lists a backend holds, each a list of positions in the `ImagePool`.
@@ -147,4 +159,20 @@ pub fn draw_shifts(rng: &mut ChaCha12Rng, len: usize, shifts: &mut Vec<Shift>) {
         dx: rng.random_range(-MAX_SHIFT..=MAX_SHIFT),
         dy: rng.random_range(-MAX_SHIFT..=MAX_SHIFT),
     }));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn synthetic_pool_is_seeded_and_shaped_like_mnist() {
+        let pool = synthetic_pool(50, 1);
+        assert_eq!(pool.images.len(), 50 * PIXELS);
+        assert_eq!(pool.labels.len(), 50);
+        assert!(pool.labels.iter().all(|&l| (l as usize) < CLASSES));
+        let again = synthetic_pool(50, 1);
+        assert_eq!((&pool.images, &pool.labels), (&again.images, &again.labels));
+        assert_ne!(pool.images, synthetic_pool(50, 2).images);
+    }
 }

@@ -1,0 +1,582 @@
+//! `mnist-gpu bench`: training throughput (samples per second) per backend and batch size,
+//! on synthetic data of MNIST's shape, as a table, a JSON array and optionally a log-log plot.
+//!
+//! Each measurement builds a fresh backend, warms it up, sizes its timed runs from the
+//! warm-up's speed, and reports the median of a few runs. GPU runs end with `batch_stats()`,
+//! a read-back that waits for the GPU, inside the timed region: `train_step` only records (and
+//! now and then submits). With `--profile`, each GPU measurement is followed by profiled steps
+//! whose kernels are timed on the GPU with timestamp queries, where the adapter has them.
+//!
+//! This file measures; `report` turns the measurements into the table, the JSON and the plot.
+
+mod report;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clap::builder::PossibleValue;
+use clap::ValueEnum;
+
+use super::{cpu_backend, BackendKind, PathKind};
+use mnist_gpu::backend::{Backend, StepPath};
+use mnist_gpu::data::pool::{synthetic_pool, ImagePool, List, ListSizes};
+use mnist_gpu::error::{config, Error, Result};
+use mnist_gpu::gpu::context::AutoChoice;
+use mnist_gpu::gpu::fused::{self, Tiling};
+use mnist_gpu::gpu::MatmulKind;
+use mnist_gpu::gpu::{GpuBackend, GpuContext};
+use mnist_gpu::model::{Activation, Init, Model};
+use mnist_gpu::plot;
+
+/// Warm-up after the first step: at least one more step and this long.
+const WARM_UP: Duration = Duration::from_millis(200);
+/// Each timed run lasts about this long (at least one step), so timer noise is small.
+const RUN: Duration = Duration::from_millis(250);
+/// Timed runs per measurement; fewer when single steps are slow (see `MEASUREMENT`).
+const RUNS: usize = 5;
+const MIN_RUNS: usize = 3;
+/// Rough cap on the timed runs of one measurement, so that a full batch on a software
+/// adapter (seconds per step) does not make the default run take minutes.
+const MEASUREMENT: Duration = Duration::from_secs(6);
+/// Learning rate of the timed steps: small, so random data never drives the weights to
+/// NaN or infinity (whose arithmetic can be slower and would distort the timing).
+const ALPHA: f32 = 0.01;
+
+/// `--backend`: one of the command line's backends, or `both`. Bench's `auto` measures the
+/// CPU too, beside a hardware GPU, since the point is to compare them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BenchBackend {
+    One(BackendKind),
+    /// The CPU, then the GPU if an adapter opens, a software one too.
+    Both,
+}
+
+impl ValueEnum for BenchBackend {
+    fn value_variants<'a>() -> &'a [Self] {
+        &[
+            BenchBackend::One(BackendKind::Auto),
+            BenchBackend::One(BackendKind::Cpu),
+            BenchBackend::One(BackendKind::Gpu),
+            BenchBackend::Both,
+        ]
+    }
+
+    /// The values as `--help` lists them; `cpu` and `gpu` need no words.
+    fn to_possible_value(&self) -> Option<PossibleValue> {
+        Some(match self {
+            BenchBackend::One(BackendKind::Auto) => PossibleValue::new("auto").help(
+                "The CPU, then the GPU if there is a hardware adapter (else a note saying why not)",
+            ),
+            BenchBackend::One(kind) => PossibleValue::new(kind.name()),
+            BenchBackend::Both => PossibleValue::new("both").help(
+                "The CPU, then the GPU if an adapter opens, a software one too (else a note, \
+                 and the CPU alone)",
+            ),
+        })
+    }
+}
+
+/// A batch size: a number of samples, or `full` (every sample, the tutorials' full-batch
+/// gradient descent).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BatchSize {
+    Samples(usize),
+    Full,
+}
+
+impl BatchSize {
+    fn resolve(self, samples: usize) -> usize {
+        match self {
+            BatchSize::Samples(b) => b,
+            BatchSize::Full => samples,
+        }
+    }
+}
+
+fn parse_batch_size(s: &str) -> std::result::Result<BatchSize, String> {
+    match s.trim() {
+        "full" => Ok(BatchSize::Full),
+        n => match n.parse::<usize>() {
+            Ok(0) => Err("a batch size must be at least 1".into()),
+            Ok(b) => Ok(BatchSize::Samples(b)),
+            Err(_) => Err(format!("{n:?} is neither a number nor `full`")),
+        },
+    }
+}
+
+/// Measures training throughput on synthetic data (random pixels and labels, seeded):
+/// samples per second, the median of several timed runs after a warm-up.
+#[derive(Debug, Clone, clap::Args)]
+pub struct BenchOptions {
+    /// Which backends to measure.
+    #[arg(long, value_enum, default_value_t = BenchBackend::One(BackendKind::Auto))]
+    pub backend: BenchBackend,
+
+    /// Batch sizes, comma-separated; `full` is every sample (full-batch gradient descent).
+    #[arg(long, value_delimiter = ',', value_parser = parse_batch_size,
+          default_value = "64,256,1024,8192,full")]
+    pub batch_sizes: Vec<BatchSize>,
+
+    /// Synthetic training samples.
+    #[arg(long, default_value_t = 60_000)]
+    pub samples: usize,
+
+    /// Hidden layer widths, comma-separated, as for training.
+    #[arg(long, value_delimiter = ',', default_value = "10")]
+    pub hidden: Vec<usize>,
+
+    /// GPU adapter to use: any part of its name, case-insensitive.
+    #[arg(long)]
+    pub adapter: Option<String>,
+
+    /// Which implementation of the step is timed.
+    #[arg(long, value_enum, default_value_t = PathKind::Auto)]
+    pub path: PathKind,
+
+    /// Which kernels take the GPU's wide matrix products: `plain` (float32) or `coop` (the
+    /// adapter's cooperative matrices, where it has them).
+    #[arg(long, value_enum, default_value_t = MatmulKind::Plain)]
+    pub matmul: MatmulKind,
+
+    /// After each GPU measurement, time every kernel on the GPU (timestamp queries, where the
+    /// adapter has them) and print its time per step beside the wall-clock time per step.
+    #[arg(long)]
+    pub profile: bool,
+
+    /// Tuning the fused GPU step: samples per block (8, 16, 32 or 64) [default: 32, or fewer
+    /// where the adapter's workgroup memory is small].
+    #[arg(long, value_name = "SAMPLES")]
+    pub block: Option<usize>,
+
+    /// Tuning the fused GPU step: most workgroups (partial gradient slices) per step.
+    #[arg(long, value_name = "N")]
+    pub max_groups: Option<usize>,
+
+    /// Print the results as one JSON array, the last line of stdout.
+    #[arg(long)]
+    pub json: bool,
+
+    /// Draw samples/s against batch size (log-log) into this .svg or .png file.
+    #[arg(long)]
+    pub plot: Option<PathBuf>,
+
+    /// Results of other tools (a JSON array as printed by --json, e.g. by bench/peers/*.py)
+    /// to show in the table, with our CPU's rate divided by theirs, and in the plot. Repeatable.
+    #[arg(long = "compare", value_name = "FILE.json")]
+    pub compare: Vec<PathBuf>,
+}
+
+/// One measured (or compared) throughput.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Measurement {
+    /// "cpu", "gpu", or a peer's name such as "numpy".
+    pub backend: String,
+    /// What ran it: the CPU model, or the GPU adapter's description.
+    pub adapter: String,
+    pub software_adapter: bool,
+    /// "fused" or "reference" for ours; empty for a peer.
+    pub path: String,
+    /// The fused GPU step's tiling, where it ran.
+    pub tiling: Option<Tiling>,
+    /// On the GPU, which kernels took the wide matrix products: "plain" or "coop".
+    pub matmul: Option<String>,
+    pub batch_size: usize,
+    pub full_batch: bool,
+    pub samples: usize,
+    /// Training steps in each timed run.
+    pub steps: usize,
+    pub runs: usize,
+    /// Median seconds of one timed run.
+    pub seconds: f64,
+    pub samples_per_second: f64,
+    /// `--profile`: GPU time per step of each kernel, where the adapter has timestamps.
+    pub profile: Option<Profile>,
+}
+
+/// GPU time per training step, kernel by kernel (`--profile`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Profile {
+    pub steps: usize,
+    /// Per kernel: its name, GPU seconds per step and dispatches per step.
+    pub kernels: Vec<(String, f64, f64)>,
+}
+
+impl Profile {
+    fn gpu_seconds_per_step(&self) -> f64 {
+        self.kernels.iter().map(|k| k.1).sum()
+    }
+
+    fn dispatches_per_step(&self) -> f64 {
+        self.kernels.iter().map(|k| k.2).sum()
+    }
+}
+
+/// The CPU's model name (from /proc/cpuinfo where there is one) and how many threads we may use.
+fn cpu_description() -> String {
+    let model = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|info| {
+            info.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split_once(':'))
+                .map(|(_, name)| name.trim().to_string())
+        })
+        .unwrap_or_else(|| std::env::consts::ARCH.to_string());
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    format!("{model}, {threads} threads")
+}
+
+/// Consecutive batches over the train list, the last one of a pass shorter, as in training.
+struct Batches {
+    samples: usize,
+    batch: usize,
+    next: usize,
+}
+
+impl Batches {
+    fn new(samples: usize, batch: usize) -> Batches {
+        Batches {
+            samples,
+            batch,
+            next: 0,
+        }
+    }
+
+    /// One step; returns how many samples it trained on.
+    fn step(&mut self, backend: &mut dyn Backend) -> Result<usize> {
+        let len = self.batch.min(self.samples - self.next);
+        backend.train_step(self.next, len, ALPHA)?;
+        self.next = if self.next + len >= self.samples {
+            0
+        } else {
+            self.next + len
+        };
+        Ok(len)
+    }
+}
+
+/// Times training steps on one backend: consecutive batches over the train list, a warm-up,
+/// then the median of timed runs.
+fn measure(backend: &mut dyn Backend, samples: usize, batch: usize) -> Result<Measurement> {
+    let mut batches = Batches::new(samples, batch);
+    let mut step = |backend: &mut dyn Backend| batches.step(backend);
+
+    // The first step alone (pipelines, caches, thread pools), then steps for WARM_UP whose
+    // speed sizes the timed runs.
+    step(backend)?;
+    backend.batch_stats()?;
+    let started = Instant::now();
+    let mut warm_steps = 0;
+    while warm_steps == 0 || started.elapsed() < WARM_UP {
+        step(backend)?;
+        warm_steps += 1;
+    }
+    backend.batch_stats()?;
+    let per_step = started.elapsed().as_secs_f64() / warm_steps as f64;
+
+    let steps = ((RUN.as_secs_f64() / per_step).ceil() as usize).max(1);
+    let run_seconds = per_step * steps as f64;
+    let runs = ((MEASUREMENT.as_secs_f64() / run_seconds) as usize).clamp(MIN_RUNS, RUNS);
+    let mut timed = Vec::with_capacity(runs);
+    for _ in 0..runs {
+        let started = Instant::now();
+        let mut trained = 0;
+        for _ in 0..steps {
+            trained += step(backend)?;
+        }
+        // Waits for the GPU to finish the steps (a read-back); cheap on the CPU.
+        let stats = backend.batch_stats()?;
+        let seconds = started.elapsed().as_secs_f64();
+        if !stats.loss.is_finite() {
+            return Err(Error::Diverged(format!(
+                "the benchmark's loss became {} at batch size {batch}",
+                stats.loss
+            )));
+        }
+        timed.push((trained as f64 / seconds.max(1e-9), seconds));
+    }
+    timed.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let (rate, seconds) = timed[timed.len() / 2];
+    Ok(Measurement {
+        backend: String::new(),
+        adapter: String::new(),
+        software_adapter: false,
+        path: backend.path().name().to_string(),
+        matmul: None,
+        tiling: None,
+        batch_size: batch,
+        full_batch: batch == samples,
+        samples,
+        steps,
+        runs,
+        seconds,
+        samples_per_second: rate,
+        profile: None,
+    })
+}
+
+/// Times `steps` steps kernel by kernel on the GPU; None where the adapter has no timestamp
+/// queries.
+fn profile(
+    gpu: &mut GpuBackend,
+    samples: usize,
+    batch: usize,
+    steps: usize,
+) -> Result<Option<Profile>> {
+    if !gpu.start_profile()? {
+        return Ok(None);
+    }
+    let mut batches = Batches::new(samples, batch);
+    for _ in 0..steps {
+        batches.step(gpu)?;
+    }
+    let Some((kernels, untimed)) = gpu.profile()? else {
+        return Ok(None);
+    };
+    if untimed > 0 {
+        return Err(Error::Gpu(format!(
+            "--profile: {untimed} dispatches ran untimed (too many in one submit)"
+        )));
+    }
+    let per_step = |v: f64| v / steps as f64;
+    Ok(Some(Profile {
+        steps,
+        kernels: kernels
+            .into_iter()
+            .map(|(name, seconds, count)| {
+                (name.to_string(), per_step(seconds), per_step(count as f64))
+            })
+            .collect(),
+    }))
+}
+
+/// Runs the benchmark and prints the table (and JSON, and the plot) as `options` ask.
+pub fn run(options: &BenchOptions) -> Result<()> {
+    let batches = batch_sizes(options)?;
+    // Read the other tools' results first, so a bad file fails before minutes of timing.
+    let peers = report::read_peers(&options.compare)?;
+    let model = Model::new(&options.hidden, Activation::Relu, Init::He, 1)?;
+    // The GPU context first too: an unknown adapter is an error before any timing.
+    let gpu = open_gpu(options)?;
+    let samples = options.samples;
+    let network = network_name(&options.hidden);
+    println!(
+        "mnist-gpu bench: {network} (ReLU, softmax), {samples} synthetic samples; \
+         samples/s = median of timed runs after a warm-up"
+    );
+    let tiling = tiling(options, gpu.as_deref(), &model)?;
+    let bench = Bench {
+        model,
+        pool: Arc::new(synthetic_pool(samples, 1)),
+        samples,
+        order: (0..samples as u32).collect(),
+        path: options.path.path(),
+        gpu,
+        tiling,
+        profile: options.profile,
+        cpu_name: cpu_description(),
+    };
+    let with_cpu = options.backend != BenchBackend::One(BackendKind::Gpu);
+    let results = bench.measure_all(&batches, with_cpu)?;
+    report::print(
+        options,
+        &results,
+        &peers,
+        bench.gpu.as_deref(),
+        &network,
+        &bench.cpu_name,
+    )
+}
+
+/// `--batch-sizes` in samples, once `--samples`, the sizes and the plot's file name are known
+/// to make sense.
+fn batch_sizes(options: &BenchOptions) -> Result<Vec<usize>> {
+    let samples = options.samples;
+    if samples == 0 {
+        return config("--samples must be at least 1");
+    }
+    if options.batch_sizes.is_empty() {
+        return config("--batch-sizes needs at least one size");
+    }
+    let batches: Vec<usize> = options
+        .batch_sizes
+        .iter()
+        .map(|b| b.resolve(samples))
+        .collect();
+    if let Some(&b) = batches.iter().find(|&&b| b > samples) {
+        return config(format!(
+            "--batch-sizes: {b} is larger than the {samples} samples (--samples)"
+        ));
+    }
+    if let Some(path) = &options.plot {
+        plot::format(path)?;
+    }
+    Ok(batches)
+}
+
+/// The GPU `--backend` asks for, if any: `auto` only a hardware adapter (with a note where
+/// there is none), `both` any adapter that opens (with a note where none does).
+fn open_gpu(options: &BenchOptions) -> Result<Option<Arc<GpuContext>>> {
+    let (adapter, coop) = (
+        options.adapter.as_deref(),
+        options.matmul == MatmulKind::Coop,
+    );
+    let ctx = match options.backend {
+        BenchBackend::One(BackendKind::Cpu) => None,
+        BenchBackend::One(BackendKind::Gpu) => Some(GpuContext::new(adapter, coop)?),
+        BenchBackend::One(BackendKind::Auto) => match GpuContext::auto(adapter, coop)? {
+            AutoChoice::Gpu(ctx) => Some(ctx),
+            AutoChoice::Cpu { why, software } => {
+                let anyway = if software {
+                    "; --backend gpu or both measures it anyway"
+                } else {
+                    ""
+                };
+                eprintln!("note: {why}: measuring the CPU alone{anyway}");
+                None
+            }
+        },
+        BenchBackend::Both => match GpuContext::new(adapter, coop) {
+            Ok(ctx) => Some(ctx),
+            Err(e) => {
+                eprintln!("note: GPU left out ({e})");
+                None
+            }
+        },
+    };
+    if let Some(note) = ctx.as_ref().and_then(|ctx| ctx.coop_note()) {
+        eprintln!("{note}");
+    }
+    Ok(ctx.map(Arc::new))
+}
+
+/// `--block` and `--max-groups`: the fused GPU step's tiling, starting from this device's;
+/// None where neither is given.
+fn tiling(
+    options: &BenchOptions,
+    gpu: Option<&GpuContext>,
+    model: &Model,
+) -> Result<Option<Tiling>> {
+    let (block, max_groups) = (options.block, options.max_groups);
+    if (block, max_groups) == (None, None) {
+        return Ok(None);
+    }
+    let Some(ctx) = gpu else {
+        return config("--block and --max-groups tune the GPU's fused step: use --backend gpu");
+    };
+    if options.path == PathKind::Reference {
+        return config("--block and --max-groups tune the fused path, not --path reference");
+    }
+    let default = fused::tiling_for(ctx, model);
+    let tiling = Tiling {
+        block: block.unwrap_or(default.block),
+        max_groups: max_groups.unwrap_or(default.max_groups),
+    };
+    if tiling.max_groups == 0 {
+        return config("--max-groups must be at least 1");
+    }
+    if let Some(why) = fused::unsupported(ctx, model, tiling) {
+        return config(format!("--block {}: {why}", tiling.block));
+    }
+    Ok(Some(tiling))
+}
+
+/// "784-10-10": the network's layer widths.
+fn network_name(hidden: &[usize]) -> String {
+    let hidden: Vec<String> = hidden.iter().map(|h| h.to_string()).collect();
+    format!("784-{}-10", hidden.join("-"))
+}
+
+/// What every measurement shares: the network, the data, and where and how it runs.
+struct Bench {
+    model: Model,
+    pool: Arc<ImagePool>,
+    samples: usize,
+    /// The train list: every sample, in order.
+    order: Vec<u32>,
+    /// `--path`: None lets each backend choose.
+    path: Option<StepPath>,
+    gpu: Option<Arc<GpuContext>>,
+    tiling: Option<Tiling>,
+    profile: bool,
+    cpu_name: String,
+}
+
+impl Bench {
+    /// Each batch size on the CPU (unless left out), then on the GPU where one opened.
+    fn measure_all(&self, batches: &[usize], with_cpu: bool) -> Result<Vec<Measurement>> {
+        let mut results = Vec::new();
+        for &batch in batches {
+            if with_cpu {
+                results.push(self.on_cpu(batch)?);
+            }
+            if let Some(ctx) = &self.gpu {
+                results.push(self.on_gpu(ctx, batch)?);
+            }
+        }
+        Ok(results)
+    }
+
+    fn sizes(&self) -> ListSizes {
+        ListSizes {
+            train: self.samples,
+            dev: 0,
+            test: 0,
+        }
+    }
+
+    fn on_cpu(&self, batch: usize) -> Result<Measurement> {
+        let (model, pool) = (&self.model, self.pool.clone());
+        let mut cpu = cpu_backend(model, pool, self.sizes(), batch, self.path)?;
+        cpu.set_list(List::Train, &self.order)?;
+        let mut m = measure(&mut cpu, self.samples, batch)?;
+        m.backend = BackendKind::Cpu.name().into();
+        m.adapter = self.cpu_name.clone();
+        progress(&m);
+        Ok(m)
+    }
+
+    fn on_gpu(&self, ctx: &Arc<GpuContext>, batch: usize) -> Result<Measurement> {
+        let (model, pool, sizes) = (&self.model, &self.pool, self.sizes());
+        let mut gpu = match self.tiling {
+            Some(tiling) => {
+                GpuBackend::with_tiling(ctx.clone(), model, pool, sizes, batch, tiling)?
+            }
+            None => GpuBackend::with_path(ctx.clone(), model, pool, sizes, batch, self.path)?,
+        };
+        gpu.set_list(List::Train, &self.order)?;
+        let mut m = measure(&mut gpu, self.samples, batch)?;
+        m.backend = BackendKind::Gpu.name().into();
+        m.adapter = ctx.describe();
+        m.software_adapter = ctx.is_software();
+        m.tiling = gpu.tiling();
+        m.matmul = Some(ctx.matmul().to_string());
+        progress(&m);
+        if self.profile {
+            m.profile = profile(&mut gpu, self.samples, batch, m.steps.clamp(10, 1000))?;
+        }
+        Ok(m)
+    }
+}
+
+/// A line on stderr as each measurement ends, so that a long run shows it is moving.
+fn progress(m: &Measurement) {
+    eprintln!(
+        "  {} batch {}: {:.0} samples/s ({} path)",
+        m.backend, m.batch_size, m.samples_per_second, m.path
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batch_sizes_parse() {
+        assert_eq!(parse_batch_size("full"), Ok(BatchSize::Full));
+        assert_eq!(parse_batch_size("64"), Ok(BatchSize::Samples(64)));
+        assert!(parse_batch_size("0").is_err());
+        assert!(parse_batch_size("x").is_err());
+    }
+}
