@@ -2,14 +2,22 @@
 //! softmax, gradient descent), on the GPU through WGSL compute shaders, checked against a
 //! CPU reference.
 //!
-//! - `data`: reading IDX and CSV files into bytes.
+//! Layers, each importing only from those below it (docs/ARCHITECTURE.md):
+//!
+//! - `data`: reading IDX and CSV files into bytes; `data::pool`: the image pool, the index
+//!   lists, the dev split and the shifts that both backends and the training loop share.
 //! - `model`: the network's parameters and their layout; `model_file`: saving and loading them.
-//! - `optimizer`: the update rules (SGD, momentum, Adam).
-//! - `backend`: the trait both backends implement.
-//! - `cpu`: the CPU backend and the CPU twin of every kernel (`cpu::ops`).
-//! - `gpu`: the wgpu context, the kernel wrappers (`gpu::kernels`) and the GPU backend.
-//! - `options`: a run's options, typed (what a checkpoint records).
-//! - `train`: the training loop.
+//! - `layout`: where a matrix's elements lie, for both backends' products.
+//! - `optimizer`: the update rules (SGD, momentum, Adam), their constants and state.
+//! - `backend`: the trait both backends implement (a whole training step).
+//! - `cpu`: the CPU backend (a reference and a fused engine) and the CPU twin of every kernel
+//!   (`cpu::ops`).
+//! - `gpu`: the wgpu context, the pipeline builder, the kernel wrappers (`gpu::kernels`) and
+//!   the GPU backend (a reference and a fused engine). Neither backend imports the other.
+//! - `options`: a run's options, typed (what the command line parses into and a checkpoint
+//!   records).
+//! - `train`: the training loop; `checkpoint`: the whole run's state in one file, written from
+//!   the loop's checkpoint hook.
 //! - `metrics`: the training curves as CSV and as a plot.
 //! - `art`: digits as text.
 //!

@@ -10,7 +10,7 @@ import time
 PIXELS = 784
 CLASSES = 10
 
-# The same protocol as src/bench.rs: a warm-up of at least one step and 0.2 s, timed runs
+# The same protocol as src/cli/bench.rs: a warm-up of at least one step and 0.2 s, timed runs
 # of about 0.25 s sized from the warm-up's speed, 3 to 5 of them (fewer when one run is long,
 # so a whole measurement stays near 6 s), and the median.
 WARM_UP = 0.2

@@ -15,6 +15,7 @@ mod data_formats;
 mod data_props;
 mod gpu_faults;
 mod gpu_fused;
+mod house;
 mod kernels;
 mod large;
 mod model;
