@@ -1,6 +1,6 @@
 // fused: the training step of a 784-H1(-H2)-10 network in two dispatches, the GPU twin of
 // src/cpu/fused.rs. The per-operation kernels beside this file stay the reference it is checked
-// against (tests/gpu_fused.rs, tests/parity.rs).
+// against (tests/integration/gpu_fused.rs, parity.rs).
 //
 // gradients: workgroup g takes samples [g·per_group, (g+1)·per_group) of the batch and runs them
 //   block by block (BLOCK samples): forward, softmax, dZ = A − Y, backward, with every activation

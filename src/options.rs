@@ -13,6 +13,9 @@ use crate::optimizer::OptimizerKind;
 
 /// The options that define a run, and those a resumed run takes when they are left out, with
 /// their defaults resolved (`log_every`, `checkpoint_every`).
+///
+/// A field added later must be `#[serde(default)]` (with the value that means "as before"), or
+/// checkpoints written before it no longer read.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RunOptions {
     /// The hidden layers' widths, e.g. `[10]` for the classic 784-10-10.

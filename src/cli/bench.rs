@@ -18,8 +18,9 @@ use std::time::{Duration, Instant};
 use clap::builder::PossibleValue;
 use clap::ValueEnum;
 
-use super::{cpu_backend, BackendKind, PathKind};
+use super::{BackendKind, PathKind};
 use mnist_gpu::backend::{Backend, StepPath};
+use mnist_gpu::cpu::CpuBackend;
 use mnist_gpu::data::pool::{synthetic_pool, ImagePool, List, ListSizes};
 use mnist_gpu::error::{config, Error, Result};
 use mnist_gpu::gpu::context::AutoChoice;
@@ -528,7 +529,7 @@ impl Bench {
 
     fn on_cpu(&self, batch: usize) -> Result<Measurement> {
         let (model, pool) = (&self.model, self.pool.clone());
-        let mut cpu = cpu_backend(model, pool, self.sizes(), batch, self.path)?;
+        let mut cpu = CpuBackend::with_path(model, pool, self.sizes(), batch, self.path)?;
         cpu.set_list(List::Train, &self.order)?;
         let mut m = measure(&mut cpu, self.samples, batch)?;
         m.backend = BackendKind::Cpu.name().into();

@@ -141,7 +141,7 @@ impl BackendArgs {
     ) -> Result<Opened> {
         let path = self.path.path();
         let cpu = |reason: String, fallback: Option<Fallback>| -> Result<Opened> {
-            let backend = cpu_backend(model, pool.clone(), sizes, capacity, path)?;
+            let backend = CpuBackend::with_path(model, pool.clone(), sizes, capacity, path)?;
             Ok(Opened {
                 backend: Box::new(backend),
                 name: "cpu",
@@ -178,20 +178,6 @@ impl BackendArgs {
                 }
             },
         }
-    }
-}
-
-/// The CPU backend on `path` (None: the fused one, which covers every network).
-pub fn cpu_backend(
-    model: &Model,
-    pool: Arc<ImagePool>,
-    sizes: ListSizes,
-    capacity: usize,
-    path: Option<StepPath>,
-) -> Result<CpuBackend> {
-    match path {
-        Some(StepPath::Reference) => CpuBackend::new_reference(model, pool, sizes, capacity),
-        _ => CpuBackend::new(model, pool, sizes, capacity),
     }
 }
 

@@ -78,6 +78,21 @@ impl CpuBackend {
         Self::build(model, pool, sizes, capacity, Some(config))
     }
 
+    /// The backend on `path`, as `GpuBackend::with_path`: None or `Fused` is the fast engine
+    /// (it covers every network), `Reference` the reference one.
+    pub fn with_path(
+        model: &Model,
+        pool: Arc<ImagePool>,
+        sizes: ListSizes,
+        capacity: usize,
+        path: Option<StepPath>,
+    ) -> Result<Self> {
+        match path {
+            Some(StepPath::Reference) => Self::new_reference(model, pool, sizes, capacity),
+            None | Some(StepPath::Fused) => Self::new(model, pool, sizes, capacity),
+        }
+    }
+
     /// The reference backend: whole-batch `ops` calls, the twin of the GPU backend.
     pub fn new_reference(
         model: &Model,

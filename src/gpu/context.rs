@@ -118,7 +118,7 @@ impl GpuContext {
             // Cooperative matrices are an experimental feature of wgpu's, asked for only when
             // the run asks for them. SAFETY: wgpu's token of accepting that such features may
             // still have bugs; the kernel is checked against the f64 reference on every adapter
-            // that has them (tests/kernels.rs).
+            // that has them (tests/integration/kernels.rs).
             experimental_features: if coop.is_some() {
                 unsafe { wgpu::ExperimentalFeatures::enabled() }
             } else {

@@ -551,7 +551,7 @@ impl Fused {
     fn make_shifted(&self, ctx: &GpuContext) -> Result<Shifted> {
         let cap = self.capacity;
         let regions = (SHIFTS_PER_SUBMIT / cap).clamp(1, SLOTS);
-        let batch = ShiftedImages::new(ctx, cap, regions)?;
+        let batch = ShiftedImages::new(ctx, cap, regions, "shifts of a submit's steps")?;
         let b = &self.buffers;
         let augment = slot_group(
             &ctx.device,

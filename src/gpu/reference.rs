@@ -310,7 +310,7 @@ impl Reference {
     fn make_shifted(&mut self, ctx: &GpuContext) -> Result<Shifted> {
         let (device, k) = (&ctx.device, &ctx.kernels);
         let cap = self.capacity;
-        let batch = ShiftedImages::new(ctx, cap, 1)?;
+        let batch = ShiftedImages::new(ctx, cap, 1, "shifts")?;
         let identity: Vec<u32> = (0..cap as u32).collect();
         let identity = ctx.upload(
             "shifted images' index list",

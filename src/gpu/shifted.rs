@@ -22,11 +22,17 @@ pub struct ShiftedImages {
 }
 
 impl ShiftedImages {
-    /// Room for batches of up to `capacity` images, and shifts for `regions` of them.
-    pub fn new(ctx: &GpuContext, capacity: usize, regions: usize) -> Result<ShiftedImages> {
+    /// Room for batches of up to `capacity` images, and shifts for `regions` of them, in a
+    /// buffer that errors name `shifts_label`.
+    pub fn new(
+        ctx: &GpuContext,
+        capacity: usize,
+        regions: usize,
+        shifts_label: &str,
+    ) -> Result<ShiftedImages> {
         Ok(ShiftedImages {
             images: ctx.storage("shifted images", (PIXELS * capacity) as u64)?,
-            shifts: ctx.storage("shifts", (8 * capacity * regions) as u64)?,
+            shifts: ctx.storage(shifts_label, (8 * capacity * regions) as u64)?,
             regions,
             capacity,
             host: Vec::with_capacity(2 * capacity),

@@ -3,9 +3,11 @@
 //! other (`src/cpu` ↔ `src/gpu`): what both need lives in neutral files.
 //!
 //! An import is a path through `crate::`, `super::` or `mnist_gpu::` (in a `use` or inline),
-//! resolved to the file of the longest module prefix that exists. A parent module naming its
-//! own child (`fused::Fused` in `gpu/mod.rs`) is how Rust declares modules, not an import, and
-//! unit tests (`#[cfg(test)] mod tests`) are left out.
+//! resolved to the file of the longest module prefix that exists. A module's own files count as
+//! one: its `mod.rs` and the files of its submodules may use each other's items (`gpu/fused.rs`
+//! takes `StepArgs` from `gpu/mod.rs`, which holds the fused engine), so an import from a
+//! module's file into its own submodules is not counted; one from a submodule to any other file,
+//! its parent included, is. Unit tests (`#[cfg(test)] mod tests`) are left out.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -144,7 +146,7 @@ fn import_graph() -> BTreeMap<PathBuf, BTreeSet<PathBuf>> {
             .iter()
             .filter_map(|path| file_of(path, &files))
             .filter(|target| target != file)
-            // A parent naming its child declares it; that is not an import.
+            // A module's file reaching into its own submodules: one module, not an import.
             .filter(|target| !module_of(target).starts_with(&module) || module.is_empty())
             .collect();
         graph.insert(file.clone(), imports);
