@@ -125,8 +125,9 @@ struct Bar {
 }
 
 impl Bar {
-    /// The bar, made on the first call after a second on a terminal; None before, or never.
-    fn get(&self, steps: usize) -> Option<&ProgressBar> {
+    /// The bar at `step` of `steps`, made on the first call after a second on a terminal; None
+    /// before, or never.
+    fn get(&self, step: usize, steps: usize) -> Option<&ProgressBar> {
         if let Some(bar) = self.shown.get() {
             return Some(bar);
         }
@@ -138,7 +139,14 @@ impl Bar {
                 "{bar:30} {pos}/{len} steps  {msg}  [{elapsed} < {eta}]",
             )
             .expect("a valid template");
-            let bar = ProgressBar::new(steps as u64).with_style(style);
+            let bar = ProgressBar::new(steps as u64)
+                .with_style(style)
+                .with_elapsed(self.started.elapsed())
+                .with_position(step as u64);
+            // The time left is estimated from the steps taken from here on: not from a jump
+            // from 0 to `step` (a resumed run, or the steps of the first second) in an instant.
+            bar.tick();
+            bar.reset_eta();
             bar.enable_steady_tick(Duration::from_millis(200));
             bar
         }))
@@ -160,7 +168,7 @@ impl Reporter {
     fn tick(&self) -> StepHook {
         let bar = self.bar.clone();
         StepHook(Arc::new(move |step, steps| {
-            if let Some(bar) = bar.get(steps) {
+            if let Some(bar) = bar.get(step, steps) {
                 bar.set_position(step as u64);
             }
         }))
@@ -192,7 +200,7 @@ impl Reporter {
             "{epoch}step {:>6}/{}  {train}{dev}",
             p.step, p.steps
         ));
-        if let Some(bar) = self.bar.get(p.steps) {
+        if let Some(bar) = self.bar.get(p.step, p.steps) {
             bar.set_position(p.step as u64);
             bar.set_message(format!(
                 "{epoch}{train}{dev}  {:.0} samples/s",
