@@ -9,8 +9,9 @@
 //!   per moment and parameter tensor, shaped like the tensor;
 //! - `order`: this epoch's order of the training samples (u32, positions in the image pool);
 //! - `best.W1`, `best.b1`, …: early stopping's best model so far, when there is one;
-//! - `history`: the progress lines, one row each (f64: step, steps, epoch, loss, accuracy, dev
-//!   accuracy, dev loss, α, samples per second; NaN where a line has no value);
+//! - `history`: the progress lines, one row each (f64: step, steps, epoch, mean train loss and
+//!   accuracy since the previous line, dev accuracy, dev loss, α, samples per second; NaN where
+//!   a line has no value);
 //! - `checkpoint`: JSON with the format version, the run's options, the training file's size and
 //!   SHA-256, the step, epoch and position in the epoch, α, Adam's step count, the random
 //!   streams' seeds and positions, early stopping's state, and the sums of the steps since the
