@@ -9,11 +9,13 @@
 //!   per moment and parameter tensor, shaped like the tensor;
 //! - `order`: this epoch's order of the training samples (u32, positions in the image pool);
 //! - `best.W1`, `best.b1`, …: early stopping's best model so far, when there is one;
-//! - `history`: the progress lines, one row each (f64: step, steps, epoch, loss, accuracy, dev
-//!   accuracy, dev loss, α, samples per second; NaN where a line has no value);
+//! - `history`: the progress lines, one row each (f64: step, steps, epoch, mean train loss and
+//!   accuracy since the previous line, dev accuracy, dev loss, α, samples per second; NaN where
+//!   a line has no value);
 //! - `checkpoint`: JSON with the format version, the run's options, the training file's size and
 //!   SHA-256, the step, epoch and position in the epoch, α, Adam's step count, the random
-//!   streams' seeds and positions, and early stopping's state.
+//!   streams' seeds and positions, early stopping's state, and the sums of the steps since the
+//!   last progress line (`window`, whose mean the next line shows; absent in older files).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -30,7 +32,7 @@ use crate::model::Model;
 use crate::model_file::{self, named_tensors, read_f32, Named, Values, CHECKPOINT_FORMAT_NAME};
 use crate::optimizer::{OptimizerKind, OptimizerState};
 use crate::options::{Every, RunOptions};
-use crate::train::{Checkpointer, Progress, RunState};
+use crate::train::{Checkpointer, Progress, RunState, Window};
 
 /// The version this trainer writes and reads.
 pub const VERSION: u64 = 1;
@@ -450,7 +452,38 @@ fn state_json(state: &RunState) -> Value {
         "best_step": state.best.as_ref().map(|b| b.1),
         "since_best": state.since_best,
         "stopped_early": state.stopped_early,
+        "window": {
+            "loss_bits": state.window.loss.to_bits(),
+            "correct_bits": state.window.correct.to_bits(),
+            "samples": state.window.samples,
+        },
     })
+}
+
+/// The sums since the last progress line; a checkpoint written before they were saved holds
+/// none (an empty window: the next line's mean starts at the resumed step).
+fn window_from_json(v: &Value) -> std::result::Result<Window, String> {
+    if v.is_null() {
+        return Ok(Window::default());
+    }
+    let bits = |key: &str| {
+        v[key]
+            .as_u64()
+            .map(f64::from_bits)
+            .filter(|x| x.is_finite())
+    };
+    match (
+        bits("loss_bits"),
+        bits("correct_bits"),
+        v["samples"].as_u64(),
+    ) {
+        (Some(loss), Some(correct), Some(samples)) => Ok(Window {
+            loss,
+            correct,
+            samples: samples as usize,
+        }),
+        _ => Err("window".into()),
+    }
 }
 
 /// The state back from JSON; on failure, the name of the field that is missing or bad.
@@ -488,5 +521,33 @@ fn state_from_json(
         since_best: count("since_best")?,
         stopped_early: v["stopped_early"].as_u64().map(|s| s as usize),
         history,
+        window: window_from_json(&v["window"])?,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Checkpoints written before the window was saved load with an empty one; a damaged one
+    /// is refused by name; a saved one comes back exactly.
+    #[test]
+    fn the_window_is_read_back_or_empty() {
+        assert_eq!(window_from_json(&Value::Null), Ok(Window::default()));
+        assert_eq!(
+            window_from_json(&json!({"samples": 3})),
+            Err("window".to_string())
+        );
+        let window = Window {
+            loss: 0.1 + 0.2,
+            correct: 17.0,
+            samples: 30,
+        };
+        let saved = json!({
+            "loss_bits": window.loss.to_bits(),
+            "correct_bits": window.correct.to_bits(),
+            "samples": window.samples,
+        });
+        assert_eq!(window_from_json(&saved), Ok(window));
+    }
 }

@@ -12,13 +12,15 @@ use crate::model_file::write_atomically;
 use crate::plot;
 use crate::train::Progress;
 
-/// The CSV's columns, in order.
+/// The CSV's columns, in order. The train columns are means over the steps since the previous
+/// row (weighted by batch length), not one batch's numbers; the dev columns are the whole dev
+/// set's at the row's step.
 pub const COLUMNS: [&str; 8] = [
     "step",
     "epoch",
     "alpha",
-    "loss",
-    "train_accuracy",
+    "train_loss_mean",
+    "train_accuracy_mean",
     "dev_loss",
     "dev_accuracy",
     "samples_per_second",
@@ -45,8 +47,8 @@ pub fn write_csv(path: &Path, history: &[Progress]) -> Result<()> {
     write_atomically(path, text.as_bytes())
 }
 
-/// Draws the history in two panels against the step: the batch loss, and the train (batch)
-/// and dev accuracy. SVG or PNG by the file name.
+/// Draws the history in two panels against the step: the train (mean since the previous
+/// point) and dev loss, and the train (mean) and dev accuracy. SVG or PNG by the file name.
 pub fn plot(path: &Path, history: &[Progress]) -> Result<()> {
     use plotters::prelude::*;
     plot::register_font(path)?;
@@ -77,7 +79,7 @@ fn draw<DB: DrawingBackend>(
     Ok(())
 }
 
-/// The batch loss against the step, from 0 to a little above its highest.
+/// The train (mean) and dev loss against the step, from 0 to a little above the highest.
 fn draw_loss<DB: DrawingBackend>(
     area: &DrawingArea<DB, Shift>,
     history: &[Progress],
@@ -86,11 +88,21 @@ fn draw_loss<DB: DrawingBackend>(
     use plotters::prelude::*;
     let e = |e: DrawingAreaErrorKind<DB::ErrorType>| e.to_string();
     let red = RGBColor(214, 39, 40);
+    let green = RGBColor(44, 160, 44);
     let loss: Vec<(f64, f64)> = history
         .iter()
         .map(|p| (p.step as f64, p.batch.loss))
         .collect();
-    let top = loss.iter().map(|p| p.1).fold(0.0, f64::max) * 1.05;
+    let dev: Vec<(f64, f64)> = history
+        .iter()
+        .filter_map(|p| Some((p.step as f64, p.dev_loss?)))
+        .collect();
+    let highest = loss
+        .iter()
+        .chain(&dev)
+        .map(|p| p.1)
+        .filter(|l| l.is_finite());
+    let top = highest.fold(0.0, f64::max) * 1.05;
     let mut chart = ChartBuilder::on(area)
         .caption("loss", (plot::FAMILY, 20))
         .margin(12)
@@ -102,17 +114,34 @@ fn draw_loss<DB: DrawingBackend>(
         .configure_mesh()
         .x_desc("step")
         .x_label_formatter(&|x| format!("{x:.0}"))
-        .y_desc("cross-entropy (batch)")
+        .y_desc("cross-entropy")
         .label_style((plot::FAMILY, 15))
         .draw()
         .map_err(e)?;
     chart
         .draw_series(LineSeries::new(loss, red.stroke_width(2)))
+        .map_err(e)?
+        .label("train (mean)")
+        .legend(move |(x, y)| PathElement::new([(x, y), (x + 20, y)], red.stroke_width(2)));
+    if !dev.is_empty() {
+        chart
+            .draw_series(LineSeries::new(dev, green.stroke_width(2)))
+            .map_err(e)?
+            .label("dev loss")
+            .legend(move |(x, y)| PathElement::new([(x, y), (x + 20, y)], green.stroke_width(2)));
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperRight)
+        .background_style(WHITE.mix(0.9))
+        .border_style(BLACK)
+        .label_font((plot::FAMILY, 15))
+        .draw()
         .map_err(e)?;
     Ok(())
 }
 
-/// The train (batch) accuracy and, where there is a dev set, the dev accuracy, against the
+/// The train accuracy (mean since the previous point) and, where there is a dev set, the dev accuracy, against the
 /// step, from 0 to 1.
 fn draw_accuracy<DB: DrawingBackend>(
     area: &DrawingArea<DB, Shift>,
@@ -146,7 +175,7 @@ fn draw_accuracy<DB: DrawingBackend>(
     chart
         .draw_series(LineSeries::new(train, blue.stroke_width(2)))
         .map_err(e)?
-        .label("train (batch)")
+        .label("train (mean)")
         .legend(move |(x, y)| PathElement::new([(x, y), (x + 20, y)], blue.stroke_width(2)));
     let dev: Vec<(f64, f64)> = history
         .iter()

@@ -41,6 +41,19 @@ pub struct Schedule {
     pub seed: u64,
     /// Set from outside (Ctrl-C) to stop after the current step.
     pub interrupt: Option<Arc<AtomicBool>>,
+    /// Told after every step (a progress bar's tick).
+    pub on_step: Option<StepHook>,
+}
+
+/// Called after every step with the steps done and the steps in all. It must be cheap: it
+/// runs between steps, and nothing is read back from the device for it.
+#[derive(Clone)]
+pub struct StepHook(pub Arc<dyn Fn(usize, usize) + Send + Sync>);
+
+impl std::fmt::Debug for StepHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("StepHook")
+    }
 }
 
 impl Default for Schedule {
@@ -58,6 +71,7 @@ impl Default for Schedule {
             log_every: 50,
             seed: 1,
             interrupt: None,
+            on_step: None,
         }
     }
 }
@@ -90,6 +104,7 @@ impl Schedule {
             log_every: options.log_every,
             seed: options.seed,
             interrupt: None,
+            on_step: None,
         }
     }
 
@@ -142,7 +157,9 @@ pub struct Progress {
     pub step: usize,
     pub steps: usize,
     pub epoch: Option<usize>,
-    /// Loss and accuracy of this step's batch, measured before its update.
+    /// The training batches since the previous line (this line's steps): their mean loss and
+    /// accuracy, weighted by batch length, each measured in its step's forward pass (before
+    /// that step's update). In full-batch mode, the mean over the iterations since that line.
     pub batch: BatchStats,
     pub dev_accuracy: Option<f64>,
     pub dev_loss: Option<f64>,
@@ -171,8 +188,12 @@ pub struct Report {
     pub ending: Ending,
     pub seconds: f64,
     pub train_samples_per_second: f64,
+    /// The training loss of the kept model's progress line (`Progress::batch`): the last
+    /// line's, or after early stopping the line of the step whose model was kept.
     pub final_loss: f64,
+    /// The kept model's dev and test numbers, evaluated at the end.
     pub dev_accuracy: Option<f64>,
+    pub dev_loss: Option<f64>,
     pub dev_predictions: Vec<u8>,
     /// The softmax probability of each dev prediction.
     pub dev_confidence: Vec<f64>,
@@ -240,6 +261,40 @@ pub struct RunState {
     pub stopped_early: Option<usize>,
     /// Every progress line so far.
     pub history: Vec<Progress>,
+    /// The steps since the last progress line, whose mean the next one reports.
+    pub window: Window,
+}
+
+/// Sums over the steps since the last progress line: each step's loss and accuracy times its
+/// batch length, and the lengths, so that the mean weighs every sample alike.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Window {
+    pub loss: f64,
+    pub correct: f64,
+    pub samples: usize,
+}
+
+impl Window {
+    /// One more step: its statistics, on a batch of `len` samples.
+    pub fn add(&mut self, stats: BatchStats, len: usize) {
+        self.loss += stats.loss * len as f64;
+        self.correct += stats.accuracy * len as f64;
+        self.samples += len;
+    }
+
+    /// The mean loss and accuracy per sample, and the window emptied (None if it was empty).
+    pub fn take_mean(&mut self) -> Option<BatchStats> {
+        let Window {
+            loss,
+            correct,
+            samples,
+        } = std::mem::take(self);
+        let n = samples as f64;
+        (samples > 0).then(|| BatchStats {
+            loss: loss / n,
+            accuracy: correct / n,
+        })
+    }
 }
 
 impl RunState {
@@ -258,6 +313,7 @@ impl RunState {
             since_best: 0,
             stopped_early: None,
             history: Vec::new(),
+            window: Window::default(),
         }
     }
 }
@@ -332,7 +388,7 @@ pub fn train_from(
                 break 'epochs;
             }
         }
-        run.end_epoch(&mut state);
+        run.end_epoch(&mut state)?;
     }
     run.finish(state, ending)
 }
@@ -388,6 +444,8 @@ struct Run<'a, 'c> {
     checkpointed: Option<usize>,
     /// A resumed run starts with the list of its epoch; a fresh one shuffles it first.
     list_set: bool,
+    /// The batch lengths of the steps whose statistics are not read yet, oldest first.
+    unread: Vec<usize>,
 }
 
 impl<'a, 'c> Run<'a, 'c> {
@@ -416,6 +474,7 @@ impl<'a, 'c> Run<'a, 'c> {
             started: Instant::now(),
             checkpointed: None,
             list_set: false,
+            unread: Vec::new(),
         }
     }
 
@@ -453,8 +512,12 @@ impl<'a, 'c> Run<'a, 'c> {
             self.backend.train_step(start, len, state.alpha)?;
         }
         self.samples += len;
+        self.unread.push(len);
         state.step += 1;
         state.position += 1;
+        if let Some(StepHook(tick)) = &self.schedule.on_step {
+            tick(state.step, self.steps);
+        }
         Ok(())
     }
 
@@ -470,23 +533,35 @@ impl<'a, 'c> Run<'a, 'c> {
         if !log && !save && step % DIVERGENCE_CHECK_EVERY != 0 {
             return Ok(None);
         }
-        let window = self.backend.step_stats()?;
-        for (i, stats) in window.iter().enumerate() {
-            check_loss(stats.loss, step + 1 + i - window.len(), step)?;
-        }
-        let Some(&stats) = window.last() else {
-            return Err(Error::Config(format!("no statistics for step {step}")));
-        };
+        self.read_stats(state)?;
         if log {
-            let dev = self.progress(state, stats)?;
+            let Some(mean) = state.window.take_mean() else {
+                return Err(Error::Config(format!("no statistics for step {step}")));
+            };
+            let dev = self.progress(state, mean)?;
             if let Some(stop) = self.early_stop(state, dev)? {
                 return Ok(Some(stop));
             }
         }
         if save {
-            self.checkpoint(state);
+            self.checkpoint(state)?;
         }
         Ok(None)
+    }
+
+    /// Reads the statistics of the steps since the last read: each loss checked, each added
+    /// to the window of the next progress line.
+    fn read_stats(&mut self, state: &mut RunState) -> Result<()> {
+        let stats = self.backend.step_stats()?;
+        let step = state.step;
+        // The backend keeps the last STATS_KEPT; reads come more often than that.
+        let lens = &self.unread[self.unread.len().saturating_sub(stats.len())..];
+        for (i, (&s, &len)) in stats.iter().zip(lens).enumerate() {
+            check_loss(s.loss, step + 1 + i - stats.len(), step)?;
+            state.window.add(s, len);
+        }
+        self.unread.clear();
+        Ok(())
     }
 
     /// Evaluates the dev set and reports a progress line; returns the dev evaluation.
@@ -533,11 +608,18 @@ impl<'a, 'c> Run<'a, 'c> {
         Ok(Some(Ending::EarlyStopped { best_step }))
     }
 
-    /// Hands the state to the checkpointer, if any. One that cannot be written (a full disk)
-    /// leaves the previous one and a warning: the run goes on.
-    fn checkpoint(&mut self, state: &RunState) {
+    /// Hands the state to the checkpointer, if any, after reading the steps' statistics (a
+    /// diverged run is not saved; the window it holds is whole). One that cannot be written (a
+    /// full disk) leaves the previous one and a warning: the run goes on.
+    fn checkpoint(&mut self, state: &mut RunState) -> Result<()> {
+        if self.checkpointer.is_none() {
+            return Ok(());
+        }
+        if !self.unread.is_empty() {
+            self.read_stats(state)?;
+        }
         let Some(checkpointer) = self.checkpointer.as_deref_mut() else {
-            return;
+            return Ok(());
         };
         match checkpointer.save(&mut *self.backend, state) {
             Ok(()) => self.checkpointed = Some(state.step),
@@ -546,10 +628,11 @@ impl<'a, 'c> Run<'a, 'c> {
                 state.step
             ),
         }
+        Ok(())
     }
 
     /// The end of an epoch: α decays, and the checkpoint at every epoch's end is written.
-    fn end_epoch(&mut self, state: &mut RunState) {
+    fn end_epoch(&mut self, state: &mut RunState) -> Result<()> {
         state.alpha *= self.schedule.lr_decay;
         state.epoch += 1;
         state.position = 0;
@@ -558,21 +641,23 @@ impl<'a, 'c> Run<'a, 'c> {
             .as_ref()
             .is_some_and(|c| c.due_at_epoch_end())
         {
-            self.checkpoint(state);
+            self.checkpoint(state)?;
         }
+        Ok(())
     }
 
     /// The last checkpoint (a Ctrl-C, the last step, or the early stop) and the report.
-    fn finish(mut self, state: RunState, ending: Ending) -> Result<Report> {
+    fn finish(mut self, mut state: RunState, ending: Ending) -> Result<Report> {
         let seconds = self.started.elapsed().as_secs_f64();
         let model = self.backend.model()?;
         if !model.is_finite() {
             return Err(diverged(state.step, "the weights are no longer finite"));
         }
-        self.checkpoint(&state);
+        self.checkpoint(&mut state)?;
         let dev = evaluate(self.backend, self.split, List::Dev)?;
         let test = evaluate(self.backend, self.split, List::Test)?;
         let dev_accuracy = dev.as_ref().map(|d| d.accuracy);
+        let dev_loss = dev.as_ref().map(|d| d.loss);
         let (dev_predictions, dev_confidence) = dev
             .map(|d| (d.predictions, d.confidence))
             .unwrap_or_default();
@@ -581,8 +666,9 @@ impl<'a, 'c> Run<'a, 'c> {
             ending,
             seconds,
             train_samples_per_second: self.samples as f64 / seconds.max(1e-9),
-            final_loss: state.history.last().map_or(f64::NAN, |p| p.batch.loss),
+            final_loss: kept_loss(&state.history, ending),
             dev_accuracy,
+            dev_loss,
             dev_predictions,
             dev_confidence,
             test_accuracy: test.as_ref().map(|t| t.accuracy),
@@ -591,6 +677,16 @@ impl<'a, 'c> Run<'a, 'c> {
             checkpointed: self.checkpointed,
         })
     }
+}
+
+/// The training loss of the kept model's line: the last, or after early stopping the best
+/// step's (early stopping keeps models only at progress lines).
+fn kept_loss(history: &[Progress], ending: Ending) -> f64 {
+    let line = match ending {
+        Ending::EarlyStopped { best_step } => history.iter().rfind(|p| p.step == best_step),
+        _ => history.last(),
+    };
+    line.map_or(f64::NAN, |p| p.batch.loss)
 }
 
 fn check_loss(loss: f64, step: usize, noticed: usize) -> Result<()> {

@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressStyle};
@@ -22,7 +22,9 @@ use mnist_gpu::error::{config, Error, Result};
 use mnist_gpu::model::{Activation, Init, Model};
 use mnist_gpu::optimizer::{OptimizerKind, OptimizerState};
 use mnist_gpu::options::RunOptions;
-use mnist_gpu::train::{self, Checkpointer, Ending, Progress, Report, RunState, Schedule};
+use mnist_gpu::train::{
+    self, Checkpointer, Ending, Progress, Report, RunState, Schedule, StepHook,
+};
 use mnist_gpu::{art, data, metrics, model_file};
 
 /// Where a dataset comes from: a file, or the digits compiled into the binary.
@@ -111,61 +113,104 @@ fn interrupt_flag() -> Arc<AtomicBool> {
 /// Progress lines on stdout, under a progress bar on a terminal once the run has lasted a
 /// second; plain lines when stdout is a pipe or a file, or with --json.
 struct Reporter {
-    bar: Option<ProgressBar>,
+    bar: Arc<Bar>,
+}
+
+/// The progress bar, which the loop's per-step tick moves (so its ETA follows the steps, not
+/// the progress lines) and the progress lines print above.
+struct Bar {
     wanted: bool,
     started: Instant,
+    shown: OnceLock<ProgressBar>,
+}
+
+impl Bar {
+    /// The bar at `step` of `steps`, made on the first call after a second on a terminal; None
+    /// before, or never.
+    fn get(&self, step: usize, steps: usize) -> Option<&ProgressBar> {
+        if let Some(bar) = self.shown.get() {
+            return Some(bar);
+        }
+        if !self.wanted || self.started.elapsed() < Duration::from_secs(1) {
+            return None;
+        }
+        Some(self.shown.get_or_init(|| {
+            let style = ProgressStyle::with_template(
+                "{bar:30} {pos}/{len} steps  {msg}  [{elapsed} < {eta}]",
+            )
+            .expect("a valid template");
+            let bar = ProgressBar::new(steps as u64)
+                .with_style(style)
+                .with_elapsed(self.started.elapsed())
+                .with_position(step as u64);
+            // The time left is estimated from the steps taken from here on: not from a jump
+            // from 0 to `step` (a resumed run, or the steps of the first second) in an instant.
+            bar.tick();
+            bar.reset_eta();
+            bar.enable_steady_tick(Duration::from_millis(200));
+            bar
+        }))
+    }
 }
 
 impl Reporter {
     fn new(json: bool) -> Reporter {
         Reporter {
-            bar: None,
-            wanted: !json && std::io::stdout().is_terminal(),
-            started: Instant::now(),
+            bar: Arc::new(Bar {
+                wanted: !json && std::io::stdout().is_terminal(),
+                started: Instant::now(),
+                shown: OnceLock::new(),
+            }),
         }
     }
 
+    /// The loop's hook after every step: the bar moves on (no device read).
+    fn tick(&self) -> StepHook {
+        let bar = self.bar.clone();
+        StepHook(Arc::new(move |step, steps| {
+            if let Some(bar) = bar.get(step, steps) {
+                bar.set_position(step as u64);
+            }
+        }))
+    }
+
     fn line(&self, text: &str) {
-        match &self.bar {
+        match self.bar.shown.get() {
             Some(bar) => bar.println(text),
             None => println!("{text}"),
         }
     }
 
+    /// A progress line: the mean training loss and accuracy since the previous line, then the
+    /// dev set's loss and accuracy.
     fn progress(&mut self, p: &Progress) {
         let epoch = p
             .epoch
             .map(|e| format!("epoch {e:>3}  "))
             .unwrap_or_default();
-        let dev = p
-            .dev_accuracy
-            .map(|a| format!("  dev acc {a:.4}"))
-            .unwrap_or_default();
-        let text = format!(
-            "{epoch}step {:>6}/{}  loss {:.4}  batch acc {:.4}{dev}",
-            p.step, p.steps, p.batch.loss, p.batch.accuracy
+        let dev = match (p.dev_loss, p.dev_accuracy) {
+            (Some(l), Some(a)) => format!("  dev loss {l:.4}  dev acc {a:.4}"),
+            _ => String::new(),
+        };
+        let train = format!(
+            "train loss {:.4}  train acc {:.4}",
+            p.batch.loss, p.batch.accuracy
         );
-        if self.bar.is_none() && self.wanted && self.started.elapsed() > Duration::from_secs(1) {
-            let style = ProgressStyle::with_template(
-                "{bar:30} {pos}/{len} steps  {msg}  [{elapsed} < {eta}]",
-            )
-            .expect("a valid template");
-            let bar = ProgressBar::new(p.steps as u64).with_style(style);
-            bar.enable_steady_tick(Duration::from_millis(200));
-            self.bar = Some(bar);
-        }
-        self.line(&text);
-        if let Some(bar) = &self.bar {
+        self.line(&format!(
+            "{epoch}step {:>6}/{}  {train}{dev}",
+            p.step, p.steps
+        ));
+        if let Some(bar) = self.bar.get(p.step, p.steps) {
             bar.set_position(p.step as u64);
             bar.set_message(format!(
-                "{epoch}loss {:.4}  acc {:.4}{dev}  {:.0} samples/s",
-                p.batch.loss, p.batch.accuracy, p.samples_per_second
+                "{epoch}{train}{dev}  {:.0} samples/s",
+                p.samples_per_second
             ));
         }
     }
 
     fn finish(&mut self) {
-        if let Some(bar) = self.bar.take() {
+        if let Some(bar) = self.bar.shown.get() {
             bar.finish_and_clear();
         }
     }
@@ -219,6 +264,10 @@ pub fn run(args: &TrainArgs, explicit: &BTreeSet<String>) -> Result<()> {
     }
     announce(args, &opened, &data, &schedule);
     let mut reporter = Reporter::new(args.json);
+    let schedule = Schedule {
+        on_step: Some(reporter.tick()),
+        ..schedule
+    };
     let result = train::train_from(
         opened.backend.as_mut(),
         split,
@@ -608,9 +657,12 @@ struct Summary<'a> {
     ending: &'static str,
     seconds: f64,
     train_samples_per_second: f64,
+    /// The kept model's: its line's training loss, its dev and test numbers.
     final_loss: f64,
     dev_accuracy: Option<f64>,
+    dev_loss: Option<f64>,
     test_accuracy: Option<f64>,
+    test_loss: Option<f64>,
     saved: Option<String>,
 }
 
@@ -638,7 +690,9 @@ impl<'a> Summary<'a> {
             train_samples_per_second: report.train_samples_per_second,
             final_loss: report.final_loss,
             dev_accuracy: report.dev_accuracy,
+            dev_loss: report.dev_loss,
             test_accuracy: report.test_accuracy,
+            test_loss: report.test_loss,
             saved: args.save.as_ref().map(|p| p.display().to_string()),
         }
     }

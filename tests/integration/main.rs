@@ -18,6 +18,7 @@ mod gpu_fused;
 mod house;
 mod kernels;
 mod large;
+mod means;
 mod model;
 mod model_files;
 mod parity;

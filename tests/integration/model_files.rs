@@ -635,7 +635,14 @@ fn plot_draws_the_loss_and_both_accuracies_as_png_and_svg() {
         .filter(|l| l.matches(',').count() >= 10)
         .count();
     assert!(curves >= 3, "{curves} curves in the SVG");
-    for label in ["loss", "accuracy", "train (batch)", "dev", "step"] {
+    for label in [
+        "loss",
+        "accuracy",
+        "train (mean)",
+        "dev",
+        "dev loss",
+        "step",
+    ] {
         assert!(text.contains(label), "no {label:?} in the SVG");
     }
 }
