@@ -23,4 +23,5 @@ mod model_files;
 mod parity;
 mod serve;
 mod shaders;
+mod stops;
 mod training;
