@@ -11,6 +11,8 @@ use std::sync::{Arc, OnceLock};
 static FLAG: OnceLock<Arc<AtomicBool>> = OnceLock::new();
 /// What stopped the run: a signal's number, `CLOSED_STDOUT`, or 0 while nothing has.
 static CAUSE: AtomicI32 = AtomicI32::new(0);
+/// Whether a signal has asked the run to stop.
+static SIGNALLED: AtomicBool = AtomicBool::new(false);
 /// Whether stdout's reader has gone: from then on progress is not written.
 static STDOUT_GONE: AtomicBool = AtomicBool::new(false);
 
@@ -24,15 +26,16 @@ fn flag() -> &'static Arc<AtomicBool> {
 }
 
 /// Records the first cause and raises the flag; a second signal quits at once (the files keep
-/// their previous contents: they are only ever replaced whole).
+/// their previous contents: they are only ever replaced whole). A closed stdout is no signal:
+/// Ctrl-C after it (`| tee` that died first) still waits for the saves.
 fn request(cause: i32) {
-    if CAUSE
-        .compare_exchange(0, cause, Ordering::SeqCst, Ordering::SeqCst)
-        .is_err()
-        && cause != CLOSED_STDOUT
-    {
+    if cause != CLOSED_STDOUT && SIGNALLED.swap(true, Ordering::SeqCst) {
         quit_now(cause);
     }
+    // A signal is the cause even when stdout closed first: Ctrl-C to `| tee` ends with 130.
+    let _ = CAUSE.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |was| {
+        (was == 0 || (was == CLOSED_STDOUT && cause != CLOSED_STDOUT)).then_some(cause)
+    });
     // Only reads after `install`'s `get_or_init`: no allocation in a signal handler.
     if let Some(flag) = FLAG.get() {
         flag.store(true, Ordering::SeqCst);
@@ -116,9 +119,9 @@ pub fn end(line: &str) -> std::process::ExitCode {
     std::process::ExitCode::from(exit_status())
 }
 
-/// Whether the run was stopped because stdout's reader went away.
+/// Whether the run was stopped because stdout's reader went away (and by no signal).
 pub fn stdout_closed() -> bool {
-    STDOUT_GONE.load(Ordering::SeqCst)
+    CAUSE.load(Ordering::SeqCst) == CLOSED_STDOUT
 }
 
 /// What stopped the run, in words.
