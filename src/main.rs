@@ -3,6 +3,7 @@
 
 mod cli;
 
+use std::io::Write;
 use std::process::ExitCode;
 
 use std::collections::BTreeSet;
@@ -60,7 +61,6 @@ fn quiet_headless_vulkan() {
 /// Rust ignores SIGPIPE, so printing to a pipe whose reader has gone (`mnist-gpu | head`)
 /// panics. A command-line tool should end quietly there, as `cat` does: the signal's default
 /// action. Files are written whole or not at all (by rename), so nothing is left half-written.
-/// Not for `serve`, whose sockets' readers go away all the time.
 fn end_quietly_on_closed_pipe() {
     #[cfg(unix)]
     // SAFETY: sets a signal's disposition to its default, before any other thread starts.
@@ -101,7 +101,12 @@ fn main() -> ExitCode {
         .filter(|id| matches.value_source(id.as_str()) == Some(ValueSource::CommandLine))
         .map(|id| id.to_string())
         .collect();
-    if !matches!(cli.command, Some(Command::Serve(_))) {
+    // Not for `serve`, whose sockets' readers go away all the time, nor for training, which
+    // saves its work first (`cli::stop`).
+    if matches!(
+        cli.command,
+        Some(Command::Predict(_) | Command::Eval(_) | Command::Bench(_))
+    ) {
         end_quietly_on_closed_pipe();
     }
     let result = match &cli.command {
@@ -113,13 +118,11 @@ fn main() -> ExitCode {
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e @ Error::Interrupted(_)) => {
-            eprintln!("{e}");
-            // What shells report for a process stopped by SIGINT.
-            ExitCode::from(130)
-        }
+        // What was saved, then the status a shell reports for the signal that stopped it.
+        Err(Error::Interrupted(line)) => cli::stop::end(&line),
         Err(e) => {
-            eprintln!("error: {e}");
+            // Not `eprintln!`: stderr may be a closed pipe.
+            let _ = writeln!(std::io::stderr(), "error: {e}");
             ExitCode::FAILURE
         }
     }

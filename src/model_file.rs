@@ -73,7 +73,7 @@ pub fn write_atomically(path: &Path, contents: &[u8]) -> Result<()> {
         .suffix(PARTIAL)
         .rand_bytes(RANDOM_CHARS)
         .tempfile_in(dir)
-        .map_err(|e| io_error(path, e))?;
+        .map_err(|e| io_error(path, without_temporary_name(e)))?;
     // tempfile makes its files readable by their owner only; the result is an ordinary file.
     #[cfg(unix)]
     {
@@ -94,6 +94,16 @@ pub fn write_atomically(path: &Path, contents: &[u8]) -> Result<()> {
         .and_then(|d| d.sync_all())
         .map_err(|e| io_error(path, e))?;
     Ok(())
+}
+
+/// The system's error without the temporary file's name, which tempfile appends (`… at path
+/// "…"`): the error is about `path`, which the user named, not a hidden `.NAME.…partial`.
+fn without_temporary_name(e: std::io::Error) -> std::io::Error {
+    let text = e.to_string();
+    match text.split_once(" at path ") {
+        Some((reason, _)) => std::io::Error::new(e.kind(), reason.to_string()),
+        None => e,
+    }
 }
 
 /// How the temporary files `write_atomically` makes for `path` are named: `.NAME.` then random

@@ -5,10 +5,11 @@ pub mod bench;
 pub mod predict;
 pub mod resume;
 pub mod serve;
+pub mod stop;
 pub mod train;
 pub mod train_args;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use clap::{Args, ValueEnum};
@@ -16,7 +17,7 @@ use clap::{Args, ValueEnum};
 use mnist_gpu::backend::{Backend, StepPath};
 use mnist_gpu::cpu::CpuBackend;
 use mnist_gpu::data::pool::{ImagePool, ListSizes};
-use mnist_gpu::error::{config, Result};
+use mnist_gpu::error::{config, Error, Result};
 use mnist_gpu::gpu::context::AutoChoice;
 use mnist_gpu::gpu::MatmulKind;
 use mnist_gpu::gpu::{GpuBackend, GpuContext};
@@ -210,5 +211,85 @@ pub fn check_output(path: &Option<PathBuf>, option: &str, extensions: &[&str]) -
     if path.is_dir() {
         return config(format!("{option} {}: is a directory", path.display()));
     }
+    // Found now, not when the run's work is to be saved: a file made (and removed) there.
+    let dir = dir.unwrap_or(Path::new("."));
+    let probe = dir.join(format!(".mnist-gpu-probe.{}", std::process::id()));
+    let made = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&probe);
+    match made {
+        Ok(_) => {
+            let _ = std::fs::remove_file(&probe);
+        }
+        Err(e) => {
+            return config(format!(
+                "{option} {}: cannot write a file in {}: {e}",
+                path.display(),
+                dir.display()
+            ))
+        }
+    }
     Ok(())
+}
+
+/// Whether two output paths name one file (which need not exist; its folder does).
+pub fn same_file(a: &Path, b: &Path) -> bool {
+    let full = |p: &Path| {
+        let dir = p.parent().filter(|d| !d.as_os_str().is_empty());
+        let dir = dir.unwrap_or(Path::new(".")).canonicalize().ok()?;
+        Some(dir.join(p.file_name()?))
+    };
+    match (full(a), full(b)) {
+        (Some(a), Some(b)) => a == b,
+        _ => a == b,
+    }
+}
+
+/// A lock on an output file, so that a second process writing it is refused rather than
+/// replacing its work: `flock` on `.NAME.lock` beside it, which the kernel releases when the
+/// process ends, however it ends. The lock file is removed when the run is done with it.
+pub struct OutputLock {
+    path: PathBuf,
+    _file: std::fs::File,
+}
+
+impl OutputLock {
+    pub fn take(path: &Path, option: &str) -> Result<OutputLock> {
+        let name = path.file_name().unwrap_or_default().to_string_lossy();
+        let lock = path.with_file_name(format!(".{name}.lock"));
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock)
+            .map_err(|e| {
+                Error::Config(format!("{option} {}: cannot lock it: {e}", path.display()))
+            })?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::io::AsRawFd;
+            // SAFETY: flock on a descriptor this function owns.
+            let locked = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+            if locked != 0 {
+                return config(format!(
+                    "{option} {}: another mnist-gpu run is writing it (it holds {}); wait for \
+                     it to end, or choose another path",
+                    path.display(),
+                    lock.display()
+                ));
+            }
+        }
+        Ok(OutputLock {
+            path: lock,
+            _file: file,
+        })
+    }
+}
+
+impl Drop for OutputLock {
+    fn drop(&mut self) {
+        // Removed while still held: a run starting now makes a new one.
+        let _ = std::fs::remove_file(&self.path);
+    }
 }

@@ -3,7 +3,6 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::IsTerminal;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -12,10 +11,11 @@ use serde::Serialize;
 use serde_json::Value;
 
 use super::resume::{self, Resume};
+use super::stop::{self, say};
 use super::train_args::TrainArgs;
-use super::{check_output, percent, Opened};
+use super::{check_output, percent, same_file, Opened, OutputLock};
 use mnist_gpu::backend::Backend;
-use mnist_gpu::checkpoint::{Checkpointing, FileId};
+use mnist_gpu::checkpoint::{self, Checkpointing, FileId};
 use mnist_gpu::data::pool::{List, Split};
 use mnist_gpu::data::{Dataset, Embedded, EMBEDDED_TEST, EMBEDDED_TRAIN};
 use mnist_gpu::error::{config, Error, Result};
@@ -95,21 +95,6 @@ fn initial_model(args: &TrainArgs, resume: &Resume) -> Result<Model> {
     Ok(saved.clone())
 }
 
-/// Ctrl-C sets the flag the training loop polls; a second Ctrl-C quits at once.
-fn interrupt_flag() -> Arc<AtomicBool> {
-    let flag = Arc::new(AtomicBool::new(false));
-    let handler_flag = flag.clone();
-    let installed = ctrlc::set_handler(move || {
-        if handler_flag.swap(true, Ordering::SeqCst) {
-            std::process::exit(130);
-        }
-    });
-    if installed.is_err() {
-        eprintln!("warning: Ctrl-C will stop the run without saving (no handler)");
-    }
-    flag
-}
-
 /// Progress lines on stdout, under a progress bar on a terminal once the run has lasted a
 /// second; plain lines when stdout is a pipe or a file, or with --json.
 struct Reporter {
@@ -177,7 +162,7 @@ impl Reporter {
     fn line(&self, text: &str) {
         match self.bar.shown.get() {
             Some(bar) => bar.println(text),
-            None => println!("{text}"),
+            None => say!("{text}"),
         }
     }
 
@@ -219,6 +204,8 @@ impl Reporter {
 /// Trains as `args` say; `explicit` holds the options the command line gave (clap's ids), which
 /// a checkpoint's run must not contradict when it is resumed.
 pub fn run(args: &TrainArgs, explicit: &BTreeSet<String>) -> Result<()> {
+    // First: a stop from now on ends the run with its work saved.
+    let interrupt = stop::install();
     let resume = open_resume(args, explicit)?;
     let merged;
     let args = match &resume {
@@ -229,12 +216,13 @@ pub fn run(args: &TrainArgs, explicit: &BTreeSet<String>) -> Result<()> {
         _ => args,
     };
     check_combinations(args, explicit)?;
+    check_own_files(args, &resume)?;
+    let _locks = lock_outputs(args)?;
     let data = Data::load(args, explicit, &resume)?;
     let split = &data.split;
     let steps_per_epoch = args
         .batch_size
         .map(|b| split.train.len().div_ceil(b.max(1)));
-    let interrupt = interrupt_flag();
     let test_name = data.test.as_ref().map(Source::name);
     let options = args.run_options(&data.model, test_name, steps_per_epoch);
     let schedule = Schedule {
@@ -260,7 +248,7 @@ pub fn run(args: &TrainArgs, explicit: &BTreeSet<String>) -> Result<()> {
         .backend
         .open(&data.model, split.pool.clone(), split.sizes(), capacity)?;
     for note in opened.notes("training") {
-        println!("{note}");
+        say!("{note}");
     }
     announce(args, &opened, &data, &schedule);
     let mut reporter = Reporter::new(args.json);
@@ -286,7 +274,7 @@ pub fn run(args: &TrainArgs, explicit: &BTreeSet<String>) -> Result<()> {
     show_dev_images(args, split, &report);
     if args.json {
         let summary = Summary::new(&record, &report, opened.backend.device_name(), args, split);
-        println!("{}", to_json(&summary)?);
+        say!("{}", to_json(&summary)?);
     }
     if report.ending == Ending::Interrupted {
         return Err(interrupted(args, &report));
@@ -317,6 +305,56 @@ fn check_combinations(args: &TrainArgs, explicit: &BTreeSet<String>) -> Result<(
         return config("--epochs needs --batch-size: epochs count passes of mini-batches");
     }
     Ok(())
+}
+
+/// A run replaces no file that holds other work: not another run's checkpoint (nor a model,
+/// nor anything else, at --checkpoint), and not its own checkpoint with its model.
+fn check_own_files(args: &TrainArgs, resume: &Resume) -> Result<()> {
+    let Some(ckpt) = &args.checkpoint else {
+        return Ok(());
+    };
+    if let Some(save) = args.save.as_ref().filter(|save| same_file(save, ckpt)) {
+        return config(format!(
+            "--save {} is also the --checkpoint: the model would replace the checkpoint; give \
+             them different names",
+            save.display()
+        ));
+    }
+    let resumed = matches!(resume, Resume::Run(path, _) if same_file(path, ckpt));
+    if resumed || !ckpt.exists() {
+        return Ok(());
+    }
+    let shown = ckpt.display();
+    let (holds, hint) = match model_file::load(ckpt) {
+        Ok(file) if checkpoint::is_checkpoint(&file) => (
+            "the checkpoint of another run",
+            format!("continue that run with --resume {shown}, or choose another path or remove it"),
+        ),
+        Ok(_) => (
+            "a saved model",
+            "choose another path, or remove it".to_string(),
+        ),
+        Err(_) => (
+            "a file that is not a checkpoint",
+            "choose another path, or remove it".to_string(),
+        ),
+    };
+    config(format!(
+        "--checkpoint {shown}: the file holds {holds}; {hint}"
+    ))
+}
+
+/// Every output file locked for this run, or the run refused: another process writes one.
+fn lock_outputs(args: &TrainArgs) -> Result<Vec<OutputLock>> {
+    [
+        (&args.save, "--save"),
+        (&args.checkpoint, "--checkpoint"),
+        (&args.metrics, "--metrics"),
+        (&args.plot, "--plot"),
+    ]
+    .into_iter()
+    .filter_map(|(path, option)| Some(OutputLock::take(path.as_ref()?, option)))
+    .collect()
 }
 
 /// What the run trains: the data's sources, the network to start from, and the split.
@@ -377,7 +415,7 @@ fn checkpointing(
     let (path, train_file) = (args.checkpoint.as_ref()?, train_id?);
     let removed = model_file::remove_partials(path);
     if removed > 0 {
-        println!(
+        say!(
             "note: removed {removed} unfinished write(s) of {} (a killed run's)",
             path.display()
         );
@@ -401,7 +439,7 @@ fn starting_state(
     let (path, ckpt) = match resume {
         Resume::Run(path, ckpt) => (path, ckpt),
         Resume::Weights(path, _) => {
-            println!(
+            say!(
                 "note: {} holds weights only: the optimizer and the schedule start afresh",
                 path.display()
             );
@@ -450,9 +488,9 @@ fn starting_state(
             ckpt.state.epoch + 1
         ),
     };
-    println!("resuming {} after step {step}: {whence}", path.display());
+    say!("resuming {} after step {step}: {whence}", path.display());
     if let Some(c) = checkpointing {
-        println!("checkpoints go on in {}", c.path.display());
+        say!("checkpoints go on in {}", c.path.display());
     }
     Ok((ckpt.state, Some(ckpt.optimizer)))
 }
@@ -462,10 +500,10 @@ fn announce(args: &TrainArgs, opened: &Opened, data: &Data, schedule: &Schedule)
     let backend = &opened.backend;
     let widths: Vec<String> = data.model.hidden().iter().map(|h| h.to_string()).collect();
     if let Some(note) = backend.path_note() {
-        println!("note: the reference path runs: {note}");
+        say!("note: the reference path runs: {note}");
     }
     let split = &data.split;
-    println!(
+    say!(
         "training 784-{}-10 ({}) on {}, {} path: {} train, {} dev, {} test images; {}, {}, α = {}",
         widths.join("-"),
         data.model.activation.name(),
@@ -487,14 +525,14 @@ fn announce(args: &TrainArgs, opened: &Opened, data: &Data, schedule: &Schedule)
 fn print_ending(report: &Report, args: &TrainArgs) {
     match report.ending {
         Ending::Finished => {}
-        Ending::EarlyStopped { best_step } => println!(
+        Ending::EarlyStopped { best_step } => say!(
             "early stop at step {}: no better dev loss for {} evaluations; keeping step {best_step}",
             report.steps,
             args.patience.unwrap_or(0)
         ),
-        Ending::Interrupted => println!("interrupted after step {}", report.steps),
+        Ending::Interrupted => say!("interrupted after step {}", report.steps),
     }
-    println!(
+    say!(
         "done: dev accuracy {}, test accuracy {}, {:.2} s, {:.0} training samples/s",
         percent(report.dev_accuracy),
         percent(report.test_accuracy),
@@ -525,15 +563,15 @@ fn write_outputs(
             }
         }
         model_file::save(path, &backend.model()?, &metadata)?;
-        println!("saved the model to {}", path.display());
+        say!("saved the model to {}", path.display());
     }
     if let Some(path) = &args.metrics {
         metrics::write_csv(path, &report.history)?;
-        println!("wrote the training curves to {}", path.display());
+        say!("wrote the training curves to {}", path.display());
     }
     if let Some(path) = &args.plot {
         metrics::plot(path, &report.history)?;
-        println!("drew the training curves in {}", path.display());
+        say!("drew the training curves in {}", path.display());
     }
     Ok(())
 }
@@ -542,33 +580,52 @@ fn write_outputs(
 fn show_dev_images(args: &TrainArgs, split: &Split, report: &Report) {
     let dev_labels = split.labels(List::Dev);
     for (i, &image) in split.dev.iter().take(args.show).enumerate() {
-        println!(
+        say!(
             "\ndev image {i}: predicted {} ({:.1}% confident), label {}",
             report.dev_predictions[i],
             100.0 * report.dev_confidence[i],
             dev_labels[i]
         );
-        print!(
-            "{}",
-            art::draw(&split.pool.images[image as usize * data::PIXELS..][..data::PIXELS])
-        );
+        let art = art::draw(&split.pool.images[image as usize * data::PIXELS..][..data::PIXELS]);
+        say!("{}", art.trim_end_matches('\n'));
     }
 }
 
-/// The error an interrupted run ends with: what was saved, and how to go on.
+/// The line a stopped run ends with: what stopped it, what was saved, and how to go on. Empty
+/// when stdout's reader went away and nothing was asked to be kept: that run ends quietly, as
+/// `cat` does (`mnist-gpu | head`).
 fn interrupted(args: &TrainArgs, report: &Report) -> Error {
-    let mut saved = match &args.save {
-        Some(path) => format!(
-            "the model after step {} is saved in {}",
-            report.steps,
-            path.display()
-        ),
-        None => "no model was saved".to_string(),
-    };
-    if let (Some(c), Some(step)) = (&args.checkpoint, report.checkpointed) {
-        saved += &format!("; --resume {} continues after step {step}", c.display());
+    let shown = |path: &Option<PathBuf>| path.as_ref().map(|p| p.display().to_string());
+    let mut saved = Vec::new();
+    if let Some(path) = shown(&args.save) {
+        saved.push(format!(
+            "the model after step {} is saved in {path}",
+            report.steps
+        ));
     }
-    Error::Interrupted(format!("interrupted: {saved}"))
+    if let Some(path) = shown(&args.metrics) {
+        saved.push(format!("the curves in {path}"));
+    }
+    if let Some(path) = shown(&args.plot) {
+        saved.push(format!("the plot in {path}"));
+    }
+    let mut next = match (&args.checkpoint, report.checkpointed, &args.save) {
+        (Some(c), Some(step), _) => {
+            format!("; --resume {} continues after step {step}", c.display())
+        }
+        (_, _, Some(m)) => format!("; --resume {} trains on from its weights", m.display()),
+        _ => String::new(),
+    };
+    if saved.is_empty() && next.is_empty() {
+        if stop::stdout_closed() {
+            return Error::Interrupted(String::new());
+        }
+        saved.push("no model was saved".to_string());
+    } else if saved.is_empty() {
+        next.replace_range(..2, "");
+    }
+    let line = format!("{}: {}{next}", stop::cause(), saved.join(", "));
+    Error::Interrupted(line.trim_end_matches(": ").to_string())
 }
 
 /// As JSON, through `Value`, whose keys are sorted (as `--json` and the metadata always were).

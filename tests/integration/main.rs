@@ -24,4 +24,5 @@ mod model_files;
 mod parity;
 mod serve;
 mod shaders;
+mod stops;
 mod training;

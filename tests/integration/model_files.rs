@@ -646,3 +646,14 @@ fn plot_draws_the_loss_and_both_accuracies_as_png_and_svg() {
         assert!(text.contains(label), "no {label:?} in the SVG");
     }
 }
+
+/// A write that cannot start (no file can be made in the folder) names the file asked for,
+/// not the hidden temporary file it would have gone through.
+#[test]
+fn a_failed_write_names_the_file_not_its_temporary() {
+    let path = Path::new("/proc/m.safetensors");
+    let e = model_file::write_atomically(path, b"model").unwrap_err();
+    let message = e.to_string();
+    assert!(message.starts_with("/proc/m.safetensors: "), "{message}");
+    assert!(!message.contains(".partial"), "{message}");
+}
