@@ -6,7 +6,7 @@
 //! API (every error is a 4xx with a one-line JSON body `{"error": "…"}`):
 //! - `POST /api/predict` `{"pixels": [784 numbers 0–255]}` → `{"digit": 7, "probabilities": [10]}`;
 //!   `{"images": [[784], …]}` (at most `MAX_IMAGES`) → a list of those. Bodies over `MAX_BODY`
-//!   bytes are refused.
+//!   bytes are refused, and so are images scaled to 0–1 (see `image_bytes`).
 //! - `GET /api/model`: the shape, activation, where it runs, and the file's metadata.
 //! - `GET /api/test[?misclassified=true]`: a random test digit with its label and prediction.
 //! - `GET /api/weights`: the first layer's weights, per unit (the first `MAX_UNITS`).
