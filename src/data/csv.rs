@@ -146,7 +146,7 @@ fn read_rows(input: &mut Input) -> Result<Dataset, DataError> {
             }
         }
         let Some((row_layout, decided_by)) = &layout else {
-            continue;
+            continue; // not reached: set just above
         };
         parse_row(&record, row_layout, decided_by, &mut images, &mut labels).map_err(
             |message| DataError::Line {

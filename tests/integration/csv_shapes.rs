@@ -173,6 +173,18 @@ fn a_pandas_index_column_is_skipped() {
     );
     let read = load_csv(&write_rows(dir.path(), "test-indexed.csv", &rows)).unwrap();
     assert!(read.images == data.images && read.labels.is_none());
+
+    // Headerless with an index (`header=False`): nothing says which column is which.
+    let rows: Vec<Vec<String>> = data_rows(&data, Some(0), |v| v.to_string())
+        .into_iter()
+        .enumerate()
+        .map(|(k, mut row)| {
+            row.insert(0, k.to_string());
+            row
+        })
+        .collect();
+    let message = one_line_error(load_csv(&write_rows(dir.path(), "no-header.csv", &rows)));
+    assert_mentions(&message, &["no-header.csv", "786 fields", "index=False"]);
 }
 
 #[test]
