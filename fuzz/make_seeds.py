@@ -36,6 +36,25 @@ for header in (True, False):
         put("csv_reader", f"h{int(header)}-l{int(labeled)}.csv", csv(1, header, labeled))
 put("csv_reader", "two.csv", csv(2, True, True))
 
+
+def shaped(names, label_at, number, index=None):
+    """Two labeled rows: `names(i)` the pixel names, the label at `label_at`, each number
+    written by `number`, and a pandas index column named `index` if given."""
+    header = [names(i) for i in range(PIXELS)]
+    header.insert(label_at, "label")
+    lines = [([] if index is None else [index]) + header]
+    for k in range(2):
+        fields = [number(p) for p in image(k)]
+        fields.insert(label_at, number(k % 10))
+        lines.append(([] if index is None else [str(5 * k)]) + fields)
+    return ("\n".join(",".join(line) for line in lines) + "\n").encode()
+
+
+put("csv_reader", "fashion.csv", shaped(lambda i: f"pixel{i + 1}", 0, str))
+put("csv_reader", "rxc.csv", shaped(lambda i: f"{i // 28 + 1}x{i % 28 + 1}", 0, str))
+put("csv_reader", "label-last.csv", shaped(lambda i: f"pixel{i}", PIXELS, str))
+put("csv_reader", "pandas.csv", shaped(lambda i: f"pixel{i}", 0, lambda v: f"{v}.0", index=""))
+
 for count in (1, 3):
     pixels = b"".join(image(k) for k in range(count))
     put("idx_images", f"images-{count}", struct.pack(">IIII", 0x803, count, 28, 28) + pixels)

@@ -6,7 +6,7 @@
 //! API (every error is a 4xx with a one-line JSON body `{"error": "…"}`):
 //! - `POST /api/predict` `{"pixels": [784 numbers 0–255]}` → `{"digit": 7, "probabilities": [10]}`;
 //!   `{"images": [[784], …]}` (at most `MAX_IMAGES`) → a list of those. Bodies over `MAX_BODY`
-//!   bytes are refused.
+//!   bytes are refused, and so are images scaled to 0–1 (see `image_bytes`).
 //! - `GET /api/model`: the shape, activation, where it runs, and the file's metadata.
 //! - `GET /api/test[?misclassified=true]`: a random test digit with its label and prediction.
 //! - `GET /api/weights`: the first layer's weights, per unit (the first `MAX_UNITS`).
@@ -479,7 +479,9 @@ fn model_failed(e: impl std::fmt::Display) -> Refusal {
     )
 }
 
-/// 784 numbers in 0–255 (rounded to whole grey levels).
+/// 784 numbers in 0–255 (rounded to whole grey levels). An image whose brightest pixel is 1 or
+/// less, yet not black, was scaled to 0–1 (torchvision's `ToTensor()`): read as grey levels it is
+/// a black image, and would be classified as one, so it is refused with the fix.
 fn image_bytes(name: &str, image: &Value) -> std::result::Result<Vec<u8>, Refusal> {
     let values = image
         .as_array()
@@ -490,13 +492,21 @@ fn image_bytes(name: &str, image: &Value) -> std::result::Result<Vec<u8>, Refusa
             values.len()
         )));
     }
-    values
+    let levels = values
         .iter()
         .enumerate()
         .map(|(i, v)| match v.as_f64() {
-            Some(x) if (0.0..=255.0).contains(&x) => Ok(x.round() as u8),
+            Some(x) if (0.0..=255.0).contains(&x) => Ok(x),
             Some(x) => Err(bad(format!("{name}[{i}]: {x} is outside 0–255"))),
             None => Err(bad(format!("{name}[{i}]: {v} is not a number"))),
         })
-        .collect()
+        .collect::<std::result::Result<Vec<f64>, Refusal>>()?;
+    let brightest = levels.iter().copied().fold(0.0, f64::max);
+    if brightest > 0.0 && brightest <= 1.0 {
+        return Err(bad(format!(
+            "{name}: the brightest pixel is {brightest}: pixels look scaled to 0–1 (as \
+             torchvision's ToTensor() does), but grey levels 0–255 are expected: multiply by 255"
+        )));
+    }
+    Ok(levels.iter().map(|&x| x.round() as u8).collect())
 }

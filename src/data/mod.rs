@@ -160,7 +160,8 @@ pub enum DataError {
 
 /// Loads a dataset, picking the format from the file name:
 ///
-/// - `*.csv` or `*.csv.gz`: CSV (Kaggle `train.csv`/`test.csv`, or headerless label-first);
+/// - `*.csv` or `*.csv.gz`: CSV (a header with a `label` column anywhere, or none, or headerless
+///   label-first: see `csv`);
 /// - anything containing `idx3-ubyte` (optionally `.gz`): IDX images. The labels file is looked for
 ///   beside it by replacing `images-idx3` with `labels-idx1` in the name
 ///   (`train-images-idx3-ubyte.gz` -> `train-labels-idx1-ubyte.gz`; also `images.idx3` ->

@@ -410,7 +410,7 @@ fn csv_value_errors() {
             "0.5",
             &["line 5", "\"0.5\"", "not an integer", "0-255"],
         ),
-        (4, 9, "12.0", &["line 5", "\"12.0\"", "not an integer"]),
+        (4, 9, "12.5", &["line 5", "\"12.5\"", "not an integer"]),
         (
             5,
             300,

@@ -11,6 +11,7 @@ mod bench_cli;
 mod checkpoints;
 mod cli;
 mod cpu_fast;
+mod csv_shapes;
 mod data_formats;
 mod data_props;
 mod gpu_faults;

@@ -712,3 +712,34 @@ fn base64_decode(text: &str) -> Vec<u8> {
         })
         .collect()
 }
+
+/// Pixels scaled to 0–1 (torchvision's `ToTensor()`) read as grey levels are a black image,
+/// which used to be answered with a confident digit: refused with the fix, alone or in a batch.
+/// A blank image (all 0) is still a fair question.
+#[test]
+fn pixels_scaled_to_0_1_are_refused() {
+    let (_server, address) = serve(&small_model(), &["--backend", "cpu"]);
+    let (images, _) = expected_digits(&small_model(), 2);
+    let scaled: Vec<f64> = images[..PIXELS]
+        .iter()
+        .map(|&p| f64::from(p) / 255.0)
+        .collect();
+    let bodies = [
+        ("one image", json!({ "pixels": scaled })),
+        (
+            "a batch",
+            json!({ "images": [images[PIXELS..].to_vec(), scaled.clone()] }),
+        ),
+    ];
+    for (what, body) in bodies {
+        let (status, text) = http(address, "POST", "/api/predict", body.to_string().as_bytes());
+        assert_eq!(status, 400, "{what}: {text}");
+        let error = json_of(&text)["error"].as_str().unwrap().to_string();
+        for part in ["0–1", "0–255", "multiply by 255"] {
+            assert!(error.contains(part), "{what}: {error}");
+        }
+    }
+    let blank = json!({"pixels": vec![0; PIXELS]}).to_string();
+    let (status, text) = http(address, "POST", "/api/predict", blank.as_bytes());
+    assert_eq!(status, 200, "a blank image: {text}");
+}
