@@ -6,9 +6,10 @@ use std::sync::Arc;
 use clap::Args;
 use serde_json::json;
 
+use super::serve::probabilities;
 use super::{check_output, percent, BackendArgs};
 use mnist_gpu::data::pool::{ImagePool, List, ListSizes};
-use mnist_gpu::data::{self, Dataset, CLASSES};
+use mnist_gpu::data::{self, Dataset, CLASSES, EMBEDDED_TEST};
 use mnist_gpu::error::{config, Result};
 use mnist_gpu::model::{argmax_columns, confidence_columns};
 use mnist_gpu::model_file::{self, write_atomically};
@@ -26,9 +27,13 @@ pub struct PredictArgs {
     pub data: PathBuf,
 
     /// Write the predictions as a Kaggle digit-recognizer submission: `ImageId,Label`, ids
-    /// from 1.
+    /// from 1; `-` writes it to stdout (and everything else to stderr).
     #[arg(long, value_name = "FILE.csv")]
     pub out: Option<PathBuf>,
+
+    /// Add the model's softmax probabilities to --out's rows: columns `p0` to `p9`.
+    #[arg(long, requires = "out")]
+    pub probabilities: bool,
 
     /// Draw the first N images as text with the prediction, its confidence and the label.
     #[arg(long, default_value_t = 0)]
@@ -44,9 +49,10 @@ pub struct EvalArgs {
     #[arg(long)]
     pub model: PathBuf,
 
-    /// Labelled images: CSV with a label column, or IDX with its labels file.
+    /// Labelled images: CSV with a label column, or IDX with its labels file [default: the
+    /// embedded 10,000 test digits].
     #[arg(long)]
-    pub data: PathBuf,
+    pub data: Option<PathBuf>,
 
     /// Print a JSON report as the last line of stdout.
     #[arg(long)]
@@ -67,12 +73,32 @@ struct Classified {
     path: &'static str,
 }
 
-fn classify(model_path: &Path, data_path: &Path, backend: &BackendArgs) -> Result<Classified> {
+/// Where the human-readable lines go: stdout, unless stdout carries `predict --out -`'s CSV.
+#[derive(Clone, Copy)]
+struct Notes {
+    to_stderr: bool,
+}
+
+impl Notes {
+    fn say(self, line: impl std::fmt::Display) {
+        if self.to_stderr {
+            eprintln!("{line}");
+        } else {
+            println!("{line}");
+        }
+    }
+}
+
+fn classify(
+    model_path: &Path,
+    mut dataset: Dataset,
+    backend: &BackendArgs,
+    notes: Notes,
+) -> Result<Classified> {
     let model = model_file::load(model_path)?.model;
-    let mut dataset = data::load(data_path)?;
     let n = dataset.len();
     if n == 0 {
-        return config(format!("{}: holds no images", data_path.display()));
+        return config(format!("{}: holds no images", dataset.source));
     }
     // The backends evaluate their test list; an unlabelled file gets placeholder labels,
     // which only the loss would see. The pixels are lent to the pool, not copied.
@@ -87,7 +113,7 @@ fn classify(model_path: &Path, data_path: &Path, backend: &BackendArgs) -> Resul
     };
     let mut opened = backend.open(&model, pool.clone(), sizes, 1)?;
     for note in opened.notes("classifying") {
-        println!("{note}");
+        notes.say(note);
     }
     let on = &mut opened.backend;
     on.set_list(List::Test, &(0..n as u32).collect::<Vec<_>>())?;
@@ -107,9 +133,20 @@ fn classify(model_path: &Path, data_path: &Path, backend: &BackendArgs) -> Resul
     })
 }
 
+/// `--out -`: the CSV goes to stdout, so nothing else may.
+fn is_stdout(out: &Option<PathBuf>) -> bool {
+    out.as_deref() == Some(Path::new("-"))
+}
+
 pub fn predict(args: &PredictArgs) -> Result<()> {
-    check_output(&args.out, "--out", &["csv"])?;
-    let c = classify(&args.model, &args.data, &args.backend)?;
+    let notes = Notes {
+        to_stderr: is_stdout(&args.out),
+    };
+    if !notes.to_stderr {
+        check_output(&args.out, "--out", &["csv"])?;
+    }
+    let dataset = data::load(&args.data)?;
+    let c = classify(&args.model, dataset, &args.backend, notes)?;
     let n = c.dataset.len();
     if args.show > n {
         return config(format!(
@@ -122,49 +159,92 @@ pub fn predict(args: &PredictArgs) -> Result<()> {
     for &p in &predictions {
         counts[p as usize] += 1;
     }
-    println!(
+    notes.say(format!(
         "classified {n} images of {} on {}",
         c.dataset.source, c.device
-    );
-    println!("predicted digits: {counts:?} (0 to 9)");
+    ));
+    notes.say(format!("predicted digits: {counts:?} (0 to 9)"));
     if let Some(labels) = &c.dataset.labels {
         let correct = predictions
             .iter()
             .zip(labels)
             .filter(|(p, l)| p == l)
             .count();
-        println!(
+        notes.say(format!(
             "accuracy against the file's labels: {}",
             percent(Some(correct as f64 / n as f64))
-        );
+        ));
     }
+    show(&c, &predictions, args.show, notes);
+    if let Some(out) = &args.out {
+        let csv = submission(&predictions, args.probabilities.then_some(&c.logits[..]));
+        let columns = if args.probabilities {
+            "ImageId,Label,p0,…,p9"
+        } else {
+            "Kaggle's ImageId,Label"
+        };
+        if notes.to_stderr {
+            use std::io::Write;
+            std::io::stdout()
+                .lock()
+                .write_all(csv.as_bytes())
+                .map_err(|source| Error::Io {
+                    path: "--out - (stdout)".into(),
+                    source,
+                })?;
+            notes.say(format!("wrote {n} predictions to stdout ({columns})"));
+        } else {
+            write_atomically(out, csv.as_bytes())?;
+            notes.say(format!(
+                "wrote {n} predictions to {} ({columns})",
+                out.display()
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// `--show N`: the first N images as text, with the prediction, its confidence and the label.
+fn show(c: &Classified, predictions: &[u8], count: usize, notes: Notes) {
     let confidence = confidence_columns(&c.logits);
-    for i in 0..args.show {
+    for i in 0..count {
         let label = c
             .dataset
             .labels
             .as_ref()
             .map_or(String::new(), |l| format!(", label {}", l[i]));
-        println!(
+        notes.say(format!(
             "\nimage {}: predicted {} ({:.1}% confident){label}",
             i + 1,
             predictions[i],
             100.0 * confidence[i]
-        );
-        print!("{}", art::draw(c.dataset.image(i)));
+        ));
+        let drawing = art::draw(c.dataset.image(i));
+        notes.say(drawing.trim_end_matches('\n'));
     }
-    if let Some(out) = &args.out {
-        let mut csv = String::from("ImageId,Label\n");
-        for (i, p) in predictions.iter().enumerate() {
-            csv += &format!("{},{p}\n", i + 1);
+}
+
+/// Kaggle's submission, `ImageId,Label` with ids from 1; with the logits, each row also holds
+/// the softmax probabilities of the ten digits, `p0` to `p9`.
+fn submission(predictions: &[u8], logits: Option<&[f32]>) -> String {
+    let mut csv = String::from("ImageId,Label");
+    if logits.is_some() {
+        for d in 0..CLASSES {
+            csv += &format!(",p{d}");
         }
-        write_atomically(out, csv.as_bytes())?;
-        println!(
-            "wrote {n} predictions to {} (Kaggle's ImageId,Label)",
-            out.display()
-        );
     }
-    Ok(())
+    csv.push('\n');
+    for (i, p) in predictions.iter().enumerate() {
+        csv += &format!("{},{p}", i + 1);
+        if let Some(logits) = logits {
+            let column = &logits[i * CLASSES..(i + 1) * CLASSES];
+            for q in probabilities(column) {
+                csv += &format!(",{q:.6}");
+            }
+        }
+        csv.push('\n');
+    }
+    csv
 }
 
 /// Per class: precision = correct / predicted as it, recall = correct / labelled as it.
@@ -181,7 +261,20 @@ fn precision_recall(confusion: &[[usize; CLASSES]; CLASSES]) -> Vec<(Option<f64>
 }
 
 pub fn eval(args: &EvalArgs) -> Result<()> {
-    let c = classify(&args.model, &args.data, &args.backend)?;
+    let notes = Notes { to_stderr: false };
+    let dataset = match &args.data {
+        Some(path) => data::load(path)?,
+        None => {
+            let test = EMBEDDED_TEST.load()?;
+            notes.say(format!(
+                "no --data: evaluating on the {} test digits embedded in the binary ({})",
+                test.len(),
+                test.source
+            ));
+            test
+        }
+    };
+    let c = classify(&args.model, dataset, &args.backend, notes)?;
     let labels = c.dataset.require_labels().map_err(Error::from)?;
     let n = labels.len();
     let predictions = argmax_columns(&c.logits);

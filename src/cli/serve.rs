@@ -102,7 +102,7 @@ fn bad(message: impl Into<String>) -> Refusal {
 }
 
 /// Softmax of one column of logits.
-fn probabilities(logits: &[f32]) -> Vec<f64> {
+pub(super) fn probabilities(logits: &[f32]) -> Vec<f64> {
     let max = logits.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v)) as f64;
     let exps: Vec<f64> = logits.iter().map(|&z| (z as f64 - max).exp()).collect();
     let sum: f64 = exps.iter().sum();
@@ -218,14 +218,15 @@ impl App {
 }
 
 /// `/api/confusion`'s answer (the matrix, label by prediction, where the digits have labels),
-/// and the indices of the misclassified digits.
+/// and the indices of the misclassified digits. The matrix is `confusion`, as in `eval
+/// --json`; `matrix`, its first name here, stays as its alias for clients written before.
 fn confusion(test: &Dataset, predicted: &[(u8, Vec<f64>)]) -> (Value, Vec<usize>) {
     let n = test.len();
     let mut confusion = [[0usize; CLASSES]; CLASSES];
     let mut misclassified = Vec::new();
     let Some(labels) = &test.labels else {
         return (
-            json!({ "matrix": null, "images": n, "data": test.source }),
+            json!({ "confusion": null, "matrix": null, "images": n, "data": test.source }),
             misclassified,
         );
     };
@@ -236,8 +237,13 @@ fn confusion(test: &Dataset, predicted: &[(u8, Vec<f64>)]) -> (Value, Vec<usize>
         }
     }
     let accuracy = 1.0 - misclassified.len() as f64 / n as f64;
-    let value =
-        json!({ "matrix": confusion, "accuracy": accuracy, "images": n, "data": test.source });
+    let value = json!({
+        "confusion": confusion,
+        "matrix": confusion,
+        "accuracy": accuracy,
+        "images": n,
+        "data": test.source,
+    });
     (value, misclassified)
 }
 

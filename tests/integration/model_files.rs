@@ -657,3 +657,49 @@ fn a_failed_write_names_the_file_not_its_temporary() {
     assert!(message.starts_with("/proc/m.safetensors: "), "{message}");
     assert!(!message.contains(".partial"), "{message}");
 }
+
+/// `predict --out -` writes the submission to stdout and nothing else there (the notes go to
+/// stderr); `--probabilities` adds each digit's softmax probability, `p0` to `p9`, whose
+/// largest is the row's label.
+#[test]
+fn predict_writes_to_stdout_and_gives_probabilities() {
+    let (dir, _) = fixture();
+    let d = dir.path();
+    assert_success(&train_and_save(d, "cpu", "m.safetensors", &[]));
+    let args = ["predict", "--model", "m.safetensors", "--data", "u.csv"];
+    let cpu = ["--backend", "cpu"];
+    assert_success(&run_in(d, &[&args[..], &["--out", "f.csv"], &cpu].concat()));
+    let to_file = std::fs::read_to_string(d.join("f.csv")).unwrap();
+    let piped = run_in(d, &[&args[..], &["--out", "-"], &cpu].concat());
+    assert_success(&piped);
+    assert_eq!(stdout(&piped), to_file, "stdout is the CSV alone");
+    let stderr = String::from_utf8_lossy(&piped.stderr);
+    assert!(stderr.contains("classified 100 images"), "{stderr}");
+    assert!(!d.join("-").exists(), "a file named -");
+
+    let with = run_in(
+        d,
+        &[&args[..], &["--out", "-", "--probabilities"], &cpu].concat(),
+    );
+    assert_success(&with);
+    let text = stdout(&with);
+    let mut lines = text.lines();
+    assert_eq!(
+        lines.next(),
+        Some("ImageId,Label,p0,p1,p2,p3,p4,p5,p6,p7,p8,p9")
+    );
+    let labels = read_submission(&d.join("f.csv"), 100);
+    let mut rows = 0;
+    for (i, line) in lines.enumerate() {
+        let fields: Vec<&str> = line.split(',').collect();
+        assert_eq!(fields.len(), 12, "{line}");
+        assert_eq!(fields[0], (i + 1).to_string());
+        assert_eq!(fields[1], labels[i].to_string(), "{line}");
+        let p: Vec<f64> = fields[2..].iter().map(|f| f.parse().unwrap()).collect();
+        assert!((p.iter().sum::<f64>() - 1.0).abs() < 1e-4, "{line}");
+        let top = (0..10).max_by(|&a, &b| p[a].total_cmp(&p[b])).unwrap();
+        assert_eq!(p[top], p[labels[i] as usize], "{line}");
+        rows += 1;
+    }
+    assert_eq!(rows, 100);
+}

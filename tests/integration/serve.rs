@@ -639,6 +639,10 @@ fn the_page_recognises_drawn_digits_in_a_browser() {
     let browser = Browser::start();
     browser.call("POST", "/url", json!({"url": format!("http://{address}/")}));
     browser.wait("the model", |b| b.text("summary").contains("784-512-10"));
+    // The test-digit panel shows a digit before any click, not two black boxes.
+    browser.wait("the first test digit", |b| {
+        b.text("test-about").starts_with("test image") && !b.text("test-label").is_empty()
+    });
     let mut recognised = Vec::new();
     for digit in 0..10 {
         browser.click("#clear");
@@ -742,4 +746,31 @@ fn pixels_scaled_to_0_1_are_refused() {
     let blank = json!({"pixels": vec![0; PIXELS]}).to_string();
     let (status, text) = http(address, "POST", "/api/predict", blank.as_bytes());
     assert_eq!(status, 200, "a blank image: {text}");
+}
+
+/// `eval` with no `--data` evaluates on the embedded test digits, saying so, and its JSON's
+/// `confusion` is `/api/confusion`'s `confusion` (one name for one thing; `matrix` stays as
+/// the API's old alias).
+#[test]
+fn eval_defaults_to_the_embedded_digits_and_names_the_confusion_as_the_api() {
+    let model = small_model();
+    let dir = model.parent().unwrap();
+    let file = model.file_name().unwrap().to_str().unwrap();
+    let out = run_in(
+        dir,
+        &["eval", "--model", file, "--json", "--backend", "cpu"],
+    );
+    assert!(out.status.success(), "{}", common::output::describe(&out));
+    let text = common::output::stdout(&out);
+    assert!(text.contains("embedded"), "{text}");
+    let report = common::output::json_summary(&out);
+    assert_eq!(report["images"], 10_000);
+    assert_eq!(report["data"], EMBEDDED_TEST.name());
+
+    let (_server, address) = serve(&model, &["--backend", "cpu"]);
+    let (status, body) = http(address, "GET", "/api/confusion", b"");
+    assert_eq!(status, 200, "{body}");
+    let c = json_of(&body);
+    assert_eq!(c["confusion"], report["confusion"], "{body}");
+    assert_eq!(c["matrix"], c["confusion"]);
 }
