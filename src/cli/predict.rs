@@ -260,21 +260,23 @@ fn precision_recall(confusion: &[[usize; CLASSES]; CLASSES]) -> Vec<(Option<f64>
         .collect()
 }
 
+/// `--data`, or (as training's default test set) the embedded test digits, saying so.
+fn eval_data(args: &EvalArgs, notes: Notes) -> Result<Dataset> {
+    let Some(path) = &args.data else {
+        let test = EMBEDDED_TEST.load()?;
+        notes.say(format!(
+            "no --data: evaluating on the {} test digits embedded in the binary ({})",
+            test.len(),
+            test.source
+        ));
+        return Ok(test);
+    };
+    Ok(data::load(path)?)
+}
+
 pub fn eval(args: &EvalArgs) -> Result<()> {
     let notes = Notes { to_stderr: false };
-    let dataset = match &args.data {
-        Some(path) => data::load(path)?,
-        None => {
-            let test = EMBEDDED_TEST.load()?;
-            notes.say(format!(
-                "no --data: evaluating on the {} test digits embedded in the binary ({})",
-                test.len(),
-                test.source
-            ));
-            test
-        }
-    };
-    let c = classify(&args.model, dataset, &args.backend, notes)?;
+    let c = classify(&args.model, eval_data(args, notes)?, &args.backend, notes)?;
     let labels = c.dataset.require_labels().map_err(Error::from)?;
     let n = labels.len();
     let predictions = argmax_columns(&c.logits);
