@@ -175,3 +175,25 @@ fn the_release_binary_ships_without_debug_info() {
         "the README names the profiling profile"
     );
 }
+
+/// An option refused is refused before the run seems to start: no header on stdout.
+#[test]
+fn refused_options_print_nothing_first() {
+    let dir = fixture();
+    for args in [
+        &["--patience", "2", "--dev-size", "0"][..],
+        &["--alpha=0"],
+        &["--show", "51"],
+    ] {
+        let out = run_in(
+            dir.path(),
+            &[
+                &["--train", "t.csv", "--backend", "cpu", "--iterations", "1"][..],
+                args,
+            ]
+            .concat(),
+        );
+        assert_one_line_error(&out);
+        assert_eq!(stdout(&out), "", "{args:?}: {}", describe(&out));
+    }
+}
