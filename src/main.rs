@@ -13,13 +13,16 @@ use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 use mnist_gpu::Error;
 
-/// Trains the classic MNIST network (784 → hidden → 10, softmax) by gradient descent.
+/// Trains the classic MNIST network (784 → hidden → 10, softmax) by gradient descent, on the
+/// GPU (WGSL compute shaders through wgpu) or the CPU.
 ///
 /// With no --train/--test it uses the 10,000 training and 10,000 test digits embedded in
 /// data/mnist/. Full-batch gradient descent by default; --batch-size switches to mini-batch SGD.
 /// The subcommands use a model saved with --save.
 #[derive(Debug, Parser)]
-#[command(version, about, long_about, args_conflicts_with_subcommands = true)]
+// `about` and `long_about` both come from the comment above (its first paragraph, and the
+// whole), so `-h` and `--help` open with the same sentence.
+#[command(version, args_conflicts_with_subcommands = true)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
@@ -69,6 +72,16 @@ fn end_quietly_on_closed_pipe() {
     }
 }
 
+/// 2 for a command line that cannot run as given (as clap's own errors): options out of range
+/// or contradicting one another, an output path that cannot be written; 1 for what went wrong
+/// with the run itself: a file, its data, a model, the GPU, a diverged loss.
+fn exit_status(e: &Error) -> ExitCode {
+    match e {
+        Error::Config(_) => ExitCode::from(2),
+        _ => ExitCode::FAILURE,
+    }
+}
+
 fn main() -> ExitCode {
     quiet_headless_vulkan();
     let parsed = Cli::command()
@@ -83,14 +96,7 @@ fn main() -> ExitCode {
         }
         // clap explains over several lines; errors here are one line, like every other.
         Err(e) => {
-            // Its first paragraph is the message (a list of missing options included).
-            let text = e.render().to_string();
-            let message: Vec<&str> = text
-                .lines()
-                .take_while(|line| !line.trim().is_empty())
-                .map(str::trim)
-                .collect();
-            eprintln!("{} (see --help)", message.join(" "));
+            eprintln!("{}", cli::usage_error::one_line(&e));
             return ExitCode::from(2);
         }
     };
@@ -123,7 +129,7 @@ fn main() -> ExitCode {
         Err(e) => {
             // Not `eprintln!`: stderr may be a closed pipe.
             let _ = writeln!(std::io::stderr(), "error: {e}");
-            ExitCode::FAILURE
+            exit_status(&e)
         }
     }
 }

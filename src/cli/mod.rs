@@ -8,6 +8,7 @@ pub mod serve;
 pub mod stop;
 pub mod train;
 pub mod train_args;
+pub mod usage_error;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -149,7 +150,7 @@ impl BackendArgs {
                 reason,
                 fallback,
                 matmul: None,
-                matmul_note: None,
+                matmul_note: self.gpu_only_note(),
             })
         };
         let gpu = |ctx: GpuContext, reason: String| -> Result<Opened> {
@@ -179,6 +180,28 @@ impl BackendArgs {
                 }
             },
         }
+    }
+}
+
+impl BackendArgs {
+    /// On the CPU, the line saying that the GPU's options given are not used, rather than
+    /// ignoring them silently: with `--backend auto` the user may not know the CPU runs.
+    fn gpu_only_note(&self) -> Option<String> {
+        let adapter = self
+            .adapter
+            .as_ref()
+            .map(|name| format!("--adapter {name}"));
+        let matmul = (self.matmul != MatmulKind::Plain).then_some("--matmul coop".to_string());
+        let given: Vec<String> = adapter.into_iter().chain(matmul).collect();
+        let are = match given.len() {
+            0 => return None,
+            1 => "is",
+            _ => "are",
+        };
+        Some(format!(
+            "note: {} {are} for a GPU and not used: the CPU runs",
+            given.join(" and ")
+        ))
     }
 }
 

@@ -304,6 +304,10 @@ fn check_combinations(args: &TrainArgs, explicit: &BTreeSet<String>) -> Result<(
     if explicit.contains("epochs") && args.batch_size.is_none() {
         return config("--epochs needs --batch-size: epochs count passes of mini-batches");
     }
+    // Also checked by the training loop, but here before the run's header is printed.
+    if args.patience.is_some() && args.dev_size == 0 {
+        return config("--patience watches the dev loss, so it needs --dev-size of at least 1");
+    }
     Ok(())
 }
 

@@ -10,6 +10,7 @@ mod accuracy;
 mod bench_cli;
 mod checkpoints;
 mod cli;
+mod cli_edges;
 mod cpu_fast;
 mod csv_shapes;
 mod data_formats;
