@@ -4,6 +4,7 @@
 //! the caller supplies (`Checkpointer`, which `checkpoint::Checkpointing` is), like the
 //! progress callback. The dev split and the shifts it trains on come from `data::pool`.
 
+use std::io::Write;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
@@ -623,10 +624,14 @@ impl<'a, 'c> Run<'a, 'c> {
         };
         match checkpointer.save(&mut *self.backend, state) {
             Ok(()) => self.checkpointed = Some(state.step),
-            Err(e) => eprintln!(
-                "warning: no checkpoint after step {}: {e}; the run goes on",
-                state.step
-            ),
+            // Written, not eprintln!: stderr may be a pipe whose reader is gone.
+            Err(e) => {
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "warning: no checkpoint after step {}: {e}; the run goes on",
+                    state.step
+                );
+            }
         }
         Ok(())
     }

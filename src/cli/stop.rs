@@ -58,12 +58,12 @@ extern "C" fn on_signal(signal: libc::c_int) {
     request(signal);
 }
 
-/// SIGINT and SIGTERM raise the flag; SIGPIPE is ignored, so that a closed stdout shows as an
+/// SIGINT, SIGTERM and SIGHUP (the terminal closed, an ssh session dropped) raise the flag; SIGPIPE is ignored, so that a closed stdout shows as an
 /// error on the next write (`write_line`) rather than killing the run before it saves.
 #[cfg(unix)]
 pub fn install() -> Arc<AtomicBool> {
     let flag = flag().clone();
-    for signal in [libc::SIGINT, libc::SIGTERM] {
+    for signal in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
         // SAFETY: a handler that only touches atomics (and `_exit`), installed with sigaction.
         let installed = unsafe {
             let mut action: libc::sigaction = std::mem::zeroed();
@@ -93,7 +93,7 @@ pub fn install() -> Arc<AtomicBool> {
 }
 
 /// The exit status of a stopped run: what a shell reports for a process the signal ended
-/// (130 for SIGINT, 143 for SIGTERM, 141 for a closed stdout).
+/// (130 for SIGINT, 143 for SIGTERM, 129 for SIGHUP, 141 for a closed stdout).
 pub fn exit_status() -> u8 {
     match CAUSE.load(Ordering::SeqCst) {
         0 => 130,

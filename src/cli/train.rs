@@ -216,8 +216,7 @@ pub fn run(args: &TrainArgs, explicit: &BTreeSet<String>) -> Result<()> {
         _ => args,
     };
     check_combinations(args, explicit)?;
-    check_own_files(args, &resume)?;
-    let _locks = lock_outputs(args)?;
+    let _locks = claim_outputs(args, &resume)?;
     let data = Data::load(args, explicit, &resume)?;
     let split = &data.split;
     let steps_per_epoch = args
@@ -314,16 +313,10 @@ fn check_combinations(args: &TrainArgs, explicit: &BTreeSet<String>) -> Result<(
 /// A run replaces no file that holds other work: not another run's checkpoint (nor a model,
 /// nor anything else, at --checkpoint), and not its own checkpoint with its model.
 fn check_own_files(args: &TrainArgs, resume: &Resume) -> Result<()> {
+    check_save_keeps_checkpoints(args)?;
     let Some(ckpt) = &args.checkpoint else {
         return Ok(());
     };
-    if let Some(save) = args.save.as_ref().filter(|save| same_file(save, ckpt)) {
-        return config(format!(
-            "--save {} is also the --checkpoint: the model would replace the checkpoint; give \
-             them different names",
-            save.display()
-        ));
-    }
     let resumed = matches!(resume, Resume::Run(path, _) if same_file(path, ckpt));
     if resumed || !ckpt.exists() {
         return Ok(());
@@ -346,6 +339,46 @@ fn check_own_files(args: &TrainArgs, resume: &Resume) -> Result<()> {
     config(format!(
         "--checkpoint {shown}: the file holds {holds}; {hint}"
     ))
+}
+
+/// The run's output files, locked for it, or the run refused before any work: two outputs on
+/// one file, a file another live run writes, or one that holds other work.
+fn claim_outputs(args: &TrainArgs, resume: &Resume) -> Result<Vec<OutputLock>> {
+    check_distinct_outputs(args)?;
+    // Locked before the files are looked at: a file another live run writes is refused as
+    // such, not as a finished run's checkpoint to --resume.
+    let locks = lock_outputs(args)?;
+    check_own_files(args, resume)?;
+    Ok(locks)
+}
+
+/// `--save` and `--checkpoint` are two files: the model would replace the checkpoint. Checked
+/// before the outputs are locked (one file locked twice would read as another run's).
+fn check_distinct_outputs(args: &TrainArgs) -> Result<()> {
+    match (&args.save, &args.checkpoint) {
+        (Some(save), Some(ckpt)) if same_file(save, ckpt) => config(format!(
+            "--save {} is also the --checkpoint: the model would replace the checkpoint; give \
+             them different names",
+            save.display()
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// `--save` replaces a saved model (that is what it is for), but never a run's checkpoint: a
+/// mistyped name would turn hours of resumable training into bare weights.
+fn check_save_keeps_checkpoints(args: &TrainArgs) -> Result<()> {
+    let Some(save) = args.save.as_ref().filter(|save| save.is_file()) else {
+        return Ok(());
+    };
+    match model_file::load(save) {
+        Ok(file) if checkpoint::is_checkpoint(&file) => config(format!(
+            "--save {0}: the file holds the checkpoint of a run; continue that run with --resume \
+             {0}, or choose another path or remove it",
+            save.display()
+        )),
+        _ => Ok(()),
+    }
 }
 
 /// Every output file locked for this run, or the run refused: another process writes one.
@@ -452,6 +485,13 @@ fn starting_state(
         Resume::Fresh => return Ok((RunState::start(split, schedule), None)),
     };
     let refuse = |message: String| config(format!("--resume {}: {message}", path.display()));
+    // A state that cannot be this run's is a damaged file (exit status 1), not an option.
+    let damaged = |message: &str| {
+        Err(Error::Model {
+            path: path.display().to_string(),
+            message: message.to_string(),
+        })
+    };
     if let Some(id) = train_id {
         let saved = &ckpt.train_file;
         if id.sha256 != saved.sha256 || id.bytes != saved.bytes {
@@ -471,11 +511,11 @@ fn starting_state(
     order.sort_unstable();
     train.sort_unstable();
     if order != train {
-        return refuse("its order of samples is not of the training set's samples".into());
+        return damaged("its order of samples is not of the training set's samples");
     }
     let (epochs, per_epoch) = train::plan(schedule, split.train.len());
     if ckpt.state.position > per_epoch {
-        return refuse(format!(
+        return damaged(&format!(
             "its position, step {} of an epoch, is past the epoch's {per_epoch} steps",
             ckpt.state.position
         ));

@@ -224,6 +224,18 @@ fn a_run_does_not_overwrite_another_runs_checkpoint() {
     assert!(line.contains("a saved model"), "{line}");
     assert_eq!(std::fs::read(d.join("m.safetensors")).unwrap(), model);
 
+    // Nor does --save turn a run's checkpoint into bare weights.
+    let out = run_in(d, &[&SHORT[..], &["--save", "c.safetensors"]].concat());
+    let line = assert_one_line_error(&out);
+    for part in [
+        "--save c.safetensors",
+        "checkpoint of a run",
+        "--resume c.safetensors",
+    ] {
+        assert!(line.contains(part), "no {part:?} in {line:?}");
+    }
+    assert_eq!(std::fs::read(d.join("c.safetensors")).unwrap(), before);
+
     let out = run_in(
         d,
         &[
