@@ -85,116 +85,119 @@ fn draw_loss<DB: DrawingBackend>(
     history: &[Progress],
     last_step: f64,
 ) -> std::result::Result<(), String> {
-    use plotters::prelude::*;
-    let e = |e: DrawingAreaErrorKind<DB::ErrorType>| e.to_string();
-    let red = RGBColor(214, 39, 40);
-    let green = RGBColor(44, 160, 44);
-    let loss: Vec<(f64, f64)> = history
-        .iter()
-        .map(|p| (p.step as f64, p.batch.loss))
-        .collect();
-    let dev: Vec<(f64, f64)> = history
-        .iter()
-        .filter_map(|p| Some((p.step as f64, p.dev_loss?)))
-        .collect();
-    let highest = loss
+    let train = curve(history, |p| Some(p.batch.loss));
+    let dev = curve(history, |p| p.dev_loss);
+    let highest = train
         .iter()
         .chain(&dev)
         .map(|p| p.1)
         .filter(|l| l.is_finite());
     let top = highest.fold(0.0, f64::max) * 1.05;
-    let mut chart = ChartBuilder::on(area)
-        .caption("loss", (plot::FAMILY, 20))
-        .margin(12)
-        .x_label_area_size(40)
-        .y_label_area_size(56)
-        .build_cartesian_2d(0.0..last_step, 0.0..top.max(1e-3))
-        .map_err(e)?;
-    chart
-        .configure_mesh()
-        .x_desc("step")
-        .x_label_formatter(&|x| format!("{x:.0}"))
-        .y_desc("cross-entropy")
-        .label_style((plot::FAMILY, 15))
-        .draw()
-        .map_err(e)?;
-    chart
-        .draw_series(LineSeries::new(loss, red.stroke_width(2)))
-        .map_err(e)?
-        .label("train (mean)")
-        .legend(move |(x, y)| PathElement::new([(x, y), (x + 20, y)], red.stroke_width(2)));
-    if !dev.is_empty() {
-        chart
-            .draw_series(LineSeries::new(dev, green.stroke_width(2)))
-            .map_err(e)?
-            .label("dev loss")
-            .legend(move |(x, y)| PathElement::new([(x, y), (x + 20, y)], green.stroke_width(2)));
-    }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::UpperRight)
-        .background_style(WHITE.mix(0.9))
-        .border_style(BLACK)
-        .label_font((plot::FAMILY, 15))
-        .draw()
-        .map_err(e)?;
-    Ok(())
+    let panel = Panel {
+        caption: "loss",
+        y_desc: "cross-entropy",
+        y_max: top.max(1e-3),
+        train_color: (214, 39, 40),
+        dev_label: "dev loss",
+        legend_below: false,
+    };
+    panel.draw(area, last_step, train, dev)
 }
 
-/// The train accuracy (mean since the previous point) and, where there is a dev set, the dev accuracy, against the
-/// step, from 0 to 1.
+/// The train (mean) and dev accuracy against the step, from 0 to 1.
 fn draw_accuracy<DB: DrawingBackend>(
     area: &DrawingArea<DB, Shift>,
     history: &[Progress],
     last_step: f64,
 ) -> std::result::Result<(), String> {
-    use plotters::prelude::*;
-    let e = |e: DrawingAreaErrorKind<DB::ErrorType>| e.to_string();
-    let font = (plot::FAMILY, 15);
-    let blue = RGBColor(31, 119, 180);
-    let green = RGBColor(44, 160, 44);
-    let mut chart = ChartBuilder::on(area)
-        .caption("accuracy", (plot::FAMILY, 20))
-        .margin(12)
-        .x_label_area_size(40)
-        .y_label_area_size(56)
-        .build_cartesian_2d(0.0..last_step, 0.0..1.0)
-        .map_err(e)?;
-    chart
-        .configure_mesh()
-        .x_desc("step")
-        .x_label_formatter(&|x| format!("{x:.0}"))
-        .y_desc("fraction correct")
-        .label_style(font)
-        .draw()
-        .map_err(e)?;
-    let train: Vec<(f64, f64)> = history
+    let panel = Panel {
+        caption: "accuracy",
+        y_desc: "fraction correct",
+        y_max: 1.0,
+        train_color: (31, 119, 180),
+        dev_label: "dev",
+        legend_below: true,
+    };
+    let train = curve(history, |p| Some(p.batch.accuracy));
+    panel.draw(area, last_step, train, curve(history, |p| p.dev_accuracy))
+}
+
+/// (step, value) for every progress line that has the value.
+fn curve(history: &[Progress], value: impl Fn(&Progress) -> Option<f64>) -> Vec<(f64, f64)> {
+    history
         .iter()
-        .map(|p| (p.step as f64, p.batch.accuracy))
-        .collect();
-    chart
-        .draw_series(LineSeries::new(train, blue.stroke_width(2)))
-        .map_err(e)?
-        .label("train (mean)")
-        .legend(move |(x, y)| PathElement::new([(x, y), (x + 20, y)], blue.stroke_width(2)));
-    let dev: Vec<(f64, f64)> = history
-        .iter()
-        .filter_map(|p| Some((p.step as f64, p.dev_accuracy?)))
-        .collect();
-    if !dev.is_empty() {
+        .filter_map(|p| Some((p.step as f64, value(p)?)))
+        .collect()
+}
+
+/// One panel of the figure: the train curve (mean since the previous point) and, where there
+/// is a dev set, the dev curve (always green), against the step.
+struct Panel {
+    caption: &'static str,
+    y_desc: &'static str,
+    /// The y axis runs from 0 to this.
+    y_max: f64,
+    train_color: (u8, u8, u8),
+    dev_label: &'static str,
+    /// The legend in the lower right corner (rising curves), else the upper right.
+    legend_below: bool,
+}
+
+impl Panel {
+    fn draw<DB: DrawingBackend>(
+        &self,
+        area: &DrawingArea<DB, Shift>,
+        last_step: f64,
+        train: Vec<(f64, f64)>,
+        dev: Vec<(f64, f64)>,
+    ) -> std::result::Result<(), String> {
+        use plotters::prelude::*;
+        let e = |e: DrawingAreaErrorKind<DB::ErrorType>| e.to_string();
+        let font = (plot::FAMILY, 15);
+        let (r, g, b) = self.train_color;
+        let train_color = RGBColor(r, g, b);
+        let green = RGBColor(44, 160, 44);
+        let mut chart = ChartBuilder::on(area)
+            .caption(self.caption, (plot::FAMILY, 20))
+            .margin(12)
+            .x_label_area_size(40)
+            .y_label_area_size(56)
+            .build_cartesian_2d(0.0..last_step, 0.0..self.y_max)
+            .map_err(e)?;
         chart
-            .draw_series(LineSeries::new(dev, green.stroke_width(2)))
-            .map_err(e)?
-            .label("dev")
-            .legend(move |(x, y)| PathElement::new([(x, y), (x + 20, y)], green.stroke_width(2)));
+            .configure_mesh()
+            .x_desc("step")
+            .x_label_formatter(&|x| format!("{x:.0}"))
+            .y_desc(self.y_desc)
+            .label_style(font)
+            .draw()
+            .map_err(e)?;
+        let mut series = vec![("train (mean)", train, train_color)];
+        if !dev.is_empty() {
+            series.push((self.dev_label, dev, green));
+        }
+        for (label, points, color) in series {
+            chart
+                .draw_series(LineSeries::new(points, color.stroke_width(2)))
+                .map_err(e)?
+                .label(label)
+                .legend(move |(x, y)| {
+                    PathElement::new([(x, y), (x + 20, y)], color.stroke_width(2))
+                });
+        }
+        let position = if self.legend_below {
+            SeriesLabelPosition::LowerRight
+        } else {
+            SeriesLabelPosition::UpperRight
+        };
+        chart
+            .configure_series_labels()
+            .position(position)
+            .background_style(WHITE.mix(0.9))
+            .border_style(BLACK)
+            .label_font(font)
+            .draw()
+            .map_err(e)?;
+        Ok(())
     }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::LowerRight)
-        .background_style(WHITE.mix(0.9))
-        .border_style(BLACK)
-        .label_font(font)
-        .draw()
-        .map_err(e)?;
-    Ok(())
 }
