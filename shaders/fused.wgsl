@@ -26,6 +26,28 @@
 // The network's shape is fixed when the pipeline is built (the overrides below); what changes
 // per step (the batch, α, Adam's corrections) comes from `step`, a 256-byte slot per step
 // chosen with a dynamic offset, so that many steps are recorded into one submit.
+//
+// Candidate variants. Each is a bool override, off by default: the kernel as it was measured
+// stays the default until a GPU has measured them (`bench --fused`, bench/NOTES.md). Each
+// computes the same sums; only the order of some f32 additions changes.
+// - DW1_SPREAD: dW1 by words, not quads. A thread owns one word (4 pixels) of every image for
+//   up to 16 units, so it converts each byte once per sample (today: once per vec4 of units,
+//   3× at H1 = 10), and the 196 words fill seven of the eight warps (today's 147 quad × unit
+//   items fill five, two of them on one of a Hopper SM's four schedulers).
+// - EARLY_LABELS: each sample's label is loaded with its image index, before the forward
+//   pass, so the load's latency hides behind it; today indices → labels is a chain of two
+//   dependent loads after the forward pass, on the way to the backward pass.
+// - TREE_SUMS: the block's (loss, correct) and the bias gradients db added by a tree in
+//   workgroup memory over many threads, instead of thread 0's loop over the block's samples
+//   and one thread per vec4 of units (3 at H1 = 10) looping over them; more barriers, shorter
+//   chains.
+// - FAST_BYTES: byte → float as bitcast(0x4b000000 | b) − 2²³ (2²³ + b is exact in f32): an
+//   OR and a subtraction instead of an integer → float conversion, which some GPUs issue at a
+//   quarter of the FMA rate.
+// - WIDE_UPDATE: `update` gives each parameter vec4 32 threads (not 8) when a step has more
+//   than 32 slices, each keeping four independent sums, so that more loads are in flight and a
+//   full batch's reduction spreads over ~250 workgroups instead of 63.
+// The block (BLOCK) is the host's choice; `bench --block auto` picks it from the batch.
 
 const QUADS: u32 = 49u;         // an image's vec4<u32>s, 16 pixels each
 const CLASSES: u32 = 10u;
@@ -60,6 +82,12 @@ override PARAM_VEC4S: u32 = 1996u;      // the parameters, padding included
 override SLICE_VEC4S: u32 = 1997u;      // one partial slice: the gradients, then (loss, correct)
 override PARAMS_IN_UNIFORM: bool = true;
 override Z_VEC4S: u32 = (V1 + V2 + OUT_V4) * BLOCK;
+// The candidate variants (the header says what each does); false: the kernel as measured.
+override DW1_SPREAD: bool = false;
+override EARLY_LABELS: bool = false;
+override TREE_SUMS: bool = false;
+override FAST_BYTES: bool = false;
+override WIDE_UPDATE: bool = false;
 
 // One step's values (its slot of the step buffer). augment.wgsl reads the first three.
 struct Step {
@@ -109,6 +137,8 @@ var<workgroup> slice_sums: array<vec4<f32>, THREADS>;
 // Per sample: where its image starts (in vec4<u32>s), and its (loss, correct).
 var<workgroup> image_at: array<u32, BLOCK>;
 var<workgroup> sample_stats: array<vec2<f32>, BLOCK>;
+// EARLY_LABELS: each sample's label, loaded with its image index.
+var<workgroup> block_labels: array<u32, BLOCK>;
 
 struct Dense {
     inputs: u32,    // in vec4s
@@ -157,16 +187,31 @@ fn act_slope(v: vec4<f32>) -> vec4<f32> {
     return select(exp(min(v, vec4<f32>(0.0))), vec4<f32>(1.0), v > vec4<f32>(0.0));
 }
 
+// Four pixel bytes as floats 0–255.
+fn bytes4(word: u32) -> vec4<f32> {
+    if (FAST_BYTES) {
+        // 2²³ + b as an f32 holds b in its low mantissa bits: or-ing the byte into 2²³'s bits
+        // and subtracting 2²³ is exact for 0–255, with no integer → float conversion.
+        return bitcast<vec4<f32>>(unpack4xU8(word) | vec4<u32>(0x4b000000u)) - 8388608.0;
+    }
+    return vec4<f32>(unpack4xU8(word));
+}
+
 // Sixteen pixels (quad q) of block sample s, as values 0–255; the 1/255 is applied to the sums.
 fn pixels(s: u32, q: u32) -> mat4x4<f32> {
     let words = images[image_at[s] + q];
-    return mat4x4<f32>(vec4<f32>(unpack4xU8(words.x)), vec4<f32>(unpack4xU8(words.y)),
-                       vec4<f32>(unpack4xU8(words.z)), vec4<f32>(unpack4xU8(words.w)));
+    return mat4x4<f32>(bytes4(words.x), bytes4(words.y), bytes4(words.z), bytes4(words.w));
+}
+
+// Four pixels (word w, pixels 4w .. 4w + 4) of block sample s, as values 0–255.
+fn word_pixels(s: u32, w: u32) -> vec4<f32> {
+    return bytes4(images[image_at[s] + w / 4u][w % 4u]);
 }
 
 // Forward pass of the n samples at batch positions [first, first + n), leaving Z[l] of every
 // layer in workgroup memory. Thread t works on sample j = t % BLOCK, in slice s = t / BLOCK.
-fn forward(first: u32, n: u32, t: u32) {
+// `labelled`: a training step's block, whose labels EARLY_LABELS loads here.
+fn forward(first: u32, n: u32, t: u32, labelled: bool) {
     let j = t % BLOCK;
     let s = t / BLOCK;
     if (t < n) {
@@ -175,6 +220,14 @@ fn forward(first: u32, n: u32, t: u32) {
             image = indices[step.first + image];
         }
         image_at[t] = image * QUADS;
+        if (EARLY_LABELS && labelled) {
+            // Shifted copies are in batch order; the label is still the listed image's.
+            var listed = image;
+            if (step.shifted != 0u) {
+                listed = indices[step.first + first + t];
+            }
+            block_labels[t] = labels[listed];
+        }
     }
     workgroupBarrier();
 
@@ -237,6 +290,9 @@ fn forward(first: u32, n: u32, t: u32) {
 // log Σ exp(z − max) − (z_label − max) and whether its first largest logit is the label.
 fn output_grad(first: u32, n: u32, t: u32) {
     if (t >= n) {
+        if (TREE_SUMS && t < BLOCK) {
+            sample_stats[t] = vec2<f32>(0.0);  // the tree adds all BLOCK entries
+        }
         return;
     }
     let at = layer(LAYERS).z + t * OUT_V4;
@@ -244,7 +300,12 @@ fn output_grad(first: u32, n: u32, t: u32) {
     for (var c = 0u; c < CLASSES; c++) {
         zs[c] = z[at + c / 4u][c % 4u];
     }
-    let label = labels[indices[step.first + first + t]];
+    var label: u32;
+    if (EARLY_LABELS) {
+        label = block_labels[t];
+    } else {
+        label = labels[indices[step.first + first + t]];
+    }
     var best = 0u;
     for (var c = 1u; c < CLASSES; c++) {
         if (zs[c] > zs[best]) {
@@ -292,6 +353,10 @@ fn dense_grads(cur: Dense, prev: Dense, n: u32, t: u32, slice: u32, fresh: bool)
 
 // db[l] += Σ_samples dZ[l]
 fn bias_grads(cur: Dense, n: u32, t: u32, slice: u32, fresh: bool) {
+    if (TREE_SUMS) {
+        bias_tree(cur, n, t, slice, fresh);
+        return;
+    }
     for (var v = t; v < cur.v; v += THREADS) {
         var g = vec4<f32>(0.0);
         for (var s = 0u; s < n; s++) {
@@ -299,6 +364,54 @@ fn bias_grads(cur: Dense, n: u32, t: u32, slice: u32, fresh: bool) {
         }
         accumulate(slice, cur.b + v, g, fresh);
     }
+}
+
+// TREE_SUMS: db[l] += Σ_samples dZ[l] with `lanes` threads per vec4 v of units: each adds
+// every lanes-th sample, then the lanes' sums are halved log2(lanes) times in workgroup memory
+// (slice_sums, free during the backward pass). Called by every thread (it has barriers).
+fn bias_tree(cur: Dense, n: u32, t: u32, slice: u32, fresh: bool) {
+    let lanes = tree_lanes(cur.v);
+    let v = t / lanes;
+    let lane = t % lanes;
+    var g = vec4<f32>(0.0);
+    if (v < cur.v) {
+        for (var s = lane; s < n; s += lanes) {
+            g += z[cur.z + s * cur.v + v];
+        }
+    }
+    slice_sums[t] = g;
+    workgroupBarrier();
+    for (var half = lanes / 2u; half > 0u; half /= 2u) {
+        if (lane < half) {
+            slice_sums[t] += slice_sums[t + half];
+        }
+        workgroupBarrier();
+    }
+    if (lane == 0u && v < cur.v) {
+        accumulate(slice, cur.b + v, slice_sums[t], fresh);
+    }
+}
+
+// Threads per vec4 of units in `bias_tree`: the largest power of two with `v` groups of them
+// in the workgroup, at most BLOCK (a sample each).
+fn tree_lanes(v: u32) -> u32 {
+    var lanes = BLOCK;
+    while (lanes * v > THREADS) {
+        lanes /= 2u;
+    }
+    return lanes;
+}
+
+// TREE_SUMS: the block's (loss, correct), Σ sample_stats by halving (entries past n are 0);
+// thread 0 gets it. Called by every thread (it has barriers).
+fn block_stats(t: u32) -> vec2<f32> {
+    for (var half = BLOCK / 2u; half > 0u; half /= 2u) {
+        if (t < half) {
+            sample_stats[t] += sample_stats[t + half];
+        }
+        workgroupBarrier();
+    }
+    return sample_stats[0];
 }
 
 // dZ[l-1] = W[l]ᵀ·dZ[l] ⊙ g'(Z[l-1]): (inputs, n), written over Z[l-1]. Thread t takes vec4s
@@ -323,9 +436,17 @@ fn input_grad(cur: Dense, prev: Dense, n: u32, t: u32) {
 // every thread owns at most one such item (H1 ≤ 20), its sums stay in registers (`dw1`) across
 // the blocks of the workgroup's range and are written once at the end (`write_dw1`); else each
 // block adds them into the slice.
-override DW1_IN_REGISTERS: bool = QUADS * V1 <= THREADS;
+// DW1_SPREAD's items are words × chunks of 16 units instead (`first_layer_grads_spread`).
+const WORDS: u32 = 4u * QUADS;  // an image's u32s, 4 pixels each
+override CHUNKS1: u32 = (V1 + 3u) / 4u;
+override DW1_ITEMS: u32 = select(QUADS * V1, WORDS * CHUNKS1, DW1_SPREAD);
+override DW1_IN_REGISTERS: bool = DW1_ITEMS <= THREADS;
 
 fn first_layer_grads(n: u32, t: u32, slice: u32, fresh: bool, dw1: ptr<function, array<mat4x4<f32>, 4>>) {
+    if (DW1_SPREAD) {
+        first_layer_grads_spread(n, t, slice, fresh, dw1);
+        return;
+    }
     for (var item = t; item < QUADS * V1; item += THREADS) {
         let q = item % QUADS;
         let c = item / QUADS;
@@ -362,6 +483,50 @@ fn add_dw1(slice: u32, q: u32, c: u32, acc: ptr<function, array<mat4x4<f32>, 4>>
     }
 }
 
+// DW1_SPREAD: a thread owns word w (pixels 4w .. 4w + 4) of every image for the unit vec4s
+// 4·chunk .. 4·chunk + 4 (all of them up to H1 = 16), and converts the word's bytes once per
+// sample for all their products. The 196 words fill seven warps rather than five.
+fn first_layer_grads_spread(n: u32, t: u32, slice: u32, fresh: bool, dw1: ptr<function, array<mat4x4<f32>, 4>>) {
+    for (var item = t; item < DW1_ITEMS; item += THREADS) {
+        let w = item % WORDS;
+        let chunk = item / WORDS;
+        var acc: array<mat4x4<f32>, 4>;      // acc[c][p]: units 4(4·chunk + c) .., pixel 4w + p
+        if (DW1_IN_REGISTERS) {
+            acc = *dw1;
+        }
+        for (var s = 0u; s < n; s++) {
+            let x = word_pixels(s, w);
+            for (var c = 0u; c < 4u; c++) {
+                let v = 4u * chunk + c;
+                if (v < V1) {
+                    let dz = z[s * V1 + v];
+                    acc[c] += mat4x4<f32>(dz * x[0], dz * x[1], dz * x[2], dz * x[3]);
+                }
+            }
+        }
+        if (DW1_IN_REGISTERS) {
+            *dw1 = acc;
+        } else {
+            add_dw1_spread(slice, w, chunk, &acc, fresh);
+        }
+    }
+    bias_grads(layer(1u), n, t, slice, fresh);
+}
+
+// Adds (or writes) one DW1_SPREAD item's sums to dW1 in the slice, scaled by 1/255: row i's
+// vec4 w holds pixels 4w .. 4w + 4, row u of acc[c] transposed.
+fn add_dw1_spread(slice: u32, w: u32, chunk: u32, acc: ptr<function, array<mat4x4<f32>, 4>>, fresh: bool) {
+    for (var c = 0u; c < 4u; c++) {
+        let per_unit = transpose((*acc)[c]);
+        for (var u = 0u; u < 4u; u++) {
+            let i = 16u * chunk + 4u * c + u;
+            if (i < H1) {
+                accumulate(slice, W1_AT + i * WORDS + w, per_unit[u] * (1.0 / 255.0), fresh);
+            }
+        }
+    }
+}
+
 @compute @workgroup_size(THREADS)
 fn gradients(@builtin(workgroup_id) group: vec3<u32>, @builtin(local_invocation_index) t: u32) {
     let slice = group.x * SLICE_VEC4S;
@@ -372,10 +537,15 @@ fn gradients(@builtin(workgroup_id) group: vec3<u32>, @builtin(local_invocation_
     for (var first = begin; first < end; first += BLOCK) {
         let n = min(BLOCK, end - first);
         let fresh = first == begin;
-        forward(first, n, t);
+        forward(first, n, t, true);
         output_grad(first, n, t);
         workgroupBarrier();
-        if (t == 0u) {
+        if (TREE_SUMS) {
+            let block = block_stats(t);
+            if (t == 0u) {
+                stats += block;
+            }
+        } else if (t == 0u) {
             for (var s = 0u; s < n; s++) {
                 stats += sample_stats[s];
             }
@@ -390,8 +560,12 @@ fn gradients(@builtin(workgroup_id) group: vec3<u32>, @builtin(local_invocation_
         // The next block's forward pass overwrites z and image_at.
         workgroupBarrier();
     }
-    if (DW1_IN_REGISTERS && t < QUADS * V1) {
-        add_dw1(slice, t % QUADS, t / QUADS, &dw1, true);
+    if (DW1_IN_REGISTERS && t < DW1_ITEMS) {
+        if (DW1_SPREAD) {
+            add_dw1_spread(slice, t % WORDS, t / WORDS, &dw1, true);
+        } else {
+            add_dw1(slice, t % QUADS, t / QUADS, &dw1, true);
+        }
     }
     if (t == 0u) {
         partials[slice + PARAM_VEC4S] = vec4<f32>(stats, 0.0, 0.0);
@@ -402,7 +576,7 @@ fn gradients(@builtin(workgroup_id) group: vec3<u32>, @builtin(local_invocation_
 fn logits(@builtin(workgroup_id) group: vec3<u32>, @builtin(local_invocation_index) t: u32) {
     let first = group.x * BLOCK;
     let n = min(BLOCK, step.m - first);
-    forward(first, n, t);
+    forward(first, n, t, false);
     if (t < n) {
         let at = layer(LAYERS).z + t * OUT_V4;
         let column = step.out + first + t;
@@ -414,8 +588,8 @@ fn logits(@builtin(workgroup_id) group: vec3<u32>, @builtin(local_invocation_ind
 
 // update: each of `step.lanes` threads adds every lanes-th slice of a parameter vec4 e (one
 // thread when there are few slices; 8 when there are many, so that a full batch's hundreds of
-// slices are read by enough threads), then the first adds the lanes' sums in order and applies
-// the optimizer. e = PARAM_VEC4S is the (loss, correct) of the step.
+// slices are read by enough threads; 32 with WIDE_UPDATE), then the first adds the lanes' sums
+// in order and applies the optimizer. e = PARAM_VEC4S is the (loss, correct) of the step.
 var<workgroup> lane_sums: array<vec4<f32>, THREADS>;
 
 @compute @workgroup_size(THREADS)
@@ -426,8 +600,12 @@ fn update(@builtin(workgroup_id) group: vec3<u32>, @builtin(local_invocation_ind
     let lane = t / per_group;
     var sum = vec4<f32>(0.0);
     if (e <= PARAM_VEC4S) {
-        for (var g = lane; g < step.groups; g += lanes) {
-            sum += summed[g * SLICE_VEC4S + e];
+        if (WIDE_UPDATE) {
+            sum = lane_sum(e, lane, lanes);
+        } else {
+            for (var g = lane; g < step.groups; g += lanes) {
+                sum += summed[g * SLICE_VEC4S + e];
+            }
         }
     }
     if (lanes > 1u) {
@@ -444,7 +622,27 @@ fn update(@builtin(workgroup_id) group: vec3<u32>, @builtin(local_invocation_ind
         history[step.history] = sum.xy;
         return;
     }
-    let grad = step.scale * sum;
+    apply(e, step.scale * sum);
+}
+
+// WIDE_UPDATE: slices lane, lane + lanes, … of parameter vec4 e, into four independent sums
+// (four loads in flight, not one chain of adds), then added pairwise.
+fn lane_sum(e: u32, lane: u32, lanes: u32) -> vec4<f32> {
+    var part: array<vec4<f32>, 4>;
+    var g = lane;
+    for (; g + 3u * lanes < step.groups; g += 4u * lanes) {
+        for (var k = 0u; k < 4u; k++) {
+            part[k] += summed[(g + k * lanes) * SLICE_VEC4S + e];
+        }
+    }
+    for (; g < step.groups; g += lanes) {
+        part[0] += summed[g * SLICE_VEC4S + e];
+    }
+    return (part[0] + part[1]) + (part[2] + part[3]);
+}
+
+// The optimizer's step on parameter vec4 e, whose gradient is `grad`.
+fn apply(e: u32, grad: vec4<f32>) {
     // An if-chain, not a switch: a switch's cases must be constants, and the codes are overrides.
     if (step.optimizer == MOMENTUM) {
         // momentum: V = β·V + dP, P -= α·V

@@ -24,7 +24,7 @@ use mnist_gpu::cpu::CpuBackend;
 use mnist_gpu::data::pool::{synthetic_pool, ImagePool, List, ListSizes};
 use mnist_gpu::error::{config, Error, Result};
 use mnist_gpu::gpu::context::AutoChoice;
-use mnist_gpu::gpu::fused::{self, Tiling};
+use mnist_gpu::gpu::fused::{self, FusedVariant, Tiling};
 use mnist_gpu::gpu::MatmulKind;
 use mnist_gpu::gpu::{GpuBackend, GpuContext};
 use mnist_gpu::model::{Activation, Init, Model};
@@ -106,6 +106,23 @@ fn parse_batch_size(s: &str) -> std::result::Result<BatchSize, String> {
     }
 }
 
+/// `--block`: samples per block, or chosen from each batch size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Block {
+    Samples(usize),
+    Auto,
+}
+
+fn parse_block(s: &str) -> std::result::Result<Block, String> {
+    match s.trim() {
+        "auto" => Ok(Block::Auto),
+        n => n
+            .parse()
+            .map(Block::Samples)
+            .map_err(|_| format!("{n:?} is neither a number nor `auto`")),
+    }
+}
+
 /// Measures training throughput on synthetic data (random pixels and labels, seeded):
 /// samples per second, the median of several timed runs after a warm-up.
 #[derive(Debug, Clone, clap::Args)]
@@ -145,10 +162,16 @@ pub struct BenchOptions {
     #[arg(long)]
     pub profile: bool,
 
-    /// Tuning the fused GPU step: samples per block (8, 16, 32 or 64) [default: 32, or fewer
-    /// where the adapter's workgroup memory is small].
-    #[arg(long, value_name = "SAMPLES")]
-    pub block: Option<usize>,
+    /// Tuning the fused GPU step: samples per block (8, 16, 32 or 64), or `auto`: chosen from
+    /// each batch size (smaller blocks for small batches) [default: 32, or fewer where the
+    /// adapter's workgroup memory is small].
+    #[arg(long, value_name = "SAMPLES", value_parser = parse_block)]
+    pub block: Option<Block>,
+
+    /// Tuning the fused GPU step: its candidate variants, comma-separated: dw1-spread,
+    /// early-labels, tree-sums, fast-bytes, wide-update, or all (none: today's kernel).
+    #[arg(long, value_name = "SWITCHES", value_parser = FusedVariant::parse)]
+    pub fused: Option<FusedVariant>,
 
     /// Tuning the fused GPU step: most workgroups (partial gradient slices) per step.
     #[arg(long, value_name = "N")]
@@ -367,7 +390,19 @@ pub fn run(options: &BenchOptions) -> Result<()> {
          samples/s = median of timed runs after a warm-up"
     );
     let tiling = tiling(options, gpu.as_deref(), &model)?;
+    if let Some(t) = tiling {
+        let block = match options.block {
+            Some(Block::Auto) => "auto (from the batch size)".to_string(),
+            _ => t.block.to_string(),
+        };
+        println!(
+            "fused step: block {block}, at most {} workgroups, variants: {}",
+            t.max_groups,
+            t.variant.describe()
+        );
+    }
     let bench = Bench {
+        auto_block: options.block == Some(Block::Auto),
         model,
         pool: Arc::new(synthetic_pool(samples, 1)),
         samples,
@@ -452,27 +487,36 @@ fn open_gpu(options: &BenchOptions) -> Result<Option<Arc<GpuContext>>> {
     Ok(ctx.map(Arc::new))
 }
 
-/// `--block` and `--max-groups`: the fused GPU step's tiling, starting from this device's;
-/// None where neither is given.
+/// `--block`, `--max-groups` and `--fused`: the fused GPU step's tiling and variant, starting
+/// from this device's; None where none is given. (`--block auto`: this device's block here,
+/// each batch's in `Bench::on_gpu`.)
 fn tiling(
     options: &BenchOptions,
     gpu: Option<&GpuContext>,
     model: &Model,
 ) -> Result<Option<Tiling>> {
     let (block, max_groups) = (options.block, options.max_groups);
-    if (block, max_groups) == (None, None) {
+    if (block, max_groups, options.fused) == (None, None, None) {
         return Ok(None);
     }
     let Some(ctx) = gpu else {
-        return config("--block and --max-groups tune the GPU's fused step: use --backend gpu");
+        return config(
+            "--block, --max-groups and --fused tune the GPU's fused step: use --backend gpu",
+        );
     };
     if options.path == PathKind::Reference {
-        return config("--block and --max-groups tune the fused path, not --path reference");
+        return config(
+            "--block, --max-groups and --fused tune the fused path, not --path reference",
+        );
     }
     let default = fused::tiling_for(ctx, model);
     let tiling = Tiling {
-        block: block.unwrap_or(default.block),
+        block: match block {
+            Some(Block::Samples(b)) => b,
+            _ => default.block,
+        },
         max_groups: max_groups.unwrap_or(default.max_groups),
+        variant: options.fused.unwrap_or_default(),
     };
     if tiling.max_groups == 0 {
         return config("--max-groups must be at least 1");
@@ -500,6 +544,8 @@ struct Bench {
     path: Option<StepPath>,
     gpu: Option<Arc<GpuContext>>,
     tiling: Option<Tiling>,
+    /// `--block auto`: each batch size's block (`fused::block_for_batch`).
+    auto_block: bool,
     profile: bool,
     cpu_name: String,
 }
@@ -542,6 +588,14 @@ impl Bench {
         let (model, pool, sizes) = (&self.model, &self.pool, self.sizes());
         let mut gpu = match self.tiling {
             Some(tiling) => {
+                let tiling = if self.auto_block {
+                    Tiling {
+                        block: fused::block_for_batch(batch, tiling.block),
+                        ..tiling
+                    }
+                } else {
+                    tiling
+                };
                 GpuBackend::with_tiling(ctx.clone(), model, pool, sizes, batch, tiling)?
             }
             None => GpuBackend::with_path(ctx.clone(), model, pool, sizes, batch, self.path)?,

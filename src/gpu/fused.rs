@@ -40,8 +40,9 @@ pub const MAX_HIDDEN: usize = 64;
 /// Threads per workgroup (as in the shader).
 const THREADS: usize = 256;
 /// `update` gives each parameter vec4 this many threads when a step has more partial slices
-/// than that (one otherwise).
+/// than that (one otherwise); `WIDE_UPDATE_LANES` with `FusedVariant::wide_update`.
 const REDUCE_LANES: usize = 8;
+const WIDE_UPDATE_LANES: usize = 32;
 /// The uniform view of the parameters (as in the shader): 64 KiB, the default limit of a
 /// uniform binding. When all the parameters fit in it, the kernels read them from it.
 const UNIFORM_BYTES: u64 = 65_536;
@@ -53,7 +54,7 @@ const PARTIAL_FLOATS: usize = 1 << 24;
 /// With `--augment`, the shifts uploaded for one submit stay under this many images.
 const SHIFTS_PER_SUBMIT: usize = 1 << 18;
 
-/// How the fused step splits a batch.
+/// How the fused step splits a batch, and which of its candidate variants it runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Tiling {
     /// Samples per block: 8, 16, 32 or 64 (256 threads, so 32, 16, 8 or 4 per sample). The
@@ -62,6 +63,7 @@ pub struct Tiling {
     /// Most workgroups, so partial slices, per step: more keep a large GPU busy, fewer keep
     /// the slices that `update` adds small.
     pub max_groups: usize,
+    pub variant: FusedVariant,
 }
 
 impl Default for Tiling {
@@ -69,8 +71,135 @@ impl Default for Tiling {
         Tiling {
             block: 32,
             max_groups: 512,
+            variant: FusedVariant::default(),
         }
     }
+}
+
+/// The fused step's candidate improvements (issue 22), each a switch that is off by default
+/// until a GPU has measured it (`bench --fused`); shaders/fused.wgsl's header says what each
+/// does and why it might pay. Each computes the same sums, some in another order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct FusedVariant {
+    /// dW1 by words (4 pixels) rather than quads: each byte converted once, on 7 warps not 5.
+    pub dw1_spread: bool,
+    /// Each sample's label loaded with its image index, before the forward pass.
+    pub early_labels: bool,
+    /// The block's (loss, correct) and db added by trees rather than by a few threads' loops.
+    pub tree_sums: bool,
+    /// byte → float by a bit trick rather than an integer → float conversion.
+    pub fast_bytes: bool,
+    /// `update` with 32 threads per parameter vec4, four independent sums each.
+    pub wide_update: bool,
+}
+
+impl FusedVariant {
+    /// Every switch's name (as `bench --fused` spells it), in a fixed order.
+    pub const NAMES: [&'static str; 5] = [
+        "dw1-spread",
+        "early-labels",
+        "tree-sums",
+        "fast-bytes",
+        "wide-update",
+    ];
+
+    /// Every switch on.
+    pub fn all() -> FusedVariant {
+        FusedVariant {
+            dw1_spread: true,
+            early_labels: true,
+            tree_sums: true,
+            fast_bytes: true,
+            wide_update: true,
+        }
+    }
+
+    /// Each switch: its name, its override constant in fused.wgsl, whether it is on.
+    fn switches(&self) -> [(&'static str, &'static str, bool); 5] {
+        let on = [
+            self.dw1_spread,
+            self.early_labels,
+            self.tree_sums,
+            self.fast_bytes,
+            self.wide_update,
+        ];
+        let constants = [
+            "DW1_SPREAD",
+            "EARLY_LABELS",
+            "TREE_SUMS",
+            "FAST_BYTES",
+            "WIDE_UPDATE",
+        ];
+        std::array::from_fn(|k| (Self::NAMES[k], constants[k], on[k]))
+    }
+
+    /// The names of the switches that are on (none: the default kernel).
+    pub fn names(&self) -> Vec<&'static str> {
+        self.switches()
+            .iter()
+            .filter(|s| s.2)
+            .map(|s| s.0)
+            .collect()
+    }
+
+    /// "none", "all", or the names of those on, comma-separated.
+    pub fn describe(&self) -> String {
+        match self.names().len() {
+            0 => "none".into(),
+            5 => "all".into(),
+            _ => self.names().join(","),
+        }
+    }
+
+    /// A comma-separated list of switch names, `all` or `none`; the error names the unknown
+    /// one and lists the valid ones.
+    pub fn parse(list: &str) -> std::result::Result<FusedVariant, String> {
+        let mut v = FusedVariant::default();
+        for name in list.split(',').map(str::trim) {
+            match name {
+                "none" => {}
+                "all" => v = FusedVariant::all(),
+                _ => match Self::NAMES.iter().position(|&n| n == name) {
+                    Some(0) => v.dw1_spread = true,
+                    Some(1) => v.early_labels = true,
+                    Some(2) => v.tree_sums = true,
+                    Some(3) => v.fast_bytes = true,
+                    Some(_) => v.wide_update = true,
+                    None => {
+                        return Err(format!(
+                            "{name:?} is not a switch of the fused step: all, none, or some of {}",
+                            Self::NAMES.join(", ")
+                        ))
+                    }
+                },
+            }
+        }
+        Ok(v)
+    }
+
+    /// The override constants of the switches that are on: none for the default, so that
+    /// its pipelines are built from exactly the constants they were before the switches.
+    pub fn constants(&self) -> Vec<(&'static str, f64)> {
+        self.switches()
+            .iter()
+            .filter(|s| s.2)
+            .map(|s| (s.1, 1.0))
+            .collect()
+    }
+}
+
+/// Blocks of this many workgroups or more keep a large GPU's SMs busy (Hopper has 132);
+/// `block_for_batch` picks smaller blocks for batches that would give fewer.
+const AUTO_GROUPS: usize = 128;
+
+/// `bench --block auto`: the largest block, at most `largest`, that splits `m` samples into at
+/// least AUTO_GROUPS workgroups; 8 where none does (small batches: 8 workgroups at 64).
+pub fn block_for_batch(m: usize, largest: usize) -> usize {
+    [64, 32, 16, 8]
+        .into_iter()
+        .filter(|&b| b <= largest)
+        .find(|&b| m.div_ceil(b) >= AUTO_GROUPS)
+        .unwrap_or(8)
 }
 
 /// Where W[l] and b[l] lie in the one parameter buffer, in floats: each tensor starts on a
@@ -176,9 +305,10 @@ impl ParamLayout {
 /// Workgroup memory `gradients` needs for blocks of `block` samples: Z of every layer (each
 /// padded to vec4s), the slices' partial sums of Z1, and per sample where its image starts and
 /// its (loss, correct).
-fn workgroup_bytes(model: &Model, block: usize) -> usize {
+fn workgroup_bytes(model: &Model, tiling: Tiling) -> usize {
+    let (block, labels) = (tiling.block, tiling.variant.early_labels);
     let vec4s: usize = model.layers.iter().map(|l| l.outputs.div_ceil(4)).sum();
-    16 * block * vec4s + 16 * THREADS + 12 * block
+    16 * block * vec4s + 16 * THREADS + 12 * block + if labels { 4 * block } else { 0 }
 }
 
 /// Why the fused step cannot run `model` in blocks of `tiling.block` on this device; None
@@ -197,7 +327,7 @@ pub fn unsupported(ctx: &GpuContext, model: &Model, tiling: Tiling) -> Option<St
             tiling.block
         ));
     }
-    let need = workgroup_bytes(model, tiling.block);
+    let need = workgroup_bytes(model, tiling);
     let have = ctx.device.limits().max_compute_workgroup_storage_size as usize;
     if need > have {
         return Some(format!(
@@ -259,7 +389,9 @@ impl Step {
             Optimizer::Adam { beta1, beta2, .. } => adam_corrections(beta1, beta2, args.t),
             _ => (1.0, 1.0),
         };
-        let lanes = if groups > REDUCE_LANES {
+        let lanes = if tiling.variant.wide_update && groups > WIDE_UPDATE_LANES {
+            WIDE_UPDATE_LANES
+        } else if groups > REDUCE_LANES {
             REDUCE_LANES
         } else {
             1
@@ -811,6 +943,7 @@ impl Pipelines {
         layouts: &Layouts,
     ) -> Result<Pipelines> {
         let mut constants = shape_constants(model, layout, tiling);
+        constants.extend(tiling.variant.constants());
         constants.extend(shaders::constants(&ACTIVATION_CODES));
         constants.extend(shaders::constants(&OPTIMIZER_CODES));
         let make = |entry: &str,
@@ -892,10 +1025,47 @@ mod tests {
     }
 
     #[test]
+    fn variants_parse_name_and_default_to_no_constants() {
+        assert_eq!(FusedVariant::default().constants(), vec![]);
+        assert_eq!(FusedVariant::parse("none"), Ok(FusedVariant::default()));
+        let all = FusedVariant::parse("all").unwrap();
+        assert_eq!((all, all.describe()), (FusedVariant::all(), "all".into()));
+        assert_eq!(all.constants().len(), 5);
+        for (k, name) in FusedVariant::NAMES.iter().enumerate() {
+            let one = FusedVariant::parse(name).unwrap();
+            assert_eq!(one.names(), vec![*name]);
+            assert_eq!(one.constants(), vec![(all.constants()[k].0, 1.0)]);
+        }
+        let two = FusedVariant::parse("tree-sums, fast-bytes").unwrap();
+        assert_eq!(two.describe(), "tree-sums,fast-bytes");
+        let err = FusedVariant::parse("tree-sum").unwrap_err();
+        assert!(
+            err.contains("\"tree-sum\"") && err.contains("wide-update"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn auto_block_gives_small_batches_more_workgroups() {
+        assert_eq!(block_for_batch(1, 32), 8);
+        assert_eq!(block_for_batch(64, 32), 8);
+        assert_eq!(block_for_batch(1024, 32), 8);
+        assert_eq!(block_for_batch(2048, 32), 16);
+        assert_eq!(block_for_batch(4096, 32), 32);
+        assert_eq!(block_for_batch(60_000, 32), 32);
+        assert_eq!(block_for_batch(60_000, 16), 16);
+    }
+
+    #[test]
     fn split_leaves_no_workgroup_empty() {
         for m in [1, 5, 31, 32, 33, 64, 100, 1000, 60_000] {
             for (block, max_groups) in [(32, 512), (8, 3), (64, 1), (16, 7)] {
-                let (groups, per_group) = split(m, Tiling { block, max_groups });
+                let tiling = Tiling {
+                    block,
+                    max_groups,
+                    ..Tiling::default()
+                };
+                let (groups, per_group) = split(m, tiling);
                 assert!(
                     groups >= 1 && groups <= max_groups,
                     "{m} {block} {max_groups}"

@@ -12,7 +12,7 @@ use mnist_gpu::backend::{Backend, BatchStats, StepPath, STATS_KEPT};
 use mnist_gpu::cpu::CpuBackend;
 use mnist_gpu::data::pool::{ImagePool, List, ListSizes};
 use mnist_gpu::data::{CLASSES, PIXELS};
-use mnist_gpu::gpu::fused::Tiling;
+use mnist_gpu::gpu::fused::{FusedVariant, Tiling};
 use mnist_gpu::gpu::{GpuBackend, GpuContext};
 use mnist_gpu::model::{argmax_columns, Activation, Init, Model};
 use mnist_gpu::optimizer::{Optimizer, OptimizerKind};
@@ -184,7 +184,11 @@ fn check_one_step(hidden: &[usize], activation: Activation, n: usize, tiling: Ti
 fn one_step_matches_f64_in_every_tiling() {
     for block in [8, 16, 32, 64] {
         for max_groups in [1, 3, 512] {
-            let tiling = Tiling { block, max_groups };
+            let tiling = Tiling {
+                block,
+                max_groups,
+                ..Tiling::default()
+            };
             check_one_step(&[10], Activation::Relu, 301, tiling);
         }
     }
@@ -192,6 +196,7 @@ fn one_step_matches_f64_in_every_tiling() {
     let many = Tiling {
         block: 8,
         max_groups: 512,
+        ..Tiling::default()
     };
     check_one_step(&[10], Activation::Relu, 1003, many);
 }
@@ -209,6 +214,7 @@ fn one_step_matches_f64_at_every_width() {
         Tiling {
             block: 16,
             max_groups: 3,
+            ..Tiling::default()
         },
     );
     check_one_step(&[33, 17], Activation::Elu, 77, tiling);
@@ -219,6 +225,7 @@ fn one_step_matches_f64_at_every_width() {
         Tiling {
             block: 8,
             max_groups: 2,
+            ..Tiling::default()
         },
     );
     check_one_step(&[5, 3], Activation::Relu, 33, tiling);
@@ -311,6 +318,7 @@ fn matches_the_reference_path_at_awkward_batch_sizes() {
     let few_groups = Tiling {
         block: 16,
         max_groups: 7,
+        ..Tiling::default()
     };
     check_paths(&[10], Activation::Relu, sgd, 1003, 1003, 5, few_groups);
 }
@@ -331,6 +339,7 @@ fn matches_the_reference_path_at_every_width_and_activation() {
         Tiling {
             block: 8,
             max_groups: 5,
+            ..Tiling::default()
         },
     );
     check_paths(
@@ -343,6 +352,7 @@ fn matches_the_reference_path_at_every_width_and_activation() {
         Tiling {
             block: 64,
             max_groups: 512,
+            ..Tiling::default()
         },
     );
 }
@@ -364,8 +374,120 @@ fn matches_the_reference_path_with_every_optimizer() {
         Tiling {
             block: 16,
             max_groups: 3,
+            ..Tiling::default()
         },
     );
+}
+
+/// Each candidate variant of the fused step alone, then all of them together (`bench --fused`).
+fn variants() -> Vec<FusedVariant> {
+    let mut each: Vec<FusedVariant> = FusedVariant::NAMES
+        .iter()
+        .map(|name| FusedVariant::parse(name).unwrap())
+        .collect();
+    each.push(FusedVariant::all());
+    each
+}
+
+fn tiling_with(block: usize, max_groups: usize, variant: FusedVariant) -> Tiling {
+    Tiling {
+        block,
+        max_groups,
+        variant,
+    }
+}
+
+/// Every variant's one step against f64: a full batch with a short last block (65 in blocks of
+/// 32, several blocks per workgroup), dW1 kept in registers (H1 ≤ 16) and not (21, 64), a
+/// batch of 1, two hidden layers, ELU, and 126 slices (`update`'s 32 lanes with four sums).
+#[test]
+fn every_variant_matches_f64_in_one_step() {
+    for v in variants() {
+        check_one_step(&[10], Activation::Relu, 65, tiling_with(32, 1, v));
+        check_one_step(&[10], Activation::Relu, 1003, tiling_with(8, 512, v));
+        check_one_step(&[21], Activation::Elu, 33, tiling_with(16, 2, v));
+        check_one_step(&[64], Activation::Relu, 1, tiling_with(8, 512, v));
+        check_one_step(&[7, 5], Activation::Elu, 77, tiling_with(16, 512, v));
+        check_one_step(&[16, 64], Activation::Relu, 40, tiling_with(64, 512, v));
+    }
+}
+
+/// Every variant against the reference path over several steps: batches of 1, 7, 33, 65 and a
+/// full batch that ends in a short block, one and two hidden layers, ReLU and ELU, every
+/// optimizer.
+#[test]
+fn every_variant_matches_the_reference_path() {
+    let sgd = Optimizer::Sgd;
+    let momentum = Optimizer::with_defaults(OptimizerKind::Momentum);
+    let adam = Optimizer::with_defaults(OptimizerKind::Adam);
+    for v in variants() {
+        let t = tiling_with(32, 512, v);
+        for batch in [1, 7, 33, 65] {
+            check_paths(&[10], Activation::Relu, sgd, 400, batch, 4, t);
+        }
+        check_paths(
+            &[10],
+            Activation::Relu,
+            sgd,
+            1003,
+            1003,
+            3,
+            tiling_with(8, 512, v),
+        );
+        check_paths(&[13], Activation::Elu, momentum, 300, 65, 5, t);
+        check_paths(
+            &[20, 11],
+            Activation::Elu,
+            adam,
+            300,
+            33,
+            5,
+            tiling_with(16, 3, v),
+        );
+        check_paths(&[33, 17], Activation::Relu, adam, 300, 300, 4, t);
+    }
+}
+
+/// With every switch off (the default), the pipelines take the constants they always did: the
+/// default tiling runs exactly what `GpuBackend::new` runs, bit for bit over a few steps.
+#[test]
+fn the_default_variant_is_the_default_kernel() {
+    assert_eq!(Tiling::default().variant, FusedVariant::default());
+    let n = 320;
+    let pool = pool(n, 13);
+    let sizes = ListSizes {
+        train: n,
+        dev: 0,
+        test: 0,
+    };
+    let model = Model::new(&[10], Activation::Relu, Init::He, 6).unwrap();
+    let mut plain = GpuBackend::new(ctx(), &model, &pool, sizes, 64).unwrap();
+    let tiling = plain.tiling().expect("the fused path");
+    assert_eq!(tiling.variant, FusedVariant::default());
+    let mut tiled = GpuBackend::with_tiling(ctx(), &model, &pool, sizes, 64, tiling).unwrap();
+    let mut all = GpuBackend::with_tiling(
+        ctx(),
+        &model,
+        &pool,
+        sizes,
+        64,
+        Tiling {
+            variant: FusedVariant::all(),
+            ..tiling
+        },
+    )
+    .unwrap();
+    for backend in [&mut plain, &mut tiled, &mut all] {
+        backend
+            .set_list(List::Train, &(0..n as u32).collect::<Vec<_>>())
+            .unwrap();
+        for step in 0..5 {
+            backend.train_step(step * 64, 64, 0.05).unwrap();
+        }
+    }
+    assert_eq!(plain.model().unwrap(), tiled.model().unwrap());
+    // And a variant does change the order of some sums (else this test could not tell).
+    assert_ne!(plain.model().unwrap(), all.model().unwrap());
 }
 
 /// Steps recorded into shared submits with no read in between (up to 64 a submit), across

@@ -82,6 +82,7 @@ impl Measurement {
             "matmul": self.matmul,
             "block": self.tiling.map(|t| t.block),
             "max_groups": self.tiling.map(|t| t.max_groups),
+            "fused": self.tiling.map(|t| t.variant.names()),
             "batch_size": self.batch_size,
             "full_batch": self.full_batch,
             "samples": self.samples,
