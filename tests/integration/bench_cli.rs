@@ -11,7 +11,7 @@ use crate::common::output::{assert_no_panic, assert_one_line_error as one_line_e
 
 /// Runs `mnist-gpu bench ARGS` in `dir`, with XDG_RUNTIME_DIR there so that a Vulkan driver
 /// has nothing to complain about and WGPU_ADAPTER_NAME cleared so the caller's cannot pick one.
-fn bench(dir: &Path, args: &[&str]) -> Output {
+pub(crate) fn bench(dir: &Path, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_mnist-gpu"))
         .arg("bench")
         .args(args)
@@ -23,7 +23,7 @@ fn bench(dir: &Path, args: &[&str]) -> Output {
 }
 
 /// A successful run's last stdout line, which must be a JSON array.
-fn json_array(out: &Output) -> Vec<Value> {
+pub(crate) fn json_array(out: &Output) -> Vec<Value> {
     assert_no_panic(out);
     assert!(out.status.success(), "the run failed:\n{}", describe(out));
     let text = String::from_utf8_lossy(&out.stdout);

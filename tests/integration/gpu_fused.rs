@@ -16,6 +16,7 @@ use mnist_gpu::gpu::fused::{FusedVariant, Tiling};
 use mnist_gpu::gpu::{GpuBackend, GpuContext};
 use mnist_gpu::model::{argmax_columns, Activation, Init, Model};
 use mnist_gpu::optimizer::{Optimizer, OptimizerKind};
+use serde_json::Value;
 
 /// The GPU/CPU parity bar: f32 sums in another order drift apart slowly.
 const ATOL: f64 = 1e-4;
@@ -488,6 +489,48 @@ fn the_default_variant_is_the_default_kernel() {
     assert_eq!(plain.model().unwrap(), tiled.model().unwrap());
     // And a variant does change the order of some sums (else this test could not tell).
     assert_ne!(plain.model().unwrap(), all.model().unwrap());
+}
+
+/// `bench --fused` and `--block auto`: the switches named in the header and in each JSON entry,
+/// each batch size's block; a misspelt switch is one line that lists the valid ones.
+#[test]
+fn bench_runs_the_variants_and_names_them() {
+    use crate::bench_cli::{bench, json_array};
+    let dir = tempfile::tempdir().unwrap();
+    let args = [
+        "--backend",
+        "gpu",
+        "--samples",
+        "2048",
+        "--batch-sizes",
+        "64,full",
+        "--block",
+        "auto",
+        "--fused",
+        "tree-sums,fast-bytes",
+        "--json",
+    ];
+    let out = bench(dir.path(), &args);
+    let entries = json_array(&out);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let header = "fused step: block auto (from the batch size), at most 512 workgroups, \
+                  variants: tree-sums,fast-bytes";
+    assert!(stdout.contains(header), "{stdout}");
+    let got: Vec<(Value, Value)> = entries
+        .iter()
+        .map(|e| (e["block"].clone(), e["fused"].clone()))
+        .collect();
+    let switches = serde_json::json!(["tree-sums", "fast-bytes"]);
+    assert_eq!(
+        got,
+        vec![(8.into(), switches.clone()), (16.into(), switches)]
+    );
+    let out = bench(dir.path(), &["--backend", "gpu", "--fused", "tree-sum"]);
+    let line = common::output::assert_one_line_error(&out);
+    assert!(
+        line.contains("\"tree-sum\"") && line.contains("wide-update"),
+        "{line}"
+    );
 }
 
 /// Steps recorded into shared submits with no read in between (up to 64 a submit), across
