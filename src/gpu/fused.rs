@@ -302,9 +302,9 @@ impl ParamLayout {
     }
 }
 
-/// Workgroup memory `gradients` needs for blocks of `block` samples: Z of every layer (each
-/// padded to vec4s), the slices' partial sums of Z1, and per sample where its image starts and
-/// its (loss, correct).
+/// Workgroup memory `gradients` needs for blocks of `tiling.block` samples: Z of every layer
+/// (each padded to vec4s), the slices' partial sums of Z1, and per sample where its image
+/// starts, its (loss, correct), and with `early_labels` its label.
 fn workgroup_bytes(model: &Model, tiling: Tiling) -> usize {
     let (block, labels) = (tiling.block, tiling.variant.early_labels);
     let vec4s: usize = model.layers.iter().map(|l| l.outputs.div_ceil(4)).sum();
