@@ -491,6 +491,54 @@ fn the_default_variant_is_the_default_kernel() {
     assert_ne!(plain.model().unwrap(), all.model().unwrap());
 }
 
+/// With `--augment` the step reads shifted copies in batch order, and `early-labels` must take
+/// each label from the index list all the same: every switch on, shifted steps, against the CPU.
+#[test]
+fn every_variant_trains_on_shifted_copies() {
+    use mnist_gpu::data::pool::Shift;
+    let n = 300;
+    let pool = pool(n, 14);
+    let sizes = ListSizes {
+        train: n,
+        dev: 0,
+        test: 0,
+    };
+    let model = Model::new(&[10, 6], Activation::Elu, Init::He, 3).unwrap();
+    let all = tiling_with(16, 512, FusedVariant::all());
+    let mut gpu = GpuBackend::with_tiling(ctx(), &model, &pool, sizes, 70, all).unwrap();
+    let mut cpu = CpuBackend::new(&model, pool.clone(), sizes, 70).unwrap();
+    // A scrambled list, so that batch order and pool order differ.
+    let list: Vec<u32> = (0..n as u32).map(|i| (i * 7919) % n as u32).collect();
+    let lens: Vec<usize> = (0..8).map(|step| 33 + 5 * step).collect();
+    let mut stats = Vec::new();
+    for backend in [&mut gpu as &mut dyn Backend, &mut cpu] {
+        backend.set_list(List::Train, &list).unwrap();
+        for (step, &len) in lens.iter().enumerate() {
+            let shifts: Vec<Shift> = (0..len as i32)
+                .map(|k| Shift {
+                    dx: (k % 5 - 2) as _,
+                    dy: ((k + step as i32) % 3 - 1) as _,
+                })
+                .collect();
+            backend
+                .train_step_shifted(step * 20, len, 0.05, &shifts)
+                .unwrap();
+        }
+        stats.push(backend.step_stats().unwrap());
+    }
+    assert_steps_close(
+        "shifted, all switches, GPU vs CPU",
+        &stats[0],
+        &stats[1],
+        &lens,
+    );
+    assert_models_close(
+        "after 8 shifted steps, all switches",
+        &gpu.model().unwrap(),
+        &cpu.model().unwrap(),
+    );
+}
+
 /// `bench --fused` and `--block auto`: the switches named in the header and in each JSON entry,
 /// each batch size's block; a misspelt switch is one line that lists the valid ones.
 #[test]
