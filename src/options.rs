@@ -8,6 +8,7 @@
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+use crate::augment::Augment;
 use crate::model::Activation;
 use crate::optimizer::OptimizerKind;
 
@@ -32,7 +33,8 @@ pub struct RunOptions {
     /// Images held out of the training file as the dev set.
     pub dev_size: usize,
     pub seed: u64,
-    pub augment: bool,
+    /// `false`/`true` (off, shift) as the first checkpoints wrote it; a warp with its strengths.
+    pub augment: Augment,
     /// Early stopping: evaluations without a better dev loss before the run stops.
     pub patience: Option<usize>,
     /// The test file's name (a path or `embedded:…`), None for no test set.
@@ -59,7 +61,7 @@ impl Default for RunOptions {
             batch_size: None,
             dev_size: 1000,
             seed: 1,
-            augment: false,
+            augment: Augment::Off,
             patience: None,
             test: None,
             iterations: Some(500),

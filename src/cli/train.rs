@@ -696,7 +696,7 @@ struct OptionsRecord<'a> {
     alpha: f64,
     lr_decay: f64,
     patience: Option<usize>,
-    augment: bool,
+    augment: mnist_gpu::augment::Augment,
     seed: u64,
     iterations: Option<usize>,
     epochs: Option<usize>,

@@ -2,6 +2,7 @@
 //! shapes, written to read like the math. They are the reference the GPU is tested against,
 //! and they are what the CPU backend runs.
 
+use crate::augment::{Warps, CENTER};
 use crate::data::pool::Shift;
 use crate::data::{IMAGE_SIDE, PIXELS};
 use crate::layout::{Mat, MatMut};
@@ -117,6 +118,41 @@ pub fn augment(images: &[u8], indices: &[u32], shifts: &[Shift], out: &mut [u8])
             } else {
                 0
             };
+        }
+    }
+}
+
+/// warp: distorted copies of a batch's images, as bytes (the math is in `crate::augment`).
+/// Image j of `out` (784 bytes) is image `indices[j]` sampled at
+/// `(y, x) = A_j·(r − 13.5, c − 13.5) + 13.5 + t_j + d_j(r, c)` for output pixel (r, c),
+/// bilinearly, 0 outside, rounded to a byte: ⌊v + ½⌋. `warps`: one `Affine` per image, and the
+/// fields d (2, 784) per image when elastic.
+pub fn warp(images: &[u8], indices: &[u32], warps: &Warps, out: &mut [u8]) {
+    let pixel = |source: &[u8], r: f32, c: f32| -> f32 {
+        let inside = (0.0..IMAGE_SIDE as f32).contains(&r) && (0.0..IMAGE_SIDE as f32).contains(&c);
+        if inside {
+            source[r as usize * IMAGE_SIDE + c as usize] as f32
+        } else {
+            0.0
+        }
+    };
+    for (j, (warped, &image)) in out.chunks_exact_mut(PIXELS).zip(indices).enumerate() {
+        let source = &images[image as usize * PIXELS..][..PIXELS];
+        let (a, t) = (warps.affine[j].a, warps.affine[j].t);
+        let field = warps.field_of(j);
+        for (p, value) in warped.iter_mut().enumerate() {
+            let u = (p / IMAGE_SIDE) as f32 - CENTER;
+            let v = (p % IMAGE_SIDE) as f32 - CENTER;
+            let (dy, dx) = field.map_or((0.0, 0.0), |d| (d[p], d[PIXELS + p]));
+            let y = a[0] * u + a[1] * v + CENTER + t[0] + dy;
+            let x = a[2] * u + a[3] * v + CENTER + t[1] + dx;
+            let (y0, x0) = (y.floor(), x.floor());
+            let (wy, wx) = (y - y0, x - x0);
+            let top = (1.0 - wx) * pixel(source, y0, x0) + wx * pixel(source, y0, x0 + 1.0);
+            let bottom =
+                (1.0 - wx) * pixel(source, y0 + 1.0, x0) + wx * pixel(source, y0 + 1.0, x0 + 1.0);
+            let sampled = (1.0 - wy) * top + wy * bottom;
+            *value = (sampled + 0.5).floor().clamp(0.0, 255.0) as u8;
         }
     }
 }
