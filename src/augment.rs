@@ -264,22 +264,36 @@ fn smooth(noise: &[f32], taps: &[f32], alpha: f64, field: &mut [f32]) {
     let energy: f64 = taps.iter().map(|&k| (k as f64) * (k as f64)).sum();
     let gain = (alpha * 3f64.sqrt() / energy) as f32;
     let mut rows = [0.0f32; PIXELS];
-    blur(noise, taps, 1, IMAGE_SIDE, &mut rows);
-    blur(&rows, taps, IMAGE_SIDE, 1, field);
+    // Along each row: element c of a row gathers c + o; along each column: row r gathers row
+    // r + o. Tap by tap over contiguous runs, so that the sums vectorise.
+    for (row_out, row_in) in rows
+        .chunks_exact_mut(IMAGE_SIDE)
+        .zip(noise.chunks_exact(IMAGE_SIDE))
+    {
+        for_each_tap(taps, |k, to, from, n| {
+            let (dst, src) = (&mut row_out[to..to + n], &row_in[from..from + n]);
+            dst.iter_mut().zip(src).for_each(|(d, &x)| *d += k * x);
+        });
+    }
+    field.fill(0.0);
+    for_each_tap(taps, |k, to, from, n| {
+        let side = IMAGE_SIDE;
+        let dst = &mut field[to * side..(to + n) * side];
+        let src = &rows[from * side..(from + n) * side];
+        dst.iter_mut().zip(src).for_each(|(d, &x)| *d += k * x);
+    });
     field.iter_mut().for_each(|v| *v *= gain);
 }
 
-/// out = k ⊛ input along one axis of a (28, 28) image: `step` apart along the axis, lines
-/// `across` apart; the taps reaching outside the image are left out (it reads 0 there).
-fn blur(input: &[f32], taps: &[f32], step: usize, across: usize, out: &mut [f32]) {
-    let radius = taps.len() / 2;
-    for line in 0..IMAGE_SIDE {
-        let base = line * across;
-        for i in 0..IMAGE_SIDE {
-            let (lo, hi) = (i.saturating_sub(radius), (i + radius).min(IMAGE_SIDE - 1));
-            out[base + i * step] = (lo..=hi)
-                .map(|j| taps[j + radius - i] * input[base + j * step])
-                .sum();
+/// For each tap k at offset o, the run of positions along a 28-long axis whose input (position
+/// + o) lies inside: `add(k, first output, first input, length)`.
+fn for_each_tap(taps: &[f32], mut add: impl FnMut(f32, usize, usize, usize)) {
+    let (side, radius) = (IMAGE_SIDE as isize, (taps.len() / 2) as isize);
+    for (i, &k) in taps.iter().enumerate() {
+        let o = i as isize - radius;
+        let (lo, hi) = (0.max(-o), side.min(side - o));
+        if lo < hi {
+            add(k, lo as usize, (lo + o) as usize, (hi - lo) as usize);
         }
     }
 }

@@ -128,10 +128,11 @@ pub fn augment(images: &[u8], indices: &[u32], shifts: &[Shift], out: &mut [u8])
 /// bilinearly, 0 outside, rounded to a byte: ⌊v + ½⌋. `warps`: one `Affine` per image, and the
 /// fields d (2, 784) per image when elastic.
 pub fn warp(images: &[u8], indices: &[u32], warps: &Warps, out: &mut [u8]) {
-    let pixel = |source: &[u8], r: f32, c: f32| -> f32 {
-        let inside = (0.0..IMAGE_SIDE as f32).contains(&r) && (0.0..IMAGE_SIDE as f32).contains(&c);
-        if inside {
-            source[r as usize * IMAGE_SIDE + c as usize] as f32
+    const SIDE: isize = IMAGE_SIDE as isize;
+    // The byte at (r, c), 0 outside.
+    let pixel = |source: &[u8], r: isize, c: isize| -> f32 {
+        if (0..SIDE).contains(&r) && (0..SIDE).contains(&c) {
+            source[(r * SIDE + c) as usize] as f32
         } else {
             0.0
         }
@@ -148,9 +149,17 @@ pub fn warp(images: &[u8], indices: &[u32], warps: &Warps, out: &mut [u8]) {
             let x = a[2] * u + a[3] * v + CENTER + t[1] + dx;
             let (y0, x0) = (y.floor(), x.floor());
             let (wy, wx) = (y - y0, x - x0);
-            let top = (1.0 - wx) * pixel(source, y0, x0) + wx * pixel(source, y0, x0 + 1.0);
-            let bottom =
-                (1.0 - wx) * pixel(source, y0 + 1.0, x0) + wx * pixel(source, y0 + 1.0, x0 + 1.0);
+            // Saturating: a far-off coordinate stays outside.
+            let (r, c) = (y0 as isize, x0 as isize);
+            let [p00, p01, p10, p11] = if (0..SIDE - 1).contains(&r) && (0..SIDE - 1).contains(&c) {
+                // All four inside (most pixels): no checks.
+                let at = (r * SIDE + c) as usize;
+                [at, at + 1, at + IMAGE_SIDE, at + IMAGE_SIDE + 1].map(|i| source[i] as f32)
+            } else {
+                [(r, c), (r, c + 1), (r + 1, c), (r + 1, c + 1)].map(|(r, c)| pixel(source, r, c))
+            };
+            let top = (1.0 - wx) * p00 + wx * p01;
+            let bottom = (1.0 - wx) * p10 + wx * p11;
             let sampled = (1.0 - wy) * top + wy * bottom;
             *value = (sampled + 0.5).floor().clamp(0.0, 255.0) as u8;
         }
