@@ -391,6 +391,18 @@ fn warped_runs_repeat_and_resume_exactly() {
         );
         std::fs::remove_file(d.join("c.safetensors")).unwrap();
     }
+    // A strength without its warp is refused, naming both.
+    for (flag, kind, needs) in [
+        ("--rotation", "shift", "--augment affine or elastic"),
+        ("--elastic-sigma", "affine", "--augment elastic"),
+    ] {
+        let out = train(d, &["--epochs", "1", "--augment", kind, flag, "2"]);
+        let message = assert_one_line_error(&out);
+        assert!(
+            message.contains(&format!("{flag} needs {needs}")),
+            "{message}"
+        );
+    }
     // Strengths that cannot work are refused in one line naming the option.
     for (flag, value) in [
         ("--scale", "1.5"),
