@@ -414,3 +414,56 @@ fn warped_runs_repeat_and_resume_exactly() {
         assert!(message.contains(flag), "{message}");
     }
 }
+
+/// Many warped steps recorded before one read (the fused GPU path puts each step's warps in a
+/// region of its own), kinds mixed: affine, then elastic (a buffer with room for fields), shift,
+/// affine again; the GPU's parameters end where the CPU's do.
+#[test]
+fn warped_steps_without_reads_between_match_the_cpu() {
+    use mnist_gpu::data::pool::{draw_shifts, List};
+    let ctx = Arc::new(common::gpu());
+    let split = small_split();
+    let model = Model::new(&[20], Activation::Relu, Init::He, 5).unwrap();
+    let capacity = 100;
+    let sizes = split.sizes();
+    for path in [StepPath::Fused, StepPath::Reference] {
+        let mut cpu = CpuBackend::new(&model, split.pool.clone(), sizes, capacity).unwrap();
+        let mut gpu = GpuBackend::with_path(
+            ctx.clone(),
+            &model,
+            &split.pool,
+            sizes,
+            capacity,
+            Some(path),
+        )
+        .unwrap();
+        let backends: [&mut dyn Backend; 2] = [&mut cpu, &mut gpu];
+        for backend in backends {
+            backend.set_list(List::Train, &split.train).unwrap();
+            let mut rng = ChaCha12Rng::seed_from_u64(8);
+            let (mut warps, mut shifts) = (Warps::default(), Vec::new());
+            let d = Distortion::default();
+            let kinds = [Augment::Affine(d); 3]
+                .into_iter()
+                .chain([Augment::Elastic(d); 5])
+                .chain([Augment::Shift; 2])
+                .chain([Augment::Affine(d); 2]);
+            for (step, augment) in kinds.enumerate() {
+                let (start, len) = ((step * 97) % 1100, 100 - step);
+                if augment == Augment::Shift {
+                    draw_shifts(&mut rng, len, &mut shifts);
+                    backend
+                        .train_step_shifted(start, len, 0.1, &shifts)
+                        .unwrap();
+                } else {
+                    draw_warps(&mut rng, &augment, len, &mut warps);
+                    backend.train_step_warped(start, len, 0.1, &warps).unwrap();
+                }
+            }
+        }
+        let what = format!("12 mixed steps on the GPU's {} path", path.name());
+        let (gm, cm) = (gpu.model().unwrap(), cpu.model().unwrap());
+        assert_models_close(&what, &gm, &cm, 1e-4, 1e-3);
+        assert!(cm != model, "{what}: the CPU did not train");
+    }
+}
