@@ -467,3 +467,35 @@ fn warped_steps_without_reads_between_match_the_cpu() {
         assert!(cm != model, "{what}: the CPU did not train");
     }
 }
+
+/// `bench --augment KIND` times steps with the augmentation on, on each backend, and says so.
+#[test]
+fn bench_times_steps_with_each_augmentation() {
+    let dir = tempfile::tempdir().unwrap();
+    for kind in ["shift", "affine", "elastic"] {
+        for backend in ["cpu", "gpu"] {
+            let args = [
+                "bench",
+                "--backend",
+                backend,
+                "--samples",
+                "256",
+                "--batch-sizes",
+                "64",
+                "--augment",
+                kind,
+                "--json",
+            ];
+            let out = run_in(dir.path(), &args);
+            assert_success(&out);
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            let note = format!("every timed step draws and applies --augment {kind}");
+            assert!(stderr.contains(&note), "{backend} {kind}: {stderr}");
+            let stdout = String::from_utf8_lossy(&out.stdout);
+            let entries: serde_json::Value =
+                serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+            let rate = entries[0]["samples_per_second"].as_f64().unwrap();
+            assert!(rate > 0.0, "{backend} {kind}: {entries}");
+        }
+    }
+}
