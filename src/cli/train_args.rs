@@ -53,7 +53,7 @@ pub struct TrainArgs {
     #[arg(long, value_name = "N|epoch", value_parser = Every::parse)]
     pub checkpoint_every: Option<Every>,
 
-    /// Seed for the initial weights, the dev split, the batch order and the shifts.
+    /// Seed for the initial weights, the dev split, the batch order and the augmentation.
     #[arg(long, default_value_t = 1, allow_negative_numbers = true)]
     pub seed: u64,
 

@@ -52,7 +52,7 @@ const PARTIAL_FLOATS: usize = 1 << 24;
 /// With `--augment`, the shifts uploaded for one submit stay under this many images.
 const SHIFTS_PER_SUBMIT: usize = 1 << 18;
 /// With `--augment affine|elastic`, the warps uploaded for one submit stay under this many
-/// floats (16 MiB: 32 steps of 64 elastic images).
+/// floats (16 MiB: 41 steps of 64 elastic images, 512 of 64 affine ones).
 const WARP_FLOATS_PER_SUBMIT: usize = 1 << 22;
 
 /// How the fused step splits a batch.
