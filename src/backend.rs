@@ -17,6 +17,7 @@
 //! State crosses the seam only where a run needs it: the model and the optimizer's moments
 //! (to save and resume), and the logits (to evaluate and classify).
 
+use crate::augment::Warps;
 use crate::data::pool::{List, ListSizes, Shift};
 use crate::error::{config, Result};
 use crate::model::{Activation, Model};
@@ -71,6 +72,16 @@ pub trait Backend: Send {
         len: usize,
         alpha: f32,
         shifts: &[Shift],
+    ) -> Result<()>;
+
+    /// `train_step` on warped copies of the batch's images: image j warped by `warps`' j-th
+    /// affine map and field (`warp`, then the same step). The stored images are not changed.
+    fn train_step_warped(
+        &mut self,
+        start: usize,
+        len: usize,
+        alpha: f32,
+        warps: &Warps,
     ) -> Result<()>;
 
     /// Which implementation of the step runs.
@@ -186,6 +197,22 @@ pub fn check_shifts(shifts: &[Shift], len: usize) -> Result<()> {
         .find(|s| s.dx.abs() >= side || s.dy.abs() >= side)
     {
         return config(format!("shift {s:?} moves the image out of view"));
+    }
+    Ok(())
+}
+
+/// One warp per image of the batch (and one field each, or none), every number finite.
+pub fn check_warps(warps: &Warps, len: usize) -> Result<()> {
+    let fields = warps.field.len();
+    if warps.len() != len || (fields != 0 && fields != 2 * crate::data::PIXELS * len) {
+        return config(format!(
+            "{} warps and {fields} field values for a batch of {len} images",
+            warps.len()
+        ));
+    }
+    let numbers = warps.affine.iter().flat_map(|w| w.a.iter().chain(&w.t));
+    if numbers.chain(&warps.field).any(|v| !v.is_finite()) {
+        return config("a warp holds a number that is not finite");
     }
     Ok(())
 }

@@ -5,7 +5,8 @@
 //! Layers, each importing only from those below it (docs/ARCHITECTURE.md):
 //!
 //! - `data`: reading IDX and CSV files into bytes; `data::pool`: the image pool, the index
-//!   lists, the dev split and the shifts that both backends and the training loop share.
+//!   lists, the dev split and the shifts that both backends and the training loop share;
+//!   `augment`: the affine and elastic warps, drawn for both backends.
 //! - `model`: the network's parameters and their layout; `model_file`: saving and loading them.
 //! - `layout`: where a matrix's elements lie, for both backends' products.
 //! - `optimizer`: the update rules (SGD, momentum, Adam), their constants and state.
@@ -25,6 +26,7 @@
 //! this library.
 
 pub mod art;
+pub mod augment;
 pub mod backend;
 pub mod checkpoint;
 pub mod cpu;

@@ -8,6 +8,7 @@
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+use crate::augment::Augment;
 use crate::model::Activation;
 use crate::optimizer::OptimizerKind;
 
@@ -32,7 +33,8 @@ pub struct RunOptions {
     /// Images held out of the training file as the dev set.
     pub dev_size: usize,
     pub seed: u64,
-    pub augment: bool,
+    /// `false`/`true` (off, shift) as the first checkpoints wrote it; a warp with its strengths.
+    pub augment: Augment,
     /// Early stopping: evaluations without a better dev loss before the run stops.
     pub patience: Option<usize>,
     /// The test file's name (a path or `embedded:…`), None for no test set.
@@ -59,7 +61,7 @@ impl Default for RunOptions {
             batch_size: None,
             dev_size: 1000,
             seed: 1,
-            augment: false,
+            augment: Augment::Off,
             patience: None,
             test: None,
             iterations: Some(500),
@@ -168,6 +170,20 @@ mod tests {
             let back = serde_json::to_value(&options).unwrap().to_string();
             assert_eq!(back, text);
         }
+        // A warp is written as an object with its kind and strengths, and reads back.
+        let warped = RunOptions {
+            augment: Augment::Elastic(crate::augment::Distortion {
+                rotation: 0.3,
+                ..Default::default()
+            }),
+            ..RunOptions::default()
+        };
+        let text = serde_json::to_string(&warped).unwrap();
+        assert!(
+            text.contains(r#""augment":{"kind":"elastic","rotation":0.3,"#),
+            "{text}"
+        );
+        assert_eq!(serde_json::from_str::<RunOptions>(&text).unwrap(), warped);
         // As the first trainer read it: 0 steps is every step.
         let zero = r#"{"activation":"relu","alpha":0.3,"augment":false,"batch_size":null,"checkpoint_every":0,"dev_size":1,"epochs":null,"hidden":[10],"iterations":5,"log_every":5,"lr_decay":1.0,"optimizer":"sgd","patience":null,"seed":1,"test":null}"#;
         let options: RunOptions = serde_json::from_str(zero).unwrap();

@@ -12,6 +12,7 @@ use std::time::Instant;
 use rand::{seq::SliceRandom, SeedableRng};
 use rand_chacha::ChaCha12Rng;
 
+use crate::augment::{draw_warps, Augment, Warps};
 use crate::backend::{Backend, BatchStats};
 use crate::data::pool::{draw_shifts, List, Shift, Split};
 use crate::data::CLASSES;
@@ -35,8 +36,9 @@ pub struct Schedule {
     /// Early stopping: stop when the dev loss has not improved for this many evaluations
     /// (one every `log_every` steps), and keep the best model.
     pub patience: Option<usize>,
-    /// Shift every training image by up to `MAX_SHIFT` pixels each way, drawn per batch.
-    pub augment: bool,
+    /// How training images are distorted, drawn per batch: shifted by up to `MAX_SHIFT`
+    /// pixels each way, or warped (`crate::augment`).
+    pub augment: Augment,
     /// Print a progress line every this many steps (and after the last).
     pub log_every: usize,
     pub seed: u64,
@@ -68,7 +70,7 @@ impl Default for Schedule {
             optimizer: Optimizer::Sgd,
             lr_decay: 1.0,
             patience: None,
-            augment: false,
+            augment: Augment::Off,
             log_every: 50,
             seed: 1,
             interrupt: None,
@@ -144,6 +146,9 @@ impl Schedule {
         }
         if self.log_every == 0 {
             return config("--log-every must be at least 1");
+        }
+        if let Some(problem) = self.augment.problem() {
+            return config(problem);
         }
         if self.patience == Some(0) {
             return config("--patience must be at least 1");
@@ -252,7 +257,7 @@ pub struct RunState {
     pub alpha: f32,
     /// This epoch's order of the training samples (positions in the image pool).
     pub order: Vec<u32>,
-    /// The random streams: the epochs' shuffles, and `--augment`'s shifts.
+    /// The random streams: the epochs' shuffles, and `--augment`'s shifts or warps.
     pub shuffle: ChaCha12Rng,
     pub shifts: ChaCha12Rng,
     /// Early stopping: the best dev loss so far, its step and model, and evaluations since.
@@ -436,8 +441,9 @@ struct Run<'a, 'c> {
     epochs: usize,
     steps_per_epoch: usize,
     steps: usize,
-    /// This batch's shifts (`--augment`).
+    /// This batch's shifts (`--augment`), or its warps (`--augment affine|elastic`).
     shifts: Vec<Shift>,
+    warps: Warps,
     /// This session's samples and start, for the throughput.
     samples: usize,
     started: Instant,
@@ -471,6 +477,7 @@ impl<'a, 'c> Run<'a, 'c> {
             steps_per_epoch,
             steps: epochs * steps_per_epoch,
             shifts: Vec::with_capacity(batch),
+            warps: Warps::default(),
             samples: 0,
             started: Instant::now(),
             checkpointed: None,
@@ -504,13 +511,20 @@ impl<'a, 'c> Run<'a, 'c> {
             None => (0, n),
             Some(_) => (s * self.batch, self.batch.min(n - s * self.batch)),
         };
-        if self.schedule.augment {
-            draw_shifts(&mut state.shifts, len, &mut self.shifts);
-            let shifts = &self.shifts;
-            self.backend
-                .train_step_shifted(start, len, state.alpha, shifts)?;
-        } else {
-            self.backend.train_step(start, len, state.alpha)?;
+        match self.schedule.augment {
+            Augment::Off => self.backend.train_step(start, len, state.alpha)?,
+            Augment::Shift => {
+                draw_shifts(&mut state.shifts, len, &mut self.shifts);
+                let shifts = &self.shifts;
+                self.backend
+                    .train_step_shifted(start, len, state.alpha, shifts)?;
+            }
+            warp => {
+                draw_warps(&mut state.shifts, &warp, len, &mut self.warps);
+                let warps = &self.warps;
+                self.backend
+                    .train_step_warped(start, len, state.alpha, warps)?;
+            }
         }
         self.samples += len;
         self.unread.push(len);

@@ -17,11 +17,14 @@ use std::time::{Duration, Instant};
 
 use clap::builder::PossibleValue;
 use clap::ValueEnum;
+use rand::SeedableRng;
+use rand_chacha::ChaCha12Rng;
 
 use super::{BackendKind, PathKind};
+use mnist_gpu::augment::{draw_warps, Augment, Distortion, Warps};
 use mnist_gpu::backend::{Backend, StepPath};
 use mnist_gpu::cpu::CpuBackend;
-use mnist_gpu::data::pool::{synthetic_pool, ImagePool, List, ListSizes};
+use mnist_gpu::data::pool::{draw_shifts, synthetic_pool, ImagePool, List, ListSizes, Shift};
 use mnist_gpu::error::{config, Error, Result};
 use mnist_gpu::gpu::context::AutoChoice;
 use mnist_gpu::gpu::fused::{self, FusedVariant, Tiling};
@@ -177,6 +180,11 @@ pub struct BenchOptions {
     #[arg(long, value_name = "N")]
     pub max_groups: Option<usize>,
 
+    /// Time the steps with this augmentation on (`--augment` alone: shift), drawn per step as
+    /// in training; the note on stderr says which.
+    #[arg(long, value_enum, value_name = "KIND", num_args = 0..=1, default_missing_value = "shift")]
+    pub augment: Option<super::train_args::AugmentKind>,
+
     /// Print the results as one JSON array, the last line of stdout.
     #[arg(long)]
     pub json: bool,
@@ -251,26 +259,45 @@ fn cpu_description() -> String {
     format!("{model}, {threads} threads")
 }
 
-/// Consecutive batches over the train list, the last one of a pass shorter, as in training.
+/// Consecutive batches over the train list, the last one of a pass shorter, as in training;
+/// with `--augment`, its shifts or warps drawn for every step as training draws them.
 struct Batches {
     samples: usize,
     batch: usize,
     next: usize,
+    augment: Augment,
+    rng: ChaCha12Rng,
+    shifts: Vec<Shift>,
+    warps: Warps,
 }
 
 impl Batches {
-    fn new(samples: usize, batch: usize) -> Batches {
+    fn new(samples: usize, batch: usize, augment: Augment) -> Batches {
         Batches {
             samples,
             batch,
             next: 0,
+            augment,
+            rng: ChaCha12Rng::seed_from_u64(3),
+            shifts: Vec::new(),
+            warps: Warps::default(),
         }
     }
 
     /// One step; returns how many samples it trained on.
     fn step(&mut self, backend: &mut dyn Backend) -> Result<usize> {
         let len = self.batch.min(self.samples - self.next);
-        backend.train_step(self.next, len, ALPHA)?;
+        match self.augment {
+            Augment::Off => backend.train_step(self.next, len, ALPHA)?,
+            Augment::Shift => {
+                draw_shifts(&mut self.rng, len, &mut self.shifts);
+                backend.train_step_shifted(self.next, len, ALPHA, &self.shifts)?;
+            }
+            warp => {
+                draw_warps(&mut self.rng, &warp, len, &mut self.warps);
+                backend.train_step_warped(self.next, len, ALPHA, &self.warps)?;
+            }
+        }
         self.next = if self.next + len >= self.samples {
             0
         } else {
@@ -282,8 +309,13 @@ impl Batches {
 
 /// Times training steps on one backend: consecutive batches over the train list, a warm-up,
 /// then the median of timed runs.
-fn measure(backend: &mut dyn Backend, samples: usize, batch: usize) -> Result<Measurement> {
-    let mut batches = Batches::new(samples, batch);
+fn measure(
+    backend: &mut dyn Backend,
+    samples: usize,
+    batch: usize,
+    augment: Augment,
+) -> Result<Measurement> {
+    let mut batches = Batches::new(samples, batch, augment);
     let mut step = |backend: &mut dyn Backend| batches.step(backend);
 
     // The first step alone (pipelines, caches, thread pools), then steps for WARM_UP whose
@@ -351,7 +383,7 @@ fn profile(
     if !gpu.start_profile()? {
         return Ok(None);
     }
-    let mut batches = Batches::new(samples, batch);
+    let mut batches = Batches::new(samples, batch, Augment::Off);
     for _ in 0..steps {
         batches.step(gpu)?;
     }
@@ -412,7 +444,14 @@ pub fn run(options: &BenchOptions) -> Result<()> {
         tiling,
         profile: options.profile,
         cpu_name: cpu_description(),
+        augment: bench_augment(options),
     };
+    if bench.augment != Augment::Off {
+        eprintln!(
+            "note: every timed step draws and applies --augment {} (default strengths)",
+            bench.augment.name()
+        );
+    }
     let with_cpu = options.backend != BenchBackend::One(BackendKind::Gpu);
     let results = bench.measure_all(&batches, with_cpu)?;
     report::print(
@@ -548,6 +587,19 @@ struct Bench {
     auto_block: bool,
     profile: bool,
     cpu_name: String,
+    /// `--augment`, with the default strengths.
+    augment: Augment,
+}
+
+/// `--augment` as the steps take it.
+fn bench_augment(options: &BenchOptions) -> Augment {
+    use super::train_args::AugmentKind;
+    match options.augment {
+        None | Some(AugmentKind::Off) => Augment::Off,
+        Some(AugmentKind::Shift) => Augment::Shift,
+        Some(AugmentKind::Affine) => Augment::Affine(Distortion::default()),
+        Some(AugmentKind::Elastic) => Augment::Elastic(Distortion::default()),
+    }
 }
 
 impl Bench {
@@ -577,7 +629,7 @@ impl Bench {
         let (model, pool) = (&self.model, self.pool.clone());
         let mut cpu = CpuBackend::with_path(model, pool, self.sizes(), batch, self.path)?;
         cpu.set_list(List::Train, &self.order)?;
-        let mut m = measure(&mut cpu, self.samples, batch)?;
+        let mut m = measure(&mut cpu, self.samples, batch, self.augment)?;
         m.backend = BackendKind::Cpu.name().into();
         m.adapter = self.cpu_name.clone();
         progress(&m);
@@ -601,7 +653,7 @@ impl Bench {
             None => GpuBackend::with_path(ctx.clone(), model, pool, sizes, batch, self.path)?,
         };
         gpu.set_list(List::Train, &self.order)?;
-        let mut m = measure(&mut gpu, self.samples, batch)?;
+        let mut m = measure(&mut gpu, self.samples, batch, self.augment)?;
         m.backend = BackendKind::Gpu.name().into();
         m.adapter = ctx.describe();
         m.software_adapter = ctx.is_software();

@@ -2,7 +2,8 @@
 //! or from a checkpoint (the whole run, which continues as if it had never stopped).
 //!
 //! A checkpoint's run is defined by its options: the architecture, `--optimizer`, `--alpha`,
-//! `--lr-decay`, `--batch-size`, `--dev-size`, `--seed`, `--augment`, `--patience` (with
+//! `--lr-decay`, `--batch-size`, `--dev-size`, `--seed`, `--augment` (and its strengths,
+//! `--rotation` …), `--patience` (with
 //! `--log-every`, which sets how often it counts), and its training file. The command line may
 //! leave them out, and they are the checkpoint's; one it gives must agree, or the run is
 //! refused with one line naming it. Left out, these are the checkpoint's too, but may change:
@@ -12,7 +13,8 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
-use super::train_args::TrainArgs;
+use super::train_args::{AugmentKind, TrainArgs};
+use mnist_gpu::augment::Augment;
 use mnist_gpu::checkpoint::{self, Checkpoint};
 use mnist_gpu::data::{EMBEDDED_TEST, EMBEDDED_TRAIN};
 use mnist_gpu::error::{config, Result};
@@ -150,8 +152,8 @@ fn contradiction(
         differs(
             "--augment",
             "augment",
-            Shown::Switch(saved.augment),
-            Shown::Switch(args.augment),
+            Shown::Name(saved.augment.name()),
+            Shown::Name(args.augment().name()),
         ),
         differs(
             "--patience",
@@ -172,6 +174,47 @@ fn contradiction(
     .into_iter()
     .flatten()
     .next()
+    .or_else(|| strength_contradiction(args, explicit, saved))
+}
+
+/// The first strength of a warp (`--rotation` …) the command line gives otherwise than the
+/// checkpoint, compared as the run uses them (f32).
+fn strength_contradiction(
+    args: &TrainArgs,
+    explicit: &BTreeSet<String>,
+    saved: &RunOptions,
+) -> Option<(&'static str, String, String)> {
+    let (s, a) = (
+        saved.augment.distortion().unwrap_or_default(),
+        args.distortion(),
+    );
+    [
+        ("--rotation", "rotation", s.rotation, a.rotation),
+        ("--scale", "scale", s.scale, a.scale),
+        ("--shear", "shear", s.shear, a.shear),
+        ("--translation", "translation", s.translation, a.translation),
+        (
+            "--elastic-alpha",
+            "elastic_alpha",
+            s.elastic_alpha,
+            a.elastic_alpha,
+        ),
+        (
+            "--elastic-sigma",
+            "elastic_sigma",
+            s.elastic_sigma,
+            a.elastic_sigma,
+        ),
+    ]
+    .into_iter()
+    .find(|&(_, id, s, a)| explicit.contains(id) && s as f32 != a as f32)
+    .map(|(flag, _, s, a)| {
+        (
+            flag,
+            Shown::F32(s as f32).to_string(),
+            Shown::F32(a as f32).to_string(),
+        )
+    })
 }
 
 /// An option's value as a message shows it.
@@ -181,8 +224,8 @@ enum Shown {
     F32(f32),
     /// A count, or `none`.
     Count(Option<u64>),
-    /// `on` or `off`.
-    Switch(bool),
+    /// A value's name (`--augment`'s kind).
+    Name(&'static str),
 }
 
 impl Shown {
@@ -198,7 +241,7 @@ impl std::fmt::Display for Shown {
             Shown::F32(v) => write!(f, "{v}"),
             Shown::Count(Some(n)) => write!(f, "{n}"),
             Shown::Count(None) => f.write_str("none"),
-            Shown::Switch(on) => f.write_str(if *on { "on" } else { "off" }),
+            Shown::Name(name) => f.write_str(name),
         }
     }
 }
@@ -212,7 +255,16 @@ fn take_defining(merged: &mut TrainArgs, saved: &RunOptions) {
     merged.batch_size = saved.batch_size;
     merged.dev_size = saved.dev_size;
     merged.seed = saved.seed;
-    merged.augment = saved.augment;
+    merged.augment = Some(match saved.augment {
+        Augment::Off => AugmentKind::Off,
+        Augment::Shift => AugmentKind::Shift,
+        Augment::Affine(_) => AugmentKind::Affine,
+        Augment::Elastic(_) => AugmentKind::Elastic,
+    });
+    let d = saved.augment.distortion().unwrap_or_default();
+    (merged.rotation, merged.scale, merged.shear) = (d.rotation, d.scale, d.shear);
+    (merged.translation, merged.elastic_alpha) = (d.translation, d.elastic_alpha);
+    merged.elastic_sigma = d.elastic_sigma;
     merged.patience = saved.patience;
 }
 

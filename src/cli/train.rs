@@ -307,6 +307,21 @@ fn check_combinations(args: &TrainArgs, explicit: &BTreeSet<String>) -> Result<(
     if args.patience.is_some() && args.dev_size == 0 {
         return config("--patience watches the dev loss, so it needs --dev-size of at least 1");
     }
+    let strengths = ["rotation", "scale", "shear", "translation"];
+    let warp = args.augment().distortion().is_some();
+    if let Some(id) = strengths.iter().find(|id| explicit.contains(**id) && !warp) {
+        return config(format!("--{id} needs --augment affine or elastic"));
+    }
+    let elastic = matches!(args.augment(), mnist_gpu::augment::Augment::Elastic(_));
+    if let Some(id) = ["elastic_alpha", "elastic_sigma"]
+        .iter()
+        .find(|id| explicit.contains(**id) && !elastic)
+    {
+        return config(format!(
+            "--{} needs --augment elastic",
+            id.replace('_', "-")
+        ));
+    }
     Ok(())
 }
 
@@ -696,7 +711,7 @@ struct OptionsRecord<'a> {
     alpha: f64,
     lr_decay: f64,
     patience: Option<usize>,
-    augment: bool,
+    augment: mnist_gpu::augment::Augment,
     seed: u64,
     iterations: Option<usize>,
     epochs: Option<usize>,

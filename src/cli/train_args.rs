@@ -3,9 +3,10 @@
 
 use std::path::PathBuf;
 
-use clap::Args;
+use clap::{Args, ValueEnum};
 
 use super::BackendArgs;
+use mnist_gpu::augment::{Augment, Distortion};
 use mnist_gpu::model::{Activation, Init, Model};
 use mnist_gpu::optimizer::OptimizerKind;
 use mnist_gpu::options::{Every, RunOptions};
@@ -52,7 +53,7 @@ pub struct TrainArgs {
     #[arg(long, value_name = "N|epoch", value_parser = Every::parse)]
     pub checkpoint_every: Option<Every>,
 
-    /// Seed for the initial weights, the dev split, the batch order and the shifts.
+    /// Seed for the initial weights, the dev split, the batch order and the augmentation.
     #[arg(long, default_value_t = 1, allow_negative_numbers = true)]
     pub seed: u64,
 
@@ -73,9 +74,41 @@ pub struct TrainArgs {
     #[arg(long, value_name = "N", allow_negative_numbers = true)]
     pub patience: Option<usize>,
 
-    /// Shift each training image by up to 2 pixels each way, drawn per batch.
-    #[arg(long)]
-    pub augment: bool,
+    /// Distort each training image, drawn per batch: `shift` (--augment alone) moves it by up
+    /// to 2 pixels each way; `affine` rotates, scales, shears and translates it (bilinear);
+    /// `elastic` adds a smooth random displacement field to the affine warp.
+    #[arg(
+        long,
+        value_enum,
+        value_name = "KIND",
+        num_args = 0..=1,
+        default_missing_value = "shift"
+    )]
+    pub augment: Option<AugmentKind>,
+
+    /// affine/elastic: the largest rotation, in radians, each way.
+    #[arg(long, value_name = "RADIANS", default_value_t = Distortion::default().rotation, allow_negative_numbers = true)]
+    pub rotation: f64,
+
+    /// affine/elastic: the largest relative change of size, e.g. 0.12 for 0.88..1.12.
+    #[arg(long, default_value_t = Distortion::default().scale, allow_negative_numbers = true)]
+    pub scale: f64,
+
+    /// affine/elastic: the largest shear (x moves by shear·y), each way.
+    #[arg(long, default_value_t = Distortion::default().shear, allow_negative_numbers = true)]
+    pub shear: f64,
+
+    /// affine/elastic: the largest translation, in pixels, each way along each axis.
+    #[arg(long, value_name = "PIXELS", default_value_t = Distortion::default().translation, allow_negative_numbers = true)]
+    pub translation: f64,
+
+    /// elastic: the displacement field's RMS per coordinate, in pixels.
+    #[arg(long, value_name = "PIXELS", default_value_t = Distortion::default().elastic_alpha, allow_negative_numbers = true)]
+    pub elastic_alpha: f64,
+
+    /// elastic: the width σ of the Gaussian that smooths the field, in pixels.
+    #[arg(long, value_name = "PIXELS", default_value_t = Distortion::default().elastic_sigma, allow_negative_numbers = true)]
+    pub elastic_sigma: f64,
 
     /// Full-batch gradient descent steps.
     #[arg(
@@ -123,7 +156,39 @@ pub struct TrainArgs {
     pub json: bool,
 }
 
+/// What `--augment` names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum AugmentKind {
+    Off,
+    Shift,
+    Affine,
+    Elastic,
+}
+
 impl TrainArgs {
+    /// The warp's strengths as given (`--rotation` …).
+    pub fn distortion(&self) -> Distortion {
+        Distortion {
+            rotation: self.rotation,
+            scale: self.scale,
+            shear: self.shear,
+            translation: self.translation,
+            elastic_alpha: self.elastic_alpha,
+            elastic_sigma: self.elastic_sigma,
+        }
+    }
+
+    /// `--augment` and the strengths, as the run's option.
+    pub fn augment(&self) -> Augment {
+        let strengths = self.distortion();
+        match self.augment {
+            None | Some(AugmentKind::Off) => Augment::Off,
+            Some(AugmentKind::Shift) => Augment::Shift,
+            Some(AugmentKind::Affine) => Augment::Affine(strengths),
+            Some(AugmentKind::Elastic) => Augment::Elastic(strengths),
+        }
+    }
+
     /// The run's options: these flags (a resumed checkpoint's merged in), the model's
     /// architecture, the test set's name, and the defaults that depend on the data resolved:
     /// progress once an epoch (`steps_per_epoch`) or every 50 steps, checkpoints at every
@@ -145,7 +210,7 @@ impl TrainArgs {
             batch_size: self.batch_size,
             dev_size: self.dev_size,
             seed: self.seed,
-            augment: self.augment,
+            augment: self.augment(),
             patience: self.patience,
             test,
             iterations: (!mini_batch).then_some(self.iterations),

@@ -14,9 +14,10 @@ pub mod reference;
 
 use std::sync::Arc;
 
+use crate::augment::Warps;
 use crate::backend::{
-    check_batch, check_images, check_list, check_same_shape, check_shifts, forward_capacity,
-    Backend, BatchStats, StepPath, STATS_KEPT,
+    check_batch, check_images, check_list, check_same_shape, check_shifts, check_warps,
+    forward_capacity, Backend, BatchStats, StepPath, STATS_KEPT,
 };
 use crate::data::pool::{ImagePool, List, ListSizes, Shift};
 use crate::data::{CLASSES, PIXELS};
@@ -49,8 +50,8 @@ pub struct CpuBackend {
     /// The optimizer's state per parameter tensor (W1, b1, W2, …): [V, unused] for momentum,
     /// [M, V] for Adam, empty for SGD.
     state: Vec<[Vec<f32>; 2]>,
-    /// `--augment`: the batch's shifted images (784 bytes each), their labels, and the list
-    /// 0, 1, 2, … that reads them in order; empty until the first shifted step.
+    /// `--augment`: the batch's shifted or warped images (784 bytes each), their labels, and
+    /// the list 0, 1, 2, … that reads them in order; empty until the first such step.
     shifted: ImagePool,
     identity: Vec<u32>,
 }
@@ -159,6 +160,34 @@ impl CpuBackend {
         self.unread.push_back(stats);
     }
 
+    /// One training step on copies of the batch at `start .. start + len` of the train list:
+    /// `copy(pool images, batch indices, out)` writes them ((len, 784) bytes: shifted or
+    /// warped), then `step` trains on them in order.
+    fn step_on_copies(
+        &mut self,
+        start: usize,
+        len: usize,
+        alpha: f32,
+        copy: impl FnOnce(&[u8], &[u32], &mut [u8]),
+    ) {
+        // Made on first use, so runs without --augment don't carry them.
+        let mut copies = std::mem::take(&mut self.shifted);
+        if copies.labels.is_empty() {
+            copies.images = vec![0; PIXELS * self.capacity];
+            copies.labels = vec![0; self.capacity];
+            self.identity = (0..self.capacity as u32).collect();
+        }
+        let first = self.sizes.offset(List::Train) + start;
+        let batch = &self.indices[first..first + len];
+        copy(&self.pool.images, batch, &mut copies.images[..PIXELS * len]);
+        for (label, &image) in copies.labels.iter_mut().zip(batch) {
+            *label = self.pool.labels[image as usize];
+        }
+        let identity = std::mem::take(&mut self.identity);
+        self.step(&copies, &identity[..len], alpha);
+        (self.shifted, self.identity) = (copies, identity);
+    }
+
     /// Applies the optimizer to every parameter tensor with the gradients in dW, db.
     fn update(&mut self, alpha: f32) {
         self.steps += 1;
@@ -217,27 +246,24 @@ impl Backend for CpuBackend {
     ) -> Result<()> {
         check_batch(&self.sizes, self.capacity, start, len)?;
         check_shifts(shifts, len)?;
-        // Made on first use, so runs without --augment don't carry them.
-        let mut shifted = std::mem::take(&mut self.shifted);
-        if shifted.labels.is_empty() {
-            shifted.images = vec![0; PIXELS * self.capacity];
-            shifted.labels = vec![0; self.capacity];
-            self.identity = (0..self.capacity as u32).collect();
-        }
-        let first = self.sizes.offset(List::Train) + start;
-        let batch = &self.indices[first..first + len];
-        ops::augment(
-            &self.pool.images,
-            batch,
-            shifts,
-            &mut shifted.images[..PIXELS * len],
-        );
-        for (label, &image) in shifted.labels.iter_mut().zip(batch) {
-            *label = self.pool.labels[image as usize];
-        }
-        let identity = std::mem::take(&mut self.identity);
-        self.step(&shifted, &identity[..len], alpha);
-        (self.shifted, self.identity) = (shifted, identity);
+        self.step_on_copies(start, len, alpha, |images, batch, out| {
+            ops::augment(images, batch, shifts, out)
+        });
+        Ok(())
+    }
+
+    fn train_step_warped(
+        &mut self,
+        start: usize,
+        len: usize,
+        alpha: f32,
+        warps: &Warps,
+    ) -> Result<()> {
+        check_batch(&self.sizes, self.capacity, start, len)?;
+        check_warps(warps, len)?;
+        self.step_on_copies(start, len, alpha, |images, batch, out| {
+            ops::warp(images, batch, warps, out)
+        });
         Ok(())
     }
 

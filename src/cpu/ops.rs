@@ -2,6 +2,7 @@
 //! shapes, written to read like the math. They are the reference the GPU is tested against,
 //! and they are what the CPU backend runs.
 
+use crate::augment::{Warps, CENTER};
 use crate::data::pool::Shift;
 use crate::data::{IMAGE_SIDE, PIXELS};
 use crate::layout::{Mat, MatMut};
@@ -117,6 +118,50 @@ pub fn augment(images: &[u8], indices: &[u32], shifts: &[Shift], out: &mut [u8])
             } else {
                 0
             };
+        }
+    }
+}
+
+/// warp: distorted copies of a batch's images, as bytes (the math is in `crate::augment`).
+/// Image j of `out` (784 bytes) is image `indices[j]` sampled at
+/// `(y, x) = A_j·(r − 13.5, c − 13.5) + 13.5 + t_j + d_j(r, c)` for output pixel (r, c),
+/// bilinearly, 0 outside, rounded to a byte: ⌊v + ½⌋. `warps`: one `Affine` per image, and the
+/// fields d (2, 784) per image when elastic.
+pub fn warp(images: &[u8], indices: &[u32], warps: &Warps, out: &mut [u8]) {
+    const SIDE: isize = IMAGE_SIDE as isize;
+    // The byte at (r, c), 0 outside.
+    let pixel = |source: &[u8], r: isize, c: isize| -> f32 {
+        if (0..SIDE).contains(&r) && (0..SIDE).contains(&c) {
+            source[(r * SIDE + c) as usize] as f32
+        } else {
+            0.0
+        }
+    };
+    for (j, (warped, &image)) in out.chunks_exact_mut(PIXELS).zip(indices).enumerate() {
+        let source = &images[image as usize * PIXELS..][..PIXELS];
+        let (a, t) = (warps.affine[j].a, warps.affine[j].t);
+        let field = warps.field_of(j);
+        for (p, value) in warped.iter_mut().enumerate() {
+            let u = (p / IMAGE_SIDE) as f32 - CENTER;
+            let v = (p % IMAGE_SIDE) as f32 - CENTER;
+            let (dy, dx) = field.map_or((0.0, 0.0), |d| (d[p], d[PIXELS + p]));
+            let y = a[0] * u + a[1] * v + CENTER + t[0] + dy;
+            let x = a[2] * u + a[3] * v + CENTER + t[1] + dx;
+            let (y0, x0) = (y.floor(), x.floor());
+            let (wy, wx) = (y - y0, x - x0);
+            // Saturating: a far-off coordinate stays outside.
+            let (r, c) = (y0 as isize, x0 as isize);
+            let [p00, p01, p10, p11] = if (0..SIDE - 1).contains(&r) && (0..SIDE - 1).contains(&c) {
+                // All four inside (most pixels): no checks.
+                let at = (r * SIDE + c) as usize;
+                [at, at + 1, at + IMAGE_SIDE, at + IMAGE_SIDE + 1].map(|i| source[i] as f32)
+            } else {
+                [(r, c), (r, c + 1), (r + 1, c), (r + 1, c + 1)].map(|(r, c)| pixel(source, r, c))
+            };
+            let top = (1.0 - wx) * p00 + wx * p01;
+            let bottom = (1.0 - wx) * p10 + wx * p11;
+            let sampled = (1.0 - wy) * top + wy * bottom;
+            *value = (sampled + 0.5).floor().clamp(0.0, 255.0) as u8;
         }
     }
 }

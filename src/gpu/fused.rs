@@ -21,7 +21,6 @@
 
 use bytemuck::{Pod, Zeroable};
 
-use crate::data::pool::Shift;
 use crate::data::PIXELS;
 use crate::error::{Error, Result};
 use crate::gpu::kernels::{grid, Recorder};
@@ -29,7 +28,7 @@ use crate::gpu::pipeline::{bind_group, bind_group_layout, buffer_entry, Binding,
 use crate::gpu::profile::{Profiler, Timing};
 use crate::gpu::shaders::{self, activation_code, optimizer_code, source};
 use crate::gpu::shaders::{ACTIVATION_CODES, OPTIMIZER_CODES};
-use crate::gpu::shifted::ShiftedImages;
+use crate::gpu::shifted::{Copies, ShiftedImages, WarpBuffer};
 use crate::gpu::{Data, GpuContext, StepArgs};
 use crate::model::{Activation, Layer, Model};
 use crate::optimizer::{adam_corrections, Optimizer};
@@ -53,6 +52,9 @@ const SLOT_BYTES: u64 = 256;
 const PARTIAL_FLOATS: usize = 1 << 24;
 /// With `--augment`, the shifts uploaded for one submit stay under this many images.
 const SHIFTS_PER_SUBMIT: usize = 1 << 18;
+/// With `--augment affine|elastic`, the warps uploaded for one submit stay under this many
+/// floats (16 MiB: 41 steps of 64 elastic images, 512 of 64 affine ones).
+const WARP_FLOATS_PER_SUBMIT: usize = 1 << 22;
 
 /// How the fused step splits a batch, and which of its candidate variants it runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -430,6 +432,18 @@ struct Pipelines {
     update: wgpu::ComputePipeline,
     /// augment.wgsl, reading its parameters from the step's slot.
     augment: wgpu::ComputePipeline,
+    /// warp.wgsl, likewise (with augment's bindings).
+    warp: wgpu::ComputePipeline,
+}
+
+/// `--augment affine|elastic`'s warps and warp's bindings (writing into `Shifted`'s copies),
+/// made on the first warped step.
+struct Warped {
+    /// One region of warps per step of a submit.
+    batch: WarpBuffer,
+    /// Regions used by the steps recorded since the last submit.
+    used: usize,
+    warp: wgpu::BindGroup,
 }
 
 /// `--augment`'s buffers and the bindings that read them, made on the first shifted step.
@@ -476,6 +490,7 @@ pub struct Fused {
     pool: wgpu::BindGroup,
     update: wgpu::BindGroup,
     shifted: Option<Shifted>,
+    warped: Option<Warped>,
     /// Steps recorded and not yet submitted, the slots they use, and how many to record before
     /// the next submit (doubling up to SLOTS, back to 1 after every wait).
     pending: Option<Recorder<'static>>,
@@ -667,6 +682,7 @@ impl Fused {
             optimizer: Optimizer::Sgd,
             host_slots: vec![0; SLOTS * SLOT_BYTES as usize],
             shifted: None,
+            warped: None,
             pending: None,
             used: 0,
             limit: 1,
@@ -706,6 +722,70 @@ impl Fused {
         })
     }
 
+    /// The warps' buffer (with room for fields if `elastic`) and warp's bindings, writing into
+    /// the copies of `shifted` (made first).
+    fn make_warped(&mut self, ctx: &GpuContext, elastic: bool) -> Result<Warped> {
+        if self.shifted.is_none() {
+            self.shifted = Some(self.make_shifted(ctx)?);
+        }
+        let cap = self.capacity;
+        let region = WarpBuffer::region_floats(cap, elastic);
+        let regions = (WARP_FLOATS_PER_SUBMIT / region).clamp(1, SLOTS);
+        let batch = WarpBuffer::new(ctx, cap, elastic, regions)?;
+        let (b, s) = (&self.buffers, self.shifted.as_ref().expect("made above"));
+        let warp = slot_group(
+            &ctx.device,
+            "warp (fused step)",
+            &self.layouts.augment,
+            &b.slots,
+            &[
+                Binding::whole(1, &b.data.images),
+                Binding::whole(2, &b.data.indices),
+                Binding::whole(3, &batch.warps),
+                Binding::whole(4, &s.batch.images),
+            ],
+        );
+        Ok(Warped {
+            batch,
+            used: 0,
+            warp,
+        })
+    }
+
+    /// Uploads a step's shifts or warps into a region of their own (the write lands at the
+    /// next submit, before the steps recorded with it, and no other pending step uses the
+    /// region), making their buffers on first use; returns the region's start.
+    fn upload(&mut self, ctx: &GpuContext, copies: Copies) -> Result<u32> {
+        if let Copies::Warps(warps) = copies {
+            let elastic = !warps.field.is_empty();
+            if !self
+                .warped
+                .as_ref()
+                .is_some_and(|w| w.batch.elastic || !elastic)
+            {
+                // The pending steps read the old buffer.
+                self.submit(ctx)?;
+                self.warped = Some(self.make_warped(ctx, elastic)?);
+            }
+        }
+        if self.shifted.is_none() {
+            self.shifted = Some(self.make_shifted(ctx)?);
+        }
+        self.make_room(ctx, Some(copies))?;
+        Ok(match copies {
+            Copies::Shifts(shifts) => {
+                let s = self.shifted.as_mut().expect("made above");
+                s.used += 1;
+                s.batch.write(ctx, s.used - 1, shifts)
+            }
+            Copies::Warps(warps) => {
+                let w = self.warped.as_mut().expect("made above");
+                w.used += 1;
+                w.batch.write(ctx, w.used - 1, warps)
+            }
+        })
+    }
+
     /// Takes the next slot for `step`, starting a recorder if none is pending; returns the
     /// slot's dynamic offset. (`make_room` first.)
     fn slot(&mut self, ctx: &GpuContext, step: Step, profiler: Option<&Profiler>) -> u32 {
@@ -723,15 +803,19 @@ impl Fused {
         at as u32
     }
 
-    /// Submits what is recorded if it leaves no slot (or, for a `shifted` step, no region of
-    /// shifts) for one more step.
-    fn make_room(&mut self, ctx: &GpuContext, shifted: bool) -> Result<()> {
-        let no_shifts = shifted
-            && self
-                .shifted
-                .as_ref()
-                .is_some_and(|s| s.used == s.batch.regions);
-        if self.used == SLOTS || no_shifts {
+    /// Submits what is recorded if it leaves no slot (or, for a step on `copies`, no region of
+    /// shifts or warps) for one more step.
+    fn make_room(&mut self, ctx: &GpuContext, copies: Option<Copies>) -> Result<()> {
+        let no_region = match copies {
+            None => false,
+            Some(Copies::Shifts(_)) => {
+                (self.shifted.as_ref()).is_some_and(|s| s.used == s.batch.regions)
+            }
+            Some(Copies::Warps(_)) => {
+                (self.warped.as_ref()).is_some_and(|w| w.used == w.batch.regions)
+            }
+        };
+        if self.used == SLOTS || no_region {
             self.submit(ctx)?;
         }
         Ok(())
@@ -742,23 +826,20 @@ impl Fused {
         &mut self,
         ctx: &GpuContext,
         args: &StepArgs,
-        shifts: Option<&[Shift]>,
+        copies: Option<Copies>,
         profiler: Option<&Profiler>,
     ) -> Result<()> {
-        if shifts.is_some() && self.shifted.is_none() {
-            self.shifted = Some(self.make_shifted(ctx)?);
-        }
-        self.make_room(ctx, shifts.is_some())?;
         let mut step = Step::train(args, self.tiling, self.optimizer);
-        if let (Some(shifts), Some(s)) = (shifts, self.shifted.as_mut()) {
-            // The step's own region of the shifts buffer: the write lands at the next submit,
-            // before the steps recorded with it, and no other pending step uses the region.
-            step.shifted = 1;
-            step.shift_offset = s.batch.write(ctx, s.used, shifts);
-            s.used += 1;
+        match copies {
+            Some(copies) => {
+                step.shifted = 1;
+                step.shift_offset = self.upload(ctx, copies)?;
+            }
+            None => self.make_room(ctx, None)?,
         }
         let offset = self.slot(ctx, step, profiler);
-        self.record_step(&step, offset);
+        let warped = matches!(copies, Some(Copies::Warps(_)));
+        self.record_step(&step, offset, warped);
         if self.used >= self.limit {
             self.limit = (2 * self.limit).min(SLOTS);
             self.submit(ctx)?;
@@ -767,13 +848,17 @@ impl Fused {
     }
 
     /// Records the dispatches of `step`, whose values are in the slot at `offset`: augment
-    /// (for a shifted step), gradients, update.
-    fn record_step(&mut self, step: &Step, offset: u32) {
+    /// (for a shifted step) or warp (`warped`), gradients, update.
+    fn record_step(&mut self, step: &Step, offset: u32, warped: bool) {
         let rec = self.pending.as_mut().expect("slot() started one");
         let p = &self.pipelines;
-        let images = match (&self.shifted, step.shifted) {
-            (Some(s), 1) => {
-                let words = step.m as usize * PIXELS / 4;
+        let words = step.m as usize * PIXELS / 4;
+        let images = match (&self.shifted, &self.warped, step.shifted) {
+            (Some(s), Some(w), 1) if warped => {
+                rec.run("warp", &p.warp, &w.warp, &[offset], grid(words));
+                &s.train
+            }
+            (Some(s), _, 1) => {
                 rec.run("augment", &p.augment, &s.augment, &[offset], grid(words));
                 &s.train
             }
@@ -813,6 +898,9 @@ impl Fused {
         if let Some(s) = &mut self.shifted {
             s.used = 0;
         }
+        if let Some(w) = &mut self.warped {
+            w.used = 0;
+        }
         let (index, timing) = rec.submit(&ctx.queue);
         self.timings.extend(timing);
         ctx.throttle(index)
@@ -827,7 +915,7 @@ impl Fused {
     /// (10, n). Call `flush` (then read) to get them.
     pub fn logits(&mut self, ctx: &GpuContext, first: usize, n: usize) -> Result<()> {
         for start in (0..n).step_by(self.capacity) {
-            self.make_room(ctx, false)?;
+            self.make_room(ctx, None)?;
             let m = self.capacity.min(n - start);
             let step = Step {
                 m: m as u32,
@@ -858,7 +946,7 @@ impl Fused {
         let m = images.len() / PIXELS;
         let s = self.shifted.as_ref().expect("made above");
         ctx.queue.write_buffer(&s.batch.images, 0, images);
-        self.make_room(ctx, false)?;
+        self.make_room(ctx, None)?;
         let step = Step {
             m: m as u32,
             shifted: 1,
@@ -966,6 +1054,7 @@ impl Pipelines {
             logits: make("logits", fused, &layouts.forward, &constants)?,
             update: make("update", fused, &layouts.update, &constants)?,
             augment: make("main", source("augment"), &layouts.augment, &[])?,
+            warp: make("main", source("warp"), &layouts.augment, &[])?,
         })
     }
 }

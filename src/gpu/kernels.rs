@@ -65,6 +65,7 @@ pub struct Kernels {
     pub momentum_update: Kernel,
     pub adam_update: Kernel,
     pub augment: Kernel,
+    pub warp: Kernel,
 }
 
 /// A kernel's bind group with its buffers, made once when the backend is built.
@@ -206,6 +207,7 @@ impl Kernels {
             momentum_update: k("momentum_update")?,
             adam_update: k("adam_update")?,
             augment: k("augment")?,
+            warp: k("warp")?,
         })
     }
 }
@@ -646,5 +648,13 @@ impl Kernels {
         let words = m * crate::data::PIXELS / 4;
         let params = [m as u32, index_offset, 0, 0]; // shifts from the start of their buffer
         rec.dispatch(&self.augment, bound, params, grid(words));
+    }
+
+    /// warp: affine or elastic copies of the m images listed at `indices[index_offset ..]`,
+    /// as bytes (196 words per image); warps: `shifted::WarpBuffer`'s records and fields.
+    pub fn warp(&self, rec: &mut Recorder, bound: &Bound, m: usize, index_offset: u32) {
+        let words = m * crate::data::PIXELS / 4;
+        let params = [m as u32, index_offset, 0, 0]; // warps from the start of their buffer
+        rec.dispatch(&self.warp, bound, params, grid(words));
     }
 }

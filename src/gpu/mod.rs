@@ -31,10 +31,11 @@ pub mod shifted;
 
 use std::sync::Arc;
 
+use crate::augment::Warps;
 use crate::backend::check_images;
 use crate::backend::{
-    check_batch, check_list, check_same_shape, check_shifts, forward_capacity, Backend, BatchStats,
-    StepPath, STATS_KEPT,
+    check_batch, check_list, check_same_shape, check_shifts, check_warps, forward_capacity,
+    Backend, BatchStats, StepPath, STATS_KEPT,
 };
 use crate::data::pool::{ImagePool, List, ListSizes, Shift};
 use crate::data::{CLASSES, PIXELS};
@@ -47,6 +48,7 @@ pub use context::GpuContext;
 use fused::{Fused, Tiling};
 use profile::{Profiler, Timing};
 use reference::Reference;
+use shifted::Copies;
 
 /// Which kernels take the GPU's wide matrix products (`--matmul`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -302,13 +304,7 @@ impl GpuBackend {
         Ok(())
     }
 
-    fn step(
-        &mut self,
-        start: usize,
-        len: usize,
-        alpha: f32,
-        shifts: Option<&[Shift]>,
-    ) -> Result<()> {
+    fn step(&mut self, start: usize, len: usize, alpha: f32, copies: Option<Copies>) -> Result<()> {
         let args = StepArgs {
             first: (self.sizes.offset(List::Train) + start) as u32,
             m: len,
@@ -318,12 +314,12 @@ impl GpuBackend {
         };
         let timings = match &mut self.engine {
             Engine::Fused(f) => {
-                f.step(&self.ctx, &args, shifts, self.profiler.as_ref())?;
+                f.step(&self.ctx, &args, copies, self.profiler.as_ref())?;
                 f.take_timings()
             }
             Engine::Reference(r) => {
                 let timing = self.profiler.as_ref().map(Profiler::timing);
-                let timing = r.step(&self.ctx, &args, shifts, &self.history.buffer, timing)?;
+                let timing = r.step(&self.ctx, &args, copies, &self.history.buffer, timing)?;
                 timing.into_iter().collect()
             }
         };
@@ -376,7 +372,19 @@ impl Backend for GpuBackend {
     ) -> Result<()> {
         check_batch(&self.sizes, self.capacity, start, len)?;
         check_shifts(shifts, len)?;
-        self.step(start, len, alpha, Some(shifts))
+        self.step(start, len, alpha, Some(Copies::Shifts(shifts)))
+    }
+
+    fn train_step_warped(
+        &mut self,
+        start: usize,
+        len: usize,
+        alpha: f32,
+        warps: &Warps,
+    ) -> Result<()> {
+        check_batch(&self.sizes, self.capacity, start, len)?;
+        check_warps(warps, len)?;
+        self.step(start, len, alpha, Some(Copies::Warps(warps)))
     }
 
     fn batch_stats(&mut self) -> Result<BatchStats> {

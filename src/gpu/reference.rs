@@ -7,12 +7,11 @@
 //! Each bound kernel's parameters sit in their own slot of one uniform buffer, written at every
 //! submit: so each step is a submit of its own.
 
-use crate::data::pool::Shift;
 use crate::data::{CLASSES, PIXELS};
 use crate::error::{Error, Result};
 use crate::gpu::kernels::{column_chunks, splits_for, Bound, Kernels, Operand, Recorder, Uniforms};
 use crate::gpu::profile::Timing;
-use crate::gpu::shifted::ShiftedImages;
+use crate::gpu::shifted::{Copies, ShiftedImages, WarpBuffer};
 use crate::gpu::{Data, GpuContext, StepArgs};
 use crate::layout::Layout;
 use crate::model::{Activation, Layer, Model};
@@ -109,6 +108,14 @@ struct Shifted {
     dw_product: Bound,
 }
 
+/// `--augment affine|elastic`'s warps and warp's binding (writing into `Shifted`'s copies),
+/// made on the first warped step.
+struct Warped {
+    /// One region: each step is a submit of its own.
+    batch: WarpBuffer,
+    warp: Bound,
+}
+
 /// The layers and the output's kernels: what a pass records. Kept apart from the uniforms,
 /// which recording writes.
 struct Network {
@@ -129,6 +136,7 @@ pub struct Reference {
     scratch: Scratch,
     dz1: wgpu::Buffer,
     shifted: Option<Shifted>,
+    warped: Option<Warped>,
 }
 
 /// Binds the kernels of the layers, one after another, to their buffers.
@@ -263,8 +271,9 @@ impl Reference {
         let scratch = Scratch::new(ctx, model, capacity)?;
         // One uniform slot per bind group: ten per layer (forward, activate, dw_product,
         // dw_sum, db_columns, db_sum, the two of back, update_w, update_b), three for the
-        // output. Three more are kept for `--augment` (see `Shifted`).
-        let mut uniforms = Uniforms::new(&ctx.device, 10 * model.layers.len() as u64 + 6);
+        // output. Three more are kept for `--augment` (see `Shifted`), one for its warps
+        // (`Warped`).
+        let mut uniforms = Uniforms::new(&ctx.device, 10 * model.layers.len() as u64 + 7);
         let mut binder = Binder {
             ctx,
             data,
@@ -302,6 +311,7 @@ impl Reference {
             scratch,
             dz1: dzs.swap_remove(0),
             shifted: None,
+            warped: None,
         })
     }
 
@@ -347,30 +357,78 @@ impl Reference {
         })
     }
 
+    /// The warps' buffer (with room for fields if `elastic`) and warp's binding, writing into
+    /// the copies of `shifted` (made first).
+    fn make_warped(&mut self, ctx: &GpuContext, elastic: bool) -> Result<Warped> {
+        if self.shifted.is_none() {
+            self.shifted = Some(self.make_shifted(ctx)?);
+        }
+        let shifted = &self.shifted.as_ref().expect("made above").batch.images;
+        let batch = WarpBuffer::new(ctx, self.capacity, elastic, 1)?;
+        let Data {
+            images, indices, ..
+        } = &self.data;
+        let buffers = [images, indices, &batch.warps, shifted];
+        let (k, device) = (&ctx.kernels, &ctx.device);
+        // A warped run's second kind (elastic after affine) takes the first one's slot.
+        let warp = match &self.warped {
+            Some(old) => k.warp.rebind(device, &self.uniforms, &old.warp, &buffers),
+            None => k.warp.bind(device, &mut self.uniforms, &buffers),
+        };
+        ctx.check()?;
+        Ok(Warped { batch, warp })
+    }
+
+    /// Uploads a step's shifts or warps, making their buffers on first use.
+    fn upload(&mut self, ctx: &GpuContext, copies: Copies) -> Result<()> {
+        if self.shifted.is_none() {
+            self.shifted = Some(self.make_shifted(ctx)?);
+        }
+        match copies {
+            Copies::Shifts(shifts) => {
+                let shifted = self.shifted.as_mut().expect("made above");
+                shifted.batch.write(ctx, 0, shifts);
+            }
+            Copies::Warps(warps) => {
+                let elastic = !warps.field.is_empty();
+                if !self
+                    .warped
+                    .as_ref()
+                    .is_some_and(|w| w.batch.elastic || !elastic)
+                {
+                    self.warped = Some(self.make_warped(ctx, elastic)?);
+                }
+                let warped = self.warped.as_mut().expect("made above");
+                warped.batch.write(ctx, 0, warps);
+            }
+        }
+        Ok(())
+    }
+
     /// Records and submits one training step; its (loss, correct) goes to `history` slot
-    /// `args.history`. With `shifts`, the step trains on shifted copies of the batch.
+    /// `args.history`. With `copies`, the step trains on shifted or warped copies of the batch.
     pub fn step(
         &mut self,
         ctx: &GpuContext,
         args: &StepArgs,
-        shifts: Option<&[Shift]>,
+        copies: Option<Copies>,
         history: &wgpu::Buffer,
         timing: Option<Timing>,
     ) -> Result<Option<Timing>> {
-        if let Some(shifts) = shifts {
-            if self.shifted.is_none() {
-                self.shifted = Some(self.make_shifted(ctx)?);
-            }
-            let shifted = self.shifted.as_mut().expect("made above");
-            shifted.batch.write(ctx, 0, shifts);
+        if let Some(copies) = copies {
+            self.upload(ctx, copies)?;
         }
         let k = &ctx.kernels;
         let mut rec =
             Recorder::new(&ctx.device, &mut self.uniforms, "train step").with_timing(timing);
         let (first, m) = (args.first, args.m);
-        let images = match (&self.shifted, shifts) {
-            (Some(shifted), Some(_)) => {
+        let images = match (&self.shifted, &self.warped, copies) {
+            (Some(shifted), _, Some(Copies::Shifts(_))) => {
                 k.augment(&mut rec, &shifted.augment, m, first);
+                Images::Shifted(shifted)
+            }
+            (Some(shifted), Some(warped), Some(Copies::Warps(_))) => {
+                k.warp(&mut rec, &warped.warp, m, first);
                 Images::Shifted(shifted)
             }
             _ => Images::Pool { first },

@@ -43,6 +43,7 @@ pub const SHADERS: &[(&str, &str)] = &[
         include_str!("../../shaders/adam_update.wgsl"),
     ),
     ("augment", include_str!("../../shaders/augment.wgsl")),
+    ("warp", include_str!("../../shaders/warp.wgsl")),
     ("fused", include_str!("../../shaders/fused.wgsl")),
     // Not a shader on its own: matmul's cooperative-matrix kernel, compiled after matmul.wgsl
     // (`CoopConfig::source`).

@@ -1,8 +1,10 @@
-//! `--augment` on the GPU, as both paths keep it: a batch's shifted copies, which augment.wgsl
-//! makes from the pool's images, and the shifts it makes them with. Each path makes one on its
+//! `--augment` on the GPU, as both paths keep it: a batch's shifted or warped copies, which
+//! augment.wgsl or warp.wgsl makes from the pool's images, and the shifts or warps it makes
+//! them with. Each path makes one on its
 //! first shifted step (or its first `classify`, whose images it holds too) and keeps it in its
 //! `Shifted`, beside the bindings that read it.
 
+use crate::augment::Warps;
 use crate::data::pool::Shift;
 use crate::data::PIXELS;
 use crate::error::Result;
@@ -49,6 +51,74 @@ impl ShiftedImages {
             .extend(shifts.iter().flat_map(|s| [s.dx as i32, s.dy as i32]));
         ctx.queue.write_buffer(
             &self.shifts,
+            4 * start as u64,
+            bytemuck::cast_slice(&self.host),
+        );
+        start as u32
+    }
+}
+
+/// What a training step's images are copied with: `--augment`'s shifts or its warps.
+#[derive(Clone, Copy)]
+pub enum Copies<'a> {
+    Shifts(&'a [Shift]),
+    Warps(&'a Warps),
+}
+
+/// Floats per image record of warp.wgsl: A (4), t (2), elastic, padding.
+const RECORD: usize = 8;
+
+/// `--augment affine|elastic` on the GPU: the warps warp.wgsl reads, in regions of room for a
+/// batch of `capacity` (records, then fields), one region per step of a submit.
+pub struct WarpBuffer {
+    pub warps: wgpu::Buffer,
+    pub regions: usize,
+    /// Whether regions have room for fields.
+    pub elastic: bool,
+    /// Floats per region.
+    region: usize,
+    host: Vec<f32>,
+}
+
+impl WarpBuffer {
+    /// Floats one region takes for a batch of `capacity`: records, and fields if `elastic`.
+    pub fn region_floats(capacity: usize, elastic: bool) -> usize {
+        capacity * (RECORD + if elastic { 2 * PIXELS } else { 0 })
+    }
+
+    pub fn new(
+        ctx: &GpuContext,
+        capacity: usize,
+        elastic: bool,
+        regions: usize,
+    ) -> Result<WarpBuffer> {
+        let region = Self::region_floats(capacity, elastic);
+        Ok(WarpBuffer {
+            warps: ctx.storage("warps", (4 * region * regions) as u64)?,
+            regions,
+            elastic,
+            region,
+            host: Vec::with_capacity(region),
+        })
+    }
+
+    /// Writes `warps` into `region` as warp.wgsl reads them (the write lands at the next
+    /// submit); returns where the region starts, in floats.
+    pub fn write(&mut self, ctx: &GpuContext, region: usize, warps: &Warps) -> u32 {
+        assert!(region < self.regions, "no warp region {region}");
+        let elastic = if warps.field.is_empty() { 0.0 } else { 1.0 };
+        self.host.clear();
+        self.host.extend(
+            warps
+                .affine
+                .iter()
+                .flat_map(|w| [w.a[0], w.a[1], w.a[2], w.a[3], w.t[0], w.t[1], elastic, 0.0]),
+        );
+        self.host.extend_from_slice(&warps.field);
+        assert!(self.host.len() <= self.region, "warps beyond their region");
+        let start = self.region * region;
+        ctx.queue.write_buffer(
+            &self.warps,
             4 * start as u64,
             bytemuck::cast_slice(&self.host),
         );

@@ -201,7 +201,7 @@ fn mini_batch(optimizer: OptimizerKind) -> Schedule {
         },
         optimizer: Optimizer::with_defaults(optimizer),
         lr_decay: 0.8,
-        augment: true,
+        augment: mnist_gpu::augment::Augment::Shift,
         ..Schedule::default()
     }
 }
@@ -686,7 +686,7 @@ fn contradicting_options_are_refused() {
         ),
         (&["--seed", "9"], "--seed"),
         (&["--dev-size", "10"], "--dev-size 40"),
-        (&["--augment"], "--augment off, this run asks for on"),
+        (&["--augment"], "--augment off, this run asks for shift"),
         (&["--patience", "2"], "--patience 5"),
         // Early stopping counts evaluations, one every --log-every steps.
         (&["--log-every", "3"], "--log-every"),

@@ -7,6 +7,7 @@
 mod common;
 
 mod accuracy;
+mod augment;
 mod bench_cli;
 mod checkpoints;
 mod cli;

@@ -7,6 +7,7 @@ use crate::common;
 
 use std::sync::Arc;
 
+use mnist_gpu::augment::Augment;
 use mnist_gpu::backend::{Backend, StepPath};
 use mnist_gpu::cpu::CpuBackend;
 use mnist_gpu::data;
@@ -310,7 +311,7 @@ fn augmented_training_matches_on(path: StepPath) {
         epochs: 2,
         alpha: 0.05,
         optimizer: Optimizer::with_defaults(OptimizerKind::Momentum),
-        augment: true,
+        augment: Augment::Shift,
         log_every: 1,
         ..Schedule::default()
     };
@@ -340,7 +341,7 @@ fn augmented_training_matches_on(path: StepPath) {
 
     // The shifts matter: without them the same run ends elsewhere.
     let plain = Schedule {
-        augment: false,
+        augment: Augment::Off,
         ..schedule.clone()
     };
     let mut unshifted =

@@ -1,0 +1,501 @@
+//! `--augment affine|elastic`: the warp's CPU twin against an f64 reference of the math (the
+//! identity, quarter turns, a whole-pixel translation equal to today's shift, random warps),
+//! the GPU kernel against both at awkward batch sizes, training on both backends alike, and
+//! runs that repeat bit for bit and resume exactly through the binary.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use rand::SeedableRng;
+use rand_chacha::ChaCha12Rng;
+
+use crate::common::output::{assert_one_line_error, assert_success, json_summary, run_in};
+use crate::common::{self, assert_models_close, random_bytes};
+use mnist_gpu::augment::{draw_warps, Affine, Augment, Distortion, Warps};
+use mnist_gpu::backend::{Backend, StepPath};
+use mnist_gpu::cpu::{ops, CpuBackend};
+use mnist_gpu::data::pool::{Shift, Split};
+use mnist_gpu::data::{self, IMAGE_SIDE, PIXELS};
+use mnist_gpu::gpu::kernels::{Recorder, Uniforms};
+use mnist_gpu::gpu::shifted::WarpBuffer;
+use mnist_gpu::gpu::{GpuBackend, GpuContext};
+use mnist_gpu::model::{Activation, Init, Model};
+use mnist_gpu::optimizer::{Optimizer, OptimizerKind};
+
+/// The warp of image `source` by `warp` (and field `d`, (2, 784)) in f64: output pixel (r, c)
+/// is the bilinear sample at A·(r − 13.5, c − 13.5) + 13.5 + t + d(r, c), 0 outside; the
+/// values before rounding.
+fn warp_f64(source: &[u8], warp: &Affine, d: Option<&[f32]>) -> Vec<f64> {
+    let side = IMAGE_SIDE as i64;
+    let at = |r: i64, c: i64| -> f64 {
+        if (0..side).contains(&r) && (0..side).contains(&c) {
+            source[(r * side + c) as usize] as f64
+        } else {
+            0.0
+        }
+    };
+    let (a, t) = (warp.a.map(f64::from), warp.t.map(f64::from));
+    (0..PIXELS)
+        .map(|p| {
+            let (u, v) = (
+                (p / IMAGE_SIDE) as f64 - 13.5,
+                (p % IMAGE_SIDE) as f64 - 13.5,
+            );
+            let (dy, dx) = d.map_or((0.0, 0.0), |d| (d[p] as f64, d[PIXELS + p] as f64));
+            let y = a[0] * u + a[1] * v + 13.5 + t[0] + dy;
+            let x = a[2] * u + a[3] * v + 13.5 + t[1] + dx;
+            let (r, c) = (y.floor() as i64, x.floor() as i64);
+            let (wy, wx) = (y - y.floor(), x - x.floor());
+            (1.0 - wy) * ((1.0 - wx) * at(r, c) + wx * at(r, c + 1))
+                + wy * ((1.0 - wx) * at(r + 1, c) + wx * at(r + 1, c + 1))
+        })
+        .collect()
+}
+
+/// Bytes against the f64 values: ⌊v + ½⌋ exactly, or one off where v lies within 10⁻³ of a
+/// half (f32 coordinates may round either way there). Names the first wrong byte.
+fn assert_rounds(what: &str, got: &[u8], want: &[f64]) {
+    assert_eq!(got.len(), want.len(), "{what}: length");
+    for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
+        let exact = (w + 0.5).floor().clamp(0.0, 255.0);
+        let near_half = ((w - w.floor()) - 0.5).abs() < 1e-3;
+        let ok = g as f64 == exact || (near_half && (g as f64 - exact).abs() <= 1.0);
+        assert!(
+            ok,
+            "{what}: byte {i} (image {}, pixel {}) is {g} but the reference is {w:.4} → {exact}",
+            i / PIXELS,
+            i % PIXELS
+        );
+    }
+}
+
+/// Random warps of the strengths for `m` images, elastic or not.
+fn random_warps(m: usize, elastic: bool, seed: u64) -> Warps {
+    let d = Distortion::default();
+    let augment = if elastic {
+        Augment::Elastic(d)
+    } else {
+        Augment::Affine(d)
+    };
+    let mut warps = Warps::default();
+    draw_warps(
+        &mut ChaCha12Rng::seed_from_u64(seed),
+        &augment,
+        m,
+        &mut warps,
+    );
+    warps
+}
+
+/// Image j of the pool `images` per `indices` warped in f64.
+fn reference(images: &[u8], indices: &[u32], warps: &Warps) -> Vec<f64> {
+    let mut want = Vec::new();
+    for (j, &image) in indices.iter().enumerate() {
+        let source = &images[image as usize * PIXELS..][..PIXELS];
+        want.extend(warp_f64(source, &warps.affine[j], warps.field_of(j)));
+    }
+    want
+}
+
+#[test]
+fn the_warp_twin_is_the_math() {
+    let images = random_bytes(5 * PIXELS, 90);
+    let indices = [3u32, 0, 4];
+    let side = IMAGE_SIDE;
+    let warps_of = |affine: Vec<Affine>| Warps {
+        affine,
+        field: Vec::new(),
+    };
+    let mut out = vec![0xAAu8; 3 * PIXELS];
+
+    // The identity copies the images.
+    ops::warp(
+        &images,
+        &indices,
+        &warps_of(vec![Affine::IDENTITY; 3]),
+        &mut out,
+    );
+    for (j, &image) in indices.iter().enumerate() {
+        let source = &images[image as usize * PIXELS..][..PIXELS];
+        assert!(
+            out[j * PIXELS..][..PIXELS] == *source,
+            "identity: image {j}"
+        );
+    }
+
+    // A quarter turn: A = [[0, −1], [1, 0]] samples (27 − c, r); a half turn (27 − r, 27 − c).
+    let quarter = Affine {
+        a: [0.0, -1.0, 1.0, 0.0],
+        t: [0.0, 0.0],
+    };
+    let half = Affine {
+        a: [-1.0, 0.0, 0.0, -1.0],
+        t: [0.0, 0.0],
+    };
+    ops::warp(
+        &images,
+        &indices,
+        &warps_of(vec![quarter, half, quarter]),
+        &mut out,
+    );
+    for (j, &image) in indices.iter().enumerate() {
+        let source = &images[image as usize * PIXELS..][..PIXELS];
+        for p in 0..PIXELS {
+            let (r, c) = (p / side, p % side);
+            let want = match j {
+                1 => source[(side - 1 - r) * side + (side - 1 - c)],
+                _ => source[(side - 1 - c) * side + r],
+            };
+            assert_eq!(
+                out[j * PIXELS + p],
+                want,
+                "turn: image {j}, pixel ({r}, {c})"
+            );
+        }
+    }
+
+    // A whole-pixel translation t = (−dy, −dx) is today's shift.
+    let shifts = [
+        Shift { dx: 2, dy: -1 },
+        Shift { dx: -2, dy: 2 },
+        Shift { dx: 0, dy: 1 },
+    ];
+    let translations = shifts
+        .iter()
+        .map(|s| Affine {
+            t: [-s.dy as f32, -s.dx as f32],
+            ..Affine::IDENTITY
+        })
+        .collect();
+    let mut shifted = vec![0u8; 3 * PIXELS];
+    ops::augment(&images, &indices, &shifts, &mut shifted);
+    ops::warp(&images, &indices, &warps_of(translations), &mut out);
+    assert!(
+        out == shifted,
+        "a whole-pixel translation differs from the shift"
+    );
+
+    // Random affine and elastic warps: the f64 sampling, rounded.
+    for elastic in [false, true] {
+        let warps = random_warps(3, elastic, 91);
+        ops::warp(&images, &indices, &warps, &mut out);
+        let what = format!("twin, elastic {elastic}");
+        assert_rounds(&what, &out, &reference(&images, &indices, &warps));
+    }
+}
+
+/// The GPU's warp.wgsl, fed through `WarpBuffer` as the engines feed it, on `m` images listed
+/// from position `offset`; the output starts poisoned.
+fn gpu_warp(
+    ctx: &GpuContext,
+    images: &[u8],
+    indices: &[u32],
+    offset: usize,
+    warps: &Warps,
+) -> Vec<u8> {
+    let m = warps.len();
+    let elastic = !warps.field.is_empty();
+    let image_buffer = ctx.upload("images", images).unwrap();
+    let index_buffer = ctx
+        .upload("indices", bytemuck::cast_slice(indices))
+        .unwrap();
+    let mut warp_buffer = WarpBuffer::new(ctx, m, elastic, 1).unwrap();
+    assert_eq!(warp_buffer.write(ctx, 0, warps), 0);
+    let out = ctx.upload("out", &vec![0xAAu8; m * PIXELS]).unwrap();
+    let mut u = Uniforms::new(&ctx.device, 1);
+    let k = &ctx.kernels;
+    let buffers = [&image_buffer, &index_buffer, &warp_buffer.warps, &out];
+    let bound = k.warp.bind(&ctx.device, &mut u, &buffers);
+    let mut rec = Recorder::new(&ctx.device, &mut u, "warp");
+    k.warp(&mut rec, &bound, m, offset as u32);
+    rec.submit(&ctx.queue);
+    ctx.read_bytes(&out, (m * PIXELS) as u64).unwrap()
+}
+
+#[test]
+fn the_warp_kernel_matches_its_twin_and_the_math() {
+    let ctx = common::gpu();
+    for (m, seed) in [(1, 92), (7, 93), (65, 94)] {
+        let count = m + 3;
+        let images = random_bytes(count * PIXELS, seed);
+        let indices: Vec<u32> = (0..count as u32).rev().collect();
+        let offset = 2;
+        let batch = &indices[offset..offset + m];
+        for elastic in [false, true] {
+            let warps = random_warps(m, elastic, seed + 100);
+            let what = format!("warp x{m}, elastic {elastic}");
+            let want = reference(&images, batch, &warps);
+            let got = gpu_warp(&ctx, &images, &indices, offset, &warps);
+            assert_rounds(&format!("{what}: GPU"), &got, &want);
+            let mut cpu = vec![0u8; m * PIXELS];
+            ops::warp(&images, batch, &warps, &mut cpu);
+            assert_rounds(&format!("{what}: CPU twin"), &cpu, &want);
+            let differ = got.iter().zip(&cpu).filter(|(g, c)| g != c).count();
+            assert!(
+                differ * 1000 <= got.len(),
+                "{what}: GPU and twin differ in {differ} bytes"
+            );
+        }
+    }
+}
+
+fn small_split() -> Split {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("data/mnist");
+    let train = data::load(&dir.join("train-10k-images-idx3-ubyte.gz")).unwrap();
+    let test = data::load(&dir.join("t10k-images-idx3-ubyte.gz")).unwrap();
+    let first = |n: usize| (0..n).collect::<Vec<_>>();
+    Split::new(
+        &train.subset(&first(1500)),
+        Some(&test.subset(&first(500))),
+        300,
+        7,
+    )
+    .unwrap()
+}
+
+/// The training loop with affine and elastic warps on the CPU and both GPU paths: the same
+/// seeded warps, so the same batch losses (within the parity tolerances of parity.rs) and the
+/// same final parameters; the warps matter (without them the run ends elsewhere).
+#[test]
+fn warped_training_matches_on_both_backends() {
+    use mnist_gpu::train::{self, Schedule};
+    let ctx = Arc::new(common::gpu());
+    let split = small_split();
+    let model = Model::new(&[20], Activation::Relu, Init::He, 4).unwrap();
+    for augment in [
+        Augment::Affine(Distortion::default()),
+        Augment::Elastic(Distortion::default()),
+    ] {
+        let schedule = Schedule {
+            batch_size: Some(100),
+            epochs: 2,
+            alpha: 0.05,
+            optimizer: Optimizer::with_defaults(OptimizerKind::Momentum),
+            augment,
+            log_every: 1,
+            ..Schedule::default()
+        };
+        let capacity = schedule.capacity(split.train.len());
+        let mut cpu = CpuBackend::new(&model, split.pool.clone(), split.sizes(), capacity).unwrap();
+        let c = train::train(&mut cpu, &split, &schedule, &mut |_| {}).unwrap();
+        for path in [StepPath::Fused, StepPath::Reference] {
+            let what = format!("{} on the GPU's {} path", augment.name(), path.name());
+            let sizes = split.sizes();
+            let mut gpu = GpuBackend::with_path(
+                ctx.clone(),
+                &model,
+                &split.pool,
+                sizes,
+                capacity,
+                Some(path),
+            )
+            .unwrap();
+            assert_eq!(gpu.path(), path);
+            let g = train::train(&mut gpu, &split, &schedule, &mut |_| {}).unwrap();
+            assert_eq!(c.history.len(), 24);
+            for (pc, pg) in c.history.iter().zip(&g.history) {
+                let (lc, lg) = (pc.batch.loss, pg.batch.loss);
+                assert!(
+                    (lc - lg).abs() <= 1e-4 + 1e-3 * lc.abs(),
+                    "{what}: step {}: batch loss GPU {lg} vs CPU {lc}",
+                    pc.step
+                );
+            }
+            let (gm, cm) = (gpu.model().unwrap(), cpu.model().unwrap());
+            assert_models_close(&what, &gm, &cm, 1e-4, 1e-3);
+        }
+        let plain = Schedule {
+            augment: Augment::Off,
+            ..schedule.clone()
+        };
+        let mut unwarped =
+            CpuBackend::new(&model, split.pool.clone(), split.sizes(), capacity).unwrap();
+        train::train(&mut unwarped, &split, &plain, &mut |_| {}).unwrap();
+        assert!(unwarped.model().unwrap() != cpu.model().unwrap());
+    }
+}
+
+const RUN: [&str; 14] = [
+    "--backend",
+    "cpu",
+    "--train",
+    "train.csv",
+    "--test",
+    "none",
+    "--dev-size",
+    "40",
+    "--batch-size",
+    "20",
+    "--optimizer",
+    "adam",
+    "--alpha",
+    "0.002",
+];
+
+fn train(dir: &Path, extra: &[&str]) -> std::process::Output {
+    run_in(dir, &[&RUN[..], extra].concat())
+}
+
+/// With each warp, a run repeats bit for bit, and a run stopped at a checkpoint and resumed
+/// ends with the same model as the run never stopped; the checkpoint's kind and strengths
+/// define the run.
+#[test]
+fn warped_runs_repeat_and_resume_exactly() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    mnist_gpu::data::write_csv(&common::random_dataset(300, 1), &d.join("train.csv"), true)
+        .unwrap();
+    let read = |name: &str| mnist_gpu::model_file::load(&d.join(name)).unwrap().model;
+    for kind in ["affine", "elastic"] {
+        let whole = ["--epochs", "3", "--augment", kind, "--rotation", "0.3"];
+        for name in ["a.safetensors", "b.safetensors"] {
+            assert_success(&train(d, &[&whole[..], &["--save", name]].concat()));
+        }
+        assert!(
+            read("a.safetensors") == read("b.safetensors"),
+            "{kind}: two runs differ"
+        );
+        let part = ["--epochs", "2", "--augment", kind, "--rotation", "0.3"];
+        let c = ["--checkpoint", "c.safetensors"];
+        assert_success(&train(d, &[&part[..], &c].concat()));
+        let resume = ["--resume", "c.safetensors", "--epochs", "3"];
+        let out = train(
+            d,
+            &[&resume[..], &["--save", "r.safetensors", "--json"]].concat(),
+        );
+        assert_success(&out);
+        let v = json_summary(&out);
+        assert_eq!(v["augment"]["kind"], kind, "{v}");
+        assert_eq!(v["augment"]["rotation"], 0.3, "{v}");
+        assert!(
+            read("r.safetensors") == read("a.safetensors"),
+            "{kind}: the resumed run ended elsewhere"
+        );
+        // Another warp, or another strength, is another run.
+        let other = if kind == "affine" {
+            "elastic"
+        } else {
+            "affine"
+        };
+        let message =
+            assert_one_line_error(&train(d, &[&resume[..], &["--augment", other]].concat()));
+        assert!(
+            message.contains(&format!("--augment {kind}, this run asks for {other}")),
+            "{message}"
+        );
+        let message =
+            assert_one_line_error(&train(d, &[&resume[..], &["--rotation", "0.1"]].concat()));
+        assert!(
+            message.contains("--rotation 0.3, this run asks for 0.1"),
+            "{message}"
+        );
+        std::fs::remove_file(d.join("c.safetensors")).unwrap();
+    }
+    // A strength without its warp is refused, naming both.
+    for (flag, kind, needs) in [
+        ("--rotation", "shift", "--augment affine or elastic"),
+        ("--elastic-sigma", "affine", "--augment elastic"),
+    ] {
+        let out = train(d, &["--epochs", "1", "--augment", kind, flag, "2"]);
+        let message = assert_one_line_error(&out);
+        assert!(
+            message.contains(&format!("{flag} needs {needs}")),
+            "{message}"
+        );
+    }
+    // Strengths that cannot work are refused in one line naming the option.
+    for (flag, value) in [
+        ("--scale", "1.5"),
+        ("--elastic-sigma", "0"),
+        ("--shear", "nan"),
+    ] {
+        let out = train(d, &["--epochs", "1", "--augment", "elastic", flag, value]);
+        let message = assert_one_line_error(&out);
+        assert!(message.contains(flag), "{message}");
+    }
+}
+
+/// Many warped steps recorded before one read (the fused GPU path puts each step's warps in a
+/// region of its own), kinds mixed: affine, then elastic (a buffer with room for fields), shift,
+/// affine again; the GPU's parameters end where the CPU's do.
+#[test]
+fn warped_steps_without_reads_between_match_the_cpu() {
+    use mnist_gpu::data::pool::{draw_shifts, List};
+    let ctx = Arc::new(common::gpu());
+    let split = small_split();
+    let model = Model::new(&[20], Activation::Relu, Init::He, 5).unwrap();
+    let capacity = 100;
+    let sizes = split.sizes();
+    for path in [StepPath::Fused, StepPath::Reference] {
+        let mut cpu = CpuBackend::new(&model, split.pool.clone(), sizes, capacity).unwrap();
+        let mut gpu = GpuBackend::with_path(
+            ctx.clone(),
+            &model,
+            &split.pool,
+            sizes,
+            capacity,
+            Some(path),
+        )
+        .unwrap();
+        let backends: [&mut dyn Backend; 2] = [&mut cpu, &mut gpu];
+        for backend in backends {
+            backend.set_list(List::Train, &split.train).unwrap();
+            let mut rng = ChaCha12Rng::seed_from_u64(8);
+            let (mut warps, mut shifts) = (Warps::default(), Vec::new());
+            let d = Distortion::default();
+            let kinds = [Augment::Affine(d); 3]
+                .into_iter()
+                .chain([Augment::Elastic(d); 5])
+                .chain([Augment::Shift; 2])
+                .chain([Augment::Affine(d); 2]);
+            for (step, augment) in kinds.enumerate() {
+                let (start, len) = ((step * 97) % 1100, 100 - step);
+                if augment == Augment::Shift {
+                    draw_shifts(&mut rng, len, &mut shifts);
+                    backend
+                        .train_step_shifted(start, len, 0.1, &shifts)
+                        .unwrap();
+                } else {
+                    draw_warps(&mut rng, &augment, len, &mut warps);
+                    backend.train_step_warped(start, len, 0.1, &warps).unwrap();
+                }
+            }
+        }
+        let what = format!("12 mixed steps on the GPU's {} path", path.name());
+        let (gm, cm) = (gpu.model().unwrap(), cpu.model().unwrap());
+        assert_models_close(&what, &gm, &cm, 1e-4, 1e-3);
+        assert!(cm != model, "{what}: the CPU did not train");
+    }
+}
+
+/// `bench --augment KIND` times steps with the augmentation on, on each backend, and says so.
+#[test]
+fn bench_times_steps_with_each_augmentation() {
+    let dir = tempfile::tempdir().unwrap();
+    for kind in ["shift", "affine", "elastic"] {
+        for backend in ["cpu", "gpu"] {
+            let args = [
+                "bench",
+                "--backend",
+                backend,
+                "--samples",
+                "256",
+                "--batch-sizes",
+                "64",
+                "--augment",
+                kind,
+                "--json",
+            ];
+            let out = run_in(dir.path(), &args);
+            assert_success(&out);
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            let note = format!("every timed step draws and applies --augment {kind}");
+            assert!(stderr.contains(&note), "{backend} {kind}: {stderr}");
+            let stdout = String::from_utf8_lossy(&out.stdout);
+            let entries: serde_json::Value =
+                serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+            let rate = entries[0]["samples_per_second"].as_f64().unwrap();
+            assert!(rate > 0.0, "{backend} {kind}: {entries}");
+        }
+    }
+}
