@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use crate::error::{Error, Result};
 use crate::gpu::coop::CoopConfig;
 use crate::gpu::kernels::Kernels;
-use crate::gpu::pipeline::{one_line, scoped};
+use crate::gpu::pipeline::{one_line, scoped, ShaderChecks};
 
 const INSTALL_HINT: &str = "install a Vulkan driver (for a software adapter on Debian/Ubuntu: \
     `apt-get install -y mesa-vulkan-drivers libvulkan1`, as root or with sudo) or use --backend cpu";
@@ -18,6 +18,9 @@ pub struct GpuContext {
     pub kernels: Kernels,
     /// Why `--matmul coop` was asked but the plain kernels run: the adapter, and what it lacks.
     pub coop_refused: Option<String>,
+    /// Whether wgpu's runtime checks are in every shader (`MNIST_GPU_SHADER_CHECKS`, read once
+    /// when the context is built; off by default).
+    pub shader_checks: ShaderChecks,
     /// The first error wgpu reported outside an error scope (a failed dispatch, a lost
     /// device): its callbacks cannot return a `Result`, so they leave the message here.
     fault: Arc<Mutex<Option<String>>>,
@@ -44,7 +47,18 @@ impl GpuContext {
     /// `WGPU_BACKEND` (e.g. `vulkan`) limits which APIs are searched.
     /// With `coop`, matmul's wide products run on the adapter's cooperative matrices where it
     /// has them (`--matmul coop`; see `coop_refused`).
+    /// wgpu's shader runtime checks as `MNIST_GPU_SHADER_CHECKS` says (see `with_checks`).
     pub fn new(adapter_name: Option<&str>, coop: bool) -> Result<GpuContext> {
+        Self::with_checks(adapter_name, coop, ShaderChecks::from_env()?)
+    }
+
+    /// As `new`, with wgpu's runtime checks in every shader as `checks` says, whatever the
+    /// environment (the tests build contexts of both kinds in one process).
+    pub fn with_checks(
+        adapter_name: Option<&str>,
+        coop: bool,
+        checks: ShaderChecks,
+    ) -> Result<GpuContext> {
         let adapters = enumerate();
         let adapter = match wanted(adapter_name) {
             Some(name) => find_named(adapters, &name)?,
@@ -53,18 +67,20 @@ impl GpuContext {
                 .min_by_key(|a| preference(a.get_info().device_type))
                 .ok_or_else(|| Error::Gpu(format!("no GPU adapter found; {INSTALL_HINT}")))?,
         };
-        Self::open(adapter, coop)
+        Self::open(adapter, coop, checks)
     }
 
     /// `--backend auto`: the adapter `adapter_name` (or `WGPU_ADAPTER_NAME`) names, else the
     /// most capable adapter if it is a hardware one; otherwise why not. A hardware adapter that
     /// fails to open is a reason too: auto means the run goes on, on the CPU.
     pub fn auto(adapter_name: Option<&str>, coop: bool) -> Result<AutoChoice> {
+        let checks = ShaderChecks::from_env()?;
         let mut adapters = enumerate();
         if let Some(name) = wanted(adapter_name) {
             return Ok(AutoChoice::Gpu(Self::open(
                 find_named(adapters, &name)?,
                 coop,
+                checks,
             )?));
         }
         let found: Vec<(String, wgpu::DeviceType)> = adapters
@@ -74,7 +90,7 @@ impl GpuContext {
         match auto_choice(&found) {
             Ok(i) => {
                 let name = found[i].0.clone();
-                match Self::open(adapters.swap_remove(i), coop) {
+                match Self::open(adapters.swap_remove(i), coop, checks) {
                     Ok(ctx) => Ok(AutoChoice::Gpu(ctx)),
                     Err(e) => Ok(AutoChoice::Cpu {
                         why: format!("the GPU adapter {name} did not open ({e})"),
@@ -91,7 +107,7 @@ impl GpuContext {
 
     /// Opens the device of `adapter` with the limits and features the kernels use, and builds
     /// every kernel's pipeline.
-    fn open(adapter: wgpu::Adapter, coop: bool) -> Result<GpuContext> {
+    fn open(adapter: wgpu::Adapter, coop: bool, checks: ShaderChecks) -> Result<GpuContext> {
         let info = adapter.get_info();
         let (coop, coop_refused) = match coop.then(|| CoopConfig::find(&adapter)) {
             None => (None, None),
@@ -142,13 +158,14 @@ impl GpuContext {
             ));
         });
 
-        let kernels = Kernels::new(&device, coop)?;
+        let kernels = Kernels::new(&device, coop, checks)?;
         Ok(GpuContext {
             device,
             queue,
             info,
             kernels,
             coop_refused,
+            shader_checks: checks,
             fault,
             in_flight: Mutex::new(VecDeque::new()),
         })

@@ -10,7 +10,9 @@ use bytemuck::{Pod, Zeroable};
 
 use crate::error::Result;
 use crate::gpu::coop::CoopConfig;
-use crate::gpu::pipeline::{bind_group, bind_group_layout, buffer_entry, Binding, Pipeline};
+use crate::gpu::pipeline::{
+    bind_group, bind_group_layout, buffer_entry, Binding, Pipeline, ShaderChecks,
+};
 use crate::gpu::profile::Timing;
 use crate::gpu::shaders::{self, activation_code, source, ACTIVATION_CODES};
 use crate::layout::Layout;
@@ -98,8 +100,13 @@ impl Uniforms {
 
 impl Kernel {
     /// The pipeline `spec` describes, named `name`, with its bind group layout.
-    fn build(device: &wgpu::Device, name: &'static str, spec: Pipeline) -> Result<Kernel> {
-        let pipeline = spec.build(device)?;
+    fn build(
+        device: &wgpu::Device,
+        checks: ShaderChecks,
+        name: &'static str,
+        spec: Pipeline,
+    ) -> Result<Kernel> {
+        let pipeline = spec.build(device, checks)?;
         let layout = match spec.layout {
             Some(layout) => layout.clone(),
             None => pipeline.get_bind_group_layout(0),
@@ -114,6 +121,7 @@ impl Kernel {
     /// Entry point `main` of shader `name`, with these override constants.
     fn main(
         device: &wgpu::Device,
+        checks: ShaderChecks,
         name: &'static str,
         constants: &[(&str, f64)],
     ) -> Result<Kernel> {
@@ -122,7 +130,7 @@ impl Kernel {
             constants,
             ..Pipeline::new(name, &what, source(name), "main")
         };
-        Kernel::build(device, name, spec)
+        Kernel::build(device, checks, name, spec)
     }
 
     /// Binds a new uniform slot and `buffers` (in the shader's binding order, from binding 1).
@@ -171,9 +179,13 @@ impl Kernel {
 
 impl Kernels {
     /// Every kernel's pipeline; matmul's cooperative one too where `coop` says how to fit it
-    /// (the device must have its features).
-    pub fn new(device: &wgpu::Device, coop: Option<CoopConfig>) -> Result<Kernels> {
-        let k = |name: &'static str| Kernel::main(device, name, &[]);
+    /// (the device must have its features); wgpu's runtime checks as `checks` says.
+    pub fn new(
+        device: &wgpu::Device,
+        coop: Option<CoopConfig>,
+        checks: ShaderChecks,
+    ) -> Result<Kernels> {
+        let k = |name: &'static str| Kernel::main(device, checks, name, &[]);
         let activations: Vec<_> = shaders::constants(&ACTIVATION_CODES).collect();
         let matmul_layout = matmul_layout(device);
         let matmul = |name: &'static str, file: &str, text: &str, entry: &str| {
@@ -182,7 +194,7 @@ impl Kernels {
                 layout: Some(&matmul_layout),
                 ..Pipeline::new(name, &what, text, entry)
             };
-            Kernel::build(device, name, spec)
+            Kernel::build(device, checks, name, spec)
         };
         let matmul_coop = match coop {
             Some(config) => {
@@ -196,8 +208,8 @@ impl Kernels {
             matmul: matmul("matmul", "matmul", source("matmul"), "main")?,
             matmul_tiled: matmul("matmul tiled", "matmul", source("matmul"), "tiled")?,
             matmul_coop,
-            activation: Kernel::main(device, "activation", &activations)?,
-            activation_grad: Kernel::main(device, "activation_grad", &activations)?,
+            activation: Kernel::main(device, checks, "activation", &activations)?,
+            activation_grad: Kernel::main(device, checks, "activation_grad", &activations)?,
             softmax: k("softmax")?,
             output_grad: k("output_grad")?,
             sum_columns: k("sum_columns")?,
