@@ -25,6 +25,7 @@ use mnist_gpu::data::pool::{synthetic_pool, ImagePool, List, ListSizes};
 use mnist_gpu::error::{config, Error, Result};
 use mnist_gpu::gpu::context::AutoChoice;
 use mnist_gpu::gpu::fused::{self, Tiling};
+use mnist_gpu::gpu::pipeline::SHADER_CHECKS_VAR;
 use mnist_gpu::gpu::MatmulKind;
 use mnist_gpu::gpu::{GpuBackend, GpuContext};
 use mnist_gpu::model::{Activation, Init, Model};
@@ -158,6 +159,11 @@ pub struct BenchOptions {
     #[arg(long)]
     pub json: bool,
 
+    /// Print the GPU adapter as one JSON object (name, driver, type, cooperative-matrix
+    /// tiles, shader checks) instead of measuring: the header of bench/gpu_table.py's report.
+    #[arg(long)]
+    pub adapter_info: bool,
+
     /// Draw samples/s against batch size (log-log) into this .svg or .png file.
     #[arg(long)]
     pub plot: Option<PathBuf>,
@@ -182,6 +188,8 @@ pub struct Measurement {
     pub tiling: Option<Tiling>,
     /// On the GPU, which kernels took the wide matrix products: "plain" or "coop".
     pub matmul: Option<String>,
+    /// On the GPU, whether wgpu's shader runtime checks were on ("on", "off").
+    pub shader_checks: Option<String>,
     pub batch_size: usize,
     pub full_batch: bool,
     pub samples: usize,
@@ -305,6 +313,7 @@ fn measure(backend: &mut dyn Backend, samples: usize, batch: usize) -> Result<Me
         software_adapter: false,
         path: backend.path().name().to_string(),
         matmul: None,
+        shader_checks: None,
         tiling: None,
         batch_size: batch,
         full_batch: batch == samples,
@@ -354,6 +363,9 @@ fn profile(
 
 /// Runs the benchmark and prints the table (and JSON, and the plot) as `options` ask.
 pub fn run(options: &BenchOptions) -> Result<()> {
+    if options.adapter_info {
+        return print_adapter(open_gpu(options)?.as_deref());
+    }
     let batches = batch_sizes(options)?;
     // Read the other tools' results first, so a bad file fails before minutes of timing.
     let peers = report::read_peers(&options.compare)?;
@@ -366,6 +378,13 @@ pub fn run(options: &BenchOptions) -> Result<()> {
         "mnist-gpu bench: {network} (ReLU, softmax), {samples} synthetic samples; \
          samples/s = median of timed runs after a warm-up"
     );
+    if let Some(ctx) = &gpu {
+        println!(
+            "GPU: {}; shader runtime checks {} ({SHADER_CHECKS_VAR}=1 turns them on)",
+            ctx.describe(),
+            ctx.shader_checks.name()
+        );
+    }
     let tiling = tiling(options, gpu.as_deref(), &model)?;
     let bench = Bench {
         model,
@@ -388,6 +407,33 @@ pub fn run(options: &BenchOptions) -> Result<()> {
         &network,
         &bench.cpu_name,
     )
+}
+
+/// `--adapter-info`: the adapter that opened, as one JSON object.
+fn print_adapter(gpu: Option<&GpuContext>) -> Result<()> {
+    let Some(ctx) = gpu else {
+        return config("--adapter-info: no GPU adapter opened (see the note above)");
+    };
+    let info = &ctx.info;
+    let value = serde_json::json!({
+        "adapter": ctx.describe(),
+        "name": info.name,
+        "backend": format!("{:?}", info.backend),
+        "device_type": format!("{:?}", info.device_type),
+        "software_adapter": ctx.is_software(),
+        "driver": info.driver,
+        "driver_info": info.driver_info,
+        "vendor": info.vendor,
+        "device": info.device,
+        "subgroup_sizes": [info.subgroup_min_size, info.subgroup_max_size],
+        "cooperative_matrices": ctx.coop_offered,
+        "matmul": ctx.matmul(),
+        "coop_tile": ctx.kernels.matmul_coop.as_ref().map(|(_, c)| c.describe()),
+        "shader_checks": ctx.shader_checks.name(),
+        "timestamp_queries": ctx.device.features().contains(wgpu::Features::TIMESTAMP_QUERY),
+    });
+    println!("{value}");
+    Ok(())
 }
 
 /// `--batch-sizes` in samples, once `--samples`, the sizes and the plot's file name are known
@@ -553,6 +599,7 @@ impl Bench {
         m.software_adapter = ctx.is_software();
         m.tiling = gpu.tiling();
         m.matmul = Some(ctx.matmul().to_string());
+        m.shader_checks = Some(ctx.shader_checks.name().to_string());
         progress(&m);
         if self.profile {
             m.profile = profile(&mut gpu, self.samples, batch, m.steps.clamp(10, 1000))?;

@@ -18,6 +18,9 @@ pub struct GpuContext {
     pub kernels: Kernels,
     /// Why `--matmul coop` was asked but the plain kernels run: the adapter, and what it lacks.
     pub coop_refused: Option<String>,
+    /// The adapter's cooperative-matrix tiles, as "M×N×K A→C" ("16×16×16 f16→f32"), whether
+    /// or not `--matmul coop` uses them.
+    pub coop_offered: Vec<String>,
     /// Whether wgpu's runtime checks are in every shader (`MNIST_GPU_SHADER_CHECKS`, read once
     /// when the context is built; off by default).
     pub shader_checks: ShaderChecks,
@@ -109,6 +112,17 @@ impl GpuContext {
     /// every kernel's pipeline.
     fn open(adapter: wgpu::Adapter, coop: bool, checks: ShaderChecks) -> Result<GpuContext> {
         let info = adapter.get_info();
+        let coop_offered = adapter
+            .cooperative_matrix_properties()
+            .iter()
+            .map(|c| {
+                format!(
+                    "{}×{}×{} {:?}→{:?}",
+                    c.m_size, c.n_size, c.k_size, c.ab_type, c.cr_type
+                )
+                .to_lowercase()
+            })
+            .collect();
         let (coop, coop_refused) = match coop.then(|| CoopConfig::find(&adapter)) {
             None => (None, None),
             Some(Ok(config)) => (Some(config), None),
@@ -165,6 +179,7 @@ impl GpuContext {
             info,
             kernels,
             coop_refused,
+            coop_offered,
             shader_checks: checks,
             fault,
             in_flight: Mutex::new(VecDeque::new()),
