@@ -24,8 +24,9 @@ use mnist_gpu::cpu::CpuBackend;
 use mnist_gpu::data::pool::{synthetic_pool, ImagePool, List, ListSizes};
 use mnist_gpu::error::{config, Error, Result};
 use mnist_gpu::gpu::context::AutoChoice;
+use mnist_gpu::gpu::coop::CoopTile;
 use mnist_gpu::gpu::fused::{self, Tiling};
-use mnist_gpu::gpu::pipeline::SHADER_CHECKS_VAR;
+use mnist_gpu::gpu::pipeline::{ShaderChecks, SHADER_CHECKS_VAR};
 use mnist_gpu::gpu::MatmulKind;
 use mnist_gpu::gpu::{GpuBackend, GpuContext};
 use mnist_gpu::model::{Activation, Init, Model};
@@ -141,6 +142,11 @@ pub struct BenchOptions {
     #[arg(long, value_enum, default_value_t = MatmulKind::Plain)]
     pub matmul: MatmulKind,
 
+    /// With `--matmul coop`, which cooperative tiles come first where the adapter offers
+    /// both: `f32` inputs (8×8 on NVIDIA) or `f16` inputs (16×16 on NVIDIA).
+    #[arg(long, value_enum, default_value_t = CoopTile::F32)]
+    pub coop_tile: CoopTile,
+
     /// After each GPU measurement, time every kernel on the GPU (timestamp queries, where the
     /// adapter has them) and print its time per step beside the wall-clock time per step.
     #[arg(long)]
@@ -188,6 +194,9 @@ pub struct Measurement {
     pub tiling: Option<Tiling>,
     /// On the GPU, which kernels took the wide matrix products: "plain" or "coop".
     pub matmul: Option<String>,
+    /// With `--matmul coop`, the cooperative tile that ran ("cooperative 16×16 tiles of f16,
+    /// f32 sums").
+    pub coop_tile: Option<String>,
     /// On the GPU, whether wgpu's shader runtime checks were on ("on", "off").
     pub shader_checks: Option<String>,
     pub batch_size: usize,
@@ -314,6 +323,7 @@ fn measure(backend: &mut dyn Backend, samples: usize, batch: usize) -> Result<Me
         path: backend.path().name().to_string(),
         matmul: None,
         shader_checks: None,
+        coop_tile: None,
         tiling: None,
         batch_size: batch,
         full_batch: batch == samples,
@@ -380,9 +390,11 @@ pub fn run(options: &BenchOptions) -> Result<()> {
     );
     if let Some(ctx) = &gpu {
         println!(
-            "GPU: {}; shader runtime checks {} ({SHADER_CHECKS_VAR}=1 turns them on)",
+            "GPU: {}; shader runtime checks {} ({SHADER_CHECKS_VAR}=1 turns them on); \
+             wide products: {}",
             ctx.describe(),
-            ctx.shader_checks.name()
+            ctx.shader_checks.name(),
+            coop_tile(ctx).unwrap_or_else(|| "plain float32 kernels".into())
         );
     }
     let tiling = tiling(options, gpu.as_deref(), &model)?;
@@ -409,6 +421,11 @@ pub fn run(options: &BenchOptions) -> Result<()> {
     )
 }
 
+/// The cooperative tile matmul's wide products run on, if they do.
+fn coop_tile(ctx: &GpuContext) -> Option<String> {
+    ctx.kernels.matmul_coop.as_ref().map(|(_, c)| c.describe())
+}
+
 /// `--adapter-info`: the adapter that opened, as one JSON object.
 fn print_adapter(gpu: Option<&GpuContext>) -> Result<()> {
     let Some(ctx) = gpu else {
@@ -428,7 +445,7 @@ fn print_adapter(gpu: Option<&GpuContext>) -> Result<()> {
         "subgroup_sizes": [info.subgroup_min_size, info.subgroup_max_size],
         "cooperative_matrices": ctx.coop_offered,
         "matmul": ctx.matmul(),
-        "coop_tile": ctx.kernels.matmul_coop.as_ref().map(|(_, c)| c.describe()),
+        "coop_tile": coop_tile(ctx),
         "shader_checks": ctx.shader_checks.name(),
         "timestamp_queries": ctx.device.features().contains(wgpu::Features::TIMESTAMP_QUERY),
     });
@@ -465,14 +482,13 @@ fn batch_sizes(options: &BenchOptions) -> Result<Vec<usize>> {
 /// The GPU `--backend` asks for, if any: `auto` only a hardware adapter (with a note where
 /// there is none), `both` any adapter that opens (with a note where none does).
 fn open_gpu(options: &BenchOptions) -> Result<Option<Arc<GpuContext>>> {
-    let (adapter, coop) = (
-        options.adapter.as_deref(),
-        options.matmul == MatmulKind::Coop,
-    );
+    let adapter = options.adapter.as_deref();
+    let coop = (options.matmul == MatmulKind::Coop).then_some(options.coop_tile);
+    let open = || GpuContext::open_with(adapter, coop, ShaderChecks::from_env()?);
     let ctx = match options.backend {
         BenchBackend::One(BackendKind::Cpu) => None,
-        BenchBackend::One(BackendKind::Gpu) => Some(GpuContext::new(adapter, coop)?),
-        BenchBackend::One(BackendKind::Auto) => match GpuContext::auto(adapter, coop)? {
+        BenchBackend::One(BackendKind::Gpu) => Some(open()?),
+        BenchBackend::One(BackendKind::Auto) => match GpuContext::auto_with(adapter, coop)? {
             AutoChoice::Gpu(ctx) => Some(ctx),
             AutoChoice::Cpu { why, software } => {
                 let anyway = if software {
@@ -484,7 +500,7 @@ fn open_gpu(options: &BenchOptions) -> Result<Option<Arc<GpuContext>>> {
                 None
             }
         },
-        BenchBackend::Both => match GpuContext::new(adapter, coop) {
+        BenchBackend::Both => match open() {
             Ok(ctx) => Some(ctx),
             Err(e) => {
                 eprintln!("note: GPU left out ({e})");
@@ -600,6 +616,7 @@ impl Bench {
         m.tiling = gpu.tiling();
         m.matmul = Some(ctx.matmul().to_string());
         m.shader_checks = Some(ctx.shader_checks.name().to_string());
+        m.coop_tile = coop_tile(ctx);
         progress(&m);
         if self.profile {
             m.profile = profile(&mut gpu, self.samples, batch, m.steps.clamp(10, 1000))?;

@@ -4,7 +4,7 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 
 use crate::error::{Error, Result};
-use crate::gpu::coop::CoopConfig;
+use crate::gpu::coop::{CoopConfig, CoopTile};
 use crate::gpu::kernels::Kernels;
 use crate::gpu::pipeline::{one_line, scoped, ShaderChecks};
 
@@ -62,6 +62,16 @@ impl GpuContext {
         coop: bool,
         checks: ShaderChecks,
     ) -> Result<GpuContext> {
+        Self::open_with(adapter_name, coop.then_some(CoopTile::default()), checks)
+    }
+
+    /// As `with_checks`, `coop` saying which tiles `--matmul coop` prefers (None: the plain
+    /// kernels).
+    pub fn open_with(
+        adapter_name: Option<&str>,
+        coop: Option<CoopTile>,
+        checks: ShaderChecks,
+    ) -> Result<GpuContext> {
         let adapters = enumerate();
         let adapter = match wanted(adapter_name) {
             Some(name) => find_named(adapters, &name)?,
@@ -77,6 +87,11 @@ impl GpuContext {
     /// most capable adapter if it is a hardware one; otherwise why not. A hardware adapter that
     /// fails to open is a reason too: auto means the run goes on, on the CPU.
     pub fn auto(adapter_name: Option<&str>, coop: bool) -> Result<AutoChoice> {
+        Self::auto_with(adapter_name, coop.then_some(CoopTile::default()))
+    }
+
+    /// As `auto`, `coop` saying which tiles `--matmul coop` prefers (None: the plain kernels).
+    pub fn auto_with(adapter_name: Option<&str>, coop: Option<CoopTile>) -> Result<AutoChoice> {
         let checks = ShaderChecks::from_env()?;
         let mut adapters = enumerate();
         if let Some(name) = wanted(adapter_name) {
@@ -110,7 +125,11 @@ impl GpuContext {
 
     /// Opens the device of `adapter` with the limits and features the kernels use, and builds
     /// every kernel's pipeline.
-    fn open(adapter: wgpu::Adapter, coop: bool, checks: ShaderChecks) -> Result<GpuContext> {
+    fn open(
+        adapter: wgpu::Adapter,
+        coop: Option<CoopTile>,
+        checks: ShaderChecks,
+    ) -> Result<GpuContext> {
         let info = adapter.get_info();
         let coop_offered = adapter
             .cooperative_matrix_properties()
@@ -123,7 +142,7 @@ impl GpuContext {
                 .to_lowercase()
             })
             .collect();
-        let (coop, coop_refused) = match coop.then(|| CoopConfig::find(&adapter)) {
+        let (coop, coop_refused) = match coop.map(|prefer| CoopConfig::find(&adapter, prefer)) {
             None => (None, None),
             Some(Ok(config)) => (Some(config), None),
             Some(Err(why)) => (None, Some(format!("{}: {why}", info.name))),

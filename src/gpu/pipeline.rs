@@ -244,3 +244,20 @@ pub fn scoped<T>(device: &wgpu::Device, what: &str, f: impl FnOnce() -> T) -> Re
 pub fn one_line(message: &str) -> String {
     message.split_whitespace().collect::<Vec<_>>().join(" ")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shader_checks_from_the_variable() {
+        assert_eq!(ShaderChecks::parse("").unwrap(), ShaderChecks::Off);
+        assert_eq!(ShaderChecks::parse("0").unwrap(), ShaderChecks::Off);
+        assert_eq!(ShaderChecks::parse(" 1 ").unwrap(), ShaderChecks::On);
+        let e = ShaderChecks::parse("on").unwrap_err().to_string();
+        assert!(
+            e.starts_with("MNIST_GPU_SHADER_CHECKS=\"on\": expected 1"),
+            "{e}"
+        );
+    }
+}

@@ -419,6 +419,7 @@ fn gpu_table_script_quick_writes_its_report_and_json() {
         ("--block 16", 10, 64),
         ("--block 8", 10, 64),
         ("--matmul coop", 512, 512),
+        ("--matmul coop --coop-tile f16", 512, 512),
     ] {
         let r = find(item, hidden, batch);
         assert!(r["vs_default"].as_f64().is_some_and(|v| v > 0.0), "{r}");
@@ -462,5 +463,83 @@ fn gpu_table_script_quick_writes_its_report_and_json() {
         "## Peers on the same machine",
     ] {
         assert!(markdown.contains(line), "no {line:?} in:\n{markdown}");
+    }
+}
+
+/// `MNIST_GPU_SHADER_CHECKS`: 1 turns wgpu's shader runtime checks on, as the header and each
+/// entry say (off by default); any other value than 0 or 1 is one line naming the variable.
+/// `--adapter-info` prints the adapter as one JSON object; `--coop-tile` is named in the
+/// entries where cooperative tiles ran, and where none can, the plain kernels run.
+#[test]
+fn bench_says_its_shader_checks_and_coop_tile() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |checks: &str, extra: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_mnist-gpu"))
+            .arg("bench")
+            .args([
+                "--backend",
+                "gpu",
+                "--samples",
+                "200",
+                "--batch-sizes",
+                "100",
+            ])
+            .args(extra)
+            .current_dir(dir.path())
+            .env("XDG_RUNTIME_DIR", dir.path())
+            .env_remove("WGPU_ADAPTER_NAME")
+            .env("MNIST_GPU_SHADER_CHECKS", checks)
+            .output()
+            .expect("the binary runs")
+    };
+    for (value, want) in [("", "off"), ("0", "off"), ("1", "on")] {
+        let out = run(value, &["--json"]);
+        let entries = json_array(&out);
+        assert_eq!(entries[0]["shader_checks"], want, "{value:?}: {entries:?}");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            text.contains(&format!(
+                "shader runtime checks {want} (MNIST_GPU_SHADER_CHECKS=1 turns them on)"
+            )),
+            "{text}"
+        );
+    }
+    let line = one_line_error(&run("yes", &["--json"]));
+    assert!(line.contains("MNIST_GPU_SHADER_CHECKS=\"yes\""), "{line}");
+
+    let out = run("", &["--adapter-info"]);
+    assert!(out.status.success(), "{}", describe(&out));
+    let info: Value = serde_json::from_str(String::from_utf8_lossy(&out.stdout).trim()).unwrap();
+    assert!(
+        info["name"].as_str().is_some_and(|n| !n.is_empty()),
+        "{info}"
+    );
+    assert!(info["cooperative_matrices"].is_array(), "{info}");
+    assert_eq!(info["shader_checks"], "off", "{info}");
+
+    let out = run(
+        "",
+        &[
+            "--matmul",
+            "coop",
+            "--coop-tile",
+            "f16",
+            "--hidden",
+            "130",
+            "--json",
+        ],
+    );
+    let entry = &json_array(&out)[0];
+    match entry["matmul"].as_str() {
+        Some("coop") => assert!(
+            entry["coop_tile"].as_str().is_some_and(|t| t.contains("×")),
+            "{entry}"
+        ),
+        _ => {
+            assert_eq!(entry["matmul"], "plain", "{entry}");
+            assert!(entry["coop_tile"].is_null(), "{entry}");
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert!(err.contains("note: --matmul coop:"), "{err}");
+        }
     }
 }
