@@ -94,6 +94,26 @@ SWITCHES = [
         "prediction": "16x16 f16 tiles at least 2x the plain f32 kernels on 784-512-10 at "
                       "8192 and full batch (where the adapter offers them)",
     },
+    {
+        "name": "--split-k 264",
+        "env": {},
+        "args": ["--split-k", "264"],
+        "networks": [512],
+        "batches": ["8192", "full"],
+        "requires": "--split-k",
+        "prediction": "two whole waves on 132 SMs (dW1: 9 slices, 252 workgroups, instead of "
+                      "10 and 280): matmul tiled's GPU time per step at full batch 5-15% lower",
+    },
+    {
+        "name": "--split-k 132",
+        "env": {},
+        "args": ["--split-k", "132"],
+        "networks": [512],
+        "batches": ["8192", "full"],
+        "requires": "--split-k",
+        "prediction": "one wave (dW1: 4 slices, 112 workgroups): slower than 264 at full batch "
+                      "(15% of the SMs idle, longer slices); a tie at 8192",
+    },
 ]
 
 # `bench --fused <variant>` (the fused step's candidates, issue 22): every value the binary's

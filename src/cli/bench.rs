@@ -147,6 +147,12 @@ pub struct BenchOptions {
     #[arg(long, value_enum, default_value_t = CoopTile::F32)]
     pub coop_tile: CoopTile,
 
+    /// Wide layers (per-operation path): the tiled kernel's split-K products (dW) use at most
+    /// N workgroups; a multiple of the GPU's multiprocessors (132 on an H100) gives whole
+    /// waves [default: about 512, rounded up].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub split_k: Option<u32>,
+
     /// After each GPU measurement, time every kernel on the GPU (timestamp queries, where the
     /// adapter has them) and print its time per step beside the wall-clock time per step.
     #[arg(long)]
@@ -197,6 +203,8 @@ pub struct Measurement {
     /// With `--matmul coop`, the cooperative tile that ran ("cooperative 16×16 tiles of f16,
     /// f32 sums").
     pub coop_tile: Option<String>,
+    /// On the GPU, `--split-k`: the split-K products' most workgroups (None: the default).
+    pub split_k: Option<usize>,
     /// On the GPU, whether wgpu's shader runtime checks were on ("on", "off").
     pub shader_checks: Option<String>,
     pub batch_size: usize,
@@ -324,6 +332,7 @@ fn measure(backend: &mut dyn Backend, samples: usize, batch: usize) -> Result<Me
         matmul: None,
         shader_checks: None,
         coop_tile: None,
+        split_k: None,
         tiling: None,
         batch_size: batch,
         full_batch: batch == samples,
@@ -511,7 +520,10 @@ fn open_gpu(options: &BenchOptions) -> Result<Option<Arc<GpuContext>>> {
     if let Some(note) = ctx.as_ref().and_then(|ctx| ctx.coop_note()) {
         eprintln!("{note}");
     }
-    Ok(ctx.map(Arc::new))
+    Ok(ctx.map(|mut ctx| {
+        ctx.kernels.split_groups = options.split_k.map(|n| n as usize);
+        Arc::new(ctx)
+    }))
 }
 
 /// `--block` and `--max-groups`: the fused GPU step's tiling, starting from this device's;
@@ -617,6 +629,7 @@ impl Bench {
         m.matmul = Some(ctx.matmul().to_string());
         m.shader_checks = Some(ctx.shader_checks.name().to_string());
         m.coop_tile = coop_tile(ctx);
+        m.split_k = ctx.kernels.split_groups;
         progress(&m);
         if self.profile {
             m.profile = profile(&mut gpu, self.samples, batch, m.steps.clamp(10, 1000))?;

@@ -67,6 +67,9 @@ pub struct Kernels {
     pub momentum_update: Kernel,
     pub adam_update: Kernel,
     pub augment: Kernel,
+    /// `--split-k N`: the workgroups the tiled kernel's split-K products aim at, at most
+    /// (None: about `TILED_GROUPS`, rounded up; see `splits_with`).
+    pub split_groups: Option<usize>,
 }
 
 /// A kernel's bind group with its buffers, made once when the backend is built.
@@ -218,6 +221,7 @@ impl Kernels {
             momentum_update: k("momentum_update")?,
             adam_update: k("adam_update")?,
             augment: k("augment")?,
+            split_groups: None,
         })
     }
 }
@@ -433,15 +437,24 @@ pub fn matmul_is_tiled(rows: usize, cols: usize) -> bool {
 /// partial products stay small (at most `PARTIAL_FLOATS`). Never fewer for a larger `inner`, so
 /// that scratch sized for the largest batch holds every batch's slices.
 pub fn splits_for(rows: usize, cols: usize, inner: usize) -> u32 {
+    splits_with(rows, cols, inner, None)
+}
+
+/// `splits_for`, the tiled kernel's products split into at most `groups` workgroups where
+/// given (`--split-k`; a multiple of the GPU's multiprocessors gives whole waves), never more
+/// than `splits_for` would (the scratch is sized by it).
+pub fn splits_with(rows: usize, cols: usize, inner: usize, groups: Option<usize>) -> u32 {
     const INNER_PER_SPLIT: usize = 256;
     const TILED_INNER_PER_SPLIT: usize = 512;
     const TILED_GROUPS: usize = 512;
     const PARTIAL_FLOATS: usize = 1 << 22;
     let wanted = if matmul_is_tiled(rows, cols) {
         let tiles = rows.div_ceil(MATMUL_TILE) * cols.div_ceil(MATMUL_TILE);
-        inner
-            .div_ceil(TILED_INNER_PER_SPLIT)
-            .min(TILED_GROUPS.div_ceil(tiles))
+        let by_groups = match groups {
+            None => TILED_GROUPS.div_ceil(tiles),
+            Some(groups) => (groups / tiles).clamp(1, TILED_GROUPS.div_ceil(tiles)),
+        };
+        inner.div_ceil(TILED_INNER_PER_SPLIT).min(by_groups)
     } else {
         inner.div_ceil(INNER_PER_SPLIT)
     };
@@ -455,6 +468,12 @@ pub fn column_chunks(m: usize) -> u32 {
 }
 
 impl Kernels {
+    /// How many slices a (rows, cols) product over `inner` is split into (`splits_with`, at
+    /// `split_groups`).
+    pub fn splits(&self, rows: usize, cols: usize, inner: usize) -> u32 {
+        splits_with(rows, cols, inner, self.split_groups)
+    }
+
     /// matmul: `C = A·B (+ bias)`, or with `splits > 1` the partial products of A·B in
     /// `splits` slices of C's bound buffer (add them with `sum_partials`). Bind it with
     /// `matmul`; wide products run on `matmul_tiled` (see `matmul_is_tiled`), or on
@@ -658,5 +677,28 @@ impl Kernels {
         let words = m * crate::data::PIXELS / 4;
         let params = [m as u32, index_offset, 0, 0]; // shifts from the start of their buffer
         rec.dispatch(&self.augment, bound, params, grid(words));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn split_k_aims_at_whole_waves_when_asked() {
+        // dW1 of 784-512-10 at full batch: 4 × 7 = 28 tiles; by default 10 slices (the
+        // partial products' room), 280 workgroups: two waves of 132 and 16 more.
+        assert_eq!(splits_for(512, 784, 60_000), 10);
+        // Two waves of 132 multiprocessors: 9 slices (252); one wave: 4 (112).
+        assert_eq!(splits_with(512, 784, 60_000, Some(264)), 9);
+        assert_eq!(splits_with(512, 784, 60_000, Some(132)), 4);
+        // Never more than by default (the scratch is sized so), never fewer than one slice.
+        assert_eq!(splits_with(512, 784, 60_000, Some(100_000)), 10);
+        assert_eq!(splits_with(512, 784, 60_000, Some(1)), 1);
+        // The narrow kernel's products are not affected.
+        assert_eq!(
+            splits_with(10, 784, 60_000, Some(1)),
+            splits_for(10, 784, 60_000)
+        );
     }
 }

@@ -420,6 +420,8 @@ fn gpu_table_script_quick_writes_its_report_and_json() {
         ("--block 8", 10, 64),
         ("--matmul coop", 512, 512),
         ("--matmul coop --coop-tile f16", 512, 512),
+        ("--split-k 264", 512, 512),
+        ("--split-k 132", 512, 512),
     ] {
         let r = find(item, hidden, batch);
         assert!(r["vs_default"].as_f64().is_some_and(|v| v > 0.0), "{r}");
