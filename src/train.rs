@@ -538,7 +538,7 @@ impl<'a, 'c> Run<'a, 'c> {
             .as_ref()
             .is_some_and(|c| c.due_after_step(step));
         if !log && !save {
-            if step % DIVERGENCE_CHECK_EVERY == 0 && self.requested.is_none() {
+            if step.is_multiple_of(DIVERGENCE_CHECK_EVERY) && self.requested.is_none() {
                 self.backend.request_stats()?;
                 self.requested = Some((step, std::mem::take(&mut self.unread)));
             }
