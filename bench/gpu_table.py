@@ -157,6 +157,7 @@ def main():
     if table.adapter is not None:
         table.our_rows()
         table.switch_rows()
+        table.training_rows()
     if args.no_peers:
         table.absent.append({"peer": "pytorch, jax", "why": "--no-peers"})
     else:
@@ -189,6 +190,7 @@ class Table:
         self.absent = []    # peers not run, and why
         self.skipped = []   # items the budget left out
         self.errors = []    # items that failed, with the message
+        self.training = []  # training's samples/s beside bench's on the same data size
         self.help = run_text([binary, "bench", "--help"]) or ""
 
     def left(self):
@@ -206,11 +208,11 @@ class Table:
             return
         self.adapter = line
 
-    def bench(self, args, env, timeout=None):
+    def bench(self, args, env, timeout=None, samples=None):
         """One `bench --backend gpu` call: its JSON line, or (None, why)."""
         left = self.left() if timeout is None else min(timeout, max(self.left(), 1))
         cmd = [self.binary, "bench", "--backend", "gpu", "--samples",
-               str(self.sizes["samples"])] + args
+               str(samples or self.sizes["samples"])] + args
         full_env = dict(os.environ, **env)
         try:
             done = subprocess.run(cmd, env=full_env, capture_output=True, text=True,
@@ -271,6 +273,48 @@ class Table:
                 self.measure(s["name"], hidden, self.batches(s["batches"]), s["args"],
                              s["env"], switch=s)
 
+    def training_rows(self):
+        """Training (the CLI's loop, with its reads of the step statistics) beside bench on
+        the repository's 10,000 training images, 784-10-10: batch 64 with only the divergence
+        checks between the first and last line, and full batch with a line every step."""
+        images = os.path.join(ROOT, "data", "mnist", "train-10k-images-idx3-ubyte.gz")
+        if not os.path.exists(images):
+            self.skipped.append({"item": "training vs bench", "why": f"no {images}"})
+            return
+        epochs, iterations = ("1", "2") if self.quick else ("10", "15")
+        runs = [
+            ("64", ["--batch-size", "64", "--epochs", epochs, "--log-every", "100000"]),
+            ("full", ["--iterations", iterations]),
+        ]
+        for batch, args in runs:
+            if self.left() < 10:
+                self.skipped.append({"item": "training vs bench", "batch": batch})
+                continue
+            cmd = [self.binary, "--backend", "gpu", "--train", images, "--dev-size", "0"] + args
+            try:
+                done = subprocess.run(cmd, capture_output=True, text=True,
+                                      timeout=max(self.left(), 1))
+            except subprocess.TimeoutExpired:
+                self.errors.append({"item": f"training batch {batch}", "error": "out of time"})
+                continue
+            rate = training_rate(done.stdout)
+            if done.returncode != 0 or rate is None:
+                last = (done.stderr.strip().splitlines() or ["no samples/s line"])[-1]
+                self.errors.append({"item": f"training batch {batch}", "error": last})
+                continue
+            bench, err = self.bench(["--batch-sizes", batch, "--json"], {}, samples=10000)
+            if bench is None:
+                self.errors.append({"item": f"bench beside training, batch {batch}",
+                                    "error": err})
+                continue
+            self.training.append({
+                "batch": batch, "training_samples_per_second": rate,
+                "bench_samples_per_second": bench[0]["samples_per_second"],
+                "training_vs_bench": rate / bench[0]["samples_per_second"],
+                "prediction": "training within 10% of bench at batch 64 (no drain between "
+                              "progress lines); at full batch unchanged",
+            })
+
     def peer_rows(self):
         for peer in peer_list(self.quick):
             why = peer_missing(peer)
@@ -324,6 +368,7 @@ class Table:
             "adapter": self.adapter,
             "rows": self.rows,
             "peers": self.peers,
+            "training_vs_bench": self.training,
             "peers_absent": self.absent,
             "skipped": self.skipped,
             "errors": self.errors,
@@ -354,6 +399,17 @@ def row(r, item, hidden, switch):
         "kernels": [(k["kernel"], k["seconds_per_step"] * 1e6)
                     for k in profile.get("kernels", [])],
     }
+
+
+def training_rate(stdout):
+    """The samples/s of training's last line (`done: …, 41080 training samples/s`)."""
+    for line in reversed(stdout.splitlines()):
+        if line.startswith("done:") and "training samples/s" in line:
+            try:
+                return float(line.rsplit(",", 1)[1].split()[0])
+            except (IndexError, ValueError):
+                return None
+    return None
 
 
 def fused_variants(help_text):
@@ -457,6 +513,15 @@ def markdown(rep):
     if predictions:
         out += ["", "Predictions these rows settle (bench/NOTES.md):", ""]
         out += [f"- {item}: {p}" for item, p in predictions.items()]
+    if rep["training_vs_bench"]:
+        out += ["", "## Training beside bench (784-10-10, 10,000 images)", ""]
+        out.append("| batch | training samples/s | bench samples/s | training ÷ bench |")
+        out.append("| --- | ---: | ---: | ---: |")
+        for t in rep["training_vs_bench"]:
+            out.append(f"| {t['batch']} | {fmt(t['training_samples_per_second'])} | "
+                       f"{fmt(t['bench_samples_per_second'])} | {t['training_vs_bench']:.2f} |")
+        out.append("")
+        out.append(f"Prediction: {rep['training_vs_bench'][0]['prediction']}")
     out += ["", "## Peers on the same machine", ""]
     if rep["peers"]:
         out.append("| network | peer | batch | samples/s | adapter |")
@@ -488,6 +553,8 @@ def summary(rep):
         if r["vs_default"] is not None:
             lines.append(f"  {r['item']}: {r['network']} batch {batch_name(r)}: "
                          f"{r['vs_default']:.2f}× default")
+    for t in rep["training_vs_bench"]:
+        lines.append(f"  training ÷ bench, batch {t['batch']}: {t['training_vs_bench']:.2f}")
     for r in rep["peers"]:
         lines.append(f"  {r['item']}: {r['network']} batch {batch_name(r)}: "
                      f"{fmt(r['samples_per_second'])} samples/s")

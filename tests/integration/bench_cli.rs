@@ -433,6 +433,17 @@ fn gpu_table_script_quick_writes_its_report_and_json() {
     assert_eq!(find("shader checks on", 10, 64)["shader_checks"], "on");
     assert_eq!(find("--block 16", 10, 64)["block"], 16);
 
+    // Training beside bench at batch 64 and full batch, on the repository's images.
+    let training = report["training_vs_bench"].as_array().unwrap();
+    assert_eq!(training.len(), 2, "{report}");
+    for (t, batch) in training.iter().zip(["64", "full"]) {
+        assert_eq!(t["batch"], batch, "{t}");
+        assert!(
+            t["training_vs_bench"].as_f64().is_some_and(|r| r > 0.0),
+            "{t}"
+        );
+    }
+
     // Every peer measured or said to be absent, with why.
     let peers = ["pytorch eager", "pytorch cuda graph", "jax lax.scan epoch"];
     let markdown = std::fs::read_to_string(dir.path().join("gpu_table.md")).unwrap();
@@ -462,6 +473,7 @@ fn gpu_table_script_quick_writes_its_report_and_json() {
         "- cooperative matrices: ",
         "| 784-512-10 | default | full 512 |",
         "| 784-10-10 | shader checks on | 64 |",
+        "## Training beside bench (784-10-10, 10,000 images)",
         "## Peers on the same machine",
     ] {
         assert!(markdown.contains(line), "no {line:?} in:\n{markdown}");
