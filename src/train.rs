@@ -80,9 +80,10 @@ impl Default for Schedule {
 /// Every step's loss is checked, when the steps' statistics are read back: at every progress
 /// line, and at least this often, so that a diverging run stops soon even when progress is
 /// logged rarely. Between progress lines the read does not wait: on the GPU the statistics
-/// come back when it gets there, at most one submit later (the next step's check takes
-/// them), so the queue never drains for it. The message names the first step whose loss was
-/// bad, and the step after which it was noticed.
+/// are copied after the steps submitted so far and come back once the GPU has done those
+/// (the few submits in flight), when a later step finds them there, at the latest at the next
+/// progress line or checkpoint; the queue never drains for it. The message names the first
+/// step whose loss was bad, and the step after which it was noticed.
 pub const DIVERGENCE_CHECK_EVERY: usize = 200;
 
 /// A mean cross-entropy above this means the network is confidently wrong about almost every
