@@ -413,20 +413,27 @@ def training_rate(stdout):
 
 
 def fused_variants(help_text):
-    """The values `bench --help` lists for --fused, but its default."""
+    """The values `bench --help` lists for --fused (clap's `[possible values: …]` or its
+    `Possible values:` list of `- name: …` lines), but its default."""
     lines = help_text.splitlines()
     for i, line in enumerate(lines):
-        if line.strip().startswith(FUSED_FLAG + " "):
-            block = " ".join(lines[i:i + 12])
-            if "[possible values:" in block:
-                values = block.split("[possible values:", 1)[1].split("]", 1)[0]
-                names = [v.strip() for v in values.split(",") if v.strip()]
-            else:
-                names = [l.strip().split(":")[0].lstrip("- ").strip()
-                         for l in lines[i + 1:i + 12] if l.strip().startswith("- ")]
-            default = block.split("[default:", 1)[1].split("]", 1)[0].strip() \
-                if "[default:" in block else None
-            return [n for n in names if n and n != default]
+        if not line.strip().startswith(FUSED_FLAG + " "):
+            continue
+        block = [line]
+        for following in lines[i + 1:]:
+            if following.strip().startswith("--") or following.strip().startswith("-h"):
+                break
+            block.append(following)
+        text = " ".join(block)
+        if "[possible values:" in text:
+            values = text.split("[possible values:", 1)[1].split("]", 1)[0]
+            names = [v.strip() for v in values.split(",")]
+        else:
+            names = [l.strip()[2:].split(":")[0].strip() for l in block[1:]
+                     if l.strip().startswith("- ")]
+        default = text.split("[default:", 1)[1].split("]", 1)[0].strip() \
+            if "[default:" in text else None
+        return [n for n in names if n and n != default]
     return []
 
 
