@@ -97,8 +97,9 @@ pub trait Backend: Send {
     }
 
     /// The statistics `request_stats` asked for, oldest first, once they are back; None while
-    /// the GPU has not reached them (never waits). A `step_stats` call before they are back
-    /// gives them, followed by the later steps'.
+    /// the GPU has not reached them. It waits only once more steps are queued behind them (on
+    /// the GPU: the next submit), so the GPU never idles for it. A `step_stats` call before
+    /// they are back gives them, followed by the later steps'.
     fn ready_stats(&mut self) -> Result<Option<Vec<BatchStats>>> {
         self.step_stats().map(Some)
     }

@@ -79,12 +79,16 @@ impl Default for Schedule {
 
 /// Every step's loss is checked, when the steps' statistics are read back: at every progress
 /// line, and at least this often, so that a diverging run stops soon even when progress is
-/// logged rarely. Between progress lines the read does not wait: on the GPU the statistics
-/// are copied after the steps submitted so far and come back once the GPU has done those
-/// (the few submits in flight), when a later step finds them there, at the latest at the next
-/// progress line or checkpoint; the queue never drains for it. The message names the first
-/// step whose loss was bad, and the step after which it was noticed.
+/// logged rarely. Between progress lines the read does not drain the GPU: there the
+/// statistics are copied after the steps submitted so far and taken when they are back, at
+/// the latest once the next run of steps (at most 64 on the fused path, one on the reference
+/// path) is submitted behind them. The message names the first step whose loss was bad, and
+/// the step after which it was noticed (within `DIVERGENCE_NOTICED_WITHIN` steps).
 pub const DIVERGENCE_CHECK_EVERY: usize = 200;
+
+/// The most steps after which a bad loss is noticed: a check's interval, and one submit of
+/// steps on the GPU's fused path after it.
+pub const DIVERGENCE_NOTICED_WITHIN: usize = DIVERGENCE_CHECK_EVERY + 64;
 
 /// A mean cross-entropy above this means the network is confidently wrong about almost every
 /// image (a fresh network starts near ln 10 ≈ 2.3): α is far too large. Such a run's weights

@@ -1,6 +1,7 @@
 //! The GPU context, built once: adapter, device, queue and every kernel's pipeline.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crate::error::{Error, Result};
@@ -29,6 +30,8 @@ pub struct GpuContext {
     fault: Arc<Mutex<Option<String>>>,
     /// Submissions the GPU may not have finished, oldest first (see `throttle`).
     in_flight: Mutex<VecDeque<wgpu::SubmissionIndex>>,
+    /// Submissions of training work so far (`throttle`'s count).
+    submitted: AtomicU64,
 }
 
 /// Submits allowed in flight: enough that the GPU always has the next one queued while the
@@ -202,6 +205,7 @@ impl GpuContext {
             shader_checks: checks,
             fault,
             in_flight: Mutex::new(VecDeque::new()),
+            submitted: AtomicU64::new(0),
         })
     }
 
@@ -245,6 +249,7 @@ impl GpuContext {
     /// `IN_FLIGHT` are unfinished: submitting never waits for the GPU otherwise, so a loop of
     /// steps with no read-back could queue seconds of work.
     pub fn throttle(&self, index: wgpu::SubmissionIndex) -> Result<()> {
+        self.submitted.fetch_add(1, Ordering::Relaxed);
         let oldest = {
             let mut in_flight = self.in_flight.lock().unwrap();
             in_flight.push_back(index);
@@ -260,6 +265,11 @@ impl GpuContext {
             })
             .map_err(|e| Error::Gpu(format!("waiting for the GPU: {e}")))?;
         self.check()
+    }
+
+    /// Submissions of training work so far.
+    pub fn submits(&self) -> u64 {
+        self.submitted.load(Ordering::Relaxed)
     }
 
     /// A storage buffer the kernels can read and write and the host can fill and read back.

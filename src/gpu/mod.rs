@@ -426,7 +426,7 @@ impl Backend for GpuBackend {
         let Some(read) = &self.reading else {
             return Ok(None);
         };
-        let stats = read.poll(&self.ctx, false)?;
+        let stats = read.poll(&self.ctx, read.due(&self.ctx))?;
         if stats.is_some() {
             self.reading = None;
         }

@@ -1,7 +1,8 @@
 //! The steps' statistics read back without waiting: the ring of (loss, correct) sums is copied,
 //! after the steps submitted so far, into a buffer of its own that the host maps when the GPU
 //! gets there. Training's checks between progress lines read this way, so the queue never
-//! drains for them and the run of steps per submit keeps growing.
+//! drains for them and the run of steps per submit keeps growing. The copy is waited for only
+//! once the next run of steps is submitted behind it.
 
 use std::sync::mpsc::{channel, Receiver, TryRecvError};
 
@@ -20,6 +21,8 @@ pub struct StatsRead {
     recorded: usize,
     count: usize,
     batch: Vec<usize>,
+    /// Submissions of training work when it was asked for (see `due`).
+    submits: u64,
 }
 
 impl StatsRead {
@@ -56,7 +59,15 @@ impl StatsRead {
             recorded,
             count,
             batch: batch.to_vec(),
+            submits: ctx.submits(),
         }
+    }
+
+    /// Whether a submit of steps has followed the copy: then it is waited for, which leaves
+    /// those steps queued (the GPU never idles for it), and the check comes at most one
+    /// submit after the step it follows.
+    pub fn due(&self, ctx: &GpuContext) -> bool {
+        ctx.submits() > self.submits
     }
 
     /// The statistics once the copy is mapped, oldest first; None while it is not (with
