@@ -100,6 +100,21 @@ pub trait Backend: Send {
     /// this reads them back at once, so steps need no host wait.
     fn step_stats(&mut self) -> Result<Vec<BatchStats>>;
 
+    /// Starts reading the statistics of every step since the last read without waiting for
+    /// them (a check between progress lines that must not stall the GPU); `ready_stats` gives
+    /// them. The CPU has them at once.
+    fn request_stats(&mut self) -> Result<()> {
+        Ok(())
+    }
+
+    /// The statistics `request_stats` asked for, oldest first, once they are back; None while
+    /// the GPU has not reached them. It waits only once more steps are queued behind them (on
+    /// the GPU: the next submit), so the GPU never idles for it. A `step_stats` call before
+    /// they are back gives them, followed by the later steps'.
+    fn ready_stats(&mut self) -> Result<Option<Vec<BatchStats>>> {
+        self.step_stats().map(Some)
+    }
+
     /// The output layer's logits `Z[L]: (10, n)` for every sample of a list, column-major.
     fn logits(&mut self, list: List) -> Result<Vec<f32>>;
 

@@ -81,9 +81,16 @@ impl Default for Schedule {
 
 /// Every step's loss is checked, when the steps' statistics are read back: at every progress
 /// line, and at least this often, so that a diverging run stops soon even when progress is
-/// logged rarely. (On the GPU each read waits for the queue to drain, so reads are kept
-/// rare; the message names the first step whose loss was bad.)
+/// logged rarely. Between progress lines the read does not drain the GPU: there the
+/// statistics are copied after the steps submitted so far and taken when they are back, at
+/// the latest once the next run of steps (at most 64 on the fused path, one on the reference
+/// path) is submitted behind them. The message names the first step whose loss was bad, and
+/// the step after which it was noticed (within `DIVERGENCE_NOTICED_WITHIN` steps).
 pub const DIVERGENCE_CHECK_EVERY: usize = 200;
+
+/// The most steps after which a bad loss is noticed: a check's interval, and one submit of
+/// steps on the GPU's fused path after it.
+pub const DIVERGENCE_NOTICED_WITHIN: usize = DIVERGENCE_CHECK_EVERY + 64;
 
 /// A mean cross-entropy above this means the network is confidently wrong about almost every
 /// image (a fresh network starts near ln 10 ≈ 2.3): α is far too large. Such a run's weights
@@ -453,6 +460,9 @@ struct Run<'a, 'c> {
     list_set: bool,
     /// The batch lengths of the steps whose statistics are not read yet, oldest first.
     unread: Vec<usize>,
+    /// The statistics asked for without waiting (`Backend::request_stats`), not back yet: the
+    /// step they end with and their batch lengths.
+    requested: Option<(usize, Vec<usize>)>,
 }
 
 impl<'a, 'c> Run<'a, 'c> {
@@ -483,6 +493,7 @@ impl<'a, 'c> Run<'a, 'c> {
             checkpointed: None,
             list_set: false,
             unread: Vec::new(),
+            requested: None,
         }
     }
 
@@ -545,7 +556,14 @@ impl<'a, 'c> Run<'a, 'c> {
             .checkpointer
             .as_ref()
             .is_some_and(|c| c.due_after_step(step));
-        if !log && !save && step % DIVERGENCE_CHECK_EVERY != 0 {
+        if !log && !save {
+            if step.is_multiple_of(DIVERGENCE_CHECK_EVERY) && self.requested.is_none() {
+                self.backend.request_stats()?;
+                self.requested = Some((step, std::mem::take(&mut self.unread)));
+            }
+            if self.requested.is_some() {
+                self.take_ready_stats(state)?;
+            }
             return Ok(None);
         }
         self.read_stats(state)?;
@@ -566,17 +584,21 @@ impl<'a, 'c> Run<'a, 'c> {
 
     /// Reads the statistics of the steps since the last read: each loss checked, each added
     /// to the window of the next progress line.
+    /// (Those asked for without waiting come first.)
     fn read_stats(&mut self, state: &mut RunState) -> Result<()> {
         let stats = self.backend.step_stats()?;
-        let step = state.step;
-        // The backend keeps the last STATS_KEPT; reads come more often than that.
-        let lens = &self.unread[self.unread.len().saturating_sub(stats.len())..];
-        for (i, (&s, &len)) in stats.iter().zip(lens).enumerate() {
-            check_loss(s.loss, step + 1 + i - stats.len(), step)?;
-            state.window.add(s, len);
-        }
-        self.unread.clear();
-        Ok(())
+        let mut lens = self.requested.take().map(|r| r.1).unwrap_or_default();
+        lens.append(&mut self.unread);
+        add_stats(state, &stats, &lens, state.step, state.step)
+    }
+
+    /// The statistics asked for without waiting, if they are back.
+    fn take_ready_stats(&mut self, state: &mut RunState) -> Result<()> {
+        let Some(stats) = self.backend.ready_stats()? else {
+            return Ok(());
+        };
+        let (last, lens) = self.requested.take().unwrap_or_default();
+        add_stats(state, &stats, &lens, last, state.step)
     }
 
     /// Evaluates the dev set and reports a progress line; returns the dev evaluation.
@@ -630,7 +652,7 @@ impl<'a, 'c> Run<'a, 'c> {
         if self.checkpointer.is_none() {
             return Ok(());
         }
-        if !self.unread.is_empty() {
+        if !self.unread.is_empty() || self.requested.is_some() {
             self.read_stats(state)?;
         }
         let Some(checkpointer) = self.checkpointer.as_deref_mut() else {
@@ -706,6 +728,24 @@ fn kept_loss(history: &[Progress], ending: Ending) -> f64 {
         _ => history.last(),
     };
     line.map_or(f64::NAN, |p| p.batch.loss)
+}
+
+/// Checks and adds to the window `stats`, those of the steps ending with step `last` (of
+/// `lens` samples each), read after step `noticed`.
+fn add_stats(
+    state: &mut RunState,
+    stats: &[BatchStats],
+    lens: &[usize],
+    last: usize,
+    noticed: usize,
+) -> Result<()> {
+    // The backend keeps the last STATS_KEPT; reads come more often than that.
+    let lens = &lens[lens.len().saturating_sub(stats.len())..];
+    for (i, (&s, &len)) in stats.iter().zip(lens).enumerate() {
+        check_loss(s.loss, last + 1 + i - stats.len(), noticed)?;
+        state.window.add(s, len);
+    }
+    Ok(())
 }
 
 fn check_loss(loss: f64, step: usize, noticed: usize) -> Result<()> {

@@ -27,7 +27,9 @@ use mnist_gpu::cpu::CpuBackend;
 use mnist_gpu::data::pool::{draw_shifts, synthetic_pool, ImagePool, List, ListSizes, Shift};
 use mnist_gpu::error::{config, Error, Result};
 use mnist_gpu::gpu::context::AutoChoice;
+use mnist_gpu::gpu::coop::CoopTile;
 use mnist_gpu::gpu::fused::{self, FusedVariant, Tiling};
+use mnist_gpu::gpu::pipeline::{ShaderChecks, SHADER_CHECKS_VAR};
 use mnist_gpu::gpu::MatmulKind;
 use mnist_gpu::gpu::{GpuBackend, GpuContext};
 use mnist_gpu::model::{Activation, Init, Model};
@@ -160,6 +162,17 @@ pub struct BenchOptions {
     #[arg(long, value_enum, default_value_t = MatmulKind::Plain)]
     pub matmul: MatmulKind,
 
+    /// With `--matmul coop`, which cooperative tiles come first where the adapter offers
+    /// both: `f32` inputs (8×8 on NVIDIA) or `f16` inputs (16×16 on NVIDIA).
+    #[arg(long, value_enum, default_value_t = CoopTile::F32)]
+    pub coop_tile: CoopTile,
+
+    /// Wide layers (per-operation path): the tiled kernel's split-K products (dW) use at most
+    /// N workgroups; a multiple of the GPU's multiprocessors (132 on an H100) gives whole
+    /// waves [default: about 512, rounded up].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub split_k: Option<u32>,
+
     /// After each GPU measurement, time every kernel on the GPU (timestamp queries, where the
     /// adapter has them) and print its time per step beside the wall-clock time per step.
     #[arg(long)]
@@ -189,6 +202,11 @@ pub struct BenchOptions {
     #[arg(long)]
     pub json: bool,
 
+    /// Print the GPU adapter as one JSON object (name, driver, type, cooperative-matrix
+    /// tiles, shader checks) instead of measuring: the header of bench/gpu_table.py's report.
+    #[arg(long)]
+    pub adapter_info: bool,
+
     /// Draw samples/s against batch size (log-log) into this .svg or .png file.
     #[arg(long)]
     pub plot: Option<PathBuf>,
@@ -213,6 +231,13 @@ pub struct Measurement {
     pub tiling: Option<Tiling>,
     /// On the GPU, which kernels took the wide matrix products: "plain" or "coop".
     pub matmul: Option<String>,
+    /// With `--matmul coop`, the cooperative tile that ran ("cooperative 16×16 tiles of f16,
+    /// f32 sums").
+    pub coop_tile: Option<String>,
+    /// On the GPU, `--split-k`: the split-K products' most workgroups (None: the default).
+    pub split_k: Option<usize>,
+    /// On the GPU, whether wgpu's shader runtime checks were on ("on", "off").
+    pub shader_checks: Option<String>,
     pub batch_size: usize,
     pub full_batch: bool,
     pub samples: usize,
@@ -360,6 +385,9 @@ fn measure(
         software_adapter: false,
         path: backend.path().name().to_string(),
         matmul: None,
+        shader_checks: None,
+        coop_tile: None,
+        split_k: None,
         tiling: None,
         batch_size: batch,
         full_batch: batch == samples,
@@ -409,6 +437,9 @@ fn profile(
 
 /// Runs the benchmark and prints the table (and JSON, and the plot) as `options` ask.
 pub fn run(options: &BenchOptions) -> Result<()> {
+    if options.adapter_info {
+        return print_adapter(open_gpu(options)?.as_deref());
+    }
     let batches = batch_sizes(options)?;
     // Read the other tools' results first, so a bad file fails before minutes of timing.
     let peers = report::read_peers(&options.compare)?;
@@ -421,6 +452,15 @@ pub fn run(options: &BenchOptions) -> Result<()> {
         "mnist-gpu bench: {network} (ReLU, softmax), {samples} synthetic samples; \
          samples/s = median of timed runs after a warm-up"
     );
+    if let Some(ctx) = &gpu {
+        println!(
+            "GPU: {}; shader runtime checks {} ({SHADER_CHECKS_VAR}=1 turns them on); \
+             wide products: {}",
+            ctx.describe(),
+            ctx.shader_checks.name(),
+            coop_tile(ctx).unwrap_or_else(|| "plain float32 kernels".into())
+        );
+    }
     let tiling = tiling(options, gpu.as_deref(), &model)?;
     if let Some(t) = tiling {
         let block = match options.block {
@@ -464,6 +504,38 @@ pub fn run(options: &BenchOptions) -> Result<()> {
     )
 }
 
+/// The cooperative tile matmul's wide products run on, if they do.
+fn coop_tile(ctx: &GpuContext) -> Option<String> {
+    ctx.kernels.matmul_coop.as_ref().map(|(_, c)| c.describe())
+}
+
+/// `--adapter-info`: the adapter that opened, as one JSON object.
+fn print_adapter(gpu: Option<&GpuContext>) -> Result<()> {
+    let Some(ctx) = gpu else {
+        return config("--adapter-info: no GPU adapter opened (see the note above)");
+    };
+    let info = &ctx.info;
+    let value = serde_json::json!({
+        "adapter": ctx.describe(),
+        "name": info.name,
+        "backend": format!("{:?}", info.backend),
+        "device_type": format!("{:?}", info.device_type),
+        "software_adapter": ctx.is_software(),
+        "driver": info.driver,
+        "driver_info": info.driver_info,
+        "vendor": info.vendor,
+        "device": info.device,
+        "subgroup_sizes": [info.subgroup_min_size, info.subgroup_max_size],
+        "cooperative_matrices": ctx.coop_offered,
+        "matmul": ctx.matmul(),
+        "coop_tile": coop_tile(ctx),
+        "shader_checks": ctx.shader_checks.name(),
+        "timestamp_queries": ctx.device.features().contains(wgpu::Features::TIMESTAMP_QUERY),
+    });
+    println!("{value}");
+    Ok(())
+}
+
 /// `--batch-sizes` in samples, once `--samples`, the sizes and the plot's file name are known
 /// to make sense.
 fn batch_sizes(options: &BenchOptions) -> Result<Vec<usize>> {
@@ -493,14 +565,13 @@ fn batch_sizes(options: &BenchOptions) -> Result<Vec<usize>> {
 /// The GPU `--backend` asks for, if any: `auto` only a hardware adapter (with a note where
 /// there is none), `both` any adapter that opens (with a note where none does).
 fn open_gpu(options: &BenchOptions) -> Result<Option<Arc<GpuContext>>> {
-    let (adapter, coop) = (
-        options.adapter.as_deref(),
-        options.matmul == MatmulKind::Coop,
-    );
+    let adapter = options.adapter.as_deref();
+    let coop = (options.matmul == MatmulKind::Coop).then_some(options.coop_tile);
+    let open = || GpuContext::open_with(adapter, coop, ShaderChecks::from_env()?);
     let ctx = match options.backend {
         BenchBackend::One(BackendKind::Cpu) => None,
-        BenchBackend::One(BackendKind::Gpu) => Some(GpuContext::new(adapter, coop)?),
-        BenchBackend::One(BackendKind::Auto) => match GpuContext::auto(adapter, coop)? {
+        BenchBackend::One(BackendKind::Gpu) => Some(open()?),
+        BenchBackend::One(BackendKind::Auto) => match GpuContext::auto_with(adapter, coop)? {
             AutoChoice::Gpu(ctx) => Some(ctx),
             AutoChoice::Cpu { why, software } => {
                 let anyway = if software {
@@ -512,7 +583,7 @@ fn open_gpu(options: &BenchOptions) -> Result<Option<Arc<GpuContext>>> {
                 None
             }
         },
-        BenchBackend::Both => match GpuContext::new(adapter, coop) {
+        BenchBackend::Both => match open() {
             Ok(ctx) => Some(ctx),
             Err(e) => {
                 eprintln!("note: GPU left out ({e})");
@@ -523,7 +594,10 @@ fn open_gpu(options: &BenchOptions) -> Result<Option<Arc<GpuContext>>> {
     if let Some(note) = ctx.as_ref().and_then(|ctx| ctx.coop_note()) {
         eprintln!("{note}");
     }
-    Ok(ctx.map(Arc::new))
+    Ok(ctx.map(|mut ctx| {
+        ctx.kernels.split_groups = options.split_k.map(|n| n as usize);
+        Arc::new(ctx)
+    }))
 }
 
 /// `--block`, `--max-groups` and `--fused`: the fused GPU step's tiling and variant, starting
@@ -659,6 +733,9 @@ impl Bench {
         m.software_adapter = ctx.is_software();
         m.tiling = gpu.tiling();
         m.matmul = Some(ctx.matmul().to_string());
+        m.shader_checks = Some(ctx.shader_checks.name().to_string());
+        m.coop_tile = coop_tile(ctx);
+        m.split_k = ctx.kernels.split_groups;
         progress(&m);
         if self.profile {
             m.profile = profile(&mut gpu, self.samples, batch, m.steps.clamp(10, 1000))?;

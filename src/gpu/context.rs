@@ -1,12 +1,13 @@
 //! The GPU context, built once: adapter, device, queue and every kernel's pipeline.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crate::error::{Error, Result};
-use crate::gpu::coop::CoopConfig;
+use crate::gpu::coop::{CoopConfig, CoopTile};
 use crate::gpu::kernels::Kernels;
-use crate::gpu::pipeline::{one_line, scoped};
+use crate::gpu::pipeline::{one_line, scoped, ShaderChecks};
 
 const INSTALL_HINT: &str = "install a Vulkan driver (for a software adapter on Debian/Ubuntu: \
     `apt-get install -y mesa-vulkan-drivers libvulkan1`, as root or with sudo) or use --backend cpu";
@@ -18,11 +19,19 @@ pub struct GpuContext {
     pub kernels: Kernels,
     /// Why `--matmul coop` was asked but the plain kernels run: the adapter, and what it lacks.
     pub coop_refused: Option<String>,
+    /// The adapter's cooperative-matrix tiles, as "M×N×K A→C" ("16×16×16 f16→f32"), whether
+    /// or not `--matmul coop` uses them.
+    pub coop_offered: Vec<String>,
+    /// Whether wgpu's runtime checks are in every shader (`MNIST_GPU_SHADER_CHECKS`, read once
+    /// when the context is built; off by default).
+    pub shader_checks: ShaderChecks,
     /// The first error wgpu reported outside an error scope (a failed dispatch, a lost
     /// device): its callbacks cannot return a `Result`, so they leave the message here.
     fault: Arc<Mutex<Option<String>>>,
     /// Submissions the GPU may not have finished, oldest first (see `throttle`).
     in_flight: Mutex<VecDeque<wgpu::SubmissionIndex>>,
+    /// Submissions of training work so far (`throttle`'s count).
+    submitted: AtomicU64,
 }
 
 /// Submits allowed in flight: enough that the GPU always has the next one queued while the
@@ -44,7 +53,28 @@ impl GpuContext {
     /// `WGPU_BACKEND` (e.g. `vulkan`) limits which APIs are searched.
     /// With `coop`, matmul's wide products run on the adapter's cooperative matrices where it
     /// has them (`--matmul coop`; see `coop_refused`).
+    /// wgpu's shader runtime checks as `MNIST_GPU_SHADER_CHECKS` says (see `with_checks`).
     pub fn new(adapter_name: Option<&str>, coop: bool) -> Result<GpuContext> {
+        Self::with_checks(adapter_name, coop, ShaderChecks::from_env()?)
+    }
+
+    /// As `new`, with wgpu's runtime checks in every shader as `checks` says, whatever the
+    /// environment (the tests build contexts of both kinds in one process).
+    pub fn with_checks(
+        adapter_name: Option<&str>,
+        coop: bool,
+        checks: ShaderChecks,
+    ) -> Result<GpuContext> {
+        Self::open_with(adapter_name, coop.then_some(CoopTile::default()), checks)
+    }
+
+    /// As `with_checks`, `coop` saying which tiles `--matmul coop` prefers (None: the plain
+    /// kernels).
+    pub fn open_with(
+        adapter_name: Option<&str>,
+        coop: Option<CoopTile>,
+        checks: ShaderChecks,
+    ) -> Result<GpuContext> {
         let adapters = enumerate();
         let adapter = match wanted(adapter_name) {
             Some(name) => find_named(adapters, &name)?,
@@ -53,18 +83,25 @@ impl GpuContext {
                 .min_by_key(|a| preference(a.get_info().device_type))
                 .ok_or_else(|| Error::Gpu(format!("no GPU adapter found; {INSTALL_HINT}")))?,
         };
-        Self::open(adapter, coop)
+        Self::open(adapter, coop, checks)
     }
 
     /// `--backend auto`: the adapter `adapter_name` (or `WGPU_ADAPTER_NAME`) names, else the
     /// most capable adapter if it is a hardware one; otherwise why not. A hardware adapter that
     /// fails to open is a reason too: auto means the run goes on, on the CPU.
     pub fn auto(adapter_name: Option<&str>, coop: bool) -> Result<AutoChoice> {
+        Self::auto_with(adapter_name, coop.then_some(CoopTile::default()))
+    }
+
+    /// As `auto`, `coop` saying which tiles `--matmul coop` prefers (None: the plain kernels).
+    pub fn auto_with(adapter_name: Option<&str>, coop: Option<CoopTile>) -> Result<AutoChoice> {
+        let checks = ShaderChecks::from_env()?;
         let mut adapters = enumerate();
         if let Some(name) = wanted(adapter_name) {
             return Ok(AutoChoice::Gpu(Self::open(
                 find_named(adapters, &name)?,
                 coop,
+                checks,
             )?));
         }
         let found: Vec<(String, wgpu::DeviceType)> = adapters
@@ -74,7 +111,7 @@ impl GpuContext {
         match auto_choice(&found) {
             Ok(i) => {
                 let name = found[i].0.clone();
-                match Self::open(adapters.swap_remove(i), coop) {
+                match Self::open(adapters.swap_remove(i), coop, checks) {
                     Ok(ctx) => Ok(AutoChoice::Gpu(ctx)),
                     Err(e) => Ok(AutoChoice::Cpu {
                         why: format!("the GPU adapter {name} did not open ({e})"),
@@ -91,9 +128,24 @@ impl GpuContext {
 
     /// Opens the device of `adapter` with the limits and features the kernels use, and builds
     /// every kernel's pipeline.
-    fn open(adapter: wgpu::Adapter, coop: bool) -> Result<GpuContext> {
+    fn open(
+        adapter: wgpu::Adapter,
+        coop: Option<CoopTile>,
+        checks: ShaderChecks,
+    ) -> Result<GpuContext> {
         let info = adapter.get_info();
-        let (coop, coop_refused) = match coop.then(|| CoopConfig::find(&adapter)) {
+        let coop_offered = adapter
+            .cooperative_matrix_properties()
+            .iter()
+            .map(|c| {
+                format!(
+                    "{}×{}×{} {:?}→{:?}",
+                    c.m_size, c.n_size, c.k_size, c.ab_type, c.cr_type
+                )
+                .to_lowercase()
+            })
+            .collect();
+        let (coop, coop_refused) = match coop.map(|prefer| CoopConfig::find(&adapter, prefer)) {
             None => (None, None),
             Some(Ok(config)) => (Some(config), None),
             Some(Err(why)) => (None, Some(format!("{}: {why}", info.name))),
@@ -142,15 +194,18 @@ impl GpuContext {
             ));
         });
 
-        let kernels = Kernels::new(&device, coop)?;
+        let kernels = Kernels::new(&device, coop, checks)?;
         Ok(GpuContext {
             device,
             queue,
             info,
             kernels,
             coop_refused,
+            coop_offered,
+            shader_checks: checks,
             fault,
             in_flight: Mutex::new(VecDeque::new()),
+            submitted: AtomicU64::new(0),
         })
     }
 
@@ -194,6 +249,7 @@ impl GpuContext {
     /// `IN_FLIGHT` are unfinished: submitting never waits for the GPU otherwise, so a loop of
     /// steps with no read-back could queue seconds of work.
     pub fn throttle(&self, index: wgpu::SubmissionIndex) -> Result<()> {
+        self.submitted.fetch_add(1, Ordering::Relaxed);
         let oldest = {
             let mut in_flight = self.in_flight.lock().unwrap();
             in_flight.push_back(index);
@@ -209,6 +265,11 @@ impl GpuContext {
             })
             .map_err(|e| Error::Gpu(format!("waiting for the GPU: {e}")))?;
         self.check()
+    }
+
+    /// Submissions of training work so far.
+    pub fn submits(&self) -> u64 {
+        self.submitted.load(Ordering::Relaxed)
     }
 
     /// A storage buffer the kernels can read and write and the host can fill and read back.

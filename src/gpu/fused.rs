@@ -887,7 +887,8 @@ impl Fused {
         self.submit(ctx)
     }
 
-    fn submit(&mut self, ctx: &GpuContext) -> Result<()> {
+    /// Submits what is recorded, the runs of steps per submit growing on (nothing waits).
+    pub fn submit(&mut self, ctx: &GpuContext) -> Result<()> {
         let Some(rec) = self.pending.take() else {
             return Ok(());
         };
@@ -1046,7 +1047,7 @@ impl Pipelines {
                 zero_workgroup_memory: false,
                 ..Pipeline::new(entry, &what, source, entry)
             };
-            pipeline.build(&ctx.device)
+            pipeline.build(&ctx.device, ctx.shader_checks)
         };
         let fused = source("fused");
         Ok(Pipelines {

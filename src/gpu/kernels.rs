@@ -10,7 +10,9 @@ use bytemuck::{Pod, Zeroable};
 
 use crate::error::Result;
 use crate::gpu::coop::CoopConfig;
-use crate::gpu::pipeline::{bind_group, bind_group_layout, buffer_entry, Binding, Pipeline};
+use crate::gpu::pipeline::{
+    bind_group, bind_group_layout, buffer_entry, Binding, Pipeline, ShaderChecks,
+};
 use crate::gpu::profile::Timing;
 use crate::gpu::shaders::{self, activation_code, source, ACTIVATION_CODES};
 use crate::layout::Layout;
@@ -66,6 +68,9 @@ pub struct Kernels {
     pub adam_update: Kernel,
     pub augment: Kernel,
     pub warp: Kernel,
+    /// `--split-k N`: the workgroups the tiled kernel's split-K products aim at, at most
+    /// (None: about `TILED_GROUPS`, rounded up; see `splits_with`).
+    pub split_groups: Option<usize>,
 }
 
 /// A kernel's bind group with its buffers, made once when the backend is built.
@@ -99,8 +104,13 @@ impl Uniforms {
 
 impl Kernel {
     /// The pipeline `spec` describes, named `name`, with its bind group layout.
-    fn build(device: &wgpu::Device, name: &'static str, spec: Pipeline) -> Result<Kernel> {
-        let pipeline = spec.build(device)?;
+    fn build(
+        device: &wgpu::Device,
+        checks: ShaderChecks,
+        name: &'static str,
+        spec: Pipeline,
+    ) -> Result<Kernel> {
+        let pipeline = spec.build(device, checks)?;
         let layout = match spec.layout {
             Some(layout) => layout.clone(),
             None => pipeline.get_bind_group_layout(0),
@@ -115,6 +125,7 @@ impl Kernel {
     /// Entry point `main` of shader `name`, with these override constants.
     fn main(
         device: &wgpu::Device,
+        checks: ShaderChecks,
         name: &'static str,
         constants: &[(&str, f64)],
     ) -> Result<Kernel> {
@@ -123,7 +134,7 @@ impl Kernel {
             constants,
             ..Pipeline::new(name, &what, source(name), "main")
         };
-        Kernel::build(device, name, spec)
+        Kernel::build(device, checks, name, spec)
     }
 
     /// Binds a new uniform slot and `buffers` (in the shader's binding order, from binding 1).
@@ -172,9 +183,13 @@ impl Kernel {
 
 impl Kernels {
     /// Every kernel's pipeline; matmul's cooperative one too where `coop` says how to fit it
-    /// (the device must have its features).
-    pub fn new(device: &wgpu::Device, coop: Option<CoopConfig>) -> Result<Kernels> {
-        let k = |name: &'static str| Kernel::main(device, name, &[]);
+    /// (the device must have its features); wgpu's runtime checks as `checks` says.
+    pub fn new(
+        device: &wgpu::Device,
+        coop: Option<CoopConfig>,
+        checks: ShaderChecks,
+    ) -> Result<Kernels> {
+        let k = |name: &'static str| Kernel::main(device, checks, name, &[]);
         let activations: Vec<_> = shaders::constants(&ACTIVATION_CODES).collect();
         let matmul_layout = matmul_layout(device);
         let matmul = |name: &'static str, file: &str, text: &str, entry: &str| {
@@ -183,7 +198,7 @@ impl Kernels {
                 layout: Some(&matmul_layout),
                 ..Pipeline::new(name, &what, text, entry)
             };
-            Kernel::build(device, name, spec)
+            Kernel::build(device, checks, name, spec)
         };
         let matmul_coop = match coop {
             Some(config) => {
@@ -197,8 +212,8 @@ impl Kernels {
             matmul: matmul("matmul", "matmul", source("matmul"), "main")?,
             matmul_tiled: matmul("matmul tiled", "matmul", source("matmul"), "tiled")?,
             matmul_coop,
-            activation: Kernel::main(device, "activation", &activations)?,
-            activation_grad: Kernel::main(device, "activation_grad", &activations)?,
+            activation: Kernel::main(device, checks, "activation", &activations)?,
+            activation_grad: Kernel::main(device, checks, "activation_grad", &activations)?,
             softmax: k("softmax")?,
             output_grad: k("output_grad")?,
             sum_columns: k("sum_columns")?,
@@ -208,6 +223,7 @@ impl Kernels {
             adam_update: k("adam_update")?,
             augment: k("augment")?,
             warp: k("warp")?,
+            split_groups: None,
         })
     }
 }
@@ -423,15 +439,24 @@ pub fn matmul_is_tiled(rows: usize, cols: usize) -> bool {
 /// partial products stay small (at most `PARTIAL_FLOATS`). Never fewer for a larger `inner`, so
 /// that scratch sized for the largest batch holds every batch's slices.
 pub fn splits_for(rows: usize, cols: usize, inner: usize) -> u32 {
+    splits_with(rows, cols, inner, None)
+}
+
+/// `splits_for`, the tiled kernel's products split into at most `groups` workgroups where
+/// given (`--split-k`; a multiple of the GPU's multiprocessors gives whole waves), never more
+/// than `splits_for` would (the scratch is sized by it).
+pub fn splits_with(rows: usize, cols: usize, inner: usize, groups: Option<usize>) -> u32 {
     const INNER_PER_SPLIT: usize = 256;
     const TILED_INNER_PER_SPLIT: usize = 512;
     const TILED_GROUPS: usize = 512;
     const PARTIAL_FLOATS: usize = 1 << 22;
     let wanted = if matmul_is_tiled(rows, cols) {
         let tiles = rows.div_ceil(MATMUL_TILE) * cols.div_ceil(MATMUL_TILE);
-        inner
-            .div_ceil(TILED_INNER_PER_SPLIT)
-            .min(TILED_GROUPS.div_ceil(tiles))
+        let by_groups = match groups {
+            None => TILED_GROUPS.div_ceil(tiles),
+            Some(groups) => (groups / tiles).clamp(1, TILED_GROUPS.div_ceil(tiles)),
+        };
+        inner.div_ceil(TILED_INNER_PER_SPLIT).min(by_groups)
     } else {
         inner.div_ceil(INNER_PER_SPLIT)
     };
@@ -445,6 +470,12 @@ pub fn column_chunks(m: usize) -> u32 {
 }
 
 impl Kernels {
+    /// How many slices a (rows, cols) product over `inner` is split into (`splits_with`, at
+    /// `split_groups`).
+    pub fn splits(&self, rows: usize, cols: usize, inner: usize) -> u32 {
+        splits_with(rows, cols, inner, self.split_groups)
+    }
+
     /// matmul: `C = A·B (+ bias)`, or with `splits > 1` the partial products of A·B in
     /// `splits` slices of C's bound buffer (add them with `sum_partials`). Bind it with
     /// `matmul`; wide products run on `matmul_tiled` (see `matmul_is_tiled`), or on
@@ -656,5 +687,28 @@ impl Kernels {
         let words = m * crate::data::PIXELS / 4;
         let params = [m as u32, index_offset, 0, 0]; // warps from the start of their buffer
         rec.dispatch(&self.warp, bound, params, grid(words));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn split_k_aims_at_whole_waves_when_asked() {
+        // dW1 of 784-512-10 at full batch: 4 × 7 = 28 tiles; by default 10 slices (the
+        // partial products' room), 280 workgroups: two waves of 132 and 16 more.
+        assert_eq!(splits_for(512, 784, 60_000), 10);
+        // Two waves of 132 multiprocessors: 9 slices (252); one wave: 4 (112).
+        assert_eq!(splits_with(512, 784, 60_000, Some(264)), 9);
+        assert_eq!(splits_with(512, 784, 60_000, Some(132)), 4);
+        // Never more than by default (the scratch is sized so), never fewer than one slice.
+        assert_eq!(splits_with(512, 784, 60_000, Some(100_000)), 10);
+        assert_eq!(splits_with(512, 784, 60_000, Some(1)), 1);
+        // The narrow kernel's products are not affected.
+        assert_eq!(
+            splits_with(10, 784, 60_000, Some(1)),
+            splits_for(10, 784, 60_000)
+        );
     }
 }

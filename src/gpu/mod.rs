@@ -28,6 +28,7 @@ pub mod profile;
 pub mod reference;
 pub mod shaders;
 pub mod shifted;
+pub mod stats;
 
 use std::sync::Arc;
 
@@ -49,6 +50,7 @@ use fused::{Fused, Tiling};
 use profile::{Profiler, Timing};
 use reference::Reference;
 use shifted::Copies;
+use stats::StatsRead;
 
 /// Which kernels take the GPU's wide matrix products (`--matmul`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -113,16 +115,14 @@ impl History {
     /// The stats of the last `count` recorded steps, oldest first (waits for the GPU).
     fn read(&self, ctx: &GpuContext, count: usize) -> Result<Vec<BatchStats>> {
         let sums = ctx.read(&self.buffer, 2 * STATS_KEPT)?;
-        Ok((self.recorded - count..self.recorded)
-            .map(|step| {
-                let slot = step % STATS_KEPT;
-                let m = self.batch[slot] as f64;
-                BatchStats {
-                    loss: sums[2 * slot] as f64 / m,
-                    accuracy: sums[2 * slot + 1] as f64 / m,
-                }
-            })
-            .collect())
+        Ok(stats::stats_of(&sums, &self.batch, self.recorded, count))
+    }
+
+    /// Starts reading the unread steps' stats without waiting; they count as read.
+    fn request(&mut self, ctx: &GpuContext) -> StatsRead {
+        let read = StatsRead::start(ctx, &self.buffer, self.recorded, self.unread, &self.batch);
+        self.unread = 0;
+        read
     }
 }
 
@@ -144,6 +144,8 @@ pub struct GpuBackend {
     steps: u64,
     optimizer: Optimizer,
     profiler: Option<Profiler>,
+    /// The stats `request_stats` asked for, on their way back.
+    reading: Option<StatsRead>,
 }
 
 impl GpuBackend {
@@ -252,6 +254,7 @@ impl GpuBackend {
             steps: 0,
             optimizer: Optimizer::Sgd,
             profiler: None,
+            reading: None,
             ctx,
         })
     }
@@ -282,11 +285,22 @@ impl GpuBackend {
             .map(|p| (p.kernels().to_vec(), p.untimed())))
     }
 
-    /// Submits the steps recorded and not yet submitted.
+    /// Submits the steps recorded and not yet submitted, before a wait for the GPU (the next
+    /// run of steps per submit starts small, so that the idle GPU gets work soon).
     fn flush(&mut self) -> Result<()> {
+        self.submit(true)
+    }
+
+    /// Submits the steps recorded and not yet submitted; `restart`: the runs of steps per
+    /// submit start small again (after a wait), else keep growing (nothing waits).
+    fn submit(&mut self, restart: bool) -> Result<()> {
         let timings = match &mut self.engine {
-            Engine::Fused(f) => {
+            Engine::Fused(f) if restart => {
                 f.flush(&self.ctx)?;
+                f.take_timings()
+            }
+            Engine::Fused(f) => {
+                f.submit(&self.ctx)?;
                 f.take_timings()
             }
             Engine::Reference(_) => Vec::new(),
@@ -349,8 +363,8 @@ impl Backend for GpuBackend {
     fn set_list(&mut self, list: List, indices: &[u32]) -> Result<()> {
         check_list(&self.sizes, list, indices, self.pool_len)?;
         // The write lands before anything not yet submitted: submit the steps that read the
-        // old list first.
-        self.flush()?;
+        // old list first (nothing waits, so their runs keep growing).
+        self.submit(false)?;
         let offset = 4 * self.sizes.offset(list) as u64;
         self.ctx
             .queue
@@ -397,8 +411,33 @@ impl Backend for GpuBackend {
 
     fn step_stats(&mut self) -> Result<Vec<BatchStats>> {
         self.flush()?;
-        let stats = self.history.read(&self.ctx, self.history.unread)?;
+        let mut stats = match self.reading.take() {
+            Some(read) => read.poll(&self.ctx, true)?.expect("waited for"),
+            None => Vec::new(),
+        };
+        stats.extend(self.history.read(&self.ctx, self.history.unread)?);
         self.history.unread = 0;
+        Ok(stats)
+    }
+
+    fn request_stats(&mut self) -> Result<()> {
+        if self.reading.is_some() || self.history.unread == 0 {
+            return Ok(());
+        }
+        // The copy follows the steps: those still recorded go first, and no wait follows.
+        self.submit(false)?;
+        self.reading = Some(self.history.request(&self.ctx));
+        Ok(())
+    }
+
+    fn ready_stats(&mut self) -> Result<Option<Vec<BatchStats>>> {
+        let Some(read) = &self.reading else {
+            return Ok(None);
+        };
+        let stats = read.poll(&self.ctx, read.due(&self.ctx))?;
+        if stats.is_some() {
+            self.reading = None;
+        }
         Ok(stats)
     }
 

@@ -7,6 +7,50 @@ use std::num::NonZeroU64;
 
 use crate::error::{Error, Result};
 
+/// The environment variable that turns wgpu's runtime checks back on in every shader
+/// (`MNIST_GPU_SHADER_CHECKS=1`), to tell a kernel's own out-of-bounds access from a driver's
+/// fault while diagnosing.
+pub const SHADER_CHECKS_VAR: &str = "MNIST_GPU_SHADER_CHECKS";
+
+/// Whether wgpu adds its runtime checks to the project's shaders: a clamp on every dynamic
+/// index into a buffer, a workgroup or a function-local array, a counter and a second exit in
+/// every loop (naga's `force_loop_bounding`), and guarded integer division. Off by default:
+/// the counters and clamps can keep a driver from unrolling the small constant loops that keep
+/// accumulators in registers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ShaderChecks {
+    Off,
+    On,
+}
+
+impl ShaderChecks {
+    /// From `MNIST_GPU_SHADER_CHECKS`: `1` on; unset, empty or `0` off; anything else refused.
+    pub fn from_env() -> Result<ShaderChecks> {
+        let value = std::env::var(SHADER_CHECKS_VAR).unwrap_or_default();
+        ShaderChecks::parse(&value)
+    }
+
+    /// The variable's value read as `from_env` reads it.
+    pub fn parse(value: &str) -> Result<ShaderChecks> {
+        match value.trim() {
+            "" | "0" => Ok(ShaderChecks::Off),
+            "1" => Ok(ShaderChecks::On),
+            other => Err(Error::Config(format!(
+                "{SHADER_CHECKS_VAR}={other:?}: expected 1 (wgpu's shader runtime checks on) \
+                 or 0 (off, the default)"
+            ))),
+        }
+    }
+
+    /// "on" or "off", as bench's header and JSON say it.
+    pub fn name(self) -> &'static str {
+        match self {
+            ShaderChecks::Off => "off",
+            ShaderChecks::On => "on",
+        }
+    }
+}
+
 /// What one compute pipeline is built from.
 pub struct Pipeline<'a> {
     /// The pipeline's label, as profiles and wgpu's messages name it.
@@ -43,15 +87,36 @@ impl<'a> Pipeline<'a> {
     }
 
     /// The pipeline, or an error naming `what` (a shader that does not compile, a constant it
-    /// does not declare).
-    pub fn build(&self, device: &wgpu::Device) -> Result<wgpu::ComputePipeline> {
+    /// does not declare); its module with wgpu's runtime checks as `checks` says.
+    pub fn build(
+        &self,
+        device: &wgpu::Device,
+        checks: ShaderChecks,
+    ) -> Result<wgpu::ComputePipeline> {
         scoped(device, self.what, || {
-            // Checked: wgpu validates the module and bounds-checks its accesses. (Whether a
-            // trusted, unchecked module would do is a choice to make here, for every kernel.)
-            let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
+            let descriptor = wgpu::ShaderModuleDescriptor {
                 label: Some(self.label),
                 source: wgpu::ShaderSource::Wgsl(self.source.into()),
-            });
+            };
+            let module = match checks {
+                ShaderChecks::On => device.create_shader_module(descriptor),
+                // SAFETY: the unchecked module may not index out of bounds, loop forever or
+                // divide an integer by zero. Only the project's own shaders come here (the
+                // sources in shaders.rs, WGSL validated by naga all the same), and in them:
+                // every index derives from sizes the host validates before recording (a
+                // batch within the capacity its buffers were sized for, list positions within
+                // the index list, the model's shape in override constants); every loop runs
+                // to a bound from those sizes; every integer divisor is a constant or a layer
+                // size, at least 1. The kernel tests run at awkward sizes (not multiples of
+                // any tile) with NaN-poisoned outputs, in both modes, and the fused and
+                // parity tests compare the two modes' steps.
+                ShaderChecks::Off => unsafe {
+                    device.create_shader_module_trusted(
+                        descriptor,
+                        wgpu::ShaderRuntimeChecks::unchecked(),
+                    )
+                },
+            };
             let pipeline_layout = self.layout.map(|layout| {
                 device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
                     label: Some(self.label),
@@ -178,4 +243,21 @@ pub fn scoped<T>(device: &wgpu::Device, what: &str, f: impl FnOnce() -> T) -> Re
 /// wgpu's messages span several lines; errors here are one line.
 pub fn one_line(message: &str) -> String {
     message.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shader_checks_from_the_variable() {
+        assert_eq!(ShaderChecks::parse("").unwrap(), ShaderChecks::Off);
+        assert_eq!(ShaderChecks::parse("0").unwrap(), ShaderChecks::Off);
+        assert_eq!(ShaderChecks::parse(" 1 ").unwrap(), ShaderChecks::On);
+        let e = ShaderChecks::parse("on").unwrap_err().to_string();
+        assert!(
+            e.starts_with("MNIST_GPU_SHADER_CHECKS=\"on\": expected 1"),
+            "{e}"
+        );
+    }
 }

@@ -9,7 +9,7 @@
 
 use crate::data::{CLASSES, PIXELS};
 use crate::error::{Error, Result};
-use crate::gpu::kernels::{column_chunks, splits_for, Bound, Kernels, Operand, Recorder, Uniforms};
+use crate::gpu::kernels::{column_chunks, Bound, Kernels, Operand, Recorder, Uniforms};
 use crate::gpu::profile::Timing;
 use crate::gpu::shifted::{Copies, ShiftedImages, WarpBuffer};
 use crate::gpu::{Data, GpuContext, StepArgs};
@@ -82,7 +82,7 @@ impl Scratch {
             .layers
             .iter()
             .map(|l| {
-                let splits = splits_for(l.outputs, l.inputs, cap) as usize;
+                let splits = ctx.kernels.splits(l.outputs, l.inputs, cap) as usize;
                 let product = splits * l.outputs * l.inputs;
                 product.max(column_chunks(cap) as usize * l.outputs)
             })
@@ -627,7 +627,7 @@ impl Network {
                     Operand::Matrix(Layout::col_major(inputs, m).t()),
                 ),
             };
-            let splits = splits_for(units, inputs, m);
+            let splits = k.splits(units, inputs, m);
             let w = Layout::row_major(units, inputs);
             k.matmul(rec, bound, dz, input_t, w, false, splits);
             k.sum_partials(rec, &layer.dw_sum, units * inputs, splits, inv_m);

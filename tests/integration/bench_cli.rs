@@ -355,3 +355,205 @@ fn training_options_before_bench_are_refused() {
         .expect("the binary runs");
     one_line_error(&out);
 }
+
+/// `bench/gpu_table.py --quick`, the GPU table's one command at tiny sizes on this machine's
+/// adapter: the adapter's description, our rows for both networks, every switch beside the
+/// default row it is compared with, each peer measured or said to be absent (and why), in
+/// the Markdown report, the JSON file and the summary.
+#[test]
+fn gpu_table_script_quick_writes_its_report_and_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("bench/gpu_table.py");
+    let out = Command::new("python3")
+        .arg(&script)
+        .args(["--quick", "--bin", env!("CARGO_BIN_EXE_mnist-gpu"), "--out"])
+        .arg(dir.path())
+        .env("XDG_RUNTIME_DIR", dir.path())
+        .env_remove("WGPU_ADAPTER_NAME")
+        .env_remove("MNIST_GPU_SHADER_CHECKS")
+        .output()
+        .unwrap_or_else(|e| {
+            panic!("python3 did not run ({e}): the GPU table's script needs it (apt-get install -y python3)")
+        });
+    assert!(
+        out.status.success(),
+        "the script failed:\n{}",
+        describe(&out)
+    );
+    let summary = String::from_utf8_lossy(&out.stdout);
+    assert!(summary.starts_with("GPU table: "), "{summary}");
+
+    let text = std::fs::read_to_string(dir.path().join("gpu_table.json")).unwrap();
+    let report: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(report["quick"], true);
+    assert_eq!(report["errors"], serde_json::json!([]), "{report}");
+    assert_eq!(report["skipped"], serde_json::json!([]), "{report}");
+    let adapter = &report["adapter"];
+    assert!(
+        adapter["name"].as_str().is_some_and(|n| !n.is_empty()),
+        "{adapter}"
+    );
+    assert!(adapter["driver"].is_string(), "{adapter}");
+    assert!(adapter["cooperative_matrices"].is_array(), "{adapter}");
+    assert_eq!(adapter["shader_checks"], "off", "{adapter}");
+
+    let rows = report["rows"].as_array().unwrap();
+    let find = |item: &str, hidden: u64, batch: u64| {
+        rows.iter()
+            .find(|r| r["item"] == item && r["hidden"] == hidden && r["batch"] == batch)
+            .unwrap_or_else(|| panic!("no row {item} 784-{hidden}-10 batch {batch}: {rows:?}"))
+    };
+    for hidden in [10, 512] {
+        for batch in [64, 512] {
+            let r = find("default", hidden, batch);
+            assert!(r["samples_per_second"].as_f64().unwrap() > 0.0, "{r}");
+            assert_eq!(r["shader_checks"], "off", "{r}");
+            assert!(r["vs_default"].is_null(), "{r}");
+        }
+    }
+    assert_eq!(find("default", 10, 512)["full_batch"], true);
+    // Each switch beside its default: checks on, a block, the cooperative matrices.
+    for (item, hidden, batch) in [
+        ("shader checks on", 10, 64),
+        ("shader checks on", 512, 512),
+        ("--block 16", 10, 64),
+        ("--block 8", 10, 64),
+        ("--matmul coop", 512, 512),
+        ("--matmul coop --coop-tile f16", 512, 512),
+        ("--split-k 264", 512, 512),
+        ("--split-k 132", 512, 512),
+    ] {
+        let r = find(item, hidden, batch);
+        assert!(r["vs_default"].as_f64().is_some_and(|v| v > 0.0), "{r}");
+        assert!(
+            r["prediction"].as_str().is_some_and(|p| !p.is_empty()),
+            "{r}"
+        );
+    }
+    assert_eq!(find("shader checks on", 10, 64)["shader_checks"], "on");
+    assert_eq!(find("--block 16", 10, 64)["block"], 16);
+
+    // Training beside bench at batch 64 and full batch, on the repository's images.
+    let training = report["training_vs_bench"].as_array().unwrap();
+    assert_eq!(training.len(), 2, "{report}");
+    for (t, batch) in training.iter().zip(["64", "full"]) {
+        assert_eq!(t["batch"], batch, "{t}");
+        assert!(
+            t["training_vs_bench"].as_f64().is_some_and(|r| r > 0.0),
+            "{t}"
+        );
+    }
+
+    // Every peer measured or said to be absent, with why.
+    let peers = ["pytorch eager", "pytorch cuda graph", "jax lax.scan epoch"];
+    let markdown = std::fs::read_to_string(dir.path().join("gpu_table.md")).unwrap();
+    for peer in peers {
+        let measured = report["peers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["item"] == peer);
+        let absent = report["peers_absent"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|a| a["peer"] == peer);
+        assert!(measured || absent.is_some(), "{peer}: {report}");
+        if let Some(absent) = absent {
+            let why = absent["why"].as_str().unwrap();
+            assert!(
+                markdown.contains(&format!("- {peer}: absent, {why}")),
+                "{markdown}"
+            );
+        }
+    }
+    for line in [
+        "# mnist-gpu GPU table (--quick",
+        "## Adapter",
+        "- cooperative matrices: ",
+        "| 784-512-10 | default | full 512 |",
+        "| 784-10-10 | shader checks on | 64 |",
+        "## Training beside bench (784-10-10, 10,000 images)",
+        "## Peers on the same machine",
+    ] {
+        assert!(markdown.contains(line), "no {line:?} in:\n{markdown}");
+    }
+}
+
+/// `MNIST_GPU_SHADER_CHECKS`: 1 turns wgpu's shader runtime checks on, as the header and each
+/// entry say (off by default); any other value than 0 or 1 is one line naming the variable.
+/// `--adapter-info` prints the adapter as one JSON object; `--coop-tile` is named in the
+/// entries where cooperative tiles ran, and where none can, the plain kernels run.
+#[test]
+fn bench_says_its_shader_checks_and_coop_tile() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |checks: &str, extra: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_mnist-gpu"))
+            .arg("bench")
+            .args([
+                "--backend",
+                "gpu",
+                "--samples",
+                "200",
+                "--batch-sizes",
+                "100",
+            ])
+            .args(extra)
+            .current_dir(dir.path())
+            .env("XDG_RUNTIME_DIR", dir.path())
+            .env_remove("WGPU_ADAPTER_NAME")
+            .env("MNIST_GPU_SHADER_CHECKS", checks)
+            .output()
+            .expect("the binary runs")
+    };
+    for (value, want) in [("", "off"), ("0", "off"), ("1", "on")] {
+        let out = run(value, &["--json"]);
+        let entries = json_array(&out);
+        assert_eq!(entries[0]["shader_checks"], want, "{value:?}: {entries:?}");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            text.contains(&format!(
+                "shader runtime checks {want} (MNIST_GPU_SHADER_CHECKS=1 turns them on)"
+            )),
+            "{text}"
+        );
+    }
+    let line = one_line_error(&run("yes", &["--json"]));
+    assert!(line.contains("MNIST_GPU_SHADER_CHECKS=\"yes\""), "{line}");
+
+    let out = run("", &["--adapter-info"]);
+    assert!(out.status.success(), "{}", describe(&out));
+    let info: Value = serde_json::from_str(String::from_utf8_lossy(&out.stdout).trim()).unwrap();
+    assert!(
+        info["name"].as_str().is_some_and(|n| !n.is_empty()),
+        "{info}"
+    );
+    assert!(info["cooperative_matrices"].is_array(), "{info}");
+    assert_eq!(info["shader_checks"], "off", "{info}");
+
+    let out = run(
+        "",
+        &[
+            "--matmul",
+            "coop",
+            "--coop-tile",
+            "f16",
+            "--hidden",
+            "130",
+            "--json",
+        ],
+    );
+    let entry = &json_array(&out)[0];
+    match entry["matmul"].as_str() {
+        Some("coop") => assert!(
+            entry["coop_tile"].as_str().is_some_and(|t| t.contains("×")),
+            "{entry}"
+        ),
+        _ => {
+            assert_eq!(entry["matmul"], "plain", "{entry}");
+            assert!(entry["coop_tile"].is_null(), "{entry}");
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert!(err.contains("note: --matmul coop:"), "{err}");
+        }
+    }
+}

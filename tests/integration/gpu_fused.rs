@@ -13,6 +13,7 @@ use mnist_gpu::cpu::CpuBackend;
 use mnist_gpu::data::pool::{ImagePool, List, ListSizes};
 use mnist_gpu::data::{CLASSES, PIXELS};
 use mnist_gpu::gpu::fused::{FusedVariant, Tiling};
+use mnist_gpu::gpu::pipeline::ShaderChecks;
 use mnist_gpu::gpu::{GpuBackend, GpuContext};
 use mnist_gpu::model::{argmax_columns, Activation, Init, Model};
 use mnist_gpu::optimizer::{Optimizer, OptimizerKind};
@@ -22,9 +23,15 @@ use serde_json::Value;
 const ATOL: f64 = 1e-4;
 const RTOL: f64 = 1e-3;
 
+/// The context of this thread's mode (`common::with_shader_checks`), built once per mode.
 fn ctx() -> Arc<GpuContext> {
     static CTX: OnceLock<Arc<GpuContext>> = OnceLock::new();
-    CTX.get_or_init(|| Arc::new(common::gpu())).clone()
+    static CHECKED: OnceLock<Arc<GpuContext>> = OnceLock::new();
+    let ctx = match common::shader_checks() {
+        ShaderChecks::Off => &CTX,
+        ShaderChecks::On => &CHECKED,
+    };
+    ctx.get_or_init(|| Arc::new(common::gpu())).clone()
 }
 
 fn pool(n: usize, seed: u64) -> Arc<ImagePool> {
@@ -821,4 +828,17 @@ fn classify_matches_the_logits_of_a_list() {
         cpu().unwrap().classify(&images[..100]).is_err(),
         "a part of an image"
     );
+}
+
+/// The fused step's tests against f64 and the reference path again, with wgpu's shader runtime
+/// checks on (`MNIST_GPU_SHADER_CHECKS=1`): the switch back builds a working step.
+#[test]
+fn with_shader_checks_on() {
+    common::with_shader_checks(|| {
+        one_step_matches_f64_in_every_tiling();
+        matches_the_reference_path_at_awkward_batch_sizes();
+        runs_of_steps_without_reads_match_the_cpu();
+        shifted_runs_of_steps_match_the_cpu();
+        assert_eq!(ctx().shader_checks, ShaderChecks::On);
+    });
 }

@@ -12,13 +12,19 @@ use mnist_gpu::data::PIXELS;
 use mnist_gpu::gpu::kernels::{
     matmul_is_tiled, splits_for, Bound, Kernel, Kernels, Operand, Recorder, Uniforms,
 };
+use mnist_gpu::gpu::pipeline::ShaderChecks;
 use mnist_gpu::gpu::GpuContext;
 use mnist_gpu::layout::{Layout, Mat, MatMut};
 use mnist_gpu::model::Activation;
 
+/// The context of this thread's mode (`common::with_shader_checks`), built once per mode.
 fn ctx() -> &'static GpuContext {
     static CTX: OnceLock<GpuContext> = OnceLock::new();
-    CTX.get_or_init(common::gpu)
+    static CHECKED: OnceLock<GpuContext> = OnceLock::new();
+    match common::shader_checks() {
+        ShaderChecks::Off => CTX.get_or_init(common::gpu),
+        ShaderChecks::On => CHECKED.get_or_init(common::gpu),
+    }
 }
 
 fn upload(data: &[f32]) -> wgpu::Buffer {
@@ -906,4 +912,34 @@ fn matmul_coop_where_the_adapter_has_cooperative_matrices() {
     matmul_dz_at_split_k_on(&ctx);
     matmul_w_x_from_image_bytes_on(&ctx);
     matmul_dz_xt_from_image_bytes_split_k_on(&ctx);
+}
+
+/// Every kernel test above again, with wgpu's shader runtime checks on (what
+/// `MNIST_GPU_SHADER_CHECKS=1` gives): the switch back for diagnosis builds working kernels,
+/// and both modes compute the same. (The cooperative one opens its own context; it follows
+/// the variable.)
+#[test]
+fn every_kernel_with_shader_checks_on() {
+    common::with_shader_checks(|| {
+        matmul_w_a_plus_bias();
+        matmul_wt_dz();
+        matmul_dz_at_split_k();
+        matmul_w_x_from_image_bytes();
+        matmul_dz_xt_from_image_bytes_split_k();
+        activation_relu_and_elu();
+        activation_over_a_two_dimensional_grid();
+        activation_grad_relu_and_elu();
+        softmax_columns();
+        softmax_with_huge_logits();
+        output_grad_from_labels();
+        sum_columns_over_the_batch();
+        sum_partials_adds_slices();
+        sgd_update_steps_against_the_gradient();
+        momentum_update_keeps_a_velocity();
+        adam_update_with_bias_correction();
+        augment_shifts_images_as_bytes();
+        split_k_slices_fit_the_scratch_sized_for_the_largest_batch();
+        assert_eq!(ctx().shader_checks, ShaderChecks::On);
+    });
+    assert_eq!(ctx().shader_checks, common::shader_checks());
 }

@@ -8,11 +8,12 @@ use crate::common;
 use std::sync::Arc;
 
 use mnist_gpu::augment::Augment;
-use mnist_gpu::backend::{Backend, StepPath};
+use mnist_gpu::backend::{Backend, BatchStats, StepPath};
 use mnist_gpu::cpu::CpuBackend;
 use mnist_gpu::data;
 use mnist_gpu::data::pool::List;
 use mnist_gpu::data::pool::Split;
+use mnist_gpu::gpu::pipeline::ShaderChecks;
 use mnist_gpu::gpu::{GpuBackend, GpuContext};
 use mnist_gpu::model::{argmax_columns, Activation, Init, Model};
 use mnist_gpu::optimizer::{Optimizer, OptimizerKind};
@@ -260,6 +261,29 @@ fn wide_layer_on_the_reference_path() {
     }
 }
 
+/// `--split-k`: the same wide layer, full batch, with its dW products split for fewer
+/// workgroups than by default: 2 slices instead of 3 (28 workgroups), and 1.
+#[test]
+fn wide_layer_with_split_k_for_whole_waves() {
+    for (groups, splits) in [(28, 2), (1, 1)] {
+        let mut ctx = common::gpu();
+        assert_eq!(ctx.kernels.splits(130, 784, 1200), 3);
+        ctx.kernels.split_groups = Some(groups);
+        assert_eq!(ctx.kernels.splits(130, 784, 1200), splits);
+        let adam = Optimizer::with_defaults(OptimizerKind::Adam);
+        check_parity_on(
+            &Arc::new(ctx),
+            &[130],
+            Activation::Relu,
+            None,
+            12,
+            adam,
+            StepPath::Reference,
+            FLOAT32,
+        );
+    }
+}
+
 /// `--matmul coop`: the same wide layer with its products (W1·X, dZ1·Xᵀ) on the adapter's
 /// cooperative matrices, inputs rounded to 10 bits of mantissa (f16 or TF32), sums in f32.
 /// Where the adapter has none (the lavapipe of CI), the plain kernels are what runs, and the
@@ -349,4 +373,152 @@ fn augmented_training_matches_on(path: StepPath) {
     let u = train::train(&mut unshifted, &split, &plain, &mut |_| {}).unwrap();
     assert!(unshifted.model().unwrap() != cpu.model().unwrap());
     assert_ne!(u.history[5].batch.loss, c.history[5].batch.loss);
+}
+
+/// The parity cases again, with wgpu's shader runtime checks on (`MNIST_GPU_SHADER_CHECKS=1`):
+/// one full-batch and one mini-batch run, each on both paths. (The wide layer's tiled products
+/// and the shifts are checked in both modes in kernels.rs, at less cost.)
+#[test]
+fn with_shader_checks_on() {
+    common::with_shader_checks(|| {
+        assert_eq!(ctx().shader_checks, ShaderChecks::On);
+        full_batch_one_hidden_layer_relu();
+        mini_batch_two_hidden_layers_relu();
+    });
+}
+
+/// `request_stats` / `ready_stats` (the reads between progress lines, which do not wait) give
+/// the very values the waiting `step_stats` gives, in order, on both paths; and a waiting read
+/// while one is on its way gives that one's steps first.
+#[test]
+fn stats_read_without_waiting_match_the_waiting_read() {
+    let split = small_split();
+    let model = Model::new(&[12], Activation::Relu, Init::He, 5).unwrap();
+    for path in [StepPath::Fused, StepPath::Reference] {
+        let mut backends: Vec<GpuBackend> = (0..3)
+            .map(|_| gpu_on(ctx(), &model, &split, 50, path))
+            .collect();
+        let steps = |gpu: &mut GpuBackend, from: usize, count: usize| {
+            for s in from..from + count {
+                gpu.train_step(s * 50 % 1150, 50, 0.1).unwrap();
+            }
+        };
+        let mut reads: Vec<Vec<BatchStats>> = Vec::new();
+        for (i, gpu) in backends.iter_mut().enumerate() {
+            gpu.set_list(List::Train, &split.train).unwrap();
+            steps(gpu, 0, 7);
+            let mut stats = match i {
+                // Waiting reads.
+                0 => gpu.step_stats().unwrap(),
+                // A read that does not wait, polled until it is back.
+                1 => {
+                    gpu.request_stats().unwrap();
+                    steps(gpu, 7, 1);
+                    let started = std::time::Instant::now();
+                    loop {
+                        if let Some(stats) = gpu.ready_stats().unwrap() {
+                            break stats;
+                        }
+                        assert!(
+                            started.elapsed().as_secs() < 120,
+                            "the read never came back"
+                        );
+                        std::thread::sleep(std::time::Duration::from_millis(1));
+                    }
+                }
+                // One that does not wait, overtaken by a waiting one.
+                _ => {
+                    gpu.request_stats().unwrap();
+                    Vec::new()
+                }
+            };
+            if i != 1 {
+                steps(gpu, 7, 1);
+            }
+            steps(gpu, 8, 4);
+            stats.extend(gpu.step_stats().unwrap());
+            assert!(gpu.ready_stats().unwrap().is_none(), "nothing is asked for");
+            reads.push(stats);
+        }
+        let name = path.name();
+        assert_eq!(reads[0].len(), 12, "{name}");
+        for (i, read) in reads.iter().enumerate().skip(1) {
+            let same = read.iter().zip(&reads[0]).all(|(a, b)| {
+                a.loss.to_bits() == b.loss.to_bits() && a.accuracy.to_bits() == b.accuracy.to_bits()
+            });
+            assert!(
+                same && read.len() == 12,
+                "{name} path, reading {i}: {read:?} vs {:?}",
+                reads[0]
+            );
+        }
+        let models: Vec<Model> = backends.iter_mut().map(|g| g.model().unwrap()).collect();
+        assert!(models[1] == models[0] && models[2] == models[0], "{name}");
+    }
+}
+
+/// The training loop's checks between progress lines, which do not wait on the GPU: the same
+/// losses, progress and final model as a run whose every read waits (a line every step), and
+/// a diverging run stops naming the same first bad step.
+#[test]
+fn checks_between_progress_lines_change_nothing() {
+    use mnist_gpu::train::{self, Schedule};
+    let split = small_split();
+    let model = Model::new(&[10], Activation::Relu, Init::He, 6).unwrap();
+    // 1,200 samples in batches of 4: 300 steps an epoch, checks at steps 200, 400, 600.
+    let schedule = Schedule {
+        batch_size: Some(4),
+        epochs: 2,
+        alpha: 0.05,
+        log_every: 1,
+        ..Schedule::default()
+    };
+    let rare = Schedule {
+        log_every: 600,
+        ..schedule.clone()
+    };
+    for path in [StepPath::Fused, StepPath::Reference] {
+        let mut every = gpu_on(ctx(), &model, &split, 4, path);
+        let mut checks = gpu_on(ctx(), &model, &split, 4, path);
+        let e = train::train(&mut every, &split, &schedule, &mut |_| {}).unwrap();
+        let c = train::train(&mut checks, &split, &rare, &mut |_| {}).unwrap();
+        let name = path.name();
+        assert_eq!(c.history.len(), 1, "{name}");
+        let mean = e.history.iter().map(|p| p.batch.loss).sum::<f64>() / 600.0;
+        let last = c.history[0].batch.loss;
+        assert!(
+            (mean - last).abs() <= 1e-12 * mean,
+            "{name}: {last} vs {mean}"
+        );
+        assert_eq!(c.history[0].dev_loss, e.history[599].dev_loss, "{name}");
+        assert!(checks.model().unwrap() == every.model().unwrap(), "{name}");
+
+        // α = 10 diverges within the first steps; the check at step 200 finds the step.
+        let wild = |s: &Schedule| Schedule {
+            alpha: 10.0,
+            epochs: 1,
+            ..s.clone()
+        };
+        let mut every = gpu_on(ctx(), &model, &split, 4, path);
+        let mut checks = gpu_on(ctx(), &model, &split, 4, path);
+        let e = train::train(&mut every, &split, &wild(&schedule), &mut |_| {}).unwrap_err();
+        let c = train::train(&mut checks, &split, &wild(&rare), &mut |_| {}).unwrap_err();
+        let by_step =
+            |e: &mnist_gpu::error::Error| e.to_string().split(':').next().unwrap().to_string();
+        assert!(by_step(&e).starts_with("training diverged by step"), "{e}");
+        assert_eq!(by_step(&c), by_step(&e), "{name}: {c} vs {e}");
+        // Noticed once the read is back: after the check at step 200, at most a submit later.
+        let noticed: usize = c
+            .to_string()
+            .split("noticed after step ")
+            .nth(1)
+            .unwrap()
+            .trim_end_matches(|ch: char| !ch.is_ascii_digit())
+            .parse()
+            .unwrap();
+        assert!(
+            (200..=train::DIVERGENCE_NOTICED_WITHIN).contains(&noticed),
+            "{name}: {c}"
+        );
+    }
 }

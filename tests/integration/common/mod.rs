@@ -23,14 +23,38 @@ pub const BEST_RUN: &[&str] = &[
 use mnist_gpu::backend::{Backend, BatchStats};
 use mnist_gpu::data::pool::List;
 use mnist_gpu::data::{Dataset, CLASSES, PIXELS};
+use mnist_gpu::gpu::pipeline::ShaderChecks;
 use mnist_gpu::gpu::GpuContext;
 use mnist_gpu::model::argmax_columns;
 use mnist_gpu::model::Model;
 use rand::{rngs::StdRng, Rng, SeedableRng};
+use std::cell::Cell;
 
-/// The machine's GPU adapter (a real GPU, or lavapipe). A GPU test never passes without one.
+thread_local! {
+    /// Set by `with_shader_checks` for the test running on this thread.
+    static CHECKS: Cell<Option<ShaderChecks>> = const { Cell::new(None) };
+}
+
+/// Runs `f` (a test's body) with wgpu's shader runtime checks on in every context `gpu()`
+/// builds on this thread: the kernel, fused and parity tests run once in each mode.
+pub fn with_shader_checks(f: impl FnOnce()) {
+    CHECKS.set(Some(ShaderChecks::On));
+    f();
+    CHECKS.set(None);
+}
+
+/// The mode of the contexts `gpu()` builds here: `with_shader_checks`'s, else
+/// `MNIST_GPU_SHADER_CHECKS`'s (off unless it says 1).
+pub fn shader_checks() -> ShaderChecks {
+    CHECKS
+        .get()
+        .unwrap_or_else(|| ShaderChecks::from_env().expect("MNIST_GPU_SHADER_CHECKS is 0 or 1"))
+}
+
+/// The machine's GPU adapter (a real GPU, or lavapipe), shader checks as `shader_checks()`
+/// says. A GPU test never passes without one.
 pub fn gpu() -> GpuContext {
-    match GpuContext::new(None, false) {
+    match GpuContext::with_checks(None, false, shader_checks()) {
         Ok(ctx) => ctx,
         Err(e) => panic!(
             "no usable GPU adapter ({e}). GPU tests need one: install a Vulkan driver, e.g. \
