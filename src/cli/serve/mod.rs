@@ -29,15 +29,17 @@ use clap::Args;
 use rand::Rng;
 use serde_json::{json, Value};
 
+mod train;
+
 use super::BackendArgs;
 use mnist_gpu::backend::Backend;
 use mnist_gpu::data::pool::{ImagePool, List, ListSizes};
-use mnist_gpu::data::{self, Dataset, CLASSES, EMBEDDED_TEST, PIXELS};
+use mnist_gpu::data::{self, Dataset, CLASSES, EMBEDDED_TEST, EMBEDDED_TRAIN, PIXELS};
 use mnist_gpu::error::{config, Error, Result};
 use mnist_gpu::model::{argmax_columns, Model};
 use mnist_gpu::model_file::{self, ModelFile};
 
-const PAGE: &str = include_str!("../../assets/serve/index.html");
+const PAGE: &str = include_str!("../../../assets/serve/index.html");
 /// The largest request body: a batch of `MAX_IMAGES` images written as JSON fits.
 const MAX_BODY: usize = 4 << 20;
 /// The most images one request classifies.
@@ -64,6 +66,11 @@ pub struct ServeArgs {
     #[arg(long)]
     pub data: Option<PathBuf>,
 
+    /// Training digits for the page's Train panel (IDX or CSV, labelled) [default: the
+    /// embedded 10,000].
+    #[arg(long)]
+    pub train: Option<PathBuf>,
+
     #[command(flatten)]
     pub backend: BackendArgs,
 }
@@ -76,6 +83,8 @@ struct App {
     weights: Value,
     confusion: Value,
     test: Dataset,
+    /// What the Train panel trains on.
+    train: Dataset,
     /// Per test image: the prediction and its probabilities.
     predicted: Vec<(u8, Vec<f64>)>,
     misclassified: Vec<usize>,
@@ -125,8 +134,9 @@ fn answer_json((digit, probabilities): &(u8, Vec<f64>)) -> Value {
 pub fn serve(args: &ServeArgs) -> Result<()> {
     let file = model_file::load(&args.model)?;
     let test = test_digits(args)?;
+    let train = training_digits(args)?;
     let (backend, backend_name) = open_backend(args, &file.model, &test)?;
-    let app = Arc::new(App::new(args, &file, backend, backend_name, test)?);
+    let app = Arc::new(App::new(args, &file, backend, backend_name, test, train)?);
     let description = describe(args, &file.model, &app);
     listen(args, router(app), &description)
 }
@@ -141,6 +151,19 @@ fn test_digits(args: &ServeArgs) -> Result<Dataset> {
         return config(format!("--data {}: holds no images", test.source));
     }
     Ok(test)
+}
+
+/// `--train`, or the embedded training digits; labelled.
+fn training_digits(args: &ServeArgs) -> Result<Dataset> {
+    let train = match &args.train {
+        Some(path) => data::load(path)?,
+        None => EMBEDDED_TRAIN.load()?,
+    };
+    if train.is_empty() {
+        return config(format!("--train {}: holds no images", train.source));
+    }
+    train.require_labels()?;
+    Ok(train)
 }
 
 /// The backend `--backend` asks for, holding the model and the test digits as its test list
@@ -177,6 +200,7 @@ impl App {
         mut backend: Box<dyn Backend>,
         backend_name: &str,
         test: Dataset,
+        train: Dataset,
     ) -> Result<App> {
         let predicted = answers(&backend.logits(List::Test)?);
         let (confusion, misclassified) = confusion(&test, &predicted);
@@ -201,6 +225,7 @@ impl App {
             weights: first_layer(model),
             confusion,
             test,
+            train,
             predicted,
             misclassified,
         })
@@ -298,6 +323,12 @@ fn router(app: Arc<App>) -> Router {
             get(|State(app): State<Arc<App>>| async move { json_body(&app.confusion) }),
         )
         .route("/api/test", get(test_digit))
+        .route("/train_worker.js", get(train::worker))
+        .route("/api/shaders", get(train::shader_list))
+        .route("/api/shaders/{file}", get(train::shader))
+        .route("/api/train/images", get(train::images))
+        .route("/api/train/labels", get(train::labels))
+        .route("/api/train/plan", post(train::plan))
         .route("/api/predict", post(predict))
         .fallback(|request: Request| async move {
             Refusal(
