@@ -8,6 +8,7 @@ mod common;
 
 mod accuracy;
 mod bench_cli;
+mod browser_train;
 mod checkpoints;
 mod cli;
 mod cli_edges;

@@ -1,0 +1,317 @@
+//! Training in the page (`serve`'s Train panel): the shaders it is served are the bytes of
+//! shaders/, every one compiles in the browser and the fused step's pipelines build, and runs
+//! in headless Chromium's WebGPU (SwiftShader, a software adapter, on this machine) end where
+//! the native trainer's do, within parity.rs's float32 tolerances. Without Chromium and its
+//! WebDriver, or without WebGPU in it, the tests fail and say what to install.
+
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use mnist_gpu::data::write_csv;
+use mnist_gpu::gpu::fused::ParamLayout;
+use mnist_gpu::model::Model;
+use serde_json::{json, Value};
+
+use crate::common::browser::{http, json_of, serve, Browser, Process};
+use crate::common::output::{describe, run_in};
+use crate::common::{assert_models_close, random_dataset};
+
+/// parity.rs's float32 tolerances: each progress point's batch loss within `1e-4 + 1e-3·|cpu|`,
+/// the parameters within `1e-4 + 1e-3·|cpu|`.
+const LOSS_RTOL: f64 = 1e-3;
+const ATOL: f64 = 1e-4;
+const RTOL: f64 = 1e-3;
+
+/// A directory for the run: 300 labelled random images as CSV (250 train and 50 dev), and a
+/// small model for the page's other panels.
+fn workspace() -> &'static Path {
+    static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap();
+        write_csv(
+            &random_dataset(300, 23),
+            &dir.path().join("train.csv"),
+            false,
+        )
+        .unwrap();
+        let out = run_in(
+            dir.path(),
+            &[
+                "--train",
+                "train.csv",
+                "--dev-size",
+                "50",
+                "--hidden",
+                "8",
+                "--iterations",
+                "2",
+                "--backend",
+                "cpu",
+                "--save",
+                "page.safetensors",
+            ],
+        );
+        assert!(
+            out.status.success(),
+            "training the page's model: {}",
+            describe(&out)
+        );
+        dir
+    })
+    .path()
+}
+
+fn start_server() -> (Process, std::net::SocketAddr) {
+    let dir = workspace();
+    let train = dir.join("train.csv");
+    serve(
+        &dir.join("page.safetensors"),
+        &["--backend", "cpu", "--train", train.to_str().unwrap()],
+    )
+}
+
+#[test]
+fn served_shaders_are_the_bytes_of_shaders_dir() {
+    let (_server, address) = start_server();
+    let (status, body) = http(address, "GET", "/api/shaders", b"");
+    assert_eq!(status, 200, "{body}");
+    let listed: Vec<String> = serde_json::from_value(json_of(&body)).unwrap();
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("shaders");
+    let mut on_disk: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".wgsl"))
+        .collect();
+    on_disk.sort();
+    for name in &on_disk {
+        let (status, served) = http(address, "GET", &format!("/api/shaders/{name}"), b"");
+        assert_eq!(status, 200, "{name}: {served}");
+        let file = std::fs::read_to_string(dir.join(name)).unwrap();
+        assert!(
+            served == file,
+            "/api/shaders/{name} is not the bytes of shaders/{name}"
+        );
+    }
+    // Every file but matmul_coop (compiled after matmul.wgsl, with an extension) is listed.
+    let mut expected: Vec<String> = on_disk
+        .into_iter()
+        .filter(|n| n != "matmul_coop.wgsl")
+        .collect();
+    let mut listed_sorted = listed.clone();
+    listed_sorted.sort();
+    expected.sort();
+    assert_eq!(listed_sorted, expected);
+    let (status, body) = http(address, "GET", "/api/shaders/nothing.wgsl", b"");
+    assert_eq!(status, 404);
+    assert!(json_of(&body)["error"]
+        .as_str()
+        .unwrap()
+        .contains("no shader nothing.wgsl"));
+}
+
+/// A page with WebGPU; fails naming what is missing.
+fn open_page(address: std::net::SocketAddr) -> Browser {
+    let browser = Browser::with_webgpu();
+    browser.call("POST", "/url", json!({"url": format!("http://{address}/")}));
+    let has_gpu = browser.script("return 'gpu' in navigator");
+    assert_eq!(
+        has_gpu,
+        json!(true),
+        "Chromium offers no WebGPU here (it needs --enable-unsafe-webgpu, and Chromium 113 or \
+         later)"
+    );
+    browser
+}
+
+/// The trainer's state on the page, as JSON.
+fn trainer(browser: &Browser) -> Value {
+    let text = browser.script(
+        "const t = window.trainer; return JSON.stringify({error: t.error || null, \
+         compiled: t.compiled || null, adapter: t.adapter, running: t.running, \
+         done: t.done ? {step: t.done.step, steps: t.done.steps, stopped: t.done.stopped, \
+         params: Array.from(t.done.params || [])} : null, \
+         history: t.history.map(h => [h.step, h.loss, h.dev_loss])})",
+    );
+    json_of(text.as_str().unwrap())
+}
+
+/// Waits for the page's run to end; panics with the page's error if it failed.
+fn finished(browser: &Browser, seconds: u64) -> Value {
+    browser.wait_for("the run's end", seconds, |b| {
+        let t = trainer(b);
+        assert!(
+            t["error"].is_null(),
+            "the page's run failed: {}",
+            t["error"]
+        );
+        !t["done"].is_null()
+    });
+    trainer(browser)
+}
+
+/// One case: `options` as the page takes them, and the same run's command line.
+struct Case {
+    what: &'static str,
+    page: Value,
+    cli: &'static [&'static str],
+}
+
+/// Trains natively on the CPU (`--backend cpu`, the reference) with `cli`, and returns the
+/// model and the batch loss of every progress line.
+fn native(case: &Case) -> (Model, Vec<f64>) {
+    let dir = workspace();
+    let name = format!("{}.safetensors", case.what.replace(' ', "_"));
+    let metrics = format!("{}.csv", case.what.replace(' ', "_"));
+    let mut args = vec![
+        "--train",
+        "train.csv",
+        "--dev-size",
+        "50",
+        "--backend",
+        "cpu",
+        "--save",
+        &name,
+        "--metrics",
+        &metrics,
+    ];
+    args.extend(case.cli);
+    let out = run_in(dir, &args);
+    assert!(out.status.success(), "{}: {}", case.what, describe(&out));
+    let model = mnist_gpu::model_file::load(&dir.join(&name)).unwrap().model;
+    let csv = std::fs::read_to_string(dir.join(&metrics)).unwrap();
+    let losses = csv
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').nth(3).unwrap().parse().unwrap())
+        .collect();
+    (model, losses)
+}
+
+/// Runs `case` in the page and checks it against the native run.
+fn check_case(browser: &Browser, case: &Case) {
+    let (want, losses) = native(case);
+    browser.script(&format!("startTraining({}); return 1", case.page));
+    let t = finished(browser, 240);
+    assert_eq!(t["done"]["stopped"], json!(false), "{}", case.what);
+    let history = t["history"].as_array().unwrap();
+    assert_eq!(
+        history.len(),
+        losses.len(),
+        "{}: progress points",
+        case.what
+    );
+    for (point, want) in history.iter().zip(&losses) {
+        let got = point[1].as_f64().unwrap();
+        assert!(
+            (got - want).abs() <= 1e-4 + LOSS_RTOL * want.abs(),
+            "{}: the batch loss at step {} is {got} in the browser, {want} natively",
+            case.what,
+            point[0]
+        );
+    }
+    let flat: Vec<f32> = t["done"]["params"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap() as f32)
+        .collect();
+    let layout = ParamLayout::new(&want);
+    assert_eq!(flat.len(), layout.floats, "{}: parameters", case.what);
+    let got = layout.unpack(&flat, want.activation);
+    assert_models_close(case.what, &got, &want, ATOL, RTOL);
+}
+
+#[test]
+fn the_page_compiles_every_shader_and_trains_as_the_native_trainer_does() {
+    let (_server, address) = start_server();
+    let browser = open_page(address);
+    browser.script("worker().postMessage({type: 'compile'}); return 1");
+    browser.wait_for("the shaders compiled", 120, |b| {
+        let t = trainer(b);
+        assert!(t["error"].is_null(), "in the browser: {}", t["error"]);
+        !t["compiled"].is_null()
+    });
+    let t = trainer(&browser);
+    let compiled = t["compiled"]["shaders"].as_array().unwrap().len();
+    assert_eq!(compiled, 12, "shaders compiled: {}", t["compiled"]);
+    assert_eq!(
+        t["compiled"]["pipelines"],
+        json!(["augment", "gradients", "logits", "update"])
+    );
+    crate::common::tell(&format!(
+        "browser_train: the page's adapter: {}",
+        t["adapter"]
+    ));
+    let cases = [
+        Case {
+            what: "full batch relu sgd",
+            page: json!({"hidden": [8], "activation": "relu", "optimizer": "sgd", "alpha": 0.5,
+                         "iterations": 6, "dev_size": 50, "log_every": 1, "seed": 1}),
+            cli: &[
+                "--hidden",
+                "8",
+                "--alpha",
+                "0.5",
+                "--iterations",
+                "6",
+                "--log-every",
+                "1",
+            ],
+        },
+        Case {
+            // 250 samples in batches of 64: the last of each epoch holds 58.
+            what: "mini-batch two layers elu momentum decay",
+            page: json!({"hidden": [8, 6], "activation": "elu", "optimizer": "momentum",
+                         "alpha": 0.1, "batch_size": 64, "epochs": 2, "lr_decay": 0.9,
+                         "dev_size": 50, "log_every": 1, "seed": 4}),
+            cli: &[
+                "--hidden",
+                "8,6",
+                "--activation",
+                "elu",
+                "--optimizer",
+                "momentum",
+                "--alpha",
+                "0.1",
+                "--batch-size",
+                "64",
+                "--epochs",
+                "2",
+                "--lr-decay",
+                "0.9",
+                "--log-every",
+                "1",
+                "--seed",
+                "4",
+            ],
+        },
+        Case {
+            what: "mini-batch adam augment",
+            page: json!({"hidden": [12], "activation": "relu", "optimizer": "adam",
+                         "alpha": 0.002, "batch_size": 100, "epochs": 2, "lr_decay": 0.8,
+                         "augment": true, "dev_size": 50, "log_every": 2, "seed": 7}),
+            cli: &[
+                "--hidden",
+                "12",
+                "--optimizer",
+                "adam",
+                "--alpha",
+                "0.002",
+                "--batch-size",
+                "100",
+                "--epochs",
+                "2",
+                "--lr-decay",
+                "0.8",
+                "--augment",
+                "--log-every",
+                "2",
+                "--seed",
+                "7",
+            ],
+        },
+    ];
+    for case in &cases {
+        check_case(&browser, case);
+    }
+}
