@@ -29,7 +29,7 @@ self.onmessage = async (event) => {
     if (msg.type === "start") {
       stopped = false;
       paused = false;
-      await train(msg.options, msg.state || null);
+      await train(msg.options, msg.resume === undefined ? null : msg.resume);
     } else if (msg.type === "pause") {
       paused = true;
     } else if (msg.type === "resume") {
@@ -97,8 +97,8 @@ async function trainingData() {
   return data;
 }
 
-async function fetchPlan(options, from, storage) {
-  const body = JSON.stringify({ options, from, steps: STEPS_PER_PLAN, workgroup_storage: storage });
+async function fetchPlan(options, resume, from, storage) {
+  const body = JSON.stringify({ options, resume, from, steps: STEPS_PER_PLAN, workgroup_storage: storage });
   const response = await fetchOk("/api/train/plan", { method: "POST", headers: { "content-type": "application/json" }, body });
   return response.json();
 }
@@ -180,7 +180,7 @@ async function compileAll() {
     const { warnings } = await shaderModule(device, name);
     results.push({ name, warnings });
   }
-  const plan = await fetchPlan({ hidden: [16, 8], iterations: 1, dev_size: 10 }, 0, device.limits.maxComputeWorkgroupStorageSize);
+  const plan = await fetchPlan({ hidden: [16, 8], iterations: 1, dev_size: 10 }, null, 0, device.limits.maxComputeWorkgroupStorageSize);
   const pool = await trainingData();
   await build(device, plan.setup, pool);
   self.postMessage({ type: "compiled", shaders: results, pipelines: Object.keys(plan.setup.pipelines) });
@@ -282,30 +282,32 @@ function report(progress) {
     submits: run.submits,
     dispatches: run.dispatches,
     params: run.params,
-    layout: run.layout,
+    state: run.state,
   };
   run.saved = { step: progress.step, params: run.params, state: run.state };
   self.postMessage(message);
 }
 
-async function train(options, resumeState) {
+async function train(options, resume) {
   const { device } = await openDevice();
   const pool = await trainingData();
   const storage = device.limits.maxComputeWorkgroupStorageSize;
-  let plan = await fetchPlan(options, 0, storage);
+  let plan = await fetchPlan(options, resume, null, storage);
   const setup = plan.setup;
   const built = await build(device, setup, pool);
   run = {
     options: plan.options, total: plan.total, stepsPerEpoch: plan.steps_per_epoch, step: 0,
     slotBytes: setup.slot_bytes, historySlots: setup.history_slots, paramFloats: setup.param_floats,
     stateBytes: setup.buffers.state, started: performance.now(), samples: 0, submits: 0, dispatches: 0,
-    history: null, params: null, state: null, dev: null, saved: null, layout: setup.layout,
+    history: null, params: null, state: null, dev: null, saved: null,
   };
   device.queue.writeBuffer(built.buffers.params, 0, Float32Array.from(plan.params));
+  if (plan.state) device.queue.writeBuffer(built.buffers.state, 0, Float32Array.from(plan.state));
+  run.step = plan.from;
   for (;;) {
     await execute(device, built, plan.commands);
     if (stopped || plan.next >= plan.total) break;
-    plan = await fetchPlan(options, plan.next, storage);
+    plan = await fetchPlan(options, resume, plan.next, storage);
   }
   await device.queue.onSubmittedWorkDone();
   self.postMessage({ type: "done", stopped, step: run.step, steps: run.total, params: run.params, submits: run.submits, dispatches: run.dispatches });

@@ -207,11 +207,15 @@ pub struct PlanBackend {
     total_steps: usize,
     last_progress: Option<usize>,
     alpha: f32,
+    /// The page's optimizer moments, per tensor, for a checkpoint of its run.
+    moments: Option<Vec<Vec<Vec<f32>>>>,
 }
 
 /// Where the plan's run is: what the loop logs, and which steps' commands are kept (steps
 /// `keep.start + 1 ..= keep.end`, counted from 1).
 pub struct Span {
+    /// Steps done before the loop starts (a resumed run's).
+    pub start: usize,
     pub log_every: usize,
     pub total_steps: usize,
     pub keep: std::ops::Range<usize>,
@@ -230,7 +234,7 @@ impl PlanBackend {
             pool_len,
             optimizer: Optimizer::Sgd,
             steps: 0,
-            recorded: 0,
+            recorded: span.start,
             keep: span.keep,
             lists: Vec::new(),
             lists_written: false,
@@ -243,7 +247,16 @@ impl PlanBackend {
             total_steps: span.total_steps,
             last_progress: None,
             alpha: 0.0,
+            moments: None,
         }
+    }
+
+    /// The page's model and optimizer moments (per tensor, as `OptimizerState` holds them),
+    /// which `model` and `optimizer_state` answer with from now on: a checkpoint of the
+    /// page's run.
+    pub fn hold(&mut self, model: Model, moments: Vec<Vec<Vec<f32>>>) {
+        self.model = model;
+        self.moments = Some(moments);
     }
 
     /// Steps the loop has taken.
@@ -469,6 +482,12 @@ impl Backend for PlanBackend {
     }
 
     fn optimizer_state(&mut self) -> Result<OptimizerState> {
+        if let Some(tensors) = &self.moments {
+            return Ok(OptimizerState {
+                steps: self.steps,
+                tensors: tensors.clone(),
+            });
+        }
         let moments = self.optimizer.state_tensors();
         let tensors = self
             .model

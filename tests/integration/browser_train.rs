@@ -12,7 +12,7 @@ use mnist_gpu::gpu::fused::ParamLayout;
 use mnist_gpu::model::Model;
 use serde_json::{json, Value};
 
-use crate::common::browser::{http, json_of, serve, Browser, Process};
+use crate::common::browser::{base64_decode, http, json_of, serve, Browser, Process};
 use crate::common::output::{describe, run_in};
 use crate::common::{assert_models_close, random_dataset};
 
@@ -314,4 +314,109 @@ fn the_page_compiles_every_shader_and_trains_as_the_native_trainer_does() {
     for case in &cases {
         check_case(&browser, case);
     }
+}
+
+/// Native training with `args` in the workspace (`--backend cpu`, the reference).
+fn native_run(args: &[&str]) {
+    let mut all = vec![
+        "--train",
+        "train.csv",
+        "--dev-size",
+        "50",
+        "--backend",
+        "cpu",
+    ];
+    all.extend(args);
+    let out = run_in(workspace(), &all);
+    assert!(out.status.success(), "{all:?}: {}", describe(&out));
+}
+
+#[test]
+fn a_native_checkpoint_continues_in_the_page_and_resumes_natively() {
+    let dir = workspace();
+    // 250 samples in batches of 64: 4 steps an epoch, progress every 2.
+    let run = [
+        "--hidden",
+        "8",
+        "--optimizer",
+        "adam",
+        "--alpha",
+        "0.003",
+        "--batch-size",
+        "64",
+        "--lr-decay",
+        "0.9",
+        "--seed",
+        "5",
+        "--log-every",
+        "2",
+    ];
+    native_run(&[&run[..], &["--epochs", "4", "--save", "whole.safetensors"]].concat());
+    native_run(
+        &[
+            &run[..],
+            &["--epochs", "1", "--checkpoint", "first.ckpt.safetensors"],
+        ]
+        .concat(),
+    );
+
+    let (_server, address) = start_server();
+    // A damaged file and a model that is no checkpoint are refused with one line.
+    let native = std::fs::read(dir.join("first.ckpt.safetensors")).unwrap();
+    for (bytes, says) in [
+        (&native[..native.len() / 2], "the dropped file"),
+        (
+            &std::fs::read(dir.join("page.safetensors")).unwrap()[..],
+            "not a checkpoint",
+        ),
+    ] {
+        let (status, body) = http(address, "POST", "/api/checkpoint/open", bytes);
+        assert_eq!(status, 400, "{body}");
+        let error = json_of(&body)["error"].as_str().unwrap().to_string();
+        assert!(error.contains(says) && !error.contains('\n'), "{error}");
+    }
+
+    let browser = open_page(address);
+    let bytes: Vec<String> = native.iter().map(|b| b.to_string()).collect();
+    browser.script(&format!(
+        "openCheckpoint(new Uint8Array([{}])).then(a => window.opened = a, \
+         e => window.opened = {{error: e.message}}); return 1",
+        bytes.join(",")
+    ));
+    browser.wait("the checkpoint opened", |b| {
+        !b.script("return window.opened || null").is_null()
+    });
+    let opened = browser.script("return window.opened");
+    assert_eq!(opened["step"], json!(4), "{opened}");
+    browser.script("startTraining({epochs: 3}, window.opened.id); return 1");
+    let t = finished(&browser, 240);
+    assert_eq!(t["done"]["step"], json!(12), "{}", t["done"]);
+    browser.script(
+        "downloadCheckpoint(false).then(() => 0, e => window.trainer.error = e.message); return 1",
+    );
+    browser.wait("the checkpoint downloaded", |b| {
+        let t = trainer(b);
+        assert!(t["error"].is_null(), "downloading: {}", t["error"]);
+        b.script("return window.trainer.checkpoint || null")
+            .is_string()
+    });
+    let text = browser.script("return window.trainer.checkpoint");
+    let page_ckpt = base64_decode(text.as_str().unwrap());
+    std::fs::write(dir.join("page.ckpt.safetensors"), page_ckpt).unwrap();
+    native_run(&[
+        "--resume",
+        "page.ckpt.safetensors",
+        "--epochs",
+        "4",
+        "--save",
+        "resumed.safetensors",
+    ]);
+    let load = |name: &str| mnist_gpu::model_file::load(&dir.join(name)).unwrap().model;
+    assert_models_close(
+        "native 1 epoch, the page 2, native 1 against native 4",
+        &load("resumed.safetensors"),
+        &load("whole.safetensors"),
+        ATOL,
+        RTOL,
+    );
 }

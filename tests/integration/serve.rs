@@ -16,7 +16,7 @@ use mnist_gpu::cpu::CpuBackend;
 use mnist_gpu::data::{EMBEDDED_TEST, PIXELS};
 use serde_json::json;
 
-use crate::common::browser::{http, json_of, response, serve, Browser};
+use crate::common::browser::{base64_decode, http, json_of, response, serve, Browser};
 use crate::common::output::run_in;
 
 /// A model file, trained once per test process with `args` (in a directory kept for the run).
@@ -420,31 +420,6 @@ fn the_page_recognises_drawn_digits_in_a_browser() {
         let bytes = base64_decode(png.as_str().unwrap());
         std::fs::write(&path, bytes).unwrap();
     }
-}
-
-fn base64_decode(text: &str) -> Vec<u8> {
-    let value = |c: u8| match c {
-        b'A'..=b'Z' => c - b'A',
-        b'a'..=b'z' => c - b'a' + 26,
-        b'0'..=b'9' => c - b'0' + 52,
-        b'+' => 62,
-        _ => 63,
-    };
-    let clean: Vec<u8> = text
-        .bytes()
-        .filter(|&c| c != b'=' && !c.is_ascii_whitespace())
-        .collect();
-    clean
-        .chunks(4)
-        .flat_map(|chunk| {
-            let bits = chunk
-                .iter()
-                .fold(0u32, |acc, &c| acc << 6 | value(c) as u32)
-                << (6 * (4 - chunk.len()));
-            let bytes = [(bits >> 16) as u8, (bits >> 8) as u8, bits as u8];
-            bytes[..chunk.len() - 1].to_vec()
-        })
-        .collect()
 }
 
 /// Pixels scaled to 0–1 (torchvision's `ToTensor()`) read as grey levels are a black image,

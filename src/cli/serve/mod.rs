@@ -33,6 +33,7 @@ mod train;
 
 use super::BackendArgs;
 use mnist_gpu::backend::Backend;
+use mnist_gpu::checkpoint::{Checkpoint, FileId};
 use mnist_gpu::data::pool::{ImagePool, List, ListSizes};
 use mnist_gpu::data::{self, Dataset, CLASSES, EMBEDDED_TEST, EMBEDDED_TRAIN, PIXELS};
 use mnist_gpu::error::{config, Error, Result};
@@ -83,8 +84,11 @@ struct App {
     weights: Value,
     confusion: Value,
     test: Dataset,
-    /// What the Train panel trains on.
+    /// What the Train panel trains on, and its identity (as checkpoints record it).
     train: Dataset,
+    train_id: FileId,
+    /// The checkpoints opened in the page, by id.
+    checkpoints: Mutex<Vec<Checkpoint>>,
     /// Per test image: the prediction and its probabilities.
     predicted: Vec<(u8, Vec<f64>)>,
     misclassified: Vec<usize>,
@@ -134,9 +138,16 @@ fn answer_json((digit, probabilities): &(u8, Vec<f64>)) -> Value {
 pub fn serve(args: &ServeArgs) -> Result<()> {
     let file = model_file::load(&args.model)?;
     let test = test_digits(args)?;
-    let train = training_digits(args)?;
+    let (train, train_id) = training_digits(args)?;
     let (backend, backend_name) = open_backend(args, &file.model, &test)?;
-    let app = Arc::new(App::new(args, &file, backend, backend_name, test, train)?);
+    let app = Arc::new(App::new(
+        args,
+        &file,
+        backend,
+        backend_name,
+        test,
+        (train, train_id),
+    )?);
     let description = describe(args, &file.model, &app);
     listen(args, router(app), &description)
 }
@@ -153,17 +164,20 @@ fn test_digits(args: &ServeArgs) -> Result<Dataset> {
     Ok(test)
 }
 
-/// `--train`, or the embedded training digits; labelled.
-fn training_digits(args: &ServeArgs) -> Result<Dataset> {
-    let train = match &args.train {
-        Some(path) => data::load(path)?,
-        None => EMBEDDED_TRAIN.load()?,
+/// `--train`, or the embedded training digits; labelled; and its identity.
+fn training_digits(args: &ServeArgs) -> Result<(Dataset, FileId)> {
+    let (train, id) = match &args.train {
+        Some(path) => (data::load(path)?, FileId::of_file(path)?),
+        None => (
+            EMBEDDED_TRAIN.load()?,
+            FileId::of_bytes(&EMBEDDED_TRAIN.name(), &EMBEDDED_TRAIN.bytes()),
+        ),
     };
     if train.is_empty() {
         return config(format!("--train {}: holds no images", train.source));
     }
     train.require_labels()?;
-    Ok(train)
+    Ok((train, id))
 }
 
 /// The backend `--backend` asks for, holding the model and the test digits as its test list
@@ -200,7 +214,7 @@ impl App {
         mut backend: Box<dyn Backend>,
         backend_name: &str,
         test: Dataset,
-        train: Dataset,
+        (train, train_id): (Dataset, FileId),
     ) -> Result<App> {
         let predicted = answers(&backend.logits(List::Test)?);
         let (confusion, misclassified) = confusion(&test, &predicted);
@@ -226,6 +240,8 @@ impl App {
             confusion,
             test,
             train,
+            train_id,
+            checkpoints: Mutex::new(Vec::new()),
             predicted,
             misclassified,
         })
@@ -329,6 +345,8 @@ fn router(app: Arc<App>) -> Router {
         .route("/api/train/images", get(train::images))
         .route("/api/train/labels", get(train::labels))
         .route("/api/train/plan", post(train::plan))
+        .route("/api/checkpoint", post(train::checkpoint))
+        .route("/api/checkpoint/open", post(train::open_checkpoint))
         .route("/api/predict", post(predict))
         .fallback(|request: Request| async move {
             Refusal(

@@ -297,3 +297,29 @@ impl Drop for Browser {
         let _ = http(self.driver, "DELETE", &path, b"");
     }
 }
+
+/// The bytes of standard base64 `text`.
+pub fn base64_decode(text: &str) -> Vec<u8> {
+    let value = |c: u8| match c {
+        b'A'..=b'Z' => c - b'A',
+        b'a'..=b'z' => c - b'a' + 26,
+        b'0'..=b'9' => c - b'0' + 52,
+        b'+' => 62,
+        _ => 63,
+    };
+    let clean: Vec<u8> = text
+        .bytes()
+        .filter(|&c| c != b'=' && !c.is_ascii_whitespace())
+        .collect();
+    clean
+        .chunks(4)
+        .flat_map(|chunk| {
+            let bits = chunk
+                .iter()
+                .fold(0u32, |acc, &c| acc << 6 | value(c) as u32)
+                << (6 * (4 - chunk.len()));
+            let bytes = [(bits >> 16) as u8, (bits >> 8) as u8, bits as u8];
+            bytes[..chunk.len() - 1].to_vec()
+        })
+        .collect()
+}
