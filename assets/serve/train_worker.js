@@ -9,7 +9,8 @@
 // augment; up to 64 steps a submit) and reads back only at progress points.
 //
 // Messages in:  {type: "start", options, state?}, {type: "pause"}, {type: "resume"},
-//               {type: "stop"}, {type: "compile"} (build every shader and pipeline, report).
+//               {type: "stop"}, {type: "compile"} (build every shader and pipeline, report),
+//               {type: "check"} (the fixed runs of "Check this GPU", against the CPU's trace).
 // Messages out: {type: "adapter", info}, {type: "progress", ...}, {type: "done", ...},
 //               {type: "error", message}, {type: "compiled", ...}.
 
@@ -41,6 +42,10 @@ self.onmessage = async (event) => {
       if (wake) wake();
     } else if (msg.type === "compile") {
       await compileAll();
+    } else if (msg.type === "check") {
+      stopped = false;
+      paused = false;
+      await check();
     }
   } catch (error) {
     self.postMessage({ type: "error", message: String((error && error.message) || error), state: run && run.saved });
@@ -97,8 +102,8 @@ async function trainingData() {
   return data;
 }
 
-async function fetchPlan(options, resume, from, storage) {
-  const body = JSON.stringify({ options, resume, from, steps: STEPS_PER_PLAN, workgroup_storage: storage });
+async function fetchPlan(options, resume, from, storage, check) {
+  const body = JSON.stringify({ options, resume, from, steps: STEPS_PER_PLAN, workgroup_storage: storage, check: !!check });
   const response = await fetchOk("/api/train/plan", { method: "POST", headers: { "content-type": "application/json" }, body });
   return response.json();
 }
@@ -285,21 +290,24 @@ function report(progress) {
     state: run.state,
   };
   run.saved = { step: progress.step, params: run.params, state: run.state };
-  self.postMessage(message);
+  run.losses.push(message.loss);
+  if (!run.check) self.postMessage(message);
 }
 
-async function train(options, resume) {
+// Trains (the check's runs with `check`: quietly, returning every step's loss and the final
+// parameters).
+async function train(options, resume, check) {
   const { device } = await openDevice();
   const pool = await trainingData();
   const storage = device.limits.maxComputeWorkgroupStorageSize;
-  let plan = await fetchPlan(options, resume, null, storage);
+  let plan = await fetchPlan(options, resume, null, storage, check);
   const setup = plan.setup;
   const built = await build(device, setup, pool);
   run = {
     options: plan.options, total: plan.total, stepsPerEpoch: plan.steps_per_epoch, step: 0,
     slotBytes: setup.slot_bytes, historySlots: setup.history_slots, paramFloats: setup.param_floats,
     stateBytes: setup.buffers.state, started: performance.now(), samples: 0, submits: 0, dispatches: 0,
-    history: null, params: null, state: null, dev: null, saved: null,
+    history: null, params: null, state: null, dev: null, saved: null, check: !!check, losses: [],
   };
   device.queue.writeBuffer(built.buffers.params, 0, Float32Array.from(plan.params));
   if (plan.state) device.queue.writeBuffer(built.buffers.state, 0, Float32Array.from(plan.state));
@@ -307,8 +315,40 @@ async function train(options, resume) {
   for (;;) {
     await execute(device, built, plan.commands);
     if (stopped || plan.next >= plan.total) break;
-    plan = await fetchPlan(options, resume, plan.next, storage);
+    plan = await fetchPlan(options, resume, plan.next, storage, check);
   }
   await device.queue.onSubmittedWorkDone();
+  if (check) return { losses: run.losses, params: run.params };
   self.postMessage({ type: "done", stopped, step: run.step, steps: run.total, params: run.params, submits: run.submits, dispatches: run.dispatches });
+}
+
+// "Check this GPU": the fixed runs, each step's loss and the final parameters compared with
+// the CPU reference's trace (the server's) within atol + rtol·|reference|.
+async function check() {
+  const trace = await (await fetchOk("/api/check")).json();
+  const tol = trace.tolerance;
+  let worst = null;
+  let pass = true;
+  const failures = [];
+  const judge = (what, got, want, atol, rtol) => {
+    const ratio = Math.abs(got - want) / (atol + rtol * Math.abs(want));
+    if (!(ratio <= 1)) { pass = false; failures.push(what); }
+    if (!worst || !(ratio <= worst.ratio)) worst = { what, got, want, deviation: Math.abs(got - want), ratio };
+  };
+  for (const c of trace.cases) {
+    self.postMessage({ type: "checking", what: c.what });
+    const result = await train(c.options, null, true);
+    if (stopped) return;
+    if (result.losses.length !== c.losses.length) throw new Error(`${c.what}: ${result.losses.length} steps, the reference ${c.losses.length}`);
+    c.losses.forEach((want, i) => judge(`${c.what}: the loss of step ${i + 1}`, result.losses[i], want, tol.loss_atol, tol.loss_rtol));
+    c.params.forEach((want, i) => {
+      const t = c.tensors.find(([, at, rows, , row]) => i >= at && i < at + rows * row);
+      if (!t) return; // padding
+      const [name, at, , cols, row] = t;
+      const r = Math.floor((i - at) / row), k = (i - at) % row;
+      if (k >= cols) return;
+      judge(`${c.what}: ${name}[${r}${cols > 1 ? `, ${k}` : ""}] at the end`, result.params[i], want, tol.atol, tol.rtol);
+    });
+  }
+  self.postMessage({ type: "checked", pass, worst, failures: failures.length, first_failures: failures.slice(0, 5), adapter: gpu && gpu.info });
 }

@@ -12,7 +12,7 @@ use mnist_gpu::gpu::fused::ParamLayout;
 use mnist_gpu::model::Model;
 use serde_json::{json, Value};
 
-use crate::common::browser::{base64_decode, http, json_of, serve, Browser, Process};
+use crate::common::browser::{base64_decode, http, json_of, serve_with_env, Browser, Process};
 use crate::common::output::{describe, run_in};
 use crate::common::{assert_models_close, random_dataset};
 
@@ -62,11 +62,16 @@ fn workspace() -> &'static Path {
 }
 
 fn start_server() -> (Process, std::net::SocketAddr) {
+    start_server_with(&[])
+}
+
+fn start_server_with(env: &[(&str, &str)]) -> (Process, std::net::SocketAddr) {
     let dir = workspace();
     let train = dir.join("train.csv");
-    serve(
+    serve_with_env(
         &dir.join("page.safetensors"),
         &["--backend", "cpu", "--train", train.to_str().unwrap()],
+        env,
     )
 }
 
@@ -418,5 +423,52 @@ fn a_native_checkpoint_continues_in_the_page_and_resumes_natively() {
         &load("whole.safetensors"),
         ATOL,
         RTOL,
+    );
+}
+
+/// Clicks "Check this GPU" and returns what the page concluded.
+fn check_this_gpu(browser: &Browser) -> Value {
+    browser.click("#train-check");
+    browser.wait_for("the check's result", 240, |b| {
+        let t = trainer(b);
+        assert!(
+            t["error"].is_null(),
+            "the check failed to run: {}",
+            t["error"]
+        );
+        !b.script("return window.trainer.checked || null").is_null()
+    });
+    let checked = browser.script("return window.trainer.checked");
+    let line = browser.text("train-check-result");
+    crate::common::tell(&format!("browser_train: {line}"));
+    assert!(
+        line.contains(checked["worst"]["what"].as_str().unwrap()),
+        "{line}"
+    );
+    assert!(line.contains("swiftshader"), "the adapter is named: {line}");
+    checked
+}
+
+#[test]
+fn check_this_gpu_passes_on_the_software_adapter_and_fails_against_a_perturbed_trace() {
+    let (_server, address) = start_server();
+    let browser = open_page(address);
+    let checked = check_this_gpu(&browser);
+    assert_eq!(checked["pass"], json!(true), "{checked}");
+    assert!(browser.text("train-check-result").starts_with("PASS"));
+    drop(browser);
+
+    let (_server, address) = start_server_with(&[("MNIST_GPU_PERTURB_CHECK", "1")]);
+    let browser = open_page(address);
+    let checked = check_this_gpu(&browser);
+    assert_eq!(checked["pass"], json!(false), "{checked}");
+    assert!(browser.text("train-check-result").starts_with("FAIL"));
+    // The perturbed parameter is the one named.
+    assert!(
+        checked["worst"]["what"]
+            .as_str()
+            .unwrap()
+            .ends_with("W1[0, 0] at the end"),
+        "{checked}"
     );
 }

@@ -29,6 +29,7 @@ use clap::Args;
 use rand::Rng;
 use serde_json::{json, Value};
 
+mod check;
 mod train;
 
 use super::BackendArgs;
@@ -346,6 +347,7 @@ fn router(app: Arc<App>) -> Router {
         .route("/api/train/labels", get(train::labels))
         .route("/api/train/plan", post(train::plan))
         .route("/api/checkpoint", post(train::checkpoint))
+        .route("/api/check", get(check::check))
         .route("/api/checkpoint/open", post(train::open_checkpoint))
         .route("/api/predict", post(predict))
         .fallback(|request: Request| async move {

@@ -105,7 +105,7 @@ pub async fn plan(State(app): State<Arc<App>>, headers: HeaderMap, body: Body) -
 }
 
 /// `options` with `given`'s over them; `allowed` (if any) names the keys `given` may hold.
-fn merged_options(
+pub(super) fn merged_options(
     options: &RunOptions,
     given: &Value,
     allowed: Option<&[&str]>,
@@ -144,7 +144,7 @@ fn merged_options(
 }
 
 /// A run of the page: its options, data and start (fresh, or a checkpoint opened in the page).
-struct PageRun {
+pub(super) struct PageRun {
     options: RunOptions,
     split: Split,
     model: Model,
@@ -154,7 +154,7 @@ struct PageRun {
 impl PageRun {
     /// The run `request` describes: `options` over `mnist-gpu train`'s defaults, or `resume`
     /// (a checkpoint's id) with only its length changed by `options`.
-    fn of(app: &App, request: &Value) -> Result<PageRun> {
+    pub(super) fn of(app: &App, request: &Value) -> Result<PageRun> {
         let resumed = match &request["resume"] {
             Value::Null => None,
             id => {
@@ -175,7 +175,16 @@ impl PageRun {
             Some(c) => merged_options(&c.options, &given, Some(&["epochs", "iterations"]))?,
             None => merged_options(&RunOptions::default(), &given, None)?,
         };
-        let split = Split::new(&app.train, None, options.dev_size, options.seed)?;
+        // The check's runs ("check": true) train on the first images of the training file.
+        let subset;
+        let data = if request["check"] == json!(true) {
+            let n = app.train.len().min(super::check::CHECK_IMAGES);
+            subset = app.train.subset(&(0..n).collect::<Vec<_>>());
+            &subset
+        } else {
+            &app.train
+        };
+        let split = Split::new(data, None, options.dev_size, options.seed)?;
         if resumed.is_none() && given["log_every"].is_null() {
             // As `mnist-gpu train`: a progress point once an epoch, or every 50 steps.
             let n = split.train.len();
@@ -191,6 +200,14 @@ impl PageRun {
             model,
             resumed,
         })
+    }
+
+    pub(super) fn split(&self) -> &Split {
+        &self.split
+    }
+
+    pub(super) fn model(&self) -> &Model {
+        &self.model
     }
 
     /// Steps done before this session of the run.

@@ -21,7 +21,13 @@ impl Drop for Process {
 
 /// Starts `serve` on a free port; returns it and its address.
 pub fn serve(model: &Path, extra: &[&str]) -> (Process, SocketAddr) {
+    serve_with_env(model, extra, &[])
+}
+
+/// `serve` with `env` in its environment.
+pub fn serve_with_env(model: &Path, extra: &[&str], env: &[(&str, &str)]) -> (Process, SocketAddr) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_mnist-gpu"))
+        .envs(env.iter().copied())
         .args(["serve", "--port", "0", "--model"])
         .arg(model)
         .args(extra)
