@@ -472,3 +472,37 @@ fn check_this_gpu_passes_on_the_software_adapter_and_fails_against_a_perturbed_t
         "{checked}"
     );
 }
+
+#[test]
+fn the_page_answers_a_drawing_while_it_trains_and_stops_when_asked() {
+    let (_server, address) = start_server();
+    let browser = open_page(address);
+    // Long enough to be training throughout: 25 steps an epoch, 400 epochs.
+    browser.script(
+        "startTraining({hidden: [8], optimizer: 'momentum', alpha: 0.05, batch_size: 10, \
+         epochs: 400, dev_size: 50, log_every: 25}); return 1",
+    );
+    browser.wait_for("the first progress point", 120, |b| {
+        let t = trainer(b);
+        assert!(
+            t["error"].is_null(),
+            "the page's run failed: {}",
+            t["error"]
+        );
+        !t["history"].as_array().unwrap().is_empty()
+    });
+    browser.draw(&[vec![(0.5, 0.1), (0.5, 0.5), (0.5, 0.9)]]);
+    browser.wait("an answer to the drawing", |b| !b.text("digit").is_empty());
+    let t = trainer(&browser);
+    assert_eq!(
+        t["running"],
+        json!(true),
+        "the run ended before the drawing was answered"
+    );
+    assert!(t["done"].is_null());
+    browser.click("#train-stop");
+    let t = finished(&browser, 60);
+    assert_eq!(t["done"]["stopped"], json!(true), "{}", t["done"]);
+    let step = t["done"]["step"].as_u64().unwrap();
+    assert!(step > 0 && step < 10_000, "stopped after step {step}");
+}
