@@ -10,7 +10,8 @@
 //
 // Messages in:  {type: "start", options, state?}, {type: "pause"}, {type: "resume"},
 //               {type: "stop"}, {type: "compile"} (build every shader and pipeline, report),
-//               {type: "check"} (the fixed runs of "Check this GPU", against the CPU's trace).
+//               {type: "check"} (the fixed runs of "Check this GPU", against the CPU's trace),
+//               {type: "classify", id, pixels} (one image's logits with the page's model).
 // Messages out: {type: "adapter", info}, {type: "progress", ...}, {type: "done", ...},
 //               {type: "error", message}, {type: "compiled", ...}.
 
@@ -23,6 +24,7 @@ let run = null;          // the run in progress
 let paused = false;
 let stopped = false;
 let wake = null;
+let model = null;         // the page's network: {device, built, setup} of the last run
 
 self.onmessage = async (event) => {
   const msg = event.data;
@@ -42,6 +44,8 @@ self.onmessage = async (event) => {
       if (wake) wake();
     } else if (msg.type === "compile") {
       await compileAll();
+    } else if (msg.type === "classify") {
+      await classify(msg.id, msg.pixels);
     } else if (msg.type === "check") {
       stopped = false;
       paused = false;
@@ -303,6 +307,7 @@ async function train(options, resume, check) {
   let plan = await fetchPlan(options, resume, null, storage, check);
   const setup = plan.setup;
   const built = await build(device, setup, pool);
+  if (!check) model = { device, built, setup };
   run = {
     options: plan.options, total: plan.total, stepsPerEpoch: plan.steps_per_epoch, step: 0,
     slotBytes: setup.slot_bytes, historySlots: setup.history_slots, paramFloats: setup.param_floats,
@@ -351,4 +356,30 @@ async function check() {
     });
   }
   self.postMessage({ type: "checked", pass, worst, failures: failures.length, first_failures: failures.slice(0, 5), adapter: gpu && gpu.info });
+}
+
+// One image's logits from the page's network, with the fused step's `logits` kernel (as
+// `Fused::classify`: the image in the shifted-images buffer, the plan's slot for it).
+async function classify(id, pixels) {
+  if (!model) {
+    self.postMessage({ type: "classified", id, logits: null });
+    return;
+  }
+  const { device, built, setup } = model;
+  const { pipelines, buffers, groups } = built;
+  device.queue.writeBuffer(buffers.shifted, 0, Uint8Array.from(pixels, (p) => Math.round(p)));
+  device.queue.writeBuffer(buffers.slots, 0, Uint32Array.from(setup.classify_slot));
+  const staging = device.createBuffer({ size: 48, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
+  const encoder = device.createCommandEncoder();
+  const pass = encoder.beginComputePass();
+  pass.setPipeline(pipelines.logits);
+  pass.setBindGroup(0, groups.shifted, [0]);
+  pass.dispatchWorkgroups(1, 1, 1);
+  pass.end();
+  encoder.copyBufferToBuffer(buffers.logits, 0, staging, 0, 48);
+  device.queue.submit([encoder.finish()]);
+  await staging.mapAsync(GPUMapMode.READ);
+  const logits = Array.from(new Float32Array(staging.getMappedRange().slice(0, 40)));
+  staging.destroy();
+  self.postMessage({ type: "classified", id, logits });
 }

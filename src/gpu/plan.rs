@@ -129,6 +129,12 @@ impl Setup {
                     [0, "slots", 0, slot], [1, "images", 0, 0], [2, "indices", 0, 0],
                     [3, "shifts", 0, 0], [4, "shifted", 0, 0]]},
             },
+            // One image's logits (`Fused::classify`): the image in `shifted`, its slot this.
+            "classify_slot": slot_words(Step {
+                m: 1,
+                shifted: 1,
+                ..Step::default()
+            }),
             "pipelines": {
                 "gradients": ["fused", "gradients", "forward"],
                 "logits": ["fused", "logits", "forward"],
@@ -137,6 +143,14 @@ impl Setup {
             },
         })
     }
+}
+
+/// `step` as the u32 words of a slot.
+fn slot_words(step: Step) -> Vec<u32> {
+    let mut words = vec![0u32; WORDS];
+    bytemuck::cast_slice_mut::<u32, u8>(&mut words)[..std::mem::size_of::<Step>()]
+        .copy_from_slice(bytemuck::bytes_of(&step));
+    words
 }
 
 /// `gradients` and `logits` reading `images` (the pool's, or the shifted copies).
@@ -290,10 +304,7 @@ impl PlanBackend {
         }
         let (slots, _, _) = self.pending.get_or_insert_with(Default::default);
         let index = (slots.len() / WORDS) as u32;
-        let mut words = [0u32; WORDS];
-        bytemuck::cast_slice_mut::<u32, u8>(&mut words)[..std::mem::size_of::<Step>()]
-            .copy_from_slice(bytemuck::bytes_of(&step));
-        slots.extend_from_slice(&words);
+        slots.extend(slot_words(step));
         index
     }
 

@@ -69,7 +69,7 @@ fn start_server_with(env: &[(&str, &str)]) -> (Process, std::net::SocketAddr) {
     let dir = workspace();
     let train = dir.join("train.csv");
     serve_with_env(
-        &dir.join("page.safetensors"),
+        Some(&dir.join("page.safetensors")),
         &["--backend", "cpu", "--train", train.to_str().unwrap()],
         env,
     )
@@ -505,4 +505,60 @@ fn the_page_answers_a_drawing_while_it_trains_and_stops_when_asked() {
     assert_eq!(t["done"]["stopped"], json!(true), "{}", t["done"]);
     let step = t["done"]["step"].as_u64().unwrap();
     assert!(step > 0 && step < 10_000, "stopped after step {step}");
+}
+
+#[test]
+fn without_a_model_the_page_trains_one_and_answers_drawings_with_it() {
+    let train = workspace().join("train.csv");
+    let (_server, address) = serve_with_env(
+        None,
+        &["--backend", "cpu", "--train", train.to_str().unwrap()],
+        &[],
+    );
+    for path in [
+        "/api/model",
+        "/api/weights",
+        "/api/confusion",
+        "/api/test?misclassified=true",
+    ] {
+        let (status, body) = http(address, "GET", path, b"");
+        assert_eq!(status, 404, "{path}: {body}");
+        assert!(
+            json_of(&body)["error"]
+                .as_str()
+                .unwrap()
+                .starts_with("no model"),
+            "{body}"
+        );
+    }
+    let (status, body) = http(address, "POST", "/api/predict", b"{}");
+    assert_eq!(status, 404, "{body}");
+    let (status, body) = http(address, "GET", "/api/test", b"");
+    assert_eq!(status, 200, "{body}");
+    assert!(json_of(&body)["digit"].is_null(), "{body}");
+
+    let browser = open_page(address);
+    browser.wait("the page saying there is no model", |b| {
+        b.text("summary").starts_with("no model")
+    });
+    browser.script(
+        "startTraining({hidden: [8], alpha: 0.5, iterations: 5, dev_size: 50, log_every: 5}); \
+         return 1",
+    );
+    finished(&browser, 120);
+    // The drawing is answered by the network just trained, in the browser.
+    browser.draw(&[vec![(0.5, 0.1), (0.5, 0.5), (0.5, 0.9)]]);
+    browser.wait("an answer to the drawing", |b| !b.text("digit").is_empty());
+    assert_eq!(browser.text("draw-error"), "");
+    let digit: u8 = browser.text("digit").parse().expect("a digit");
+    assert!(digit < 10);
+    browser.click("#random");
+    browser.wait("a test digit classified", |b| {
+        !b.text("test-digit").is_empty()
+    });
+    assert!(
+        browser.text("test-about").starts_with("test image"),
+        "{}",
+        browser.text("test-about")
+    );
 }

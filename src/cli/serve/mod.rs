@@ -52,9 +52,10 @@ const MAX_UNITS: usize = 64;
 /// Serves a page to draw digits and see what the model says (and the JSON API it uses).
 #[derive(Debug, Args)]
 pub struct ServeArgs {
-    /// The model (a --save file or a --checkpoint).
+    /// The model (a --save file or a --checkpoint) [default: none: the draw and test panels
+    /// wait for one trained in the page].
     #[arg(long)]
-    pub model: PathBuf,
+    pub model: Option<PathBuf>,
 
     /// The port to listen on (0: any free one; the address is printed).
     #[arg(long, default_value_t = 8080)]
@@ -80,7 +81,8 @@ pub struct ServeArgs {
 /// What every request reads: the backend (one request at a time), and what was worked out at
 /// the start.
 struct App {
-    backend: Mutex<Box<dyn Backend>>,
+    /// None without `--model`.
+    backend: Option<Mutex<Box<dyn Backend>>>,
     model_info: Value,
     weights: Value,
     confusion: Value,
@@ -137,20 +139,28 @@ fn answer_json((digit, probabilities): &(u8, Vec<f64>)) -> Value {
 /// Loads the model and the test digits, works out what the page shows of them, and serves the
 /// page and the API until stopped.
 pub fn serve(args: &ServeArgs) -> Result<()> {
-    let file = model_file::load(&args.model)?;
     let test = test_digits(args)?;
-    let (train, train_id) = training_digits(args)?;
+    let train = training_digits(args)?;
+    let Some(path) = &args.model else {
+        let app = Arc::new(App::without_model(test, train));
+        let description = format!(
+            "  no model (--model): train one in the page; test digits: {}; Ctrl-C stops",
+            app.test.source
+        );
+        return listen(args, router(app), &description);
+    };
+    let file = model_file::load(path)?;
     let (backend, backend_name) = open_backend(args, &file.model, &test)?;
-    let app = Arc::new(App::new(
-        args,
-        &file,
-        backend,
-        backend_name,
-        test,
-        (train, train_id),
-    )?);
-    let description = describe(args, &file.model, &app);
+    let app = Arc::new(App::new(path, &file, backend, backend_name, test, train)?);
+    let description = describe(path, &file.model, &app);
     listen(args, router(app), &description)
+}
+
+/// Without `--model`: what the model panels answer.
+const NO_MODEL: &str = "no model: start serve with --model FILE, or train one in the Train panel";
+
+fn no_model() -> Response {
+    Refusal(StatusCode::NOT_FOUND, NO_MODEL.into()).into_response()
 }
 
 /// `--data`, or the embedded test digits; at least one.
@@ -210,7 +220,7 @@ fn open_backend(
 impl App {
     /// Classifies every test digit once, and works out what the page asks for of the model.
     fn new(
-        args: &ServeArgs,
+        path: &std::path::Path,
         file: &ModelFile,
         mut backend: Box<dyn Backend>,
         backend_name: &str,
@@ -221,7 +231,7 @@ impl App {
         let (confusion, misclassified) = confusion(&test, &predicted);
         let model = &file.model;
         let model_info = json!({
-            "file": args.model.display().to_string(),
+            "file": path.display().to_string(),
             "inputs": PIXELS,
             "hidden": model.hidden(),
             "outputs": CLASSES,
@@ -235,7 +245,7 @@ impl App {
                 .collect::<std::collections::BTreeMap<_, _>>(),
         });
         Ok(App {
-            backend: Mutex::new(backend),
+            backend: Some(Mutex::new(backend)),
             model_info,
             weights: first_layer(model),
             confusion,
@@ -246,6 +256,30 @@ impl App {
             predicted,
             misclassified,
         })
+    }
+
+    /// The test and training digits alone (no `--model`).
+    fn without_model(test: Dataset, (train, train_id): (Dataset, FileId)) -> App {
+        App {
+            backend: None,
+            model_info: Value::Null,
+            weights: Value::Null,
+            confusion: Value::Null,
+            test,
+            train,
+            train_id,
+            checkpoints: Mutex::new(Vec::new()),
+            predicted: Vec::new(),
+            misclassified: Vec::new(),
+        }
+    }
+
+    /// `value`, or the refusal without a model.
+    fn with_model(&self, value: &Value) -> Response {
+        match self.backend {
+            Some(_) => json_body(value).into_response(),
+            None => no_model(),
+        }
     }
 
     /// The share of test digits classified right; None where they have no labels.
@@ -306,7 +340,7 @@ fn first_layer(model: &Model) -> Value {
 }
 
 /// The line under the address: the model, where it runs, and the test digits.
-fn describe(args: &ServeArgs, model: &Model, app: &App) -> String {
+fn describe(path: &std::path::Path, model: &Model, app: &App) -> String {
     let hidden: Vec<String> = model.hidden().iter().map(|h| h.to_string()).collect();
     let summary = match app.accuracy() {
         Some(accuracy) => format!("{:.2}% of them right", 100.0 * accuracy),
@@ -314,7 +348,7 @@ fn describe(args: &ServeArgs, model: &Model, app: &App) -> String {
     };
     format!(
         "  {} (784-{}-10, {}) on {}, {} path; test digits: {}, {summary}; Ctrl-C stops",
-        args.model.display(),
+        path.display(),
         hidden.join("-"),
         model.activation.name(),
         app.model_info["device"].as_str().unwrap_or(""),
@@ -329,15 +363,15 @@ fn router(app: Arc<App>) -> Router {
         .route("/", get(page))
         .route(
             "/api/model",
-            get(|State(app): State<Arc<App>>| async move { json_body(&app.model_info) }),
+            get(|State(app): State<Arc<App>>| async move { app.with_model(&app.model_info) }),
         )
         .route(
             "/api/weights",
-            get(|State(app): State<Arc<App>>| async move { json_body(&app.weights) }),
+            get(|State(app): State<Arc<App>>| async move { app.with_model(&app.weights) }),
         )
         .route(
             "/api/confusion",
-            get(|State(app): State<Arc<App>>| async move { json_body(&app.confusion) }),
+            get(|State(app): State<Arc<App>>| async move { app.with_model(&app.confusion) }),
         )
         .route("/api/test", get(test_digit))
         .route("/train_worker.js", get(train::worker))
@@ -415,6 +449,9 @@ async fn test_digit(State(app): State<Arc<App>>, RawQuery(query): RawQuery) -> R
             return bad(format!("unknown query {other:?}: use misclassified=true")).into_response()
         }
     };
+    if only_wrong && app.backend.is_none() {
+        return no_model();
+    }
     let choices = if only_wrong {
         &app.misclassified[..]
     } else {
@@ -433,7 +470,11 @@ async fn test_digit(State(app): State<Arc<App>>, RawQuery(query): RawQuery) -> R
     } else {
         rand::rng().random_range(0..n)
     };
-    let mut answer = answer_json(&app.predicted[index]);
+    // Without a model, the digit alone (the page may classify it with the model it trained).
+    let mut answer = match app.predicted.get(index) {
+        Some(predicted) => answer_json(predicted),
+        None => json!({ "digit": null, "probabilities": null }),
+    };
     answer["index"] = json!(index);
     answer["of"] = json!(n);
     answer["pixels"] = json!(app.test.image(index));
@@ -454,11 +495,16 @@ async fn predict_body(
     headers: HeaderMap,
     body: Body,
 ) -> std::result::Result<Value, Refusal> {
+    if app.backend.is_none() {
+        return Err(Refusal(StatusCode::NOT_FOUND, NO_MODEL.into()));
+    }
     let request = read_json(headers, body).await?;
     let (pixels, batch) = requested_images(&request)?;
     let logits = tokio::task::spawn_blocking(move || {
-        let mut backend = app
-            .backend
+        let Some(backend) = &app.backend else {
+            return Err(Error::Config(NO_MODEL.into()));
+        };
+        let mut backend = backend
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         backend.classify(&pixels)

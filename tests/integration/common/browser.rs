@@ -21,15 +21,20 @@ impl Drop for Process {
 
 /// Starts `serve` on a free port; returns it and its address.
 pub fn serve(model: &Path, extra: &[&str]) -> (Process, SocketAddr) {
-    serve_with_env(model, extra, &[])
+    serve_with_env(Some(model), extra, &[])
 }
 
-/// `serve` with `env` in its environment.
-pub fn serve_with_env(model: &Path, extra: &[&str], env: &[(&str, &str)]) -> (Process, SocketAddr) {
+/// `serve` with `env` in its environment (and without `--model` where `model` is None).
+pub fn serve_with_env(
+    model: Option<&Path>,
+    extra: &[&str],
+    env: &[(&str, &str)],
+) -> (Process, SocketAddr) {
+    let model_args = model.map(|m| vec!["--model".as_ref(), m.as_os_str()]);
     let mut child = Command::new(env!("CARGO_BIN_EXE_mnist-gpu"))
         .envs(env.iter().copied())
-        .args(["serve", "--port", "0", "--model"])
-        .arg(model)
+        .args(["serve", "--port", "0"])
+        .args(model_args.unwrap_or_default())
         .args(extra)
         .env("XDG_RUNTIME_DIR", std::env::temp_dir())
         .stdout(Stdio::piped())
