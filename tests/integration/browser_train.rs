@@ -226,28 +226,10 @@ fn check_case(browser: &Browser, case: &Case) {
     assert_models_close(case.what, &got, &want, ATOL, RTOL);
 }
 
-#[test]
-fn the_page_compiles_every_shader_and_trains_as_the_native_trainer_does() {
-    let (_server, address) = start_server();
-    let browser = open_page(address);
-    browser.script("worker().postMessage({type: 'compile'}); return 1");
-    browser.wait_for("the shaders compiled", 120, |b| {
-        let t = trainer(b);
-        assert!(t["error"].is_null(), "in the browser: {}", t["error"]);
-        !t["compiled"].is_null()
-    });
-    let t = trainer(&browser);
-    let compiled = t["compiled"]["shaders"].as_array().unwrap().len();
-    assert_eq!(compiled, 12, "shaders compiled: {}", t["compiled"]);
-    assert_eq!(
-        t["compiled"]["pipelines"],
-        json!(["augment", "gradients", "logits", "update"])
-    );
-    crate::common::tell(&format!(
-        "browser_train: the page's adapter: {}",
-        t["adapter"]
-    ));
-    let cases = [
+/// The runs the page must follow: full batch and mini-batch (with a short last batch), one and
+/// two hidden layers, ReLU and ELU, SGD, momentum and Adam, augment and lr decay.
+fn parity_cases() -> [Case; 3] {
+    [
         Case {
             what: "full batch relu sgd",
             page: json!({"hidden": [8], "activation": "relu", "optimizer": "sgd", "alpha": 0.5,
@@ -315,8 +297,31 @@ fn the_page_compiles_every_shader_and_trains_as_the_native_trainer_does() {
                 "7",
             ],
         },
-    ];
-    for case in &cases {
+    ]
+}
+
+#[test]
+fn the_page_compiles_every_shader_and_trains_as_the_native_trainer_does() {
+    let (_server, address) = start_server();
+    let browser = open_page(address);
+    browser.script("worker().postMessage({type: 'compile'}); return 1");
+    browser.wait_for("the shaders compiled", 120, |b| {
+        let t = trainer(b);
+        assert!(t["error"].is_null(), "in the browser: {}", t["error"]);
+        !t["compiled"].is_null()
+    });
+    let t = trainer(&browser);
+    let compiled = t["compiled"]["shaders"].as_array().unwrap().len();
+    assert_eq!(compiled, 12, "shaders compiled: {}", t["compiled"]);
+    assert_eq!(
+        t["compiled"]["pipelines"],
+        json!(["augment", "gradients", "logits", "update"])
+    );
+    crate::common::tell(&format!(
+        "browser_train: the page's adapter: {}",
+        t["adapter"]
+    ));
+    for case in &parity_cases() {
         check_case(&browser, case);
     }
 }
@@ -334,6 +339,23 @@ fn native_run(args: &[&str]) {
     all.extend(args);
     let out = run_in(workspace(), &all);
     assert!(out.status.success(), "{all:?}: {}", describe(&out));
+}
+
+/// A damaged file and a model that is no checkpoint are refused with one line.
+fn refuses_bad_checkpoints(address: std::net::SocketAddr, native: &[u8]) {
+    let dir = workspace();
+    for (bytes, says) in [
+        (&native[..native.len() / 2], "the dropped file"),
+        (
+            &std::fs::read(dir.join("page.safetensors")).unwrap()[..],
+            "not a checkpoint",
+        ),
+    ] {
+        let (status, body) = http(address, "POST", "/api/checkpoint/open", bytes);
+        assert_eq!(status, 400, "{body}");
+        let error = json_of(&body)["error"].as_str().unwrap().to_string();
+        assert!(error.contains(says) && !error.contains('\n'), "{error}");
+    }
 }
 
 #[test]
@@ -366,20 +388,8 @@ fn a_native_checkpoint_continues_in_the_page_and_resumes_natively() {
     );
 
     let (_server, address) = start_server();
-    // A damaged file and a model that is no checkpoint are refused with one line.
     let native = std::fs::read(dir.join("first.ckpt.safetensors")).unwrap();
-    for (bytes, says) in [
-        (&native[..native.len() / 2], "the dropped file"),
-        (
-            &std::fs::read(dir.join("page.safetensors")).unwrap()[..],
-            "not a checkpoint",
-        ),
-    ] {
-        let (status, body) = http(address, "POST", "/api/checkpoint/open", bytes);
-        assert_eq!(status, 400, "{body}");
-        let error = json_of(&body)["error"].as_str().unwrap().to_string();
-        assert!(error.contains(says) && !error.contains('\n'), "{error}");
-    }
+    refuses_bad_checkpoints(address, &native);
 
     let browser = open_page(address);
     let bytes: Vec<String> = native.iter().map(|b| b.to_string()).collect();

@@ -14,7 +14,7 @@ use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use serde_json::{json, Value};
 
-use super::train::{merged_options, PageRun};
+use super::train::{merged_options, PageRun, CHECK_IMAGES};
 use super::{bad, json_body, App};
 use mnist_gpu::backend::{Backend, StepPath};
 use mnist_gpu::cpu::CpuBackend;
@@ -22,9 +22,6 @@ use mnist_gpu::error::Result;
 use mnist_gpu::gpu::fused::ParamLayout;
 use mnist_gpu::options::RunOptions;
 use mnist_gpu::train::{self, Schedule};
-
-/// The images the check's runs train on (the first of the training file), 100 of them dev.
-pub const CHECK_IMAGES: usize = 600;
 
 /// parity.rs's float32 tolerances: each step's batch loss within `1e-4 + 1e-3·|ref|`, every
 /// parameter within `1e-4 + 1e-3·|ref|`.

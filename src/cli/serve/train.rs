@@ -37,6 +37,8 @@ use mnist_gpu::options::RunOptions;
 use mnist_gpu::train::{self, Checkpointer, RunState, Schedule, StepHook};
 
 pub const WORKER: &str = include_str!("../../../assets/serve/train_worker.js");
+/// The images the runs of "Check this GPU" train on (the first of the training file).
+pub const CHECK_IMAGES: usize = 600;
 /// The most steps one plan request covers.
 const MAX_PLAN_STEPS: usize = 2048;
 
@@ -178,7 +180,7 @@ impl PageRun {
         // The check's runs ("check": true) train on the first images of the training file.
         let subset;
         let data = if request["check"] == json!(true) {
-            let n = app.train.len().min(super::check::CHECK_IMAGES);
+            let n = app.train.len().min(CHECK_IMAGES);
             subset = app.train.subset(&(0..n).collect::<Vec<_>>());
             &subset
         } else {
