@@ -348,7 +348,7 @@ impl PlanBackend {
             pairs.resize(region_start as usize + 2 * self.setup.capacity, 0);
             // shift_offset is the third word of the slot.
             slots[region as usize * WORDS + 2] = region_start;
-            let words = (step.m as usize * PIXELS / 4) as usize;
+            let words = step.m as usize * PIXELS / 4;
             self.dispatch(Dispatch("augment", "augment", region, grid(words)));
             self.record_train(&step, region, "shifted");
         } else {
@@ -392,7 +392,7 @@ impl PlanBackend {
     /// after a logged step (every `log_every` steps, and the last).
     fn progress(&mut self) {
         let step = self.recorded;
-        let logged = step > 0 && (step % self.log_every == 0 || step == self.total_steps);
+        let logged = step > 0 && (step.is_multiple_of(self.log_every) || step == self.total_steps);
         if !logged
             || self.last_progress == Some(step)
             || !(self.keep.start < step && step <= self.keep.end)

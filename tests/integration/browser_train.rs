@@ -510,6 +510,12 @@ fn the_page_answers_a_drawing_while_it_trains_and_stops_when_asked() {
         "the run ended before the drawing was answered"
     );
     assert!(t["done"].is_null());
+    // The README's picture (set MNIST_GPU_TRAIN_SCREENSHOT=docs/serve_train.png).
+    if let Some(path) = std::env::var_os("MNIST_GPU_TRAIN_SCREENSHOT") {
+        browser.script("document.getElementById('train-panel').scrollIntoView(); return 1");
+        let png = browser.call("GET", "/screenshot", json!({}));
+        std::fs::write(&path, base64_decode(png.as_str().unwrap())).unwrap();
+    }
     browser.click("#train-stop");
     let t = finished(&browser, 60);
     assert_eq!(t["done"]["stopped"], json!(true), "{}", t["done"]);
@@ -570,5 +576,39 @@ fn without_a_model_the_page_trains_one_and_answers_drawings_with_it() {
         browser.text("test-about").starts_with("test image"),
         "{}",
         browser.text("test-about")
+    );
+}
+
+#[test]
+fn a_link_fills_the_form_and_starts_the_run() {
+    let (_server, address) = start_server();
+    let browser = Browser::with_webgpu();
+    let hash = "hidden=8,6&activation=elu&optimizer=momentum&alpha=0.1&batch_size=64&epochs=1\
+                &dev_size=50&log_every=2&start=1";
+    browser.call(
+        "POST",
+        "/url",
+        json!({"url": format!("http://{address}/#{hash}")}),
+    );
+    let t = finished(&browser, 120);
+    let field = |name: &str| {
+        browser.script(&format!(
+            "return document.getElementById('train-form').elements['{name}'].value"
+        ))
+    };
+    assert_eq!(field("hidden"), json!("8,6"));
+    assert_eq!(field("optimizer"), json!("momentum"));
+    // 250 samples in batches of 64: 4 steps, progress every 2.
+    assert_eq!(t["done"]["step"], json!(4), "{}", t["done"]);
+    assert_eq!(t["history"].as_array().unwrap().len(), 2);
+    // The hidden layers' limit is the form's: 65 units are refused before anything runs.
+    browser.script(
+        "const f = document.getElementById('train-form'); f.elements.hidden.value = '65'; \
+         document.getElementById('train-start').click(); return 1",
+    );
+    let error = browser.text("train-error");
+    assert!(
+        error.starts_with("hidden layers: one or two widths of 1 to 64"),
+        "{error}"
     );
 }
