@@ -525,3 +525,95 @@ fn placeholder_stats() -> BatchStats {
         accuracy: 0.1,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Activation, Init};
+
+    fn plan_of(keep: std::ops::Range<usize>, steps: &[(usize, usize)]) -> PlanBackend {
+        let model = Model::new(&[8], Activation::Relu, Init::He, 1).unwrap();
+        let sizes = ListSizes {
+            train: 100,
+            dev: 10,
+            test: 0,
+        };
+        let setup = Setup::new(&model, 64, sizes, 16384).unwrap();
+        let span = Span {
+            start: 0,
+            log_every: 2,
+            total_steps: steps.len(),
+            keep,
+        };
+        let mut plan = PlanBackend::new(setup, &model, 110, vec![0; 10], span);
+        plan.set_optimizer(Optimizer::with_defaults(
+            crate::optimizer::OptimizerKind::Adam,
+        ))
+        .unwrap();
+        plan.set_list(List::Dev, &(100..110).collect::<Vec<u32>>())
+            .unwrap();
+        plan.set_list(List::Train, &(0..100).rev().collect::<Vec<u32>>())
+            .unwrap();
+        for (i, &(start, len)) in steps.iter().enumerate() {
+            plan.train_step(start, len, 0.01).unwrap();
+            if (i + 1) % 2 == 0 {
+                plan.logits(List::Dev).unwrap();
+            }
+        }
+        plan.flush();
+        plan
+    }
+
+    /// Each step's slot is `Step::train`'s for the same arguments (Adam's t counted from 1),
+    /// two dispatches a step; the lists are written before the first kept step.
+    #[test]
+    fn a_plan_holds_the_fused_steps_slots_and_dispatches() {
+        let plan = plan_of(0..4, &[(0, 64), (64, 36), (0, 64), (64, 36)]);
+        let mut t = 0u64;
+        let mut writes = 0;
+        for command in &plan.commands {
+            match command {
+                Command::Write { .. } => writes += 1,
+                Command::Submit {
+                    slots, dispatches, ..
+                } if dispatches[0].0 == "gradients" => {
+                    assert_eq!(dispatches.len(), 2 * slots.len() / WORDS);
+                    for slot in slots.chunks(WORDS) {
+                        t += 1;
+                        let (start, m) = [(0, 64), (64, 36)][(t as usize - 1) % 2];
+                        let args = StepArgs {
+                            first: start as u32,
+                            m,
+                            alpha: 0.01,
+                            t,
+                            history: (t - 1) as u32,
+                        };
+                        let adam = Optimizer::with_defaults(crate::optimizer::OptimizerKind::Adam);
+                        let want = slot_words(Step::train(&args, plan.setup.tiling, adam));
+                        assert_eq!(slot, &want[..], "step {t}");
+                    }
+                }
+                _ => {}
+            }
+        }
+        assert_eq!((t, writes), (4, 2));
+    }
+
+    /// A later chunk keeps only its steps, and writes the lists again first.
+    #[test]
+    fn a_chunk_keeps_its_own_steps() {
+        let plan = plan_of(2..3, &[(0, 64), (64, 36), (0, 64), (64, 36)]);
+        let steps: usize = plan
+            .commands
+            .iter()
+            .map(|c| match c {
+                Command::Submit { dispatches, .. } => {
+                    dispatches.iter().filter(|d| d.0 == "update").count()
+                }
+                _ => 0,
+            })
+            .sum();
+        assert_eq!(steps, 1);
+        assert!(matches!(plan.commands[0], Command::Write { .. }));
+    }
+}
