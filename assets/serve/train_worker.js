@@ -11,7 +11,8 @@
 // Messages in:  {type: "start", options, state?}, {type: "pause"}, {type: "resume"},
 //               {type: "stop"}, {type: "compile"} (build every shader and pipeline, report),
 //               {type: "check"} (the fixed runs of "Check this GPU", against the CPU's trace),
-//               {type: "classify", id, pixels} (one image's logits with the page's model).
+//               {type: "classify", id, pixels} (one image's logits with the page's model),
+//               {type: "lose-device"} (destroys the device, as a lost one: for tests).
 // Messages out: {type: "adapter", info}, {type: "progress", ...}, {type: "done", ...},
 //               {type: "error", message}, {type: "compiled", ...}.
 
@@ -44,6 +45,9 @@ self.onmessage = async (event) => {
       if (wake) wake();
     } else if (msg.type === "compile") {
       await compileAll();
+    } else if (msg.type === "lose-device") {
+      // As a driver reset or a GPU removed would (the tests' way to lose the device).
+      if (gpu) gpu.device.destroy();
     } else if (msg.type === "classify") {
       await classify(msg.id, msg.pixels);
     } else if (msg.type === "check") {
@@ -77,7 +81,8 @@ async function openDevice() {
   };
   gpu = { adapter, device, info: described, lost: false };
   device.lost.then((lost) => {
-    gpu.lost = true;
+    stopped = true;
+    if (wake) wake();
     const message = `the GPU device was lost (${lost.reason}: ${lost.message}); the last progress point is kept: start again to continue`;
     gpu = null;
     self.postMessage({ type: "error", message, lost: true, state: run && run.saved });

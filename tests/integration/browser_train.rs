@@ -612,3 +612,45 @@ fn a_link_fills_the_form_and_starts_the_run() {
         "{error}"
     );
 }
+
+#[test]
+fn a_lost_device_keeps_the_last_progress_point_and_start_continues_from_it() {
+    let (_server, address) = start_server();
+    let browser = open_page(address);
+    browser.script(
+        "startTraining({hidden: [8], optimizer: 'adam', alpha: 0.003, batch_size: 10, \
+         epochs: 400, dev_size: 50, log_every: 25}); return 1",
+    );
+    browser.wait_for("the first progress point", 120, |b| {
+        !trainer(b)["history"].as_array().unwrap().is_empty()
+    });
+    browser.script("worker().postMessage({type: 'lose-device'}); return 1");
+    browser.wait_for("the state kept", 60, |b| {
+        b.text("train-status").contains("is kept")
+    });
+    let error = browser.text("train-error");
+    assert!(error.starts_with("the GPU device was lost"), "{error}");
+    let kept = browser
+        .script("return window.trainer.opened.step")
+        .as_u64()
+        .unwrap();
+    assert!(kept >= 25 && kept % 25 == 0, "kept step {kept}");
+    browser.click("#train-start");
+    browser.wait_for("a progress point of the continued run", 120, |b| {
+        let t = trainer(b);
+        assert!(
+            t["error"].is_null(),
+            "the continued run failed: {}",
+            t["error"]
+        );
+        !t["history"].as_array().unwrap().is_empty()
+    });
+    let t = trainer(&browser);
+    assert_eq!(
+        t["history"][0][0],
+        json!(kept + 25),
+        "continued from step {kept}"
+    );
+    browser.click("#train-stop");
+    finished(&browser, 60);
+}
