@@ -654,3 +654,23 @@ fn a_lost_device_keeps_the_last_progress_point_and_start_continues_from_it() {
     browser.click("#train-stop");
     finished(&browser, 60);
 }
+
+#[test]
+fn without_webgpu_the_panel_says_so_and_drawing_still_works() {
+    let (_server, address) = start_server();
+    // No --enable-unsafe-webgpu (and --disable-gpu): Chromium here offers no WebGPU.
+    let browser = Browser::start();
+    browser.call("POST", "/url", json!({"url": format!("http://{address}/")}));
+    browser.wait("the model", |b| b.text("summary").contains("784-8-10"));
+    browser.click("#train-start");
+    browser.wait("the panel's message", |b| !b.text("train-error").is_empty());
+    let error = browser.text("train-error");
+    assert!(
+        error.contains("no WebGPU") || error.contains("no adapter"),
+        "{error}"
+    );
+    assert!(!error.contains('\n'), "{error}");
+    browser.draw(&[vec![(0.5, 0.1), (0.5, 0.5), (0.5, 0.9)]]);
+    browser.wait("an answer to the drawing", |b| !b.text("digit").is_empty());
+    assert_eq!(browser.text("draw-error"), "");
+}
