@@ -11,6 +11,11 @@
 //! - `GET /api/test[?misclassified=true]`: a random test digit with its label and prediction.
 //! - `GET /api/weights`: the first layer's weights, per unit (the first `MAX_UNITS`).
 //! - `GET /api/confusion`: the confusion matrix on the test digits.
+//! - The Train panel's: the worker, the shaders, the training data, plans, checkpoints both
+//!   ways and "Check this GPU" (`train.rs`, `check.rs`).
+//!
+//! Without `--model`, the model's requests are refused (404, "no model: …") and `/api/test`
+//! gives digits unclassified: the page answers with the network it trains.
 //!
 //! One backend serves every request, in turn (a mutex); the HTTP work runs on tokio's threads,
 //! so other clients are served while one waits.
