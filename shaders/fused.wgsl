@@ -235,7 +235,7 @@ fn forward(first: u32, n: u32, t: u32, labelled: bool) {
     // 16 units at a time (all of them up to H1 = 16); then the slices' sums are added, one vec4
     // of units at a time.
     for (var chunk = 0u; chunk < V1; chunk += 4u) {
-        var acc: array<vec4<f32>, 4>;
+        var acc = array<vec4<f32>, 4>();
         if (j < n) {
             for (var q = s; q < QUADS; q += SLICES) {
                 let x = pixels(j, q);
@@ -296,7 +296,7 @@ fn output_grad(first: u32, n: u32, t: u32) {
         return;
     }
     let at = layer(LAYERS).z + t * OUT_V4;
-    var zs: array<f32, CLASSES>;
+    var zs = array<f32, CLASSES>();
     for (var c = 0u; c < CLASSES; c++) {
         zs[c] = z[at + c / 4u][c % 4u];
     }
@@ -318,7 +318,7 @@ fn output_grad(first: u32, n: u32, t: u32) {
         sum += exp(zs[c] - max_z);
     }
     sample_stats[t] = vec2<f32>(log(sum) - (zs[label] - max_z), select(0.0, 1.0, best == label));
-    var dz: array<vec4<f32>, OUT_V4>;
+    var dz = array<vec4<f32>, OUT_V4>();
     for (var c = 0u; c < CLASSES; c++) {
         dz[c / 4u][c % 4u] = exp(zs[c] - max_z) / sum - select(0.0, 1.0, c == label);
     }
@@ -450,7 +450,7 @@ fn first_layer_grads(n: u32, t: u32, slice: u32, fresh: bool, dw1: ptr<function,
     for (var item = t; item < QUADS * V1; item += THREADS) {
         let q = item % QUADS;
         let c = item / QUADS;
-        var acc: array<mat4x4<f32>, 4>;      // acc[u][p]: unit 4c + u, pixels 16q + 4p ..
+        var acc = array<mat4x4<f32>, 4>();   // acc[u][p]: unit 4c + u, pixels 16q + 4p ..
         if (DW1_IN_REGISTERS) {
             acc = *dw1;
         }

@@ -37,21 +37,21 @@ use crate::optimizer::{adam_corrections, Optimizer};
 /// least 4 threads per sample.
 pub const MAX_HIDDEN: usize = 64;
 /// Threads per workgroup (as in the shader).
-const THREADS: usize = 256;
+pub(crate) const THREADS: usize = 256;
 /// `update` gives each parameter vec4 this many threads when a step has more partial slices
 /// than that (one otherwise); `WIDE_UPDATE_LANES` with `FusedVariant::wide_update`.
-const REDUCE_LANES: usize = 8;
-const WIDE_UPDATE_LANES: usize = 32;
+pub(crate) const REDUCE_LANES: usize = 8;
+pub(crate) const WIDE_UPDATE_LANES: usize = 32;
 /// The uniform view of the parameters (as in the shader): 64 KiB, the default limit of a
 /// uniform binding. When all the parameters fit in it, the kernels read them from it.
-const UNIFORM_BYTES: u64 = 65_536;
+pub(crate) const UNIFORM_BYTES: u64 = 65_536;
 /// Steps (and evaluation chunks) recorded into one submit at most: one uniform slot each.
-const SLOTS: usize = 64;
-const SLOT_BYTES: u64 = 256;
+pub(crate) const SLOTS: usize = 64;
+pub(crate) const SLOT_BYTES: u64 = 256;
 /// The partial slices of one step stay under this many floats (64 MiB).
-const PARTIAL_FLOATS: usize = 1 << 24;
+pub(crate) const PARTIAL_FLOATS: usize = 1 << 24;
 /// With `--augment`, the shifts uploaded for one submit stay under this many images.
-const SHIFTS_PER_SUBMIT: usize = 1 << 18;
+pub(crate) const SHIFTS_PER_SUBMIT: usize = 1 << 18;
 /// With `--augment affine|elastic`, the warps uploaded for one submit stay under this many
 /// floats (16 MiB: 41 steps of 64 elastic images, 512 of 64 affine ones).
 const WARP_FLOATS_PER_SUBMIT: usize = 1 << 22;
@@ -313,9 +313,27 @@ fn workgroup_bytes(model: &Model, tiling: Tiling) -> usize {
     16 * block * vec4s + 16 * THREADS + 12 * block + if labels { 4 * block } else { 0 }
 }
 
+/// `tiling` with no more workgroups than keep the partial slices (of `slice_vec4s` vec4s)
+/// under `PARTIAL_FLOATS`.
+pub(crate) fn within_partials(tiling: Tiling, slice_vec4s: usize) -> Tiling {
+    Tiling {
+        max_groups: tiling
+            .max_groups
+            .clamp(1, (PARTIAL_FLOATS / (4 * slice_vec4s)).max(1)),
+        ..tiling
+    }
+}
+
 /// Why the fused step cannot run `model` in blocks of `tiling.block` on this device; None
 /// when it can.
 pub fn unsupported(ctx: &GpuContext, model: &Model, tiling: Tiling) -> Option<String> {
+    let have = ctx.device.limits().max_compute_workgroup_storage_size as usize;
+    unsupported_with(model, tiling, have)
+}
+
+/// `unsupported` on an adapter with `have` bytes of workgroup memory (a browser's, for the
+/// `serve` page's plan).
+pub(crate) fn unsupported_with(model: &Model, tiling: Tiling, have: usize) -> Option<String> {
     let hidden = model.hidden();
     if !(1..=2).contains(&hidden.len()) || hidden.iter().any(|&h| h > MAX_HIDDEN) {
         return Some(format!(
@@ -330,7 +348,6 @@ pub fn unsupported(ctx: &GpuContext, model: &Model, tiling: Tiling) -> Option<St
         ));
     }
     let need = workgroup_bytes(model, tiling);
-    let have = ctx.device.limits().max_compute_workgroup_storage_size as usize;
     if need > have {
         return Some(format!(
             "blocks of {} samples need {need} bytes of workgroup memory; the adapter has {have}",
@@ -343,11 +360,17 @@ pub fn unsupported(ctx: &GpuContext, model: &Model, tiling: Tiling) -> Option<St
 /// The tiling the fused step uses on this device: blocks of 32 samples, or fewer where the
 /// adapter's workgroup memory does not hold their activations.
 pub fn tiling_for(ctx: &GpuContext, model: &Model) -> Tiling {
+    let have = ctx.device.limits().max_compute_workgroup_storage_size as usize;
+    tiling_with(model, have)
+}
+
+/// `tiling_for` on an adapter with `have` bytes of workgroup memory.
+pub(crate) fn tiling_with(model: &Model, have: usize) -> Tiling {
     let default = Tiling::default();
     [32, 16, 8]
         .into_iter()
         .map(|block| Tiling { block, ..default })
-        .find(|&t| unsupported(ctx, model, t).is_none())
+        .find(|&t| unsupported_with(model, t, have).is_none())
         .unwrap_or(default)
 }
 
@@ -355,31 +378,31 @@ pub fn tiling_for(ctx: &GpuContext, model: &Model) -> Tiling {
 /// first three).
 #[repr(C)]
 #[derive(Clone, Copy, Pod, Zeroable, Default)]
-struct Step {
-    m: u32,
-    first: u32,
-    shift_offset: u32,
-    shifted: u32,
-    per_group: u32,
-    groups: u32,
-    history: u32,
-    out: u32,
-    alpha: f32,
-    scale: f32,
-    c1: f32,
-    c2: f32,
-    beta1: f32,
-    beta2: f32,
-    eps: f32,
-    optimizer: u32,
-    lanes: u32,
-    _pad: [u32; 3],
+pub(crate) struct Step {
+    pub(crate) m: u32,
+    pub(crate) first: u32,
+    pub(crate) shift_offset: u32,
+    pub(crate) shifted: u32,
+    pub(crate) per_group: u32,
+    pub(crate) groups: u32,
+    pub(crate) history: u32,
+    pub(crate) out: u32,
+    pub(crate) alpha: f32,
+    pub(crate) scale: f32,
+    pub(crate) c1: f32,
+    pub(crate) c2: f32,
+    pub(crate) beta1: f32,
+    pub(crate) beta2: f32,
+    pub(crate) eps: f32,
+    pub(crate) optimizer: u32,
+    pub(crate) lanes: u32,
+    pub(crate) _pad: [u32; 3],
 }
 
 impl Step {
     /// A training step over the batch of `args`, split as `tiling` says, updating with
     /// `optimizer` (not yet shifted).
-    fn train(args: &StepArgs, tiling: Tiling, optimizer: Optimizer) -> Step {
+    pub(crate) fn train(args: &StepArgs, tiling: Tiling, optimizer: Optimizer) -> Step {
         let m = args.m;
         let (groups, per_group) = split(m, tiling);
         let (beta1, beta2, eps) = match optimizer {
@@ -416,6 +439,12 @@ impl Step {
             ..Step::default()
         }
     }
+}
+
+/// The workgroups of `update` over parameters of `param_vec4s` vec4s (and the (loss, correct)
+/// vec4), `lanes` threads each.
+pub(crate) fn update_groups(param_vec4s: usize, lanes: u32) -> u32 {
+    (param_vec4s + 1).div_ceil(THREADS / lanes as usize) as u32
 }
 
 /// The workgroups of a step over `m` samples: as many as blocks, at most `max_groups`, each
@@ -643,12 +672,7 @@ impl Fused {
         let layout = ParamLayout::new(model);
         let param_vec4s = layout.floats / 4;
         let slice_vec4s = param_vec4s + 1;
-        let tiling = Tiling {
-            max_groups: tiling
-                .max_groups
-                .clamp(1, (PARTIAL_FLOATS / (4 * slice_vec4s)).max(1)),
-            ..tiling
-        };
+        let tiling = within_partials(tiling, slice_vec4s);
         let layouts = Layouts::new(&ctx.device);
         let pipelines = Pipelines::new(ctx, model, &layout, tiling, &layouts)?;
         let buffers = Buffers {
@@ -871,7 +895,7 @@ impl Fused {
             &[offset],
             [step.groups, 1, 1],
         );
-        let reduce = (self.param_vec4s + 1).div_ceil(THREADS / step.lanes as usize) as u32;
+        let reduce = update_groups(self.param_vec4s, step.lanes);
         rec.run(
             "fused update",
             &p.update,
@@ -1063,7 +1087,7 @@ impl Pipelines {
 /// The override constants that fix the network's shape in fused.wgsl: the hidden layers, the
 /// activation, the block, where each tensor starts in the parameters, their size, and whether
 /// they all fit the uniform view.
-fn shape_constants(
+pub(crate) fn shape_constants(
     model: &Model,
     layout: &ParamLayout,
     tiling: Tiling,

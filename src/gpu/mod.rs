@@ -24,6 +24,7 @@ pub mod coop;
 pub mod fused;
 pub mod kernels;
 pub mod pipeline;
+pub mod plan;
 pub mod profile;
 pub mod reference;
 pub mod shaders;

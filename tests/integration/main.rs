@@ -9,6 +9,7 @@ mod common;
 mod accuracy;
 mod augment;
 mod bench_cli;
+mod browser_train;
 mod checkpoints;
 mod cli;
 mod cli_edges;

@@ -1,5 +1,6 @@
 //! Shared by the GPU tests: the GPU context, seeded random data and the tolerance check.
 
+pub mod browser;
 pub mod output;
 
 /// The README's most accurate run (784-512-10, Adam, augmented): the accuracy bar's and the

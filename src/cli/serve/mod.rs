@@ -11,6 +11,11 @@
 //! - `GET /api/test[?misclassified=true]`: a random test digit with its label and prediction.
 //! - `GET /api/weights`: the first layer's weights, per unit (the first `MAX_UNITS`).
 //! - `GET /api/confusion`: the confusion matrix on the test digits.
+//! - The Train panel's: the worker, the shaders, the training data, plans, checkpoints both
+//!   ways and "Check this GPU" (`train.rs`, `check.rs`).
+//!
+//! Without `--model`, the model's requests are refused (404, "no model: …") and `/api/test`
+//! gives digits unclassified: the page answers with the network it trains.
 //!
 //! One backend serves every request, in turn (a mutex); the HTTP work runs on tokio's threads,
 //! so other clients are served while one waits.
@@ -29,15 +34,19 @@ use clap::Args;
 use rand::Rng;
 use serde_json::{json, Value};
 
+mod check;
+mod train;
+
 use super::BackendArgs;
 use mnist_gpu::backend::Backend;
+use mnist_gpu::checkpoint::{Checkpoint, FileId};
 use mnist_gpu::data::pool::{ImagePool, List, ListSizes};
-use mnist_gpu::data::{self, Dataset, CLASSES, EMBEDDED_TEST, PIXELS};
+use mnist_gpu::data::{self, Dataset, CLASSES, EMBEDDED_TEST, EMBEDDED_TRAIN, PIXELS};
 use mnist_gpu::error::{config, Error, Result};
 use mnist_gpu::model::{argmax_columns, Model};
 use mnist_gpu::model_file::{self, ModelFile};
 
-const PAGE: &str = include_str!("../../assets/serve/index.html");
+const PAGE: &str = include_str!("../../../assets/serve/index.html");
 /// The largest request body: a batch of `MAX_IMAGES` images written as JSON fits.
 const MAX_BODY: usize = 4 << 20;
 /// The most images one request classifies.
@@ -48,9 +57,10 @@ const MAX_UNITS: usize = 64;
 /// Serves a page to draw digits and see what the model says (and the JSON API it uses).
 #[derive(Debug, Args)]
 pub struct ServeArgs {
-    /// The model (a --save file or a --checkpoint).
+    /// The model (a --save file or a --checkpoint) [default: none: the draw and test panels
+    /// wait for one trained in the page].
     #[arg(long)]
-    pub model: PathBuf,
+    pub model: Option<PathBuf>,
 
     /// The port to listen on (0: any free one; the address is printed).
     #[arg(long, default_value_t = 8080)]
@@ -64,6 +74,11 @@ pub struct ServeArgs {
     #[arg(long)]
     pub data: Option<PathBuf>,
 
+    /// Training digits for the page's Train panel (IDX or CSV, labelled) [default: the
+    /// embedded 10,000].
+    #[arg(long)]
+    pub train: Option<PathBuf>,
+
     #[command(flatten)]
     pub backend: BackendArgs,
 }
@@ -71,11 +86,17 @@ pub struct ServeArgs {
 /// What every request reads: the backend (one request at a time), and what was worked out at
 /// the start.
 struct App {
-    backend: Mutex<Box<dyn Backend>>,
+    /// None without `--model`.
+    backend: Option<Mutex<Box<dyn Backend>>>,
     model_info: Value,
     weights: Value,
     confusion: Value,
     test: Dataset,
+    /// What the Train panel trains on, and its identity (as checkpoints record it).
+    train: Dataset,
+    train_id: FileId,
+    /// The checkpoints opened in the page, by id.
+    checkpoints: Mutex<Vec<Checkpoint>>,
     /// Per test image: the prediction and its probabilities.
     predicted: Vec<(u8, Vec<f64>)>,
     misclassified: Vec<usize>,
@@ -123,12 +144,28 @@ fn answer_json((digit, probabilities): &(u8, Vec<f64>)) -> Value {
 /// Loads the model and the test digits, works out what the page shows of them, and serves the
 /// page and the API until stopped.
 pub fn serve(args: &ServeArgs) -> Result<()> {
-    let file = model_file::load(&args.model)?;
     let test = test_digits(args)?;
+    let train = training_digits(args)?;
+    let Some(path) = &args.model else {
+        let app = Arc::new(App::without_model(test, train));
+        let description = format!(
+            "  no model (--model): train one in the page; test digits: {}; Ctrl-C stops",
+            app.test.source
+        );
+        return listen(args, router(app), &description);
+    };
+    let file = model_file::load(path)?;
     let (backend, backend_name) = open_backend(args, &file.model, &test)?;
-    let app = Arc::new(App::new(args, &file, backend, backend_name, test)?);
-    let description = describe(args, &file.model, &app);
+    let app = Arc::new(App::new(path, &file, backend, backend_name, test, train)?);
+    let description = describe(path, &file.model, &app);
     listen(args, router(app), &description)
+}
+
+/// Without `--model`: what the model panels answer.
+const NO_MODEL: &str = "no model: start serve with --model FILE, or train one in the Train panel";
+
+fn no_model() -> Response {
+    Refusal(StatusCode::NOT_FOUND, NO_MODEL.into()).into_response()
 }
 
 /// `--data`, or the embedded test digits; at least one.
@@ -141,6 +178,22 @@ fn test_digits(args: &ServeArgs) -> Result<Dataset> {
         return config(format!("--data {}: holds no images", test.source));
     }
     Ok(test)
+}
+
+/// `--train`, or the embedded training digits; labelled; and its identity.
+fn training_digits(args: &ServeArgs) -> Result<(Dataset, FileId)> {
+    let (train, id) = match &args.train {
+        Some(path) => (data::load(path)?, FileId::of_file(path)?),
+        None => (
+            EMBEDDED_TRAIN.load()?,
+            FileId::of_bytes(&EMBEDDED_TRAIN.name(), &EMBEDDED_TRAIN.bytes()),
+        ),
+    };
+    if train.is_empty() {
+        return config(format!("--train {}: holds no images", train.source));
+    }
+    train.require_labels()?;
+    Ok((train, id))
 }
 
 /// The backend `--backend` asks for, holding the model and the test digits as its test list
@@ -172,17 +225,18 @@ fn open_backend(
 impl App {
     /// Classifies every test digit once, and works out what the page asks for of the model.
     fn new(
-        args: &ServeArgs,
+        path: &std::path::Path,
         file: &ModelFile,
         mut backend: Box<dyn Backend>,
         backend_name: &str,
         test: Dataset,
+        (train, train_id): (Dataset, FileId),
     ) -> Result<App> {
         let predicted = answers(&backend.logits(List::Test)?);
         let (confusion, misclassified) = confusion(&test, &predicted);
         let model = &file.model;
         let model_info = json!({
-            "file": args.model.display().to_string(),
+            "file": path.display().to_string(),
             "inputs": PIXELS,
             "hidden": model.hidden(),
             "outputs": CLASSES,
@@ -196,14 +250,41 @@ impl App {
                 .collect::<std::collections::BTreeMap<_, _>>(),
         });
         Ok(App {
-            backend: Mutex::new(backend),
+            backend: Some(Mutex::new(backend)),
             model_info,
             weights: first_layer(model),
             confusion,
             test,
+            train,
+            train_id,
+            checkpoints: Mutex::new(Vec::new()),
             predicted,
             misclassified,
         })
+    }
+
+    /// The test and training digits alone (no `--model`).
+    fn without_model(test: Dataset, (train, train_id): (Dataset, FileId)) -> App {
+        App {
+            backend: None,
+            model_info: Value::Null,
+            weights: Value::Null,
+            confusion: Value::Null,
+            test,
+            train,
+            train_id,
+            checkpoints: Mutex::new(Vec::new()),
+            predicted: Vec::new(),
+            misclassified: Vec::new(),
+        }
+    }
+
+    /// `value`, or the refusal without a model.
+    fn with_model(&self, value: &Value) -> Response {
+        match self.backend {
+            Some(_) => json_body(value).into_response(),
+            None => no_model(),
+        }
     }
 
     /// The share of test digits classified right; None where they have no labels.
@@ -264,7 +345,7 @@ fn first_layer(model: &Model) -> Value {
 }
 
 /// The line under the address: the model, where it runs, and the test digits.
-fn describe(args: &ServeArgs, model: &Model, app: &App) -> String {
+fn describe(path: &std::path::Path, model: &Model, app: &App) -> String {
     let hidden: Vec<String> = model.hidden().iter().map(|h| h.to_string()).collect();
     let summary = match app.accuracy() {
         Some(accuracy) => format!("{:.2}% of them right", 100.0 * accuracy),
@@ -272,7 +353,7 @@ fn describe(args: &ServeArgs, model: &Model, app: &App) -> String {
     };
     format!(
         "  {} (784-{}-10, {}) on {}, {} path; test digits: {}, {summary}; Ctrl-C stops",
-        args.model.display(),
+        path.display(),
         hidden.join("-"),
         model.activation.name(),
         app.model_info["device"].as_str().unwrap_or(""),
@@ -287,17 +368,26 @@ fn router(app: Arc<App>) -> Router {
         .route("/", get(page))
         .route(
             "/api/model",
-            get(|State(app): State<Arc<App>>| async move { json_body(&app.model_info) }),
+            get(|State(app): State<Arc<App>>| async move { app.with_model(&app.model_info) }),
         )
         .route(
             "/api/weights",
-            get(|State(app): State<Arc<App>>| async move { json_body(&app.weights) }),
+            get(|State(app): State<Arc<App>>| async move { app.with_model(&app.weights) }),
         )
         .route(
             "/api/confusion",
-            get(|State(app): State<Arc<App>>| async move { json_body(&app.confusion) }),
+            get(|State(app): State<Arc<App>>| async move { app.with_model(&app.confusion) }),
         )
         .route("/api/test", get(test_digit))
+        .route("/train_worker.js", get(train::worker))
+        .route("/api/shaders", get(train::shader_list))
+        .route("/api/shaders/{file}", get(train::shader))
+        .route("/api/train/images", get(train::images))
+        .route("/api/train/labels", get(train::labels))
+        .route("/api/train/plan", post(train::plan))
+        .route("/api/checkpoint", post(train::checkpoint))
+        .route("/api/check", get(check::check))
+        .route("/api/checkpoint/open", post(train::open_checkpoint))
         .route("/api/predict", post(predict))
         .fallback(|request: Request| async move {
             Refusal(
@@ -364,6 +454,9 @@ async fn test_digit(State(app): State<Arc<App>>, RawQuery(query): RawQuery) -> R
             return bad(format!("unknown query {other:?}: use misclassified=true")).into_response()
         }
     };
+    if only_wrong && app.backend.is_none() {
+        return no_model();
+    }
     let choices = if only_wrong {
         &app.misclassified[..]
     } else {
@@ -382,7 +475,11 @@ async fn test_digit(State(app): State<Arc<App>>, RawQuery(query): RawQuery) -> R
     } else {
         rand::rng().random_range(0..n)
     };
-    let mut answer = answer_json(&app.predicted[index]);
+    // Without a model, the digit alone (the page may classify it with the model it trained).
+    let mut answer = match app.predicted.get(index) {
+        Some(predicted) => answer_json(predicted),
+        None => json!({ "digit": null, "probabilities": null }),
+    };
     answer["index"] = json!(index);
     answer["of"] = json!(n);
     answer["pixels"] = json!(app.test.image(index));
@@ -403,11 +500,16 @@ async fn predict_body(
     headers: HeaderMap,
     body: Body,
 ) -> std::result::Result<Value, Refusal> {
+    if app.backend.is_none() {
+        return Err(Refusal(StatusCode::NOT_FOUND, NO_MODEL.into()));
+    }
     let request = read_json(headers, body).await?;
     let (pixels, batch) = requested_images(&request)?;
     let logits = tokio::task::spawn_blocking(move || {
-        let mut backend = app
-            .backend
+        let Some(backend) = &app.backend else {
+            return Err(Error::Config(NO_MODEL.into()));
+        };
+        let mut backend = backend
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         backend.classify(&pixels)

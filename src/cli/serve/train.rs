@@ -1,0 +1,511 @@
+//! Training in the page: what the server hands the page's Web Worker (assets/serve/
+//! train_worker.js), which runs the fused step on the browser's WebGPU.
+//!
+//! The worker executes a plan and decides nothing: the plan (`gpu::plan`) is made by driving the
+//! native training loop (`train::train`) with a `PlanBackend`, which writes down what the GPU
+//! backend's fused engine would do. So a run in the page follows `mnist-gpu --backend gpu` with
+//! the same options step for step. (A wasm build of the driver would need a tool beyond cargo
+//! to serve; a plan needs none, and the page stays plain files.)
+//!
+//! - `GET /train_worker.js`: the worker.
+//! - `GET /api/shaders/NAME.wgsl`: the kernels, the bytes of shaders/.
+//! - `GET /api/train/images`, `/api/train/labels`: the training file, 784 bytes an image and a
+//!   byte a label (`serve --train`, default the embedded 10,000).
+//! - `POST /api/train/plan` `{"options": {…}, "from": S, "steps": N, "workgroup_storage": B}` →
+//!   the setup (constants, buffers, bind groups), the initial parameters when `from` is 0, and
+//!   the commands of steps S+1 ..= S+N.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde_json::{json, Value};
+
+use super::{bad, json_body, read_json, App, Refusal};
+use mnist_gpu::backend::BatchStats;
+use mnist_gpu::checkpoint::{self, Checkpoint, Checkpointing};
+use mnist_gpu::data::pool::{List, Split};
+use mnist_gpu::error::{config, Result};
+use mnist_gpu::gpu::fused::ParamLayout;
+use mnist_gpu::gpu::plan::{PlanBackend, Setup, Span};
+use mnist_gpu::gpu::shaders::SHADERS;
+use mnist_gpu::model::{Init, Model};
+use mnist_gpu::options::RunOptions;
+use mnist_gpu::train::{self, Checkpointer, RunState, Schedule, StepHook};
+
+pub const WORKER: &str = include_str!("../../../assets/serve/train_worker.js");
+/// The images the runs of "Check this GPU" train on (the first of the training file).
+pub const CHECK_IMAGES: usize = 600;
+/// The most steps one plan request covers.
+const MAX_PLAN_STEPS: usize = 2048;
+
+pub async fn worker() -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],
+        WORKER,
+    )
+}
+
+/// `GET /api/shaders`: the shaders that compile on their own (matmul_coop.wgsl is compiled
+/// after matmul.wgsl, and needs an extension browsers lack).
+pub async fn shader_list() -> Response {
+    let names: Vec<String> = SHADERS
+        .iter()
+        .filter(|(n, _)| *n != "matmul_coop")
+        .map(|(n, _)| format!("{n}.wgsl"))
+        .collect();
+    json_body(&json!(names)).into_response()
+}
+
+/// `GET /api/shaders/NAME.wgsl`: a kernel's source, as compiled into the binary.
+pub async fn shader(Path(file): Path<String>) -> Response {
+    let name = file.strip_suffix(".wgsl").unwrap_or(&file);
+    match SHADERS.iter().find(|(n, _)| *n == name) {
+        Some((_, source)) => (
+            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+            *source,
+        )
+            .into_response(),
+        None => {
+            let names: Vec<String> = SHADERS.iter().map(|(n, _)| format!("{n}.wgsl")).collect();
+            Refusal(
+                StatusCode::NOT_FOUND,
+                format!("no shader {file}: there are {}", names.join(", ")),
+            )
+            .into_response()
+        }
+    }
+}
+
+fn bytes(data: Vec<u8>) -> Response {
+    ([(header::CONTENT_TYPE, "application/octet-stream")], data).into_response()
+}
+
+pub async fn images(State(app): State<Arc<App>>) -> Response {
+    bytes(app.train.images.clone())
+}
+
+pub async fn labels(State(app): State<Arc<App>>) -> Response {
+    bytes(app.train.labels.clone().unwrap_or_default())
+}
+
+/// `POST /api/train/plan`.
+pub async fn plan(State(app): State<Arc<App>>, headers: HeaderMap, body: Body) -> Response {
+    let request = match read_json(headers, body).await {
+        Ok(request) => request,
+        Err(refusal) => return refusal.into_response(),
+    };
+    let answer = tokio::task::spawn_blocking(move || plan_of(&app, &request)).await;
+    match answer {
+        Ok(Ok(value)) => json_body(&value).into_response(),
+        Ok(Err(e)) => bad(e.to_string()).into_response(),
+        Err(e) => bad(format!("the plan failed: {e}")).into_response(),
+    }
+}
+
+/// `options` with `given`'s over them; `allowed` (if any) names the keys `given` may hold.
+pub(super) fn merged_options(
+    options: &RunOptions,
+    given: &Value,
+    allowed: Option<&[&str]>,
+) -> Result<RunOptions> {
+    let mut options = serde_json::to_value(options).expect("options serialise");
+    let Some(given) = given.as_object() else {
+        return config("options: expected an object such as {\"hidden\": [32], \"epochs\": 1}");
+    };
+    for (key, value) in given {
+        if options.get(key).is_none() {
+            return config(format!("options: unknown option {key:?}"));
+        }
+        if allowed.is_some_and(|keys| !keys.contains(&key.as_str())) && options[key] != *value {
+            return config(format!(
+                "options: a resumed run keeps its {key}; only its length (epochs or iterations) \
+                 may change"
+            ));
+        }
+        options[key] = value.clone();
+    }
+    // The run's length: one of iterations (full batch) and epochs (mini-batch).
+    let mini_batch = !options["batch_size"].is_null();
+    if mini_batch && options["epochs"].is_null() {
+        options["epochs"] = json!(30);
+    }
+    if !mini_batch && options["iterations"].is_null() {
+        options["iterations"] = json!(500);
+    }
+    options[if mini_batch { "iterations" } else { "epochs" }] = Value::Null;
+    let options: RunOptions = serde_json::from_value(options)
+        .map_err(|e| mnist_gpu::error::Error::Config(format!("options: {e}")))?;
+    if options.patience.is_some() {
+        return config("options: patience (early stopping) is not offered in the page");
+    }
+    Ok(options)
+}
+
+/// A run of the page: its options, data and start (fresh, or a checkpoint opened in the page).
+pub(super) struct PageRun {
+    options: RunOptions,
+    split: Split,
+    model: Model,
+    resumed: Option<Checkpoint>,
+}
+
+impl PageRun {
+    /// The run `request` describes: `options` over `mnist-gpu train`'s defaults, or `resume`
+    /// (a checkpoint's id) with only its length changed by `options`.
+    pub(super) fn of(app: &App, request: &Value) -> Result<PageRun> {
+        let resumed = match &request["resume"] {
+            Value::Null => None,
+            id => {
+                let id = id.as_u64().unwrap_or(u64::MAX) as usize;
+                let opened = app.checkpoints.lock().unwrap_or_else(|p| p.into_inner());
+                match opened.get(id) {
+                    Some(c) => Some(c.clone()),
+                    None => return config(format!("resume: no checkpoint {id} was opened")),
+                }
+            }
+        };
+        let given = if request["options"].is_null() {
+            json!({})
+        } else {
+            request["options"].clone()
+        };
+        let mut options = match &resumed {
+            Some(c) => merged_options(&c.options, &given, Some(&["epochs", "iterations"]))?,
+            None => merged_options(&RunOptions::default(), &given, None)?,
+        };
+        // The check's runs ("check": true) train on the first images of the training file.
+        let subset;
+        let data = if request["check"] == json!(true) {
+            let n = app.train.len().min(CHECK_IMAGES);
+            subset = app.train.subset(&(0..n).collect::<Vec<_>>());
+            &subset
+        } else {
+            &app.train
+        };
+        let split = Split::new(data, None, options.dev_size, options.seed)?;
+        if resumed.is_none() && given["log_every"].is_null() {
+            // As `mnist-gpu train`: a progress point once an epoch, or every 50 steps.
+            let n = split.train.len();
+            options.log_every = options.batch_size.map_or(50, |b| n.div_ceil(b.clamp(1, n)));
+        }
+        let model = match &resumed {
+            Some(c) => c.model.clone(),
+            None => Model::new(&options.hidden, options.activation, Init::He, options.seed)?,
+        };
+        Ok(PageRun {
+            options,
+            split,
+            model,
+            resumed,
+        })
+    }
+
+    pub(super) fn split(&self) -> &Split {
+        &self.split
+    }
+
+    pub(super) fn model(&self) -> &Model {
+        &self.model
+    }
+
+    /// Steps done before this session of the run.
+    fn start(&self) -> usize {
+        self.resumed.as_ref().map_or(0, |c| c.state.step)
+    }
+
+    /// (epochs, steps per epoch).
+    fn plan(&self) -> (usize, usize) {
+        train::plan(&Schedule::of(&self.options), self.split.train.len())
+    }
+
+    /// The plan's backend, keeping the commands of steps `keep`, on an adapter with
+    /// `storage` bytes of workgroup memory.
+    fn backend(
+        &self,
+        keep: std::ops::Range<usize>,
+        storage: usize,
+    ) -> Result<(PlanBackend, Value)> {
+        let schedule = Schedule::of(&self.options);
+        let n = self.split.train.len();
+        schedule.validate(n)?;
+        let (epochs, steps_per_epoch) = self.plan();
+        let setup = Setup::new(
+            &self.model,
+            schedule.capacity(n),
+            self.split.sizes(),
+            storage,
+        )?;
+        let described = setup.describe();
+        let span = Span {
+            start: self.start(),
+            log_every: self.options.log_every,
+            total_steps: epochs * steps_per_epoch,
+            keep,
+        };
+        let backend = PlanBackend::new(
+            setup,
+            &self.model,
+            self.split.pool.labels.len(),
+            self.split.labels(List::Dev),
+            span,
+        );
+        Ok((backend, described))
+    }
+
+    /// Drives the training loop with the plan's backend until `end` steps are done (or all).
+    fn drive(
+        &self,
+        backend: &mut PlanBackend,
+        end: usize,
+        checkpointer: Option<&mut dyn Checkpointer>,
+    ) -> Result<()> {
+        let mut schedule = Schedule::of(&self.options);
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        schedule.interrupt = Some(stop);
+        schedule.on_step = Some(StepHook(Arc::new(move |step, _| {
+            if step >= end {
+                flag.store(true, Ordering::Relaxed);
+            }
+        })));
+        let (state, optimizer) = match &self.resumed {
+            Some(c) => (c.state.clone(), Some(&c.optimizer)),
+            None => (RunState::start(&self.split, &schedule), None),
+        };
+        if end <= state.step {
+            return Ok(());
+        }
+        let progress = &mut |_: &train::Progress| {};
+        train::train_from(
+            backend,
+            &self.split,
+            &schedule,
+            state,
+            optimizer,
+            progress,
+            checkpointer,
+        )?;
+        Ok(())
+    }
+}
+
+/// The plan of steps `from + 1 ..= from + steps` of the run `request` describes.
+fn plan_of(app: &App, request: &Value) -> Result<Value> {
+    let run = PageRun::of(app, request)?;
+    let number = |key: &str, default: usize| -> Result<usize> {
+        match &request[key] {
+            Value::Null => Ok(default),
+            v => v.as_u64().map(|n| n as usize).ok_or_else(|| {
+                mnist_gpu::error::Error::Config(format!("{key}: {v} is not a count"))
+            }),
+        }
+    };
+    let from = number("from", run.start())?.max(run.start());
+    let steps = number("steps", 256)?.clamp(1, MAX_PLAN_STEPS);
+    let storage = number("workgroup_storage", 16384)?;
+    let (epochs, steps_per_epoch) = run.plan();
+    let total = epochs * steps_per_epoch;
+    let (mut backend, described) = run.backend(from..(from + steps).min(total), storage)?;
+    run.drive(&mut backend, from + steps, None)?;
+    backend.flush();
+    let layout = ParamLayout::new(&run.model);
+    let first = from == run.start();
+    let state = run.resumed.as_ref().filter(|_| first).map(|c| {
+        // The moments one after another, each laid out as the parameters.
+        (0..c.optimizer.tensors.first().map_or(0, Vec::len))
+            .flat_map(|k| {
+                let moment: Vec<&[f32]> = c.optimizer.tensors.iter().map(|t| &t[k][..]).collect();
+                layout.pack_tensors(&moment)
+            })
+            .collect::<Vec<f32>>()
+    });
+    Ok(json!({
+        "setup": described,
+        "params": first.then(|| layout.pack(&run.model)),
+        "state": state,
+        "commands": backend.commands,
+        "from": from,
+        "next": backend.recorded().min(total),
+        "total": total,
+        "steps_per_epoch": steps_per_epoch,
+        "options": run.options,
+    }))
+}
+
+/// The loop's state after one step, captured as a checkpoint would save it.
+struct Capture {
+    at: usize,
+    state: Option<RunState>,
+}
+
+impl Checkpointer for Capture {
+    fn due_after_step(&self, step: usize) -> bool {
+        step == self.at
+    }
+
+    fn due_at_epoch_end(&self) -> bool {
+        false
+    }
+
+    fn save(&mut self, _: &mut dyn mnist_gpu::backend::Backend, state: &RunState) -> Result<()> {
+        self.state = Some(state.clone());
+        Ok(())
+    }
+}
+
+/// `POST /api/checkpoint`: the page's run after step `step` as a `--checkpoint` file: its
+/// parameters and optimizer state (`params`, `state`: laid out as the plan's), the loop's
+/// state at that step (worked out again here), and the page's progress points (`history`).
+fn checkpoint_of(app: &App, request: &Value) -> Result<Vec<u8>> {
+    let run = PageRun::of(app, request)?;
+    let step = request["step"].as_u64().unwrap_or(0) as usize;
+    if step <= run.start() {
+        return config("step: the page's run has no progress point yet to save");
+    }
+    let floats = |key: &str| -> Result<Vec<f32>> {
+        let values = request[key].as_array().map(Vec::as_slice).unwrap_or(&[]);
+        values
+            .iter()
+            .map(|v| v.as_f64().map(|x| x as f32))
+            .collect::<Option<Vec<f32>>>()
+            .ok_or_else(|| mnist_gpu::error::Error::Config(format!("{key}: not a list of numbers")))
+    };
+    let layout = ParamLayout::new(&run.model);
+    let params = floats("params")?;
+    let state = floats("state")?;
+    let moments = Schedule::of(&run.options).optimizer.state_tensors();
+    if params.len() != layout.floats || state.len() < moments * layout.floats {
+        return config(format!(
+            "params: {} numbers and state {}, expected {} and {}",
+            params.len(),
+            state.len(),
+            layout.floats,
+            moments * layout.floats
+        ));
+    }
+    let model = layout.unpack(&params, run.options.activation);
+    let per_moment: Vec<Vec<Vec<f32>>> = (0..moments)
+        .map(|k| layout.tensors(&state[k * layout.floats..(k + 1) * layout.floats]))
+        .collect();
+    let tensors = (0..2 * layout.layers.len())
+        .map(|t| per_moment.iter().map(|m| m[t].clone()).collect())
+        .collect();
+    let (mut backend, _) = run.backend(step..step, 1 << 20)?;
+    let mut capture = Capture {
+        at: step,
+        state: None,
+    };
+    run.drive(&mut backend, step, Some(&mut capture))?;
+    let Some(mut state) = capture.state else {
+        return config(format!("step: {step} is past the run's end"));
+    };
+    state.history.retain(|p| p.step <= run.start());
+    state.history.extend(page_history(&request["history"]));
+    backend.hold(model, tensors);
+    let dir = tempfile::tempdir()
+        .map_err(|e| mnist_gpu::error::Error::Config(format!("no temporary directory: {e}")))?;
+    let path = dir.path().join("checkpoint.safetensors");
+    let plan = Checkpointing {
+        path: path.clone(),
+        options: RunOptions {
+            checkpoint_every: None,
+            ..run.options.clone()
+        },
+        train_file: app.train_id.clone(),
+    };
+    checkpoint::save(&plan, &mut backend, &state)?;
+    std::fs::read(&path)
+        .map_err(|e| mnist_gpu::error::Error::Config(format!("reading the checkpoint back: {e}")))
+}
+
+/// The page's progress points, as the loop's progress lines.
+fn page_history(history: &Value) -> Vec<train::Progress> {
+    let rows = history.as_array().map(Vec::as_slice).unwrap_or(&[]);
+    rows.iter()
+        .map(|p| {
+            let f = |key: &str| p[key].as_f64();
+            train::Progress {
+                step: f("step").unwrap_or(0.0) as usize,
+                steps: f("steps").unwrap_or(0.0) as usize,
+                epoch: f("epoch").map(|e| e as usize),
+                batch: BatchStats {
+                    loss: f("loss").unwrap_or(f64::NAN),
+                    accuracy: f("accuracy").unwrap_or(f64::NAN),
+                },
+                dev_accuracy: f("dev_accuracy"),
+                dev_loss: f("dev_loss"),
+                alpha: f("alpha").unwrap_or(f64::NAN) as f32,
+                samples_per_second: f("samples_per_second").unwrap_or(0.0),
+            }
+        })
+        .collect()
+}
+
+pub async fn checkpoint(State(app): State<Arc<App>>, headers: HeaderMap, body: Body) -> Response {
+    let request = match read_json(headers, body).await {
+        Ok(request) => request,
+        Err(refusal) => return refusal.into_response(),
+    };
+    let answer = tokio::task::spawn_blocking(move || checkpoint_of(&app, &request)).await;
+    match answer {
+        Ok(Ok(bytes)) => (
+            [
+                (header::CONTENT_TYPE, "application/octet-stream"),
+                (
+                    header::CONTENT_DISPOSITION,
+                    "attachment; filename=\"mnist-gpu-checkpoint.safetensors\"",
+                ),
+            ],
+            bytes,
+        )
+            .into_response(),
+        Ok(Err(e)) => bad(e.to_string()).into_response(),
+        Err(e) => bad(format!("the checkpoint failed: {e}")).into_response(),
+    }
+}
+
+/// The largest checkpoint the page opens.
+const MAX_CHECKPOINT: usize = 64 << 20;
+
+/// `POST /api/checkpoint/open` (the file's bytes): its run, for the page to continue; refused
+/// with one line when damaged, from another training file, or a shape the page cannot run.
+pub async fn open_checkpoint(State(app): State<Arc<App>>, body: Body) -> Response {
+    let Ok(bytes) = axum::body::to_bytes(body, MAX_CHECKPOINT).await else {
+        return bad(format!("the checkpoint is over {MAX_CHECKPOINT} bytes")).into_response();
+    };
+    let answer = tokio::task::spawn_blocking(move || opened(&app, &bytes)).await;
+    match answer {
+        Ok(Ok(value)) => json_body(&value).into_response(),
+        Ok(Err(e)) => bad(e.to_string()).into_response(),
+        Err(e) => bad(format!("opening the checkpoint failed: {e}")).into_response(),
+    }
+}
+
+fn opened(app: &App, bytes: &[u8]) -> Result<Value> {
+    let path = std::path::Path::new("the dropped file");
+    let file = mnist_gpu::model_file::parse(path, bytes)?;
+    if !checkpoint::is_checkpoint(&file) {
+        return config("the dropped file: a model, not a checkpoint (--checkpoint writes those)");
+    }
+    let c = checkpoint::parse(path, bytes, file)?;
+    if c.train_file.sha256 != app.train_id.sha256 {
+        return config(format!(
+            "the dropped file: trained on {}, but this server trains on {} (serve --train)",
+            c.train_file.name, app.train_id.name
+        ));
+    }
+    let options = c.options.clone();
+    let step = c.state.step;
+    let mut opened = app.checkpoints.lock().unwrap_or_else(|p| p.into_inner());
+    opened.push(c);
+    let id = opened.len() - 1;
+    drop(opened);
+    // The shape and the data must suit the page: the plan says why not.
+    let run = PageRun::of(app, &json!({"resume": id}))?;
+    run.backend(0..0, 1 << 20)?;
+    Ok(json!({"id": id, "options": options, "step": step}))
+}

@@ -1,0 +1,676 @@
+//! Training in the page (`serve`'s Train panel): the shaders it is served are the bytes of
+//! shaders/, every one compiles in the browser and the fused step's pipelines build, and runs
+//! in headless Chromium's WebGPU (SwiftShader, a software adapter, on this machine) end where
+//! the native trainer's do, within parity.rs's float32 tolerances. Without Chromium and its
+//! WebDriver, or without WebGPU in it, the tests fail and say what to install.
+
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use mnist_gpu::data::write_csv;
+use mnist_gpu::gpu::fused::ParamLayout;
+use mnist_gpu::model::Model;
+use serde_json::{json, Value};
+
+use crate::common::browser::{base64_decode, http, json_of, serve_with_env, Browser, Process};
+use crate::common::output::{describe, run_in};
+use crate::common::{assert_models_close, random_dataset};
+
+/// parity.rs's float32 tolerances: each progress point's batch loss within `1e-4 + 1e-3·|cpu|`,
+/// the parameters within `1e-4 + 1e-3·|cpu|`.
+const LOSS_RTOL: f64 = 1e-3;
+const ATOL: f64 = 1e-4;
+const RTOL: f64 = 1e-3;
+
+/// A directory for the run: 300 labelled random images as CSV (250 train and 50 dev), and a
+/// small model for the page's other panels.
+fn workspace() -> &'static Path {
+    static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap();
+        write_csv(
+            &random_dataset(300, 23),
+            &dir.path().join("train.csv"),
+            false,
+        )
+        .unwrap();
+        let out = run_in(
+            dir.path(),
+            &[
+                "--train",
+                "train.csv",
+                "--dev-size",
+                "50",
+                "--hidden",
+                "8",
+                "--iterations",
+                "2",
+                "--backend",
+                "cpu",
+                "--save",
+                "page.safetensors",
+            ],
+        );
+        assert!(
+            out.status.success(),
+            "training the page's model: {}",
+            describe(&out)
+        );
+        dir
+    })
+    .path()
+}
+
+fn start_server() -> (Process, std::net::SocketAddr) {
+    start_server_with(&[])
+}
+
+fn start_server_with(env: &[(&str, &str)]) -> (Process, std::net::SocketAddr) {
+    let dir = workspace();
+    let train = dir.join("train.csv");
+    serve_with_env(
+        Some(&dir.join("page.safetensors")),
+        &["--backend", "cpu", "--train", train.to_str().unwrap()],
+        env,
+    )
+}
+
+#[test]
+fn served_shaders_are_the_bytes_of_shaders_dir() {
+    let (_server, address) = start_server();
+    let (status, body) = http(address, "GET", "/api/shaders", b"");
+    assert_eq!(status, 200, "{body}");
+    let listed: Vec<String> = serde_json::from_value(json_of(&body)).unwrap();
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("shaders");
+    let mut on_disk: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".wgsl"))
+        .collect();
+    on_disk.sort();
+    for name in &on_disk {
+        let (status, served) = http(address, "GET", &format!("/api/shaders/{name}"), b"");
+        assert_eq!(status, 200, "{name}: {served}");
+        let file = std::fs::read_to_string(dir.join(name)).unwrap();
+        assert!(
+            served == file,
+            "/api/shaders/{name} is not the bytes of shaders/{name}"
+        );
+    }
+    // Every file but matmul_coop (compiled after matmul.wgsl, with an extension) is listed.
+    let mut expected: Vec<String> = on_disk
+        .into_iter()
+        .filter(|n| n != "matmul_coop.wgsl")
+        .collect();
+    let mut listed_sorted = listed.clone();
+    listed_sorted.sort();
+    expected.sort();
+    assert_eq!(listed_sorted, expected);
+    let (status, body) = http(address, "GET", "/api/shaders/nothing.wgsl", b"");
+    assert_eq!(status, 404);
+    assert!(json_of(&body)["error"]
+        .as_str()
+        .unwrap()
+        .contains("no shader nothing.wgsl"));
+}
+
+/// A page with WebGPU; fails naming what is missing.
+fn open_page(address: std::net::SocketAddr) -> Browser {
+    let browser = Browser::with_webgpu();
+    browser.call("POST", "/url", json!({"url": format!("http://{address}/")}));
+    let has_gpu = browser.script("return 'gpu' in navigator");
+    assert_eq!(
+        has_gpu,
+        json!(true),
+        "Chromium offers no WebGPU here (it needs --enable-unsafe-webgpu, and Chromium 113 or \
+         later)"
+    );
+    browser
+}
+
+/// The trainer's state on the page, as JSON.
+fn trainer(browser: &Browser) -> Value {
+    let text = browser.script(
+        "const t = window.trainer; return JSON.stringify({error: t.error || null, \
+         compiled: t.compiled || null, adapter: t.adapter, running: t.running, \
+         done: t.done ? {step: t.done.step, steps: t.done.steps, stopped: t.done.stopped, \
+         params: Array.from(t.done.params || [])} : null, \
+         history: t.history.map(h => [h.step, h.loss, h.dev_loss])})",
+    );
+    json_of(text.as_str().unwrap())
+}
+
+/// Waits for the page's run to end; panics with the page's error if it failed.
+fn finished(browser: &Browser, seconds: u64) -> Value {
+    browser.wait_for("the run's end", seconds, |b| {
+        let t = trainer(b);
+        assert!(
+            t["error"].is_null(),
+            "the page's run failed: {}",
+            t["error"]
+        );
+        !t["done"].is_null()
+    });
+    trainer(browser)
+}
+
+/// One case: `options` as the page takes them, and the same run's command line.
+struct Case {
+    what: &'static str,
+    page: Value,
+    cli: &'static [&'static str],
+}
+
+/// Trains natively on the CPU (`--backend cpu`, the reference) with `cli`, and returns the
+/// model and the batch loss of every progress line.
+fn native(case: &Case) -> (Model, Vec<f64>) {
+    let dir = workspace();
+    let name = format!("{}.safetensors", case.what.replace(' ', "_"));
+    let metrics = format!("{}.csv", case.what.replace(' ', "_"));
+    let mut args = vec![
+        "--train",
+        "train.csv",
+        "--dev-size",
+        "50",
+        "--backend",
+        "cpu",
+        "--save",
+        &name,
+        "--metrics",
+        &metrics,
+    ];
+    args.extend(case.cli);
+    let out = run_in(dir, &args);
+    assert!(out.status.success(), "{}: {}", case.what, describe(&out));
+    let model = mnist_gpu::model_file::load(&dir.join(&name)).unwrap().model;
+    let csv = std::fs::read_to_string(dir.join(&metrics)).unwrap();
+    let losses = csv
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').nth(3).unwrap().parse().unwrap())
+        .collect();
+    (model, losses)
+}
+
+/// Runs `case` in the page and checks it against the native run.
+fn check_case(browser: &Browser, case: &Case) {
+    let (want, losses) = native(case);
+    browser.script(&format!("startTraining({}); return 1", case.page));
+    let t = finished(browser, 240);
+    assert_eq!(t["done"]["stopped"], json!(false), "{}", case.what);
+    let history = t["history"].as_array().unwrap();
+    assert_eq!(
+        history.len(),
+        losses.len(),
+        "{}: progress points",
+        case.what
+    );
+    for (point, want) in history.iter().zip(&losses) {
+        let got = point[1].as_f64().unwrap();
+        assert!(
+            (got - want).abs() <= 1e-4 + LOSS_RTOL * want.abs(),
+            "{}: the batch loss at step {} is {got} in the browser, {want} natively",
+            case.what,
+            point[0]
+        );
+    }
+    let flat: Vec<f32> = t["done"]["params"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap() as f32)
+        .collect();
+    let layout = ParamLayout::new(&want);
+    assert_eq!(flat.len(), layout.floats, "{}: parameters", case.what);
+    let got = layout.unpack(&flat, want.activation);
+    assert_models_close(case.what, &got, &want, ATOL, RTOL);
+}
+
+/// The runs the page must follow: full batch and mini-batch (with a short last batch), one and
+/// two hidden layers, ReLU and ELU, SGD, momentum and Adam, augment and lr decay.
+fn parity_cases() -> [Case; 3] {
+    [
+        Case {
+            what: "full batch relu sgd",
+            page: json!({"hidden": [8], "activation": "relu", "optimizer": "sgd", "alpha": 0.5,
+                         "iterations": 6, "dev_size": 50, "log_every": 1, "seed": 1}),
+            cli: &[
+                "--hidden",
+                "8",
+                "--alpha",
+                "0.5",
+                "--iterations",
+                "6",
+                "--log-every",
+                "1",
+            ],
+        },
+        Case {
+            // 250 samples in batches of 64: the last of each epoch holds 58.
+            what: "mini-batch two layers elu momentum decay",
+            page: json!({"hidden": [8, 6], "activation": "elu", "optimizer": "momentum",
+                         "alpha": 0.1, "batch_size": 64, "epochs": 2, "lr_decay": 0.9,
+                         "dev_size": 50, "log_every": 1, "seed": 4}),
+            cli: &[
+                "--hidden",
+                "8,6",
+                "--activation",
+                "elu",
+                "--optimizer",
+                "momentum",
+                "--alpha",
+                "0.1",
+                "--batch-size",
+                "64",
+                "--epochs",
+                "2",
+                "--lr-decay",
+                "0.9",
+                "--log-every",
+                "1",
+                "--seed",
+                "4",
+            ],
+        },
+        Case {
+            what: "mini-batch adam augment",
+            page: json!({"hidden": [12], "activation": "relu", "optimizer": "adam",
+                         "alpha": 0.002, "batch_size": 100, "epochs": 2, "lr_decay": 0.8,
+                         "augment": true, "dev_size": 50, "log_every": 2, "seed": 7}),
+            cli: &[
+                "--hidden",
+                "12",
+                "--optimizer",
+                "adam",
+                "--alpha",
+                "0.002",
+                "--batch-size",
+                "100",
+                "--epochs",
+                "2",
+                "--lr-decay",
+                "0.8",
+                "--augment",
+                "--log-every",
+                "2",
+                "--seed",
+                "7",
+            ],
+        },
+    ]
+}
+
+#[test]
+fn the_page_compiles_every_shader_and_trains_as_the_native_trainer_does() {
+    let (_server, address) = start_server();
+    let browser = open_page(address);
+    browser.script("worker().postMessage({type: 'compile'}); return 1");
+    browser.wait_for("the shaders compiled", 120, |b| {
+        let t = trainer(b);
+        assert!(t["error"].is_null(), "in the browser: {}", t["error"]);
+        !t["compiled"].is_null()
+    });
+    let t = trainer(&browser);
+    let compiled = t["compiled"]["shaders"].as_array().unwrap().len();
+    assert_eq!(compiled, 12, "shaders compiled: {}", t["compiled"]);
+    assert_eq!(
+        t["compiled"]["pipelines"],
+        json!(["augment", "gradients", "logits", "update"])
+    );
+    crate::common::tell(&format!(
+        "browser_train: the page's adapter: {}",
+        t["adapter"]
+    ));
+    for case in &parity_cases() {
+        check_case(&browser, case);
+    }
+}
+
+/// Native training with `args` in the workspace (`--backend cpu`, the reference).
+fn native_run(args: &[&str]) {
+    let mut all = vec![
+        "--train",
+        "train.csv",
+        "--dev-size",
+        "50",
+        "--backend",
+        "cpu",
+    ];
+    all.extend(args);
+    let out = run_in(workspace(), &all);
+    assert!(out.status.success(), "{all:?}: {}", describe(&out));
+}
+
+/// A damaged file and a model that is no checkpoint are refused with one line.
+fn refuses_bad_checkpoints(address: std::net::SocketAddr, native: &[u8]) {
+    let dir = workspace();
+    for (bytes, says) in [
+        (&native[..native.len() / 2], "the dropped file"),
+        (
+            &std::fs::read(dir.join("page.safetensors")).unwrap()[..],
+            "not a checkpoint",
+        ),
+    ] {
+        let (status, body) = http(address, "POST", "/api/checkpoint/open", bytes);
+        assert_eq!(status, 400, "{body}");
+        let error = json_of(&body)["error"].as_str().unwrap().to_string();
+        assert!(error.contains(says) && !error.contains('\n'), "{error}");
+    }
+}
+
+#[test]
+fn a_native_checkpoint_continues_in_the_page_and_resumes_natively() {
+    let dir = workspace();
+    // 250 samples in batches of 64: 4 steps an epoch, progress every 2.
+    let run = [
+        "--hidden",
+        "8",
+        "--optimizer",
+        "adam",
+        "--alpha",
+        "0.003",
+        "--batch-size",
+        "64",
+        "--lr-decay",
+        "0.9",
+        "--seed",
+        "5",
+        "--log-every",
+        "2",
+    ];
+    native_run(&[&run[..], &["--epochs", "4", "--save", "whole.safetensors"]].concat());
+    native_run(
+        &[
+            &run[..],
+            &["--epochs", "1", "--checkpoint", "first.ckpt.safetensors"],
+        ]
+        .concat(),
+    );
+
+    let (_server, address) = start_server();
+    let native = std::fs::read(dir.join("first.ckpt.safetensors")).unwrap();
+    refuses_bad_checkpoints(address, &native);
+
+    let browser = open_page(address);
+    let bytes: Vec<String> = native.iter().map(|b| b.to_string()).collect();
+    browser.script(&format!(
+        "openCheckpoint(new Uint8Array([{}])).then(a => window.opened = a, \
+         e => window.opened = {{error: e.message}}); return 1",
+        bytes.join(",")
+    ));
+    browser.wait("the checkpoint opened", |b| {
+        !b.script("return window.opened || null").is_null()
+    });
+    let opened = browser.script("return window.opened");
+    assert_eq!(opened["step"], json!(4), "{opened}");
+    browser.script("startTraining({epochs: 3}, window.opened.id); return 1");
+    let t = finished(&browser, 240);
+    assert_eq!(t["done"]["step"], json!(12), "{}", t["done"]);
+    browser.script(
+        "downloadCheckpoint(false).then(() => 0, e => window.trainer.error = e.message); return 1",
+    );
+    browser.wait("the checkpoint downloaded", |b| {
+        let t = trainer(b);
+        assert!(t["error"].is_null(), "downloading: {}", t["error"]);
+        b.script("return window.trainer.checkpoint || null")
+            .is_string()
+    });
+    let text = browser.script("return window.trainer.checkpoint");
+    let page_ckpt = base64_decode(text.as_str().unwrap());
+    std::fs::write(dir.join("page.ckpt.safetensors"), page_ckpt).unwrap();
+    native_run(&[
+        "--resume",
+        "page.ckpt.safetensors",
+        "--epochs",
+        "4",
+        "--save",
+        "resumed.safetensors",
+    ]);
+    let load = |name: &str| mnist_gpu::model_file::load(&dir.join(name)).unwrap().model;
+    assert_models_close(
+        "native 1 epoch, the page 2, native 1 against native 4",
+        &load("resumed.safetensors"),
+        &load("whole.safetensors"),
+        ATOL,
+        RTOL,
+    );
+}
+
+/// Clicks "Check this GPU" and returns what the page concluded.
+fn check_this_gpu(browser: &Browser) -> Value {
+    browser.click("#train-check");
+    browser.wait_for("the check's result", 240, |b| {
+        let t = trainer(b);
+        assert!(
+            t["error"].is_null(),
+            "the check failed to run: {}",
+            t["error"]
+        );
+        !b.script("return window.trainer.checked || null").is_null()
+    });
+    let checked = browser.script("return window.trainer.checked");
+    let line = browser.text("train-check-result");
+    crate::common::tell(&format!("browser_train: {line}"));
+    assert!(
+        line.contains(checked["worst"]["what"].as_str().unwrap()),
+        "{line}"
+    );
+    assert!(line.contains("swiftshader"), "the adapter is named: {line}");
+    checked
+}
+
+#[test]
+fn check_this_gpu_passes_on_the_software_adapter_and_fails_against_a_perturbed_trace() {
+    let (_server, address) = start_server();
+    let browser = open_page(address);
+    let checked = check_this_gpu(&browser);
+    assert_eq!(checked["pass"], json!(true), "{checked}");
+    assert!(browser.text("train-check-result").starts_with("PASS"));
+    drop(browser);
+
+    let (_server, address) = start_server_with(&[("MNIST_GPU_PERTURB_CHECK", "1")]);
+    let browser = open_page(address);
+    let checked = check_this_gpu(&browser);
+    assert_eq!(checked["pass"], json!(false), "{checked}");
+    assert!(browser.text("train-check-result").starts_with("FAIL"));
+    // The perturbed parameter is the one named.
+    assert!(
+        checked["worst"]["what"]
+            .as_str()
+            .unwrap()
+            .ends_with("W1[0, 0] at the end"),
+        "{checked}"
+    );
+}
+
+#[test]
+fn the_page_answers_a_drawing_while_it_trains_and_stops_when_asked() {
+    let (_server, address) = start_server();
+    let browser = open_page(address);
+    // Long enough to be training throughout: 25 steps an epoch, 400 epochs.
+    browser.script(
+        "startTraining({hidden: [8], optimizer: 'momentum', alpha: 0.05, batch_size: 10, \
+         epochs: 400, dev_size: 50, log_every: 25}); return 1",
+    );
+    browser.wait_for("the first progress point", 120, |b| {
+        let t = trainer(b);
+        assert!(
+            t["error"].is_null(),
+            "the page's run failed: {}",
+            t["error"]
+        );
+        !t["history"].as_array().unwrap().is_empty()
+    });
+    browser.draw(&[vec![(0.5, 0.1), (0.5, 0.5), (0.5, 0.9)]]);
+    browser.wait("an answer to the drawing", |b| !b.text("digit").is_empty());
+    let t = trainer(&browser);
+    assert_eq!(
+        t["running"],
+        json!(true),
+        "the run ended before the drawing was answered"
+    );
+    assert!(t["done"].is_null());
+    // The README's picture (set MNIST_GPU_TRAIN_SCREENSHOT=docs/serve_train.png).
+    if let Some(path) = std::env::var_os("MNIST_GPU_TRAIN_SCREENSHOT") {
+        browser.script("document.getElementById('train-panel').scrollIntoView(); return 1");
+        let png = browser.call("GET", "/screenshot", json!({}));
+        std::fs::write(&path, base64_decode(png.as_str().unwrap())).unwrap();
+    }
+    browser.click("#train-stop");
+    let t = finished(&browser, 60);
+    assert_eq!(t["done"]["stopped"], json!(true), "{}", t["done"]);
+    let step = t["done"]["step"].as_u64().unwrap();
+    assert!(step > 0 && step < 10_000, "stopped after step {step}");
+}
+
+#[test]
+fn without_a_model_the_page_trains_one_and_answers_drawings_with_it() {
+    let train = workspace().join("train.csv");
+    let (_server, address) = serve_with_env(
+        None,
+        &["--backend", "cpu", "--train", train.to_str().unwrap()],
+        &[],
+    );
+    for path in [
+        "/api/model",
+        "/api/weights",
+        "/api/confusion",
+        "/api/test?misclassified=true",
+    ] {
+        let (status, body) = http(address, "GET", path, b"");
+        assert_eq!(status, 404, "{path}: {body}");
+        assert!(
+            json_of(&body)["error"]
+                .as_str()
+                .unwrap()
+                .starts_with("no model"),
+            "{body}"
+        );
+    }
+    let (status, body) = http(address, "POST", "/api/predict", b"{}");
+    assert_eq!(status, 404, "{body}");
+    let (status, body) = http(address, "GET", "/api/test", b"");
+    assert_eq!(status, 200, "{body}");
+    assert!(json_of(&body)["digit"].is_null(), "{body}");
+
+    let browser = open_page(address);
+    browser.wait("the page saying there is no model", |b| {
+        b.text("summary").starts_with("no model")
+    });
+    browser.script(
+        "startTraining({hidden: [8], alpha: 0.5, iterations: 5, dev_size: 50, log_every: 5}); \
+         return 1",
+    );
+    finished(&browser, 120);
+    // The drawing is answered by the network just trained, in the browser.
+    browser.draw(&[vec![(0.5, 0.1), (0.5, 0.5), (0.5, 0.9)]]);
+    browser.wait("an answer to the drawing", |b| !b.text("digit").is_empty());
+    assert_eq!(browser.text("draw-error"), "");
+    let digit: u8 = browser.text("digit").parse().expect("a digit");
+    assert!(digit < 10);
+    browser.click("#random");
+    browser.wait("a test digit classified", |b| {
+        !b.text("test-digit").is_empty()
+    });
+    assert!(
+        browser.text("test-about").starts_with("test image"),
+        "{}",
+        browser.text("test-about")
+    );
+}
+
+#[test]
+fn a_link_fills_the_form_and_starts_the_run() {
+    let (_server, address) = start_server();
+    let browser = Browser::with_webgpu();
+    let hash = "hidden=8,6&activation=elu&optimizer=momentum&alpha=0.1&batch_size=64&epochs=1\
+                &dev_size=50&log_every=2&start=1";
+    browser.call(
+        "POST",
+        "/url",
+        json!({"url": format!("http://{address}/#{hash}")}),
+    );
+    let t = finished(&browser, 120);
+    let field = |name: &str| {
+        browser.script(&format!(
+            "return document.getElementById('train-form').elements['{name}'].value"
+        ))
+    };
+    assert_eq!(field("hidden"), json!("8,6"));
+    assert_eq!(field("optimizer"), json!("momentum"));
+    // 250 samples in batches of 64: 4 steps, progress every 2.
+    assert_eq!(t["done"]["step"], json!(4), "{}", t["done"]);
+    assert_eq!(t["history"].as_array().unwrap().len(), 2);
+    // The hidden layers' limit is the form's: 65 units are refused before anything runs.
+    browser.script(
+        "const f = document.getElementById('train-form'); f.elements.hidden.value = '65'; \
+         document.getElementById('train-start').click(); return 1",
+    );
+    let error = browser.text("train-error");
+    assert!(
+        error.starts_with("hidden layers: one or two widths of 1 to 64"),
+        "{error}"
+    );
+}
+
+#[test]
+fn a_lost_device_keeps_the_last_progress_point_and_start_continues_from_it() {
+    let (_server, address) = start_server();
+    let browser = open_page(address);
+    browser.script(
+        "startTraining({hidden: [8], optimizer: 'adam', alpha: 0.003, batch_size: 10, \
+         epochs: 400, dev_size: 50, log_every: 25}); return 1",
+    );
+    browser.wait_for("the first progress point", 120, |b| {
+        !trainer(b)["history"].as_array().unwrap().is_empty()
+    });
+    browser.script("worker().postMessage({type: 'lose-device'}); return 1");
+    browser.wait_for("the state kept", 60, |b| {
+        b.text("train-status").contains("is kept")
+    });
+    let error = browser.text("train-error");
+    assert!(error.starts_with("the GPU device was lost"), "{error}");
+    let kept = browser
+        .script("return window.trainer.opened.step")
+        .as_u64()
+        .unwrap();
+    assert!(kept >= 25 && kept.is_multiple_of(25), "kept step {kept}");
+    browser.click("#train-start");
+    browser.wait_for("a progress point of the continued run", 120, |b| {
+        let t = trainer(b);
+        assert!(
+            t["error"].is_null(),
+            "the continued run failed: {}",
+            t["error"]
+        );
+        !t["history"].as_array().unwrap().is_empty()
+    });
+    let t = trainer(&browser);
+    assert_eq!(
+        t["history"][0][0],
+        json!(kept + 25),
+        "continued from step {kept}"
+    );
+    browser.click("#train-stop");
+    finished(&browser, 60);
+}
+
+#[test]
+fn without_webgpu_the_panel_says_so_and_drawing_still_works() {
+    let (_server, address) = start_server();
+    // No --enable-unsafe-webgpu (and --disable-gpu): Chromium here offers no WebGPU.
+    let browser = Browser::start();
+    browser.call("POST", "/url", json!({"url": format!("http://{address}/")}));
+    browser.wait("the model", |b| b.text("summary").contains("784-8-10"));
+    browser.click("#train-start");
+    browser.wait("the panel's message", |b| !b.text("train-error").is_empty());
+    let error = browser.text("train-error");
+    assert!(
+        error.contains("no WebGPU") || error.contains("no adapter"),
+        "{error}"
+    );
+    assert!(!error.contains('\n'), "{error}");
+    browser.draw(&[vec![(0.5, 0.1), (0.5, 0.5), (0.5, 0.9)]]);
+    browser.wait("an answer to the drawing", |b| !b.text("digit").is_empty());
+    assert_eq!(browser.text("draw-error"), "");
+}
