@@ -10,7 +10,7 @@ the time budget (whatever does not fit is listed as skipped, never silently drop
   1. the adapter: name, driver, type, cooperative-matrix tiles (`bench --adapter-info`);
   2. our rows: 784-10-10 and 784-512-10 at batch 64, 256, 1024, 8192 and the full 60,000, with
      `--profile` (GPU time per kernel, where the adapter has timestamp queries);
-  3. every switch (SWITCHES below, and each `--fused` variant the binary lists) at the batches
+  3. every switch (SWITCHES below: ours and each `--fused` variant) at the batches
      where it matters, beside the default row of the same network and batch;
   4. the peers on the same card, where `import torch` / `import jax` work and see a GPU:
      PyTorch eager, PyTorch with the step in a CUDA graph, JAX with an epoch under jit/lax.scan
@@ -36,7 +36,9 @@ PEERS = os.path.join(HERE, "peers")
 
 # The sizes of a real run and of --quick (lavapipe: a software adapter on the CPU cores).
 FULL = {"samples": 60000, "batches": ["64", "256", "1024", "8192", "full"], "budget": 360.0}
-QUICK = {"samples": 512, "batches": ["64", "full"], "budget": 600.0}
+# --quick's wide network: still wider than the fused step's 64 units (so the per-operation path
+# with its tiled and split-K products), small enough for a software adapter.
+QUICK = {"samples": 512, "batches": ["64", "full"], "budget": 600.0, "hidden": {512: 96}}
 # A batch of the full table → the --quick batch that stands for it.
 QUICK_BATCH = {"64": "64", "256": "64", "1024": "full", "8192": "full", "full": "full"}
 NETWORKS = [10, 512]
@@ -116,14 +118,82 @@ SWITCHES = [
     },
 ]
 
-# `bench --fused <variant>` (the fused step's candidates, issue 22): every value the binary's
-# --help lists for --fused is run unless it is the default; names known ahead may be listed
-# here with their prediction.
-FUSED_FLAG = "--fused"
-FUSED_PREDICTIONS = {}
-FUSED_NETWORKS = [10]
-FUSED_BATCHES = ["64", "1024", "full"]
-
+# The fused step's candidate variants (`bench --fused`, issue 22; shaders/fused.wgsl's header and
+# bench/NOTES.md say what each changes and why its prediction), and the block chosen from the batch.
+SWITCHES += [
+    {
+        "name": "--fused dw1-spread",
+        "env": {},
+        "args": ["--fused", "dw1-spread"],
+        "networks": [10],
+        "batches": ["8192", "full"],
+        "requires": "--fused",
+        "prediction": "gradients 15-30% faster at 60,000 and 8192, within 5% at 64; falsified if not >= 10% faster at 60,000",
+    },
+    {
+        "name": "--fused early-labels",
+        "env": {},
+        "args": ["--fused", "early-labels"],
+        "networks": [10],
+        "batches": ["64", "256", "1024"],
+        "requires": "--fused",
+        "prediction": "gradients 0.3-1 us faster per block at batch 64 (3-8% of the step); falsified if batch 64 is not >= 2% faster",
+    },
+    {
+        "name": "--fused tree-sums",
+        "env": {},
+        "args": ["--fused", "tree-sums"],
+        "networks": [10],
+        "batches": ["64", "256", "1024"],
+        "requires": "--fused",
+        "prediction": "gradients 5-10% faster at batch 64, 3-8% at 60,000; falsified if slower at 64",
+    },
+    {
+        "name": "--fused fast-bytes",
+        "env": {},
+        "args": ["--fused", "fast-bytes"],
+        "networks": [10],
+        "batches": ["8192", "full"],
+        "requires": "--fused",
+        "prediction": "alone 3-10% faster gradients at 60,000; falsified if < 2% (then the conversion was free)",
+    },
+    {
+        "name": "--fused wide-update",
+        "env": {},
+        "args": ["--fused", "wide-update"],
+        "networks": [10],
+        "batches": ["8192", "full"],
+        "requires": "--fused",
+        "prediction": "update >= 2x faster at 60,000, unchanged at <= 1024; falsified if < 1.5x at 60,000",
+    },
+    {
+        "name": "--fused all",
+        "env": {},
+        "args": ["--fused", "all"],
+        "networks": [10],
+        "batches": ["64", "1024", "full"],
+        "requires": "--fused",
+        "prediction": "at least the best single switch at every batch; slower than one alone means a pair interacts",
+    },
+    {
+        "name": "--block auto",
+        "env": {},
+        "args": ["--block", "auto"],
+        "networks": [10],
+        "batches": ["64", "256", "1024"],
+        "requires": "--block",
+        "prediction": "gradients 2-3x faster at 64 and 256, >= 1.5x at 1024, identical at >= 4096; falsified if batch 64 is not >= 1.5x faster",
+    },
+    {
+        "name": "--fused all --block auto",
+        "env": {},
+        "args": ["--fused", "all", "--block", "auto"],
+        "networks": [10],
+        "batches": ["64", "1024", "full"],
+        "requires": "--fused",
+        "prediction": "the best of the rows above at every batch",
+    },
+]
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -230,6 +300,7 @@ class Table:
 
     def measure(self, item, hidden, batches, args, env, switch=None):
         """Rows of `item` on 784-hidden-10 at `batches`, with --profile."""
+        hidden = self.sizes.get("hidden", {}).get(hidden, hidden)
         if self.left() < 5:
             self.skipped.append({"item": item, "hidden": hidden, "batches": batches})
             return
@@ -248,19 +319,10 @@ class Table:
             self.measure("default", hidden, self.batches(self.sizes["batches"]), [], {})
 
     def switches(self):
-        """SWITCHES the binary has, then its --fused variants; and those it lacks."""
+        """SWITCHES the binary has, and those it lacks."""
         have, lacking = [], []
         for s in SWITCHES:
             (have if s["requires"] is None or s["requires"] in self.help else lacking).append(s)
-        for variant in fused_variants(self.help):
-            have.append({
-                "name": f"{FUSED_FLAG} {variant}",
-                "env": {},
-                "args": [FUSED_FLAG, variant],
-                "networks": FUSED_NETWORKS,
-                "batches": FUSED_BATCHES,
-                "prediction": FUSED_PREDICTIONS.get(variant, "see bench/NOTES.md"),
-            })
         return have, lacking
 
     def switch_rows(self):
@@ -269,9 +331,13 @@ class Table:
             self.skipped.append({"item": s["name"],
                                  "why": f"this binary has no {s['requires']}"})
         for s in have:
-            for hidden in s["networks"]:
-                self.measure(s["name"], hidden, self.batches(s["batches"]), s["args"],
-                             s["env"], switch=s)
+            # --quick checks that every item runs and reports, not what it measures: each
+            # switch on its first network at its first batch.
+            networks = s["networks"][:1] if self.quick else s["networks"]
+            batches = self.batches(s["batches"])
+            for hidden in networks:
+                self.measure(s["name"], hidden, batches[:1] if self.quick else batches,
+                             s["args"], s["env"], switch=s)
 
     def training_rows(self):
         """Training (the CLI's loop, with its reads of the step statistics) beside bench on
@@ -410,31 +476,6 @@ def training_rate(stdout):
             except (IndexError, ValueError):
                 return None
     return None
-
-
-def fused_variants(help_text):
-    """The values `bench --help` lists for --fused (clap's `[possible values: …]` or its
-    `Possible values:` list of `- name: …` lines), but its default."""
-    lines = help_text.splitlines()
-    for i, line in enumerate(lines):
-        if not line.strip().startswith(FUSED_FLAG + " "):
-            continue
-        block = [line]
-        for following in lines[i + 1:]:
-            if following.strip().startswith("--") or following.strip().startswith("-h"):
-                break
-            block.append(following)
-        text = " ".join(block)
-        if "[possible values:" in text:
-            values = text.split("[possible values:", 1)[1].split("]", 1)[0]
-            names = [v.strip() for v in values.split(",")]
-        else:
-            names = [l.strip()[2:].split(":")[0].strip() for l in block[1:]
-                     if l.strip().startswith("- ")]
-        default = text.split("[default:", 1)[1].split("]", 1)[0].strip() \
-            if "[default:" in text else None
-        return [n for n in names if n and n != default]
-    return []
 
 
 def peer_list(quick):

@@ -403,7 +403,7 @@ fn gpu_table_script_quick_writes_its_report_and_json() {
             .find(|r| r["item"] == item && r["hidden"] == hidden && r["batch"] == batch)
             .unwrap_or_else(|| panic!("no row {item} 784-{hidden}-10 batch {batch}: {rows:?}"))
     };
-    for hidden in [10, 512] {
+    for hidden in [10, 96] {
         for batch in [64, 512] {
             let r = find("default", hidden, batch);
             assert!(r["samples_per_second"].as_f64().unwrap() > 0.0, "{r}");
@@ -415,13 +415,16 @@ fn gpu_table_script_quick_writes_its_report_and_json() {
     // Each switch beside its default: checks on, a block, the cooperative matrices.
     for (item, hidden, batch) in [
         ("shader checks on", 10, 64),
-        ("shader checks on", 512, 512),
         ("--block 16", 10, 64),
         ("--block 8", 10, 64),
-        ("--matmul coop", 512, 512),
-        ("--matmul coop --coop-tile f16", 512, 512),
-        ("--split-k 264", 512, 512),
-        ("--split-k 132", 512, 512),
+        ("--matmul coop", 96, 512),
+        ("--matmul coop --coop-tile f16", 96, 512),
+        ("--split-k 264", 96, 512),
+        ("--split-k 132", 96, 512),
+        ("--fused dw1-spread", 10, 512),
+        ("--fused tree-sums", 10, 64),
+        ("--block auto", 10, 64),
+        ("--fused all --block auto", 10, 64),
     ] {
         let r = find(item, hidden, batch);
         assert!(r["vs_default"].as_f64().is_some_and(|v| v > 0.0), "{r}");
@@ -471,7 +474,7 @@ fn gpu_table_script_quick_writes_its_report_and_json() {
         "# mnist-gpu GPU table (--quick",
         "## Adapter",
         "- cooperative matrices: ",
-        "| 784-512-10 | default | full 512 |",
+        "| 784-96-10 | default | full 512 |",
         "| 784-10-10 | shader checks on | 64 |",
         "## Training beside bench (784-10-10, 10,000 images)",
         "## Peers on the same machine",

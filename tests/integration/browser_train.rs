@@ -312,7 +312,9 @@ fn the_page_compiles_every_shader_and_trains_as_the_native_trainer_does() {
     });
     let t = trainer(&browser);
     let compiled = t["compiled"]["shaders"].as_array().unwrap().len();
-    assert_eq!(compiled, 12, "shaders compiled: {}", t["compiled"]);
+    // Every shader but matmul_coop.wgsl, which needs an extension browsers lack.
+    let standalone = mnist_gpu::gpu::shaders::SHADERS.len() - 1;
+    assert_eq!(compiled, standalone, "shaders compiled: {}", t["compiled"]);
     assert_eq!(
         t["compiled"]["pipelines"],
         json!(["augment", "gradients", "logits", "update"])
