@@ -227,8 +227,10 @@ fn check_case(browser: &Browser, case: &Case) {
 }
 
 /// The runs the page must follow: full batch and mini-batch (with a short last batch), one and
-/// two hidden layers, ReLU and ELU, SGD, momentum and Adam, augment and lr decay.
-fn parity_cases() -> [Case; 3] {
+/// two hidden layers, ReLU and ELU, SGD, momentum and Adam, lr decay, and each augmentation
+/// (shift; affine at the default strengths; elastic at others, so the form's strengths reach
+/// the warps).
+fn parity_cases() -> [Case; 5] {
     [
         Case {
             what: "full batch relu sgd",
@@ -297,6 +299,69 @@ fn parity_cases() -> [Case; 3] {
                 "7",
             ],
         },
+        Case {
+            // 250 samples in batches of 64: 4 steps, the last of 58.
+            what: "mini-batch adam affine",
+            page: json!({"hidden": [8], "optimizer": "adam", "alpha": 0.003, "batch_size": 64,
+                         "epochs": 1, "augment": {"kind": "affine", "rotation": 0.2,
+                         "scale": 0.12, "shear": 0.15, "translation": 1.7,
+                         "elastic_alpha": 1.0, "elastic_sigma": 4.0},
+                         "dev_size": 50, "log_every": 2, "seed": 9}),
+            cli: &[
+                "--hidden",
+                "8",
+                "--optimizer",
+                "adam",
+                "--alpha",
+                "0.003",
+                "--batch-size",
+                "64",
+                "--epochs",
+                "1",
+                "--augment",
+                "affine",
+                "--log-every",
+                "2",
+                "--seed",
+                "9",
+            ],
+        },
+        Case {
+            what: "mini-batch sgd elastic",
+            page: json!({"hidden": [8], "optimizer": "sgd", "alpha": 0.1, "batch_size": 64,
+                         "epochs": 1, "augment": {"kind": "elastic", "rotation": 0.3,
+                         "scale": 0.1, "shear": 0.2, "translation": 1.5,
+                         "elastic_alpha": 2.0, "elastic_sigma": 3.0},
+                         "dev_size": 50, "log_every": 2, "seed": 11}),
+            cli: &[
+                "--hidden",
+                "8",
+                "--alpha",
+                "0.1",
+                "--batch-size",
+                "64",
+                "--epochs",
+                "1",
+                "--augment",
+                "elastic",
+                "--rotation",
+                "0.3",
+                "--scale",
+                "0.1",
+                "--shear",
+                "0.2",
+                "--translation",
+                "1.5",
+                "--elastic-alpha",
+                "2",
+                "--elastic-sigma",
+                "3",
+                "--log-every",
+                "2",
+                "--seed",
+                "11",
+            ],
+        },
     ]
 }
 
@@ -311,11 +376,27 @@ fn the_page_compiles_every_shader_and_trains_as_the_native_trainer_does() {
         !t["compiled"].is_null()
     });
     let t = trainer(&browser);
-    let compiled = t["compiled"]["shaders"].as_array().unwrap().len();
-    assert_eq!(compiled, 12, "shaders compiled: {}", t["compiled"]);
+    // Every shader served (warp.wgsl among them) compiled: the list, not a count that a new
+    // shader would leave behind.
+    let (status, body) = http(address, "GET", "/api/shaders", b"");
+    assert_eq!(status, 200, "{body}");
+    let served = json_of(&body);
+    let compiled: Vec<Value> = t["compiled"]["shaders"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].clone())
+        .collect();
+    assert_eq!(
+        json!(compiled),
+        served,
+        "shaders compiled: {}",
+        t["compiled"]
+    );
+    assert!(served.as_array().unwrap().contains(&json!("warp.wgsl")));
     assert_eq!(
         t["compiled"]["pipelines"],
-        json!(["augment", "gradients", "logits", "update"])
+        json!(["augment", "gradients", "logits", "update", "warp"])
     );
     crate::common::tell(&format!(
         "browser_train: the page's adapter: {}",
@@ -392,16 +473,7 @@ fn a_native_checkpoint_continues_in_the_page_and_resumes_natively() {
     refuses_bad_checkpoints(address, &native);
 
     let browser = open_page(address);
-    let bytes: Vec<String> = native.iter().map(|b| b.to_string()).collect();
-    browser.script(&format!(
-        "openCheckpoint(new Uint8Array([{}])).then(a => window.opened = a, \
-         e => window.opened = {{error: e.message}}); return 1",
-        bytes.join(",")
-    ));
-    browser.wait("the checkpoint opened", |b| {
-        !b.script("return window.opened || null").is_null()
-    });
-    let opened = browser.script("return window.opened");
+    let opened = open_checkpoint(&browser, &native);
     assert_eq!(opened["step"], json!(4), "{opened}");
     browser.script("startTraining({epochs: 3}, window.opened.id); return 1");
     let t = finished(&browser, 240);
@@ -434,6 +506,56 @@ fn a_native_checkpoint_continues_in_the_page_and_resumes_natively() {
         ATOL,
         RTOL,
     );
+
+    // A warped run's checkpoint fills the form with its augmentation and strengths, which a
+    // run continued from it keeps (the server takes them from the checkpoint).
+    native_run(&[
+        "--hidden",
+        "8",
+        "--batch-size",
+        "64",
+        "--epochs",
+        "1",
+        "--augment",
+        "elastic",
+        "--rotation",
+        "0.3",
+        "--elastic-sigma",
+        "3",
+        "--checkpoint",
+        "elastic.ckpt.safetensors",
+    ]);
+    let elastic = std::fs::read(dir.join("elastic.ckpt.safetensors")).unwrap();
+    let opened = open_checkpoint(&browser, &elastic);
+    assert_eq!(
+        opened["options"]["augment"]["kind"],
+        json!("elastic"),
+        "{opened}"
+    );
+    assert_eq!(form_field(&browser, "augment"), json!("elastic"));
+    assert_eq!(form_field(&browser, "rotation"), json!("0.3"));
+    assert_eq!(form_field(&browser, "elastic_sigma"), json!("3"));
+}
+
+/// Opens checkpoint `bytes` in the page (as dropping the file does); returns the server's answer.
+fn open_checkpoint(browser: &Browser, bytes: &[u8]) -> Value {
+    let bytes: Vec<String> = bytes.iter().map(|b| b.to_string()).collect();
+    browser.script(&format!(
+        "window.opened = null; openCheckpoint(new Uint8Array([{}])).then(a => window.opened = a, \
+         e => window.opened = {{error: e.message}}); return 1",
+        bytes.join(",")
+    ));
+    browser.wait("the checkpoint opened", |b| {
+        !b.script("return window.opened || null").is_null()
+    });
+    browser.script("return window.opened")
+}
+
+/// The value of the Train form's field `name`.
+fn form_field(browser: &Browser, name: &str) -> Value {
+    browser.script(&format!(
+        "return document.getElementById('train-form').elements['{name}'].value"
+    ))
 }
 
 /// Clicks "Check this GPU" and returns what the page concluded.
@@ -583,21 +705,19 @@ fn without_a_model_the_page_trains_one_and_answers_drawings_with_it() {
 fn a_link_fills_the_form_and_starts_the_run() {
     let (_server, address) = start_server();
     let browser = Browser::with_webgpu();
+    // augment=on: as links made when augment was a checkbox say it, shift.
     let hash = "hidden=8,6&activation=elu&optimizer=momentum&alpha=0.1&batch_size=64&epochs=1\
-                &dev_size=50&log_every=2&start=1";
+                &augment=on&dev_size=50&log_every=2&start=1";
     browser.call(
         "POST",
         "/url",
         json!({"url": format!("http://{address}/#{hash}")}),
     );
     let t = finished(&browser, 120);
-    let field = |name: &str| {
-        browser.script(&format!(
-            "return document.getElementById('train-form').elements['{name}'].value"
-        ))
-    };
+    let field = |name: &str| form_field(&browser, name);
     assert_eq!(field("hidden"), json!("8,6"));
     assert_eq!(field("optimizer"), json!("momentum"));
+    assert_eq!(field("augment"), json!("shift"));
     // 250 samples in batches of 64: 4 steps, progress every 2.
     assert_eq!(t["done"]["step"], json!(4), "{}", t["done"]);
     assert_eq!(t["history"].as_array().unwrap().len(), 2);

@@ -237,6 +237,7 @@ impl PageRun {
             &self.model,
             schedule.capacity(n),
             self.split.sizes(),
+            &self.options.augment,
             storage,
         )?;
         let described = setup.describe();
