@@ -114,6 +114,59 @@ fn served_shaders_are_the_bytes_of_shaders_dir() {
         .contains("no shader nothing.wgsl"));
 }
 
+/// An elastic run's plan: each step's warps in a region of its own, the records and fields of
+/// its images, warp dispatched before gradients; and a request covers at most
+/// `MAX_ELASTIC_PLAN_IMAGES` (2,048) images' steps, since the fields are bulky as JSON.
+#[test]
+fn an_elastic_plan_carries_each_steps_warps_and_is_cut_short() {
+    let (_server, address) = start_server();
+    // 250 samples in batches of 10: 25 steps an epoch, 500 in all; 2,048 / 10 = 204 a plan.
+    let request = json!({"options": {"hidden": [8], "batch_size": 10, "epochs": 20,
+                         "augment": {"kind": "elastic", "rotation": 0.2, "scale": 0.12,
+                         "shear": 0.15, "translation": 1.7, "elastic_alpha": 1.0,
+                         "elastic_sigma": 4.0}, "dev_size": 50},
+                         "from": 0, "steps": 512, "workgroup_storage": 16384});
+    let body = request.to_string();
+    let (status, answer) = http(address, "POST", "/api/train/plan", body.as_bytes());
+    assert_eq!(status, 200, "{answer}");
+    let plan = json_of(&answer);
+    assert_eq!(
+        (plan["next"].clone(), plan["total"].clone()),
+        (json!(204), json!(500))
+    );
+    // A region has room for the setup's capacity (the dev list's 50, here), a batch fills 10.
+    let image = 8 + 2 * 784;
+    let capacity = plan["setup"]["capacity"].as_u64().unwrap() as usize;
+    let mut steps = 0;
+    for submit in plan["commands"].as_array().unwrap() {
+        let Some(submit) = submit.get("submit") else {
+            continue;
+        };
+        let dispatches = submit["dispatches"].as_array().unwrap();
+        let warps = submit["warps"].as_array().unwrap();
+        let warped: Vec<&Value> = dispatches.iter().filter(|d| d[0] == "warp").collect();
+        assert_eq!(warped.len(), warps.len());
+        for (k, w) in warps.iter().enumerate() {
+            assert_eq!(w[0], json!(k * capacity * image), "region {k}'s start");
+            assert_eq!(
+                w[1].as_array().unwrap().len(),
+                10 * image,
+                "region {k}'s floats"
+            );
+        }
+        for (i, d) in dispatches
+            .iter()
+            .enumerate()
+            .filter(|(_, d)| d[0] == "gradients")
+        {
+            assert_eq!(dispatches[i - 1][0], json!("warp"), "{d}");
+            assert_eq!(d[1], json!("shifted"), "{d}");
+        }
+        steps += warps.len();
+    }
+    assert_eq!(steps, 204);
+}
+
 /// A page with WebGPU; fails naming what is missing.
 fn open_page(address: std::net::SocketAddr) -> Browser {
     let browser = Browser::with_webgpu();
