@@ -774,6 +774,17 @@ fn a_link_fills_the_form_and_starts_the_run() {
     // 250 samples in batches of 64: 4 steps, progress every 2.
     assert_eq!(t["done"]["step"], json!(4), "{}", t["done"]);
     assert_eq!(t["history"].as_array().unwrap().len(), 2);
+    // A warp chosen in the form reaches the options with its strengths (the flags' defaults
+    // unless changed).
+    let augment = browser.script(
+        "const f = document.getElementById('train-form'); f.elements.augment.value = 'elastic'; \
+         f.elements.rotation.value = '0.3'; return formOptions().augment",
+    );
+    assert_eq!(
+        augment,
+        json!({"kind": "elastic", "rotation": 0.3, "scale": 0.12, "shear": 0.15,
+               "translation": 1.7, "elastic_alpha": 1, "elastic_sigma": 4})
+    );
     // The hidden layers' limit is the form's: 65 units are refused before anything runs.
     browser.script(
         "const f = document.getElementById('train-form'); f.elements.hidden.value = '65'; \
