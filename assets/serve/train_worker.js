@@ -4,7 +4,8 @@
 //
 // It decides nothing about the run. The server computes a plan with the native trainer's own
 // code (src/gpu/plan.rs driven by src/train.rs): the override constants, the buffers and bind
-// groups, the initial parameters, and per step its 256-byte uniform slot, shifts and
+// groups, the initial parameters, and per step its 256-byte uniform slot, shifts or warps
+// (--augment affine|elastic: the records and fields, as the native trainer uploads them) and
 // workgroup counts. This file uploads, records the dispatches (two a step, three with
 // augment; up to 64 steps a submit) and reads back only at progress points.
 //
@@ -217,9 +218,11 @@ async function execute(device, built, commands) {
     if (command.write) {
       device.queue.writeBuffer(buffers.indices, 4 * command.write.offset, Uint32Array.from(command.write.indices));
     } else if (command.submit) {
-      const { slots, shifts, dispatches } = command.submit;
+      const { slots, shifts, warps, dispatches } = command.submit;
       device.queue.writeBuffer(buffers.slots, 0, Uint32Array.from(slots));
       if (shifts.length) device.queue.writeBuffer(buffers.shifts, 0, Int32Array.from(shifts));
+      // Each region at its start, in floats.
+      for (const [start, floats] of warps) device.queue.writeBuffer(buffers.warps, 4 * start, Float32Array.from(floats));
       const encoder = device.createCommandEncoder();
       const pass = encoder.beginComputePass();
       for (const [pipeline, group, slot, [x, y, z]] of dispatches) {

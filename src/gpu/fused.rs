@@ -56,6 +56,12 @@ pub(crate) const SHIFTS_PER_SUBMIT: usize = 1 << 18;
 /// floats (16 MiB: 41 steps of 64 elastic images, 512 of 64 affine ones).
 const WARP_FLOATS_PER_SUBMIT: usize = 1 << 22;
 
+/// Regions of warps (one per warped step) a submit holds, for batches of up to `capacity`
+/// images, with room for fields if `elastic`.
+pub(crate) fn warp_regions(capacity: usize, elastic: bool) -> usize {
+    (WARP_FLOATS_PER_SUBMIT / WarpBuffer::region_floats(capacity, elastic)).clamp(1, SLOTS)
+}
+
 /// How the fused step splits a batch, and which of its candidate variants it runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Tiling {
@@ -753,9 +759,7 @@ impl Fused {
             self.shifted = Some(self.make_shifted(ctx)?);
         }
         let cap = self.capacity;
-        let region = WarpBuffer::region_floats(cap, elastic);
-        let regions = (WARP_FLOATS_PER_SUBMIT / region).clamp(1, SLOTS);
-        let batch = WarpBuffer::new(ctx, cap, elastic, regions)?;
+        let batch = WarpBuffer::new(ctx, cap, elastic, warp_regions(cap, elastic))?;
         let (b, s) = (&self.buffers, self.shifted.as_ref().expect("made above"));
         let warp = slot_group(
             &ctx.device,

@@ -10,23 +10,25 @@
 //! loop (`train::train_from`), it writes down what `GpuBackend` with the fused engine would
 //! have done — index lists written, runs of steps submitted (their slots, shifts and
 //! dispatches), the dev logits asked for — as `Command`s. So the batch order, α's decay,
-//! Adam's step count and the shifts come from the loop itself, and a browser that executes
+//! Adam's step count, the shifts and the warps come from the loop itself, and a browser that executes
 //! the commands follows the native run step for step. The numbers it answers with (stats,
 //! logits, the model) are placeholders: the browser computes the real ones.
 
 use serde::Serialize;
 use serde_json::{json, Value};
 
-use crate::augment::Warps;
-use crate::backend::{check_batch, check_list, check_shifts, forward_capacity, Backend};
+use crate::augment::{Augment, Warps};
+use crate::backend::Backend;
+use crate::backend::{check_batch, check_list, check_shifts, check_warps, forward_capacity};
 use crate::backend::{BatchStats, StepPath, STATS_KEPT};
 use crate::data::pool::{List, ListSizes, Shift};
 use crate::data::{CLASSES, PIXELS};
 use crate::error::{config, Result};
-use crate::gpu::fused::{self, ParamLayout, Step, Tiling};
+use crate::gpu::fused::{self, warp_regions, ParamLayout, Step, Tiling};
 use crate::gpu::fused::{SHIFTS_PER_SUBMIT, SLOTS, SLOT_BYTES, UNIFORM_BYTES};
 use crate::gpu::kernels::grid;
 use crate::gpu::shaders::{self, ACTIVATION_CODES, OPTIMIZER_CODES};
+use crate::gpu::shifted::{warp_floats, Copies, WarpBuffer};
 use crate::gpu::StepArgs;
 use crate::model::Model;
 use crate::optimizer::{Optimizer, OptimizerState};
@@ -42,16 +44,21 @@ pub struct Setup {
     pub sizes: ListSizes,
     /// Regions of shifts a submit holds (one per shifted step).
     pub shift_regions: usize,
+    /// Whether the run's warps carry fields (`--augment elastic`), and the regions of warps a
+    /// submit holds (one per warped step; 0 when the run does not warp), as `Fused` sizes them.
+    pub elastic: bool,
+    pub warp_regions: usize,
 }
 
 impl Setup {
-    /// The plan's setup for `model`, batches of at most `batch` over lists of `sizes`, on an
-    /// adapter with `workgroup_storage` bytes of workgroup memory. Refuses a network the fused
-    /// step does not cover.
+    /// The plan's setup for `model`, batches of at most `batch` over lists of `sizes` with
+    /// `augment`, on an adapter with `workgroup_storage` bytes of workgroup memory. Refuses a
+    /// network the fused step does not cover.
     pub fn new(
         model: &Model,
         batch: usize,
         sizes: ListSizes,
+        augment: &Augment,
         workgroup_storage: usize,
     ) -> Result<Setup> {
         let tiling = fused::tiling_with(model, workgroup_storage);
@@ -64,7 +71,15 @@ impl Setup {
         let mut constants = fused::shape_constants(model, &layout, tiling);
         constants.extend(shaders::constants(&ACTIVATION_CODES));
         constants.extend(shaders::constants(&OPTIMIZER_CODES));
+        let elastic = matches!(augment, Augment::Elastic(_));
+        let warps = augment.distortion().is_some();
         Ok(Setup {
+            elastic,
+            warp_regions: if warps {
+                warp_regions(capacity, elastic)
+            } else {
+                0
+            },
             shift_regions: (SHIFTS_PER_SUBMIT / capacity).clamp(1, SLOTS),
             layout,
             tiling,
@@ -76,6 +91,11 @@ impl Setup {
 
     fn param_vec4s(&self) -> usize {
         self.layout.floats / 4
+    }
+
+    /// Floats of one region of warps, as `WarpBuffer` lays them out.
+    fn warp_region_floats(&self) -> usize {
+        WarpBuffer::region_floats(self.capacity, self.elastic)
     }
 
     /// The page's description of it: override constants, buffer sizes in bytes, the bind
@@ -113,6 +133,7 @@ impl Setup {
                 "slots": SLOTS as u64 * SLOT_BYTES,
                 "shifts": 8 * self.capacity * self.shift_regions,
                 "shifted": PIXELS * self.capacity,
+                "warps": 4 * self.warp_region_floats() * self.warp_regions,
             },
             "layouts": {
                 "forward": [[0, "slot"], [1, "read"], [2, "read"], [3, "read"], [4, "read"],
@@ -129,6 +150,10 @@ impl Setup {
                 "augment": {"layout": "augment", "entries": [
                     [0, "slots", 0, slot], [1, "images", 0, 0], [2, "indices", 0, 0],
                     [3, "shifts", 0, 0], [4, "shifted", 0, 0]]},
+                // warp.wgsl has augment.wgsl's bindings, the warps in place of the shifts.
+                "warp": {"layout": "augment", "entries": [
+                    [0, "slots", 0, slot], [1, "images", 0, 0], [2, "indices", 0, 0],
+                    [3, "warps", 0, 0], [4, "shifted", 0, 0]]},
             },
             // One image's logits (`Fused::classify`): the image in `shifted`, its slot this.
             "classify_slot": slot_words(Step {
@@ -141,6 +166,7 @@ impl Setup {
                 "logits": ["fused", "logits", "forward"],
                 "update": ["fused", "update", "update"],
                 "augment": ["augment", "main", "augment"],
+                "warp": ["warp", "main", "augment"],
             },
         })
     }
@@ -172,6 +198,11 @@ fn forward_entries(images: &str) -> Value {
 #[derive(Debug, Clone, Serialize)]
 pub struct Dispatch(pub &'static str, pub &'static str, pub u32, pub [u32; 3]);
 
+/// One region of warps in a submit: where it starts in the warps buffer (in floats), and its
+/// floats (`WarpBuffer::write`'s: the records, then the fields).
+#[derive(Debug, Clone, Serialize)]
+pub struct WarpRegion(pub u32, pub Vec<f32>);
+
 /// What the page does, in order.
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -179,11 +210,13 @@ pub enum Command {
     /// Write `indices` at float `offset` of the index lists (after submitting what is pending,
     /// as `GpuBackend::set_list` does).
     Write { offset: usize, indices: Vec<u32> },
-    /// Write the slots (u32 words, `SLOT_BYTES` each) and the shifts (i32 pairs, one region of
-    /// `capacity` pairs per shifted step), then record the dispatches and submit them.
+    /// Write the slots (u32 words, `SLOT_BYTES` each), the shifts (i32 pairs, one region of
+    /// `capacity` pairs per shifted step) and the warps (one region per warped step), then
+    /// record the dispatches and submit them.
     Submit {
         slots: Vec<u32>,
         shifts: Vec<i32>,
+        warps: Vec<WarpRegion>,
         dispatches: Vec<Dispatch>,
     },
     /// Read the logits of the dev list's `labels.len()` samples (written by the submit before)
@@ -211,7 +244,7 @@ pub struct PlanBackend {
     /// The lists as last set, written again at the start of the kept steps.
     lists: Vec<(List, Vec<u32>)>,
     lists_written: bool,
-    pending: Option<(Vec<u32>, Vec<i32>, Vec<Dispatch>)>,
+    pending: Option<Pending>,
     /// (history slot, batch length) of the kept steps since the last progress point.
     window: Vec<(u32, usize)>,
     pub commands: Vec<Command>,
@@ -224,6 +257,15 @@ pub struct PlanBackend {
     alpha: f32,
     /// The page's optimizer moments, per tensor, for a checkpoint of its run.
     moments: Option<Vec<Vec<Vec<f32>>>>,
+}
+
+/// The submit being recorded: what `Command::Submit` holds.
+#[derive(Default)]
+struct Pending {
+    slots: Vec<u32>,
+    shifts: Vec<i32>,
+    warps: Vec<WarpRegion>,
+    dispatches: Vec<Dispatch>,
 }
 
 /// Where the plan's run is: what the loop logs, and which steps' commands are kept (steps
@@ -285,37 +327,71 @@ impl PlanBackend {
 
     /// Ends the pending submit, if any.
     pub fn flush(&mut self) {
-        if let Some((slots, shifts, dispatches)) = self.pending.take() {
+        if let Some(p) = self.pending.take() {
             self.commands.push(Command::Submit {
-                slots,
-                shifts,
-                dispatches,
+                slots: p.slots,
+                shifts: p.shifts,
+                warps: p.warps,
+                dispatches: p.dispatches,
             });
         }
     }
 
-    /// The slot for `step` in the pending submit (a new one when it is full), and its index.
-    fn slot(&mut self, step: Step, shifted: bool) -> u32 {
-        let full = self.pending.as_ref().is_some_and(|(slots, shifts, _)| {
-            slots.len() / WORDS == SLOTS
-                || (shifted && shifts.len() / (2 * self.setup.capacity) == self.setup.shift_regions)
+    /// The slot for `step` in the pending submit (a new one when it leaves no slot, or for a
+    /// step on `copies` no region of shifts or warps, as `Fused::make_room`), and its index.
+    fn slot(&mut self, step: Step, copies: Option<Copies>) -> u32 {
+        let setup = &self.setup;
+        let full = self.pending.as_ref().is_some_and(|p| {
+            p.slots.len() / WORDS == SLOTS
+                || match copies {
+                    None => false,
+                    Some(Copies::Shifts(_)) => {
+                        p.shifts.len() / (2 * setup.capacity) == setup.shift_regions
+                    }
+                    Some(Copies::Warps(_)) => p.warps.len() == setup.warp_regions,
+                }
         });
         if full {
             self.flush();
         }
-        let (slots, _, _) = self.pending.get_or_insert_with(Default::default);
-        let index = (slots.len() / WORDS) as u32;
-        slots.extend(slot_words(step));
+        let p = self.pending.get_or_insert_with(Default::default);
+        let index = (p.slots.len() / WORDS) as u32;
+        p.slots.extend(slot_words(step));
         index
     }
 
     fn dispatch(&mut self, dispatch: Dispatch) {
-        let (_, _, dispatches) = self.pending.get_or_insert_with(Default::default);
-        dispatches.push(dispatch);
+        let p = self.pending.get_or_insert_with(Default::default);
+        p.dispatches.push(dispatch);
+    }
+
+    /// Puts `copies` into the next region of the pending submit (which `slot` made room for),
+    /// as `ShiftedImages::write` and `WarpBuffer::write` lay it out; returns where the region
+    /// starts (in i32s or floats), the slot's `shift_offset`.
+    fn region(&mut self, copies: Copies) -> u32 {
+        let region_floats = self.setup.warp_region_floats();
+        let capacity = self.setup.capacity;
+        let p = self.pending.as_mut().expect("slot() made one");
+        match copies {
+            Copies::Shifts(shifts) => {
+                let start = p.shifts.len();
+                p.shifts
+                    .extend(shifts.iter().flat_map(|s| [s.dx as i32, s.dy as i32]));
+                p.shifts.resize(start + 2 * capacity, 0);
+                start as u32
+            }
+            Copies::Warps(warps) => {
+                let start = (region_floats * p.warps.len()) as u32;
+                let mut floats = Vec::new();
+                warp_floats(warps, &mut floats);
+                p.warps.push(WarpRegion(start, floats));
+                start
+            }
+        }
     }
 
     /// One training step, as `GpuBackend::step` and `Fused::step` record it.
-    fn step(&mut self, start: usize, len: usize, alpha: f32, shifts: Option<&[Shift]>) {
+    fn step(&mut self, start: usize, len: usize, alpha: f32, copies: Option<Copies>) {
         self.steps += 1;
         self.alpha = alpha;
         let history = (self.recorded % STATS_KEPT) as u32;
@@ -339,21 +415,24 @@ impl PlanBackend {
             history,
         };
         let mut step = Step::train(&args, self.setup.tiling, self.optimizer);
-        if let Some(shifts) = shifts {
+        if let Some(copies) = copies {
             step.shifted = 1;
-            // Reserve the region first: `slot` may start a new submit.
-            let region = self.slot(step, true);
-            let (slots, pairs, _) = self.pending.as_mut().expect("slot() made one");
-            let region_start = pairs.len() as u32;
-            pairs.extend(shifts.iter().flat_map(|s| [s.dx as i32, s.dy as i32]));
-            pairs.resize(region_start as usize + 2 * self.setup.capacity, 0);
+            // The slot first: `slot` may start a new submit, whose first region this takes.
+            let slot = self.slot(step, Some(copies));
+            let offset = self.region(copies);
+            let p = self.pending.as_mut().expect("slot() made one");
             // shift_offset is the third word of the slot.
-            slots[region as usize * WORDS + 2] = region_start;
+            p.slots[slot as usize * WORDS + 2] = offset;
+            // augment.wgsl or warp.wgsl writes the copies that gradients reads.
+            let kernel = match copies {
+                Copies::Shifts(_) => "augment",
+                Copies::Warps(_) => "warp",
+            };
             let words = step.m as usize * PIXELS / 4;
-            self.dispatch(Dispatch("augment", "augment", region, grid(words)));
-            self.record_train(&step, region, "shifted");
+            self.dispatch(Dispatch(kernel, kernel, slot, grid(words)));
+            self.record_train(&step, slot, "shifted");
         } else {
-            let slot = self.slot(step, false);
+            let slot = self.slot(step, None);
             self.record_train(&step, slot, "pool");
         }
         self.window.push((history, len));
@@ -382,7 +461,7 @@ impl PlanBackend {
                 out: start as u32,
                 ..Step::default()
             };
-            let slot = self.slot(step, false);
+            let slot = self.slot(step, None);
             let groups = m.div_ceil(self.setup.tiling.block) as u32;
             self.dispatch(Dispatch("logits", "pool", slot, [groups, 1, 1]));
         }
@@ -448,22 +527,25 @@ impl Backend for PlanBackend {
     ) -> Result<()> {
         check_batch(&self.setup.sizes, self.setup.capacity, start, len)?;
         check_shifts(shifts, len)?;
-        self.step(start, len, alpha, Some(shifts));
+        self.step(start, len, alpha, Some(Copies::Shifts(shifts)));
         Ok(())
     }
 
-    /// The page's worker binds `augment.wgsl` only: affine and elastic warps run natively.
     fn train_step_warped(
         &mut self,
-        _start: usize,
-        _len: usize,
-        _alpha: f32,
-        _warps: &Warps,
+        start: usize,
+        len: usize,
+        alpha: f32,
+        warps: &Warps,
     ) -> Result<()> {
-        config(
-            "the page trains with --augment shift only; affine and elastic warps run in the \
-             native trainer (mnist-gpu --augment affine|elastic)",
-        )
+        check_batch(&self.setup.sizes, self.setup.capacity, start, len)?;
+        check_warps(warps, len)?;
+        // The warps buffer is sized for the run's --augment, as `Fused` sizes it.
+        if self.setup.warp_regions == 0 || (!warps.field.is_empty() && !self.setup.elastic) {
+            return config("the plan was set up without room for these warps (its --augment)");
+        }
+        self.step(start, len, alpha, Some(Copies::Warps(warps)));
+        Ok(())
     }
 
     fn path(&self) -> StepPath {
@@ -553,7 +635,7 @@ mod tests {
             dev: 10,
             test: 0,
         };
-        let setup = Setup::new(&model, 64, sizes, 16384).unwrap();
+        let setup = Setup::new(&model, 64, sizes, &Augment::Off, 16384).unwrap();
         let span = Span {
             start: 0,
             log_every: 2,
@@ -612,6 +694,103 @@ mod tests {
             }
         }
         assert_eq!((t, writes), (4, 2));
+    }
+
+    /// A warped step uploads `warp_floats`' floats into a region of its own, whose start is
+    /// its slot's shift_offset, and runs warp on the copies before gradients reads them.
+    #[test]
+    fn a_warped_step_uploads_its_warps_and_runs_warp_first() {
+        use crate::augment::{draw_warps, Distortion};
+        use rand::SeedableRng;
+        let model = Model::new(&[8], Activation::Relu, Init::He, 1).unwrap();
+        let sizes = ListSizes {
+            train: 100,
+            dev: 10,
+            test: 0,
+        };
+        let augment = Augment::Elastic(Distortion::default());
+        let setup = Setup::new(&model, 64, sizes, &augment, 16384).unwrap();
+        assert_eq!(setup.warp_regions, warp_regions(64, true));
+        let span = Span {
+            start: 0,
+            log_every: 100,
+            total_steps: 2,
+            keep: 0..2,
+        };
+        let mut plan = PlanBackend::new(setup, &model, 110, vec![0; 10], span);
+        plan.set_list(List::Train, &(0..100).collect::<Vec<u32>>())
+            .unwrap();
+        let mut rng = rand_chacha::ChaCha12Rng::seed_from_u64(3);
+        let mut drawn = Vec::new();
+        for (start, len) in [(0, 64), (64, 36)] {
+            let mut warps = Warps::default();
+            draw_warps(&mut rng, &augment, len, &mut warps);
+            plan.train_step_warped(start, len, 0.1, &warps).unwrap();
+            drawn.push(warps);
+        }
+        plan.flush();
+        let Some(Command::Submit {
+            slots,
+            warps,
+            dispatches,
+            ..
+        }) = plan.commands.last()
+        else {
+            panic!("no submit: {:?}", plan.commands);
+        };
+        let region = WarpBuffer::region_floats(64, true);
+        assert_eq!((warps.len(), dispatches.len()), (2, 6));
+        for (k, want) in drawn.iter().enumerate() {
+            let mut floats = Vec::new();
+            warp_floats(want, &mut floats);
+            assert_eq!(warps[k].0 as usize, k * region);
+            assert!(warps[k].1 == floats, "region {k}'s floats");
+            assert_eq!(slots[k * WORDS + 2] as usize, k * region);
+            let order: Vec<_> = dispatches[3 * k..3 * k + 3]
+                .iter()
+                .map(|d| (d.0, d.1, d.2))
+                .collect();
+            let k = k as u32;
+            let want_order = [
+                ("warp", "warp", k),
+                ("gradients", "shifted", k),
+                ("update", "update", k),
+            ];
+            assert_eq!(order, want_order);
+            assert_eq!(dispatches[3 * k as usize].3, grid(want.len() * PIXELS / 4));
+        }
+    }
+
+    /// A plan set up for affine warps has no room for fields, and says so in one line.
+    #[test]
+    fn an_affine_plan_refuses_elastic_warps() {
+        use crate::augment::{draw_warps, Distortion};
+        use rand::SeedableRng;
+        let model = Model::new(&[8], Activation::Relu, Init::He, 1).unwrap();
+        let sizes = ListSizes {
+            train: 100,
+            dev: 10,
+            test: 0,
+        };
+        let affine = Augment::Affine(Distortion::default());
+        let setup = Setup::new(&model, 64, sizes, &affine, 16384).unwrap();
+        let span = Span {
+            start: 0,
+            log_every: 100,
+            total_steps: 1,
+            keep: 0..1,
+        };
+        let mut plan = PlanBackend::new(setup, &model, 110, vec![0; 10], span);
+        let mut warps = Warps::default();
+        let mut rng = rand_chacha::ChaCha12Rng::seed_from_u64(3);
+        draw_warps(
+            &mut rng,
+            &Augment::Elastic(Distortion::default()),
+            8,
+            &mut warps,
+        );
+        let error = plan.train_step_warped(0, 8, 0.1, &warps).unwrap_err();
+        assert!(!error.to_string().contains('\n'), "{error}");
     }
 
     /// A later chunk keeps only its steps, and writes the lists again first.

@@ -106,15 +106,7 @@ impl WarpBuffer {
     /// submit); returns where the region starts, in floats.
     pub fn write(&mut self, ctx: &GpuContext, region: usize, warps: &Warps) -> u32 {
         assert!(region < self.regions, "no warp region {region}");
-        let elastic = if warps.field.is_empty() { 0.0 } else { 1.0 };
-        self.host.clear();
-        self.host.extend(
-            warps
-                .affine
-                .iter()
-                .flat_map(|w| [w.a[0], w.a[1], w.a[2], w.a[3], w.t[0], w.t[1], elastic, 0.0]),
-        );
-        self.host.extend_from_slice(&warps.field);
+        warp_floats(warps, &mut self.host);
         assert!(self.host.len() <= self.region, "warps beyond their region");
         let start = self.region * region;
         ctx.queue.write_buffer(
@@ -124,4 +116,18 @@ impl WarpBuffer {
         );
         start as u32
     }
+}
+
+/// `warps` as one region of warp.wgsl's input, into `host` (cleared first): a record per image,
+/// then the fields (elastic). The page's plan uploads these same floats (`gpu::plan`).
+pub(crate) fn warp_floats(warps: &Warps, host: &mut Vec<f32>) {
+    let elastic = if warps.field.is_empty() { 0.0 } else { 1.0 };
+    host.clear();
+    host.extend(
+        warps
+            .affine
+            .iter()
+            .flat_map(|w| [w.a[0], w.a[1], w.a[2], w.a[3], w.t[0], w.t[1], elastic, 0.0]),
+    );
+    host.extend_from_slice(&warps.field);
 }

@@ -114,6 +114,59 @@ fn served_shaders_are_the_bytes_of_shaders_dir() {
         .contains("no shader nothing.wgsl"));
 }
 
+/// An elastic run's plan: each step's warps in a region of its own, the records and fields of
+/// its images, warp dispatched before gradients; and a request covers at most
+/// `MAX_ELASTIC_PLAN_IMAGES` (2,048) images' steps, since the fields are bulky as JSON.
+#[test]
+fn an_elastic_plan_carries_each_steps_warps_and_is_cut_short() {
+    let (_server, address) = start_server();
+    // 250 samples in batches of 10: 25 steps an epoch, 500 in all; 2,048 / 10 = 204 a plan.
+    let request = json!({"options": {"hidden": [8], "batch_size": 10, "epochs": 20,
+                         "augment": {"kind": "elastic", "rotation": 0.2, "scale": 0.12,
+                         "shear": 0.15, "translation": 1.7, "elastic_alpha": 1.0,
+                         "elastic_sigma": 4.0}, "dev_size": 50},
+                         "from": 0, "steps": 512, "workgroup_storage": 16384});
+    let body = request.to_string();
+    let (status, answer) = http(address, "POST", "/api/train/plan", body.as_bytes());
+    assert_eq!(status, 200, "{answer}");
+    let plan = json_of(&answer);
+    assert_eq!(
+        (plan["next"].clone(), plan["total"].clone()),
+        (json!(204), json!(500))
+    );
+    // A region has room for the setup's capacity (the dev list's 50, here), a batch fills 10.
+    let image = 8 + 2 * 784;
+    let capacity = plan["setup"]["capacity"].as_u64().unwrap() as usize;
+    let mut steps = 0;
+    for submit in plan["commands"].as_array().unwrap() {
+        let Some(submit) = submit.get("submit") else {
+            continue;
+        };
+        let dispatches = submit["dispatches"].as_array().unwrap();
+        let warps = submit["warps"].as_array().unwrap();
+        let warped: Vec<&Value> = dispatches.iter().filter(|d| d[0] == "warp").collect();
+        assert_eq!(warped.len(), warps.len());
+        for (k, w) in warps.iter().enumerate() {
+            assert_eq!(w[0], json!(k * capacity * image), "region {k}'s start");
+            assert_eq!(
+                w[1].as_array().unwrap().len(),
+                10 * image,
+                "region {k}'s floats"
+            );
+        }
+        for (i, d) in dispatches
+            .iter()
+            .enumerate()
+            .filter(|(_, d)| d[0] == "gradients")
+        {
+            assert_eq!(dispatches[i - 1][0], json!("warp"), "{d}");
+            assert_eq!(d[1], json!("shifted"), "{d}");
+        }
+        steps += warps.len();
+    }
+    assert_eq!(steps, 204);
+}
+
 /// A page with WebGPU; fails naming what is missing.
 fn open_page(address: std::net::SocketAddr) -> Browser {
     let browser = Browser::with_webgpu();
@@ -227,8 +280,10 @@ fn check_case(browser: &Browser, case: &Case) {
 }
 
 /// The runs the page must follow: full batch and mini-batch (with a short last batch), one and
-/// two hidden layers, ReLU and ELU, SGD, momentum and Adam, augment and lr decay.
-fn parity_cases() -> [Case; 3] {
+/// two hidden layers, ReLU and ELU, SGD, momentum and Adam, lr decay, and each augmentation
+/// (shift; affine at the default strengths; elastic at others, so the form's strengths reach
+/// the warps).
+fn parity_cases() -> [Case; 5] {
     [
         Case {
             what: "full batch relu sgd",
@@ -297,6 +352,69 @@ fn parity_cases() -> [Case; 3] {
                 "7",
             ],
         },
+        Case {
+            // 250 samples in batches of 64: 4 steps, the last of 58.
+            what: "mini-batch adam affine",
+            page: json!({"hidden": [8], "optimizer": "adam", "alpha": 0.003, "batch_size": 64,
+                         "epochs": 1, "augment": {"kind": "affine", "rotation": 0.2,
+                         "scale": 0.12, "shear": 0.15, "translation": 1.7,
+                         "elastic_alpha": 1.0, "elastic_sigma": 4.0},
+                         "dev_size": 50, "log_every": 2, "seed": 9}),
+            cli: &[
+                "--hidden",
+                "8",
+                "--optimizer",
+                "adam",
+                "--alpha",
+                "0.003",
+                "--batch-size",
+                "64",
+                "--epochs",
+                "1",
+                "--augment",
+                "affine",
+                "--log-every",
+                "2",
+                "--seed",
+                "9",
+            ],
+        },
+        Case {
+            what: "mini-batch sgd elastic",
+            page: json!({"hidden": [8], "optimizer": "sgd", "alpha": 0.1, "batch_size": 64,
+                         "epochs": 1, "augment": {"kind": "elastic", "rotation": 0.3,
+                         "scale": 0.1, "shear": 0.2, "translation": 1.5,
+                         "elastic_alpha": 2.0, "elastic_sigma": 3.0},
+                         "dev_size": 50, "log_every": 2, "seed": 11}),
+            cli: &[
+                "--hidden",
+                "8",
+                "--alpha",
+                "0.1",
+                "--batch-size",
+                "64",
+                "--epochs",
+                "1",
+                "--augment",
+                "elastic",
+                "--rotation",
+                "0.3",
+                "--scale",
+                "0.1",
+                "--shear",
+                "0.2",
+                "--translation",
+                "1.5",
+                "--elastic-alpha",
+                "2",
+                "--elastic-sigma",
+                "3",
+                "--log-every",
+                "2",
+                "--seed",
+                "11",
+            ],
+        },
     ]
 }
 
@@ -311,13 +429,30 @@ fn the_page_compiles_every_shader_and_trains_as_the_native_trainer_does() {
         !t["compiled"].is_null()
     });
     let t = trainer(&browser);
-    let compiled = t["compiled"]["shaders"].as_array().unwrap().len();
+    // Every shader served (warp.wgsl among them) compiled: the list, not a count that a new
+    // shader would leave behind.
+    let (status, body) = http(address, "GET", "/api/shaders", b"");
+    assert_eq!(status, 200, "{body}");
+    let served = json_of(&body);
+    let compiled: Vec<Value> = t["compiled"]["shaders"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].clone())
+        .collect();
+    assert_eq!(
+        json!(compiled),
+        served,
+        "shaders compiled: {}",
+        t["compiled"]
+    );
+    assert!(served.as_array().unwrap().contains(&json!("warp.wgsl")));
     // Every shader but matmul_coop.wgsl, which needs an extension browsers lack.
     let standalone = mnist_gpu::gpu::shaders::SHADERS.len() - 1;
-    assert_eq!(compiled, standalone, "shaders compiled: {}", t["compiled"]);
+    assert_eq!(compiled.len(), standalone, "served: {served}");
     assert_eq!(
         t["compiled"]["pipelines"],
-        json!(["augment", "gradients", "logits", "update"])
+        json!(["augment", "gradients", "logits", "update", "warp"])
     );
     crate::common::tell(&format!(
         "browser_train: the page's adapter: {}",
@@ -394,16 +529,7 @@ fn a_native_checkpoint_continues_in_the_page_and_resumes_natively() {
     refuses_bad_checkpoints(address, &native);
 
     let browser = open_page(address);
-    let bytes: Vec<String> = native.iter().map(|b| b.to_string()).collect();
-    browser.script(&format!(
-        "openCheckpoint(new Uint8Array([{}])).then(a => window.opened = a, \
-         e => window.opened = {{error: e.message}}); return 1",
-        bytes.join(",")
-    ));
-    browser.wait("the checkpoint opened", |b| {
-        !b.script("return window.opened || null").is_null()
-    });
-    let opened = browser.script("return window.opened");
+    let opened = open_checkpoint(&browser, &native);
     assert_eq!(opened["step"], json!(4), "{opened}");
     browser.script("startTraining({epochs: 3}, window.opened.id); return 1");
     let t = finished(&browser, 240);
@@ -436,6 +562,56 @@ fn a_native_checkpoint_continues_in_the_page_and_resumes_natively() {
         ATOL,
         RTOL,
     );
+
+    // A warped run's checkpoint fills the form with its augmentation and strengths, which a
+    // run continued from it keeps (the server takes them from the checkpoint).
+    native_run(&[
+        "--hidden",
+        "8",
+        "--batch-size",
+        "64",
+        "--epochs",
+        "1",
+        "--augment",
+        "elastic",
+        "--rotation",
+        "0.3",
+        "--elastic-sigma",
+        "3",
+        "--checkpoint",
+        "elastic.ckpt.safetensors",
+    ]);
+    let elastic = std::fs::read(dir.join("elastic.ckpt.safetensors")).unwrap();
+    let opened = open_checkpoint(&browser, &elastic);
+    assert_eq!(
+        opened["options"]["augment"]["kind"],
+        json!("elastic"),
+        "{opened}"
+    );
+    assert_eq!(form_field(&browser, "augment"), json!("elastic"));
+    assert_eq!(form_field(&browser, "rotation"), json!("0.3"));
+    assert_eq!(form_field(&browser, "elastic_sigma"), json!("3"));
+}
+
+/// Opens checkpoint `bytes` in the page (as dropping the file does); returns the server's answer.
+fn open_checkpoint(browser: &Browser, bytes: &[u8]) -> Value {
+    let bytes: Vec<String> = bytes.iter().map(|b| b.to_string()).collect();
+    browser.script(&format!(
+        "window.opened = null; openCheckpoint(new Uint8Array([{}])).then(a => window.opened = a, \
+         e => window.opened = {{error: e.message}}); return 1",
+        bytes.join(",")
+    ));
+    browser.wait("the checkpoint opened", |b| {
+        !b.script("return window.opened || null").is_null()
+    });
+    browser.script("return window.opened")
+}
+
+/// The value of the Train form's field `name`.
+fn form_field(browser: &Browser, name: &str) -> Value {
+    browser.script(&format!(
+        "return document.getElementById('train-form').elements['{name}'].value"
+    ))
 }
 
 /// Clicks "Check this GPU" and returns what the page concluded.
@@ -585,24 +761,33 @@ fn without_a_model_the_page_trains_one_and_answers_drawings_with_it() {
 fn a_link_fills_the_form_and_starts_the_run() {
     let (_server, address) = start_server();
     let browser = Browser::with_webgpu();
+    // augment=on: as links made when augment was a checkbox say it, shift.
     let hash = "hidden=8,6&activation=elu&optimizer=momentum&alpha=0.1&batch_size=64&epochs=1\
-                &dev_size=50&log_every=2&start=1";
+                &augment=on&dev_size=50&log_every=2&start=1";
     browser.call(
         "POST",
         "/url",
         json!({"url": format!("http://{address}/#{hash}")}),
     );
     let t = finished(&browser, 120);
-    let field = |name: &str| {
-        browser.script(&format!(
-            "return document.getElementById('train-form').elements['{name}'].value"
-        ))
-    };
+    let field = |name: &str| form_field(&browser, name);
     assert_eq!(field("hidden"), json!("8,6"));
     assert_eq!(field("optimizer"), json!("momentum"));
+    assert_eq!(field("augment"), json!("shift"));
     // 250 samples in batches of 64: 4 steps, progress every 2.
     assert_eq!(t["done"]["step"], json!(4), "{}", t["done"]);
     assert_eq!(t["history"].as_array().unwrap().len(), 2);
+    // A warp chosen in the form reaches the options with its strengths (the flags' defaults
+    // unless changed).
+    let augment = browser.script(
+        "const f = document.getElementById('train-form'); f.elements.augment.value = 'elastic'; \
+         f.elements.rotation.value = '0.3'; return formOptions().augment",
+    );
+    assert_eq!(
+        augment,
+        json!({"kind": "elastic", "rotation": 0.3, "scale": 0.12, "shear": 0.15,
+               "translation": 1.7, "elastic_alpha": 1, "elastic_sigma": 4})
+    );
     // The hidden layers' limit is the form's: 65 units are refused before anything runs.
     browser.script(
         "const f = document.getElementById('train-form'); f.elements.hidden.value = '65'; \

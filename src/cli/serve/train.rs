@@ -25,6 +25,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{json, Value};
 
 use super::{bad, json_body, read_json, App, Refusal};
+use mnist_gpu::augment::Augment;
 use mnist_gpu::backend::BatchStats;
 use mnist_gpu::checkpoint::{self, Checkpoint, Checkpointing};
 use mnist_gpu::data::pool::{List, Split};
@@ -41,6 +42,10 @@ pub const WORKER: &str = include_str!("../../../assets/serve/train_worker.js");
 pub const CHECK_IMAGES: usize = 600;
 /// The most steps one plan request covers.
 const MAX_PLAN_STEPS: usize = 2048;
+/// The most images whose warps one plan of an elastic run carries: each image's field is 1,568
+/// floats, about 16 KB of JSON, so 512 steps of 64 would be half a gigabyte. (A step larger
+/// than this still gets a plan of its own.)
+const MAX_ELASTIC_PLAN_IMAGES: usize = 2048;
 
 pub async fn worker() -> impl IntoResponse {
     (
@@ -237,6 +242,7 @@ impl PageRun {
             &self.model,
             schedule.capacity(n),
             self.split.sizes(),
+            &self.options.augment,
             storage,
         )?;
         let described = setup.describe();
@@ -305,7 +311,11 @@ fn plan_of(app: &App, request: &Value) -> Result<Value> {
         }
     };
     let from = number("from", run.start())?.max(run.start());
-    let steps = number("steps", 256)?.clamp(1, MAX_PLAN_STEPS);
+    let mut steps = number("steps", 256)?.clamp(1, MAX_PLAN_STEPS);
+    if matches!(run.options.augment, Augment::Elastic(_)) {
+        let batch = Schedule::of(&run.options).capacity(run.split.train.len());
+        steps = steps.min((MAX_ELASTIC_PLAN_IMAGES / batch).max(1));
+    }
     let storage = number("workgroup_storage", 16384)?;
     let (epochs, steps_per_epoch) = run.plan();
     let total = epochs * steps_per_epoch;
