@@ -126,7 +126,8 @@ SWITCHES = [
         "prediction": "W1·X in 4 slices (128 workgroups, one wave of 132 SMs, instead of 32): at "
                       "batch 1024 the forward product's GPU time per step at least 1.5x lower "
                       "(matmul tiled at least 20% lower, sum_partials adding under a tenth of "
-                      "that); at 8192 within 5% (not split: the slices would pass 16 MiB)",
+                      "that); at 8192 within 5% (W1·X not split: its slices would pass 16 MiB; only the "
+                      "small W2·A1 is)",
     },
 ]
 
