@@ -116,6 +116,19 @@ SWITCHES = [
         "prediction": "one wave (dW1: 4 slices, 112 workgroups): slower than 264 at full batch "
                       "(15% of the SMs idle, longer slices); a tie at 8192",
     },
+    {
+        "name": "--forward-split-k 4",
+        "env": {},
+        "args": ["--forward-split-k", "4"],
+        "networks": [512],
+        "batches": ["1024", "8192"],
+        "requires": "--forward-split-k",
+        "prediction": "W1·X in 4 slices (128 workgroups, one wave of 132 SMs, instead of 32): at "
+                      "batch 1024 the forward product's GPU time per step at least 1.5x lower "
+                      "(matmul tiled at least 20% lower, sum_partials adding under a tenth of "
+                      "that); at 8192 within 5% (W1·X not split: its slices would pass 16 MiB; only the "
+                      "small W2·A1 is)",
+    },
 ]
 
 # The fused step's candidate variants (`bench --fused`, issue 22; shaders/fused.wgsl's header and

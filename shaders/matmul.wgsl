@@ -6,7 +6,9 @@
 // b_source 2: Xᵀ (m, 784)); column j of X is image indices[index_offset + j], scaled by 1/255.
 // Split-K: workgroup z sums inner indices [z·inner_chunk, (z+1)·inner_chunk) and writes its
 // partial product to slice z of C (rows·cols floats each); sum_partials then adds the slices.
-// This keeps a product over 60,000 samples spread over many workgroups.
+// This keeps a product over 60,000 samples spread over many workgroups. With a bias, only slice 0
+// adds it (so the slices' sum has it once): a split forward product Z = W·A + b
+// (`--forward-split-k`) needs no separate bias step.
 //
 // Two entry points, one product, the same bindings; the host picks one from C's shape:
 // - `main`, for narrow products (a 10-unit layer): each thread computes a 4×4 block of C straight
@@ -132,7 +134,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
         for (var col = 0u; col < BLOCK; col++) {
             if (i + r < p.rows && j + col < p.cols) {
                 var value = acc[r][col];
-                if (p.add_bias == 1u) {
+                if (p.add_bias == 1u && gid.z == 0u) {
                     value += bias[i + r];
                 }
                 c[slice + (i + r) * p.c_rs + (j + col) * p.c_cs] = value;
@@ -265,7 +267,7 @@ fn tiled(@builtin(workgroup_id) group: vec3<u32>,
                 let j = j0 + v * 64u + local.x * 4u + col;
                 if (i < p.rows && j < p.cols) {
                     var value = acc[2u * r + v][col];
-                    if (p.add_bias == 1u) {
+                    if (p.add_bias == 1u && group.z == 0u) {
                         value += bias[i];
                     }
                     c[slice + i * p.c_rs + j * p.c_cs] = value;

@@ -123,7 +123,8 @@ fn coop(@builtin(workgroup_id) group: vec3<u32>,
             let j = j0 + (t % COOP_TILES) * S + e % S;
             if (i < p.rows && j < p.cols) {
                 var value = coop_c[e];
-                if (p.add_bias == 1u) {
+                // Only slice 0 adds the bias, so that the slices' sum has it once.
+                if (p.add_bias == 1u && group.z == 0u) {
                     value += bias[i];
                 }
                 c[slice + i * p.c_rs + j * p.c_cs] = value;

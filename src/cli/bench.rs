@@ -173,6 +173,13 @@ pub struct BenchOptions {
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     pub split_k: Option<u32>,
 
+    /// Wide path (per-operation engine): each layer's forward product Z = W·A + b runs as
+    /// split-K, its inner dimension in at most N slices (fewer where the slices would pass 16
+    /// MiB, as at large batches), summed into Z, the bias added by the first slice
+    /// [default: not split].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub forward_split_k: Option<u32>,
+
     /// After each GPU measurement, time every kernel on the GPU (timestamp queries, where the
     /// adapter has them) and print its time per step beside the wall-clock time per step.
     #[arg(long)]
@@ -236,6 +243,8 @@ pub struct Measurement {
     pub coop_tile: Option<String>,
     /// On the GPU, `--split-k`: the split-K products' most workgroups (None: the default).
     pub split_k: Option<usize>,
+    /// On the GPU, `--forward-split-k`: the forward products' most slices (None: not split).
+    pub forward_split_k: Option<usize>,
     /// On the GPU, whether wgpu's shader runtime checks were on ("on", "off").
     pub shader_checks: Option<String>,
     pub batch_size: usize,
@@ -388,6 +397,7 @@ fn measure(
         shader_checks: None,
         coop_tile: None,
         split_k: None,
+        forward_split_k: None,
         tiling: None,
         batch_size: batch,
         full_batch: batch == samples,
@@ -460,6 +470,11 @@ pub fn run(options: &BenchOptions) -> Result<()> {
             ctx.shader_checks.name(),
             coop_tile(ctx).unwrap_or_else(|| "plain float32 kernels".into())
         );
+        if let Some(n) = ctx.kernels.forward_split_k {
+            println!(
+                "wide path: forward products split-K into at most {n} slices (--forward-split-k)"
+            );
+        }
     }
     let tiling = tiling(options, gpu.as_deref(), &model)?;
     if let Some(t) = tiling {
@@ -596,6 +611,7 @@ fn open_gpu(options: &BenchOptions) -> Result<Option<Arc<GpuContext>>> {
     }
     Ok(ctx.map(|mut ctx| {
         ctx.kernels.split_groups = options.split_k.map(|n| n as usize);
+        ctx.kernels.forward_split_k = options.forward_split_k.map(|n| n as usize);
         Arc::new(ctx)
     }))
 }
@@ -736,6 +752,7 @@ impl Bench {
         m.shader_checks = Some(ctx.shader_checks.name().to_string());
         m.coop_tile = coop_tile(ctx);
         m.split_k = ctx.kernels.split_groups;
+        m.forward_split_k = ctx.kernels.forward_split_k;
         progress(&m);
         if self.profile {
             m.profile = profile(&mut gpu, self.samples, batch, m.steps.clamp(10, 1000))?;

@@ -37,6 +37,8 @@ const MATMUL_TILED_FROM: usize = MATMUL_TILE;
 const COLUMN_CHUNK: u32 = 1024;
 /// Workgroups per grid dimension that every adapter allows.
 const MAX_GROUPS: u32 = 65_535;
+/// The split-K products' partial sums stay under this many floats (16 MiB).
+const PARTIAL_FLOATS: usize = 1 << 22;
 /// Each kernel's uniform parameters sit in their own 256-byte slot of one buffer
 /// (256 is the default `min_uniform_buffer_offset_alignment`).
 pub const UNIFORM_SLOT: u64 = 256;
@@ -71,6 +73,9 @@ pub struct Kernels {
     /// `--split-k N`: the workgroups the tiled kernel's split-K products aim at, at most
     /// (None: about `TILED_GROUPS`, rounded up; see `splits_with`).
     pub split_groups: Option<usize>,
+    /// `--forward-split-k N`: the forward products (`Z = W·A + b`) split their inner dimension
+    /// into at most N slices (see `forward_splits_with`); None, as by default: never split.
+    pub forward_split_k: Option<usize>,
 }
 
 /// A kernel's bind group with its buffers, made once when the backend is built.
@@ -224,6 +229,7 @@ impl Kernels {
             augment: k("augment")?,
             warp: k("warp")?,
             split_groups: None,
+            forward_split_k: None,
         })
     }
 }
@@ -449,7 +455,6 @@ pub fn splits_with(rows: usize, cols: usize, inner: usize, groups: Option<usize>
     const INNER_PER_SPLIT: usize = 256;
     const TILED_INNER_PER_SPLIT: usize = 512;
     const TILED_GROUPS: usize = 512;
-    const PARTIAL_FLOATS: usize = 1 << 22;
     let wanted = if matmul_is_tiled(rows, cols) {
         let tiles = rows.div_ceil(MATMUL_TILE) * cols.div_ceil(MATMUL_TILE);
         let by_groups = match groups {
@@ -464,6 +469,33 @@ pub fn splits_with(rows: usize, cols: usize, inner: usize, groups: Option<usize>
     wanted.min(room).clamp(1, MAX_GROUPS as usize) as u32
 }
 
+/// `--forward-split-k`: how many slices a forward product (rows, cols) over `inner` is split
+/// into: `slices` where given, fewer where the partial products would pass `PARTIAL_FLOATS`
+/// (at large batches the product has workgroups enough anyway) or a slice would hold fewer than
+/// 8 inner indices (the tiled kernel's step); 1 (no split) for None, the default.
+pub fn forward_splits_with(rows: usize, cols: usize, inner: usize, slices: Option<usize>) -> u32 {
+    let Some(slices) = slices else { return 1 };
+    let room = PARTIAL_FLOATS / (rows * cols).max(1);
+    slices
+        .min(room)
+        .min(inner.div_ceil(8))
+        .clamp(1, MAX_GROUPS as usize) as u32
+}
+
+/// The most floats a forward product's slices (`forward_splits_with`) take for any batch of
+/// at most `cap`: (splits, rows, m) only where splits > 1, so at most `PARTIAL_FLOATS`.
+pub fn forward_partial_floats(
+    rows: usize,
+    inner: usize,
+    cap: usize,
+    slices: Option<usize>,
+) -> usize {
+    match slices {
+        Some(n) if n > 1 && inner > 8 => (n * rows * cap).min(PARTIAL_FLOATS),
+        _ => 0,
+    }
+}
+
 /// How many partial sums `sum_columns` leaves per row for a batch of m.
 pub fn column_chunks(m: usize) -> u32 {
     (m as u32).div_ceil(COLUMN_CHUNK).max(1)
@@ -476,8 +508,15 @@ impl Kernels {
         splits_with(rows, cols, inner, self.split_groups)
     }
 
+    /// How many slices a forward product (rows, cols) over `inner` is split into
+    /// (`forward_splits_with`, at `forward_split_k`).
+    pub fn forward_splits(&self, rows: usize, cols: usize, inner: usize) -> u32 {
+        forward_splits_with(rows, cols, inner, self.forward_split_k)
+    }
+
     /// matmul: `C = A·B (+ bias)`, or with `splits > 1` the partial products of A·B in
-    /// `splits` slices of C's bound buffer (add them with `sum_partials`). Bind it with
+    /// `splits` slices of C's bound buffer (add them with `sum_partials`), the bias (if any)
+    /// in slice 0 only, so that their sum has it once. Bind it with
     /// `matmul`; wide products run on `matmul_tiled` (see `matmul_is_tiled`), or on
     /// `matmul_coop` where it is built.
     /// A: (rows, inner), B: (inner, cols), C: (rows, cols), bias: (rows).
@@ -494,10 +533,6 @@ impl Kernels {
         let (inner, cols) = b.shape();
         assert_eq!(a.cols, inner, "matmul: inner dimensions differ");
         assert_eq!((a.rows, cols), (c.rows, c.cols), "matmul: output shape");
-        assert!(
-            !(bias && splits > 1),
-            "matmul: the bias is added once, so not with split-K"
-        );
         let (b_rs, b_cs, b_source, index_offset) = match b {
             Operand::Matrix(l) => (l.rs, l.cs, 0, 0),
             Operand::Images { index_offset, .. } => (0, 0, 1, index_offset),

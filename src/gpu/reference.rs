@@ -9,7 +9,10 @@
 
 use crate::data::{CLASSES, PIXELS};
 use crate::error::{Error, Result};
-use crate::gpu::kernels::{column_chunks, Bound, Kernels, Operand, Recorder, Uniforms};
+use crate::gpu::kernels::{
+    column_chunks, forward_partial_floats, forward_splits_with, Bound, Kernels, Operand, Recorder,
+    Uniforms,
+};
 use crate::gpu::profile::Timing;
 use crate::gpu::shifted::{Copies, ShiftedImages, WarpBuffer};
 use crate::gpu::{Data, GpuContext, StepArgs};
@@ -34,6 +37,9 @@ struct LayerState {
     z: wgpu::Buffer,
     /// Z = W·A[l-1] + b
     forward: Bound,
+    /// With `--forward-split-k`: the same product's slices into the partials (the bias in
+    /// slice 0), and Z = their sum.
+    forward_split: Option<(Bound, Bound)>,
     /// A = g(Z), or softmax on the output layer
     activate: Bound,
     /// partials of dZ·A[l-1]ᵀ, then dW = 1/m · their sum
@@ -74,17 +80,23 @@ struct Scratch {
     da: wgpu::Buffer,
     /// The partial sums of the split-K products and the column sums (for the largest batch).
     partials: wgpu::Buffer,
+    /// `--forward-split-k` when the engine was built (what the partials are sized for).
+    forward_slices: Option<usize>,
 }
 
 impl Scratch {
     fn new(ctx: &GpuContext, model: &Model, cap: usize) -> Result<Scratch> {
+        let forward_slices = ctx.kernels.forward_split_k;
         let partial_floats = model
             .layers
             .iter()
             .map(|l| {
                 let splits = ctx.kernels.splits(l.outputs, l.inputs, cap) as usize;
                 let product = splits * l.outputs * l.inputs;
-                product.max(column_chunks(cap) as usize * l.outputs)
+                let forward = forward_partial_floats(l.outputs, l.inputs, cap, forward_slices);
+                product
+                    .max(forward)
+                    .max(column_chunks(cap) as usize * l.outputs)
             })
             .max()
             .unwrap_or(0)
@@ -93,6 +105,7 @@ impl Scratch {
             dummy: ctx.storage("unused binding", 4)?,
             da: ctx.storage("dA", 4 * (model.widest() * cap) as u64)?,
             partials: ctx.storage("partial sums", 4 * partial_floats as u64)?,
+            forward_slices,
         })
     }
 }
@@ -105,6 +118,8 @@ struct Shifted {
     /// The first layer's forward product and dW product, reading the shifted copies (through
     /// an index list 0, 1, 2, …) instead of the pool.
     forward: Bound,
+    /// With `--forward-split-k`, its slices into the partials (summed by layer 1's sum).
+    forward_split: Option<Bound>,
     dw_product: Bound,
 }
 
@@ -120,6 +135,8 @@ struct Warped {
 /// which recording writes.
 struct Network {
     activation: Activation,
+    /// `--forward-split-k` as the scratch was sized for it.
+    forward_slices: Option<usize>,
     optimizer: Optimizer,
     layers: Vec<LayerState>,
     output: Output,
@@ -153,6 +170,31 @@ impl Binder<'_> {
         self.ctx.storage(label, 4 * n as u64)
     }
 
+    /// A layer's forward product Z = W·A + b, and with `--forward-split-k` its slices into the
+    /// partials and their sum into Z. W: (outputs, inputs), A: (inputs, cap), b: (outputs),
+    /// Z: (outputs, cap).
+    fn forward(
+        &mut self,
+        w: &wgpu::Buffer,
+        input: &wgpu::Buffer,
+        b: &wgpu::Buffer,
+        z: &wgpu::Buffer,
+    ) -> (Bound, Option<(Bound, Bound)>) {
+        let (device, k, u) = (&self.ctx.device, &self.ctx.kernels, &mut *self.uniforms);
+        let Data {
+            images, indices, ..
+        } = self.data;
+        let partials = &self.scratch.partials;
+        let forward = k.matmul.bind(device, u, &[w, input, images, indices, b, z]);
+        let split = self.scratch.forward_slices.map(|_| {
+            let product = k
+                .matmul
+                .bind(device, u, &[w, input, images, indices, b, partials]);
+            (product, k.sum_partials.bind(device, u, &[partials, z]))
+        });
+        (forward, split)
+    }
+
     /// Layer `l`'s buffers and bound kernels; returns them, its A and its dZ. `input`: what
     /// the layer reads (A[l-1]; on the first layer a dummy, as it reads the images); `prev`:
     /// layer l-1 and its dZ, which the backward pass writes.
@@ -177,6 +219,7 @@ impl Binder<'_> {
         let z = self.floats(&name("Z"), outputs * self.cap)?;
         let a = self.floats(&name("A"), outputs * self.cap)?;
         let dz = self.floats(&name("dZ"), outputs * self.cap)?;
+        let (forward, forward_split) = self.forward(&w, input, &b, &z);
         let (device, k, u) = (&self.ctx.device, &self.ctx.kernels, &mut *self.uniforms);
         let Data {
             images, indices, ..
@@ -185,10 +228,8 @@ impl Binder<'_> {
             dummy,
             da,
             partials,
+            ..
         } = self.scratch;
-        let forward = k
-            .matmul
-            .bind(device, u, &[&w, input, images, indices, &b, &z]);
         let activate = if last {
             k.softmax.bind(device, u, &[&z, &a])
         } else {
@@ -219,6 +260,7 @@ impl Binder<'_> {
             state: Vec::new(),
             z,
             forward,
+            forward_split,
             activate,
             dw_product,
             dw_sum,
@@ -269,11 +311,11 @@ impl Reference {
             )));
         }
         let scratch = Scratch::new(ctx, model, capacity)?;
-        // One uniform slot per bind group: ten per layer (forward, activate, dw_product,
-        // dw_sum, db_columns, db_sum, the two of back, update_w, update_b), three for the
-        // output. Three more are kept for `--augment` (see `Shifted`), one for its warps
-        // (`Warped`).
-        let mut uniforms = Uniforms::new(&ctx.device, 10 * model.layers.len() as u64 + 7);
+        // One uniform slot per bind group: twelve per layer (forward, the two of
+        // forward_split, activate, dw_product, dw_sum, db_columns, db_sum, the two of back,
+        // update_w, update_b), three for the output. Four more are kept for `--augment` (see
+        // `Shifted`), one for its warps (`Warped`).
+        let mut uniforms = Uniforms::new(&ctx.device, 12 * model.layers.len() as u64 + 8);
         let mut binder = Binder {
             ctx,
             data,
@@ -301,6 +343,7 @@ impl Reference {
             capacity,
             net: Network {
                 activation: model.activation,
+                forward_slices: scratch.forward_slices,
                 optimizer: Optimizer::Sgd,
                 layers,
                 output,
@@ -331,7 +374,10 @@ impl Reference {
             images, indices, ..
         } = &self.data;
         let Scratch {
-            dummy, partials, ..
+            dummy,
+            partials,
+            forward_slices,
+            ..
         } = &self.scratch;
         let (shifted, shifts) = (&batch.images, &batch.shifts);
         let augment = k
@@ -343,6 +389,13 @@ impl Reference {
             u,
             &[&first.w, dummy, shifted, &identity, &first.b, &first.z],
         );
+        let forward_split = forward_slices.map(|_| {
+            k.matmul.bind(
+                device,
+                u,
+                &[&first.w, dummy, shifted, &identity, &first.b, partials],
+            )
+        });
         let dw_product = k.matmul.bind(
             device,
             u,
@@ -353,6 +406,7 @@ impl Reference {
             batch,
             augment,
             forward,
+            forward_split,
             dw_product,
         })
     }
@@ -590,21 +644,46 @@ impl Network {
         let last = self.layers.len() - 1;
         for (l, layer) in self.layers.iter().enumerate() {
             let (units, inputs) = (layer.outputs, layer.inputs);
-            let (bound, input) = match (l, images) {
-                (0, Images::Pool { first }) => (&layer.forward, Operand::images(first, m)),
-                (0, Images::Shifted(s)) => (&s.forward, Operand::images(0, m)),
-                _ => (
-                    &layer.forward,
-                    Operand::Matrix(Layout::col_major(inputs, m)),
-                ),
+            let input = match (l, images) {
+                (0, Images::Pool { first }) => Operand::images(first, m),
+                (0, Images::Shifted(_)) => Operand::images(0, m),
+                _ => Operand::Matrix(Layout::col_major(inputs, m)),
             };
-            let w = Layout::row_major(units, inputs);
-            k.matmul(rec, bound, w, input, Layout::col_major(units, m), true, 1);
+            let (w, z) = (
+                Layout::row_major(units, inputs),
+                Layout::col_major(units, m),
+            );
+            let splits = forward_splits_with(units, m, inputs, self.forward_slices);
+            match (
+                self.forward_bindings(layer, l, images),
+                &layer.forward_split,
+            ) {
+                // Split-K: the slices' sum, bias included (slice 0 adds it), into Z.
+                ((_, Some(product)), Some((_, sum))) if splits > 1 => {
+                    k.matmul(rec, product, w, input, z, true, splits);
+                    k.sum_partials(rec, sum, units * m, splits, 1.0);
+                }
+                ((bound, _), _) => k.matmul(rec, bound, w, input, z, true, 1),
+            }
             if l < last {
                 k.activation(rec, &layer.activate, units * m, self.activation);
             } else {
                 k.softmax(rec, &layer.activate, units, m);
             }
+        }
+    }
+
+    /// Layer `l`'s forward product's bindings for `images`: the whole product into Z, and
+    /// its split-K slices into the partials where `--forward-split-k` made them.
+    fn forward_bindings<'a>(
+        &self,
+        layer: &'a LayerState,
+        l: usize,
+        images: Images<'a>,
+    ) -> (&'a Bound, Option<&'a Bound>) {
+        match (l, images) {
+            (0, Images::Shifted(s)) => (&s.forward, s.forward_split.as_ref()),
+            _ => (&layer.forward, layer.forward_split.as_ref().map(|(p, _)| p)),
         }
     }
 

@@ -421,6 +421,7 @@ fn gpu_table_script_quick_writes_its_report_and_json() {
         ("--matmul coop --coop-tile f16", 96, 512),
         ("--split-k 264", 96, 512),
         ("--split-k 132", 96, 512),
+        ("--forward-split-k 4", 96, 512),
         ("--fused dw1-spread", 10, 512),
         ("--fused tree-sums", 10, 64),
         ("--block auto", 10, 64),

@@ -10,7 +10,8 @@ use crate::common::{assert_close, assert_close_scaled, random_bytes, random_floa
 use mnist_gpu::cpu::ops;
 use mnist_gpu::data::PIXELS;
 use mnist_gpu::gpu::kernels::{
-    matmul_is_tiled, splits_for, Bound, Kernel, Kernels, Operand, Recorder, Uniforms,
+    forward_partial_floats, forward_splits_with, matmul_is_tiled, splits_for, Bound, Kernel,
+    Kernels, Operand, Recorder, Uniforms,
 };
 use mnist_gpu::gpu::pipeline::ShaderChecks;
 use mnist_gpu::gpu::GpuContext;
@@ -249,6 +250,83 @@ fn matmul_w_a_plus_bias_on(ctx: &GpuContext) {
             1,
         );
     }
+}
+
+#[test]
+fn matmul_w_a_plus_bias_split_k() {
+    matmul_w_a_plus_bias_split_k_on(ctx());
+}
+
+fn matmul_w_a_plus_bias_split_k_on(ctx: &GpuContext) {
+    // `--forward-split-k`: Z (rows, cols) = W·A + b with the inner dimension in slices, the
+    // bias added by slice 0 only; A a matrix, then the images (784 pixels: slices start on a
+    // packed word). 7 slices of 63, each rounded up to the kernel's step (4 or 8), leave the last
+    // ones empty: they add nothing.
+    let sizes = [(7, 63, 65), (10, 130, 48), (129, 63, 1000), (130, 784, 129)];
+    assert_both_kernels("W·A + b, split-K", &sizes.map(|(r, _, c)| (r, c)));
+    for (seed, &(rows, inner, cols)) in sizes.iter().enumerate() {
+        let seed = seed as u64 + 300;
+        let w = random_floats(rows * inner, 1.0, seed);
+        let a = random_floats(inner * cols, 1.0, seed + 100);
+        let bias = random_floats(rows, 1.0, seed + 200);
+        for splits in [2, 3, 7] {
+            check_matmul(
+                ctx,
+                &format!("W·A + b {rows}x{inner}x{cols}, {splits} splits"),
+                &w,
+                Layout::row_major(rows, inner),
+                B::Matrix(a.clone(), Layout::col_major(inner, cols)),
+                Layout::col_major(rows, cols),
+                Some(&bias),
+                splits,
+            );
+        }
+    }
+    for &(units, m) in &[(10, 100), (130, 257)] {
+        let w = random_floats(units * PIXELS, 0.1, 17);
+        let bias = random_floats(units, 1.0, 18);
+        for splits in [3, 4] {
+            check_matmul(
+                ctx,
+                &format!("W·X + b {units}x{m}, {splits} splits"),
+                &w,
+                Layout::row_major(units, PIXELS),
+                image_operand(m, false, 19),
+                Layout::col_major(units, m),
+                Some(&bias),
+                splits,
+            );
+        }
+    }
+}
+
+#[test]
+fn forward_split_k_slices_fit_the_scratch_sized_for_the_largest_batch() {
+    // The reference path sizes its partials for the forward products' slices at its largest
+    // batch (`forward_partial_floats`): every smaller batch's slices must fit too; by default
+    // nothing is split.
+    for (rows, inner) in [(10, 784), (10, 130), (130, 784), (512, 784), (512, 512)] {
+        for slices in [None, Some(1), Some(4), Some(100)] {
+            for cap in [48, 1200, 8192, 60_000] {
+                let room = forward_partial_floats(rows, inner, cap, slices);
+                for m in (1..=cap).step_by(97).chain([cap]) {
+                    let splits = forward_splits_with(rows, m, inner, slices) as usize;
+                    assert!(
+                        splits == 1 || splits * rows * m <= room,
+                        "({rows}, {inner}) at {slices:?}: {splits} slices at batch {m} \
+                         pass the {room} floats sized for {cap}"
+                    );
+                }
+            }
+            assert_eq!(forward_splits_with(rows, 1024, inner, None), 1);
+        }
+    }
+    assert_eq!(forward_splits_with(512, 1024, 784, Some(4)), 4);
+    assert_eq!(
+        forward_splits_with(512, 8192, 784, Some(4)),
+        1,
+        "16 MiB of slices"
+    );
 }
 
 #[test]
@@ -897,7 +975,7 @@ fn split_k_slices_fit_the_scratch_sized_for_the_largest_batch() {
     }
 }
 
-/// `--matmul coop`: where the adapter has cooperative matrices, the five matmul tests above on
+/// `--matmul coop`: where the adapter has cooperative matrices, the six matmul tests above on
 /// its kernels (the wide products on the cooperative kernel, with split-K; the narrow ones
 /// still on the plain kernel) against f64 within the bound `check_matmul` states. Where it has
 /// none (the lavapipe of CI), the plain kernels are what runs, and the test says the
@@ -910,6 +988,7 @@ fn matmul_coop_where_the_adapter_has_cooperative_matrices() {
     matmul_w_a_plus_bias_on(&ctx);
     matmul_wt_dz_on(&ctx);
     matmul_dz_at_split_k_on(&ctx);
+    matmul_w_a_plus_bias_split_k_on(&ctx);
     matmul_w_x_from_image_bytes_on(&ctx);
     matmul_dz_xt_from_image_bytes_split_k_on(&ctx);
 }
@@ -924,6 +1003,7 @@ fn every_kernel_with_shader_checks_on() {
         matmul_w_a_plus_bias();
         matmul_wt_dz();
         matmul_dz_at_split_k();
+        matmul_w_a_plus_bias_split_k();
         matmul_w_x_from_image_bytes();
         matmul_dz_xt_from_image_bytes_split_k();
         activation_relu_and_elu();
@@ -939,6 +1019,7 @@ fn every_kernel_with_shader_checks_on() {
         adam_update_with_bias_correction();
         augment_shifts_images_as_bytes();
         split_k_slices_fit_the_scratch_sized_for_the_largest_batch();
+        forward_split_k_slices_fit_the_scratch_sized_for_the_largest_batch();
         assert_eq!(ctx().shader_checks, ShaderChecks::On);
     });
     assert_eq!(ctx().shader_checks, common::shader_checks());

@@ -284,6 +284,38 @@ fn wide_layer_with_split_k_for_whole_waves() {
     }
 }
 
+/// `--forward-split-k`: the wide layer's forward products (W1·X over 784 pixels, W2·A1 over
+/// 130 units) as split-K, the bias added by slice 0 only, full batch and mini-batches of 128
+/// (the short last batch of 48 on the narrow kernel); and a second wide layer, whose product
+/// reads A1 rather than the images. 3 slices of 784 are uneven (264, 264, 256).
+#[test]
+fn wide_layers_with_forward_split_k() {
+    let cases: [(&[usize], Option<usize>, usize); 3] = [
+        (&[130], None, 3),
+        (&[130], Some(128), 4),
+        (&[130, 130], Some(128), 5),
+    ];
+    for (hidden, batch, slices) in cases {
+        let mut ctx = common::gpu();
+        assert_eq!(ctx.kernels.forward_splits(130, 1200, 784), 1, "default");
+        ctx.kernels.forward_split_k = Some(slices);
+        let m = batch.unwrap_or(1200);
+        assert_eq!(ctx.kernels.forward_splits(130, m, 784) as usize, slices);
+        assert_eq!(ctx.kernels.forward_splits(10, 48, 130) as usize, slices);
+        let adam = Optimizer::with_defaults(OptimizerKind::Adam);
+        check_parity_on(
+            &Arc::new(ctx),
+            hidden,
+            Activation::Relu,
+            batch,
+            12,
+            adam,
+            StepPath::Reference,
+            FLOAT32,
+        );
+    }
+}
+
 /// `--matmul coop`: the same wide layer with its products (W1·X, dZ1·Xᵀ) on the adapter's
 /// cooperative matrices, inputs rounded to 10 bits of mantissa (f16 or TF32), sums in f32.
 /// Where the adapter has none (the lavapipe of CI), the plain kernels are what runs, and the
