@@ -14,8 +14,8 @@ use crate::common::{self, assert_models_close, random_bytes};
 use mnist_gpu::augment::{draw_warps, Affine, Augment, Distortion, Warps};
 use mnist_gpu::backend::{Backend, StepPath};
 use mnist_gpu::cpu::{ops, CpuBackend};
-use mnist_gpu::data::pool::{Shift, Split};
-use mnist_gpu::data::{self, IMAGE_SIDE, PIXELS};
+use mnist_gpu::data::pool::Shift;
+use mnist_gpu::data::{IMAGE_SIDE, PIXELS};
 use mnist_gpu::gpu::kernels::{Recorder, Uniforms};
 use mnist_gpu::gpu::shifted::WarpBuffer;
 use mnist_gpu::gpu::{GpuBackend, GpuContext};
@@ -239,20 +239,6 @@ fn the_warp_kernel_matches_its_twin_and_the_math() {
     }
 }
 
-fn small_split() -> Split {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("data/mnist");
-    let train = data::load(&dir.join("train-10k-images-idx3-ubyte.gz")).unwrap();
-    let test = data::load(&dir.join("t10k-images-idx3-ubyte.gz")).unwrap();
-    let first = |n: usize| (0..n).collect::<Vec<_>>();
-    Split::new(
-        &train.subset(&first(1500)),
-        Some(&test.subset(&first(500))),
-        300,
-        7,
-    )
-    .unwrap()
-}
-
 /// The training loop with affine and elastic warps on the CPU and both GPU paths: the same
 /// seeded warps, so the same batch losses (within the parity tolerances of parity.rs) and the
 /// same final parameters; the warps matter (without them the run ends elsewhere).
@@ -260,7 +246,7 @@ fn small_split() -> Split {
 fn warped_training_matches_on_both_backends() {
     use mnist_gpu::train::{self, Schedule};
     let ctx = Arc::new(common::gpu());
-    let split = small_split();
+    let split = common::small_split();
     let model = Model::new(&[20], Activation::Relu, Init::He, 4).unwrap();
     for augment in [
         Augment::Affine(Distortion::default()),
@@ -422,7 +408,7 @@ fn warped_runs_repeat_and_resume_exactly() {
 fn warped_steps_without_reads_between_match_the_cpu() {
     use mnist_gpu::data::pool::{draw_shifts, List};
     let ctx = Arc::new(common::gpu());
-    let split = small_split();
+    let split = common::small_split();
     let model = Model::new(&[20], Activation::Relu, Init::He, 5).unwrap();
     let capacity = 100;
     let sizes = split.sizes();

@@ -10,28 +10,12 @@ use std::sync::Arc;
 use mnist_gpu::augment::Augment;
 use mnist_gpu::backend::{Backend, BatchStats, StepPath};
 use mnist_gpu::cpu::CpuBackend;
-use mnist_gpu::data;
 use mnist_gpu::data::pool::List;
 use mnist_gpu::data::pool::Split;
 use mnist_gpu::gpu::pipeline::ShaderChecks;
 use mnist_gpu::gpu::{GpuBackend, GpuContext};
 use mnist_gpu::model::{argmax_columns, Activation, Init, Model};
 use mnist_gpu::optimizer::{Optimizer, OptimizerKind};
-
-/// 1,500 real training digits (300 held out as dev) and 500 test digits.
-fn small_split() -> Split {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("data/mnist");
-    let train = data::load(&dir.join("train-10k-images-idx3-ubyte.gz")).unwrap();
-    let test = data::load(&dir.join("t10k-images-idx3-ubyte.gz")).unwrap();
-    let first = |n: usize| (0..n).collect::<Vec<_>>();
-    Split::new(
-        &train.subset(&first(1500)),
-        Some(&test.subset(&first(500))),
-        300,
-        7,
-    )
-    .unwrap()
-}
 
 /// Parameters agree within `atol + rtol·|cpu|`, element by element.
 fn assert_models_close(step: usize, gpu: &Model, cpu: &Model, atol: f64, rtol: f64) {
@@ -114,7 +98,7 @@ fn check_parity_on(
     path: StepPath,
     tol: Tolerance,
 ) {
-    let split = small_split();
+    let split = common::small_split();
     let model = Model::new(hidden, activation, Init::He, 3).unwrap();
     let n = split.train.len();
     let capacity = batch.unwrap_or(n);
@@ -360,7 +344,7 @@ fn augmented_training_matches() {
 
 fn augmented_training_matches_on(path: StepPath) {
     use mnist_gpu::train::{self, Schedule};
-    let split = small_split();
+    let split = common::small_split();
     let model = Model::new(&[20], Activation::Relu, Init::He, 4).unwrap();
     let schedule = Schedule {
         batch_size: Some(100),
@@ -424,7 +408,7 @@ fn with_shader_checks_on() {
 /// while one is on its way gives that one's steps first.
 #[test]
 fn stats_read_without_waiting_match_the_waiting_read() {
-    let split = small_split();
+    let split = common::small_split();
     let model = Model::new(&[12], Activation::Relu, Init::He, 5).unwrap();
     for path in [StepPath::Fused, StepPath::Reference] {
         let mut backends: Vec<GpuBackend> = (0..3)
@@ -495,7 +479,7 @@ fn stats_read_without_waiting_match_the_waiting_read() {
 #[test]
 fn checks_between_progress_lines_change_nothing() {
     use mnist_gpu::train::{self, Schedule};
-    let split = small_split();
+    let split = common::small_split();
     let model = Model::new(&[10], Activation::Relu, Init::He, 6).unwrap();
     // 1,200 samples in batches of 4: 300 steps an epoch, checks at steps 200, 400, 600.
     let schedule = Schedule {

@@ -247,3 +247,18 @@ pub fn tell(line: &str) {
     use std::io::Write;
     let _ = writeln!(std::io::stderr(), "{line}");
 }
+
+/// 1,500 real training digits (300 held out as dev) and 500 test digits.
+pub fn small_split() -> mnist_gpu::data::pool::Split {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("data/mnist");
+    let train = mnist_gpu::data::load(&dir.join("train-10k-images-idx3-ubyte.gz")).unwrap();
+    let test = mnist_gpu::data::load(&dir.join("t10k-images-idx3-ubyte.gz")).unwrap();
+    let first = |n: usize| (0..n).collect::<Vec<_>>();
+    mnist_gpu::data::pool::Split::new(
+        &train.subset(&first(1500)),
+        Some(&test.subset(&first(500))),
+        300,
+        7,
+    )
+    .unwrap()
+}
