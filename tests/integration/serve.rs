@@ -16,7 +16,9 @@ use mnist_gpu::cpu::CpuBackend;
 use mnist_gpu::data::{EMBEDDED_TEST, PIXELS};
 use serde_json::json;
 
-use crate::common::browser::{base64_decode, http, json_of, response, serve, Browser};
+use crate::common::browser::{
+    base64_decode, http, json_of, response, serve, serve_with_env, Browser,
+};
 use crate::common::output::run_in;
 
 /// A model file, trained once per test process with `args` (in a directory kept for the run).
@@ -478,4 +480,98 @@ fn eval_defaults_to_the_embedded_digits_and_names_the_confusion_as_the_api() {
     let c = json_of(&body);
     assert_eq!(c["confusion"], report["confusion"], "{body}");
     assert_eq!(c["matrix"], c["confusion"]);
+}
+
+/// The Train panel's requests: a body of the wrong shape, a network the page cannot run, a
+/// run too long to count, a step past the run's end or too far to replay, and a checkpoint of
+/// a shape the page cannot run are each refused at once with one line, before any work (a far
+/// step used to replay the run for minutes), and nothing refused is kept: the next checkpoint
+/// opened is the first.
+#[test]
+fn bad_train_requests_are_refused_at_once_and_the_server_serves_on() {
+    let (_server, address) = serve_with_env(None, &[], &[]);
+    let full = |extra: serde_json::Value| {
+        let mut request = json!({"options": {"hidden": [32], "iterations": 100}, "steps": 1});
+        for (key, value) in extra.as_object().unwrap() {
+            request[key] = value.clone();
+        }
+        request
+    };
+    let far = json!({"options": {"hidden": [32], "iterations": 100_000_000, "augment": true}});
+    let cases = [
+        (
+            "/api/train/plan",
+            json!([1, 2]),
+            "the body: expected a JSON object",
+        ),
+        (
+            "/api/checkpoint",
+            json!("x"),
+            "the body: expected a JSON object",
+        ),
+        (
+            "/api/train/plan",
+            json!({"options": {"hidden": [300_000]}}),
+            "options: hidden [300000]: the page's fused step covers",
+        ),
+        (
+            "/api/train/plan",
+            json!({"options": {"hidden": [32], "batch_size": 10, "epochs": u64::MAX}}),
+            "epochs of 900 steps are too many",
+        ),
+        (
+            "/api/train/plan",
+            full(json!({"from": u64::MAX})),
+            "from: step 18446744073709551615 is past the run's end (100 steps)",
+        ),
+        (
+            "/api/checkpoint",
+            full(json!({"step": 101})),
+            "step: step 101 is past the run's end (100 steps)",
+        ),
+        (
+            "/api/train/plan",
+            json!({"options": far["options"], "from": 1_000_000}),
+            "a request replays at most",
+        ),
+        (
+            "/api/checkpoint",
+            json!({"options": far["options"], "step": 1_000_000}),
+            "a request replays at most",
+        ),
+    ];
+    for (path, request, says) in cases {
+        let started = std::time::Instant::now();
+        let (status, body) = http(address, "POST", path, request.to_string().as_bytes());
+        let head: String = body.chars().take(300).collect();
+        assert_eq!(status, 400, "{path} {request}: {head}");
+        let error = json_of(&body)["error"].as_str().unwrap().to_string();
+        assert!(error.contains(says) && !error.contains('\n'), "{error}");
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "{path} {request}: slow"
+        );
+        let (status, _) = http(address, "GET", "/api/shaders", b"");
+        assert_eq!(status, 200);
+    }
+    // A checkpoint of 784-100-10 is refused, and not kept: the next one opened is id 0.
+    let dir = tempfile::tempdir().unwrap();
+    for (name, hidden) in [("wide.safetensors", "100"), ("narrow.safetensors", "10")] {
+        let args = ["--backend", "cpu", "--hidden", hidden, "--iterations", "1"];
+        let out = run_in(dir.path(), &[&args[..], &["--checkpoint", name]].concat());
+        assert!(out.status.success(), "{}", common::output::describe(&out));
+    }
+    let open = |name: &str| {
+        let bytes = std::fs::read(dir.path().join(name)).unwrap();
+        http(address, "POST", "/api/checkpoint/open", &bytes)
+    };
+    let (status, body) = open("wide.safetensors");
+    assert_eq!(status, 400, "{body}");
+    assert!(json_of(&body)["error"]
+        .as_str()
+        .unwrap()
+        .contains("64 units"));
+    let (status, body) = open("narrow.safetensors");
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(json_of(&body)["id"], json!(0));
 }

@@ -30,7 +30,7 @@ use mnist_gpu::backend::BatchStats;
 use mnist_gpu::checkpoint::{self, Checkpoint, Checkpointing};
 use mnist_gpu::data::pool::{List, Split};
 use mnist_gpu::error::{config, Result};
-use mnist_gpu::gpu::fused::ParamLayout;
+use mnist_gpu::gpu::fused::{ParamLayout, MAX_HIDDEN};
 use mnist_gpu::gpu::plan::{PlanBackend, Setup, Span};
 use mnist_gpu::gpu::shaders::SHADERS;
 use mnist_gpu::model::{Init, Model};
@@ -46,6 +46,15 @@ const MAX_PLAN_STEPS: usize = 2048;
 /// floats, about 16 KB of JSON, so 512 steps of 64 would be half a gigabyte. (A step larger
 /// than this still gets a plan of its own.)
 const MAX_ELASTIC_PLAN_IMAGES: usize = 2048;
+/// The most steps, and images gone through in them, a plan or checkpoint request replays to
+/// reach its step: each request drives the loop again from the run's start (the server keeps
+/// no run). The images are the batches' where the run augments (each image is shifted or
+/// warped, about 15 ns an image on one core) and the dev list's at every progress point (the
+/// loop scores its placeholder logits, about 125 ns an image), so these bound one request to
+/// seconds, where a far step of a long run held a thread for minutes. A page's run of 30
+/// epochs of 60,000 images, or of 1,000 full-batch iterations with --augment, fits.
+const MAX_REPLAYED_STEPS: usize = 1 << 22;
+const MAX_REPLAYED_IMAGES: usize = 1 << 26;
 
 pub async fn worker() -> impl IntoResponse {
     (
@@ -162,6 +171,11 @@ impl PageRun {
     /// The run `request` describes: `options` over `mnist-gpu train`'s defaults, or `resume`
     /// (a checkpoint's id) with only its length changed by `options`.
     pub(super) fn of(app: &App, request: &Value) -> Result<PageRun> {
+        if !request.is_object() {
+            return config(
+                "the body: expected a JSON object such as {\"options\": {\"hidden\": [32]}}",
+            );
+        }
         let resumed = match &request["resume"] {
             Value::Null => None,
             id => {
@@ -173,6 +187,11 @@ impl PageRun {
                 }
             }
         };
+        PageRun::with(app, request, resumed)
+    }
+
+    /// `of`, resuming `resumed` (if any).
+    fn with(app: &App, request: &Value, resumed: Option<Checkpoint>) -> Result<PageRun> {
         let given = if request["options"].is_null() {
             json!({})
         } else {
@@ -196,6 +215,16 @@ impl PageRun {
             // As `mnist-gpu train`: a progress point once an epoch, or every 50 steps.
             let n = split.train.len();
             options.log_every = options.batch_size.map_or(50, |b| n.div_ceil(b.clamp(1, n)));
+        }
+        let hidden = &options.hidden;
+        if resumed.is_none()
+            && (!(1..=2).contains(&hidden.len()) || hidden.iter().any(|&h| h > MAX_HIDDEN))
+        {
+            // Refused before its weights are allocated (up to a gigabyte).
+            return config(format!(
+                "options: hidden {hidden:?}: the page's fused step covers one or two hidden \
+                 layers of at most {MAX_HIDDEN} units"
+            ));
         }
         let model = match &resumed {
             Some(c) => c.model.clone(),
@@ -227,6 +256,48 @@ impl PageRun {
         train::plan(&Schedule::of(&self.options), self.split.train.len())
     }
 
+    /// The run's steps in all; refused where they overflow.
+    fn total(&self) -> Result<usize> {
+        let (epochs, steps_per_epoch) = self.plan();
+        epochs.checked_mul(steps_per_epoch).map_or_else(
+            || {
+                config(format!(
+                    "options: {epochs} epochs of {steps_per_epoch} steps are too many"
+                ))
+            },
+            Ok,
+        )
+    }
+
+    /// Refuses (naming `key`) a step `end` past the run's end, or further from its start
+    /// than a request replays (`MAX_REPLAYED_STEPS`, `MAX_REPLAYED_IMAGES`).
+    fn check_reach(&self, key: &str, end: usize) -> Result<()> {
+        let n = self.split.train.len();
+        let schedule = Schedule::of(&self.options);
+        schedule.validate(n)?;
+        let total = self.total()?;
+        if end > total {
+            return config(format!(
+                "{key}: step {end} is past the run's end ({total} steps)"
+            ));
+        }
+        let steps = end.saturating_sub(self.start());
+        let scored = (steps / self.options.log_every.max(1)).saturating_mul(self.split.dev.len());
+        let augmented = match self.options.augment {
+            Augment::Off => 0,
+            _ => schedule.capacity(n),
+        };
+        let images = steps.saturating_mul(augmented).saturating_add(scored);
+        if steps > MAX_REPLAYED_STEPS || images > MAX_REPLAYED_IMAGES {
+            return config(format!(
+                "{key}: step {end} is {steps} steps from the run's start, {images} images \
+                 augmented or scored on the dev list on the way; a request replays at most \
+                 {MAX_REPLAYED_STEPS} steps and {MAX_REPLAYED_IMAGES} images"
+            ));
+        }
+        Ok(())
+    }
+
     /// The plan's backend, keeping the commands of steps `keep`, on an adapter with
     /// `storage` bytes of workgroup memory.
     fn backend(
@@ -237,7 +308,6 @@ impl PageRun {
         let schedule = Schedule::of(&self.options);
         let n = self.split.train.len();
         schedule.validate(n)?;
-        let (epochs, steps_per_epoch) = self.plan();
         let setup = Setup::new(
             &self.model,
             schedule.capacity(n),
@@ -249,7 +319,7 @@ impl PageRun {
         let span = Span {
             start: self.start(),
             log_every: self.options.log_every,
-            total_steps: epochs * steps_per_epoch,
+            total_steps: self.total()?,
             keep,
         };
         let backend = PlanBackend::new(
@@ -311,14 +381,15 @@ fn plan_of(app: &App, request: &Value) -> Result<Value> {
         }
     };
     let from = number("from", run.start())?.max(run.start());
+    run.check_reach("from", from)?;
     let mut steps = number("steps", 256)?.clamp(1, MAX_PLAN_STEPS);
     if matches!(run.options.augment, Augment::Elastic(_)) {
         let batch = Schedule::of(&run.options).capacity(run.split.train.len());
         steps = steps.min((MAX_ELASTIC_PLAN_IMAGES / batch).max(1));
     }
     let storage = number("workgroup_storage", 16384)?;
-    let (epochs, steps_per_epoch) = run.plan();
-    let total = epochs * steps_per_epoch;
+    let (_, steps_per_epoch) = run.plan();
+    let total = run.total()?;
     let (mut backend, described) = run.backend(from..(from + steps).min(total), storage)?;
     run.drive(&mut backend, from + steps, None)?;
     backend.flush();
@@ -376,6 +447,7 @@ fn checkpoint_of(app: &App, request: &Value) -> Result<Vec<u8>> {
     if step <= run.start() {
         return config("step: the page's run has no progress point yet to save");
     }
+    run.check_reach("step", step)?;
     let floats = |key: &str| -> Result<Vec<f32>> {
         let values = request[key].as_array().map(Vec::as_slice).unwrap_or(&[]);
         values
@@ -510,12 +582,11 @@ fn opened(app: &App, bytes: &[u8]) -> Result<Value> {
     }
     let options = c.options.clone();
     let step = c.state.step;
-    let mut opened = app.checkpoints.lock().unwrap_or_else(|p| p.into_inner());
-    opened.push(c);
-    let id = opened.len() - 1;
-    drop(opened);
-    // The shape and the data must suit the page: the plan says why not.
-    let run = PageRun::of(app, &json!({"resume": id}))?;
+    // The shape and the data must suit the page (the plan says why not), before it is kept.
+    let run = PageRun::with(app, &json!({}), Some(c))?;
     run.backend(0..0, 1 << 20)?;
+    let mut opened = app.checkpoints.lock().unwrap_or_else(|p| p.into_inner());
+    opened.extend(run.resumed);
+    let id = opened.len() - 1;
     Ok(json!({"id": id, "options": options, "step": step}))
 }
