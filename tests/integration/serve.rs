@@ -530,6 +530,16 @@ fn bad_train_requests_are_refused_at_once_and_the_server_serves_on() {
             "step: step 101 is past the run's end (100 steps)",
         ),
         (
+            "/api/checkpoint",
+            full(json!({"step": 50, "history": [{"step": 51, "loss": 1.0}]})),
+            "history[0]: expected a progress point {\"step\": 1 to 50",
+        ),
+        (
+            "/api/checkpoint",
+            full(json!({"step": 50, "history": "x"})),
+            "history: expected a list",
+        ),
+        (
             "/api/train/plan",
             json!({"options": far["options"], "from": 1_000_000}),
             "a request replays at most",

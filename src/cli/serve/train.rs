@@ -448,6 +448,7 @@ fn checkpoint_of(app: &App, request: &Value) -> Result<Vec<u8>> {
         return config("step: the page's run has no progress point yet to save");
     }
     run.check_reach("step", step)?;
+    let history = page_history(&request["history"], step)?;
     let floats = |key: &str| -> Result<Vec<f32>> {
         let values = request[key].as_array().map(Vec::as_slice).unwrap_or(&[]);
         values
@@ -486,7 +487,9 @@ fn checkpoint_of(app: &App, request: &Value) -> Result<Vec<u8>> {
         return config(format!("step: {step} is past the run's end"));
     };
     state.history.retain(|p| p.step <= run.start());
-    state.history.extend(page_history(&request["history"]));
+    state
+        .history
+        .extend(page_history(&request["history"], step)?);
     backend.hold(model, tensors);
     let dir = tempfile::tempdir()
         .map_err(|e| mnist_gpu::error::Error::Config(format!("no temporary directory: {e}")))?;
@@ -504,27 +507,39 @@ fn checkpoint_of(app: &App, request: &Value) -> Result<Vec<u8>> {
         .map_err(|e| mnist_gpu::error::Error::Config(format!("reading the checkpoint back: {e}")))
 }
 
-/// The page's progress points, as the loop's progress lines.
-fn page_history(history: &Value) -> Vec<train::Progress> {
-    let rows = history.as_array().map(Vec::as_slice).unwrap_or(&[]);
-    rows.iter()
-        .map(|p| {
-            let f = |key: &str| p[key].as_f64();
-            train::Progress {
-                step: f("step").unwrap_or(0.0) as usize,
-                steps: f("steps").unwrap_or(0.0) as usize,
-                epoch: f("epoch").map(|e| e as usize),
-                batch: BatchStats {
-                    loss: f("loss").unwrap_or(f64::NAN),
-                    accuracy: f("accuracy").unwrap_or(f64::NAN),
-                },
-                dev_accuracy: f("dev_accuracy"),
-                dev_loss: f("dev_loss"),
-                alpha: f("alpha").unwrap_or(f64::NAN) as f32,
-                samples_per_second: f("samples_per_second").unwrap_or(0.0),
-            }
-        })
-        .collect()
+/// The page's progress points, as the loop's progress lines; refused where one is not an
+/// object whose `step` is a step of the run up to `last` (the checkpoint's), so the file holds
+/// no progress after its own step. Numbers the page lacks (null) are NaN.
+fn page_history(history: &Value, last: usize) -> Result<Vec<train::Progress>> {
+    let rows = match history {
+        Value::Null => &[][..],
+        Value::Array(rows) => &rows[..],
+        _ => return config("history: expected a list of progress points"),
+    };
+    let mut points = Vec::with_capacity(rows.len());
+    for (i, p) in rows.iter().enumerate() {
+        let step = p["step"].as_u64().map(|s| s as usize);
+        let Some(step) = step.filter(|s| (1..=last).contains(s)) else {
+            return config(format!(
+                "history[{i}]: expected a progress point {{\"step\": 1 to {last}, …}}, got {p}"
+            ));
+        };
+        let f = |key: &str| p[key].as_f64();
+        points.push(train::Progress {
+            step,
+            steps: f("steps").unwrap_or(0.0) as usize,
+            epoch: f("epoch").map(|e| e as usize),
+            batch: BatchStats {
+                loss: f("loss").unwrap_or(f64::NAN),
+                accuracy: f("accuracy").unwrap_or(f64::NAN),
+            },
+            dev_accuracy: f("dev_accuracy"),
+            dev_loss: f("dev_loss"),
+            alpha: f("alpha").unwrap_or(f64::NAN) as f32,
+            samples_per_second: f("samples_per_second").unwrap_or(0.0),
+        });
+    }
+    Ok(points)
 }
 
 pub async fn checkpoint(State(app): State<Arc<App>>, headers: HeaderMap, body: Body) -> Response {
