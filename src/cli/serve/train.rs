@@ -448,6 +448,7 @@ fn checkpoint_of(app: &App, request: &Value) -> Result<Vec<u8>> {
         return config("step: the page's run has no progress point yet to save");
     }
     run.check_reach("step", step)?;
+    // Checked before any work; added to the loop's own points below.
     let history = page_history(&request["history"], step)?;
     let floats = |key: &str| -> Result<Vec<f32>> {
         let values = request[key].as_array().map(Vec::as_slice).unwrap_or(&[]);
@@ -487,9 +488,7 @@ fn checkpoint_of(app: &App, request: &Value) -> Result<Vec<u8>> {
         return config(format!("step: {step} is past the run's end"));
     };
     state.history.retain(|p| p.step <= run.start());
-    state
-        .history
-        .extend(page_history(&request["history"], step)?);
+    state.history.extend(history);
     backend.hold(model, tensors);
     let dir = tempfile::tempdir()
         .map_err(|e| mnist_gpu::error::Error::Config(format!("no temporary directory: {e}")))?;
