@@ -535,7 +535,56 @@ pub struct Fused {
     timings: Vec<Timing>,
 }
 
-/// The bindings of `gradients` and `logits` (0–7), of `update` (0, 8–11), and of `augment`.
+/// How a kernel of the fused step reads one of its bindings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Access {
+    /// The step's uniform slot, picked by a dynamic offset (binding 0 of every layout).
+    Slot,
+    Uniform,
+    Read,
+    Write,
+}
+
+impl Access {
+    /// The name the page's worker knows it by (`plan.rs`).
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Access::Slot => "slot",
+            Access::Uniform => "uniform",
+            Access::Read => "read",
+            Access::Write => "write",
+        }
+    }
+}
+
+/// The bindings of `gradients` and `logits`, of `update`, and of `augment` (and `warp`): one
+/// table, from which both this engine's layouts and the page's (`plan.rs`) are made.
+pub(crate) const FORWARD_BINDINGS: [(u32, Access); 8] = [
+    (0, Access::Slot),
+    (1, Access::Read),    // images
+    (2, Access::Read),    // index lists
+    (3, Access::Read),    // labels
+    (4, Access::Read),    // parameters
+    (5, Access::Uniform), // parameters' uniform view
+    (6, Access::Write),   // partial slices
+    (7, Access::Write),   // logits
+];
+pub(crate) const UPDATE_BINDINGS: [(u32, Access); 5] = [
+    (0, Access::Slot),
+    (8, Access::Write),  // parameters
+    (9, Access::Read),   // partial slices
+    (10, Access::Write), // optimizer state
+    (11, Access::Write), // history
+];
+pub(crate) const AUGMENT_BINDINGS: [(u32, Access); 5] = [
+    (0, Access::Slot),
+    (1, Access::Read),  // images
+    (2, Access::Read),  // index lists
+    (3, Access::Read),  // shifts (warp: the warps)
+    (4, Access::Write), // shifted (warped) copies
+];
+
+/// The layouts of `FORWARD_BINDINGS`, `UPDATE_BINDINGS` and `AUGMENT_BINDINGS`.
 struct Layouts {
     forward: wgpu::BindGroupLayout,
     update: wgpu::BindGroupLayout,
@@ -545,47 +594,22 @@ struct Layouts {
 impl Layouts {
     fn new(device: &wgpu::Device) -> Layouts {
         use wgpu::BufferBindingType::{Storage, Uniform};
-        let read = |binding| buffer_entry(binding, Storage { read_only: true }, false);
-        let write = |binding| buffer_entry(binding, Storage { read_only: false }, false);
-        // Binding 0 is the step's slot, picked by a dynamic offset.
-        let slot = buffer_entry(0, Uniform, true);
+        let layout = |label: &str, bindings: &[(u32, Access)]| {
+            let entries: Vec<_> = bindings
+                .iter()
+                .map(|&(binding, access)| match access {
+                    Access::Slot => buffer_entry(binding, Uniform, true),
+                    Access::Uniform => buffer_entry(binding, Uniform, false),
+                    Access::Read => buffer_entry(binding, Storage { read_only: true }, false),
+                    Access::Write => buffer_entry(binding, Storage { read_only: false }, false),
+                })
+                .collect();
+            bind_group_layout(device, label, &entries)
+        };
         Layouts {
-            forward: bind_group_layout(
-                device,
-                "fused gradients and logits",
-                &[
-                    slot,
-                    read(1),                         // images
-                    read(2),                         // index lists
-                    read(3),                         // labels
-                    read(4),                         // parameters
-                    buffer_entry(5, Uniform, false), // parameters' uniform view
-                    write(6),                        // partial slices
-                    write(7),                        // logits
-                ],
-            ),
-            update: bind_group_layout(
-                device,
-                "fused update",
-                &[
-                    slot,
-                    write(8),  // parameters
-                    read(9),   // partial slices
-                    write(10), // optimizer state
-                    write(11), // history
-                ],
-            ),
-            augment: bind_group_layout(
-                device,
-                "augment (fused step)",
-                &[
-                    slot,
-                    read(1),  // images
-                    read(2),  // index lists
-                    read(3),  // shifts
-                    write(4), // shifted copies
-                ],
-            ),
+            forward: layout("fused gradients and logits", &FORWARD_BINDINGS),
+            update: layout("fused update", &UPDATE_BINDINGS),
+            augment: layout("augment (fused step)", &AUGMENT_BINDINGS),
         }
     }
 }

@@ -24,7 +24,8 @@ use crate::backend::{BatchStats, StepPath, STATS_KEPT};
 use crate::data::pool::{List, ListSizes, Shift};
 use crate::data::{CLASSES, PIXELS};
 use crate::error::{config, Result};
-use crate::gpu::fused::{self, warp_regions, ParamLayout, Step, Tiling};
+use crate::gpu::fused::{self, warp_regions, Access, ParamLayout, Step, Tiling};
+use crate::gpu::fused::{AUGMENT_BINDINGS, FORWARD_BINDINGS, UPDATE_BINDINGS};
 use crate::gpu::fused::{SHIFTS_PER_SUBMIT, SLOTS, SLOT_BYTES, UNIFORM_BYTES};
 use crate::gpu::kernels::grid;
 use crate::gpu::shaders::{self, ACTIVATION_CODES, OPTIMIZER_CODES};
@@ -136,10 +137,9 @@ impl Setup {
                 "warps": 4 * self.warp_region_floats() * self.warp_regions,
             },
             "layouts": {
-                "forward": [[0, "slot"], [1, "read"], [2, "read"], [3, "read"], [4, "read"],
-                            [5, "uniform"], [6, "write"], [7, "write"]],
-                "update": [[0, "slot"], [8, "write"], [9, "read"], [10, "write"], [11, "write"]],
-                "augment": [[0, "slot"], [1, "read"], [2, "read"], [3, "read"], [4, "write"]],
+                "forward": layout_entries(&FORWARD_BINDINGS),
+                "update": layout_entries(&UPDATE_BINDINGS),
+                "augment": layout_entries(&AUGMENT_BINDINGS),
             },
             "groups": {
                 "pool": {"layout": "forward", "entries": forward_entries("images")},
@@ -178,6 +178,14 @@ fn slot_words(step: Step) -> Vec<u32> {
     bytemuck::cast_slice_mut::<u32, u8>(&mut words)[..std::mem::size_of::<Step>()]
         .copy_from_slice(bytemuck::bytes_of(&step));
     words
+}
+
+/// A layout as the page builds it: (binding, how it is read) per entry, from `fused.rs`'s table.
+fn layout_entries(bindings: &[(u32, Access)]) -> Value {
+    bindings
+        .iter()
+        .map(|&(binding, access)| json!([binding, access.name()]))
+        .collect()
 }
 
 /// `gradients` and `logits` reading `images` (the pool's, or the shifted copies).
