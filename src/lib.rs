@@ -2,27 +2,8 @@
 //! softmax, gradient descent), on the GPU through WGSL compute shaders, checked against a
 //! CPU reference.
 //!
-//! Layers, each importing only from those below it (docs/ARCHITECTURE.md):
-//!
-//! - `data`: reading IDX and CSV files into bytes; `data::pool`: the image pool, the index
-//!   lists, the dev split and the shifts that both backends and the training loop share;
-//!   `augment`: the affine and elastic warps, drawn for both backends.
-//! - `model`: the network's parameters and their layout; `model_file`: saving and loading them.
-//! - `layout`: where a matrix's elements lie, for both backends' products.
-//! - `optimizer`: the update rules (SGD, momentum, Adam), their constants and state.
-//! - `backend`: the trait both backends implement (a whole training step).
-//! - `cpu`: the CPU backend (a reference and a fused engine) and the CPU twin of every kernel
-//!   (`cpu::ops`).
-//! - `gpu`: the wgpu context, the pipeline builder, the kernel wrappers (`gpu::kernels`) and
-//!   the GPU backend (a reference and a fused engine). Neither backend imports the other.
-//! - `options`: a run's options, typed (what the command line parses into and a checkpoint
-//!   records).
-//! - `train`: the training loop; `checkpoint`: the whole run's state in one file, written from
-//!   the loop's checkpoint hook.
-//! - `metrics`: the training curves as CSV and as a plot.
-//! - `art`: digits as text.
-//!
-//! The command line (`src/main.rs`, `src/cli/`: train, predict, eval, bench, serve) is built on
+//! The layers (data → model → backends → training → CLI) and the map of the source tree
+//! are in docs/ARCHITECTURE.md; the command line (`src/main.rs`, `src/cli/`) is built on
 //! this library.
 
 pub mod art;

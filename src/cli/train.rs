@@ -693,8 +693,8 @@ fn to_json(value: &impl Serialize) -> Result<Value> {
         .map_err(|e| Error::Config(format!("cannot write the options as JSON: {e}")))
 }
 
-/// The options as `--json` and the saved model's `options` metadata give them (the README's
-/// `--json`): the run's options, what ran them, and the files.
+/// The options as `--json` and the saved model's `options` metadata give them
+/// (docs/options.md's `--json`): the run's options, what ran them, and the files.
 #[derive(Serialize)]
 struct OptionsRecord<'a> {
     /// The backend that ran, the one asked for, and why it ran.
