@@ -15,13 +15,17 @@
 //               {type: "classify", id, pixels} (one image's logits with the page's model),
 //               {type: "lose-device"} (destroys the device, as a lost one: for tests).
 // Messages out: {type: "adapter", info}, {type: "progress", ...}, {type: "done", ...},
-//               {type: "error", message}, {type: "compiled", ...}.
+//               {type: "tested", run, images, accuracy, loss} (after "done": the network
+//               scored on the server's test digits), {type: "error", message},
+//               {type: "compiled", ...}.
 
 "use strict";
 
 const STEPS_PER_PLAN = 512;
 let gpu = null;          // {adapter, device, info}
 let data = null;         // {images: Uint8Array, labels: Uint8Array}
+let testSet = null;      // the same, of the test digits
+let runs = 0;            // runs started, to tell a late "tested" from the current run's
 let run = null;          // the run in progress
 let paused = false;
 let stopped = false;
@@ -110,6 +114,16 @@ async function trainingData() {
   ]);
   data = { images: new Uint8Array(images), labels: new Uint8Array(labels) };
   return data;
+}
+
+async function testData() {
+  if (testSet) return testSet;
+  const [images, labels] = await Promise.all([
+    fetchOk("/api/test/images").then((r) => r.arrayBuffer()),
+    fetchOk("/api/test/labels").then((r) => r.arrayBuffer()),
+  ]);
+  testSet = { images: new Uint8Array(images), labels: new Uint8Array(labels) };
+  return testSet;
 }
 
 async function fetchPlan(options, resume, from, storage, check) {
@@ -259,6 +273,16 @@ async function readBack(device, built, labels) {
   await Promise.all(staging.map((b) => b.mapAsync(GPUMapMode.READ)));
   const [logits, history, params, state] = staging.map((b) => new Float32Array(b.getMappedRange().slice(0)));
   staging.forEach((b) => b.destroy());
+  run.history = history;
+  run.params = params.slice(0, run.paramFloats);
+  run.state = state;
+  return score(logits, labels);
+}
+
+// The mean cross-entropy and the accuracy of `labels.length` columns of 10 logits; null for
+// none.
+function score(logits, labels) {
+  const n = labels.length;
   let loss = 0;
   let correct = 0;
   for (let j = 0; j < n; j++) {
@@ -270,10 +294,12 @@ async function readBack(device, built, labels) {
     loss += Math.log(sum) + max - z[labels[j]];
     if (best === labels[j]) correct += 1;
   }
-  run.history = history;
-  run.params = params.slice(0, run.paramFloats);
-  run.state = state;
   return n ? { loss: loss / n, accuracy: correct / n } : null;
+}
+
+// The epoch step `step` falls in; null in full-batch mode.
+function epochOf(step) {
+  return run.options.batch_size ? Math.ceil(step / run.stepsPerEpoch) : null;
 }
 
 function report(progress) {
@@ -289,13 +315,15 @@ function report(progress) {
     type: "progress",
     step: progress.step,
     steps: run.total,
-    epoch: run.options.batch_size ? Math.ceil(progress.step / run.stepsPerEpoch) : null,
+    epoch: epochOf(progress.step),
+    epochs: run.options.batch_size ? run.epochs : null,
     alpha: progress.alpha,
     loss: samples ? loss / samples : null,
     accuracy: samples ? correct / samples : null,
     dev_loss: run.dev ? run.dev.loss : null,
     dev_accuracy: run.dev ? run.dev.accuracy : null,
     samples_per_second: run.samples / Math.max(seconds, 1e-9),
+    seconds,
     submits: run.submits,
     dispatches: run.dispatches,
     params: run.params,
@@ -317,7 +345,8 @@ async function train(options, resume, check) {
   const built = await build(device, setup, pool);
   if (!check) model = { device, built, setup };
   run = {
-    options: plan.options, total: plan.total, stepsPerEpoch: plan.steps_per_epoch, step: 0,
+    options: plan.options, total: plan.total, stepsPerEpoch: plan.steps_per_epoch, epochs: plan.epochs,
+    step: 0, id: (runs += 1),
     slotBytes: setup.slot_bytes, historySlots: setup.history_slots, paramFloats: setup.param_floats,
     stateBytes: setup.buffers.state, started: performance.now(), samples: 0, submits: 0, dispatches: 0,
     history: null, params: null, state: null, dev: null, saved: null, check: !!check, losses: [],
@@ -332,7 +361,52 @@ async function train(options, resume, check) {
   }
   await device.queue.onSubmittedWorkDone();
   if (check) return { losses: run.losses, params: run.params };
-  self.postMessage({ type: "done", stopped, step: run.step, steps: run.total, params: run.params, submits: run.submits, dispatches: run.dispatches });
+  const seconds = (performance.now() - run.started) / 1000;
+  self.postMessage({
+    type: "done", run: run.id, stopped, step: run.step, steps: run.total, epoch: epochOf(run.step),
+    epochs: run.options.batch_size ? run.epochs : null, seconds, params: run.params,
+    submits: run.submits, dispatches: run.dispatches,
+  });
+  await evaluateTest(run.id);
+}
+
+// The network as the run left it, scored on the test digits (their labelled ones): chunk by
+// chunk, each written to `shifted` and classified with the `logits` kernel as
+// `Fused::classify` does (the plan's chunk; the last padded with blank images, whose logits
+// are left out), the logits gathered in one buffer and read once.
+async function evaluateTest(id) {
+  const { device, built, setup } = model;
+  const test = await testData();
+  const n = Math.min(test.labels.length, test.images.length / 784);
+  const images = test.images.length / 784;
+  if (!n) {
+    self.postMessage({ type: "tested", run: id, images, labelled: 0, accuracy: null, loss: null });
+    return;
+  }
+  const { pipelines, buffers, groups } = built;
+  const chunk = setup.classify_chunk;
+  const staging = device.createBuffer({ size: Math.ceil(40 * n / 16) * 16, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
+  const pixels = new Uint8Array(784 * chunk.images);
+  for (let start = 0; start < n; start += chunk.images) {
+    const m = Math.min(chunk.images, n - start);
+    pixels.fill(0);
+    pixels.set(test.images.subarray(784 * start, 784 * (start + m)));
+    device.queue.writeBuffer(buffers.shifted, 0, pixels);
+    device.queue.writeBuffer(buffers.slots, 0, Uint32Array.from(chunk.slot));
+    const encoder = device.createCommandEncoder();
+    const pass = encoder.beginComputePass();
+    pass.setPipeline(pipelines.logits);
+    pass.setBindGroup(0, groups.shifted, [0]);
+    pass.dispatchWorkgroups(chunk.groups, 1, 1);
+    pass.end();
+    encoder.copyBufferToBuffer(buffers.logits, 0, staging, 40 * start, 40 * m);
+    device.queue.submit([encoder.finish()]);
+  }
+  await staging.mapAsync(GPUMapMode.READ);
+  const logits = new Float32Array(staging.getMappedRange().slice(0, 40 * n));
+  staging.destroy();
+  const scored = score(logits, test.labels.subarray(0, n));
+  self.postMessage({ type: "tested", run: id, images, labelled: n, accuracy: scored.accuracy, loss: scored.loss });
 }
 
 // "Check this GPU": the fixed runs, each step's loss and the final parameters compared with

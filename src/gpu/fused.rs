@@ -36,6 +36,8 @@ use crate::optimizer::{adam_corrections, Optimizer};
 /// The widest hidden layer the fused step takes: its threads hold up to 16 units each, with at
 /// least 4 threads per sample.
 pub const MAX_HIDDEN: usize = 64;
+/// The most hidden layers the fused step takes.
+pub const MAX_HIDDEN_LAYERS: usize = 2;
 /// Threads per workgroup (as in the shader).
 pub(crate) const THREADS: usize = 256;
 /// `update` gives each parameter vec4 this many threads when a step has more partial slices
@@ -341,7 +343,7 @@ pub fn unsupported(ctx: &GpuContext, model: &Model, tiling: Tiling) -> Option<St
 /// `serve` page's plan).
 pub(crate) fn unsupported_with(model: &Model, tiling: Tiling, have: usize) -> Option<String> {
     let hidden = model.hidden();
-    if !(1..=2).contains(&hidden.len()) || hidden.iter().any(|&h| h > MAX_HIDDEN) {
+    if !(1..=MAX_HIDDEN_LAYERS).contains(&hidden.len()) || hidden.iter().any(|&h| h > MAX_HIDDEN) {
         return Some(format!(
             "the fused GPU step covers one or two hidden layers of at most {MAX_HIDDEN} units, \
              not {hidden:?}"

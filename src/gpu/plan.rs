@@ -156,11 +156,14 @@ impl Setup {
                     [3, "warps", 0, 0], [4, "shifted", 0, 0]]},
             },
             // One image's logits (`Fused::classify`): the image in `shifted`, its slot this.
-            "classify_slot": slot_words(Step {
-                m: 1,
-                shifted: 1,
-                ..Step::default()
-            }),
+            "classify_slot": classify_slot(1),
+            // A full `shifted` buffer's logits, as `Fused::classify` records them: the page
+            // classifies its test digits in chunks of these (the last padded with blank images).
+            "classify_chunk": {
+                "images": self.capacity,
+                "slot": classify_slot(self.capacity),
+                "groups": self.capacity.div_ceil(self.tiling.block),
+            },
             "pipelines": {
                 "gradients": ["fused", "gradients", "forward"],
                 "logits": ["fused", "logits", "forward"],
@@ -170,6 +173,15 @@ impl Setup {
             },
         })
     }
+}
+
+/// The slot of the logits of `m` images in `shifted` (`Fused::classify`'s).
+fn classify_slot(m: usize) -> Vec<u32> {
+    slot_words(Step {
+        m: m as u32,
+        shifted: 1,
+        ..Step::default()
+    })
 }
 
 /// `step` as the u32 words of a slot.

@@ -7,9 +7,12 @@
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-use mnist_gpu::data::write_csv;
-use mnist_gpu::gpu::fused::ParamLayout;
-use mnist_gpu::model::Model;
+use mnist_gpu::backend::Backend;
+use mnist_gpu::cpu::CpuBackend;
+use mnist_gpu::data::pool::{ImagePool, ListSizes};
+use mnist_gpu::data::{write_csv, EMBEDDED_TEST};
+use mnist_gpu::gpu::fused::{ParamLayout, MAX_HIDDEN, MAX_HIDDEN_LAYERS};
+use mnist_gpu::model::{argmax_columns, Activation, Init, Model};
 use serde_json::{json, Value};
 
 use crate::common::browser::{base64_decode, http, json_of, serve_with_env, Browser, Process};
@@ -688,17 +691,14 @@ fn the_page_answers_a_drawing_while_it_trains_and_stops_when_asked() {
         "the run ended before the drawing was answered"
     );
     assert!(t["done"].is_null());
-    // The README's picture (set MNIST_GPU_TRAIN_SCREENSHOT=docs/serve_train.png).
-    if let Some(path) = std::env::var_os("MNIST_GPU_TRAIN_SCREENSHOT") {
-        browser.script("document.getElementById('train-panel').scrollIntoView(); return 1");
-        let png = browser.call("GET", "/screenshot", json!({}));
-        std::fs::write(&path, base64_decode(png.as_str().unwrap())).unwrap();
-    }
     browser.click("#train-stop");
     let t = finished(&browser, 60);
     assert_eq!(t["done"]["stopped"], json!(true), "{}", t["done"]);
     let step = t["done"]["step"].as_u64().unwrap();
     assert!(step > 0 && step < 10_000, "stopped after step {step}");
+    // The figures stay, saying where it stopped.
+    let title = browser.text("train-result-title");
+    assert_eq!(title, format!("Stopped after step {step} of 10000"));
 }
 
 #[test]
@@ -734,6 +734,10 @@ fn without_a_model_the_page_trains_one_and_answers_drawings_with_it() {
     let browser = open_page(address);
     browser.wait("the page saying there is no model", |b| {
         b.text("summary").starts_with("no model")
+    });
+    // The model panel says so too, rather than standing empty.
+    browser.wait("the model panel saying there is no model", |b| {
+        b.text("metadata").starts_with("no model")
     });
     browser.script(
         "startTraining({hidden: [8], alpha: 0.5, iterations: 5, dev_size: 50, log_every: 5}); \
@@ -860,4 +864,318 @@ fn without_webgpu_the_panel_says_so_and_drawing_still_works() {
     browser.draw(&[vec![(0.5, 0.1), (0.5, 0.5), (0.5, 0.9)]]);
     browser.wait("an answer to the drawing", |b| !b.text("digit").is_empty());
     assert_eq!(browser.text("draw-error"), "");
+}
+
+/// What the page scored its network on the test digits at: (accuracy, loss, digits), once the
+/// run's "tested" answer came.
+fn tested(browser: &Browser) -> (f64, f64, u64) {
+    browser.wait_for("the test digits scored", 60, |b| {
+        let t = trainer(b);
+        assert!(t["error"].is_null(), "scoring: {}", t["error"]);
+        !b.script("return window.trainer.tested || null").is_null()
+    });
+    let t = browser.script("return window.trainer.tested");
+    let number = |key: &str| t[key].as_f64().unwrap_or_else(|| panic!("{key}: {t}"));
+    (
+        number("accuracy"),
+        number("loss"),
+        t["labelled"].as_u64().unwrap(),
+    )
+}
+
+/// The accuracy and mean loss of `params` (784-8-10 ReLU, the page's layout) on the embedded
+/// test digits, on the CPU.
+fn scored_natively(params: &Value) -> (f64, f64) {
+    let shape = Model::new(&[8], Activation::Relu, Init::He, 1).unwrap();
+    let flat: Vec<f32> = params
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap() as f32)
+        .collect();
+    let model = ParamLayout::new(&shape).unpack(&flat, Activation::Relu);
+    let test = EMBEDDED_TEST.load().unwrap();
+    let labels = test.labels.as_ref().unwrap();
+    let pool = std::sync::Arc::new(ImagePool::default());
+    let sizes = ListSizes {
+        train: 0,
+        dev: 0,
+        test: 0,
+    };
+    let mut cpu = CpuBackend::new(&model, pool, sizes, test.len()).unwrap();
+    let logits = cpu.classify(&test.images).unwrap();
+    let (mut right, mut loss) = (0, 0.0);
+    for (z, &label) in logits.chunks_exact(10).zip(labels) {
+        let max = z.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v)) as f64;
+        let sum: f64 = z.iter().map(|&v| (v as f64 - max).exp()).sum();
+        loss += sum.ln() + max - z[label as usize] as f64;
+        right += usize::from(argmax_columns(z)[0] == label);
+    }
+    let n = labels.len() as f64;
+    (right as f64 / n, loss / n)
+}
+
+/// The figures the panel shows: (title, [(figure, value, note)]).
+fn figures(browser: &Browser) -> (String, Vec<(String, String, String)>) {
+    let names = ["dev", "test", "time", "speed", "steps"];
+    let shown = names
+        .iter()
+        .map(|name| {
+            let value = browser.text(&format!("figure-{name}"));
+            let note = browser.text(&format!("figure-{name}-note"));
+            (name.to_string(), value, note)
+        })
+        .collect();
+    (browser.text("train-result-title"), shown)
+}
+
+/// How many elements `css` selects in the page.
+fn count(browser: &Browser, css: &str) -> u64 {
+    browser
+        .script(&format!("return document.querySelectorAll('{css}').length"))
+        .as_u64()
+        .unwrap()
+}
+
+/// A finished run's figures stay: its dev and test accuracy (the test digits scored in the
+/// browser with the page's kernels, as the CPU scores the same network), the time, the speed
+/// and the steps done; its curves have axes, ticks and a legend, and a one-point run (one
+/// epoch) shows its point.
+#[test]
+fn a_finished_run_keeps_its_figures_and_draws_its_curves() {
+    let (_server, address) = start_server();
+    let browser = open_page(address);
+    // 250 samples in batches of 64: one epoch is 4 steps, one progress point (at its end).
+    browser.script(
+        "startTraining({hidden: [8], alpha: 0.1, batch_size: 64, epochs: 1, dev_size: 50, \
+         seed: 3}); return 1",
+    );
+    let t = finished(&browser, 120);
+    let points = t["history"].as_array().unwrap().len();
+    assert_eq!(points, 1, "{}", t["history"]);
+    let (accuracy, loss, digits) = tested(&browser);
+    assert_eq!(digits, 10_000);
+    let (want_accuracy, want_loss) = scored_natively(&t["done"]["params"]);
+    // A digit whose two best logits tie within float32 rounding may go either way.
+    assert!(
+        (accuracy - want_accuracy).abs() <= 5e-4,
+        "test accuracy {accuracy} in the browser, {want_accuracy} natively"
+    );
+    assert!(
+        (loss - want_loss).abs() <= 1e-4 + 1e-3 * want_loss,
+        "test loss {loss} in the browser, {want_loss} natively"
+    );
+    assert_final_figures(&browser, accuracy);
+    // One point: a marker for each series (batches and dev) in each chart.
+    for chart in ["curve-loss", "curve-accuracy"] {
+        let markers = count(&browser, &format!("#{chart} circle.point"));
+        assert_eq!(markers, 2, "{chart}");
+    }
+
+    // 12 steps, a point every 2: lines, and both axes with ticks and labels, and a legend.
+    browser.script(
+        "startTraining({hidden: [8], alpha: 0.1, batch_size: 64, epochs: 3, dev_size: 50, \
+         log_every: 2}); return 1",
+    );
+    let t = finished(&browser, 120);
+    assert_eq!(t["history"].as_array().unwrap().len(), 6);
+    tested(&browser);
+    assert_curves_have_axes_and_a_legend(&browser, 12.0);
+    assert_eq!(figures(&browser).1[4].1, "12 of 12");
+    screenshot_of_a_finished_run();
+}
+
+/// The figures of the one-epoch run of `a_finished_run_keeps_its_figures_and_draws_its_curves`,
+/// whose test accuracy was `accuracy`.
+fn assert_final_figures(browser: &Browser, accuracy: f64) {
+    let (title, shown) = figures(browser);
+    assert_eq!(title, "Done after step 4 of 4");
+    let value = |name: &str| shown.iter().find(|f| f.0 == name).unwrap().clone();
+    let percent = |text: &str| text.ends_with('%') && text[..text.len() - 1].parse::<f64>().is_ok();
+    let (_, dev, dev_note) = value("dev");
+    assert!(
+        percent(&dev) && dev_note.starts_with("dev loss"),
+        "{shown:?}"
+    );
+    let (_, test, test_note) = value("test");
+    assert_eq!(test, format!("{:.1}%", 100.0 * accuracy), "{shown:?}");
+    assert!(test_note.contains("10,000 test digits"), "{shown:?}");
+    let (_, time, _) = value("time");
+    assert!(time.ends_with(" s"), "{shown:?}");
+    let (_, speed, _) = value("speed");
+    assert!(speed.replace(',', "").parse::<u64>().is_ok(), "{shown:?}");
+    assert_eq!(
+        value("steps"),
+        ("steps".into(), "4 of 4".into(), "epoch 1 of 1".into())
+    );
+}
+
+/// Both charts have a line per series, an x axis (the step) from 0 to at least `steps` and a
+/// y axis, each with ticks, and a legend naming the series.
+fn assert_curves_have_axes_and_a_legend(browser: &Browser, steps: f64) {
+    for chart in ["curve-loss", "curve-accuracy"] {
+        let lines = count(browser, &format!("#{chart} polyline.series"));
+        assert_eq!(lines, 2, "{chart}");
+        for axis in ["x", "y"] {
+            let ticks = count(browser, &format!("#{chart} .axis.{axis} .tick"));
+            assert!(ticks >= 3, "{chart}: {ticks} ticks on the {axis} axis");
+        }
+        let legend = browser.script(&format!(
+            "return Array.from(document.querySelectorAll('#{chart} .legend text'), \
+             t => t.textContent)"
+        ));
+        assert_eq!(legend, json!(["batches (mean)", "dev"]), "{chart}");
+    }
+    let x_ticks = browser.script(
+        "return Array.from(document.querySelectorAll('#curve-loss .axis.x .tick text'), \
+         t => Number(t.textContent))",
+    );
+    let x_ticks: Vec<f64> = serde_json::from_value(x_ticks).unwrap();
+    assert!(
+        x_ticks[0] == 0.0 && *x_ticks.last().unwrap() >= steps,
+        "{x_ticks:?}"
+    );
+    let y_ticks = browser.script(
+        "return Array.from(document.querySelectorAll('#curve-accuracy .axis.y .tick text'), \
+         t => t.textContent)",
+    );
+    assert_eq!(y_ticks, json!(["0%", "20%", "40%", "60%", "80%", "100%"]));
+}
+
+/// The README's picture of the Train panel after a short run on the embedded digits (set
+/// MNIST_GPU_TRAIN_SCREENSHOT=docs/serve_train.png), in a 1280-pixel-wide window.
+fn screenshot_of_a_finished_run() {
+    let Some(path) = std::env::var_os("MNIST_GPU_TRAIN_SCREENSHOT") else {
+        return;
+    };
+    let (_server, address) = serve_with_env(None, &["--backend", "cpu"], &[]);
+    let browser = Browser::with_webgpu();
+    browser.call(
+        "POST",
+        "/window/rect",
+        json!({"width": 1280, "height": 1600}),
+    );
+    let hash = "hidden=32&optimizer=adam&alpha=0.003&batch_size=64&epochs=4&dev_size=1000\
+                &log_every=20&augment=affine&start=1";
+    browser.call(
+        "POST",
+        "/url",
+        json!({"url": format!("http://{address}/#{hash}")}),
+    );
+    finished(&browser, 600);
+    tested(&browser);
+    browser.script("document.getElementById('train-panel').scrollIntoView(); return 1");
+    let panel = browser.element("#train-panel");
+    let png = browser.call("GET", &format!("/element/{panel}/screenshot"), json!({}));
+    std::fs::write(&path, base64_decode(png.as_str().unwrap())).unwrap();
+}
+
+/// Whether the Train form's field `name` is shown.
+fn shown(browser: &Browser, name: &str) -> bool {
+    browser
+        .script(&format!(
+            "return document.getElementById('train-form').elements['{name}'].getClientRects().length > 0"
+        ))
+        .as_bool()
+        .unwrap()
+}
+
+/// The form starts with the server's values and menus, and shows only the fields that apply:
+/// iterations in full batch, epochs in mini-batch; a warp's strengths for affine and elastic,
+/// the elastic field's for elastic alone. Hidden fields keep their values in the link.
+#[test]
+fn the_form_shows_only_the_fields_that_apply() {
+    let (_server, address) = start_server();
+    let (status, body) = http(address, "GET", "/api/train/form", b"");
+    assert_eq!(status, 200, "{body}");
+    let served = json_of(&body);
+    assert_eq!(served["limits"]["max_hidden"], json!(MAX_HIDDEN));
+    assert_eq!(
+        served["limits"]["max_hidden_layers"],
+        json!(MAX_HIDDEN_LAYERS)
+    );
+    assert_eq!(
+        served["choices"]["augment"],
+        json!(["off", "shift", "affine", "elastic"])
+    );
+    let browser = Browser::start();
+    browser.call("POST", "/url", json!({"url": format!("http://{address}/")}));
+    browser.wait("the form's values", |b| {
+        !form_field(b, "alpha").as_str().unwrap().is_empty()
+    });
+    for (name, value) in served["fields"].as_object().unwrap() {
+        let field = form_field(&browser, name);
+        let field = field.as_str().unwrap();
+        match value {
+            Value::Null => assert_eq!(field, "", "{name}"),
+            Value::String(s) => assert_eq!(field, s, "{name}"),
+            number => assert_eq!(field.parse::<f64>().ok(), number.as_f64(), "{name}"),
+        }
+    }
+    fields_follow_the_mode_and_the_warp(&browser);
+    // A link with a batch size shows epochs; without, iterations.
+    for (hash, epochs) in [
+        ("batch_size=32&epochs=2", true),
+        ("batch_size=&iterations=7", false),
+    ] {
+        // From another page, so that the page loads again.
+        browser.call("POST", "/url", json!({"url": "about:blank"}));
+        browser.call(
+            "POST",
+            "/url",
+            json!({"url": format!("http://{address}/#{hash}")}),
+        );
+        browser.wait("the form's values", |b| {
+            !form_field(b, "alpha").as_str().unwrap().is_empty()
+        });
+        assert_eq!(
+            fields_shown(&browser, &["epochs", "iterations"]),
+            [epochs, !epochs],
+            "{hash}"
+        );
+    }
+}
+
+/// Sets the form's field `name` to `value`, as typing does.
+fn set_field(browser: &Browser, name: &str, value: &str) {
+    browser.script(&format!(
+        "const f = document.getElementById('train-form'); f.elements['{name}'].value = '{value}'; \
+         f.elements['{name}'].dispatchEvent(new Event('input', {{bubbles: true}})); return 1"
+    ));
+}
+
+/// Whether each of the form's fields `names` is shown.
+fn fields_shown(browser: &Browser, names: &[&str]) -> Vec<bool> {
+    names.iter().map(|n| shown(browser, n)).collect()
+}
+
+/// The mode's length and the augmentation's strengths are shown only where they apply; a
+/// hidden field keeps its value, and the link keeps it.
+fn fields_follow_the_mode_and_the_warp(browser: &Browser) {
+    let length = ["epochs", "iterations"];
+    set_field(browser, "batch_size", "64");
+    assert_eq!(fields_shown(browser, &length), [true, false]);
+    set_field(browser, "batch_size", "");
+    assert_eq!(fields_shown(browser, &length), [false, true]);
+    let warps = ["rotation", "scale", "shear", "translation"];
+    for (augment, warp, elastic) in [
+        ("off", false, false),
+        ("shift", false, false),
+        ("affine", true, false),
+        ("elastic", true, true),
+    ] {
+        set_field(browser, "augment", augment);
+        assert_eq!(fields_shown(browser, &warps), [warp; 4], "{augment}");
+        let field = fields_shown(browser, &["elastic_alpha", "elastic_sigma"]);
+        assert_eq!(field, [elastic; 2], "{augment}");
+    }
+    set_field(browser, "augment", "off");
+    set_field(browser, "elastic_sigma", "3");
+    browser.script("formToHash(); return 1");
+    let hash = browser.script("return location.hash");
+    let hash = hash.as_str().unwrap();
+    assert!(
+        hash.contains("elastic_sigma=3") && hash.contains("iterations="),
+        "{hash}"
+    );
 }

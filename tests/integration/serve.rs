@@ -134,6 +134,71 @@ fn predictions_match_the_model() {
     let (status, body) = http(address, "GET", "/api/weights", b"");
     let w = json_of(&body);
     assert_eq!((status, w["units"].as_array().unwrap().len()), (200, 10));
+    // The icon, where the page links it and where browsers look by default.
+    assert!(page.contains(r#"<link rel="icon" href="/favicon.svg""#));
+    for path in ["/favicon.svg", "/favicon.ico"] {
+        let (status, body) = http(address, "GET", path, b"");
+        assert_eq!(status, 200, "{path}: {body}");
+        assert!(
+            body.starts_with("<svg") && body.contains("</svg>"),
+            "{path}: {body}"
+        );
+    }
+}
+
+/// The page loads with nothing missing (no error in the browser's console, the icon among
+/// what it asks for), and shows the model's file as a table: its shape, the command that
+/// trained it, its accuracies, and its options as a table of their own, not as raw JSON.
+#[test]
+fn the_page_loads_cleanly_and_shows_the_model_as_a_table() {
+    let (_server, address) = serve(&small_model(), &["--backend", "cpu"]);
+    let browser = Browser::start();
+    browser.call("POST", "/url", json!({"url": format!("http://{address}/")}));
+    browser.wait("the model", |b| b.text("summary").contains("784-10-10"));
+    browser.wait("the model's table", |b| {
+        b.script("return document.querySelector('#metadata table.facts') !== null") == json!(true)
+    });
+    let rows = browser.script(
+        "return Array.from(document.querySelectorAll('#metadata table.facts > tbody > tr'), \
+         r => [r.cells[0].textContent, r.cells[1].textContent])",
+    );
+    let rows: Vec<(String, String)> = serde_json::from_value(rows).unwrap();
+    let row = |name: &str| {
+        rows.iter()
+            .find(|(key, _)| key == name)
+            .unwrap_or_else(|| panic!("no row {name}: {rows:?}"))
+            .1
+            .clone()
+    };
+    assert_eq!(row("shape"), "784-10-10");
+    assert!(
+        row("training command").contains("--save small.safetensors"),
+        "{rows:?}"
+    );
+    let accuracy = row("test accuracy");
+    assert!(accuracy.ends_with('%'), "{accuracy}");
+    let options = browser.script(
+        "return Array.from(document.querySelectorAll('#metadata table.options th'), \
+         h => [h.textContent, h.nextElementSibling.textContent])",
+    );
+    let options: Vec<(String, String)> = serde_json::from_value(options).unwrap();
+    assert!(
+        options.contains(&("iterations".into(), "300".into())),
+        "{options:?}"
+    );
+    assert!(
+        options.contains(&("hidden".into(), "10".into())),
+        "{options:?}"
+    );
+    assert!(
+        !browser.text("metadata").contains("{\""),
+        "raw JSON: {rows:?}"
+    );
+    // The page's requests all answered (a missing /favicon.ico used to log a 404).
+    browser.wait("the first test digit", |b| {
+        b.text("test-about").starts_with("test image")
+    });
+    assert_eq!(browser.console_errors(), Vec::<String>::new());
 }
 
 /// Bad requests get a 4xx and a one-line JSON error; the server serves on.

@@ -13,6 +13,8 @@
 //! - `GET /api/confusion`: the confusion matrix on the test digits.
 //! - The Train panel's: the worker, the shaders, the training data, plans, checkpoints both
 //!   ways and "Check this GPU" (`train.rs`, `check.rs`).
+//! - The page's own: its icon, the Train form's starting values and limits, and the test
+//!   digits as bytes (`page.rs`).
 //!
 //! Without `--model`, the model's requests are refused (404, "no model: …") and `/api/test`
 //! gives digits unclassified: the page answers with the network it trains.
@@ -35,6 +37,7 @@ use rand::Rng;
 use serde_json::{json, Value};
 
 mod check;
+mod page;
 mod train;
 
 use super::BackendArgs;
@@ -379,6 +382,11 @@ fn router(app: Arc<App>) -> Router {
             get(|State(app): State<Arc<App>>| async move { app.with_model(&app.confusion) }),
         )
         .route("/api/test", get(test_digit))
+        .route("/api/test/images", get(page::test_images))
+        .route("/api/test/labels", get(page::test_labels))
+        .route("/api/train/form", get(page::form))
+        .route("/favicon.svg", get(page::favicon))
+        .route("/favicon.ico", get(page::favicon))
         .route("/train_worker.js", get(train::worker))
         .route("/api/shaders", get(train::shader_list))
         .route("/api/shaders/{file}", get(train::shader))

@@ -30,7 +30,7 @@ use mnist_gpu::backend::BatchStats;
 use mnist_gpu::checkpoint::{self, Checkpoint, Checkpointing};
 use mnist_gpu::data::pool::{List, Split};
 use mnist_gpu::error::{config, Result};
-use mnist_gpu::gpu::fused::{ParamLayout, MAX_HIDDEN};
+use mnist_gpu::gpu::fused::{ParamLayout, MAX_HIDDEN, MAX_HIDDEN_LAYERS};
 use mnist_gpu::gpu::plan::{PlanBackend, Setup, Span};
 use mnist_gpu::gpu::shaders::SHADERS;
 use mnist_gpu::model::{Init, Model};
@@ -218,7 +218,8 @@ impl PageRun {
         }
         let hidden = &options.hidden;
         if resumed.is_none()
-            && (!(1..=2).contains(&hidden.len()) || hidden.iter().any(|&h| h > MAX_HIDDEN))
+            && (!(1..=MAX_HIDDEN_LAYERS).contains(&hidden.len())
+                || hidden.iter().any(|&h| h > MAX_HIDDEN))
         {
             // Refused before its weights are allocated (up to a gigabyte).
             return config(format!(
@@ -388,7 +389,7 @@ fn plan_of(app: &App, request: &Value) -> Result<Value> {
         steps = steps.min((MAX_ELASTIC_PLAN_IMAGES / batch).max(1));
     }
     let storage = number("workgroup_storage", 16384)?;
-    let (_, steps_per_epoch) = run.plan();
+    let (epochs, steps_per_epoch) = run.plan();
     let total = run.total()?;
     let (mut backend, described) = run.backend(from..(from + steps).min(total), storage)?;
     run.drive(&mut backend, from + steps, None)?;
@@ -413,6 +414,7 @@ fn plan_of(app: &App, request: &Value) -> Result<Value> {
         "next": backend.recorded().min(total),
         "total": total,
         "steps_per_epoch": steps_per_epoch,
+        "epochs": epochs,
         "options": run.options,
     }))
 }

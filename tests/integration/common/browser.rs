@@ -201,6 +201,8 @@ impl Browser {
         let capabilities = json!({"capabilities": {"alwaysMatch": {
             "browserName": "chrome",
             "goog:chromeOptions": {"binary": chromium, "args": args},
+            // The console's messages, for `console_errors`.
+            "goog:loggingPrefs": {"browser": "ALL"},
         }}});
         let (status, body) = http(
             driver,
@@ -261,6 +263,19 @@ impl Browser {
             .as_str()
             .unwrap_or_default()
             .to_string()
+    }
+
+    /// The errors the browser's console logged since the last call (a failed load among them:
+    /// "… Failed to load resource: … 404"), through chromedriver's log endpoint.
+    pub fn console_errors(&self) -> Vec<String> {
+        let entries = self.call("POST", "/se/log", json!({"type": "browser"}));
+        entries
+            .as_array()
+            .expect("chromedriver's log is a list")
+            .iter()
+            .filter(|e| e["level"] == "SEVERE")
+            .map(|e| e["message"].as_str().unwrap_or_default().to_string())
+            .collect()
     }
 
     /// Waits until `until` holds for the page, at most 20 s.
