@@ -650,3 +650,280 @@ fn bad_train_requests_are_refused_at_once_and_the_server_serves_on() {
     assert_eq!(status, 200, "{body}");
     assert_eq!(json_of(&body)["id"], json!(0));
 }
+
+// ---------------------------------------------------------------------------------------------
+// Under load: binary bodies, the room for bodies, the checkpoint store, answers in parallel,
+// and the stop
+// ---------------------------------------------------------------------------------------------
+
+/// `POST /api/predict` with `content_type` on its own connection: the status, the head (its
+/// header lines) and the body.
+fn post(address: SocketAddr, content_type: &str, body: &[u8]) -> (u16, String, String) {
+    let mut stream = TcpStream::connect(address).unwrap();
+    let head = format!(
+        "POST /api/predict HTTP/1.1\r\nHost: {address}\r\nContent-Type: {content_type}\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).unwrap();
+    let _ = stream.write_all(body);
+    let mut text = Vec::new();
+    let _ = std::io::Read::read_to_end(&mut stream, &mut text);
+    let text = String::from_utf8_lossy(&text).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head.split(' ').nth(1).and_then(|s| s.parse().ok());
+    let status = status.unwrap_or_else(|| panic!("no status in {head:?}"));
+    (status, head.to_ascii_lowercase(), body.to_string())
+}
+
+/// A one-line JSON error with `status` that says `says`.
+fn assert_refused(what: &str, (status, _, body): &(u16, String, String), want: u16, says: &str) {
+    assert_eq!(*status, want, "{what}: {body}");
+    assert_eq!(body.lines().count(), 1, "{what}: {body:?}");
+    let error = json_of(body)["error"].as_str().unwrap_or("").to_string();
+    assert!(error.contains(says), "{what}: {error}");
+}
+
+/// A binary body (784 bytes an image) is answered as the same images in a JSON batch are, to
+/// the byte; one of the wrong length, an empty one, one of too many images and an image
+/// upload (not yet decoded) are refused with one line, before the body is read.
+#[test]
+fn binary_bodies_answer_as_json_batches_do_and_bad_ones_are_refused() {
+    let model = small_model();
+    let (_server, address) = serve(&model, &["--backend", "cpu"]);
+    let (images, _) = expected_digits(&model, 5);
+    let batch: Vec<&[u8]> = images.chunks(PIXELS).collect();
+    let json_batch = json!({ "images": batch }).to_string();
+    let (status, _, as_json) = post(address, "application/json", json_batch.as_bytes());
+    assert_eq!(status, 200, "{as_json}");
+    let (status, _, as_binary) = post(address, "application/octet-stream", &images);
+    assert_eq!((status, &as_binary), (200, &as_json));
+    // One image in binary: a list of one.
+    let one = json!({ "images": [batch[0]] }).to_string();
+    let (_, _, one_json) = post(address, "application/json", one.as_bytes());
+    let one_binary = post(address, "application/octet-stream; x=1", &images[..PIXELS]);
+    assert_eq!((one_binary.0, &one_binary.2), (200, &one_json));
+    let cases: [(&str, Vec<u8>, &str, u16, &str); 4] = [
+        (
+            "783 bytes",
+            vec![0; 783],
+            "application/octet-stream",
+            400,
+            "783 bytes, not a whole number of 784-byte images",
+        ),
+        (
+            "no bytes",
+            Vec::new(),
+            "application/octet-stream",
+            400,
+            "the body is empty",
+        ),
+        (
+            "1,001 images",
+            vec![0; 1001 * PIXELS],
+            "application/octet-stream",
+            400,
+            "holds 1001 images; send 1 to 1000",
+        ),
+        (
+            "a PNG",
+            b"\x89PNG\r\n".to_vec(),
+            "image/png",
+            415,
+            "unsupported media type image/png",
+        ),
+    ];
+    for (what, body, content_type, status, says) in cases {
+        assert_refused(what, &post(address, content_type, &body), status, says);
+        still_serving(address);
+    }
+}
+
+/// With the room for bodies full (a tiny `--max-in-flight`, held by a body that is slow to
+/// arrive), a request waits `--in-flight-wait-ms`, then gets 503 with `Retry-After`; a body
+/// larger than the room is refused at once (413); once the slow body is done, requests are
+/// answered again.
+#[test]
+fn a_full_room_for_bodies_gets_503_with_retry_after() {
+    let model = small_model();
+    let room = ["--max-in-flight", "8K", "--in-flight-wait-ms", "300"];
+    let (_server, address) = serve(&model, &[&["--backend", "cpu"][..], &room].concat());
+    let (images, _) = expected_digits(&model, 1);
+    let one = json!({ "pixels": images }).to_string();
+    assert!(
+        one.len() > 1024,
+        "a body larger than the small bodies' share (1 KiB of 8)"
+    );
+    assert_eq!(post(address, "application/json", one.as_bytes()).0, 200);
+    // 6,000 of the large bodies' 7 KiB, held while the body trickles in.
+    let mut slow = TcpStream::connect(address).unwrap();
+    let head = format!(
+        "POST /api/predict HTTP/1.1\r\nHost: {address}\r\nContent-Length: 6000\r\n\
+         Connection: close\r\n\r\n"
+    );
+    slow.write_all(head.as_bytes()).unwrap();
+    slow.write_all(&[b' '; 100]).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let busy = post(address, "application/json", one.as_bytes());
+    assert_refused("the room full", &busy, 503, "serve --max-in-flight");
+    assert!(busy.1.contains("\r\nretry-after: 1"), "{}", busy.1);
+    let over = post(address, "application/json", &vec![b' '; 7200]);
+    assert_refused(
+        "a body over the room",
+        &over,
+        413,
+        "more than this server holds",
+    );
+    slow.write_all(&[b' '; 5900]).unwrap();
+    let (status, _) = response(slow);
+    assert_eq!(status, 400, "the slow body is no JSON");
+    let (status, _, text) = post(address, "application/json", one.as_bytes());
+    assert_eq!(status, 200, "{text}");
+}
+
+/// The checkpoints opened in the page are kept within `--checkpoints-held` bytes (the least
+/// recently used goes first) and for `--checkpoint-ttl` after their last use: a run resuming
+/// one dropped is told to open the file again (410); one never opened is still refused
+/// (400); a checkpoint larger than the store is refused (413).
+#[test]
+fn opened_checkpoints_are_kept_within_their_bounds() {
+    let dir = tempfile::tempdir().unwrap();
+    for (name, hidden, seed) in [("a", "10", "1"), ("b", "10", "2"), ("big", "64", "1")] {
+        let file = format!("{name}.safetensors");
+        let args = [
+            "--backend",
+            "cpu",
+            "--hidden",
+            hidden,
+            "--iterations",
+            "1",
+            "--seed",
+            seed,
+        ];
+        let out = run_in(dir.path(), &[&args[..], &["--checkpoint", &file]].concat());
+        assert!(out.status.success(), "{}", common::output::describe(&out));
+    }
+    let bytes = |name: &str| std::fs::read(dir.path().join(format!("{name}.safetensors"))).unwrap();
+    let (a, b, big) = (bytes("a"), bytes("b"), bytes("big"));
+    let held = (a.len().max(b.len()) * 3 / 2).to_string();
+    assert!(
+        big.len() > a.len().max(b.len()) * 3 / 2,
+        "the big one is over the bound"
+    );
+    let args = ["--checkpoints-held", &held, "--checkpoint-ttl", "2"];
+    let (_server, address) = serve_with_env(None, &args, &[]);
+    let open = |bytes: &[u8]| http(address, "POST", "/api/checkpoint/open", bytes);
+    let resume = |id: u64| {
+        let plan = json!({"resume": id, "steps": 1}).to_string();
+        http(address, "POST", "/api/train/plan", plan.as_bytes())
+    };
+    let id = |(status, body): (u16, String)| {
+        assert_eq!(status, 200, "{body}");
+        json_of(&body)["id"].as_u64().unwrap()
+    };
+    let refused = |(status, body): (u16, String), want: u16, says: &str| {
+        assert_eq!(status, want, "{body}");
+        let error = json_of(&body)["error"].as_str().unwrap().to_string();
+        assert!(error.contains(says) && !error.contains('\n'), "{error}");
+    };
+    let first = id(open(&a));
+    assert_eq!(resume(first).0, 200);
+    let second = id(open(&b));
+    assert_eq!((first, second), (0, 1));
+    refused(resume(first), 410, "resume: checkpoint 0 is no longer held");
+    refused(resume(first), 410, "open the file again");
+    assert_eq!(resume(second).0, 200);
+    refused(resume(7), 400, "resume: no checkpoint 7 was opened");
+    refused(open(&big), 413, "serve --checkpoints-held");
+    std::thread::sleep(Duration::from_millis(2500));
+    refused(resume(second), 410, "kept for 2 s after their last use");
+}
+
+/// Many clients at once, singly and in batches, JSON and binary, get the very bytes one
+/// client gets asking for one image at a time (the CPU's fused forward pass computes each
+/// image's logits alone, whichever batch the workers gather it into).
+#[test]
+fn answers_in_parallel_agree_with_answers_in_turn_bit_for_bit() {
+    let model = small_model();
+    let (_server, address) = serve(&model, &["--backend", "cpu"]);
+    let (images, _) = expected_digits(&model, 48);
+    let image = |i: usize| images[i * PIXELS..(i + 1) * PIXELS].to_vec();
+    let alone: Vec<String> = (0..48)
+        .map(|i| {
+            let body = json!({ "pixels": image(i) }).to_string();
+            let (status, _, text) = post(address, "application/json", body.as_bytes());
+            assert_eq!(status, 200, "{text}");
+            text
+        })
+        .collect();
+    let (alone, images) = (Arc::new(alone), Arc::new(images));
+    let clients: Vec<_> = (0..16)
+        .map(|client| {
+            let (alone, images) = (alone.clone(), images.clone());
+            std::thread::spawn(move || {
+                for k in 0..48 {
+                    let i = (client * 7 + k * 5) % 48;
+                    let pixels = &images[i * PIXELS..(i + 1) * PIXELS];
+                    let (status, _, text) = if (client + k) % 2 == 0 {
+                        let body = json!({ "pixels": pixels }).to_string();
+                        post(address, "application/json", body.as_bytes())
+                    } else {
+                        post(address, "application/octet-stream", pixels)
+                    };
+                    assert_eq!(status, 200, "{text}");
+                    let want = if (client + k) % 2 == 0 {
+                        alone[i].clone()
+                    } else {
+                        format!("[{}]", alone[i])
+                    };
+                    assert_eq!(text, want, "client {client}, image {i}");
+                }
+                if client % 4 == 0 {
+                    let (status, _, text) = post(address, "application/octet-stream", &images);
+                    assert_eq!((status, text), (200, format!("[{}]", alone.join(","))));
+                }
+            })
+        })
+        .collect();
+    for client in clients {
+        client.join().expect("a client failed");
+    }
+}
+
+/// SIGTERM with a body still arriving, and SIGINT: the server stops taking connections, gives
+/// the requests in flight a second, and exits with 143 or 130 (as a shell reports a process
+/// the signal ended), within two seconds or so, not the body's 30 s.
+#[cfg(unix)]
+#[test]
+fn a_signal_stops_the_server_within_a_second_or_two_under_load() {
+    for (signal, status) in [(libc::SIGTERM, 143), (libc::SIGINT, 130)] {
+        let (mut server, address) = serve(&small_model(), &["--backend", "cpu"]);
+        let mut slow = TcpStream::connect(address).unwrap();
+        let head = format!(
+            "POST /api/predict HTTP/1.1\r\nHost: {address}\r\nContent-Length: 100000\r\n\r\n"
+        );
+        slow.write_all(head.as_bytes()).unwrap();
+        slow.write_all(&[b' '; 1000]).unwrap();
+        still_serving(address);
+        let asked = std::time::Instant::now();
+        // SAFETY: a signal to the server this test started.
+        assert_eq!(unsafe { libc::kill(server.0.id() as i32, signal) }, 0);
+        let exited = loop {
+            if let Some(exited) = server.0.try_wait().unwrap() {
+                break exited;
+            }
+            assert!(
+                asked.elapsed() < Duration::from_secs(10),
+                "still running after 10 s"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        let took = asked.elapsed();
+        assert_eq!(exited.code(), Some(status), "signal {signal}: {exited}");
+        assert!(
+            took < Duration::from_secs(3),
+            "signal {signal}: exited after {took:?}"
+        );
+        assert!(TcpStream::connect(address).is_err(), "still listening");
+    }
+}

@@ -3,10 +3,11 @@
 //! scripts can use too. The page (assets/serve/index.html) is compiled in and fetches nothing
 //! from elsewhere.
 //!
-//! API (every error is a 4xx with a one-line JSON body `{"error": "…"}`):
+//! API (every error is a 4xx or 5xx with a one-line JSON body `{"error": "…"}`):
 //! - `POST /api/predict` `{"pixels": [784 numbers 0–255]}` → `{"digit": 7, "probabilities": [10]}`;
-//!   `{"images": [[784], …]}` (at most `MAX_IMAGES`) → a list of those. Bodies over `MAX_BODY`
-//!   bytes are refused, and so are images scaled to 0–1 (see `image_bytes`).
+//!   `{"images": [[784], …]}` (at most `MAX_IMAGES`) → a list of those; a binary body
+//!   (`application/octet-stream`, 784 bytes an image) → a list. Bodies over `MAX_BODY` bytes
+//!   are refused, and so are images scaled to 0–1 (`decode`; `predict`).
 //! - `GET /api/model`: the shape, activation, where it runs, and the file's metadata.
 //! - `GET /api/test[?misclassified=true]`: a random test digit with its label and prediction.
 //! - `GET /api/weights`: the first layer's weights, per unit (the first `MAX_UNITS`).
@@ -19,16 +20,21 @@
 //! Without `--model`, the model's requests are refused (404, "no model: …") and `/api/test`
 //! gives digits unclassified: the page answers with the network it trains.
 //!
-//! One backend serves every request, in turn (a mutex); the HTTP work runs on tokio's threads,
-//! so other clients are served while one waits.
+//! What the server holds is bounded by its options, not by its traffic: the request bodies in
+//! flight (`--max-in-flight`; past it a request waits, then gets 503 with `Retry-After`:
+//! `limits`), the checkpoints opened in the page (`--checkpoints-held`, `--checkpoint-ttl`:
+//! `store`). The HTTP work runs on tokio's threads; the model on a worker per core (or the
+//! GPU's one), batching what waits (`engine`). SIGINT or SIGTERM stops it: no new connection
+//! is taken, the requests in flight get `http::GRACE` to finish, and the rest are cut.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
-use axum::body::{Body, Bytes};
+use axum::body::Bytes;
 use axum::extract::{RawQuery, Request, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
@@ -37,17 +43,28 @@ use rand::Rng;
 use serde_json::{json, Value};
 
 mod check;
+mod decode;
+mod engine;
+mod http;
+mod limits;
+mod memory;
 mod page;
+mod predict;
+mod store;
 mod train;
 
-use super::BackendArgs;
-use mnist_gpu::backend::Backend;
+use super::{stop, BackendArgs};
+use engine::{Bulk, Engine};
+use limits::Budget;
+use mnist_gpu::backend::{Backend, StepPath};
 use mnist_gpu::checkpoint::{Checkpoint, FileId};
+use mnist_gpu::cpu::{fused::FusedConfig, CpuBackend};
 use mnist_gpu::data::pool::{ImagePool, List, ListSizes};
 use mnist_gpu::data::{self, Dataset, CLASSES, EMBEDDED_TEST, EMBEDDED_TRAIN, PIXELS};
 use mnist_gpu::error::{config, Error, Result};
-use mnist_gpu::model::{argmax_columns, Model};
+use mnist_gpu::model::Model;
 use mnist_gpu::model_file::{self, ModelFile};
+use store::Store;
 
 const PAGE: &str = include_str!("../../../assets/serve/index.html");
 /// The largest request body: a batch of `MAX_IMAGES` images written as JSON fits.
@@ -56,6 +73,10 @@ const MAX_BODY: usize = 4 << 20;
 const MAX_IMAGES: usize = 1000;
 /// The most first-layer units `/api/weights` returns.
 const MAX_UNITS: usize = 64;
+/// On the CPU: images per chunk of a large request (about a millisecond of a core for
+/// 784-256-10), and the most images of small requests one pass gathers.
+const CPU_CHUNK: usize = 128;
+const CPU_BATCH: usize = 256;
 
 /// Serves a page to draw digits and see what the model says (and the JSON API it uses).
 #[derive(Debug, Args)]
@@ -82,35 +103,128 @@ pub struct ServeArgs {
     #[arg(long)]
     pub train: Option<PathBuf>,
 
+    /// The most bytes of request bodies held at once, across all requests (K, M, G: binary
+    /// multiples). A request past it waits (--in-flight-wait-ms), then gets 503 with
+    /// Retry-After.
+    #[arg(long, value_name = "SIZE", default_value = limits::DEFAULT_IN_FLIGHT, value_parser = limits::parse_size)]
+    pub max_in_flight: usize,
+
+    /// How long a request waits for room under --max-in-flight before it gets 503.
+    #[arg(long, value_name = "MS", default_value_t = 5000)]
+    pub in_flight_wait_ms: u64,
+
+    /// The most bytes of checkpoints opened in the page kept at once (the least recently used
+    /// goes first).
+    #[arg(long, value_name = "SIZE", default_value = store::DEFAULT_HELD, value_parser = limits::parse_size)]
+    pub checkpoints_held: usize,
+
+    /// How long a checkpoint opened in the page is kept after its last use, in seconds.
+    #[arg(long, value_name = "SECONDS", default_value_t = store::DEFAULT_TTL)]
+    pub checkpoint_ttl: u64,
+
     #[command(flatten)]
     pub backend: BackendArgs,
 }
 
-/// What every request reads: the backend (one request at a time), and what was worked out at
-/// the start.
+/// What every request reads: the model's workers, the bounds, and what was worked out at the
+/// start.
 struct App {
     /// None without `--model`.
-    backend: Option<Mutex<Box<dyn Backend>>>,
+    engine: Option<Engine>,
     model_info: Value,
     weights: Value,
     confusion: Value,
+    /// The test digits (and as the bytes `/api/test/*` send).
     test: Dataset,
-    /// What the Train panel trains on, and its identity (as checkpoints record it).
+    test_images: Bytes,
+    test_labels: Bytes,
+    /// What the Train panel trains on (and as the bytes `/api/train/*` send), and its identity
+    /// (as checkpoints record it).
     train: Dataset,
+    train_images: Bytes,
+    train_labels: Bytes,
     train_id: FileId,
     /// The checkpoints opened in the page, by id.
-    checkpoints: Mutex<Vec<Checkpoint>>,
+    checkpoints: Store<Checkpoint>,
+    /// `/api/check`'s answer, worked out at its first request.
+    check: Mutex<Option<Bytes>>,
     /// Per test image: the prediction and its probabilities.
-    predicted: Vec<(u8, Vec<f64>)>,
+    predicted: Vec<predict::Answer>,
     misclassified: Vec<usize>,
+    /// The room for request bodies; the pool for large requests' work; the trim after them.
+    budget: Budget,
+    bulk: Bulk,
+    trim: Arc<memory::Trim>,
 }
 
-/// One-line JSON errors, the only kind this API gives.
-struct Refusal(StatusCode, String);
+/// What every `App` holds whether or not it has a model.
+struct Common {
+    test: Dataset,
+    train: Dataset,
+    train_id: FileId,
+    checkpoints: Store<Checkpoint>,
+    budget: Budget,
+    bulk: Bulk,
+}
+
+impl Common {
+    fn new(
+        args: &ServeArgs,
+        test: Dataset,
+        (train, train_id): (Dataset, FileId),
+    ) -> Result<Common> {
+        Ok(Common {
+            test,
+            train,
+            train_id,
+            checkpoints: Store::new(
+                args.checkpoints_held,
+                Duration::from_secs(args.checkpoint_ttl),
+            ),
+            budget: Budget::new(
+                args.max_in_flight,
+                Duration::from_millis(args.in_flight_wait_ms),
+            ),
+            bulk: Bulk::new().map_err(Error::Config)?,
+        })
+    }
+}
+
+/// One-line JSON errors, the only kind this API gives; a 503 says when to try again.
+struct Refusal {
+    status: StatusCode,
+    message: String,
+    retry_after: Option<u32>,
+}
+
+impl Refusal {
+    fn new(status: StatusCode, message: impl Into<String>) -> Refusal {
+        Refusal {
+            status,
+            message: message.into(),
+            retry_after: None,
+        }
+    }
+
+    /// 503: no room now; try again in `RETRY_AFTER` seconds.
+    fn busy(message: impl Into<String>) -> Refusal {
+        Refusal {
+            retry_after: Some(limits::RETRY_AFTER),
+            ..Refusal::new(StatusCode::SERVICE_UNAVAILABLE, message)
+        }
+    }
+}
 
 impl IntoResponse for Refusal {
     fn into_response(self) -> Response {
-        (self.0, json_body(&json!({ "error": self.1 }))).into_response()
+        let mut response =
+            (self.status, json_body(&json!({ "error": self.message }))).into_response();
+        if let Some(seconds) = self.retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
+        response
     }
 }
 
@@ -122,7 +236,7 @@ fn json_body(value: &Value) -> ([(header::HeaderName, &'static str); 1], String)
 }
 
 fn bad(message: impl Into<String>) -> Refusal {
-    Refusal(StatusCode::BAD_REQUEST, message.into())
+    Refusal::new(StatusCode::BAD_REQUEST, message)
 }
 
 /// Softmax of one column of logits.
@@ -133,42 +247,31 @@ pub(super) fn probabilities(logits: &[f32]) -> Vec<f64> {
     exps.iter().map(|e| e / sum).collect()
 }
 
-fn answers(logits: &[f32]) -> Vec<(u8, Vec<f64>)> {
-    argmax_columns(logits)
-        .into_iter()
-        .zip(logits.chunks_exact(CLASSES).map(probabilities))
-        .collect()
-}
-
-fn answer_json((digit, probabilities): &(u8, Vec<f64>)) -> Value {
-    json!({ "digit": digit, "probabilities": probabilities })
-}
-
 /// Loads the model and the test digits, works out what the page shows of them, and serves the
 /// page and the API until stopped.
 pub fn serve(args: &ServeArgs) -> Result<()> {
-    let test = test_digits(args)?;
-    let train = training_digits(args)?;
+    memory::fix_mmap_threshold();
+    let common = Common::new(args, test_digits(args)?, training_digits(args)?)?;
     let Some(path) = &args.model else {
-        let app = Arc::new(App::without_model(test, train));
+        let app = Arc::new(App::without_model(common));
         let description = format!(
             "  no model (--model): train one in the page; test digits: {}; Ctrl-C stops",
             app.test.source
         );
-        return listen(args, router(app), &description);
+        return listen(args, app, &description);
     };
     let file = model_file::load(path)?;
-    let (backend, backend_name) = open_backend(args, &file.model, &test)?;
-    let app = Arc::new(App::new(path, &file, backend, backend_name, test, train)?);
+    let (backend, backend_name) = open_backend(args, &file.model, &common.test)?;
+    let app = Arc::new(App::new(path, &file, backend, backend_name, common)?);
     let description = describe(path, &file.model, &app);
-    listen(args, router(app), &description)
+    listen(args, app, &description)
 }
 
 /// Without `--model`: what the model panels answer.
 const NO_MODEL: &str = "no model: start serve with --model FILE, or train one in the Train panel";
 
 fn no_model() -> Response {
-    Refusal(StatusCode::NOT_FOUND, NO_MODEL.into()).into_response()
+    Refusal::new(StatusCode::NOT_FOUND, NO_MODEL).into_response()
 }
 
 /// `--data`, or the embedded test digits; at least one.
@@ -225,18 +328,51 @@ fn open_backend(
     Ok((backend, opened.name))
 }
 
+/// The model's workers, started: on the CPU one per core, each with the model and its own scratch (the
+/// fused path one thread each; the reference path where `--path reference` chose it); on a GPU
+/// the one backend, whose device takes one pass at a time.
+fn workers(backend: Box<dyn Backend>, backend_name: &str, model: &Model) -> Result<Engine> {
+    if backend_name != "cpu" {
+        return Ok(Engine::start(vec![backend], MAX_IMAGES, MAX_IMAGES));
+    }
+    let none = ListSizes {
+        train: 0,
+        dev: 0,
+        test: 0,
+    };
+    let pool = Arc::new(ImagePool::default());
+    let one_thread = FusedConfig {
+        threads: 1,
+        ..FusedConfig::default()
+    };
+    let path = backend.path();
+    let workers = (0..engine::cores())
+        .map(|_| -> Result<Box<dyn Backend>> {
+            Ok(Box::new(match path {
+                StepPath::Fused => {
+                    CpuBackend::with_config(model, pool.clone(), none, CPU_BATCH, one_thread)?
+                }
+                StepPath::Reference => {
+                    CpuBackend::new_reference(model, pool.clone(), none, CPU_BATCH)?
+                }
+            }))
+        })
+        .collect::<Result<_>>()?;
+    Ok(Engine::start(workers, CPU_CHUNK, CPU_BATCH))
+}
+
 impl App {
-    /// Classifies every test digit once, and works out what the page asks for of the model.
+    /// Classifies every test digit once, works out what the page asks for of the model, and
+    /// starts the model's workers.
     fn new(
         path: &std::path::Path,
         file: &ModelFile,
         mut backend: Box<dyn Backend>,
         backend_name: &str,
-        test: Dataset,
-        (train, train_id): (Dataset, FileId),
+        common: Common,
     ) -> Result<App> {
-        let predicted = answers(&backend.logits(List::Test)?);
-        let (confusion, misclassified) = confusion(&test, &predicted);
+        let predicted = predict::answers(&backend.logits(List::Test)?);
+        let (confusion, misclassified) = confusion(&common.test, &predicted);
         let model = &file.model;
         let model_info = json!({
             "file": path.display().to_string(),
@@ -247,44 +383,49 @@ impl App {
             "backend": backend_name,
             "device": backend.device_name(),
             "path": backend.path().name(),
-            "data": test.source,
+            "data": common.test.source,
             "metadata": file.metadata.iter()
                 .filter(|(key, _)| key.as_str() != "checkpoint")
                 .collect::<std::collections::BTreeMap<_, _>>(),
         });
         Ok(App {
-            backend: Some(Mutex::new(backend)),
+            engine: Some(workers(backend, backend_name, model)?),
             model_info,
             weights: first_layer(model),
             confusion,
-            test,
-            train,
-            train_id,
-            checkpoints: Mutex::new(Vec::new()),
             predicted,
             misclassified,
+            ..App::without_model(common)
         })
     }
 
     /// The test and training digits alone (no `--model`).
-    fn without_model(test: Dataset, (train, train_id): (Dataset, FileId)) -> App {
+    fn without_model(common: Common) -> App {
         App {
-            backend: None,
+            engine: None,
             model_info: Value::Null,
             weights: Value::Null,
             confusion: Value::Null,
-            test,
-            train,
-            train_id,
-            checkpoints: Mutex::new(Vec::new()),
+            train_images: Bytes::from(common.train.images.clone()),
+            train_labels: Bytes::from(common.train.labels.clone().unwrap_or_default()),
+            test_images: Bytes::from(common.test.images.clone()),
+            test_labels: Bytes::from(common.test.labels.clone().unwrap_or_default()),
+            test: common.test,
+            train: common.train,
+            train_id: common.train_id,
+            checkpoints: common.checkpoints,
+            check: Mutex::new(None),
             predicted: Vec::new(),
             misclassified: Vec::new(),
+            budget: common.budget,
+            bulk: common.bulk,
+            trim: Arc::default(),
         }
     }
 
     /// `value`, or the refusal without a model.
     fn with_model(&self, value: &Value) -> Response {
-        match self.backend {
+        match self.engine {
             Some(_) => json_body(value).into_response(),
             None => no_model(),
         }
@@ -304,7 +445,7 @@ impl App {
 /// `/api/confusion`'s answer (the matrix, label by prediction, where the digits have labels),
 /// and the indices of the misclassified digits. The matrix is `confusion`, as in `eval
 /// --json`; `matrix`, its first name here, stays as its alias for clients written before.
-fn confusion(test: &Dataset, predicted: &[(u8, Vec<f64>)]) -> (Value, Vec<usize>) {
+fn confusion(test: &Dataset, predicted: &[predict::Answer]) -> (Value, Vec<usize>) {
     let n = test.len();
     let mut confusion = [[0usize; CLASSES]; CLASSES];
     let mut misclassified = Vec::new();
@@ -314,9 +455,9 @@ fn confusion(test: &Dataset, predicted: &[(u8, Vec<f64>)]) -> (Value, Vec<usize>
             misclassified,
         );
     };
-    for (i, (&label, (digit, _))) in labels.iter().zip(predicted).enumerate() {
-        confusion[label as usize][*digit as usize] += 1;
-        if label != *digit {
+    for (i, (&label, answer)) in labels.iter().zip(predicted).enumerate() {
+        confusion[label as usize][answer.digit as usize] += 1;
+        if label != answer.digit {
             misclassified.push(i);
         }
     }
@@ -396,15 +537,15 @@ fn router(app: Arc<App>) -> Router {
         .route("/api/checkpoint", post(train::checkpoint))
         .route("/api/check", get(check::check))
         .route("/api/checkpoint/open", post(train::open_checkpoint))
-        .route("/api/predict", post(predict))
+        .route("/api/predict", post(predict::predict))
         .fallback(|request: Request| async move {
-            Refusal(
+            Refusal::new(
                 StatusCode::NOT_FOUND,
                 format!("nothing at {}", request.uri().path()),
             )
         })
         .method_not_allowed_fallback(|request: Request| async move {
-            Refusal(
+            Refusal::new(
                 StatusCode::METHOD_NOT_ALLOWED,
                 format!(
                     "{} is not served at {}",
@@ -417,13 +558,15 @@ fn router(app: Arc<App>) -> Router {
 }
 
 /// Listens on `--host`:`--port`, prints the address and `description`, and serves until
-/// stopped.
-fn listen(args: &ServeArgs, router: Router, description: &str) -> Result<()> {
+/// stopped (SIGINT, SIGTERM: `stop`).
+fn listen(args: &ServeArgs, app: Arc<App>, description: &str) -> Result<()> {
+    let stopping = stop::install();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_io()
+        .enable_time()
         .build()
         .map_err(|e| Error::Config(format!("cannot start the server: {e}")))?;
-    runtime.block_on(async {
+    let served = runtime.block_on(async {
         let address = format!("{}:{}", args.host, args.port);
         let listener = tokio::net::TcpListener::bind(&address).await.map_err(|e| {
             Error::Config(format!("cannot listen on {address} (--host, --port): {e}"))
@@ -443,10 +586,17 @@ fn listen(args: &ServeArgs, router: Router, description: &str) -> Result<()> {
         println!("{description}");
         use std::io::Write;
         let _ = std::io::stdout().flush();
-        axum::serve(listener, router)
-            .await
-            .map_err(|e| Error::Config(format!("the server stopped: {e}")))
-    })
+        let trim = app.trim.clone();
+        let idle = {
+            let app = app.clone();
+            move || app.budget.idle()
+        };
+        tokio::spawn(trim.trim_when_idle(idle));
+        http::serve(listener, router(app), stopping).await
+    });
+    // The requests still in flight are cut here: their threads are not waited for.
+    runtime.shutdown_timeout(Duration::from_millis(100));
+    served
 }
 
 async fn page() -> impl IntoResponse {
@@ -462,7 +612,7 @@ async fn test_digit(State(app): State<Arc<App>>, RawQuery(query): RawQuery) -> R
             return bad(format!("unknown query {other:?}: use misclassified=true")).into_response()
         }
     };
-    if only_wrong && app.backend.is_none() {
+    if only_wrong && app.engine.is_none() {
         return no_model();
     }
     let choices = if only_wrong {
@@ -473,11 +623,8 @@ async fn test_digit(State(app): State<Arc<App>>, RawQuery(query): RawQuery) -> R
     let n = app.test.len();
     let index = if only_wrong {
         if choices.is_empty() {
-            return Refusal(
-                StatusCode::NOT_FOUND,
-                "no test digit is misclassified".into(),
-            )
-            .into_response();
+            return Refusal::new(StatusCode::NOT_FOUND, "no test digit is misclassified")
+                .into_response();
         }
         choices[rand::rng().random_range(0..choices.len())]
     } else {
@@ -485,7 +632,7 @@ async fn test_digit(State(app): State<Arc<App>>, RawQuery(query): RawQuery) -> R
     };
     // Without a model, the digit alone (the page may classify it with the model it trained).
     let mut answer = match app.predicted.get(index) {
-        Some(predicted) => answer_json(predicted),
+        Some(predicted) => serde_json::to_value(predicted).unwrap_or(Value::Null),
         None => json!({ "digit": null, "probabilities": null }),
     };
     answer["index"] = json!(index);
@@ -493,136 +640,4 @@ async fn test_digit(State(app): State<Arc<App>>, RawQuery(query): RawQuery) -> R
     answer["pixels"] = json!(app.test.image(index));
     answer["label"] = json!(app.test.labels.as_ref().map(|l| l[index]));
     json_body(&answer).into_response()
-}
-
-/// `POST /api/predict`: one image (`pixels`) or a batch (`images`).
-async fn predict(State(app): State<Arc<App>>, headers: HeaderMap, body: Body) -> Response {
-    match predict_body(app, headers, body).await {
-        Ok(value) => json_body(&value).into_response(),
-        Err(refusal) => refusal.into_response(),
-    }
-}
-
-async fn predict_body(
-    app: Arc<App>,
-    headers: HeaderMap,
-    body: Body,
-) -> std::result::Result<Value, Refusal> {
-    if app.backend.is_none() {
-        return Err(Refusal(StatusCode::NOT_FOUND, NO_MODEL.into()));
-    }
-    let request = read_json(headers, body).await?;
-    let (pixels, batch) = requested_images(&request)?;
-    let logits = tokio::task::spawn_blocking(move || {
-        let Some(backend) = &app.backend else {
-            return Err(Error::Config(NO_MODEL.into()));
-        };
-        let mut backend = backend
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        backend.classify(&pixels)
-    })
-    .await
-    .map_err(model_failed)?
-    .map_err(model_failed)?;
-    let mut answers: Vec<Value> = answers(&logits).iter().map(answer_json).collect();
-    Ok(if batch {
-        Value::Array(answers)
-    } else {
-        answers.remove(0)
-    })
-}
-
-/// The request's body as JSON, refused unread where it says it is over `MAX_BODY` bytes,
-/// and refused where it turns out to be.
-async fn read_json(headers: HeaderMap, body: Body) -> std::result::Result<Value, Refusal> {
-    let too_large = || {
-        Refusal(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!(
-                "the body is over {MAX_BODY} bytes: send at most {MAX_IMAGES} images a request"
-            ),
-        )
-    };
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<usize>().ok());
-    if declared.is_some_and(|n| n > MAX_BODY) {
-        return Err(too_large());
-    }
-    let bytes: Bytes = axum::body::to_bytes(body, MAX_BODY)
-        .await
-        .map_err(|_| too_large())?;
-    serde_json::from_slice(&bytes).map_err(|e| bad(format!("the body is not JSON: {e}")))
-}
-
-/// The pixels of the request's images, one after another, and whether it sent a batch
-/// (`images`) rather than one image (`pixels`).
-fn requested_images(request: &Value) -> std::result::Result<(Vec<u8>, bool), Refusal> {
-    let usage = "expected {\"pixels\": [784 numbers 0–255]} or {\"images\": [[784 numbers], …]}";
-    let (images, batch) = match (&request["pixels"], &request["images"]) {
-        (Value::Array(_), Value::Null) => (vec![("pixels".to_string(), &request["pixels"])], false),
-        (Value::Null, Value::Array(list)) => {
-            if list.is_empty() || list.len() > MAX_IMAGES {
-                return Err(bad(format!(
-                    "images: {} images; send 1 to {MAX_IMAGES}",
-                    list.len()
-                )));
-            }
-            (
-                list.iter()
-                    .enumerate()
-                    .map(|(i, v)| (format!("images[{i}]"), v))
-                    .collect(),
-                true,
-            )
-        }
-        _ => return Err(bad(usage)),
-    };
-    let mut pixels = Vec::with_capacity(PIXELS * images.len());
-    for (name, image) in images {
-        pixels.extend(image_bytes(&name, image)?);
-    }
-    Ok((pixels, batch))
-}
-
-/// The backend's error (or its thread's panic) as a 500.
-fn model_failed(e: impl std::fmt::Display) -> Refusal {
-    Refusal(
-        StatusCode::INTERNAL_SERVER_ERROR,
-        format!("the model failed: {e}"),
-    )
-}
-
-/// 784 numbers in 0–255 (rounded to whole grey levels). An image whose brightest pixel is 1 or
-/// less, yet not black, was scaled to 0–1 (torchvision's `ToTensor()`): read as grey levels it is
-/// a black image, and would be classified as one, so it is refused with the fix.
-fn image_bytes(name: &str, image: &Value) -> std::result::Result<Vec<u8>, Refusal> {
-    let values = image
-        .as_array()
-        .ok_or_else(|| bad(format!("{name}: not a list of numbers")))?;
-    if values.len() != PIXELS {
-        return Err(bad(format!(
-            "{name}: {} numbers, expected {PIXELS}",
-            values.len()
-        )));
-    }
-    let levels = values
-        .iter()
-        .enumerate()
-        .map(|(i, v)| match v.as_f64() {
-            Some(x) if (0.0..=255.0).contains(&x) => Ok(x),
-            Some(x) => Err(bad(format!("{name}[{i}]: {x} is outside 0–255"))),
-            None => Err(bad(format!("{name}[{i}]: {v} is not a number"))),
-        })
-        .collect::<std::result::Result<Vec<f64>, Refusal>>()?;
-    let brightest = levels.iter().copied().fold(0.0, f64::max);
-    if brightest > 0.0 && brightest <= 1.0 {
-        return Err(bad(format!(
-            "{name}: the brightest pixel is {brightest}: pixels look scaled to 0–1 (as \
-             torchvision's ToTensor() does), but grey levels 0–255 are expected: multiply by 255"
-        )));
-    }
-    Ok(levels.iter().map(|&x| x.round() as u8).collect())
 }

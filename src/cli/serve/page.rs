@@ -11,6 +11,7 @@
 
 use std::sync::Arc;
 
+use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
@@ -108,19 +109,16 @@ fn augment_kinds() -> Vec<String> {
         .collect()
 }
 
-fn bytes(data: &[u8]) -> Response {
-    (
-        [(header::CONTENT_TYPE, "application/octet-stream")],
-        data.to_vec(),
-    )
-        .into_response()
+/// The bytes as they are: `Bytes` shares them, so a request copies nothing.
+fn bytes(data: Bytes) -> Response {
+    ([(header::CONTENT_TYPE, "application/octet-stream")], data).into_response()
 }
 
 pub async fn test_images(State(app): State<Arc<App>>) -> Response {
-    bytes(&app.test.images)
+    bytes(app.test_images.clone())
 }
 
 /// The labels, one byte each; empty where the test digits have none.
 pub async fn test_labels(State(app): State<Arc<App>>) -> Response {
-    bytes(app.test.labels.as_deref().unwrap_or_default())
+    bytes(app.test_labels.clone())
 }

@@ -24,7 +24,9 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::{json, Value};
 
-use super::{bad, json_body, read_json, App, Refusal};
+use super::limits::{self, read_json};
+use super::store::Missing;
+use super::{bad, json_body, App, Refusal};
 use mnist_gpu::augment::Augment;
 use mnist_gpu::backend::BatchStats;
 use mnist_gpu::checkpoint::{self, Checkpoint, Checkpointing};
@@ -85,7 +87,7 @@ pub async fn shader(Path(file): Path<String>) -> Response {
             .into_response(),
         None => {
             let names: Vec<String> = SHADERS.iter().map(|(n, _)| format!("{n}.wgsl")).collect();
-            Refusal(
+            Refusal::new(
                 StatusCode::NOT_FOUND,
                 format!("no shader {file}: there are {}", names.join(", ")),
             )
@@ -94,25 +96,38 @@ pub async fn shader(Path(file): Path<String>) -> Response {
     }
 }
 
-fn bytes(data: Vec<u8>) -> Response {
+/// The bytes as they are: `Bytes` shares them, so a request copies nothing.
+fn bytes(data: axum::body::Bytes) -> Response {
     ([(header::CONTENT_TYPE, "application/octet-stream")], data).into_response()
 }
 
 pub async fn images(State(app): State<Arc<App>>) -> Response {
-    bytes(app.train.images.clone())
+    bytes(app.train_images.clone())
 }
 
 pub async fn labels(State(app): State<Arc<App>>) -> Response {
-    bytes(app.train.labels.clone().unwrap_or_default())
+    bytes(app.train_labels.clone())
+}
+
+/// A Train panel request's body, and the checkpoint it resumes (if any).
+async fn train_request(
+    app: &App,
+    headers: HeaderMap,
+    body: Body,
+) -> std::result::Result<(Value, Resumed, limits::Held), Refusal> {
+    let (request, held) = read_json(&app.budget, &headers, body).await?;
+    let resumed = resumed(app, &request)?;
+    Ok((request, resumed, held))
 }
 
 /// `POST /api/train/plan`.
 pub async fn plan(State(app): State<Arc<App>>, headers: HeaderMap, body: Body) -> Response {
-    let request = match read_json(headers, body).await {
+    let (request, resumed, held) = match train_request(&app, headers, body).await {
         Ok(request) => request,
         Err(refusal) => return refusal.into_response(),
     };
-    let answer = tokio::task::spawn_blocking(move || plan_of(&app, &request)).await;
+    let answer = tokio::task::spawn_blocking(move || plan_of(&app, &request, resumed)).await;
+    drop(held);
     match answer {
         Ok(Ok(value)) => json_body(&value).into_response(),
         Ok(Err(e)) => bad(e.to_string()).into_response(),
@@ -159,39 +174,51 @@ pub(super) fn merged_options(
     Ok(options)
 }
 
+/// The checkpoint a run resumes, shared with the store that keeps it.
+type Resumed = Option<Arc<Checkpoint>>;
+
+/// The checkpoint `request["resume"]` names, if any: refused (400) where it was never opened,
+/// and (410) where it was dropped to keep the store within its bounds.
+fn resumed(app: &App, request: &Value) -> std::result::Result<Resumed, Refusal> {
+    let id = match &request["resume"] {
+        Value::Null => return Ok(None),
+        id => id.as_u64().map_or(usize::MAX, |id| id as usize),
+    };
+    match app.checkpoints.get(id) {
+        Ok(c) => Ok(Some(c)),
+        Err(Missing::Never) => Err(bad(format!("resume: no checkpoint {id} was opened"))),
+        Err(Missing::Dropped) => Err(Refusal::new(
+            StatusCode::GONE,
+            format!(
+                "resume: checkpoint {id} is no longer held ({}): open the file again",
+                app.checkpoints.bounds()
+            ),
+        )),
+    }
+}
+
 /// A run of the page: its options, data and start (fresh, or a checkpoint opened in the page).
 pub(super) struct PageRun {
     options: RunOptions,
     split: Split,
     model: Model,
-    resumed: Option<Checkpoint>,
+    resumed: Resumed,
 }
 
 impl PageRun {
-    /// The run `request` describes: `options` over `mnist-gpu train`'s defaults, or `resume`
-    /// (a checkpoint's id) with only its length changed by `options`.
-    pub(super) fn of(app: &App, request: &Value) -> Result<PageRun> {
+    /// The run `request` describes: `options` over `mnist-gpu train`'s defaults, or `resumed`
+    /// (the checkpoint `resume` names) with only its length changed by `options`.
+    pub(super) fn of(app: &App, request: &Value, resumed: Resumed) -> Result<PageRun> {
         if !request.is_object() {
             return config(
                 "the body: expected a JSON object such as {\"options\": {\"hidden\": [32]}}",
             );
         }
-        let resumed = match &request["resume"] {
-            Value::Null => None,
-            id => {
-                let id = id.as_u64().unwrap_or(u64::MAX) as usize;
-                let opened = app.checkpoints.lock().unwrap_or_else(|p| p.into_inner());
-                match opened.get(id) {
-                    Some(c) => Some(c.clone()),
-                    None => return config(format!("resume: no checkpoint {id} was opened")),
-                }
-            }
-        };
         PageRun::with(app, request, resumed)
     }
 
     /// `of`, resuming `resumed` (if any).
-    fn with(app: &App, request: &Value, resumed: Option<Checkpoint>) -> Result<PageRun> {
+    fn with(app: &App, request: &Value, resumed: Resumed) -> Result<PageRun> {
         let given = if request["options"].is_null() {
             json!({})
         } else {
@@ -371,8 +398,8 @@ impl PageRun {
 }
 
 /// The plan of steps `from + 1 ..= from + steps` of the run `request` describes.
-fn plan_of(app: &App, request: &Value) -> Result<Value> {
-    let run = PageRun::of(app, request)?;
+fn plan_of(app: &App, request: &Value, resumed: Resumed) -> Result<Value> {
+    let run = PageRun::of(app, request, resumed)?;
     let number = |key: &str, default: usize| -> Result<usize> {
         match &request[key] {
             Value::Null => Ok(default),
@@ -443,8 +470,8 @@ impl Checkpointer for Capture {
 /// `POST /api/checkpoint`: the page's run after step `step` as a `--checkpoint` file: its
 /// parameters and optimizer state (`params`, `state`: laid out as the plan's), the loop's
 /// state at that step (worked out again here), and the page's progress points (`history`).
-fn checkpoint_of(app: &App, request: &Value) -> Result<Vec<u8>> {
-    let run = PageRun::of(app, request)?;
+fn checkpoint_of(app: &App, request: &Value, resumed: Resumed) -> Result<Vec<u8>> {
+    let run = PageRun::of(app, request, resumed)?;
     let step = request["step"].as_u64().unwrap_or(0) as usize;
     if step <= run.start() {
         return config("step: the page's run has no progress point yet to save");
@@ -544,11 +571,12 @@ fn page_history(history: &Value, last: usize) -> Result<Vec<train::Progress>> {
 }
 
 pub async fn checkpoint(State(app): State<Arc<App>>, headers: HeaderMap, body: Body) -> Response {
-    let request = match read_json(headers, body).await {
+    let (request, resumed, held) = match train_request(&app, headers, body).await {
         Ok(request) => request,
         Err(refusal) => return refusal.into_response(),
     };
-    let answer = tokio::task::spawn_blocking(move || checkpoint_of(&app, &request)).await;
+    let answer = tokio::task::spawn_blocking(move || checkpoint_of(&app, &request, resumed)).await;
+    drop(held);
     match answer {
         Ok(Ok(bytes)) => (
             [
@@ -569,21 +597,52 @@ pub async fn checkpoint(State(app): State<Arc<App>>, headers: HeaderMap, body: B
 /// The largest checkpoint the page opens.
 const MAX_CHECKPOINT: usize = 64 << 20;
 
-/// `POST /api/checkpoint/open` (the file's bytes): its run, for the page to continue; refused
-/// with one line when damaged, from another training file, or a shape the page cannot run.
-pub async fn open_checkpoint(State(app): State<Arc<App>>, body: Body) -> Response {
-    let Ok(bytes) = axum::body::to_bytes(body, MAX_CHECKPOINT).await else {
-        return bad(format!("the checkpoint is over {MAX_CHECKPOINT} bytes")).into_response();
+/// `POST /api/checkpoint/open` (the file's bytes): its run, for the page to continue, kept
+/// in the store under a new id; refused with one line when damaged, from another training
+/// file, a shape the page cannot run, or larger than the store holds.
+pub async fn open_checkpoint(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let too_large = || bad(format!("the checkpoint is over {MAX_CHECKPOINT} bytes"));
+    let received = limits::receive(&app.budget, &headers, body, MAX_CHECKPOINT, &too_large).await;
+    let limits::Received { bytes, held } = match received {
+        Ok(received) => received,
+        Err(refusal) => return refusal.into_response(),
     };
     let answer = tokio::task::spawn_blocking(move || opened(&app, &bytes)).await;
+    drop(held);
     match answer {
         Ok(Ok(value)) => json_body(&value).into_response(),
-        Ok(Err(e)) => bad(e.to_string()).into_response(),
+        Ok(Err(refusal)) => refusal.into_response(),
         Err(e) => bad(format!("opening the checkpoint failed: {e}")).into_response(),
     }
 }
 
-fn opened(app: &App, bytes: &[u8]) -> Result<Value> {
+fn opened(app: &App, bytes: &[u8]) -> std::result::Result<Value, Refusal> {
+    let store = &app.checkpoints;
+    if bytes.len() > store.max_bytes {
+        return Err(Refusal::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "the checkpoint is {} bytes, more than this server keeps of opened checkpoints \
+                 ({} bytes, serve --checkpoints-held)",
+                bytes.len(),
+                store.max_bytes
+            ),
+        ));
+    }
+    let c = parsed(app, bytes).map_err(|e| bad(e.to_string()))?;
+    let (options, step) = (c.options.clone(), c.state.step);
+    let id = store
+        .add(c, bytes.len())
+        .ok_or_else(|| bad("the checkpoint is too large"))?;
+    Ok(json!({"id": id, "options": options, "step": step}))
+}
+
+/// The dropped file as a checkpoint the page can run.
+fn parsed(app: &App, bytes: &[u8]) -> Result<Checkpoint> {
     let path = std::path::Path::new("the dropped file");
     let file = mnist_gpu::model_file::parse(path, bytes)?;
     if !checkpoint::is_checkpoint(&file) {
@@ -596,13 +655,10 @@ fn opened(app: &App, bytes: &[u8]) -> Result<Value> {
             c.train_file.name, app.train_id.name
         ));
     }
-    let options = c.options.clone();
-    let step = c.state.step;
     // The shape and the data must suit the page (the plan says why not), before it is kept.
-    let run = PageRun::with(app, &json!({}), Some(c))?;
+    let c = Arc::new(c);
+    let run = PageRun::with(app, &json!({}), Some(c.clone()))?;
     run.backend(0..0, 1 << 20)?;
-    let mut opened = app.checkpoints.lock().unwrap_or_else(|p| p.into_inner());
-    opened.extend(run.resumed);
-    let id = opened.len() - 1;
-    Ok(json!({"id": id, "options": options, "step": step}))
+    drop(run);
+    Ok(Arc::try_unwrap(c).unwrap_or_else(|shared| (*shared).clone()))
 }
