@@ -7,7 +7,8 @@
 //! - `data`: reading IDX and CSV files into bytes; `data::pool`: the image pool, the index
 //!   lists, the dev split and the shifts that both backends and the training loop share;
 //!   `augment`: the affine and elastic warps, drawn for both backends.
-//! - `model`: the network's parameters and their layout; `model_file`: saving and loading them.
+//! - `model`: the network's parameters and their layout; `model_file`: saving and loading them;
+//!   `onnx`: writing them as an ONNX graph for other runtimes.
 //! - `layout`: where a matrix's elements lie, for both backends' products.
 //! - `optimizer`: the update rules (SGD, momentum, Adam), their constants and state.
 //! - `backend`: the trait both backends implement (a whole training step).
@@ -22,8 +23,8 @@
 //! - `metrics`: the training curves as CSV and as a plot.
 //! - `art`: digits as text.
 //!
-//! The command line (`src/main.rs`, `src/cli/`: train, predict, eval, bench, serve) is built on
-//! this library.
+//! The command line (`src/main.rs`, `src/cli/`: train, predict, eval, export, bench, serve) is
+//! built on this library.
 
 pub mod art;
 pub mod augment;
@@ -37,6 +38,7 @@ pub mod layout;
 pub mod metrics;
 pub mod model;
 pub mod model_file;
+pub mod onnx;
 pub mod optimizer;
 pub mod options;
 pub mod plot;
