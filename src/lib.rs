@@ -18,6 +18,7 @@ pub mod layout;
 pub mod metrics;
 pub mod model;
 pub mod model_file;
+pub mod onnx;
 pub mod optimizer;
 pub mod options;
 pub mod plot;

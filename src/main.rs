@@ -1,5 +1,6 @@
 //! Command line: `mnist-gpu [OPTIONS]` trains and reports; `mnist-gpu predict` and
-//! `mnist-gpu eval` use a saved model; `mnist-gpu bench` measures throughput. See `--help`.
+//! `mnist-gpu eval` use a saved model, `mnist-gpu export` writes it as ONNX; `mnist-gpu bench`
+//! measures throughput. See `--help`.
 
 mod cli;
 
@@ -38,6 +39,9 @@ enum Command {
     /// Accuracy, per-class precision and recall, and the confusion matrix of a saved model
     /// on a labelled file.
     Eval(cli::predict::EvalArgs),
+    /// Writes a saved model as an ONNX file (raw 0-255 pixels in, probabilities out) for
+    /// onnxruntime, OpenCV, TensorRT or Netron.
+    Export(cli::export::ExportArgs),
     /// Measures training throughput (samples/s) per backend and batch size on synthetic data.
     Bench(cli::bench::BenchOptions),
     /// Serves a local web page to draw a digit and watch the model answer, try test digits and
@@ -111,7 +115,7 @@ fn main() -> ExitCode {
     // saves its work first (`cli::stop`).
     if matches!(
         cli.command,
-        Some(Command::Predict(_) | Command::Eval(_) | Command::Bench(_))
+        Some(Command::Predict(_) | Command::Eval(_) | Command::Export(_) | Command::Bench(_))
     ) {
         end_quietly_on_closed_pipe();
     }
@@ -119,6 +123,7 @@ fn main() -> ExitCode {
         None => cli::train::run(&cli.train, &explicit),
         Some(Command::Predict(args)) => cli::predict::predict(args),
         Some(Command::Eval(args)) => cli::predict::eval(args),
+        Some(Command::Export(args)) => cli::export::export(args),
         Some(Command::Bench(options)) => cli::bench::run(options),
         Some(Command::Serve(args)) => cli::serve::serve(args),
     };

@@ -14,6 +14,10 @@ use rand_distr::{Distribution, Normal};
 use crate::data::{CLASSES, PIXELS};
 use crate::error::{config, Result};
 
+/// What a pixel byte (0–255) is multiplied by to become the network's input (0–1): one f32,
+/// so that every reader of the images (the CPU paths, an exported ONNX graph) rounds alike.
+pub const PIXEL_SCALE: f32 = 1.0 / 255.0;
+
 /// The most weights a model may have (1 GiB of f32).
 pub const MAX_PARAMETERS: usize = 1 << 28;
 

@@ -1,7 +1,8 @@
-//! The command line's parts: `train` (the default command), `predict` and `eval`, `bench`
-//! and `serve`; and what they share: the choice of backend and path, and opening it.
+//! The command line's parts: `train` (the default command), `predict` and `eval`, `export`,
+//! `bench` and `serve`; and what they share: the choice of backend and path, and opening it.
 
 pub mod bench;
+pub mod export;
 pub mod predict;
 pub mod resume;
 pub mod serve;

@@ -18,6 +18,8 @@ const HINTS: &[(&str, &str)] = &[
     ("evaluate", "did you mean `eval`?"),
     ("test", "did you mean `eval`?"),
     ("predict-one", "did you mean `predict`?"),
+    ("convert", "did you mean `export`?"),
+    ("onnx", "did you mean `export --onnx FILE.onnx`?"),
 ];
 
 /// `error: unexpected argument '--lr' found; the learning rate is --alpha (see --help)`.

@@ -61,7 +61,7 @@ use rayon::prelude::*;
 
 use crate::data::pool::ImagePool;
 use crate::data::{CLASSES, PIXELS};
-use crate::model::Model;
+use crate::model::{Model, PIXEL_SCALE};
 
 use super::ops;
 
@@ -503,7 +503,7 @@ fn gather_block_generic<const L: u8>(images: &[u8], indices: &[u32], x: &mut [f3
     for (column, &image) in x.chunks_exact_mut(PIXELS).zip(indices) {
         let bytes = &images[image as usize * PIXELS..][..PIXELS];
         for (v, &byte) in column.iter_mut().zip(bytes) {
-            *v = byte as f32 * (1.0 / 255.0);
+            *v = byte as f32 * PIXEL_SCALE;
         }
     }
 }

@@ -6,7 +6,7 @@ use crate::augment::{Warps, CENTER};
 use crate::data::pool::Shift;
 use crate::data::{IMAGE_SIDE, PIXELS};
 use crate::layout::{Mat, MatMut};
-use crate::model::Activation;
+use crate::model::{Activation, PIXEL_SCALE};
 use crate::optimizer::AdamParams;
 
 /// Below this many multiply-adds a product runs on one thread: starting threads would cost
@@ -98,7 +98,7 @@ pub fn gather_images(images: &[u8], indices: &[u32], x: &mut [f32]) {
     for (column, &image) in x.chunks_exact_mut(PIXELS).zip(indices) {
         let start = image as usize * PIXELS;
         for (v, &byte) in column.iter_mut().zip(&images[start..start + PIXELS]) {
-            *v = byte as f32 * (1.0 / 255.0);
+            *v = byte as f32 * PIXEL_SCALE;
         }
     }
 }

@@ -45,6 +45,18 @@ fn unknown_names_say_what_was_meant() {
             &["predict", "--modl", "m.safetensors"],
             "did you mean --model?",
         ),
+        (
+            &["export", "--modl", "m.safetensors", "--onnx", "m.onnx"],
+            "did you mean --model?",
+        ),
+        (
+            &["exprot", "--model", "m.safetensors"],
+            "did you mean export?",
+        ),
+        (
+            &["convert", "--model", "m.safetensors"],
+            "did you mean `export`?",
+        ),
     ] {
         let out = run_in(dir.path(), args);
         let line = assert_one_line_error(&out);
@@ -86,6 +98,23 @@ fn exit_status_2_for_the_command_line_1_for_the_run() {
         let out = run_in(dir.path(), &["--train", file, "--backend", "cpu"]);
         assert_one_line_error(&out);
         assert_eq!(out.status.code(), Some(1), "{file}: {}", describe(&out));
+    }
+    // `export`: its command line (clap's and ours), then a model file that is none.
+    let export: [(&[&str], i32); 4] = [
+        (&["--model", "bad.csv"], 2),
+        (&["--model", "bad.csv", "--onnx", "m.txt"], 2),
+        (&["--model", "bad.csv", "--onnx", "no-such-dir/m.onnx"], 2),
+        (&["--model", "bad.csv", "--onnx", "m.onnx"], 1),
+    ];
+    for (args, status) in export {
+        let out = run_in(dir.path(), &[&["export"][..], args].concat());
+        assert_one_line_error(&out);
+        assert_eq!(
+            out.status.code(),
+            Some(status),
+            "export {args:?}: {}",
+            describe(&out)
+        );
     }
 }
 
@@ -147,6 +176,27 @@ fn short_and_long_help_open_alike() {
         "{short}"
     );
     assert_eq!(short, long);
+    // Every subcommand has its own help, which names its options.
+    for (command, option) in [
+        ("predict", "--data"),
+        ("eval", "--json"),
+        ("export", "--onnx"),
+        ("bench", "--backend"),
+        ("serve", "--port"),
+    ] {
+        let out = run_in(dir.path(), &[command, "--help"]);
+        assert_success(&out);
+        assert!(
+            stdout(&out).contains(option),
+            "{command} --help: {}",
+            describe(&out)
+        );
+    }
+    let help = stdout(&run_in(dir.path(), &["--help"]));
+    assert!(
+        help.contains("export"),
+        "--help lists the subcommands: {help}"
+    );
 }
 
 /// The release binary carries no debug info (it is the one the README says to copy); the

@@ -25,6 +25,7 @@ mod large;
 mod means;
 mod model;
 mod model_files;
+mod onnx;
 mod parity;
 mod serve;
 mod shaders;
