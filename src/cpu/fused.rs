@@ -1,6 +1,8 @@
 //! The fast CPU training step: the same math as the reference path in `cpu/mod.rs` (one `ops`
 //! call per kernel over the whole batch), reorganised so that every sample is read from memory
-//! once and worked on while it is in cache.
+//! once and worked on while it is in cache. It runs the narrow networks (784-10-10); from
+//! `wide::WIDE_UNITS` units in a hidden layer on, `CpuBackend` runs `cpu::wide` instead, whose
+//! products are tiled for the arithmetic rather than for the memory.
 //!
 //! # Why the reference is slow
 //! The reference writes `X: (784, m)` as f32 (3,136 bytes per sample, where the image is 784

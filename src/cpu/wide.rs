@@ -63,7 +63,7 @@ const WIDEST: usize = 64;
 const TASK_WORK: usize = 1 << 21;
 /// From this many units in a hidden layer on, `CpuBackend` runs this engine rather than
 /// `fused` (measured: bench/NOTES.md, "Wide layers").
-pub const WIDE_UNITS: usize = 32;
+pub const WIDE_UNITS: usize = 128;
 
 /// Whether `config` (or, by default, the network's width) asks for this engine.
 pub fn suits(model: &Model, config: &FusedConfig) -> bool {
@@ -1070,7 +1070,7 @@ mod arm {
     use std::arch::aarch64::*;
 
     /// NEON: 4 floats (not run by this project's tests, which run on x86-64: it is the same
-    /// generic kernels as the others over these five intrinsics).
+    /// generic kernels as the others over these four intrinsics).
     #[derive(Clone, Copy)]
     pub struct Neon(float32x4_t);
 

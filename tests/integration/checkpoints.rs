@@ -292,14 +292,14 @@ fn checkpoints_written_along_the_way_resume_bit_identical() {
 /// several blocks, split into parts.
 #[test]
 fn wide_cpu_checkpoints_resume_bit_identical() {
-    check_periodic_with(&[64], mini_batch(OptimizerKind::Adam), Every::Steps(3), 6);
+    check_periodic_with(&[128], mini_batch(OptimizerKind::Adam), Every::Steps(3), 6);
     check_periodic_with(
-        &[40, 33],
+        &[33, 130],
         mini_batch(OptimizerKind::Momentum),
         Every::Epoch,
         7,
     );
-    check_periodic_with(&[64], full_batch(OptimizerKind::Adam), Every::Epoch, 4);
+    check_periodic_with(&[128], full_batch(OptimizerKind::Adam), Every::Epoch, 4);
 }
 
 /// 400 training samples in batches of 64: 7 steps an epoch, the last of 16.
