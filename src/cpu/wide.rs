@@ -1,4 +1,4 @@
-//! The fast CPU step for wide networks (hidden layers of tens to thousands of units): the same
+//! The fast CPU step for wide networks (a hidden layer of `WIDE_UNITS` units or more): the same
 //! math as the reference path, with each layer's three products run by register-tiled
 //! kernels at the core's peak, the bias, activation, derivative, softmax and the optimizer's
 //! update applied as the products' tiles are stored, and each product split across threads.
@@ -33,10 +33,15 @@
 //!   read and written once per step.
 //!
 //! # Threads
-//! Each product splits its output rows over threads in whole tiles (`tasks`): as many as the
-//! work pays for (`TASK_WORK` multiply-adds each), at most `FusedConfig::threads`, on rayon's
-//! pool. Every element is summed in the same order however the rows are split, so the
-//! results do not depend on the thread count, and runs are bit-identical.
+//! A batch of one block (up to `FusedConfig::wide_block` samples, 64) splits each product's
+//! output rows over threads in whole tiles (`Wide::tasks`): as many as the work pays for
+//! (`TASK_WORK` multiply-adds each), at most `FusedConfig::threads`, on rayon's pool. Every
+//! element is summed in the same order however the rows are split, so such a step gives the
+//! same bits on any number of threads. A batch of at least `PART_BLOCKS` blocks per thread
+//! (a full batch) instead runs one part of consecutive blocks per thread, each with its own
+//! sums and the products on one thread, and `reduce_update` then adds the parts in order and
+//! updates: fewer meetings between threads than one per product and block. The split depends
+//! only on the batch size and the thread count, so runs stay bit-identical.
 //!
 //! # SIMD
 //! The kernels are generic over a `Vector` (AVX-512: 16 floats, AVX2 + FMA: 8, NEON: 4, and a
