@@ -6,6 +6,10 @@
 //! The `cpu_matmul` group times the first layer's two products on their own, fast kernel vs
 //! the reference `ops::matmul`: `Z1 = W1·X` and `dW1 = dZ1·Xᵀ`, on 1,024 samples.
 //!
+//! The `train_step_wide` group times wider networks (784-128-10, 784-512-10, 784-1600-10) on
+//! the CPU: `cpu` is the wide engine (`cpu::wide`) that `CpuBackend::new` picks for them,
+//! `cpu-narrow-engine` the block-by-block engine (`cpu::fused`) that ran them before.
+//!
 //! Sample counts and times are kept small so that `cargo bench` finishes in a few minutes on
 //! two cores; filter with e.g. `cargo bench -- train_step/cpu`.
 
@@ -21,6 +25,7 @@ use mnist_gpu::data::PIXELS;
 use mnist_gpu::gpu::{GpuBackend, GpuContext};
 use mnist_gpu::layout::{Mat, MatMut};
 use mnist_gpu::model::{Activation, Init, Model};
+use mnist_gpu::optimizer::{Optimizer, OptimizerKind};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -171,11 +176,58 @@ fn bench_matmul(c: &mut Criterion) {
     group.finish();
 }
 
+/// Wide networks on the CPU: the wide engine against the narrow one, Adam at batch 64 and
+/// SGD at batch 1024.
+fn bench_wide(c: &mut Criterion) {
+    const N: usize = 4096;
+    let pool = Arc::new(synthetic_pool(N, 1));
+    let sizes = ListSizes {
+        train: N,
+        dev: 0,
+        test: 0,
+    };
+    let order: Vec<u32> = (0..N as u32).collect();
+    let mut group = c.benchmark_group("train_step_wide");
+    group
+        .sample_size(10)
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(2));
+    for hidden in [128, 512, 1600] {
+        let model = Model::new(&[hidden], Activation::Relu, Init::He, 1).unwrap();
+        for (batch, optimizer) in [(64, OptimizerKind::Adam), (1024, OptimizerKind::Sgd)] {
+            group.throughput(Throughput::Elements(batch as u64));
+            for (name, wide) in [("cpu", None), ("cpu-narrow-engine", Some(false))] {
+                let config = fused::FusedConfig {
+                    wide,
+                    ..fused::FusedConfig::default()
+                };
+                let mut cpu =
+                    CpuBackend::with_config(&model, pool.clone(), sizes, batch, config).unwrap();
+                cpu.set_list(List::Train, &order).unwrap();
+                cpu.set_optimizer(Optimizer::with_defaults(optimizer))
+                    .unwrap();
+                let id = BenchmarkId::new(format!("{name}/784-{hidden}-10"), batch);
+                group.bench_function(id, |b| {
+                    b.iter_custom(|iters| {
+                        let start = std::time::Instant::now();
+                        for i in 0..iters as usize {
+                            let first = (i * batch) % (N - batch + 1);
+                            cpu.train_step(first, batch, 0.001).unwrap();
+                        }
+                        start.elapsed()
+                    })
+                });
+            }
+        }
+    }
+    group.finish();
+}
+
 criterion_group! {
     name = benches;
     // Criterion's HTML plots need fonts installed on the machine, which a bare one lacks:
     // the numbers it prints are what count.
     config = Criterion::default().without_plots();
-    targets = bench_steps, bench_matmul
+    targets = bench_steps, bench_matmul, bench_wide
 }
 criterion_main!(benches);

@@ -23,7 +23,8 @@ use rand_chacha::ChaCha12Rng;
 use super::{BackendKind, PathKind};
 use mnist_gpu::augment::{draw_warps, Augment, Distortion, Warps};
 use mnist_gpu::backend::{Backend, StepPath};
-use mnist_gpu::cpu::CpuBackend;
+use mnist_gpu::cpu::fused::{FusedConfig, Simd};
+use mnist_gpu::cpu::{wide, CpuBackend};
 use mnist_gpu::data::pool::{draw_shifts, synthetic_pool, ImagePool, List, ListSizes, Shift};
 use mnist_gpu::error::{config, Error, Result};
 use mnist_gpu::gpu::context::AutoChoice;
@@ -33,6 +34,7 @@ use mnist_gpu::gpu::pipeline::{ShaderChecks, SHADER_CHECKS_VAR};
 use mnist_gpu::gpu::MatmulKind;
 use mnist_gpu::gpu::{GpuBackend, GpuContext};
 use mnist_gpu::model::{Activation, Init, Model};
+use mnist_gpu::optimizer::{Optimizer, OptimizerKind};
 use mnist_gpu::plot;
 
 /// Warm-up after the first step: at least one more step and this long.
@@ -204,6 +206,16 @@ pub struct BenchOptions {
     /// in training; the note on stderr says which.
     #[arg(long, value_enum, value_name = "KIND", num_args = 0..=1, default_missing_value = "shift")]
     pub augment: Option<super::train_args::AugmentKind>,
+
+    /// The update rule of the timed steps (its usual constants).
+    #[arg(long, value_enum, default_value_t = OptimizerKind::Sgd)]
+    pub optimizer: OptimizerKind,
+
+    /// Instead of training steps, time the CPU's wide products on their own, per layer of
+    /// the network and batch size (one block of up to 256 samples), on one thread and on all,
+    /// beside this machine's measured FP32 peak: the roofline (bench/NOTES.md).
+    #[arg(long)]
+    pub products: bool,
 
     /// Print the results as one JSON array, the last line of stdout.
     #[arg(long)]
@@ -458,9 +470,13 @@ pub fn run(options: &BenchOptions) -> Result<()> {
     let gpu = open_gpu(options)?;
     let samples = options.samples;
     let network = network_name(&options.hidden);
+    if options.products {
+        return products(options, &model, &batches);
+    }
     println!(
-        "mnist-gpu bench: {network} (ReLU, softmax), {samples} synthetic samples; \
-         samples/s = median of timed runs after a warm-up"
+        "mnist-gpu bench: {network} (ReLU, softmax), {samples} synthetic samples, {}; \
+         samples/s = median of timed runs after a warm-up",
+        options.optimizer.name()
     );
     if let Some(ctx) = &gpu {
         println!(
@@ -500,6 +516,7 @@ pub fn run(options: &BenchOptions) -> Result<()> {
         profile: options.profile,
         cpu_name: cpu_description(),
         augment: bench_augment(options),
+        optimizer: Optimizer::with_defaults(options.optimizer),
     };
     if bench.augment != Augment::Off {
         eprintln!(
@@ -517,6 +534,62 @@ pub fn run(options: &BenchOptions) -> Result<()> {
         &network,
         &bench.cpu_name,
     )
+}
+
+/// `--products`: each layer's three products (as the CPU's wide engine runs them on a block
+/// of samples) timed on their own, on one thread and on all, beside the measured FP32 peak.
+fn products(options: &BenchOptions, model: &Model, batches: &[usize]) -> Result<()> {
+    let all = FusedConfig::default();
+    let one = FusedConfig { threads: 1, ..all };
+    let simd = Simd::detect(all.simd);
+    let peak = [1, all.threads].map(|threads| wide::peak_gflops(simd, threads, 0.5));
+    println!(
+        "mnist-gpu bench --products: {} on {}; FP32 peak ({:?} multiply-add chains): \
+         {:.1} GFLOP/s on 1 thread, {:.1} on {}",
+        network_name(&options.hidden),
+        cpu_description(),
+        simd.isa(),
+        peak[0],
+        peak[1],
+        all.threads
+    );
+    println!(
+        "{:>11} {:>7}  {:<10} {:>16} {:>16}",
+        "layer",
+        "samples",
+        "product",
+        "1 thread",
+        format!("{} threads", all.threads)
+    );
+    let mut rows = Vec::new();
+    for layer in &model.layers {
+        for &batch in batches {
+            let n = batch.min(all.wide_block);
+            let rates = [one, all]
+                .map(|config| wide::time_products(layer.outputs, layer.inputs, n, config, 0.3));
+            let names = ["forward", "input_grad", "weight_grad"];
+            for (p, name) in names.iter().enumerate() {
+                let gflops = rates.map(|r| [r.forward, r.input_grad, r.weight_grad][p]);
+                let cell =
+                    |t: usize| format!("{:.1} ({:.0}%)", gflops[t], 100.0 * gflops[t] / peak[t]);
+                let shape = format!("{}x{}", layer.outputs, layer.inputs);
+                println!(
+                    "{shape:>11} {n:>7}  {name:<10} {:>16} {:>16}",
+                    cell(0),
+                    cell(1)
+                );
+                rows.push(serde_json::json!({
+                    "units": layer.outputs, "inputs": layer.inputs, "samples": n,
+                    "product": name, "gflops": gflops, "threads": [1, all.threads],
+                    "peak_gflops": peak,
+                }));
+            }
+        }
+    }
+    if options.json {
+        println!("{}", serde_json::Value::Array(rows));
+    }
+    Ok(())
 }
 
 /// The cooperative tile matmul's wide products run on, if they do.
@@ -679,6 +752,8 @@ struct Bench {
     cpu_name: String,
     /// `--augment`, with the default strengths.
     augment: Augment,
+    /// `--optimizer`, with its usual constants.
+    optimizer: Optimizer,
 }
 
 /// `--augment` as the steps take it.
@@ -719,6 +794,7 @@ impl Bench {
         let (model, pool) = (&self.model, self.pool.clone());
         let mut cpu = CpuBackend::with_path(model, pool, self.sizes(), batch, self.path)?;
         cpu.set_list(List::Train, &self.order)?;
+        cpu.set_optimizer(self.optimizer)?;
         let mut m = measure(&mut cpu, self.samples, batch, self.augment)?;
         m.backend = BackendKind::Cpu.name().into();
         m.adapter = self.cpu_name.clone();
@@ -743,6 +819,7 @@ impl Bench {
             None => GpuBackend::with_path(ctx.clone(), model, pool, sizes, batch, self.path)?,
         };
         gpu.set_list(List::Train, &self.order)?;
+        gpu.set_optimizer(self.optimizer)?;
         let mut m = measure(&mut gpu, self.samples, batch, self.augment)?;
         m.backend = BackendKind::Gpu.name().into();
         m.adapter = ctx.describe();

@@ -1,6 +1,8 @@
 //! The fast CPU training step: the same math as the reference path in `cpu/mod.rs` (one `ops`
 //! call per kernel over the whole batch), reorganised so that every sample is read from memory
-//! once and worked on while it is in cache.
+//! once and worked on while it is in cache. It runs the narrow networks (784-10-10); from
+//! `wide::WIDE_UNITS` units in a hidden layer on, `CpuBackend` runs `cpu::wide` instead, whose
+//! products are tiled for the arithmetic rather than for the memory.
 //!
 //! # Why the reference is slow
 //! The reference writes `X: (784, m)` as f32 (3,136 bytes per sample, where the image is 784
@@ -81,6 +83,12 @@ pub struct FusedConfig {
     /// The widest instruction set the kernels may use (capped by what the CPU reports): lower
     /// it to test or time the narrower copies.
     pub simd: Isa,
+    /// Which engine `CpuBackend` runs: `Some(true)` the wide one (`cpu::wide`), `Some(false)`
+    /// this one, `None` the wide one where a hidden layer has `wide::WIDE_UNITS` or more.
+    pub wide: Option<bool>,
+    /// The wide engine's samples per block (a batch longer than this is split into blocks of
+    /// about equal length).
+    pub wide_block: usize,
 }
 
 impl Default for FusedConfig {
@@ -90,6 +98,8 @@ impl Default for FusedConfig {
             threads: rayon::current_num_threads(),
             min_part: 64,
             simd: Isa::Avx512,
+            wide: None,
+            wide_block: 64,
         }
     }
 }
@@ -152,7 +162,7 @@ impl Fused {
             block: config.block.max(1),
             threads: config.threads.max(1),
             min_part: config.min_part.max(1),
-            simd: config.simd,
+            ..config
         };
         // Part p only runs when a batch is split into more than p parts, so its range is at
         // most 1/(p+1) of the largest batch, rounded up.
@@ -290,6 +300,9 @@ fn average<'a>(out: &mut [f32], mut sums: impl ExactSizeIterator<Item = &'a [f32
 pub enum Isa {
     /// Whatever the build target promises (SSE2 on x86-64); no fused multiply-add.
     Portable,
+    /// NEON on aarch64 (4 floats per vector, with fused multiply-add): only the wide engine
+    /// has a copy for it; elsewhere it means `Portable`.
+    Neon,
     /// AVX2 + FMA: 8 floats per vector.
     Avx2,
     /// AVX-512F (with AVX2 + FMA): 16 floats per vector, 32 vector registers.
@@ -303,7 +316,8 @@ pub enum Isa {
 pub struct Simd(Isa);
 
 impl Simd {
-    /// The widest instruction set up to `max` that this CPU reports (`Portable` off x86-64).
+    /// The widest instruction set up to `max` that this CPU reports: on x86-64 `Avx512`,
+    /// `Avx2` or `Portable`; on aarch64 `Neon` (which every such CPU has) or `Portable`.
     pub fn detect(max: Isa) -> Simd {
         #[cfg(target_arch = "x86_64")]
         {
@@ -316,9 +330,15 @@ impl Simd {
             } else {
                 Isa::Portable
             };
+            // `Neon` as a cap means no more than what runs everywhere.
+            let max = if max == Isa::Neon { Isa::Portable } else { max };
             Simd(best.min(max))
         }
-        #[cfg(not(target_arch = "x86_64"))]
+        #[cfg(target_arch = "aarch64")]
+        {
+            Simd(Isa::Neon.min(max))
+        }
+        #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
         {
             let _ = max;
             Simd(Isa::Portable)
@@ -384,7 +404,7 @@ fn forward_block(model: &Model, images: &[u8], indices: &[u32], part: &mut Part,
 /// loss `log Σ exp(z − max) − (z_label − max)` and whether the first largest logit is the
 /// label. The same arithmetic as `ops::softmax` then `ops::output_grad`, with one `exp` per
 /// class instead of two. Z, dZ: (CLASSES, n) column-major; labels: (n); stats: (2, n).
-fn softmax_output_grad(z: &[f32], labels: &[u8], dz: &mut [f32], stats: &mut [f32]) {
+pub(super) fn softmax_output_grad(z: &[f32], labels: &[u8], dz: &mut [f32], stats: &mut [f32]) {
     let columns = z.chunks_exact(CLASSES).zip(dz.chunks_exact_mut(CLASSES));
     for ((z, dz), (&label, stats)) in columns.zip(labels.iter().zip(stats.chunks_exact_mut(2))) {
         let label = label as usize;
@@ -471,7 +491,7 @@ macro_rules! dispatch {
                 Isa::Avx512 => return unsafe { $avx512($($arg),*) },
                 // SAFETY: as above.
                 Isa::Avx2 => return unsafe { $avx2($($arg),*) },
-                Isa::Portable => {}
+                Isa::Neon | Isa::Portable => {}
             }
             let _ = simd;
             $generic::<PORTABLE>($($arg),*)

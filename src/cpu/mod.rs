@@ -2,15 +2,20 @@
 //! - `reference::Reference` (`CpuBackend::new_reference`): the training step written with the
 //!   twins in `ops`, one call per kernel over the whole batch, in the same order the GPU backend
 //!   records them. It is what the GPU kernels and the fast path are checked against.
-//! - `fused::Fused` (`CpuBackend::new`, the default): the whole step block by block of samples,
-//!   on all cores.
+//! - `fused::Fused` (`CpuBackend::new`, the default for narrow networks): the whole step block
+//!   by block of samples, on all cores.
+//! - `wide::Wide` (`CpuBackend::new` where a hidden layer has `wide::WIDE_UNITS` or more): each
+//!   layer's products at the core's peak, split over the cores, with the update fused into
+//!   the dW product.
 //!
-//! Both leave the averaged gradients in `dw`, `db` and the per-sample stats in `stats`; the
-//! update and the batch stats that follow are shared.
+//! The first two leave the averaged gradients in `dw`, `db` and the per-sample stats in
+//! `stats`, and the update (`ops::Update`) follows; the wide engine applies the same update
+//! itself. The batch stats that follow are shared.
 
 pub mod fused;
 pub mod ops;
 pub mod reference;
+pub mod wide;
 
 use std::sync::Arc;
 
@@ -23,7 +28,8 @@ use crate::data::pool::{ImagePool, List, ListSizes, Shift};
 use crate::data::{CLASSES, PIXELS};
 use crate::error::Result;
 use crate::model::Model;
-use crate::optimizer::{adam_params, check_optimizer_state, Optimizer, OptimizerState};
+use crate::optimizer::{check_optimizer_state, Optimizer, OptimizerState};
+use ops::Update;
 
 pub struct CpuBackend {
     pool: Arc<ImagePool>,
@@ -113,9 +119,15 @@ impl CpuBackend {
     ) -> Result<Self> {
         let capacity = forward_capacity(capacity, sizes)?;
         let engine = match config {
+            Some(config) if wide::suits(model, &config) => {
+                Engine::Wide(wide::Wide::new(model, capacity, config))
+            }
             Some(config) => Engine::Fused(fused::Fused::new(model, capacity, config)),
             None => Engine::Reference(reference::Reference::new(model, capacity)),
         };
+        // The wide engine keeps no averaged gradients.
+        let keeps_gradients = !matches!(engine, Engine::Wide(_));
+        let gradients = |len: usize| vec![0.0; if keeps_gradients { len } else { 0 }];
         Ok(CpuBackend {
             pool,
             sizes,
@@ -123,8 +135,8 @@ impl CpuBackend {
             model: model.clone(),
             capacity,
             engine,
-            dw: model.layers.iter().map(|l| vec![0.0; l.w.len()]).collect(),
-            db: model.layers.iter().map(|l| vec![0.0; l.b.len()]).collect(),
+            dw: model.layers.iter().map(|l| gradients(l.w.len())).collect(),
+            db: model.layers.iter().map(|l| gradients(l.b.len())).collect(),
             stats: vec![0.0; 2 * capacity],
             last: None,
             unread: Default::default(),
@@ -137,16 +149,24 @@ impl CpuBackend {
     }
 
     /// One training step on the images `batch` lists in `pool`: the gradients (fast path or
-    /// reference), the update, the batch statistics.
+    /// reference) and the update (the wide engine does both), the batch statistics.
     fn step(&mut self, pool: &ImagePool, batch: &[u32], alpha: f32) {
         let len = batch.len();
+        self.steps += 1;
+        let update = Update::new(self.optimizer, alpha, self.steps);
         let stats = &mut self.stats[..2 * len];
-        let (model, dw, db) = (&self.model, &mut self.dw, &mut self.db);
+        let (model, dw, db) = (&mut self.model, &mut self.dw, &mut self.db);
         match &mut self.engine {
-            Engine::Fused(fused) => fused.gradients(model, pool, batch, dw, db, stats),
-            Engine::Reference(reference) => reference.gradients(model, pool, batch, dw, db, stats),
+            Engine::Wide(wide) => wide.train(model, pool, batch, update, &mut self.state, stats),
+            Engine::Fused(fused) => {
+                fused.gradients(model, pool, batch, dw, db, stats);
+                self.update(update);
+            }
+            Engine::Reference(reference) => {
+                reference.gradients(model, pool, batch, dw, db, stats);
+                self.update(update);
+            }
         }
-        self.update(alpha);
         let mut totals = [0.0f32; 2];
         ops::sum_columns(&self.stats[..2 * len], 2, 1.0, &mut totals);
         let stats = BatchStats {
@@ -188,9 +208,8 @@ impl CpuBackend {
         (self.shifted, self.identity) = (copies, identity);
     }
 
-    /// Applies the optimizer to every parameter tensor with the gradients in dW, db.
-    fn update(&mut self, alpha: f32) {
-        self.steps += 1;
+    /// Applies `update` to every parameter tensor with the gradients in dW, db.
+    fn update(&mut self, update: Update) {
         let grads = self.dw.iter().zip(&self.db).flat_map(|(dw, db)| [dw, db]);
         let params = self
             .model
@@ -199,17 +218,10 @@ impl CpuBackend {
             .flat_map(|layer| [&mut layer.w, &mut layer.b]);
         let mut state = self.state.iter_mut();
         for (param, grad) in params.zip(grads) {
-            match self.optimizer {
-                Optimizer::Sgd => ops::sgd_update(param, grad, alpha),
-                Optimizer::Momentum { beta } => {
-                    let [v, _] = state.next().expect("state per tensor");
-                    ops::momentum_update(param, grad, v, alpha, beta);
-                }
-                Optimizer::Adam { beta1, beta2, eps } => {
-                    let [m, v] = state.next().expect("state per tensor");
-                    let adam = adam_params(beta1, beta2, eps, self.steps);
-                    ops::adam_update(param, grad, m, v, alpha, adam);
-                }
+            match state.next() {
+                Some([s0, s1]) => update.apply(param, grad, s0, s1),
+                // No optimizer set yet: SGD, which keeps no state.
+                None => update.apply(param, grad, &mut [], &mut []),
             }
         }
     }
@@ -269,7 +281,7 @@ impl Backend for CpuBackend {
 
     fn path(&self) -> StepPath {
         match self.engine {
-            Engine::Fused(_) => StepPath::Fused,
+            Engine::Fused(_) | Engine::Wide(_) => StepPath::Fused,
             Engine::Reference(_) => StepPath::Reference,
         }
     }
@@ -364,9 +376,10 @@ impl Backend for CpuBackend {
     }
 }
 
-/// The two paths of the CPU step, each with the scratch only it uses.
+/// The engines of the CPU step, each with the scratch only it uses.
 enum Engine {
     Fused(fused::Fused),
+    Wide(wide::Wide),
     Reference(reference::Reference),
 }
 
@@ -387,6 +400,7 @@ impl Engine {
         {
             match self {
                 Engine::Fused(fused) => fused.logits(model, images, chunk, out),
+                Engine::Wide(wide) => wide.logits(model, images, chunk, out),
                 Engine::Reference(reference) => reference.logits(model, images, chunk, out),
             }
         }

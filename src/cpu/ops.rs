@@ -7,7 +7,7 @@ use crate::data::pool::Shift;
 use crate::data::{IMAGE_SIDE, PIXELS};
 use crate::layout::{Mat, MatMut};
 use crate::model::{Activation, PIXEL_SCALE};
-use crate::optimizer::AdamParams;
+use crate::optimizer::{adam_params, AdamParams, Optimizer};
 
 /// Below this many multiply-adds a product runs on one thread: starting threads would cost
 /// more than it saves (measured: a 784-256-10 step on a batch of 64 stays on one core).
@@ -166,7 +166,9 @@ pub fn warp(images: &[u8], indices: &[u32], warps: &Warps, out: &mut [u8]) {
     }
 }
 
-/// `A = g(Z)` elementwise. ELU: `z` if z > 0, else `e^z − 1`.
+/// `A = g(Z)` elementwise. ELU: `z` if z > 0, else `e^z − 1`. (`#[inline(always)]`, as the
+/// update rules: the wide engine applies it in its SIMD copies.)
+#[inline(always)]
 pub fn activation(z: &[f32], act: Activation, a: &mut [f32]) {
     for (a, &z) in a.iter_mut().zip(z) {
         *a = match act {
@@ -183,6 +185,7 @@ pub fn activation(z: &[f32], act: Activation, a: &mut [f32]) {
 }
 
 /// `dZ = dA ⊙ g'(Z)` elementwise.
+#[inline(always)]
 pub fn activation_grad(da: &[f32], z: &[f32], act: Activation, dz: &mut [f32]) {
     for ((dz, &da), &z) in dz.iter_mut().zip(da).zip(z) {
         let slope = match act {
@@ -271,7 +274,49 @@ pub fn sum_partials(partials: &[f32], len: usize, scale: f32, out: &mut [f32]) {
     sum_columns(partials, len, scale, out)
 }
 
+/// One step's update rule with its constants, applied to a parameter tensor (or a piece of
+/// one) with the same pieces of its optimizer state: what `CpuBackend` runs after the fast or
+/// reference gradients, and the wide engine in the epilogue of its dW product. The rules'
+/// functions below are `#[inline(always)]` so that the wide engine's SIMD copies compile
+/// them with their own instruction set.
+#[derive(Debug, Clone, Copy)]
+pub struct Update {
+    pub alpha: f32,
+    pub rule: Rule,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub enum Rule {
+    Sgd,
+    Momentum { beta: f32 },
+    Adam(AdamParams),
+}
+
+impl Update {
+    /// The update of step `t` (t ≥ 1: Adam's bias corrections depend on it).
+    pub fn new(optimizer: Optimizer, alpha: f32, t: u64) -> Update {
+        let rule = match optimizer {
+            Optimizer::Sgd => Rule::Sgd,
+            Optimizer::Momentum { beta } => Rule::Momentum { beta },
+            Optimizer::Adam { beta1, beta2, eps } => Rule::Adam(adam_params(beta1, beta2, eps, t)),
+        };
+        Update { alpha, rule }
+    }
+
+    /// `param` and `grad` of one length; `s0`, `s1` the state (momentum: [V, unused]; Adam:
+    /// [M, V]) of that length, or empty where the rule keeps none.
+    #[inline(always)]
+    pub fn apply(&self, param: &mut [f32], grad: &[f32], s0: &mut [f32], s1: &mut [f32]) {
+        match self.rule {
+            Rule::Sgd => sgd_update(param, grad, self.alpha),
+            Rule::Momentum { beta } => momentum_update(param, grad, s0, self.alpha, beta),
+            Rule::Adam(adam) => adam_update(param, grad, s0, s1, self.alpha, adam),
+        }
+    }
+}
+
 /// The SGD update `P -= α · dP`.
+#[inline(always)]
 pub fn sgd_update(param: &mut [f32], grad: &[f32], alpha: f32) {
     for (p, &g) in param.iter_mut().zip(grad) {
         *p -= alpha * g;
@@ -279,6 +324,7 @@ pub fn sgd_update(param: &mut [f32], grad: &[f32], alpha: f32) {
 }
 
 /// momentum_update: `V = β·V + dP`, `P -= α·V`. P, dP, V: any shape, same length.
+#[inline(always)]
 pub fn momentum_update(
     param: &mut [f32],
     grad: &[f32],
@@ -295,6 +341,7 @@ pub fn momentum_update(
 /// adam_update: `M = β1·M + (1−β1)·dP`, `V = β2·V + (1−β2)·dP²`,
 /// `P -= α · (M·c1) / (sqrt(V·c2) + ε)` with the bias corrections c1 = 1/(1−β1ᵗ), c2 = 1/(1−β2ᵗ)
 /// (see `optimizer::adam_corrections`). P, dP, M, V: any shape, same length.
+#[inline(always)]
 pub fn adam_update(
     param: &mut [f32],
     grad: &[f32],

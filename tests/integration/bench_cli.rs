@@ -86,6 +86,58 @@ fn cpu_bench_prints_one_json_entry_per_batch_size() {
     assert!(text.contains("samples/s"), "no table:\n{text}");
 }
 
+/// `--products`: one JSON row per layer, batch size and product, each with positive rates on
+/// one thread and on all, beside a positive peak; `--optimizer adam` times Adam's steps.
+#[test]
+fn bench_times_the_wide_products_and_takes_an_optimizer() {
+    let dir = tempfile::tempdir().unwrap();
+    let args = [
+        "--products",
+        "--hidden",
+        "130",
+        "--batch-sizes",
+        "64",
+        "--json",
+    ];
+    let rows = json_array(&bench(dir.path(), &args));
+    let products: Vec<(u64, &str)> = rows
+        .iter()
+        .map(|r| (r["units"].as_u64().unwrap(), r["product"].as_str().unwrap()))
+        .collect();
+    let names = ["forward", "input_grad", "weight_grad"];
+    let want: Vec<(u64, &str)> = [130, 10]
+        .iter()
+        .flat_map(|&u| names.iter().map(move |&p| (u, p)))
+        .collect();
+    assert_eq!(products, want);
+    for row in &rows {
+        let positive = |v: &Value| v.as_f64().is_some_and(|x| x.is_finite() && x > 0.0);
+        assert!(
+            row["gflops"].as_array().unwrap().iter().all(positive),
+            "{row}"
+        );
+        assert!(
+            row["peak_gflops"].as_array().unwrap().iter().all(positive),
+            "{row}"
+        );
+    }
+    let args = ["--backend", "cpu", "--hidden", "130", "--samples", "300"];
+    let out = bench(
+        dir.path(),
+        &[
+            &args[..],
+            &["--batch-sizes", "64", "--optimizer", "adam", "--json"],
+        ]
+        .concat(),
+    );
+    assert_eq!(json_array(&out).len(), 1);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains(", adam;"),
+        "{}",
+        describe(&out)
+    );
+}
+
 #[test]
 fn gpu_bench_names_its_adapter() {
     let dir = tempfile::tempdir().unwrap();

@@ -224,8 +224,13 @@ fn full_batch(optimizer: OptimizerKind) -> Schedule {
 /// resume too: the file as it was after step `written` is copied while the run goes on, and the
 /// run resumed from that copy ends where the run itself ends.
 fn check_periodic(schedule: Schedule, every: Every, written: usize) {
+    check_periodic_with(&[12], schedule, every, written);
+}
+
+/// `check_periodic` for a network of hidden layers `hidden`.
+fn check_periodic_with(hidden: &[usize], schedule: Schedule, every: Every, written: usize) {
     let split = split();
-    let model = Model::new(&[12], Activation::Relu, Init::He, 2).unwrap();
+    let model = Model::new(hidden, Activation::Relu, Init::He, 2).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let (path, copy) = (
         dir.path().join("c.safetensors"),
@@ -236,7 +241,7 @@ fn check_periodic(schedule: Schedule, every: Every, written: usize) {
         ..schedule
     };
     let mut checkpointing = checkpointing(&path, &schedule, every, &split);
-    let what = format!("{schedule:?} {every:?}, the checkpoint after step {written}");
+    let what = format!("{hidden:?} {schedule:?} {every:?}, the checkpoint after step {written}");
     let mut cpu = backend(On::Cpu, &model, &split, &schedule);
     // A progress line comes before its step's checkpoint: at step written + 1 the file is the
     // one written after step `written`.
@@ -280,6 +285,21 @@ fn checkpoints_written_along_the_way_resume_bit_identical() {
     check_periodic(mini_batch(OptimizerKind::Adam), Every::Steps(3), 6);
     check_periodic(mini_batch(OptimizerKind::Momentum), Every::Epoch, 7);
     check_periodic(full_batch(OptimizerKind::Adam), Every::Epoch, 4);
+}
+
+/// The same on the CPU's wide engine (hidden layers of `cpu::wide::WIDE_UNITS` units or more),
+/// whose update runs inside its dW product: mini-batches of one block, and full batches of
+/// several blocks, split into parts.
+#[test]
+fn wide_cpu_checkpoints_resume_bit_identical() {
+    check_periodic_with(&[128], mini_batch(OptimizerKind::Adam), Every::Steps(3), 6);
+    check_periodic_with(
+        &[33, 130],
+        mini_batch(OptimizerKind::Momentum),
+        Every::Epoch,
+        7,
+    );
+    check_periodic_with(&[128], full_batch(OptimizerKind::Adam), Every::Epoch, 4);
 }
 
 /// 400 training samples in batches of 64: 7 steps an epoch, the last of 16.

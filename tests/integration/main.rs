@@ -14,6 +14,7 @@ mod checkpoints;
 mod cli;
 mod cli_edges;
 mod cpu_fast;
+mod cpu_wide;
 mod csv_shapes;
 mod data_formats;
 mod data_props;
