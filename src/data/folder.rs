@@ -44,8 +44,8 @@ pub(super) fn read(root: &Path, part: Part) -> Result<Loaded, DataError> {
                 ),
             ));
         }
-        let (files, labels, notes) = classified(&root, &classes)?;
-        (files, Some(labels), notes)
+        let found = classified(&root, &classes)?;
+        (found.files, Some(found.labels), found.notes)
     };
     if files.is_empty() {
         return Err(folder_error(
@@ -87,7 +87,7 @@ pub(super) fn files_of(root: &Path, part: Part) -> Vec<PathBuf> {
             let loose: Vec<&Entry> = entries.iter().collect();
             return pictures_among(&loose);
         }
-        Ok(classified(&root, &classes)?.0)
+        Ok(classified(&root, &classes)?.files)
     };
     listed().unwrap_or_default()
 }
@@ -171,12 +171,16 @@ fn pictures_among(files: &[&Entry]) -> Result<Vec<PathBuf>, DataError> {
     Ok(pictures)
 }
 
-/// The pictures of every class folder, in order, with their labels, and the line that says how
-/// the classes were numbered when their names are not the digits.
-fn classified(
-    root: &Path,
-    classes: &[&Entry],
-) -> Result<(Vec<PathBuf>, Vec<u8>, Vec<String>), DataError> {
+/// The pictures of class folders, in order, with their labels.
+struct Classified {
+    files: Vec<PathBuf>,
+    labels: Vec<u8>,
+    /// The line that says how the classes were numbered, when their names are not the digits.
+    notes: Vec<String>,
+}
+
+/// The pictures of every class folder, in order, with their labels.
+fn classified(root: &Path, classes: &[&Entry]) -> Result<Classified, DataError> {
     let names: Vec<String> = classes
         .iter()
         .map(|e| {
@@ -224,7 +228,11 @@ fn classified(
         labels.extend(std::iter::repeat_n(label, found.len()));
         files.extend(found);
     }
-    Ok((files, labels, notes))
+    Ok(Classified {
+        files,
+        labels,
+        notes,
+    })
 }
 
 /// The pictures in a class folder and its subfolders: each folder's files sorted by name, the

@@ -105,9 +105,10 @@ fn check_compression(reader: &SerializedFileReader<bytes::Bytes>) -> Result<(), 
                 Compression::UNCOMPRESSED | Compression::SNAPPY | Compression::GZIP(_) => {}
                 other if read => {
                     return Err(format!(
-                        "column {path} is compressed with {other}; read are uncompressed, snappy \
+                        "column {path} is compressed with {}; read are uncompressed, snappy \
                          (pyarrow's default) and gzip: rewrite it with pyarrow, \
-                         pq.write_table(pq.read_table(\"in.parquet\"), \"out.parquet\")"
+                         pq.write_table(pq.read_table(\"in.parquet\"), \"out.parquet\")",
+                        codec_name(other)
                     ))
                 }
                 _ => {}
@@ -115,6 +116,19 @@ fn check_compression(reader: &SerializedFileReader<bytes::Bytes>) -> Result<(), 
         }
     }
     Ok(())
+}
+
+/// A compression codec's name, without its level.
+fn codec_name(codec: Compression) -> &'static str {
+    match codec {
+        Compression::ZSTD(_) => "zstd",
+        Compression::BROTLI(_) => "brotli",
+        Compression::LZ4 | Compression::LZ4_RAW => "lz4",
+        Compression::LZO => "lzo",
+        Compression::UNCOMPRESSED => "nothing",
+        Compression::SNAPPY => "snappy",
+        Compression::GZIP(_) => "gzip",
+    }
 }
 
 /// One row's picture bytes and label (none when the file has no label column).
@@ -186,7 +200,16 @@ fn prepare_all(pictures: &[Vec<u8>], file: &str) -> Result<Vec<Prepared>, DataEr
     pictures
         .par_iter()
         .enumerate()
-        .map(|(index, bytes)| picture::prepare(bytes, &format!("{file} row {index}")))
+        .map(|(index, bytes)| {
+            picture::prepare(bytes, file).map_err(|err| match err {
+                DataError::At { file, message, .. } => DataError::At {
+                    file,
+                    place: format!("row {index}"),
+                    message: format!("picture: {message}"),
+                },
+                other => other,
+            })
+        })
         .collect()
 }
 

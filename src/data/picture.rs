@@ -55,11 +55,25 @@ pub fn prepare(bytes: &[u8], name: &str) -> Result<Prepared, DataError> {
 }
 
 /// Whether 784 pixels (a 28×28 image, row-major) have a bright background: ink darker than the
-/// paper, the opposite of MNIST's. The rule (see [`light_background`]): the median of the 108
-/// pixels of the border is lighter than the image's mean, or the image is one light grey.
+/// paper, the opposite of MNIST's. The rule: the 108 pixels of the border are a background (at
+/// least three quarters of them within [`BACKGROUND_SPREAD`] grey levels of their median: noise
+/// has no background), and it is light by [`light_background`]'s rule.
 pub fn bright_background(pixels: &[u8]) -> bool {
-    pixels.len() == PIXELS && light_background(pixels, IMAGE_SIDE, IMAGE_SIDE)
+    if pixels.len() != PIXELS {
+        return false;
+    }
+    let border = border_pixels(pixels, IMAGE_SIDE, IMAGE_SIDE);
+    let median = border[border.len() / 2];
+    let near = border
+        .iter()
+        .filter(|&&v| v.abs_diff(median) <= BACKGROUND_SPREAD)
+        .count();
+    4 * near >= 3 * border.len() && light_background(pixels, IMAGE_SIDE, IMAGE_SIDE)
 }
+
+/// How far from the border's median a border pixel may be and still be background (see
+/// [`bright_background`]).
+pub const BACKGROUND_SPREAD: u8 = 32;
 
 /// Step 1 onward, from grey levels (`width × height`, row-major).
 pub fn prepare_grey(grey: &[u8], width: usize, height: usize) -> Prepared {
@@ -108,13 +122,19 @@ pub fn light_background(grey: &[u8], width: usize, height: usize) -> bool {
 
 /// The median of the pixels on the picture's border (its outermost rows and columns).
 fn border_median(grey: &[u8], width: usize, height: usize) -> u8 {
+    let border = border_pixels(grey, width, height);
+    border.get(border.len() / 2).copied().unwrap_or(0)
+}
+
+/// The pixels on the picture's border, sorted.
+fn border_pixels(grey: &[u8], width: usize, height: usize) -> Vec<u8> {
     let mut border: Vec<u8> = (0..height)
         .flat_map(|y| (0..width).map(move |x| (x, y)))
         .filter(|&(x, y)| x == 0 || y == 0 || x + 1 == width || y + 1 == height)
         .map(|(x, y)| grey[y * width + x])
         .collect();
     border.sort_unstable();
-    border.get(border.len() / 2).copied().unwrap_or(0)
+    border
 }
 
 /// Step 3: the background level becomes 0 and the strongest ink 255, linearly; a picture with no
@@ -404,6 +424,11 @@ mod tests {
             40
         ));
         assert!(!bright_background(&[7; 10]));
+        // Noise has no background: never flagged, whatever its mean.
+        let noise: Vec<u8> = (0..PIXELS as u32)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
+            .collect();
+        assert!(!bright_background(&noise));
     }
 
     #[test]

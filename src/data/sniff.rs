@@ -34,10 +34,10 @@ impl Kind {
             Kind::Idx | Kind::IdxLabels => "IDX",
             Kind::Zip => "NumPy .npz",
             Kind::Npy => "NumPy .npy",
-            Kind::Parquet => "parquet",
+            Kind::Parquet => "Hugging Face parquet",
             Kind::Png | Kind::Jpeg => "a picture",
             Kind::Text => "CSV",
-            Kind::Unknown => "unknown",
+            Kind::Unknown => "of an unknown format",
         }
     }
 }
@@ -63,10 +63,16 @@ pub(crate) fn kind(start: &[u8], name: &str) -> Kind {
     if start.is_empty() {
         return by_name(name).unwrap_or(Kind::Text);
     }
-    by_signature(start)
-        .or_else(|| is_text(start).then_some(Kind::Text))
-        .or_else(|| by_name(name))
-        .unwrap_or(Kind::Unknown)
+    match by_signature(start) {
+        // Labels under an images file's name: the IDX reader says the two seem swapped.
+        Some(Kind::IdxLabels) if by_name(name) == Some(Kind::Idx) => return Kind::Idx,
+        Some(kind) => return kind,
+        None => {}
+    }
+    if is_text(start) {
+        return Kind::Text;
+    }
+    by_name(name).unwrap_or(Kind::Unknown)
 }
 
 /// The kind a signature at the start says, if any.
@@ -194,6 +200,7 @@ mod tests {
     fn signatures_decide() {
         assert_eq!(kind(&[0, 0, 8, 3, 0], "x.csv"), Kind::Idx);
         assert_eq!(kind(&[0, 0, 8, 1, 0], "x"), Kind::IdxLabels);
+        assert_eq!(kind(&[0, 0, 8, 1, 0], "x-images-idx3-ubyte"), Kind::Idx);
         assert_eq!(kind(&[0, 0, 0x0d, 3, 0], "x"), Kind::Idx);
         assert_eq!(kind(b"PK\x03\x04rest", "x.csv"), Kind::Zip);
         assert_eq!(kind(b"\x93NUMPY\x01\x00", "a.txt"), Kind::Npy);

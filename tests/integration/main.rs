@@ -17,6 +17,7 @@ mod cpu_fast;
 mod csv_shapes;
 mod data_formats;
 mod data_props;
+mod data_sources;
 mod gpu_faults;
 mod gpu_fused;
 mod house;
