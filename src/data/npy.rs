@@ -616,8 +616,13 @@ fn bad_value(header: &Header, at: usize, value: f64, role: Role) -> String {
     } else {
         ""
     };
+    // A float32 as float32 prints it (0.011764706, not 0.0117647061124444).
+    let shown = match (header.dtype.kind, header.dtype.size) {
+        (b'f', 4) => (value as f32).to_string(),
+        _ => value.to_string(),
+    };
     format!(
-        "{} is {value} in a {} array: {what}{hint}",
+        "{} is {shown} in a {} array: {what}{hint}",
         element_name(header, at),
         header.dtype.name()
     )
