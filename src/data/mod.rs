@@ -324,7 +324,7 @@ fn one_picture(bytes: &[u8], file: String) -> Result<Loaded, DataError> {
 /// The test set that goes with a training set at `train`, if there is one: `t10k-*` beside
 /// MNIST's IDX `train-*` files, `x_test`/`y_test` in a `.npz` that also holds `x_train`, `test/`
 /// beside `train/`, `test-*.parquet` beside `train-*.parquet`, `x_test.npy` beside
-/// `x_train.npy` (see `beside`). CSV and pictures have none.
+/// `x_train.npy` (see `beside`), when it is labelled. CSV and pictures have none.
 pub fn test_beside(train: &Path) -> Option<Beside> {
     if train.is_dir() {
         let path = folder::test_beside(train)?;
@@ -343,7 +343,9 @@ pub fn test_beside(train: &Path) -> Option<Beside> {
         }
         Kind::Idx | Kind::Npy | Kind::Parquet => {
             let path = beside::test_file_beside(train, kind)?;
-            (kind_of(&path) == Some(kind)).then(|| Beside {
+            // A test set must be labelled: IDX or .npy images without their labels are not one.
+            let labelled = kind == Kind::Parquet || beside::labels_beside(&path, kind).is_some();
+            (labelled && kind_of(&path) == Some(kind)).then(|| Beside {
                 what: display(&path),
                 path,
             })
@@ -387,14 +389,14 @@ pub struct Embedded {
 }
 
 /// The first 10,000 digits of MNIST's training set (`data/mnist/README.md`: origin, licence).
-pub const EMBEDDED_TRAIN: Embedded = Embedded {
+pub static EMBEDDED_TRAIN: Embedded = Embedded {
     file: "train-10k-images-idx3-ubyte.gz",
     images: include_bytes!("../../data/mnist/train-10k-images-idx3-ubyte.gz"),
     labels: include_bytes!("../../data/mnist/train-10k-labels-idx1-ubyte.gz"),
 };
 
 /// MNIST's canonical 10,000-digit test set.
-pub const EMBEDDED_TEST: Embedded = Embedded {
+pub static EMBEDDED_TEST: Embedded = Embedded {
     file: "t10k-images-idx3-ubyte.gz",
     images: include_bytes!("../../data/mnist/t10k-images-idx3-ubyte.gz"),
     labels: include_bytes!("../../data/mnist/t10k-labels-idx1-ubyte.gz"),
