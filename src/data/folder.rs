@@ -108,14 +108,16 @@ fn split_part(root: &Path, part: Part) -> Result<PathBuf, DataError> {
 
 /// The test folder beside a training folder: `test/` in a split folder read for training, or
 /// a sibling named like it with `train` made `test` (`mnist/train` -> `mnist/test`).
+/// Only a test folder of class folders counts: a test set must be labelled.
 pub(super) fn test_beside(root: &Path) -> Option<PathBuf> {
-    if root.join(TRAIN_FOLDER).is_dir() && root.join(TEST_FOLDER).is_dir() {
-        return Some(root.join(TEST_FOLDER));
+    let labelled = |dir: &Path| entries(dir).is_ok_and(|e| e.iter().any(|e| e.is_dir));
+    let test = root.join(TEST_FOLDER);
+    if root.join(TRAIN_FOLDER).is_dir() && test.is_dir() {
+        return labelled(&test).then_some(test);
     }
     let name = root.file_name()?.to_str()?;
-    let test = name.replace(TRAIN_FOLDER, TEST_FOLDER);
-    let sibling = root.with_file_name(test);
-    (name.contains(TRAIN_FOLDER) && sibling.is_dir()).then_some(sibling)
+    let sibling = root.with_file_name(name.replace(TRAIN_FOLDER, TEST_FOLDER));
+    (name.contains(TRAIN_FOLDER) && sibling.is_dir() && labelled(&sibling)).then_some(sibling)
 }
 
 /// One entry of a folder.

@@ -167,6 +167,25 @@ fn image_folders_read_as_their_idx_digits() {
         assert!(read.notes.is_empty(), "{:?}", read.notes);
     }
     assert_eq!(data::test_beside(&root).unwrap().path, root.join("test"));
+    // A test set must be labelled: unlabelled IDX or pictures beside are not one.
+    let dir = tempfile::tempdir().unwrap();
+    let images = dir.path().join("train-images-idx3-ubyte");
+    write_idx(
+        &train_digits(),
+        &images,
+        &dir.path().join("train-labels-idx1-ubyte"),
+    )
+    .unwrap();
+    write_idx(
+        &test_digits(),
+        &dir.path().join("t10k-images-idx3-ubyte"),
+        &dir.path().join("x"),
+    )
+    .unwrap();
+    assert_eq!(data::test_beside(&images), None);
+    std::fs::create_dir_all(dir.path().join("train/0")).unwrap();
+    std::fs::create_dir(dir.path().join("test")).unwrap();
+    assert_eq!(data::test_beside(dir.path()), None);
     assert_eq!(
         data::test_beside(&root.join("train")).unwrap().path,
         root.join("test")
