@@ -27,6 +27,7 @@
 
 mod beside;
 mod csv;
+mod exif;
 mod folder;
 mod idx;
 mod npy;

@@ -2,7 +2,8 @@
 //! MNIST's own digits went through:
 //!
 //! 1. **grey levels**: colour to grey as PIL's `convert("L")` does (ITU-R 601 weights),
-//!    16-bit to 8-bit by rounding, transparency composited on white paper;
+//!    16-bit to 8-bit by rounding, transparency composited on white paper; a JPEG turned
+//!    upright as its EXIF orientation says (a phone's photo);
 //! 2. **ink bright on dark**: a picture with a light background (dark ink on paper) is inverted,
 //!    and the caller is told, so that it can say so;
 //! 3. **levels**: the background becomes 0 and the strongest ink 255;
@@ -21,7 +22,7 @@ use std::io::Cursor;
 
 use image::{DynamicImage, ImageFormat};
 
-use super::{sniff, DataError, IMAGE_SIDE, PIXELS};
+use super::{exif, sniff, DataError, IMAGE_SIDE, PIXELS};
 
 /// A picture made into an MNIST image.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -300,7 +301,12 @@ fn decode(bytes: &[u8], name: &str) -> Result<(Vec<u8>, usize, usize), DataError
             "the {kind} is {width}x{height} pixels: empty"
         )));
     }
-    Ok((grey_levels(&picture), width, height))
+    let grey = grey_levels(&picture);
+    Ok(match format {
+        // A phone's photo turned upright, as viewers show it.
+        ImageFormat::Jpeg => exif::upright(grey, width, height, exif::jpeg_orientation(bytes)),
+        _ => (grey, width, height),
+    })
 }
 
 /// Grey levels as PIL's `convert("L")` makes them (ITU-R 601: 0.299 R + 0.587 G + 0.114 B, in

@@ -273,6 +273,20 @@ fn pictures_in_every_colour_mode_prepare_alike() {
         let allowed = if name.contains("palette") { 8 } else { 0 };
         assert!(worst <= Some(allowed), "{name}: differs by {worst:?}");
     }
+    // A phone's photo, stored on its side: turned upright by its EXIF orientation.
+    let phone = prepare("seven-exif6.jpg");
+    let upright = prepare("seven.jpg");
+    let mean_difference = |a: &[u8], b: &[u8]| -> f64 {
+        (0..PIXELS)
+            .map(|i| f64::from(a[i].abs_diff(b[i])))
+            .sum::<f64>()
+            / PIXELS as f64
+    };
+    let turned = mean_difference(&phone.pixels, &upright.pixels);
+    assert!(
+        turned < 4.0,
+        "the phone's photo differs by {turned} on average"
+    );
     let jpeg = prepare("seven.jpg");
     let mean: f64 = (0..PIXELS)
         .map(|i| f64::from(grey.pixels[i].abs_diff(jpeg.pixels[i])))
