@@ -65,10 +65,15 @@ impl FileId {
     }
 
     /// The identity of the files `data::load(path)` reads, named by the path in full (so a
-    /// resumed run finds it from any directory).
+    /// resumed run finds it from any directory). A folder's pictures are each preceded by their
+    /// path in the folder: a picture moved to another class folder changes its label.
     pub fn of_file(path: &Path) -> Result<FileId> {
         let mut contents = Vec::new();
         for file in crate::data::files_of(path) {
+            if path.is_dir() {
+                let inside = file.strip_prefix(path).unwrap_or(&file);
+                contents.push(inside.to_string_lossy().as_bytes().to_vec());
+            }
             contents.push(std::fs::read(&file).map_err(|source| Error::Io {
                 path: file.display().to_string(),
                 source,

@@ -34,7 +34,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Classify every image of a file with a saved model (Kaggle submission with --out).
+    /// Classify pictures, or every image of a file, with a saved model (Kaggle submission
+    /// with --out).
     Predict(cli::predict::PredictArgs),
     /// Accuracy, per-class precision and recall, and the confusion matrix of a saved model
     /// on a labelled file.

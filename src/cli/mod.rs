@@ -89,6 +89,24 @@ pub struct BackendArgs {
     pub matmul: MatmulKind,
 }
 
+/// The lines reading a dataset calls for: its reader's notes (how a folder's classes were
+/// numbered), and how many pictures had a light background and were inverted.
+pub fn data_notes(loaded: &mnist_gpu::data::Loaded) -> Vec<String> {
+    let mut lines: Vec<String> = loaded.notes.iter().map(|n| format!("note: {n}")).collect();
+    if let Some((count, first)) = loaded.inverted() {
+        let total = loaded.pictures.len();
+        lines.push(if total == 1 {
+            format!("note: {first} has a light background: it was inverted, ink light on dark as MNIST's")
+        } else {
+            format!(
+                "note: {count} of {total} pictures had a light background and were inverted, ink \
+                 light on dark as MNIST's (the first: {first})"
+            )
+        });
+    }
+    lines
+}
+
 /// A backend, which one it is ("cpu" or "gpu"), and why.
 pub struct Opened {
     pub backend: Box<dyn Backend>,

@@ -1,5 +1,7 @@
-//! `mnist-gpu predict` and `mnist-gpu eval`: a saved model on every image of a file.
+//! `mnist-gpu predict` and `mnist-gpu eval`: a saved model on every image of a file, or on
+//! pictures.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -7,11 +9,11 @@ use clap::Args;
 use serde_json::json;
 
 use super::serve::probabilities;
-use super::{check_output, percent, BackendArgs};
+use super::{check_output, data_notes, percent, BackendArgs};
 use mnist_gpu::data::pool::{ImagePool, List, ListSizes};
-use mnist_gpu::data::{self, Dataset, CLASSES, EMBEDDED_TEST};
+use mnist_gpu::data::{self, Dataset, Loaded, Part, CLASSES, EMBEDDED_TEST, EMBEDDED_TRAIN};
 use mnist_gpu::error::{config, Result};
-use mnist_gpu::model::{argmax_columns, confidence_columns};
+use mnist_gpu::model::{argmax_columns, confidence_columns, Model};
 use mnist_gpu::model_file::{self, write_atomically};
 use mnist_gpu::{art, Error};
 
@@ -21,10 +23,16 @@ pub struct PredictArgs {
     #[arg(long)]
     pub model: PathBuf,
 
-    /// Images to classify: CSV (with or without a label column, e.g. Kaggle's test.csv) or
-    /// IDX, optionally .gz.
-    #[arg(long)]
-    pub data: PathBuf,
+    /// Pictures to classify (PNG or JPEG, any size and colour, made MNIST-like first), or
+    /// folders of them: one line per picture.
+    #[arg(value_name = "PICTURE", conflicts_with = "data")]
+    pub pictures: Vec<PathBuf>,
+
+    /// Images to classify: a dataset in any format --train reads (CSV with or without a label
+    /// column, e.g. Kaggle's test.csv; IDX; .npz; .npy; parquet; a folder of pictures),
+    /// optionally .gz, or one picture. A file of two sets gives its test set.
+    #[arg(long, required_unless_present = "pictures")]
+    pub data: Option<PathBuf>,
 
     /// Write the predictions as a Kaggle digit-recognizer submission: `ImageId,Label`, ids
     /// from 1; `-` writes it to stdout (and everything else to stderr).
@@ -49,8 +57,9 @@ pub struct EvalArgs {
     #[arg(long)]
     pub model: PathBuf,
 
-    /// Labelled images: CSV with a label column, or IDX with its labels file [default: the
-    /// embedded 10,000 test digits].
+    /// Labelled images: CSV with a label column, IDX with its labels file, .npz, .npy,
+    /// parquet, or folders of pictures, one per class (a file of two sets gives its test set)
+    /// [default: the embedded 10,000 test digits].
     #[arg(long)]
     pub data: Option<PathBuf>,
 
@@ -90,12 +99,11 @@ impl Notes {
 }
 
 fn classify(
-    model_path: &Path,
+    model: &Model,
     mut dataset: Dataset,
     backend: &BackendArgs,
     notes: Notes,
 ) -> Result<Classified> {
-    let model = model_file::load(model_path)?.model;
     let n = dataset.len();
     if n == 0 {
         return config(format!("{}: holds no images", dataset.source));
@@ -111,7 +119,7 @@ fn classify(
         dev: 0,
         test: n,
     };
-    let mut opened = backend.open(&model, pool.clone(), sizes, 1)?;
+    let mut opened = backend.open(model, pool.clone(), sizes, 1)?;
     for note in opened.notes("classifying") {
         notes.say(note);
     }
@@ -145,8 +153,23 @@ pub fn predict(args: &PredictArgs) -> Result<()> {
     if !notes.to_stderr {
         check_output(&args.out, "--out", &["csv"])?;
     }
-    let dataset = data::load(&args.data)?;
-    let c = classify(&args.model, dataset, &args.backend, notes)?;
+    let (loaded, per_picture) = match &args.data {
+        Some(path) => {
+            let loaded = data::open(path, Part::Test)?;
+            // One picture is answered as pictures are, not as a dataset.
+            let one = !path.is_dir() && loaded.pictures.len() == 1;
+            (loaded, one)
+        }
+        None => (read_pictures(&args.pictures)?, true),
+    };
+    let lines = data_notes(&loaded);
+    let skip = usize::from(per_picture && loaded.inverted().is_some());
+    for line in &lines[..lines.len() - skip] {
+        notes.say(line);
+    }
+    let model = model_file::load(&args.model)?.model;
+    let bright = loaded.dataset.bright_backgrounds();
+    let c = classify(&model, loaded.dataset, &args.backend, notes)?;
     let n = c.dataset.len();
     if args.show > n {
         return config(format!(
@@ -154,26 +177,12 @@ pub fn predict(args: &PredictArgs) -> Result<()> {
             args.show, c.dataset.source
         ));
     }
+    warn_bright_backgrounds(&c.dataset, &bright);
     let predictions = argmax_columns(&c.logits);
-    let mut counts = [0usize; CLASSES];
-    for &p in &predictions {
-        counts[p as usize] += 1;
-    }
-    notes.say(format!(
-        "classified {n} images of {} on {}",
-        c.dataset.source, c.device
-    ));
-    notes.say(format!("predicted digits: {counts:?} (0 to 9)"));
-    if let Some(labels) = &c.dataset.labels {
-        let correct = predictions
-            .iter()
-            .zip(labels)
-            .filter(|(p, l)| p == l)
-            .count();
-        notes.say(format!(
-            "accuracy against the file's labels: {}",
-            percent(Some(correct as f64 / n as f64))
-        ));
+    if per_picture {
+        say_per_picture(&c, &predictions, &loaded.pictures, notes);
+    } else {
+        say_summary(&c, &predictions, notes);
     }
     show(&c, &predictions, args.show, notes);
     if let Some(out) = &args.out {
@@ -202,6 +211,127 @@ pub fn predict(args: &PredictArgs) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// A dataset's answer: how many of each digit, and the accuracy when it has labels.
+fn say_summary(c: &Classified, predictions: &[u8], notes: Notes) {
+    let n = c.dataset.len();
+    let mut counts = [0usize; CLASSES];
+    for &p in predictions {
+        counts[p as usize] += 1;
+    }
+    notes.say(format!(
+        "classified {n} images of {} on {}",
+        c.dataset.source, c.device
+    ));
+    notes.say(format!("predicted digits: {counts:?} (0 to 9)"));
+    if let Some(labels) = &c.dataset.labels {
+        notes.say(format!(
+            "accuracy against the file's labels: {}",
+            percent(Some(accuracy(predictions, labels)))
+        ));
+    }
+}
+
+/// The share of predictions equal to their labels.
+fn accuracy(predictions: &[u8], labels: &[u8]) -> f64 {
+    let correct = predictions
+        .iter()
+        .zip(labels)
+        .filter(|(p, l)| p == l)
+        .count();
+    correct as f64 / predictions.len().max(1) as f64
+}
+
+/// Pictures' answers: a line per picture naming it, e.g. `a.png: 7 (99.6% confident)`, with its
+/// label when its folder gives one, and whether it was inverted.
+fn say_per_picture(c: &Classified, predictions: &[u8], pictures: &[data::Origin], notes: Notes) {
+    let confidence = confidence_columns(&c.logits);
+    for (i, picture) in pictures.iter().enumerate() {
+        let label = c
+            .dataset
+            .labels
+            .as_ref()
+            .map_or(String::new(), |l| format!(", label {}", l[i]));
+        let inverted = if picture.inverted {
+            "; light background, inverted"
+        } else {
+            ""
+        };
+        notes.say(format!(
+            "{}: {} ({:.1}% confident{inverted}){label}",
+            picture.name,
+            predictions[i],
+            100.0 * confidence[i]
+        ));
+    }
+    if let (Some(labels), true) = (&c.dataset.labels, pictures.len() > 1) {
+        notes.say(format!(
+            "accuracy against the folders' labels: {}",
+            percent(Some(accuracy(predictions, labels)))
+        ));
+    }
+}
+
+/// The pictures named on the command line (pictures, or folders of them), as one dataset; a
+/// file that is not a picture is refused, with where datasets go.
+fn read_pictures(paths: &[PathBuf]) -> Result<Loaded> {
+    let mut all = Loaded {
+        dataset: Dataset {
+            images: Vec::new(),
+            labels: Some(Vec::new()),
+            source: match paths {
+                [one] => one.display().to_string(),
+                _ => "the pictures given".to_string(),
+            },
+        },
+        pictures: Vec::new(),
+        notes: Vec::new(),
+    };
+    for path in paths {
+        let loaded = data::open(path, Part::Test)?;
+        if loaded.pictures.len() != loaded.dataset.len() {
+            return config(format!(
+                "{}: a dataset, not a picture or a folder of pictures: pass it with --data",
+                path.display()
+            ));
+        }
+        all.dataset.images.extend_from_slice(&loaded.dataset.images);
+        all.dataset.labels = match (all.dataset.labels, loaded.dataset.labels) {
+            (Some(mut labels), Some(more)) => {
+                labels.extend(more);
+                Some(labels)
+            }
+            _ => None,
+        };
+        all.pictures.extend(loaded.pictures);
+        all.notes.extend(loaded.notes);
+    }
+    Ok(all)
+}
+
+/// One line on stderr when images have a bright background (`bright`: their indices; dark ink
+/// on light paper): the network reads MNIST's light ink on dark, and would answer confidently
+/// and wrongly.
+fn warn_bright_backgrounds(dataset: &Dataset, bright: &[usize]) {
+    let Some(&first) = bright.first() else {
+        return;
+    };
+    let which = if dataset.len() == 1 {
+        format!("the image of {} has a bright background", dataset.source)
+    } else {
+        format!(
+            "{} of {} images of {} have a bright background (the first: image {})",
+            bright.len(),
+            dataset.len(),
+            dataset.source,
+            first + 1
+        )
+    };
+    eprintln!(
+        "warning: {which}: the network reads light ink on a dark background, as MNIST's, so \
+         their answers are likely wrong; invert them (255 - pixel)"
+    );
 }
 
 /// `--show N`: the first N images as text, with the prediction, its confidence and the label.
@@ -260,7 +390,8 @@ fn precision_recall(confusion: &[[usize; CLASSES]; CLASSES]) -> Vec<(Option<f64>
         .collect()
 }
 
-/// `--data`, or (as training's default test set) the embedded test digits, saying so.
+/// `--data` (its test set, for a file of two), or (as training's default test set) the
+/// embedded test digits, saying so.
 fn eval_data(args: &EvalArgs, notes: Notes) -> Result<Dataset> {
     let Some(path) = &args.data else {
         let test = EMBEDDED_TEST.load()?;
@@ -271,13 +402,46 @@ fn eval_data(args: &EvalArgs, notes: Notes) -> Result<Dataset> {
         ));
         return Ok(test);
     };
-    Ok(data::load(path)?)
+    let loaded = data::open(path, Part::Test)?;
+    for line in data_notes(&loaded) {
+        notes.say(line);
+    }
+    Ok(loaded.dataset)
+}
+
+/// The line saying which file the model was trained on (the `train` of its metadata's
+/// `options`), when that was a file and the model is evaluated on the embedded MNIST digits, or
+/// on data of another format than that file's.
+fn trained_on(metadata: &BTreeMap<String, String>, data: Option<&Path>) -> Option<String> {
+    let options: serde_json::Value = serde_json::from_str(metadata.get("options")?).ok()?;
+    let train = options.get("train")?.as_str()?;
+    if train == EMBEDDED_TRAIN.name() {
+        return None;
+    }
+    let Some(path) = data else {
+        return Some(format!(
+            "note: the model was trained on {train}, not on the embedded MNIST digits it is \
+             evaluated on here; pass its test data with --data"
+        ));
+    };
+    let theirs = data::format_name(Path::new(train))?;
+    let ours = data::format_name(path)?;
+    (theirs != ours).then(|| {
+        format!("note: the model was trained on {train} ({theirs}); the data here is {ours}")
+    })
 }
 
 pub fn eval(args: &EvalArgs) -> Result<()> {
     let notes = Notes { to_stderr: false };
-    let c = classify(&args.model, eval_data(args, notes)?, &args.backend, notes)?;
+    let dataset = eval_data(args, notes)?;
+    let file = model_file::load(&args.model)?;
+    if let Some(line) = trained_on(&file.metadata, args.data.as_deref()) {
+        notes.say(line);
+    }
+    let bright = dataset.bright_backgrounds();
+    let c = classify(&file.model, dataset, &args.backend, notes)?;
     let labels = c.dataset.require_labels().map_err(Error::from)?;
+    warn_bright_backgrounds(&c.dataset, &bright);
     let n = labels.len();
     let predictions = argmax_columns(&c.logits);
     // confusion[label][prediction]

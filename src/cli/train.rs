@@ -13,11 +13,11 @@ use serde_json::Value;
 use super::resume::{self, Resume};
 use super::stop::{self, say};
 use super::train_args::TrainArgs;
-use super::{check_output, percent, same_file, Opened, OutputLock};
+use super::{check_output, data_notes, percent, same_file, Opened, OutputLock};
 use mnist_gpu::backend::Backend;
 use mnist_gpu::checkpoint::{self, Checkpointing, FileId};
 use mnist_gpu::data::pool::{List, Split};
-use mnist_gpu::data::{Dataset, Embedded, EMBEDDED_TEST, EMBEDDED_TRAIN};
+use mnist_gpu::data::{Dataset, Embedded, Part, EMBEDDED_TEST, EMBEDDED_TRAIN};
 use mnist_gpu::error::{config, Error, Result};
 use mnist_gpu::model::{Activation, Init, Model};
 use mnist_gpu::optimizer::{OptimizerKind, OptimizerState};
@@ -34,9 +34,16 @@ enum Source {
 }
 
 impl Source {
-    fn load(&self) -> Result<Dataset> {
+    /// The data (for a file of two sets, its `part`), after the lines its reading calls for.
+    fn load(&self, part: Part) -> Result<Dataset> {
         Ok(match self {
-            Source::File(path) => data::load(path)?,
+            Source::File(path) => {
+                let loaded = data::open(path, part)?;
+                for note in data_notes(&loaded) {
+                    say!("{note}");
+                }
+                loaded.dataset
+            }
             Source::Embedded(set) => set.load()?,
         })
     }
@@ -423,24 +430,24 @@ impl Data {
             Some(path) => Source::named(path),
             None => Source::Embedded(&EMBEDDED_TRAIN),
         };
-        let test = match &args.test {
-            Some(p) if p.as_os_str() == "none" => None,
-            Some(p) => Some(Source::named(p)),
-            None if args.train.is_none() => Some(Source::Embedded(&EMBEDDED_TEST)),
-            None => None,
+        let test = match (&args.test, &args.train) {
+            (Some(p), _) if p.as_os_str() == "none" => None,
+            (Some(p), _) => Some(Source::named(p)),
+            (None, None) => Some(Source::Embedded(&EMBEDDED_TEST)),
+            (None, Some(train)) => test_beside(train),
         };
         let model = initial_model(args, resume)?;
         let train_file = match (resume, explicit.contains("train")) {
-            (Resume::Run(path, _), false) => train.load().map_err(|e| {
+            (Resume::Run(path, _), false) => train.load(Part::Train).map_err(|e| {
                 Error::Config(format!(
                     "--resume {}: the run's training file cannot be read ({e}); pass it with \
                      --train",
                     path.display()
                 ))
             })?,
-            _ => train.load()?,
+            _ => train.load(Part::Train)?,
         };
-        let test_file = test.as_ref().map(Source::load).transpose()?;
+        let test_file = test.as_ref().map(|t| t.load(Part::Test)).transpose()?;
         let split = Split::new(&train_file, test_file.as_ref(), args.dev_size, args.seed)?;
         if args.show > split.dev.len() {
             return config(format!(
@@ -456,6 +463,18 @@ impl Data {
             split,
         })
     }
+}
+
+/// Without `--test`: the test set that goes with the training file (`t10k-*` beside MNIST's
+/// `train-*`, a `.npz`'s `x_test`, a folder's `test/`, `test-*.parquet`), saying so.
+fn test_beside(train: &std::path::Path) -> Option<Source> {
+    let beside = data::test_beside(train)?;
+    say!(
+        "testing on {}, the test set that goes with --train {} (--test none leaves it out)",
+        beside.what,
+        train.display()
+    );
+    Some(Source::File(beside.path))
 }
 
 /// With `--checkpoint`: what writes it (after removing a killed run's unfinished writes).

@@ -16,11 +16,14 @@ pub struct TrainArgs {
     #[command(flatten)]
     pub backend: BackendArgs,
 
-    /// Training data: an IDX images file (labels beside it) or a CSV, optionally .gz.
+    /// Training data, its format told by its bytes: IDX images (labels beside them), CSV,
+    /// NumPy .npz/.npy, Hugging Face .parquet, or a folder of pictures (one folder per class),
+    /// optionally .gz.
     #[arg(long)]
     pub train: Option<PathBuf>,
 
-    /// Test data, same formats; `none` for no test set.
+    /// Test data, same formats; `none` for no test set [default: the test set that goes with
+    /// --train (t10k-* beside train-*, a .npz's x_test, a folder's test/, test-*.parquet)].
     #[arg(long)]
     pub test: Option<PathBuf>,
 

@@ -110,7 +110,9 @@ pub(super) fn read(mut input: Input) -> Result<Dataset, DataError> {
 fn read_rows(input: &mut Input) -> Result<Dataset, DataError> {
     let file = input.file.clone();
     let gzip = input.gzip;
+    let delimiter = delimiter(&input.peek(DELIMITER_SNIFF_LEN)?);
     let mut reader = ReaderBuilder::new()
+        .delimiter(delimiter)
         .has_headers(false) // we decide ourselves whether line 1 is a header
         .flexible(true) // we check field counts ourselves, to give a better message
         .buffer_capacity(1 << 16)
@@ -157,6 +159,20 @@ fn read_rows(input: &mut Input) -> Result<Dataset, DataError> {
         )?;
     }
     dataset(file, layout.map(|(found, _)| found), images, labels)
+}
+
+/// How much of the start is looked at for the delimiter: a header of 785 names fits many times.
+const DELIMITER_SNIFF_LEN: usize = 1 << 16;
+
+/// The delimiter of the first line: the most frequent of comma, semicolon and tab (a comma when
+/// there is none of them), so that a file saved with `;` (Excel in much of Europe) or tabs reads.
+fn delimiter(start: &[u8]) -> u8 {
+    let line = start.split(|&b| b == b'\n').next().unwrap_or_default();
+    let count = |delimiter: u8| line.iter().filter(|&&b| b == delimiter).count();
+    [b';', b'\t'].into_iter().fold(
+        b',',
+        |best, d| if count(d) > count(best) { d } else { best },
+    )
 }
 
 /// Removes a byte-order mark from the first line (not blank), then decides what it is: a header
@@ -614,6 +630,15 @@ mod tests {
         assert_eq!(parse_number(b"abc", 255), Err(Problem::NotNumber));
         assert_eq!(parse_number(b"\xff\xfe", 255), Err(Problem::NotNumber));
         assert_eq!(parse_number(b"-", 255), Err(Problem::NotNumber));
+    }
+
+    #[test]
+    fn delimiters() {
+        assert_eq!(delimiter(b"label,pixel0,pixel1\n1;2;3;4;5"), b',');
+        assert_eq!(delimiter(b"label;pixel0;pixel1\n"), b';');
+        assert_eq!(delimiter(b"5\t0\t0\t0"), b'\t');
+        assert_eq!(delimiter(b"5"), b',');
+        assert_eq!(delimiter(b""), b',');
     }
 
     #[test]

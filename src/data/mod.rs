@@ -1,11 +1,19 @@
-//! Loading MNIST digits from the files people actually download.
+//! Loading MNIST digits from the files people actually have.
 //!
-//! Two families of files are understood:
+//! A file's format is told by its bytes (`sniff`), the name being a hint at most:
 //!
 //! - **IDX**, the format of the original MNIST distribution
 //!   (`train-images-idx3-ubyte.gz` + `train-labels-idx1-ubyte.gz`), plain or gzip-compressed;
 //! - **CSV**: Kaggle's digit-recognizer `train.csv` (`label,pixel0,...,pixel783`) and `test.csv`
-//!   (`pixel0,...,pixel783`, no labels), or the common headerless `mnist_train.csv` (label first).
+//!   (`pixel0,...,pixel783`, no labels), or the common headerless `mnist_train.csv` (label first),
+//!   separated by commas, semicolons or tabs, whatever the file's name;
+//! - **NumPy**: Keras's `mnist.npz` and other `.npz` archives, `.npy` arrays (`npy`);
+//! - **Hugging Face** `datasets` parquet files (`parquet`);
+//! - **pictures**: one PNG or JPEG, or a folder of them as torchvision's `ImageFolder` reads it
+//!   (`folder`), each made an MNIST image by MNIST's own steps (`picture`).
+//!
+//! Files that hold a training and a test set (a `.npz`, a folder with `train/` and `test/`) are
+//! read for one [`Part`]; a training file's test set beside it is found by `test_beside`.
 //!
 //! Images are kept as bytes (0..=255), exactly as stored in the files. Turning them into floats is
 //! the trainer's business; keeping bytes here uses a quarter of the memory and makes round trips
@@ -17,9 +25,16 @@
 //! `pool` holds what a run's samples are to a backend: the image pool, the index lists, the
 //! shifts of `--augment`, and the synthetic data of the benchmarks.
 
+mod beside;
 mod csv;
+mod exif;
+mod folder;
 mod idx;
+mod npy;
+mod parquet;
+pub mod picture;
 pub mod pool;
+mod sniff;
 
 use std::fs::File;
 use std::io::{self, BufReader, BufWriter, Read, Write};
@@ -28,6 +43,11 @@ use std::path::{Path, PathBuf};
 use flate2::bufread::MultiGzDecoder;
 use flate2::write::GzEncoder;
 use flate2::Compression;
+
+use sniff::{Kind, GZIP_MAGIC, SNIFF_LEN};
+
+pub use folder::{TEST_FOLDER, TRAIN_FOLDER};
+pub use npy::PAIRS as NPZ_PAIRS;
 
 /// Width and height of an MNIST image, in pixels.
 pub const IMAGE_SIDE: usize = 28;
@@ -99,6 +119,70 @@ impl Dataset {
             source: self.source.clone(),
         }
     }
+
+    /// The images whose background is bright (dark ink on light paper, the opposite of MNIST's:
+    /// see [`picture::bright_background`]), by index.
+    pub fn bright_backgrounds(&self) -> Vec<usize> {
+        (0..self.len())
+            .filter(|&i| picture::bright_background(self.image(i)))
+            .collect()
+    }
+}
+
+/// Which set is read from a file that holds two (a `.npz` with `x_train` and `x_test`, a folder
+/// with `train/` and `test/`): `--train` reads the training set; `--test`, `eval` and `predict`
+/// the test set. A file of one set reads the same for both.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Part {
+    Train,
+    Test,
+}
+
+/// A dataset as read, with what the reading found worth a line.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    pub dataset: Dataset,
+    /// One per image when the images were pictures (a PNG, a folder, a parquet file): where it
+    /// came from and whether it was inverted; empty otherwise.
+    pub pictures: Vec<Origin>,
+    /// Lines to print, e.g. how a folder's classes were numbered.
+    pub notes: Vec<String>,
+}
+
+/// Where an image read from a picture came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Origin {
+    /// The picture's file, or its row of a parquet file.
+    pub name: String,
+    /// It had a light background and was inverted (see [`picture`]).
+    pub inverted: bool,
+}
+
+impl Loaded {
+    fn plain(dataset: Dataset) -> Loaded {
+        Loaded {
+            dataset,
+            pictures: Vec::new(),
+            notes: Vec::new(),
+        }
+    }
+
+    /// The pictures that were inverted: how many, and the first one's name.
+    pub fn inverted(&self) -> Option<(usize, &str)> {
+        let mut inverted = self.pictures.iter().filter(|p| p.inverted);
+        let first = inverted.next()?;
+        Some((1 + inverted.count(), first.name.as_str()))
+    }
+}
+
+/// A training set's test set, found in it or beside it, and how it is named in a line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Beside {
+    /// What `open(path, Part::Test)` reads: the file beside, or the training file itself when
+    /// it holds both sets (a `.npz`).
+    pub path: PathBuf,
+    /// E.g. `x_test, y_test of mnist.npz`, or the path.
+    pub what: String,
 }
 
 /// Everything that can go wrong while reading or writing a dataset.
@@ -119,12 +203,18 @@ pub enum DataError {
     #[error("{file}: gzip: cannot decompress, the file is corrupt or truncated ({source})")]
     Gzip { file: String, source: io::Error },
 
-    /// `load` could not tell the format from the file name.
-    #[error(
-        "{file}: file name: unknown format; supported are *.csv and *.csv.gz (Kaggle train.csv/test.csv \
-         or label-first CSV) and IDX images *-images-idx3-ubyte[.gz] (labels *-labels-idx1-ubyte[.gz] beside them)"
-    )]
-    UnknownFormat { file: String },
+    /// `load` could not tell the format from the file's bytes; `looks` says what they look like.
+    #[error("{file}: unknown format: {looks}; {formats}", formats = sniff::FORMATS_READ)]
+    UnknownFormat { file: String, looks: String },
+
+    /// Something wrong in one part of a file: an array of a `.npz`, a row of a parquet file, a
+    /// picture, a folder.
+    #[error("{file}: {place}: {message}")]
+    At {
+        file: String,
+        place: String,
+        message: String,
+    },
 
     /// Something wrong in a file's header (IDX header, or the CSV header line).
     #[error("{file}: header: {message}")]
@@ -152,39 +242,141 @@ pub enum DataError {
 
     /// Labels were needed but the dataset has none.
     #[error(
-        "{file}: labels: this dataset has no labels (Kaggle test.csv-style CSV, or IDX images without \
-         a *-labels-idx1-ubyte file beside them), but labels are needed here"
+        "{file}: labels: this dataset has no labels (Kaggle test.csv-style CSV, IDX images without \
+         a *-labels-idx1-ubyte file beside them, a .npy without its labels beside it, a .npz \
+         without y_train, pictures not in class folders), but labels are needed here"
     )]
     Unlabeled { file: String },
 }
 
-/// Loads a dataset, picking the format from the file name:
-///
-/// - `*.csv` or `*.csv.gz`: CSV (a header with a `label` column anywhere, or none, or headerless
-///   label-first: see `csv`);
-/// - anything containing `idx3-ubyte` (optionally `.gz`): IDX images. The labels file is looked for
-///   beside it by replacing `images-idx3` with `labels-idx1` in the name
-///   (`train-images-idx3-ubyte.gz` -> `train-labels-idx1-ubyte.gz`; also `images.idx3` ->
-///   `labels.idx1`, as some mirrors name them). If there is no such file the images load unlabeled.
-/// - anything else: [`DataError::UnknownFormat`], which lists the supported formats.
+/// Loads a dataset, its format told by its bytes (see the module's list), for training: a
+/// file that holds a training and a test set gives its training set (see [`open`]).
 pub fn load(path: &Path) -> Result<Dataset, DataError> {
-    let name = file_name_lowercase(path);
-    if name.ends_with(".csv") || name.ends_with(".csv.gz") {
-        load_csv(path)
-    } else if name.contains("idx3-ubyte") {
-        let labels = labels_beside(path);
-        load_idx(path, labels.as_deref())
-    } else if name.contains("idx1-ubyte") {
-        Err(DataError::Header {
-            file: display(path),
+    open(path, Part::Train).map(|loaded| loaded.dataset)
+}
+
+/// Reads a dataset, its format told by its bytes, the name being a hint only for bytes that say
+/// nothing (an empty or damaged file: its reader then says what is wrong):
+///
+/// - a directory: a folder of pictures (`folder`);
+/// - gzip: decompressed, and what is inside is told the same way;
+/// - IDX images (magic `00 00 08 03`): their labels file is looked for beside them (see
+///   `beside`; `train-images-idx3-ubyte.gz` -> `train-labels-idx1-ubyte.gz`); without one they
+///   read unlabelled. An IDX labels file is refused: its images file is what to pass;
+/// - a zip archive: NumPy's `.npz`, the arrays of `part` (see `npy::PAIRS`);
+/// - `\x93NUMPY`: a `.npy` of images, its labels `.npy` beside it (`x_train.npy` ->
+///   `y_train.npy`);
+/// - `PAR1`: a Hugging Face `datasets` parquet file;
+/// - a PNG or JPEG: one picture, unlabelled;
+/// - text: CSV (`csv`);
+/// - anything else: [`DataError::UnknownFormat`], which says what the bytes look like and lists
+///   the formats read.
+pub fn open(path: &Path, part: Part) -> Result<Loaded, DataError> {
+    if path.is_dir() {
+        return folder::read(path, part);
+    }
+    let mut input = open_input(path)?;
+    let start = input.peek(SNIFF_LEN)?;
+    let file = display(path);
+    match sniff::kind(&start, &name_without_gz(path)) {
+        Kind::Text => Ok(Loaded::plain(self::csv::read(input)?)),
+        Kind::Idx => {
+            let labels = beside::labels_beside(path, Kind::Idx);
+            Ok(Loaded::plain(read_idx(input, path, labels.as_deref())?))
+        }
+        Kind::IdxLabels => Err(DataError::Header {
+            file,
             message: "this looks like an IDX labels file; pass the images file \
                       (*-images-idx3-ubyte[.gz]) and its labels are found beside it"
                 .to_string(),
-        })
-    } else {
-        Err(DataError::UnknownFormat {
-            file: display(path),
-        })
+        }),
+        Kind::Npy => {
+            let labels = beside::labels_beside(path, Kind::Npy);
+            let mut labels = labels.as_deref().map(open_input).transpose()?;
+            Ok(Loaded::plain(npy::read_npy(&mut input, labels.as_mut())?))
+        }
+        Kind::Zip => Ok(Loaded::plain(npy::read_npz_input(&mut input, path, part)?)),
+        Kind::Parquet => parquet::read(input.read_whole()?, &file),
+        Kind::Png | Kind::Jpeg => one_picture(&input.read_whole()?, file),
+        Kind::Unknown => Err(DataError::UnknownFormat {
+            file,
+            looks: sniff::describe(&start),
+        }),
+    }
+}
+
+/// One picture as a dataset of one unlabelled image.
+fn one_picture(bytes: &[u8], file: String) -> Result<Loaded, DataError> {
+    let prepared = picture::prepare(bytes, &file)?;
+    Ok(Loaded {
+        dataset: Dataset {
+            images: prepared.pixels,
+            labels: None,
+            source: file.clone(),
+        },
+        pictures: vec![Origin {
+            name: file,
+            inverted: prepared.inverted,
+        }],
+        notes: Vec::new(),
+    })
+}
+
+/// The test set that goes with a training set at `train`, if there is one: `t10k-*` beside
+/// MNIST's IDX `train-*` files, `x_test`/`y_test` in a `.npz` that also holds `x_train`, `test/`
+/// beside `train/`, `test-*.parquet` beside `train-*.parquet`, `x_test.npy` beside
+/// `x_train.npy` (see `beside`), when it is labelled. CSV and pictures have none.
+pub fn test_beside(train: &Path) -> Option<Beside> {
+    if train.is_dir() {
+        let path = folder::test_beside(train)?;
+        let what = display(&path);
+        return Some(Beside { path, what });
+    }
+    let kind = kind_of(train)?;
+    match kind {
+        Kind::Zip => {
+            let arrays = npy::array_names(File::open(train).ok()?)?;
+            let (images, labels) = npy::test_pair(&arrays)?;
+            Some(Beside {
+                path: train.to_path_buf(),
+                what: format!("{images}, {labels} of {}", display(train)),
+            })
+        }
+        Kind::Idx | Kind::Npy | Kind::Parquet => {
+            let path = beside::test_file_beside(train, kind)?;
+            // A test set must be labelled: IDX or .npy images without their labels are not one.
+            let labelled = kind == Kind::Parquet || beside::labels_beside(&path, kind).is_some();
+            (labelled && kind_of(&path) == Some(kind)).then(|| Beside {
+                what: display(&path),
+                path,
+            })
+        }
+        _ => None,
+    }
+}
+
+/// The name of the format of the data at `path` (`IDX`, `CSV`, `NumPy .npz`, …, `a folder of
+/// pictures`), or `None` if it cannot be read.
+pub fn format_name(path: &Path) -> Option<&'static str> {
+    if path.is_dir() {
+        return Some("a folder of pictures");
+    }
+    kind_of(path).map(Kind::name)
+}
+
+/// The kind of a file by its first bytes (and name), or `None` if it cannot be read.
+fn kind_of(path: &Path) -> Option<Kind> {
+    let mut input = open_input(path).ok()?;
+    let start = input.peek(SNIFF_LEN).ok()?;
+    Some(sniff::kind(&start, &name_without_gz(path)))
+}
+
+/// The file name, lowercase, without a final `.gz`: the name of what is inside.
+fn name_without_gz(path: &Path) -> String {
+    let name = file_name_lowercase(path);
+    match name.strip_suffix(".gz") {
+        Some(inner) => inner.to_string(),
+        None => name,
     }
 }
 
@@ -198,14 +390,14 @@ pub struct Embedded {
 }
 
 /// The first 10,000 digits of MNIST's training set (`data/mnist/README.md`: origin, licence).
-pub const EMBEDDED_TRAIN: Embedded = Embedded {
+pub static EMBEDDED_TRAIN: Embedded = Embedded {
     file: "train-10k-images-idx3-ubyte.gz",
     images: include_bytes!("../../data/mnist/train-10k-images-idx3-ubyte.gz"),
     labels: include_bytes!("../../data/mnist/train-10k-labels-idx1-ubyte.gz"),
 };
 
 /// MNIST's canonical 10,000-digit test set.
-pub const EMBEDDED_TEST: Embedded = Embedded {
+pub static EMBEDDED_TEST: Embedded = Embedded {
     file: "t10k-images-idx3-ubyte.gz",
     images: include_bytes!("../../data/mnist/t10k-images-idx3-ubyte.gz"),
     labels: include_bytes!("../../data/mnist/t10k-labels-idx1-ubyte.gz"),
@@ -240,12 +432,15 @@ impl Embedded {
     }
 }
 
-/// The files `load(path)` reads: the file itself, and for IDX images the labels file beside
-/// it when there is one.
+/// The files `load(path)` reads: the file itself, and for IDX or `.npy` images the labels file
+/// beside it when there is one; for a folder, its pictures, in the order they are read.
 pub fn files_of(path: &Path) -> Vec<PathBuf> {
+    if path.is_dir() {
+        return folder::files_of(path, Part::Train);
+    }
     let mut files = vec![path.to_path_buf()];
-    if file_name_lowercase(path).contains("idx3-ubyte") {
-        files.extend(labels_beside(path));
+    if let Some(kind @ (Kind::Idx | Kind::Npy)) = kind_of(path) {
+        files.extend(beside::labels_beside(path, kind));
     }
     files
 }
@@ -253,7 +448,12 @@ pub fn files_of(path: &Path) -> Vec<PathBuf> {
 /// Loads IDX images and, if given, their labels (plain or gzip-compressed, detected from the
 /// content). The two files must hold the same number of items.
 pub fn load_idx(images: &Path, labels: Option<&Path>) -> Result<Dataset, DataError> {
-    let pixels = idx::read_images(open_input(images)?)?;
+    read_idx(open_input(images)?, images, labels)
+}
+
+/// Reads IDX images from an opened input (`images` is its path) and their labels from `labels`.
+fn read_idx(input: Input, images: &Path, labels: Option<&Path>) -> Result<Dataset, DataError> {
+    let pixels = idx::read_images(input)?;
     let labels = match labels {
         None => None,
         Some(labels_path) => {
@@ -354,26 +554,6 @@ fn file_name_lowercase(path: &Path) -> String {
         .unwrap_or_default()
 }
 
-/// Where the labels file of an IDX images file would be, if it exists.
-fn labels_beside(images: &Path) -> Option<PathBuf> {
-    let name = images.file_name()?.to_str()?;
-    for (from, to) in [
-        ("images-idx3", "labels-idx1"),
-        ("images.idx3", "labels.idx1"),
-    ] {
-        if name.contains(from) {
-            let candidate = images.with_file_name(name.replace(from, to));
-            if candidate.is_file() {
-                return Some(candidate);
-            }
-        }
-    }
-    None
-}
-
-/// The two bytes every gzip file starts with.
-const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
-
 /// An opened input, decompressed on the fly if it is gzip.
 struct Input<'a> {
     reader: Box<dyn Read + 'a>,
@@ -402,6 +582,31 @@ impl Input<'_> {
         }
     }
 
+    /// Looks at the first `len` bytes (fewer at the end of the data) and puts them back.
+    fn peek(&mut self, len: usize) -> Result<Vec<u8>, DataError> {
+        let start = self.read_up_to(len as u64)?;
+        let rest = std::mem::replace(&mut self.reader, Box::new(io::empty()));
+        self.reader = Box::new(io::Cursor::new(start.clone()).chain(rest));
+        Ok(start)
+    }
+
+    /// Reads everything (for formats read from memory: zip, parquet, pictures); decompressed
+    /// gzip at most [`IN_MEMORY_LIMIT`] bytes.
+    fn read_whole(&mut self) -> Result<Vec<u8>, DataError> {
+        let limit = self.plain_len.unwrap_or(IN_MEMORY_LIMIT);
+        let bytes = self.read_up_to(limit.saturating_add(1))?;
+        if self.plain_len.is_none() && bytes.len() as u64 > IN_MEMORY_LIMIT {
+            return Err(DataError::Data {
+                file: self.file.clone(),
+                message: format!(
+                    "it decompresses to more than {} GiB; decompress it first",
+                    IN_MEMORY_LIMIT >> 30
+                ),
+            });
+        }
+        Ok(bytes)
+    }
+
     /// Gzip only notices most damage at the end of the stream (its CRC), so a damaged .gz can
     /// first show up as a bad line or a wrong header. For gzip input, reads on to the end (at
     /// most [`DRAIN_LIMIT`] more bytes, without keeping them) and, if the stream turns out to be
@@ -419,6 +624,9 @@ impl Input<'_> {
         }
     }
 }
+
+/// The most a gzip-compressed file read whole (a zip, parquet or picture inside) may decompress to.
+const IN_MEMORY_LIMIT: u64 = 4 << 30;
 
 /// How much more of a gzip stream is decompressed, after an error, to check that the stream is
 /// intact (see [`Input::blame_gzip`]): bounds the time a decompression bomb can cost.
@@ -609,6 +817,7 @@ mod tests {
 
     #[test]
     fn labels_file_is_found_beside_images() {
+        let labels_beside = |path: &Path| beside::labels_beside(path, Kind::Idx);
         let dir = tempfile::tempdir().unwrap();
         let images = dir.path().join("t10k-images-idx3-ubyte");
         assert_eq!(labels_beside(&images), None);

@@ -282,6 +282,41 @@ fn subset_and_accessors() {
 // Format detection
 // ---------------------------------------------------------------------------------------------
 
+/// The bytes decide, whatever the name: IDX named otherwise (its labels beside it by the same
+/// rule), CSV with semicolons or tabs under any name, gzip of anything.
+#[test]
+fn load_picks_the_format_from_the_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = fixture();
+    let images = dir.path().join("images.gz");
+    write_idx(&data, &images, &dir.path().join("labels.gz")).unwrap();
+    assert_same(&load(&images).unwrap(), &data);
+    let misnamed = dir.path().join("pixels.csv");
+    std::fs::copy(&images, &misnamed).unwrap();
+    assert_same(&load(&misnamed).unwrap(), &unlabeled(&data));
+
+    let text = csv_text(&kaggle_rows(&data));
+    for (name, delimiter) in [("semicolons.dat", ";"), ("tabs.tsv", "\t"), ("plain", ",")] {
+        let path = write_file(dir.path(), name, text.replace(',', delimiter).as_bytes());
+        assert_same(&load(&path).unwrap(), &data);
+        let packed = write_file(
+            dir.path(),
+            &format!("{name}-packed"),
+            &gzip(text.replace(',', delimiter).as_bytes()),
+        );
+        assert_same(&load(&packed).unwrap(), &data);
+    }
+
+    // A zip or a picture inside gzip is read from memory.
+    let npz = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/mnist.npz");
+    let packed = write_file(
+        dir.path(),
+        "mnist.npz.gz",
+        &gzip(&std::fs::read(&npz).unwrap()),
+    );
+    assert_eq!(load(&packed).unwrap().len(), 200);
+}
+
 #[test]
 fn load_picks_the_format_from_the_name() {
     let dir = tempfile::tempdir().unwrap();
@@ -315,13 +350,30 @@ fn load_picks_the_format_from_the_name() {
         &["t10k-labels-idx1-ubyte", "labels file", "images-idx3"],
     );
 
-    // Unknown names.
+    // Text under any name is CSV: a .txt is read, and its errors are CSV's.
     let other = write_file(dir.path(), "digits.txt", b"1,2,3\n");
+    assert_mentions(
+        &error_of(load(&other)),
+        &["digits.txt", "line 1", "3 fields"],
+    );
+
+    // Bytes of no format read: what they look like, and the formats read.
+    let other = write_file(dir.path(), "digits.bin", b"%PDF-1.7\n\x00\x01\x02");
     let message = error_of(load(&other));
     assert_mentions(
         &message,
-        &["digits.txt", "unknown format", ".csv", "idx3-ubyte"],
+        &[
+            "digits.bin: unknown format",
+            "25 50 44 46 2d 31 2e 37",
+            "PDF",
+            ".csv",
+            "idx3-ubyte",
+            ".npz",
+            ".parquet",
+            "PNG",
+        ],
     );
+    assert!(!message.contains("file name"), "{message}");
 
     // Missing file.
     let message = error_of(load(&dir.path().join("missing.csv")));

@@ -18,6 +18,7 @@ mod cpu_wide;
 mod csv_shapes;
 mod data_formats;
 mod data_props;
+mod data_sources;
 mod gpu_faults;
 mod gpu_fused;
 mod house;
