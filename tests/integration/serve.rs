@@ -659,9 +659,19 @@ fn bad_train_requests_are_refused_at_once_and_the_server_serves_on() {
 /// `POST /api/predict` with `content_type` on its own connection: the status, the head (its
 /// header lines) and the body.
 fn post(address: SocketAddr, content_type: &str, body: &[u8]) -> (u16, String, String) {
+    post_to(address, "/api/predict", content_type, body)
+}
+
+/// `POST path` with `content_type`, as `post`.
+fn post_to(
+    address: SocketAddr,
+    path: &str,
+    content_type: &str,
+    body: &[u8],
+) -> (u16, String, String) {
     let mut stream = TcpStream::connect(address).unwrap();
     let head = format!(
-        "POST /api/predict HTTP/1.1\r\nHost: {address}\r\nContent-Type: {content_type}\r\n\
+        "POST {path} HTTP/1.1\r\nHost: {address}\r\nContent-Type: {content_type}\r\n\
          Content-Length: {}\r\nConnection: close\r\n\r\n",
         body.len()
     );
@@ -685,8 +695,8 @@ fn assert_refused(what: &str, (status, _, body): &(u16, String, String), want: u
 }
 
 /// A binary body (784 bytes an image) is answered as the same images in a JSON batch are, to
-/// the byte; one of the wrong length, an empty one, one of too many images and an image
-/// upload (not yet decoded) are refused with one line, before the body is read.
+/// the byte; one of the wrong length, an empty one, one of too many images, a damaged picture
+/// and a picture in a format not read are refused with one line.
 #[test]
 fn binary_bodies_answer_as_json_batches_do_and_bad_ones_are_refused() {
     let model = small_model();
@@ -703,7 +713,7 @@ fn binary_bodies_answer_as_json_batches_do_and_bad_ones_are_refused() {
     let (_, _, one_json) = post(address, "application/json", one.as_bytes());
     let one_binary = post(address, "application/octet-stream; x=1", &images[..PIXELS]);
     assert_eq!((one_binary.0, &one_binary.2), (200, &one_json));
-    let cases: [(&str, Vec<u8>, &str, u16, &str); 4] = [
+    let cases: [(&str, Vec<u8>, &str, u16, &str); 5] = [
         (
             "783 bytes",
             vec![0; 783],
@@ -726,11 +736,18 @@ fn binary_bodies_answer_as_json_batches_do_and_bad_ones_are_refused() {
             "holds 1001 images; send 1 to 1000",
         ),
         (
-            "a PNG",
+            "a cut PNG",
             b"\x89PNG\r\n".to_vec(),
             "image/png",
+            400,
+            "the uploaded picture",
+        ),
+        (
+            "a GIF",
+            b"GIF89a".to_vec(),
+            "image/gif",
             415,
-            "unsupported media type image/png",
+            "unsupported media type image/gif",
         ),
     ];
     for (what, body, content_type, status, says) in cases {
@@ -926,4 +943,76 @@ fn a_signal_stops_the_server_within_a_second_or_two_under_load() {
         );
         assert!(TcpStream::connect(address).is_err(), "still listening");
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Pictures: uploaded, and the page's drawings, prepared by the code `predict` uses
+// ---------------------------------------------------------------------------------------------
+
+/// A test digit drawn black on white paper, 200 × 200, as PNG bytes.
+fn on_paper_png(pixels: &[u8]) -> Vec<u8> {
+    let side = 200;
+    let paper: Vec<u8> = (0..side * side)
+        .map(|i| 255 - pixels[(i / side * 28 / side) * 28 + i % side * 28 / side])
+        .collect();
+    let picture = image::GrayImage::from_raw(side as u32, side as u32, paper).unwrap();
+    let mut bytes = std::io::Cursor::new(Vec::new());
+    picture
+        .write_to(&mut bytes, image::ImageOutputFormat::Png)
+        .unwrap();
+    bytes.into_inner()
+}
+
+/// A PNG upload is answered as its prepared pixels are (`data::picture::prepare`, what
+/// `predict` runs on files), says it was inverted and gives those pixels; `/api/prepare` gives
+/// the same pixels, with or without a model. Pixels sent with a bright background are answered
+/// with a warning; MNIST's own are not.
+#[test]
+fn pictures_are_prepared_as_predict_prepares_them_and_bright_pixels_are_warned_of() {
+    let model = small_model();
+    let (_server, address) = serve(&model, &["--backend", "cpu"]);
+    let (images, _) = expected_digits(&model, 1);
+    let png = on_paper_png(&images);
+    let prepared = mnist_gpu::data::picture::prepare(&png, "test").unwrap();
+    assert!(prepared.inverted);
+
+    let (status, _, body) = post(address, "image/png", &png);
+    assert_eq!(status, 200, "{body}");
+    let answer = json_of(&body);
+    assert_eq!(answer["inverted"], json!(true), "{body}");
+    assert_eq!(answer["pixels"], json!(prepared.pixels), "{body}");
+    let as_pixels = json!({ "pixels": prepared.pixels }).to_string();
+    let (_, _, by_pixels) = post(address, "application/json", as_pixels.as_bytes());
+    let by_pixels = json_of(&by_pixels);
+    assert_eq!(answer["digit"], by_pixels["digit"]);
+    assert_eq!(answer["probabilities"], by_pixels["probabilities"]);
+    assert!(by_pixels.get("warning").is_none(), "{by_pixels}");
+
+    // The page's drawings go through /api/prepare, which needs no model.
+    let (_bare, bare) = serve_with_env(None, &["--backend", "cpu"], &[]);
+    for at in [address, bare] {
+        let (status, _, body) = post_to(at, "/api/prepare", "image/png", &png);
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(json_of(&body)["pixels"], json!(prepared.pixels));
+        assert_eq!(json_of(&body)["inverted"], json!(true));
+        let refused = post_to(at, "/api/prepare", "application/json", b"{}");
+        assert_refused(
+            "JSON to /api/prepare",
+            &refused,
+            415,
+            "image/png or image/jpeg",
+        );
+    }
+
+    // MNIST's digit inverted, sent as pixels: answered, with the warning.
+    let inverted: Vec<u8> = images.iter().map(|&v| 255 - v).collect();
+    let batch = json!({ "images": [&images[..], &inverted[..]] }).to_string();
+    let (status, _, body) = post(address, "application/json", batch.as_bytes());
+    assert_eq!(status, 200, "{body}");
+    let answers = json_of(&body);
+    assert!(answers[0].get("warning").is_none(), "{body}");
+    let warning = answers[1]["warning"].as_str().unwrap_or("");
+    assert!(warning.contains("background is bright"), "{body}");
+    let (_, _, binary) = post(address, "application/octet-stream", &inverted);
+    assert!(binary.contains("background is bright"), "{binary}");
 }

@@ -3,7 +3,9 @@
 //! in one place (`Media`):
 //! - `application/octet-stream`: N × 784 bytes, the images as they are (N from 1 to
 //!   `MAX_IMAGES`); the answer is always a list.
-//! - `image/png`, `image/jpeg`: refused (415) for now.
+//! - `image/png`, `image/jpeg`: one picture of any size and colour, prepared as MNIST's digits
+//!   were (`data::picture`: a light background inverted, cropped, scaled into 20×20, centred);
+//!   its answer says whether it was inverted and carries the 784 pixels the model saw.
 //! - anything else, or none: JSON, `{"pixels": [784 numbers 0–255]}` or `{"images": [[784
 //!   numbers], …]}` (what every body was before the media type was read, so `curl -d` works).
 //!
@@ -12,6 +14,10 @@
 //! bytes), never into a tree of `serde_json::Value`s: a tree of 784,000 numbers took about
 //! nine bytes of memory for every byte of JSON, where the bytes take a third of one. Every
 //! check is made on the way, so a bad number is refused where it is met.
+//!
+//! Images sent as pixels (JSON or binary) are taken as MNIST's: one whose background is bright
+//! (dark ink on paper, unprepared) is answered all the same, with a `warning` (`WARN_BRIGHT`),
+//! since the model has never seen one; an uploaded picture is inverted instead.
 
 use std::cell::RefCell;
 use std::fmt;
@@ -20,13 +26,15 @@ use axum::http::{header, HeaderMap, StatusCode};
 use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
 use super::{bad, Refusal, MAX_IMAGES};
-use mnist_gpu::data::PIXELS;
+use mnist_gpu::data::{picture, PIXELS};
 
 /// How a body is decoded, by its media type.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Media {
     Json,
     Binary,
+    /// A PNG or JPEG picture.
+    Picture,
 }
 
 /// The images a body holds, and how they are answered.
@@ -37,7 +45,15 @@ pub struct Decoded {
     pub batch: bool,
     /// Per image, a warning to answer with (None: none); empty when no image has one.
     pub warnings: Vec<Option<String>>,
+    /// For a picture: whether its light background was inverted. None for pixels.
+    pub inverted: Option<bool>,
 }
+
+/// The warning an image sent as pixels gets when its background is bright.
+pub const WARN_BRIGHT: &str = "the background is bright (dark ink on light paper?): MNIST's \
+                               digits are light on black, so this answer is likely wrong; \
+                               invert the image, or send the picture as image/png or image/jpeg \
+                               to have it prepared";
 
 const USAGE: &str = "expected {\"pixels\": [784 numbers 0–255]} or {\"images\": [[784 numbers], \
                      …]}, or 784 bytes an image as application/octet-stream";
@@ -52,13 +68,12 @@ impl Media {
         let essence = given.split(';').next().unwrap_or("").trim();
         match essence.to_ascii_lowercase().as_str() {
             "application/octet-stream" => Ok(Media::Binary),
-            // The image upload: decoded (and its background checked) by the image module,
-            // wired in here at merge time as a third `Media`; until then it is refused.
-            "image/png" | "image/jpeg" => Err(Refusal::new(
+            "image/png" | "image/jpeg" => Ok(Media::Picture),
+            other if other.starts_with("image/") => Err(Refusal::new(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 format!(
-                    "unsupported media type {essence}: send JSON, or 784 bytes an image as \
-                     application/octet-stream"
+                    "unsupported media type {essence}: pictures are read as image/png or \
+                     image/jpeg"
                 ),
             )),
             _ => Ok(Media::Json),
@@ -74,20 +89,51 @@ impl Media {
         }
     }
 
-    /// The body's images.
+    /// The body's images; those sent as pixels with a bright background warned of.
     pub fn decode(self, body: Vec<u8>) -> Result<Decoded, Refusal> {
-        match self {
-            Media::Json => json_images(&body),
+        let decoded = match self {
+            Media::Json => json_images(&body)?,
             Media::Binary => {
                 binary_images(body.len())?;
-                Ok(Decoded {
+                Decoded {
                     pixels: body,
                     batch: true,
                     warnings: Vec::new(),
-                })
+                    inverted: None,
+                }
             }
-        }
+            Media::Picture => return picture_image(&body),
+        };
+        Ok(with_bright_warnings(decoded))
     }
+}
+
+/// An uploaded PNG or JPEG as the 784 pixels MNIST's preprocessing makes of it.
+pub fn picture_image(body: &[u8]) -> Result<Decoded, Refusal> {
+    let prepared =
+        picture::prepare(body, "the uploaded picture").map_err(|e| bad(e.to_string()))?;
+    Ok(Decoded {
+        pixels: prepared.pixels,
+        batch: false,
+        warnings: Vec::new(),
+        inverted: Some(prepared.inverted),
+    })
+}
+
+/// `decoded` with `WARN_BRIGHT` for each image whose background is bright (none: no list).
+fn with_bright_warnings(mut decoded: Decoded) -> Decoded {
+    let flagged: Vec<bool> = decoded
+        .pixels
+        .chunks_exact(PIXELS)
+        .map(picture::bright_background)
+        .collect();
+    if flagged.contains(&true) {
+        decoded.warnings = flagged
+            .into_iter()
+            .map(|bright| bright.then(|| WARN_BRIGHT.to_string()))
+            .collect();
+    }
+    decoded
 }
 
 /// How many images a binary body of `n` bytes holds: refused unless 1 to `MAX_IMAGES` whole
@@ -144,11 +190,13 @@ fn json_images(body: &[u8]) -> Result<Decoded, Refusal> {
             pixels: out.pixels,
             batch: false,
             warnings: Vec::new(),
+            inverted: None,
         }),
         (Slot::Absent, Slot::Array) => Ok(Decoded {
             pixels: out.pixels,
             batch: true,
             warnings: Vec::new(),
+            inverted: None,
         }),
         _ => Err(bad(USAGE)),
     }
@@ -196,6 +244,7 @@ fn usual_json(body: &[u8]) -> Option<Decoded> {
         pixels,
         batch,
         warnings: Vec::new(),
+        inverted: None,
     })
 }
 
@@ -727,6 +776,7 @@ mod tests {
             pixels: out.pixels,
             batch,
             warnings: Vec::new(),
+            inverted: None,
         })
     }
 

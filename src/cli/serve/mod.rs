@@ -94,11 +94,13 @@ pub struct ServeArgs {
     #[arg(long, default_value = "127.0.0.1")]
     pub host: String,
 
-    /// Test digits for the page (IDX or CSV) [default: the embedded 10,000].
+    /// Test digits for the page (any format training reads; a file holding both sets gives its
+    /// test part) [default: the embedded 10,000].
     #[arg(long)]
     pub data: Option<PathBuf>,
 
-    /// Training digits for the page's Train panel (IDX or CSV, labelled) [default: the
+    /// Training digits for the page's Train panel (any format training reads, labelled)
+    /// [default: the
     /// embedded 10,000].
     #[arg(long)]
     pub train: Option<PathBuf>,
@@ -274,10 +276,11 @@ fn no_model() -> Response {
     Refusal::new(StatusCode::NOT_FOUND, NO_MODEL).into_response()
 }
 
-/// `--data`, or the embedded test digits; at least one.
+/// `--data` (a file holding both sets gives its test part: `x_test` of a Keras `.npz`, a
+/// folder's `test/`), or the embedded test digits; at least one.
 fn test_digits(args: &ServeArgs) -> Result<Dataset> {
     let test = match &args.data {
-        Some(path) => data::load(path)?,
+        Some(path) => data::open(path, data::Part::Test)?.dataset,
         None => EMBEDDED_TEST.load()?,
     };
     if test.is_empty() {
@@ -538,6 +541,7 @@ fn router(app: Arc<App>) -> Router {
         .route("/api/check", get(check::check))
         .route("/api/checkpoint/open", post(train::open_checkpoint))
         .route("/api/predict", post(predict::predict))
+        .route("/api/prepare", post(predict::prepare))
         .fallback(|request: Request| async move {
             Refusal::new(
                 StatusCode::NOT_FOUND,
