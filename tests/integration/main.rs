@@ -29,6 +29,7 @@ mod model;
 mod model_files;
 mod onnx;
 mod parity;
+mod readme;
 mod serve;
 mod shaders;
 mod stops;

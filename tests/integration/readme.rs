@@ -12,7 +12,65 @@ use std::path::Path;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use super::readme_files;
+use mnist_gpu::data::{write_csv, write_idx, Dataset, EMBEDDED_TEST, EMBEDDED_TRAIN};
+
+/// The files the README's recipes name, in `dir`: the producers' own files from
+/// `tests/fixtures/` (NumPy's `mnist.npz` and `datasets`' parquet, 1,200 training and 200 test
+/// digits, enough for the default dev split; pictures of a 7 by PIL) and, written here from
+/// the same embedded digits, torchvision's IDX files, Kaggle's CSVs and an ImageFolder.
+fn make_files(dir: &Path) {
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let copy = |from: &str, to: &str| {
+        std::fs::copy(fixtures.join(from), dir.join(to)).unwrap_or_else(|e| panic!("{from}: {e}"));
+    };
+    for name in [
+        "mnist.npz",
+        "train-00000-of-00001.parquet",
+        "test-00000-of-00001.parquet",
+    ] {
+        copy(&format!("readme/{name}"), name);
+    }
+    copy("pictures/seven.jpg", "digit.jpg");
+    copy("pictures/seven-rgb.png", "digit.png");
+
+    let first = |set: &Dataset, n: usize| set.subset(&(0..n).collect::<Vec<_>>());
+    let (train, test) = (
+        first(&EMBEDDED_TRAIN.load().unwrap(), 1200),
+        first(&EMBEDDED_TEST.load().unwrap(), 200),
+    );
+    image_folder(&dir.join("digits/train"), &train);
+    image_folder(&dir.join("digits/test"), &test);
+    let raw = dir.join("MNIST/raw");
+    std::fs::create_dir_all(&raw).unwrap();
+    write_idx(
+        &train,
+        &raw.join("train-images-idx3-ubyte"),
+        &raw.join("train-labels-idx1-ubyte"),
+    )
+    .unwrap();
+    write_idx(
+        &test,
+        &raw.join("t10k-images-idx3-ubyte"),
+        &raw.join("t10k-labels-idx1-ubyte"),
+    )
+    .unwrap();
+    write_csv(&train, &dir.join("train.csv"), true).unwrap();
+    let mut unlabelled = test;
+    unlabelled.labels = None;
+    write_csv(&unlabelled, &dir.join("test.csv"), true).unwrap();
+}
+
+/// `data` as torchvision's ImageFolder: `root/<label>/<index>.png`.
+fn image_folder(root: &Path, data: &Dataset) {
+    for (i, &label) in data.labels.as_ref().unwrap().iter().enumerate() {
+        let folder = root.join(label.to_string());
+        std::fs::create_dir_all(&folder).unwrap();
+        image::GrayImage::from_raw(28, 28, data.image(i).to_vec())
+            .unwrap()
+            .save(folder.join(format!("{i:04}.png")))
+            .unwrap();
+    }
+}
 
 /// The README's commands, block by block: (fence info, the command lines).
 fn blocks(readme: &str) -> Vec<(String, Vec<String>)> {
@@ -39,7 +97,9 @@ fn arguments(command: &str) -> Option<Vec<String>> {
     }
     let rest = command
         .strip_prefix("cargo run --release")
-        .unwrap_or_else(|| panic!("a README command that is not `cargo run --release …`: {command}"));
+        .unwrap_or_else(|| {
+            panic!("a README command that is not `cargo run --release …`: {command}")
+        });
     let rest = rest.trim_start();
     let rest = rest.strip_prefix("--").unwrap_or(rest);
     Some(rest.split_whitespace().map(str::to_string).collect())
@@ -71,7 +131,7 @@ fn every_sh_command_of_the_readme_runs_as_written() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let readme = std::fs::read_to_string(root.join("README.md")).expect("README.md");
     let dir = tempfile::tempdir().unwrap();
-    readme_files::make(dir.path());
+    make_files(dir.path());
     let mut ran = 0;
     for (info, body) in blocks(&readme) {
         if info != "sh" {
@@ -124,7 +184,9 @@ fn every_readme_command_is_run_or_marked_as_not_run() {
                 "a README block with no language that is not an example run: {body:?}"
             ),
             "python" | "js" | "javascript" => {}
-            other => panic!("a README block fenced as ```{other}: mark it sh, console or a language"),
+            other => {
+                panic!("a README block fenced as ```{other}: mark it sh, console or a language")
+            }
         }
     }
 }
