@@ -132,20 +132,30 @@ fn parameter_names(model: &Model) -> Vec<String> {
 /// Writes the checkpoint of `state`, with the backend's model and optimizer state, to
 /// `plan.path`: whole, or not at all (the previous checkpoint stays).
 pub fn save(plan: &Checkpointing, backend: &mut dyn Backend, state: &RunState) -> Result<()> {
+    let model = backend.model()?;
+    let optimizer = backend.optimizer_state()?;
+    write(plan, &model, &optimizer, state)
+}
+
+/// Writes the checkpoint of `state` with `model` and `optimizer`'s state (`save`'s, for a run
+/// whose model is not in a backend: `serve`'s page's).
+pub fn write(
+    plan: &Checkpointing,
+    model: &Model,
+    optimizer: &OptimizerState,
+    state: &RunState,
+) -> Result<()> {
     let path = &plan.path;
     let failed = |message: String| Error::Model {
         path: path.display().to_string(),
         message,
     };
-    let model = backend.model()?;
     if !model.is_finite() {
         return Err(failed(
             "no checkpoint written: the model has NaN or infinite weights".into(),
         ));
     }
-    let optimizer = backend.optimizer_state()?;
-    let tensors =
-        state_tensors(&model, plan.options.optimizer, &optimizer, state).map_err(failed)?;
+    let tensors = state_tensors(model, plan.options.optimizer, optimizer, state).map_err(failed)?;
     // Through `Value`, whose keys are sorted: the bytes of the first checkpoints' JSON.
     let run = json!({
         "version": VERSION,
@@ -160,7 +170,7 @@ pub fn save(plan: &Checkpointing, backend: &mut dyn Backend, state: &RunState) -
     let bytes = model_file::encode(
         path,
         &tensors,
-        model_file::metadata(&model, &format(), &extra),
+        model_file::metadata(model, &format(), &extra),
     )?;
     model_file::write_atomically(path, &bytes)
 }

@@ -20,6 +20,7 @@ pub mod model;
 pub mod model_file;
 pub mod optimizer;
 pub mod options;
+pub mod params;
 pub mod plot;
 pub mod train;
 

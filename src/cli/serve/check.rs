@@ -2,8 +2,8 @@
 //! mini-batch with a short last batch) that the page runs on its WebGPU adapter, and the CPU
 //! reference engine's trace of the same runs, which the page compares step by step.
 //!
-//! `GET /api/check` → `{"cases": [{"what", "options", "losses": [per step], "params": [laid out
-//! as the plan's], "tensors": [[name, at, rows, cols, row]]}], "images", "tolerance"}`. The runs
+//! `GET /api/check` → `{"cases": [{"what", "options", "losses": [per step], "params": [dense, as
+//! the plan's marks read them], "tensors": [[name, at, rows, cols, row]]}], "images", "tolerance"}`. The runs
 //! train on the first `CHECK_IMAGES` images of the training file (plan requests with
 //! `"check": true`). With `MNIST_GPU_PERTURB_CHECK=1` in its environment the server perturbs
 //! the trace (tests: the page must then say the check failed).
@@ -19,8 +19,8 @@ use super::{bad, json_body, App};
 use mnist_gpu::backend::{Backend, StepPath};
 use mnist_gpu::cpu::CpuBackend;
 use mnist_gpu::error::Result;
-use mnist_gpu::gpu::fused::ParamLayout;
 use mnist_gpu::options::RunOptions;
+use mnist_gpu::params::ParamLayout;
 use mnist_gpu::train::{self, Schedule};
 
 /// parity.rs's float32 tolerances: each step's batch loss within `1e-4 + 1e-3·|ref|`, every
@@ -78,7 +78,7 @@ fn trace(app: &App) -> Result<Value> {
 }
 
 /// One run on the CPU's reference engine: every step's batch loss, the final parameters laid
-/// out as the page holds them, and where each tensor lies in them.
+/// out as the page holds them (dense), and where each tensor lies in them.
 fn reference_run(app: &App, options: &RunOptions) -> Result<(Vec<f64>, Vec<f32>, Value)> {
     let run = PageRun::of(app, &json!({"options": options, "check": true}))?;
     let split = run.split();
@@ -94,7 +94,7 @@ fn reference_run(app: &App, options: &RunOptions) -> Result<(Vec<f64>, Vec<f32>,
     let report = train::train(&mut cpu, split, &schedule, &mut |_| {})?;
     let losses = report.history.iter().map(|p| p.batch.loss).collect();
     let model = cpu.model()?;
-    let layout = ParamLayout::new(&model);
+    let layout = ParamLayout::dense(&model);
     let tensors: Vec<Value> = layout
         .layers
         .iter()

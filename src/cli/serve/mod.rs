@@ -38,6 +38,7 @@ use serde_json::{json, Value};
 
 mod check;
 mod page;
+mod plan;
 mod train;
 
 use super::BackendArgs;
