@@ -476,7 +476,9 @@ fn limits_of(request: &Value) -> Result<Limits> {
     })
 }
 
-/// Refuses, in one line, hidden layers whose weights no buffer of the adapter holds.
+/// Refuses, in one line, hidden layers whose weights no buffer of the adapter holds (each
+/// layer's, and all of them together: the fused step keeps them in one buffer, and the server
+/// makes them for every request).
 fn fits(hidden: &[usize], limits: Limits) -> Result<()> {
     let widths: Vec<usize> = [PIXELS]
         .into_iter()
@@ -484,19 +486,24 @@ fn fits(hidden: &[usize], limits: Limits) -> Result<()> {
         .chain([CLASSES])
         .collect();
     let most = limits.storage_binding.min(limits.buffer);
+    let too_many = |what: String, bytes: u64| {
+        config(format!(
+            "options: hidden {hidden:?}: {what} needs {} MiB, more than the {} MiB this GPU \
+             holds in one buffer",
+            bytes.div_ceil(1 << 20),
+            most >> 20
+        ))
+    };
+    let mut all = 0u64;
     for (l, pair) in widths.windows(2).enumerate() {
         let bytes = 4 * (pair[0] as u64).saturating_mul(pair[1] as u64);
         if bytes > most {
-            return config(format!(
-                "options: hidden {hidden:?}: W{} ({} × {}) needs {} MiB, more than the {} MiB \
-                 this GPU holds in one buffer",
-                l + 1,
-                pair[1],
-                pair[0],
-                bytes.div_ceil(1 << 20),
-                most >> 20
-            ));
+            return too_many(format!("W{} ({} × {})", l + 1, pair[1], pair[0]), bytes);
         }
+        all = all.saturating_add(bytes);
+    }
+    if all > most {
+        return too_many("the weights".into(), all);
     }
     Ok(())
 }
