@@ -1,6 +1,7 @@
 //! "Check this GPU": two short fixed runs (a fixed init and batch order; full batch, and
 //! mini-batch with a short last batch) that the page runs on its WebGPU adapter, and the CPU
-//! reference engine's trace of the same runs, which the page compares step by step.
+//! reference engine's trace of the same runs, against which the server judges the page's
+//! results step by step (`POST /api/check`).
 //!
 //! `GET /api/check` → `{"cases": [{"what", "options", "losses": [per step], "params": [dense, as
 //! the plan's marks read them], "tensors": [[name, at, rows, cols, row]]}], "images", "tolerance"}`. The runs
@@ -10,15 +11,17 @@
 
 use std::sync::Arc;
 
+use axum::body::Body;
 use axum::extract::State;
+use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use serde_json::{json, Value};
 
 use super::train::{merged_options, PageRun, CHECK_IMAGES};
-use super::{bad, json_body, App};
+use super::{bad, json_body, read_json, App};
 use mnist_gpu::backend::{Backend, StepPath};
 use mnist_gpu::cpu::CpuBackend;
-use mnist_gpu::error::Result;
+use mnist_gpu::error::{config, Result};
 use mnist_gpu::options::RunOptions;
 use mnist_gpu::params::ParamLayout;
 use mnist_gpu::train::{self, Schedule};
@@ -107,4 +110,136 @@ fn reference_run(app: &App, options: &RunOptions) -> Result<(Vec<f64>, Vec<f32>,
         })
         .collect();
     Ok((losses, layout.pack(&model), json!(tensors)))
+}
+
+/// `POST /api/check` `{"results": [{"losses": [per step], "params": [dense]}, …]}` (the page's
+/// runs of the cases `GET /api/check` gave, in order) → `{"pass", "worst": {"what", "got",
+/// "want", "deviation", "ratio"}, "failures", "first_failures"}`: every step's loss and every
+/// final parameter judged against the trace here, within `atol + rtol·|reference|`.
+pub async fn judge(State(app): State<Arc<App>>, headers: HeaderMap, body: Body) -> Response {
+    let request = match read_json(headers, body).await {
+        Ok(request) => request,
+        Err(refusal) => return refusal.into_response(),
+    };
+    let answer = tokio::task::spawn_blocking(move || judged(&app, &request)).await;
+    match answer {
+        Ok(Ok(value)) => json_body(&value).into_response(),
+        Ok(Err(e)) => bad(e.to_string()).into_response(),
+        Err(e) => bad(format!("judging the check failed: {e}")).into_response(),
+    }
+}
+
+/// The worst deviation so far and every failure's name.
+#[derive(Default)]
+struct Verdict {
+    worst: Option<(String, f64, f64, f64)>,
+    failures: Vec<String>,
+}
+
+impl Verdict {
+    /// Judges `got` against `want` within `atol + rtol·|want|`; NaN fails.
+    fn judge(&mut self, what: String, got: f64, want: f64, atol: f64, rtol: f64) {
+        let ratio = (got - want).abs() / (atol + rtol * want.abs());
+        if !(ratio <= 1.0) {
+            self.failures.push(what.clone());
+        }
+        if self.worst.as_ref().is_none_or(|w| !(ratio <= w.3)) {
+            self.worst = Some((what, got, want, ratio));
+        }
+    }
+}
+
+/// The page's results judged against the trace.
+fn judged(app: &App, request: &Value) -> Result<Value> {
+    let trace = trace(app)?;
+    let cases = trace["cases"].as_array().map(Vec::as_slice).unwrap_or(&[]);
+    let results = request["results"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or(&[]);
+    if results.len() != cases.len() {
+        return config(format!(
+            "results: {} runs, the check has {}",
+            results.len(),
+            cases.len()
+        ));
+    }
+    let numbers = |value: &Value, what: &str| -> Result<Vec<f64>> {
+        let list = value.as_array().map(Vec::as_slice).unwrap_or(&[]);
+        list.iter()
+            .map(|v| v.as_f64().or(v.is_null().then_some(f64::NAN)))
+            .collect::<Option<Vec<f64>>>()
+            .ok_or_else(|| {
+                mnist_gpu::error::Error::Config(format!("{what}: not a list of numbers"))
+            })
+    };
+    let mut verdict = Verdict::default();
+    for (case, result) in cases.iter().zip(results) {
+        let what = case["what"].as_str().unwrap_or("a run");
+        let (want, got) = (
+            numbers(&case["losses"], what)?,
+            numbers(&result["losses"], what)?,
+        );
+        if got.len() != want.len() {
+            return config(format!(
+                "{what}: {} steps, the reference {}",
+                got.len(),
+                want.len()
+            ));
+        }
+        for (i, (&g, &w)) in got.iter().zip(&want).enumerate() {
+            verdict.judge(
+                format!("{what}: the loss of step {}", i + 1),
+                g,
+                w,
+                LOSS_ATOL,
+                LOSS_RTOL,
+            );
+        }
+        let (want, got) = (
+            numbers(&case["params"], what)?,
+            numbers(&result["params"], what)?,
+        );
+        if got.len() != want.len() {
+            return config(format!(
+                "{what}: {} parameters, the reference {}",
+                got.len(),
+                want.len()
+            ));
+        }
+        for (i, (&g, &w)) in got.iter().zip(&want).enumerate() {
+            let name = parameter_name(&case["tensors"], i);
+            verdict.judge(format!("{what}: {name} at the end"), g, w, ATOL, RTOL);
+        }
+    }
+    let worst = verdict.worst.map(|(what, got, want, ratio)| {
+        json!({"what": what, "got": got, "want": want, "deviation": (got - want).abs(),
+               "ratio": ratio})
+    });
+    Ok(json!({
+        "pass": verdict.failures.is_empty(),
+        "worst": worst,
+        "failures": verdict.failures.len(),
+        "first_failures": &verdict.failures[..verdict.failures.len().min(5)],
+    }))
+}
+
+/// Parameter `i` of the dense layout, by name: `W1[r, k]` or `b1[r]` (`tensors` as the trace
+/// lists them: name, start, rows, columns, row length).
+fn parameter_name(tensors: &Value, i: usize) -> String {
+    let list = tensors.as_array().map(Vec::as_slice).unwrap_or(&[]);
+    for t in list {
+        let at = |k: usize| t[k].as_u64().unwrap_or(0) as usize;
+        let (start, rows, cols, row) = (at(1), at(2), at(3), at(4).max(1));
+        if (start..start + rows * row).contains(&i) {
+            let (r, k) = ((i - start) / row, (i - start) % row);
+            let name = t[0].as_str().unwrap_or("?");
+            return if cols > 1 {
+                format!("{name}[{r}, {k}]")
+            } else {
+                format!("{name}[{r}]")
+            };
+        }
+    }
+    format!("parameter {i}")
 }

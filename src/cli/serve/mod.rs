@@ -126,13 +126,8 @@ fn bad(message: impl Into<String>) -> Refusal {
     Refusal(StatusCode::BAD_REQUEST, message.into())
 }
 
-/// Softmax of one column of logits.
-pub(super) fn probabilities(logits: &[f32]) -> Vec<f64> {
-    let max = logits.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v)) as f64;
-    let exps: Vec<f64> = logits.iter().map(|&z| (z as f64 - max).exp()).collect();
-    let sum: f64 = exps.iter().sum();
-    exps.iter().map(|e| e / sum).collect()
-}
+/// Softmax of one column of logits (`model::softmax`, under the name `predict` imports).
+pub(super) use mnist_gpu::model::softmax as probabilities;
 
 fn answers(logits: &[f32]) -> Vec<(u8, Vec<f64>)> {
     argmax_columns(logits)
@@ -395,7 +390,7 @@ fn router(app: Arc<App>) -> Router {
         .route("/api/train/labels", get(train::labels))
         .route("/api/train/plan", post(train::plan))
         .route("/api/checkpoint", post(train::checkpoint))
-        .route("/api/check", get(check::check))
+        .route("/api/check", get(check::check).post(check::judge))
         .route("/api/checkpoint/open", post(train::open_checkpoint))
         .route("/api/predict", post(predict))
         .fallback(|request: Request| async move {
