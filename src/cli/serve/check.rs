@@ -137,13 +137,15 @@ struct Verdict {
 }
 
 impl Verdict {
-    /// Judges `got` against `want` within `atol + rtol·|want|`; NaN fails.
+    /// Judges `got` against `want` within `atol + rtol·|want|`; NaN fails, as the worst there
+    /// is (JSON has no NaN: its ratio is the largest finite number).
     fn judge(&mut self, what: String, got: f64, want: f64, atol: f64, rtol: f64) {
         let ratio = (got - want).abs() / (atol + rtol * want.abs());
-        if !(ratio <= 1.0) {
+        let ratio = if ratio.is_finite() { ratio } else { f64::MAX };
+        if ratio > 1.0 {
             self.failures.push(what.clone());
         }
-        if self.worst.as_ref().is_none_or(|w| !(ratio <= w.3)) {
+        if self.worst.as_ref().is_none_or(|w| ratio > w.3) {
             self.worst = Some((what, got, want, ratio));
         }
     }
@@ -213,7 +215,9 @@ fn judged(app: &App, request: &Value) -> Result<Value> {
         }
     }
     let worst = verdict.worst.map(|(what, got, want, ratio)| {
-        json!({"what": what, "got": got, "want": want, "deviation": (got - want).abs(),
+        let deviation = (got - want).abs();
+        let finite = |x: f64| if x.is_finite() { x } else { f64::MAX };
+        json!({"what": what, "got": finite(got), "want": want, "deviation": finite(deviation),
                "ratio": ratio})
     });
     Ok(json!({
