@@ -38,11 +38,20 @@ impl Activation {
 
 /// How the weights start. Named `he`, `uniform`.
 #[derive(
-    Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize,
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Default,
+    clap::ValueEnum,
+    serde::Serialize,
+    serde::Deserialize,
 )]
 #[serde(rename_all = "lowercase")]
 pub enum Init {
     /// He et al.: W ~ Normal(0, sqrt(2 / inputs)), b = 0. Suits ReLU-like activations.
+    #[default]
     He,
     /// The NumPy tutorials' choice: W and b ~ Uniform[-0.5, 0.5).
     Uniform,

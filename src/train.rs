@@ -19,7 +19,7 @@ use crate::data::CLASSES;
 use crate::error::{config, Error, Result};
 use crate::model::{argmax_columns, confidence_columns, loss_and_correct, Model};
 use crate::optimizer::{Optimizer, OptimizerState};
-use crate::options::RunOptions;
+use crate::options::{steps_per_epoch, RunOptions, EPOCHS, ITERATIONS, LOG_EVERY};
 
 /// How to train.
 #[derive(Debug, Clone)]
@@ -64,14 +64,14 @@ impl Default for Schedule {
     fn default() -> Schedule {
         Schedule {
             batch_size: None,
-            iterations: 500,
-            epochs: 30,
+            iterations: ITERATIONS,
+            epochs: EPOCHS,
             alpha: 0.3,
             optimizer: Optimizer::Sgd,
             lr_decay: 1.0,
             patience: None,
             augment: Augment::Off,
-            log_every: 50,
+            log_every: LOG_EVERY,
             seed: 1,
             interrupt: None,
             on_step: None,
@@ -98,24 +98,43 @@ pub const DIVERGENCE_NOTICED_WITHIN: usize = DIVERGENCE_CHECK_EVERY + 64;
 pub const DIVERGED_LOSS: f64 = 50.0;
 
 impl Schedule {
-    /// The loop's view of `options`: α and its decay as the run uses them (f32), the optimizer
-    /// with its usual constants; no interrupt.
-    pub fn of(options: &RunOptions) -> Schedule {
+    /// The run `options` describe over a training set of `train_len` samples: its defaults
+    /// worked out (`RunOptions::resolved`: the length, the progress lines), α and its decay as
+    /// the run uses them (f32), the optimizer with its usual constants; no interrupt. The
+    /// command line, checkpoints and `serve`'s page all take their run from here.
+    pub fn of(options: &RunOptions, train_len: usize) -> Schedule {
+        let options = options.clone().resolved(train_len);
         Schedule {
             batch_size: options.batch_size,
-            // Only the mode's length is read (`plan`).
-            iterations: options.iterations.unwrap_or(0),
-            epochs: options.epochs.unwrap_or(0),
+            // Only the mode's length is read (`length`).
+            iterations: options.iterations.unwrap_or(ITERATIONS),
+            epochs: options.epochs.unwrap_or(EPOCHS),
             alpha: options.alpha as f32,
             optimizer: Optimizer::with_defaults(options.optimizer),
             lr_decay: options.lr_decay as f32,
             patience: options.patience,
             augment: options.augment,
-            log_every: options.log_every,
+            log_every: options.log_every.unwrap_or(LOG_EVERY),
             seed: options.seed,
             interrupt: None,
             on_step: None,
         }
+    }
+
+    /// Epochs and steps an epoch over `train_len` samples (full batch: one step an epoch,
+    /// `iterations` epochs).
+    pub fn length(&self, train_len: usize) -> (usize, usize) {
+        match self.batch_size {
+            None => (self.iterations, 1),
+            Some(_) => (self.epochs, steps_per_epoch(self.batch_size, train_len)),
+        }
+    }
+
+    /// The epoch step `step` (counted from 1) is in, over `train_len` samples; None in
+    /// full-batch mode.
+    pub fn epoch_of(&self, step: usize, train_len: usize) -> Option<usize> {
+        let per_epoch = self.length(train_len).1;
+        self.batch_size.map(|_| step.div_ceil(per_epoch.max(1)))
     }
 
     /// The largest batch a step will see, for sizing a backend's scratch space.
@@ -331,15 +350,6 @@ impl RunState {
     }
 }
 
-/// Steps per epoch and epochs of `schedule` over `n` training samples (full batch: one step
-/// an epoch, `iterations` epochs).
-pub fn plan(schedule: &Schedule, n: usize) -> (usize, usize) {
-    match schedule.batch_size {
-        None => (schedule.iterations, 1),
-        Some(b) => (schedule.epochs, n.div_ceil(b.clamp(1, n.max(1)))),
-    }
-}
-
 /// Trains `backend` (already holding the model) on `split`, calling `on_progress` every
 /// `log_every` steps.
 pub fn train(
@@ -475,7 +485,7 @@ impl<'a, 'c> Run<'a, 'c> {
     ) -> Run<'a, 'c> {
         let n = split.train.len();
         let batch = schedule.capacity(n);
-        let (epochs, steps_per_epoch) = plan(schedule, n);
+        let (epochs, steps_per_epoch) = schedule.length(n);
         Run {
             backend,
             split,
@@ -551,7 +561,7 @@ impl<'a, 'c> Run<'a, 'c> {
     /// checkpoint when they are due. Some(ending) when the run stops early.
     fn observe(&mut self, state: &mut RunState) -> Result<Option<Ending>> {
         let step = state.step;
-        let log = step % self.schedule.log_every == 0 || step == self.steps;
+        let log = step.is_multiple_of(self.schedule.log_every) || step == self.steps;
         let save = self
             .checkpointer
             .as_ref()

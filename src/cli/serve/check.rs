@@ -24,7 +24,7 @@ use mnist_gpu::cpu::CpuBackend;
 use mnist_gpu::error::{config, Result};
 use mnist_gpu::options::RunOptions;
 use mnist_gpu::params::ParamLayout;
-use mnist_gpu::train::{self, Schedule};
+use mnist_gpu::train;
 
 /// parity.rs's float32 tolerances: each step's batch loss within `1e-4 + 1e-3·|ref|`, every
 /// parameter within `1e-4 + 1e-3·|ref|`.
@@ -85,7 +85,7 @@ fn trace(app: &App) -> Result<Value> {
 fn reference_run(app: &App, options: &RunOptions) -> Result<(Vec<f64>, Vec<f32>, Value)> {
     let run = PageRun::of(app, &json!({"options": options, "check": true}))?;
     let split = run.split();
-    let schedule = Schedule::of(options);
+    let schedule = run.schedule();
     let capacity = schedule.capacity(split.train.len());
     let mut cpu = CpuBackend::with_path(
         run.model(),

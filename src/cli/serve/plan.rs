@@ -23,8 +23,10 @@ use serde_json::{json, Map, Value};
 use mnist_gpu::error::{Error, Result};
 use mnist_gpu::gpu::recording::{Command, Data, Executor, Inputs, PoolData, Region, Source, Wait};
 
+/// The epoch a step is in (None in full-batch mode), as the run's schedule says.
+type EpochOf = Box<dyn Fn(usize) -> Option<usize> + Send>;
+
 /// What the executor and the loop's driver share: the plan being written.
-#[derive(Default)]
 pub struct Sink {
     commands: Vec<Value>,
     blob: Vec<u8>,
@@ -36,7 +38,7 @@ pub struct Sink {
     setup: bool,
     /// Samples of the kept steps (the page's samples per second).
     samples: usize,
-    steps_per_epoch: Option<usize>,
+    epoch_of: EpochOf,
     /// The last step whose `["step", …]` is in the plan.
     marked: usize,
     /// A recording kept apart (`capture`), whole.
@@ -44,19 +46,23 @@ pub struct Sink {
 }
 
 impl Sink {
-    /// A plan of steps `keep.start + 1 ..= keep.end` of a run at step `start`, whose epochs
-    /// have `steps_per_epoch` steps (None: full batch).
+    /// A plan of steps `keep.start + 1 ..= keep.end` of a run at step `start`, whose steps are
+    /// in the epochs `epoch_of` says.
     pub fn new(
         start: usize,
         keep: std::ops::Range<usize>,
-        steps_per_epoch: Option<usize>,
+        epoch_of: impl Fn(usize) -> Option<usize> + Send + 'static,
     ) -> Arc<Mutex<Sink>> {
         Arc::new(Mutex::new(Sink {
+            commands: Vec::new(),
+            blob: Vec::new(),
             steps: start,
             setup: keep.start == start,
             keep,
-            steps_per_epoch,
-            ..Sink::default()
+            samples: 0,
+            epoch_of: Box::new(epoch_of),
+            marked: 0,
+            captured: None,
         }))
     }
 
@@ -64,11 +70,6 @@ impl Sink {
         self.captured.is_some()
             || (self.setup && self.steps == self.keep.start)
             || (self.keep.start < self.steps && self.steps <= self.keep.end)
-    }
-
-    /// The epoch step `step` is in (None in full-batch mode).
-    pub fn epoch_of(&self, step: usize) -> Option<usize> {
-        self.steps_per_epoch.map(|n| step.div_ceil(n.max(1)))
     }
 
     /// Steps recorded so far, and samples of the kept ones.
@@ -81,7 +82,7 @@ impl Sink {
         let step = self.steps;
         if step > self.keep.start && step > self.marked && self.kept() {
             self.marked = step;
-            let epoch = self.epoch_of(step);
+            let epoch = (self.epoch_of)(step);
             self.push(json!(["step", step, epoch]));
         }
     }

@@ -42,7 +42,7 @@ use mnist_gpu::gpu::kernels::KernelConfig;
 use mnist_gpu::gpu::recording::Limits;
 use mnist_gpu::gpu::shaders::SHADERS;
 use mnist_gpu::gpu::{GpuBackend, Target};
-use mnist_gpu::model::{Init, Model};
+use mnist_gpu::model::Model;
 use mnist_gpu::options::RunOptions;
 use mnist_gpu::params::{moments_of, shapes, ParamLayout};
 use mnist_gpu::train::{self, Checkpointer, RunState, Schedule, StepHook};
@@ -152,14 +152,9 @@ pub(super) fn merged_options(
         }
         options[key] = value.clone();
     }
-    // The run's length: one of iterations (full batch) and epochs (mini-batch).
+    // The run's length: one of iterations (full batch) and epochs (mini-batch), its default
+    // worked out with the rest (`RunOptions::resolved`).
     let mini_batch = !options["batch_size"].is_null();
-    if mini_batch && options["epochs"].is_null() {
-        options["epochs"] = json!(30);
-    }
-    if !mini_batch && options["iterations"].is_null() {
-        options["iterations"] = json!(500);
-    }
     options[if mini_batch { "iterations" } else { "epochs" }] = Value::Null;
     let options: RunOptions = serde_json::from_value(options)
         .map_err(|e| mnist_gpu::error::Error::Config(format!("options: {e}")))?;
@@ -226,18 +221,18 @@ impl PageRun {
         };
         let test = (!check && app.test.labels.is_some()).then_some(&app.test);
         let split = Split::new(data, test, options.dev_size, options.seed)?;
-        if resumed.is_none() && given["log_every"].is_null() {
-            // As `mnist-gpu train`: a progress point once an epoch, or every 50 steps.
-            let n = split.train.len();
-            options.log_every = options.batch_size.map_or(50, |b| n.div_ceil(b.clamp(1, n)));
-        }
+        // As `mnist-gpu train` works them out (a resumed run's are its checkpoint's).
+        options = options.resolved(split.train.len());
         if resumed.is_none() {
             // Refused before its weights are allocated (up to a gigabyte).
             fits(&options.hidden, limits_of(request)?)?;
         }
         let model = match &resumed {
             Some(c) => c.model.clone(),
-            None => Model::new(&options.hidden, options.activation, Init::He, options.seed)?,
+            None => {
+                let init = options.init.unwrap_or_default();
+                Model::new(&options.hidden, options.activation, init, options.seed)?
+            }
         };
         Ok(PageRun {
             options,
@@ -261,14 +256,19 @@ impl PageRun {
         self.resumed.as_ref().map_or(0, |c| c.state.step)
     }
 
+    /// The loop's schedule of the run.
+    pub(super) fn schedule(&self) -> Schedule {
+        Schedule::of(&self.options, self.split.train.len())
+    }
+
     /// (epochs, steps per epoch).
-    fn plan(&self) -> (usize, usize) {
-        train::plan(&Schedule::of(&self.options), self.split.train.len())
+    fn length(&self) -> (usize, usize) {
+        self.schedule().length(self.split.train.len())
     }
 
     /// The run's steps in all; refused where they overflow.
     fn total(&self) -> Result<usize> {
-        let (epochs, steps_per_epoch) = self.plan();
+        let (epochs, steps_per_epoch) = self.length();
         epochs.checked_mul(steps_per_epoch).map_or_else(
             || {
                 config(format!(
@@ -283,7 +283,7 @@ impl PageRun {
     /// than a request replays (`MAX_REPLAYED_STEPS`, `MAX_REPLAYED_IMAGES`).
     fn check_reach(&self, key: &str, end: usize) -> Result<()> {
         let n = self.split.train.len();
-        let schedule = Schedule::of(&self.options);
+        let schedule = self.schedule();
         schedule.validate(n)?;
         let total = self.total()?;
         if end > total {
@@ -292,7 +292,7 @@ impl PageRun {
             ));
         }
         let steps = end.saturating_sub(self.start());
-        let scored = (steps / self.options.log_every.max(1)).saturating_mul(self.split.dev.len());
+        let scored = (steps / schedule.log_every.max(1)).saturating_mul(self.split.dev.len());
         let augmented = match self.options.augment {
             Augment::Off => 0,
             _ => schedule.capacity(n),
@@ -311,7 +311,7 @@ impl PageRun {
     /// The page's GPU backend, recording into `sink` for an adapter with `limits`: the engine
     /// `mnist-gpu --backend gpu` would run, with the progress lines' numbers on the device.
     fn backend(&self, sink: &Arc<Mutex<Sink>>, limits: Limits) -> Result<GpuBackend> {
-        let schedule = Schedule::of(&self.options);
+        let schedule = self.schedule();
         let n = self.split.train.len();
         schedule.validate(n)?;
         let target = Target {
@@ -327,7 +327,7 @@ impl PageRun {
             schedule.capacity(n),
             None,
         )?;
-        let window = self.options.log_every.clamp(1, self.total()?.max(1));
+        let window = schedule.log_every.clamp(1, self.total()?.max(1));
         backend.keep_figures(window)?;
         Ok(backend)
     }
@@ -340,7 +340,7 @@ impl PageRun {
         on_progress: &mut dyn FnMut(&train::Progress),
         checkpointer: Option<&mut dyn Checkpointer>,
     ) -> Result<()> {
-        let mut schedule = Schedule::of(&self.options);
+        let mut schedule = self.schedule();
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
         schedule.interrupt = Some(stop);
@@ -376,7 +376,7 @@ impl PageRun {
             numbers["dev_loss"] = json!(["dev", 0]);
             numbers["dev_accuracy"] = json!(["dev", 1]);
         }
-        let epochs = self.options.batch_size.map(|_| self.plan().0);
+        let epochs = self.options.batch_size.map(|_| self.length().0);
         json!({
             "kind": "progress",
             "report": {"step": p.step, "steps": p.steps, "epoch": p.epoch, "epochs": epochs,
@@ -523,14 +523,16 @@ fn plan_of(app: &App, request: &Value) -> Result<Vec<u8>> {
     run.check_reach("from", from)?;
     let mut steps = number("steps", 256)?.clamp(1, MAX_PLAN_STEPS);
     if matches!(run.options.augment, Augment::Elastic(_)) {
-        let batch = Schedule::of(&run.options).capacity(run.split.train.len());
+        let batch = run.schedule().capacity(run.split.train.len());
         steps = steps.min((MAX_ELASTIC_PLAN_IMAGES / batch).max(1));
     }
-    let (epochs, steps_per_epoch) = run.plan();
+    let (epochs, steps_per_epoch) = run.length();
     let total = run.total()?;
     let end = (from + steps).min(total);
-    let mini_batch = run.options.batch_size.map(|_| steps_per_epoch);
-    let sink = Sink::new(run.start(), from..end, mini_batch);
+    let (schedule, n) = (run.schedule(), run.split.train.len());
+    let sink = Sink::new(run.start(), from..end, move |step| {
+        schedule.epoch_of(step, n)
+    });
     let mut backend = run.backend(&sink, limits_of(request)?)?;
     let mut on_progress = |p: &train::Progress| {
         let mut sink = sink.lock().unwrap_or_else(|p| p.into_inner());
@@ -604,7 +606,7 @@ fn checkpoint_of(app: &App, request: &Value) -> Result<Vec<u8>> {
     let layout = ParamLayout::dense(&run.model);
     let params = floats("params")?;
     let state = floats("state")?;
-    let moments = Schedule::of(&run.options).optimizer.state_tensors();
+    let moments = run.schedule().optimizer.state_tensors();
     if params.len() != layout.floats || state.len() != moments * layout.floats {
         return config(format!(
             "params: {} numbers and state {}, expected {} and {}",
@@ -615,7 +617,7 @@ fn checkpoint_of(app: &App, request: &Value) -> Result<Vec<u8>> {
         ));
     }
     let model = layout.unpack(&params, run.options.activation);
-    let sink = Sink::new(run.start(), step..step, None);
+    let sink = Sink::new(run.start(), step..step, |_| None);
     let mut backend = run.backend(&sink, Limits::DEFAULT)?;
     let mut capture = Capture {
         at: step,
@@ -737,7 +739,7 @@ fn opened(app: &App, bytes: &[u8]) -> Result<Value> {
     let step = c.state.step;
     // The shape and the data must suit the page (the plan says why not), before it is kept.
     let run = PageRun::with(app, &json!({}), Some(c))?;
-    run.backend(&Sink::new(step, step..step, None), Limits::DEFAULT)?;
+    run.backend(&Sink::new(step, step..step, |_| None), Limits::DEFAULT)?;
     let mut opened = app.checkpoints.lock().unwrap_or_else(|p| p.into_inner());
     opened.extend(run.resumed);
     let id = opened.len() - 1;
