@@ -283,9 +283,9 @@ pub struct RunState {
     pub alpha: f32,
     /// This epoch's order of the training samples (positions in the image pool).
     pub order: Vec<u32>,
-    /// The random streams: the epochs' shuffles, and `--augment`'s shifts or warps.
+    /// The random streams: the epochs' shuffles, and `--augment`'s (its shifts or warps).
     pub shuffle: ChaCha12Rng,
-    pub shifts: ChaCha12Rng,
+    pub augment: ChaCha12Rng,
     /// Early stopping: the best dev loss so far, its step and model, and evaluations since.
     pub best: Option<(f64, usize, Model)>,
     pub since_best: usize,
@@ -340,7 +340,7 @@ impl RunState {
             order: split.train.clone(),
             // Streams apart from the dev split's, which uses `seed` itself.
             shuffle: ChaCha12Rng::seed_from_u64(schedule.seed.wrapping_add(1)),
-            shifts: ChaCha12Rng::seed_from_u64(schedule.seed.wrapping_add(2)),
+            augment: ChaCha12Rng::seed_from_u64(schedule.seed.wrapping_add(2)),
             best: None,
             since_best: 0,
             stopped_early: None,
@@ -453,7 +453,7 @@ struct Run<'a, 'c> {
     schedule: &'a Schedule,
     on_progress: &'a mut dyn FnMut(&Progress),
     checkpointer: Option<&'a mut (dyn Checkpointer + 'c)>,
-    /// The largest batch, the plan (epochs of steps) and the steps in all.
+    /// The largest batch, the run's length (epochs of steps) and the steps in all.
     batch: usize,
     epochs: usize,
     steps_per_epoch: usize,
@@ -535,13 +535,13 @@ impl<'a, 'c> Run<'a, 'c> {
         match self.schedule.augment {
             Augment::Off => self.backend.train_step(start, len, state.alpha)?,
             Augment::Shift => {
-                draw_shifts(&mut state.shifts, len, &mut self.shifts);
+                draw_shifts(&mut state.augment, len, &mut self.shifts);
                 let shifts = &self.shifts;
                 self.backend
                     .train_step_shifted(start, len, state.alpha, shifts)?;
             }
             warp => {
-                draw_warps(&mut state.shifts, &warp, len, &mut self.warps);
+                draw_warps(&mut state.augment, &warp, len, &mut self.warps);
                 let warps = &self.warps;
                 self.backend
                     .train_step_warped(start, len, state.alpha, warps)?;

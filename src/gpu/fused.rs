@@ -23,12 +23,12 @@ use bytemuck::{Pod, Zeroable};
 
 use crate::data::PIXELS;
 use crate::error::{Error, Result};
+use crate::gpu::copies::{copies_buffer, Copies, ShiftBuffer, WarpBuffer};
 use crate::gpu::kernels::{grid, Recorder};
 use crate::gpu::recording::{Access, BindLayout, Buf, Data as Bytes, Entry, Group, Pipe};
 use crate::gpu::recording::{PipelineSpec, Region, Source, Tape, Usage};
 use crate::gpu::shaders::{self, activation_code, optimizer_code};
 use crate::gpu::shaders::{ACTIVATION_CODES, OPTIMIZER_CODES};
-use crate::gpu::shifted::{Copies, ShiftedImages, WarpBuffer};
 use crate::gpu::{Data, GpuContext, StepArgs};
 use crate::model::Model;
 use crate::optimizer::{adam_corrections, Optimizer};
@@ -290,8 +290,10 @@ pub(crate) fn tiling_with(model: &Model, have: usize) -> Tiling {
 pub(crate) struct Step {
     pub(crate) m: u32,
     pub(crate) first: u32,
-    pub(crate) shift_offset: u32,
-    pub(crate) shifted: u32,
+    /// Where this step's shifts or warps start in their buffer (augment's and warp's).
+    pub(crate) copies_at: u32,
+    /// 1: the step reads the batch's copies (shifted or warped), not the pool.
+    pub(crate) copied: u32,
     pub(crate) per_group: u32,
     pub(crate) groups: u32,
     pub(crate) history: u32,
@@ -310,7 +312,7 @@ pub(crate) struct Step {
 
 impl Step {
     /// A training step over the batch of `args`, split as `tiling` says, updating with
-    /// `optimizer` (not yet shifted).
+    /// `optimizer` (reading the pool: `copied` 0).
     pub(crate) fn train(args: &StepArgs, tiling: Tiling, optimizer: Optimizer) -> Step {
         let m = args.m;
         let (groups, per_group) = split(m, tiling);
@@ -374,7 +376,7 @@ struct Pipelines {
     warp: Pipe,
 }
 
-/// `--augment affine|elastic`'s warps and warp's bindings (writing into `Shifted`'s copies),
+/// `--augment affine|elastic`'s warps and warp's bindings (writing into `Copied`'s copies),
 /// made on the first warped step.
 struct Warped {
     /// One region of warps per step of a submit.
@@ -384,13 +386,15 @@ struct Warped {
     warp: Group,
 }
 
-/// `--augment`'s buffers and the bindings that read them, made on the first shifted step.
-struct Shifted {
+/// A batch's copies (shifted, warped, or `classify`'s images), the shifts, and the bindings
+/// that use them: made on the first shifted or warped step (or `classify`).
+struct Copied {
+    images: Buf,
     /// One region of shifts per step of a submit.
-    batch: ShiftedImages,
+    shifts: ShiftBuffer,
     /// Regions used by the steps recorded since the last submit.
     used: usize,
-    /// augment, writing the shifted copies; the step's kernels, reading them.
+    /// augment, writing the shifted copies; the step's kernels, reading the copies.
     augment: Group,
     train: Group,
 }
@@ -427,7 +431,7 @@ pub struct Fused {
     /// `gradients` and `logits` on the pool's images; `update`.
     pool: Group,
     update: Group,
-    shifted: Option<Shifted>,
+    copied: Option<Copied>,
     warped: Option<Warped>,
     /// Whether steps are recorded and not yet submitted, the slots they use, and how many to
     /// record before the next submit (doubling up to SLOTS, back to 1 after every wait).
@@ -459,7 +463,7 @@ pub(crate) const AUGMENT_BINDINGS: [(u32, Access); 5] = [
     (1, Access::Read),  // images
     (2, Access::Read),  // index lists
     (3, Access::Read),  // shifts (warp: the warps)
-    (4, Access::Write), // shifted (warped) copies
+    (4, Access::Write), // the batch's copies
 ];
 
 /// The layouts of `FORWARD_BINDINGS`, `UPDATE_BINDINGS` and `AUGMENT_BINDINGS`.
@@ -491,7 +495,7 @@ fn slot_group(
     tape.group(label, layout, [&[slot], entries].concat())
 }
 
-/// `gradients` and `logits` reading `images` (the pool's, or the shifted copies).
+/// `gradients` and `logits` reading `images` (the pool's, or the batch's copies).
 fn forward_group(tape: &mut Tape, layouts: &Layouts, b: &Buffers, images: Buf) -> Group {
     slot_group(
         tape,
@@ -578,7 +582,7 @@ impl Fused {
             buffers,
             optimizer: Optimizer::Sgd,
             host_slots: vec![0; SLOTS * SLOT_BYTES as usize],
-            shifted: None,
+            copied: None,
             warped: None,
             pending: false,
             used: 0,
@@ -592,10 +596,11 @@ impl Fused {
         self.tiling
     }
 
-    fn make_shifted(&self, tape: &mut Tape) -> Result<Shifted> {
+    fn make_copied(&self, tape: &mut Tape) -> Result<Copied> {
         let cap = self.capacity;
         let regions = (SHIFTS_PER_SUBMIT / cap).clamp(1, SLOTS);
-        let batch = ShiftedImages::new(tape, cap, regions, "shifts of a submit's steps")?;
+        let images = copies_buffer(tape, cap)?;
+        let shifts = ShiftBuffer::new(tape, cap, regions, "shifts of a submit's steps")?;
         let b = &self.buffers;
         let augment = slot_group(
             tape,
@@ -605,13 +610,14 @@ impl Fused {
             &[
                 Entry::whole(1, b.data.images),
                 Entry::whole(2, b.data.indices),
-                Entry::whole(3, batch.shifts),
-                Entry::whole(4, batch.images),
+                Entry::whole(3, shifts.shifts),
+                Entry::whole(4, images),
             ],
         );
-        let train = forward_group(tape, &self.layouts, b, batch.images);
-        Ok(Shifted {
-            batch,
+        let train = forward_group(tape, &self.layouts, b, images);
+        Ok(Copied {
+            images,
+            shifts,
             used: 0,
             augment,
             train,
@@ -619,14 +625,14 @@ impl Fused {
     }
 
     /// The warps' buffer (with room for fields if `elastic`) and warp's bindings, writing into
-    /// the copies of `shifted` (made first).
+    /// the copies (made first).
     fn make_warped(&mut self, tape: &mut Tape, elastic: bool) -> Result<Warped> {
-        if self.shifted.is_none() {
-            self.shifted = Some(self.make_shifted(tape)?);
+        if self.copied.is_none() {
+            self.copied = Some(self.make_copied(tape)?);
         }
         let cap = self.capacity;
         let batch = WarpBuffer::new(tape, cap, elastic, warp_regions(cap, elastic))?;
-        let (b, s) = (&self.buffers, self.shifted.as_ref().expect("made above"));
+        let (b, s) = (&self.buffers, self.copied.as_ref().expect("made above"));
         let warp = slot_group(
             tape,
             "warp (fused step)",
@@ -636,7 +642,7 @@ impl Fused {
                 Entry::whole(1, b.data.images),
                 Entry::whole(2, b.data.indices),
                 Entry::whole(3, batch.warps),
-                Entry::whole(4, s.batch.images),
+                Entry::whole(4, s.images),
             ],
         );
         Ok(Warped {
@@ -662,15 +668,15 @@ impl Fused {
                 self.warped = Some(self.make_warped(tape, elastic)?);
             }
         }
-        if self.shifted.is_none() {
-            self.shifted = Some(self.make_shifted(tape)?);
+        if self.copied.is_none() {
+            self.copied = Some(self.make_copied(tape)?);
         }
         self.make_room(tape, Some(copies));
         Ok(match copies {
             Copies::Shifts(shifts) => {
-                let s = self.shifted.as_mut().expect("made above");
+                let s = self.copied.as_mut().expect("made above");
                 s.used += 1;
-                s.batch.write(tape, s.used - 1, shifts)
+                s.shifts.write(tape, s.used - 1, shifts)
             }
             Copies::Warps(warps) => {
                 let w = self.warped.as_mut().expect("made above");
@@ -700,7 +706,7 @@ impl Fused {
         let no_region = match copies {
             None => false,
             Some(Copies::Shifts(_)) => {
-                (self.shifted.as_ref()).is_some_and(|s| s.used == s.batch.regions)
+                (self.copied.as_ref()).is_some_and(|s| s.used == s.shifts.regions)
             }
             Some(Copies::Warps(_)) => {
                 (self.warped.as_ref()).is_some_and(|w| w.used == w.batch.regions)
@@ -716,8 +722,8 @@ impl Fused {
         let mut step = Step::train(args, self.tiling, self.optimizer);
         match copies {
             Some(copies) => {
-                step.shifted = 1;
-                step.shift_offset = self.upload(tape, copies)?;
+                step.copied = 1;
+                step.copies_at = self.upload(tape, copies)?;
             }
             None => self.make_room(tape, None),
         }
@@ -732,12 +738,12 @@ impl Fused {
     }
 
     /// Records the dispatches of `step`, whose values are in the slot at `offset`: augment
-    /// (for a shifted step) or warp (`warped`), gradients, update.
+    /// (for a shifted step) or warp (`warped`) making the copies, gradients, update.
     fn record_step(&mut self, tape: &mut Tape, step: &Step, offset: u32, warped: bool) {
         let mut rec = Recorder::without_uniforms(tape);
         let p = &self.pipelines;
         let words = step.m as usize * PIXELS / 4;
-        let images = match (&self.shifted, &self.warped, step.shifted) {
+        let images = match (&self.copied, &self.warped, step.copied) {
             (Some(s), Some(w), 1) if warped => {
                 rec.run("warp", p.warp, w.warp, Some(offset), grid(words));
                 s.train
@@ -781,7 +787,7 @@ impl Fused {
         );
         tape.submit();
         self.used = 0;
-        if let Some(s) = &mut self.shifted {
+        if let Some(s) = &mut self.copied {
             s.used = 0;
         }
         if let Some(w) = &mut self.warped {
@@ -817,16 +823,16 @@ impl Fused {
     /// Records the logits of `m` images (at most `capacity` of them, not in the pool: the
     /// recording's input) into `logits_out` (call `flush` first, and again before reading).
     pub fn classify(&mut self, tape: &mut Tape, m: usize) -> Result<()> {
-        if self.shifted.is_none() {
-            self.shifted = Some(self.make_shifted(tape)?);
+        if self.copied.is_none() {
+            self.copied = Some(self.make_copied(tape)?);
         }
-        let s = self.shifted.as_ref().expect("made above");
-        tape.write(s.batch.images, 0, Bytes::Input);
+        let s = self.copied.as_ref().expect("made above");
+        tape.write(s.images, 0, Bytes::Input);
         let train = s.train;
         self.make_room(tape, None);
         let step = Step {
             m: m as u32,
-            shifted: 1,
+            copied: 1,
             ..Step::default()
         };
         let offset = self.slot(step);

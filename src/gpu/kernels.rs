@@ -722,7 +722,7 @@ impl Kernels {
     }
 
     /// warp: affine or elastic copies of the m images listed at `indices[index_offset ..]`,
-    /// as bytes (196 words per image); warps: `shifted::WarpBuffer`'s records and fields.
+    /// as bytes (196 words per image); warps: `copies::WarpBuffer`'s records and fields.
     pub fn warp(&self, rec: &mut Recorder, bound: &Bound, m: usize, index_offset: u32) {
         let words = m * crate::data::PIXELS / 4;
         let params = [m as u32, index_offset, 0, 0]; // warps from the start of their buffer

@@ -22,10 +22,11 @@
 //! Pipelines are built the one way `pipeline.rs` has, from the sources in `shaders.rs`, which
 //! also defines the codes the shaders know by name (the activation, the optimizer);
 //! `context.rs` opens the device and caches pipelines and layouts by their description;
-//! `shifted.rs` holds the `--augment` buffers both engines keep.
+//! `copies.rs` holds the `--augment` buffers both engines keep.
 
 pub mod context;
 pub mod coop;
+pub mod copies;
 pub mod figures;
 pub mod fused;
 pub mod kernels;
@@ -35,7 +36,6 @@ pub mod profile;
 pub mod recording;
 pub mod reference;
 pub mod shaders;
-pub mod shifted;
 pub mod stats;
 
 use std::sync::Arc;
@@ -55,13 +55,13 @@ use crate::optimizer::Optimizer;
 use crate::optimizer::OptimizerState;
 use crate::params::ParamLayout;
 pub use context::GpuContext;
+use copies::Copies;
 use figures::{Figure, Figures};
 use fused::{Fused, Tiling};
 use kernels::{KernelConfig, Kernels};
 use native::Native;
 use recording::{Buf, Data as Bytes, Executor, Inputs, Limits, PoolData, Region, Session, Wait};
 use reference::Reference;
-use shifted::Copies;
 
 /// Which kernels take the GPU's wide matrix products (`--matmul`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

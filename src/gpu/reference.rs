@@ -10,12 +10,12 @@
 
 use crate::data::CLASSES;
 use crate::error::{Error, Result};
+use crate::gpu::copies::{copies_buffer, Copies, ShiftBuffer, WarpBuffer};
 use crate::gpu::kernels::{
     column_chunks, forward_partial_floats, forward_splits_with, Bound, Kernels, Operand, Recorder,
     Uniforms,
 };
 use crate::gpu::recording::{Buf, Data as Bytes, Region, Tape};
-use crate::gpu::shifted::{Copies, ShiftedImages, WarpBuffer};
 use crate::gpu::{Data, StepArgs};
 use crate::layout::Layout;
 use crate::model::{Activation, Layer, Model};
@@ -69,8 +69,8 @@ struct Output {
 enum Images<'a> {
     /// In the pool, through the index list from position `first`.
     Pool { first: u32 },
-    /// The shifted copies `augment` made of them.
-    Shifted(&'a Shifted),
+    /// The copies `augment` or `warp` made of them (or `classify`'s images).
+    Copies(&'a Copied),
 }
 
 /// Buffers the layers share.
@@ -111,12 +111,14 @@ impl Scratch {
     }
 }
 
-/// `--augment`'s buffers and the bindings that read them, made on the first shifted step.
-struct Shifted {
+/// A batch's copies (shifted, warped, or `classify`'s images), the shifts, and the bindings
+/// that use them: made on the first shifted or warped step (or `classify`).
+struct Copied {
+    images: Buf,
     /// One region of shifts: each step is a submit of its own.
-    batch: ShiftedImages,
+    shifts: ShiftBuffer,
     augment: Bound,
-    /// The first layer's forward product and dW product, reading the shifted copies (through
+    /// The first layer's forward product and dW product, reading the copies (through
     /// an index list 0, 1, 2, …) instead of the pool.
     forward: Bound,
     /// With `--forward-split-k`, its slices into the partials (summed by layer 1's sum).
@@ -124,7 +126,7 @@ struct Shifted {
     dw_product: Bound,
 }
 
-/// `--augment affine|elastic`'s warps and warp's binding (writing into `Shifted`'s copies),
+/// `--augment affine|elastic`'s warps and warp's binding (writing into `Copied`'s copies),
 /// made on the first warped step.
 struct Warped {
     /// One region: each step is a submit of its own.
@@ -153,7 +155,7 @@ pub struct Reference {
     data: Data,
     scratch: Scratch,
     dz1: Buf,
-    shifted: Option<Shifted>,
+    copied: Option<Copied>,
     warped: Option<Warped>,
 }
 
@@ -312,7 +314,7 @@ impl Reference {
         // One uniform slot per bind group: twelve per layer (forward, the two of
         // forward_split, activate, dw_product, dw_sum, db_columns, db_sum, the two of back,
         // update_w, update_b), three for the output. Four more are kept for `--augment` (see
-        // `Shifted`), one for its warps (`Warped`).
+        // `Copied`), one for its warps (`Warped`).
         let mut uniforms = Uniforms::new(tape, 12 * model.layers.len() as u64 + 8)?;
         let mut binder = Binder {
             tape,
@@ -351,19 +353,20 @@ impl Reference {
             data,
             scratch,
             dz1: dzs[0],
-            shifted: None,
+            copied: None,
             warped: None,
         })
     }
 
-    /// `--augment`'s buffers: the shifted images of a batch, the shifts, the list 0, 1, 2, …
-    /// that reads the copies in order, and the bindings that use them.
-    fn make_shifted(&mut self, tape: &mut Tape, k: &Kernels) -> Result<Shifted> {
+    /// `--augment`'s buffers: a batch's copies, the shifts, the list 0, 1, 2, … that reads the
+    /// copies in order, and the bindings that use them.
+    fn make_copied(&mut self, tape: &mut Tape, k: &Kernels) -> Result<Copied> {
         let cap = self.capacity;
-        let batch = ShiftedImages::new(tape, cap, 1, "shifts")?;
+        let copies = copies_buffer(tape, cap)?;
+        let shifts = ShiftBuffer::new(tape, cap, 1, "shifts")?;
         let identity: Vec<u32> = (0..cap as u32).collect();
         let identity = tape.upload(
-            "shifted images' index list",
+            "the copies' index list",
             Bytes::Bytes(bytemuck::cast_slice(&identity).to_vec()),
             4 * cap as u64,
         )?;
@@ -377,28 +380,30 @@ impl Reference {
             forward_slices,
             ..
         } = self.scratch;
-        let (shifted, shifts) = (batch.images, batch.shifts);
-        let augment = k.augment.bind(tape, u, &[images, indices, shifts, shifted]);
+        let augment = k
+            .augment
+            .bind(tape, u, &[images, indices, shifts.shifts, copies]);
         let first = &self.net.layers[0];
         let forward = k.matmul.bind(
             tape,
             u,
-            &[first.w, dummy, shifted, identity, first.b, first.z],
+            &[first.w, dummy, copies, identity, first.b, first.z],
         );
         let forward_split = forward_slices.map(|_| {
             k.matmul.bind(
                 tape,
                 u,
-                &[first.w, dummy, shifted, identity, first.b, partials],
+                &[first.w, dummy, copies, identity, first.b, partials],
             )
         });
         let dw_product = k.matmul.bind(
             tape,
             u,
-            &[self.dz1, dummy, shifted, identity, dummy, partials],
+            &[self.dz1, dummy, copies, identity, dummy, partials],
         );
-        Ok(Shifted {
-            batch,
+        Ok(Copied {
+            images: copies,
+            shifts,
             augment,
             forward,
             forward_split,
@@ -407,17 +412,17 @@ impl Reference {
     }
 
     /// The warps' buffer (with room for fields if `elastic`) and warp's binding, writing into
-    /// the copies of `shifted` (made first).
+    /// the copies (made first).
     fn make_warped(&mut self, tape: &mut Tape, k: &Kernels, elastic: bool) -> Result<Warped> {
-        if self.shifted.is_none() {
-            self.shifted = Some(self.make_shifted(tape, k)?);
+        if self.copied.is_none() {
+            self.copied = Some(self.make_copied(tape, k)?);
         }
-        let shifted = self.shifted.as_ref().expect("made above").batch.images;
+        let copies = self.copied.as_ref().expect("made above").images;
         let batch = WarpBuffer::new(tape, self.capacity, elastic, 1)?;
         let Data {
             images, indices, ..
         } = self.data;
-        let buffers = [images, indices, batch.warps, shifted];
+        let buffers = [images, indices, batch.warps, copies];
         // A warped run's second kind (elastic after affine) takes the first one's slot.
         let warp = match &self.warped {
             Some(old) => k.warp.rebind(tape, &self.uniforms, &old.warp, &buffers),
@@ -428,13 +433,13 @@ impl Reference {
 
     /// Uploads a step's shifts or warps, making their buffers on first use.
     fn upload(&mut self, tape: &mut Tape, k: &Kernels, copies: Copies) -> Result<()> {
-        if self.shifted.is_none() {
-            self.shifted = Some(self.make_shifted(tape, k)?);
+        if self.copied.is_none() {
+            self.copied = Some(self.make_copied(tape, k)?);
         }
         match copies {
             Copies::Shifts(shifts) => {
-                let shifted = self.shifted.as_mut().expect("made above");
-                shifted.batch.write(tape, 0, shifts);
+                let copied = self.copied.as_mut().expect("made above");
+                copied.shifts.write(tape, 0, shifts);
             }
             Copies::Warps(warps) => {
                 let elastic = !warps.field.is_empty();
@@ -467,14 +472,14 @@ impl Reference {
         }
         let mut rec = Recorder::new(tape, &mut self.uniforms);
         let (first, m) = (args.first, args.m);
-        let images = match (&self.shifted, &self.warped, copies) {
-            (Some(shifted), _, Some(Copies::Shifts(_))) => {
-                k.augment(&mut rec, &shifted.augment, m, first);
-                Images::Shifted(shifted)
+        let images = match (&self.copied, &self.warped, copies) {
+            (Some(copied), _, Some(Copies::Shifts(_))) => {
+                k.augment(&mut rec, &copied.augment, m, first);
+                Images::Copies(copied)
             }
-            (Some(shifted), Some(warped), Some(Copies::Warps(_))) => {
+            (Some(copied), Some(warped), Some(Copies::Warps(_))) => {
                 k.warp(&mut rec, &warped.warp, m, first);
-                Images::Shifted(shifted)
+                Images::Copies(copied)
             }
             _ => Images::Pool { first },
         };
@@ -505,13 +510,13 @@ impl Reference {
     /// The logits of `m` images (at most `capacity`, not in the pool; the recording's input)
     /// into `out`: (10, m).
     pub fn classify(&mut self, tape: &mut Tape, k: &Kernels, m: usize, out: Buf) -> Result<()> {
-        if self.shifted.is_none() {
-            self.shifted = Some(self.make_shifted(tape, k)?);
+        if self.copied.is_none() {
+            self.copied = Some(self.make_copied(tape, k)?);
         }
-        let shifted = self.shifted.as_ref().expect("made above");
-        tape.write(shifted.batch.images, 0, Bytes::Input);
+        let copied = self.copied.as_ref().expect("made above");
+        tape.write(copied.images, 0, Bytes::Input);
         let mut rec = Recorder::new(tape, &mut self.uniforms);
-        self.net.forward(k, &mut rec, Images::Shifted(shifted), m);
+        self.net.forward(k, &mut rec, Images::Copies(copied), m);
         let logits = self.net.layers.last().expect("at least one layer").z;
         rec.copy(logits, 0, out, 0, 4 * (CLASSES * m) as u64);
         rec.submit();
@@ -624,7 +629,7 @@ impl Network {
             let (units, inputs) = (layer.outputs, layer.inputs);
             let input = match (l, images) {
                 (0, Images::Pool { first }) => Operand::images(first, m),
-                (0, Images::Shifted(_)) => Operand::images(0, m),
+                (0, Images::Copies(_)) => Operand::images(0, m),
                 _ => Operand::Matrix(Layout::col_major(inputs, m)),
             };
             let (w, z) = (
@@ -660,7 +665,7 @@ impl Network {
         images: Images<'a>,
     ) -> (&'a Bound, Option<&'a Bound>) {
         match (l, images) {
-            (0, Images::Shifted(s)) => (&s.forward, s.forward_split.as_ref()),
+            (0, Images::Copies(s)) => (&s.forward, s.forward_split.as_ref()),
             _ => (&layer.forward, layer.forward_split.as_ref().map(|(p, _)| p)),
         }
     }
@@ -678,7 +683,7 @@ impl Network {
             // dW[l] = 1/m · dZ[l]·A[l-1]ᵀ: (units, inputs), split over the batch
             let (bound, input_t) = match (l, images) {
                 (0, Images::Pool { first }) => (&layer.dw_product, Operand::images_t(first, m)),
-                (0, Images::Shifted(s)) => (&s.dw_product, Operand::images_t(0, m)),
+                (0, Images::Copies(s)) => (&s.dw_product, Operand::images_t(0, m)),
                 _ => (
                     &layer.dw_product,
                     Operand::Matrix(Layout::col_major(inputs, m).t()),

@@ -1,8 +1,8 @@
-//! `--augment` on the GPU, as both paths keep it: a batch's shifted or warped copies, which
-//! augment.wgsl or warp.wgsl makes from the pool's images, and the shifts or warps it makes
-//! them with. Each path makes one on its
-//! first shifted step (or its first `classify`, whose images it holds too) and keeps it in its
-//! `Shifted`, beside the bindings that read it.
+//! `--augment` on the GPU, as both engines keep it: what a batch's copies are made with, by
+//! augment.wgsl (`ShiftBuffer`: its shifts) or warp.wgsl (`WarpBuffer`: its warps), from the
+//! pool's images into the engine's buffer of copies (which `classify`'s images use too). Each
+//! engine makes them on first use and keeps them in its `Copied`, beside the bindings that read
+//! them.
 
 use crate::augment::Warps;
 use crate::data::pool::Shift;
@@ -10,10 +10,9 @@ use crate::data::PIXELS;
 use crate::error::Result;
 use crate::gpu::recording::{Buf, Tape};
 
-pub struct ShiftedImages {
-    /// A batch's images in batch order, 784 bytes each: the shifted copies augment makes, or
-    /// the images `classify` is given.
-    pub images: Buf,
+/// The shifts augment.wgsl reads, in regions of room for a batch of `capacity`, one region per
+/// step of a submit.
+pub struct ShiftBuffer {
     /// (dx, dy) per image as two i32: (2, capacity) per region. Steps recorded into one
     /// submit each take a region of their own.
     pub shifts: Buf,
@@ -23,18 +22,23 @@ pub struct ShiftedImages {
     host: Vec<i32>,
 }
 
-impl ShiftedImages {
-    /// Room for batches of up to `capacity` images, and shifts for `regions` of them, in a
-    /// buffer that errors name `shifts_label`.
+/// The buffer of a batch's copies: up to `capacity` images in batch order, 784 bytes each
+/// (shifted or warped, or the images `classify` is given).
+pub fn copies_buffer(tape: &mut Tape, capacity: usize) -> Result<Buf> {
+    tape.storage("copied images", (PIXELS * capacity) as u64)
+}
+
+impl ShiftBuffer {
+    /// Shifts for `regions` batches of up to `capacity` images, in a buffer that errors name
+    /// `label`.
     pub fn new(
         tape: &mut Tape,
         capacity: usize,
         regions: usize,
-        shifts_label: &str,
-    ) -> Result<ShiftedImages> {
-        Ok(ShiftedImages {
-            images: tape.storage("shifted images", (PIXELS * capacity) as u64)?,
-            shifts: tape.storage(shifts_label, (8 * capacity * regions) as u64)?,
+        label: &str,
+    ) -> Result<ShiftBuffer> {
+        Ok(ShiftBuffer {
+            shifts: tape.storage(label, (8 * capacity * regions) as u64)?,
             regions,
             capacity,
             host: Vec::with_capacity(2 * capacity),
