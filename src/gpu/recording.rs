@@ -15,8 +15,6 @@
 //! page's plan stays small. Reads are not commands: natively they return values the training
 //! loop needs at once; the page reads only where its plan marks a progress point.
 
-use std::sync::Arc;
-
 use crate::error::{Error, Result};
 use crate::gpu::coop::CoopConfig;
 
@@ -473,7 +471,3 @@ impl Session {
         }])
     }
 }
-
-/// Bytes shared between a recording's maker and its reader (the pool's images for the native
-/// executor, say).
-pub type Shared = Arc<[u8]>;

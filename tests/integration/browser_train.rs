@@ -189,16 +189,16 @@ fn an_elastic_plan_carries_each_steps_warps_and_is_cut_short() {
                     .iter()
                     .find(|e| e[0] == 1)
                     .unwrap();
-                assert_eq!(named(&images[1], &buffers), "shifted images");
+                assert_eq!(named(&images[1], &buffers), "copied images");
             }
             "submit" if !warps.is_empty() => {
-                // Each step's region is its own, and starts where its slot says (shift_offset,
+                // Each step's region is its own, and starts where its slot says (copies_at,
                 // the slot's third word, in floats).
                 let at = slots.take().expect("the slots written before the submit");
                 for (k, &offset) in warps.iter().enumerate() {
                     let word = at + 256 * k + 8;
-                    let shift_offset = u32::from_le_bytes(blob[word..word + 4].try_into().unwrap());
-                    assert_eq!(4 * shift_offset as u64, offset, "region {k}'s start");
+                    let copies_at = u32::from_le_bytes(blob[word..word + 4].try_into().unwrap());
+                    assert_eq!(4 * copies_at as u64, offset, "region {k}'s start");
                     assert!(k == 0 || offset >= warps[k - 1] + region_bytes as u64);
                 }
                 warps.clear();
