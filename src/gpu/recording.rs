@@ -216,6 +216,15 @@ impl Limits {
         storage_binding: 128 << 20,
         buffer: 256 << 20,
     };
+
+    /// WebGPU's defaults, with buffers of any size: for a recording that no device carries out
+    /// (a page's run replayed to reach a step), which must not refuse what the page's own
+    /// adapter holds.
+    pub const UNBOUNDED: Limits = Limits {
+        storage_binding: u64::MAX,
+        buffer: u64::MAX,
+        ..Limits::DEFAULT
+    };
 }
 
 /// Buffers are made in whole 16-byte units (what a uniform binding needs on every adapter).

@@ -618,7 +618,7 @@ fn checkpoint_of(app: &App, request: &Value) -> Result<Vec<u8>> {
     }
     let model = layout.unpack(&params, run.options.activation);
     let sink = Sink::new(run.start(), step..step, |_| None);
-    let mut backend = run.backend(&sink, Limits::DEFAULT)?;
+    let mut backend = run.backend(&sink, Limits::UNBOUNDED)?;
     let mut capture = Capture {
         at: step,
         state: None,
@@ -739,7 +739,7 @@ fn opened(app: &App, bytes: &[u8]) -> Result<Value> {
     let step = c.state.step;
     // The shape and the data must suit the page (the plan says why not), before it is kept.
     let run = PageRun::with(app, &json!({}), Some(c))?;
-    run.backend(&Sink::new(step, step..step, |_| None), Limits::DEFAULT)?;
+    run.backend(&Sink::new(step, step..step, |_| None), Limits::UNBOUNDED)?;
     let mut opened = app.checkpoints.lock().unwrap_or_else(|p| p.into_inner());
     opened.extend(run.resumed);
     let id = opened.len() - 1;
