@@ -93,8 +93,8 @@ override WIDE_UPDATE: bool = false;
 struct Step {
     m: u32,             // samples in the batch
     first: u32,         // position of the batch's first sample in the index list
-    shift_offset: u32,  // where this step's shifts start (augment)
-    shifted: u32,       // 1: `images` holds the batch's shifted copies, in batch order
+    copies_at: u32,     // where this step's shifts or warps start (augment, warp)
+    copied: u32,        // 1: `images` holds the batch's copies (shifted or warped), in order
     per_group: u32,     // samples per workgroup (the last may have fewer)
     groups: u32,        // workgroups of `gradients`, so partial slices for `update`
     history: u32,       // this step's slot in the history
@@ -216,14 +216,14 @@ fn forward(first: u32, n: u32, t: u32, labelled: bool) {
     let s = t / BLOCK;
     if (t < n) {
         var image = first + t;
-        if (step.shifted == 0u) {
+        if (step.copied == 0u) {
             image = indices[step.first + image];
         }
         image_at[t] = image * QUADS;
         if (EARLY_LABELS && labelled) {
-            // Shifted copies are in batch order; the label is still the listed image's.
+            // The copies are in batch order; the label is still the listed image's.
             var listed = image;
-            if (step.shifted != 0u) {
+            if (step.copied != 0u) {
                 listed = indices[step.first + first + t];
             }
             block_labels[t] = labels[listed];

@@ -135,27 +135,42 @@ fn parameter_names(model: &Model) -> Vec<String> {
 }
 
 /// Writes the checkpoint of `state`, with the backend's model and optimizer state, to
-/// `plan.path`: whole, or not at all (the previous checkpoint stays).
-pub fn save(plan: &Checkpointing, backend: &mut dyn Backend, state: &RunState) -> Result<()> {
-    let path = &plan.path;
+/// `checkpointing.path`: whole, or not at all (the previous checkpoint stays).
+pub fn save(
+    checkpointing: &Checkpointing,
+    backend: &mut dyn Backend,
+    state: &RunState,
+) -> Result<()> {
+    let model = backend.model()?;
+    let optimizer = backend.optimizer_state()?;
+    write(checkpointing, &model, &optimizer, state)
+}
+
+/// Writes the checkpoint of `state` with `model` and `optimizer`'s state (`save`'s, for a run
+/// whose model is not in a backend: `serve`'s page's).
+pub fn write(
+    checkpointing: &Checkpointing,
+    model: &Model,
+    optimizer: &OptimizerState,
+    state: &RunState,
+) -> Result<()> {
+    let path = &checkpointing.path;
     let failed = |message: String| Error::Model {
         path: path.display().to_string(),
         message,
     };
-    let model = backend.model()?;
     if !model.is_finite() {
         return Err(failed(
             "no checkpoint written: the model has NaN or infinite weights".into(),
         ));
     }
-    let optimizer = backend.optimizer_state()?;
     let tensors =
-        state_tensors(&model, plan.options.optimizer, &optimizer, state).map_err(failed)?;
+        state_tensors(model, checkpointing.options.optimizer, optimizer, state).map_err(failed)?;
     // Through `Value`, whose keys are sorted: the bytes of the first checkpoints' JSON.
     let run = json!({
         "version": VERSION,
-        "options": plan.options,
-        "train_file": plan.train_file,
+        "options": checkpointing.options,
+        "train_file": checkpointing.train_file,
         "optimizer_steps": optimizer.steps,
         "state": state_json(state),
     });
@@ -165,7 +180,7 @@ pub fn save(plan: &Checkpointing, backend: &mut dyn Backend, state: &RunState) -
     let bytes = model_file::encode(
         path,
         &tensors,
-        model_file::metadata(&model, &format(), &extra),
+        model_file::metadata(model, &format(), &extra),
     )?;
     model_file::write_atomically(path, &bytes)
 }
@@ -452,7 +467,8 @@ fn state_json(state: &RunState) -> Value {
         "position": state.position,
         "alpha_bits": state.alpha.to_bits(),
         "shuffle": rng_json(&state.shuffle),
-        "shifts": rng_json(&state.shifts),
+        // `shifts`: the name it had before warps drew from it too.
+        "shifts": rng_json(&state.augment),
         "best_loss_bits": state.best.as_ref().map(|b| b.0.to_bits()),
         "best_step": state.best.as_ref().map(|b| b.1),
         "since_best": state.since_best,
@@ -521,7 +537,7 @@ fn state_from_json(
         alpha,
         order,
         shuffle: rng_from_json(&v["shuffle"]).ok_or("shuffle")?,
-        shifts: rng_from_json(&v["shifts"]).ok_or("shifts")?,
+        augment: rng_from_json(&v["shifts"]).ok_or("shifts")?,
         best,
         since_best: count("since_best")?,
         stopped_early: v["stopped_early"].as_u64().map(|s| s as usize),

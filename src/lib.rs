@@ -21,6 +21,7 @@ pub mod model_file;
 pub mod onnx;
 pub mod optimizer;
 pub mod options;
+pub mod params;
 pub mod plot;
 pub mod train;
 

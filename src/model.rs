@@ -42,11 +42,20 @@ impl Activation {
 
 /// How the weights start. Named `he`, `uniform`.
 #[derive(
-    Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize,
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Default,
+    clap::ValueEnum,
+    serde::Serialize,
+    serde::Deserialize,
 )]
 #[serde(rename_all = "lowercase")]
 pub enum Init {
     /// He et al.: W ~ Normal(0, sqrt(2 / inputs)), b = 0. Suits ReLU-like activations.
+    #[default]
     He,
     /// The NumPy tutorials' choice: W and b ~ Uniform[-0.5, 0.5).
     Uniform,
@@ -181,16 +190,31 @@ pub fn argmax_columns(logits: &[f32]) -> Vec<u8> {
         .collect()
 }
 
+/// The softmax's parts of one column of logits: its largest logit, and Σ exp(z − max) (the
+/// largest subtracted, so that exp never overflows).
+fn softmax_parts(column: &[f32]) -> (f64, f64) {
+    let max = column.iter().fold(f32::NEG_INFINITY, |m, &z| m.max(z)) as f64;
+    let sum = column.iter().map(|&z| (z as f64 - max).exp()).sum();
+    (max, sum)
+}
+
+/// The softmax of one column of logits: each class's probability, exp(z − max) / Σ exp(z − max).
+/// (The one softmax on the host: `serve`'s answers and Kaggle's probabilities use it; the
+/// kernels' is shaders/softmax.wgsl, checked against its twin `cpu::ops::softmax`.)
+pub fn softmax(column: &[f32]) -> Vec<f64> {
+    let (max, sum) = softmax_parts(column);
+    column
+        .iter()
+        .map(|&z| (z as f64 - max).exp() / sum)
+        .collect()
+}
+
 /// The softmax probability of each sample's predicted class (its largest logit), from
 /// logits `Z: (CLASSES, m)` column-major: how sure the model is.
 pub fn confidence_columns(logits: &[f32]) -> Vec<f64> {
     logits
         .chunks_exact(CLASSES)
-        .map(|column| {
-            let max = column.iter().fold(f32::NEG_INFINITY, |m, &z| m.max(z)) as f64;
-            let sum: f64 = column.iter().map(|&z| (z as f64 - max).exp()).sum();
-            1.0 / sum
-        })
+        .map(|column| 1.0 / softmax_parts(column).1)
         .collect()
 }
 
@@ -199,8 +223,7 @@ pub fn confidence_columns(logits: &[f32]) -> Vec<f64> {
 pub fn loss_and_correct(logits: &[f32], labels: &[u8]) -> (f64, usize) {
     let mut loss = 0.0f64;
     for (column, &label) in logits.chunks_exact(CLASSES).zip(labels) {
-        let max = column.iter().fold(f32::NEG_INFINITY, |m, &z| m.max(z)) as f64;
-        let sum: f64 = column.iter().map(|&z| (z as f64 - max).exp()).sum();
+        let (max, sum) = softmax_parts(column);
         loss += sum.ln() - (column[label as usize] as f64 - max);
     }
     let correct = argmax_columns(logits)

@@ -19,7 +19,7 @@ use crate::data::CLASSES;
 use crate::error::{config, Error, Result};
 use crate::model::{argmax_columns, confidence_columns, loss_and_correct, Model};
 use crate::optimizer::{Optimizer, OptimizerState};
-use crate::options::RunOptions;
+use crate::options::{steps_per_epoch, RunOptions, EPOCHS, ITERATIONS, LOG_EVERY};
 
 /// How to train.
 #[derive(Debug, Clone)]
@@ -64,14 +64,14 @@ impl Default for Schedule {
     fn default() -> Schedule {
         Schedule {
             batch_size: None,
-            iterations: 500,
-            epochs: 30,
+            iterations: ITERATIONS,
+            epochs: EPOCHS,
             alpha: 0.3,
             optimizer: Optimizer::Sgd,
             lr_decay: 1.0,
             patience: None,
             augment: Augment::Off,
-            log_every: 50,
+            log_every: LOG_EVERY,
             seed: 1,
             interrupt: None,
             on_step: None,
@@ -98,24 +98,43 @@ pub const DIVERGENCE_NOTICED_WITHIN: usize = DIVERGENCE_CHECK_EVERY + 64;
 pub const DIVERGED_LOSS: f64 = 50.0;
 
 impl Schedule {
-    /// The loop's view of `options`: α and its decay as the run uses them (f32), the optimizer
-    /// with its usual constants; no interrupt.
-    pub fn of(options: &RunOptions) -> Schedule {
+    /// The run `options` describe over a training set of `train_len` samples: its defaults
+    /// worked out (`RunOptions::resolved`: the length, the progress lines), α and its decay as
+    /// the run uses them (f32), the optimizer with its usual constants; no interrupt. The
+    /// command line, checkpoints and `serve`'s page all take their run from here.
+    pub fn of(options: &RunOptions, train_len: usize) -> Schedule {
+        let options = options.clone().resolved(train_len);
         Schedule {
             batch_size: options.batch_size,
-            // Only the mode's length is read (`plan`).
-            iterations: options.iterations.unwrap_or(0),
-            epochs: options.epochs.unwrap_or(0),
+            // Only the mode's length is read (`length`).
+            iterations: options.iterations.unwrap_or(ITERATIONS),
+            epochs: options.epochs.unwrap_or(EPOCHS),
             alpha: options.alpha as f32,
             optimizer: Optimizer::with_defaults(options.optimizer),
             lr_decay: options.lr_decay as f32,
             patience: options.patience,
             augment: options.augment,
-            log_every: options.log_every,
+            log_every: options.log_every.unwrap_or(LOG_EVERY),
             seed: options.seed,
             interrupt: None,
             on_step: None,
         }
+    }
+
+    /// Epochs and steps an epoch over `train_len` samples (full batch: one step an epoch,
+    /// `iterations` epochs).
+    pub fn length(&self, train_len: usize) -> (usize, usize) {
+        match self.batch_size {
+            None => (self.iterations, 1),
+            Some(_) => (self.epochs, steps_per_epoch(self.batch_size, train_len)),
+        }
+    }
+
+    /// The epoch step `step` (counted from 1) is in, over `train_len` samples; None in
+    /// full-batch mode.
+    pub fn epoch_of(&self, step: usize, train_len: usize) -> Option<usize> {
+        let per_epoch = self.length(train_len).1;
+        self.batch_size.map(|_| step.div_ceil(per_epoch.max(1)))
     }
 
     /// The largest batch a step will see, for sizing a backend's scratch space.
@@ -264,9 +283,9 @@ pub struct RunState {
     pub alpha: f32,
     /// This epoch's order of the training samples (positions in the image pool).
     pub order: Vec<u32>,
-    /// The random streams: the epochs' shuffles, and `--augment`'s shifts or warps.
+    /// The random streams: the epochs' shuffles, and `--augment`'s (its shifts or warps).
     pub shuffle: ChaCha12Rng,
-    pub shifts: ChaCha12Rng,
+    pub augment: ChaCha12Rng,
     /// Early stopping: the best dev loss so far, its step and model, and evaluations since.
     pub best: Option<(f64, usize, Model)>,
     pub since_best: usize,
@@ -321,22 +340,13 @@ impl RunState {
             order: split.train.clone(),
             // Streams apart from the dev split's, which uses `seed` itself.
             shuffle: ChaCha12Rng::seed_from_u64(schedule.seed.wrapping_add(1)),
-            shifts: ChaCha12Rng::seed_from_u64(schedule.seed.wrapping_add(2)),
+            augment: ChaCha12Rng::seed_from_u64(schedule.seed.wrapping_add(2)),
             best: None,
             since_best: 0,
             stopped_early: None,
             history: Vec::new(),
             window: Window::default(),
         }
-    }
-}
-
-/// Steps per epoch and epochs of `schedule` over `n` training samples (full batch: one step
-/// an epoch, `iterations` epochs).
-pub fn plan(schedule: &Schedule, n: usize) -> (usize, usize) {
-    match schedule.batch_size {
-        None => (schedule.iterations, 1),
-        Some(b) => (schedule.epochs, n.div_ceil(b.clamp(1, n.max(1)))),
     }
 }
 
@@ -443,7 +453,7 @@ struct Run<'a, 'c> {
     schedule: &'a Schedule,
     on_progress: &'a mut dyn FnMut(&Progress),
     checkpointer: Option<&'a mut (dyn Checkpointer + 'c)>,
-    /// The largest batch, the plan (epochs of steps) and the steps in all.
+    /// The largest batch, the run's length (epochs of steps) and the steps in all.
     batch: usize,
     epochs: usize,
     steps_per_epoch: usize,
@@ -475,7 +485,7 @@ impl<'a, 'c> Run<'a, 'c> {
     ) -> Run<'a, 'c> {
         let n = split.train.len();
         let batch = schedule.capacity(n);
-        let (epochs, steps_per_epoch) = plan(schedule, n);
+        let (epochs, steps_per_epoch) = schedule.length(n);
         Run {
             backend,
             split,
@@ -525,13 +535,13 @@ impl<'a, 'c> Run<'a, 'c> {
         match self.schedule.augment {
             Augment::Off => self.backend.train_step(start, len, state.alpha)?,
             Augment::Shift => {
-                draw_shifts(&mut state.shifts, len, &mut self.shifts);
+                draw_shifts(&mut state.augment, len, &mut self.shifts);
                 let shifts = &self.shifts;
                 self.backend
                     .train_step_shifted(start, len, state.alpha, shifts)?;
             }
             warp => {
-                draw_warps(&mut state.shifts, &warp, len, &mut self.warps);
+                draw_warps(&mut state.augment, &warp, len, &mut self.warps);
                 let warps = &self.warps;
                 self.backend
                     .train_step_warped(start, len, state.alpha, warps)?;
@@ -551,7 +561,7 @@ impl<'a, 'c> Run<'a, 'c> {
     /// checkpoint when they are due. Some(ending) when the run stops early.
     fn observe(&mut self, state: &mut RunState) -> Result<Option<Ending>> {
         let step = state.step;
-        let log = step % self.schedule.log_every == 0 || step == self.steps;
+        let log = step.is_multiple_of(self.schedule.log_every) || step == self.steps;
         let save = self
             .checkpointer
             .as_ref()

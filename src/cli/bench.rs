@@ -594,7 +594,7 @@ fn products(options: &BenchOptions, model: &Model, batches: &[usize]) -> Result<
 
 /// The cooperative tile matmul's wide products run on, if they do.
 fn coop_tile(ctx: &GpuContext) -> Option<String> {
-    ctx.kernels.matmul_coop.as_ref().map(|(_, c)| c.describe())
+    ctx.kernels.coop.as_ref().map(|c| c.describe())
 }
 
 /// `--adapter-info`: the adapter that opened, as one JSON object.

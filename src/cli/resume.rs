@@ -166,7 +166,7 @@ fn contradiction(
             differs(
                 "--log-every",
                 "log_every",
-                Shown::count(Some(saved.log_every)),
+                Shown::count(saved.log_every),
                 Shown::count(args.log_every),
             )
         }),
@@ -293,7 +293,7 @@ fn take_intervals(
     path: &Path,
 ) {
     if !explicit.contains("log_every") {
-        merged.log_every = Some(saved.log_every);
+        merged.log_every = saved.log_every;
     }
     if !explicit.contains("checkpoint") {
         merged.checkpoint = Some(path.to_path_buf());

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
-use serde_json::Value;
+use serde_json::{json, Value};
 
 use super::resume::{self, Resume};
 use super::stop::{self, say};
@@ -19,8 +19,8 @@ use mnist_gpu::checkpoint::{self, Checkpointing, FileId};
 use mnist_gpu::data::pool::{List, Split};
 use mnist_gpu::data::{Dataset, Embedded, Part, EMBEDDED_TEST, EMBEDDED_TRAIN};
 use mnist_gpu::error::{config, Error, Result};
-use mnist_gpu::model::{Activation, Init, Model};
-use mnist_gpu::optimizer::{OptimizerKind, OptimizerState};
+use mnist_gpu::model::{Activation, Model};
+use mnist_gpu::optimizer::OptimizerState;
 use mnist_gpu::options::RunOptions;
 use mnist_gpu::train::{
     self, Checkpointer, Ending, Progress, Report, RunState, Schedule, StepHook,
@@ -226,14 +226,12 @@ pub fn run(args: &TrainArgs, explicit: &BTreeSet<String>) -> Result<()> {
     let _locks = claim_outputs(args, &resume)?;
     let data = Data::load(args, explicit, &resume)?;
     let split = &data.split;
-    let steps_per_epoch = args
-        .batch_size
-        .map(|b| split.train.len().div_ceil(b.max(1)));
+    let n = split.train.len();
     let test_name = data.test.as_ref().map(Source::name);
-    let options = args.run_options(&data.model, test_name, steps_per_epoch);
+    let options = args.run_options(&data.model, test_name).resolved(n);
     let schedule = Schedule {
         interrupt: Some(interrupt),
-        ..Schedule::of(&options)
+        ..Schedule::of(&options, n)
     };
     // A checkpoint's run continues on its own training file; a new checkpoint records it.
     let train_id = match (&resume, &args.checkpoint) {
@@ -274,8 +272,7 @@ pub fn run(args: &TrainArgs, explicit: &BTreeSet<String>) -> Result<()> {
     reporter.finish();
     let report = result?;
     print_ending(&report, args);
-    let record = OptionsRecord::new(args, &opened, &data, &options, capacity);
-    let record = to_json(&record)?;
+    let record = options_record(args, &opened, &data, &options, capacity)?;
     write_outputs(args, &record, &report, opened.backend.as_mut())?;
     show_dev_images(args, split, &report);
     if args.json {
@@ -547,7 +544,7 @@ fn starting_state(
     if order != train {
         return damaged("its order of samples is not of the training set's samples");
     }
-    let (epochs, per_epoch) = train::plan(schedule, split.train.len());
+    let (epochs, per_epoch) = schedule.length(split.train.len());
     if ckpt.state.position > per_epoch {
         return damaged(&format!(
             "its position, step {} of an epoch, is past the epoch's {per_epoch} steps",
@@ -713,69 +710,33 @@ fn to_json(value: &impl Serialize) -> Result<Value> {
 }
 
 /// The options as `--json` and the saved model's `options` metadata give them
-/// (docs/options.md's `--json`): the run's options, what ran them, and the files.
-#[derive(Serialize)]
-struct OptionsRecord<'a> {
-    /// The backend that ran, the one asked for, and why it ran.
-    backend: &'static str,
-    backend_asked: &'static str,
-    backend_reason: &'a str,
-    path: &'static str,
-    matmul: Option<&'static str>,
-    hidden: &'a [usize],
-    activation: Activation,
-    init: Init,
-    resume: Option<String>,
-    optimizer: OptimizerKind,
-    alpha: f64,
-    lr_decay: f64,
-    patience: Option<usize>,
-    augment: mnist_gpu::augment::Augment,
-    seed: u64,
-    iterations: Option<usize>,
-    epochs: Option<usize>,
-    /// The largest batch: the whole training set in full-batch mode.
-    batch_size: usize,
-    dev_size: usize,
-    train: String,
-    test: Option<&'a str>,
-    checkpoint: Option<String>,
-}
-
-impl<'a> OptionsRecord<'a> {
-    fn new(
-        args: &TrainArgs,
-        opened: &'a Opened,
-        data: &Data,
-        options: &'a RunOptions,
-        capacity: usize,
-    ) -> OptionsRecord<'a> {
-        let shown = |path: &Option<PathBuf>| path.as_ref().map(|p| p.display().to_string());
-        OptionsRecord {
-            backend: opened.name,
-            backend_asked: args.backend.backend.name(),
-            backend_reason: &opened.reason,
-            path: opened.backend.path().name(),
-            matmul: opened.matmul,
-            hidden: &options.hidden,
-            activation: options.activation,
-            init: args.init,
-            resume: shown(&args.resume),
-            optimizer: options.optimizer,
-            alpha: options.alpha,
-            lr_decay: options.lr_decay,
-            patience: options.patience,
-            augment: options.augment,
-            seed: options.seed,
-            iterations: options.iterations,
-            epochs: options.epochs,
-            batch_size: capacity,
-            dev_size: options.dev_size,
-            train: data.train.name(),
-            test: options.test.as_deref(),
-            checkpoint: shown(&args.checkpoint),
-        }
+/// (docs/options.md's `--json`): the run's options as its checkpoint records them, with what ran
+/// them and the files; `batch_size` there is the largest batch (the whole training set in
+/// full-batch mode).
+fn options_record(
+    args: &TrainArgs,
+    opened: &Opened,
+    data: &Data,
+    options: &RunOptions,
+    capacity: usize,
+) -> Result<Value> {
+    let shown = |path: &Option<PathBuf>| path.as_ref().map(|p| p.display().to_string());
+    let mut record = to_json(options)?;
+    let extra = json!({
+        "backend": opened.name,
+        "backend_asked": args.backend.backend.name(),
+        "backend_reason": opened.reason,
+        "path": opened.backend.path().name(),
+        "matmul": opened.matmul,
+        "resume": shown(&args.resume),
+        "batch_size": capacity,
+        "train": data.train.name(),
+        "checkpoint": shown(&args.checkpoint),
+    });
+    for (key, value) in extra.as_object().expect("an object") {
+        record[key] = value.clone();
     }
+    Ok(record)
 }
 
 /// `--json`'s line: the options, and how the run did.

@@ -9,7 +9,7 @@ use super::BackendArgs;
 use mnist_gpu::augment::{Augment, Distortion};
 use mnist_gpu::model::{Activation, Init, Model};
 use mnist_gpu::optimizer::OptimizerKind;
-use mnist_gpu::options::{Every, RunOptions};
+use mnist_gpu::options::{Every, RunOptions, EPOCHS, ITERATIONS};
 
 #[derive(Debug, Clone, Args)]
 pub struct TrainArgs {
@@ -51,9 +51,9 @@ pub struct TrainArgs {
     #[arg(long, value_name = "FILE")]
     pub checkpoint: Option<PathBuf>,
 
-    /// How often --checkpoint writes: every N steps, or `epoch` [default: every --log-every
-    /// steps, or the resumed checkpoint's].
-    #[arg(long, value_name = "N|epoch", value_parser = Every::parse)]
+    /// How often --checkpoint writes: every N steps, `epoch`, or `progress` (at every progress
+    /// line) [default: progress, or the resumed checkpoint's].
+    #[arg(long, value_name = "N|epoch|progress", value_parser = Every::parse)]
     pub checkpoint_every: Option<Every>,
 
     /// Seed for the initial weights, the dev split, the batch order and the augmentation.
@@ -116,7 +116,7 @@ pub struct TrainArgs {
     /// Full-batch gradient descent steps.
     #[arg(
         long,
-        default_value_t = 500,
+        default_value_t = ITERATIONS,
         conflicts_with = "batch_size",
         allow_negative_numbers = true
     )]
@@ -127,7 +127,7 @@ pub struct TrainArgs {
     pub batch_size: Option<usize>,
 
     /// Passes over the training set in mini-batch mode.
-    #[arg(long, default_value_t = 30, allow_negative_numbers = true)]
+    #[arg(long, default_value_t = EPOCHS, allow_negative_numbers = true)]
     pub epochs: usize,
 
     /// Images held out of the training file as the dev set.
@@ -193,22 +193,16 @@ impl TrainArgs {
     }
 
     /// The run's options: these flags (a resumed checkpoint's merged in), the model's
-    /// architecture, the test set's name, and the defaults that depend on the data resolved:
-    /// progress once an epoch (`steps_per_epoch`) or every 50 steps, checkpoints at every
-    /// progress line.
-    pub fn run_options(
-        &self,
-        model: &Model,
-        test: Option<String>,
-        steps_per_epoch: Option<usize>,
-    ) -> RunOptions {
-        let log_every = self.log_every.or(steps_per_epoch).unwrap_or(50);
+    /// architecture and the test set's name; what is left out stays so (`log_every`, and with
+    /// `--checkpoint` its interval), for `RunOptions::resolved` to work out from the data.
+    pub fn run_options(&self, model: &Model, test: Option<String>) -> RunOptions {
         let mini_batch = self.batch_size.is_some();
         RunOptions {
             hidden: model.hidden(),
             activation: model.activation,
             optimizer: self.optimizer,
             alpha: self.alpha,
+            init: Some(self.init),
             lr_decay: self.lr_decay,
             batch_size: self.batch_size,
             dev_size: self.dev_size,
@@ -218,11 +212,11 @@ impl TrainArgs {
             test,
             iterations: (!mini_batch).then_some(self.iterations),
             epochs: mini_batch.then_some(self.epochs),
-            log_every,
+            log_every: self.log_every,
             checkpoint_every: self
                 .checkpoint
                 .as_ref()
-                .map(|_| self.checkpoint_every.unwrap_or(Every::Steps(log_every))),
+                .map(|_| self.checkpoint_every.unwrap_or(Every::Progress)),
         }
     }
 }

@@ -1,13 +1,17 @@
-//! The GPU context, built once: adapter, device, queue and every kernel's pipeline.
+//! The GPU context, built once: adapter, device, queue, and the pipelines and layouts built so
+//! far (a cache keyed by their description, so that every backend on the context shares them).
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crate::error::{Error, Result};
 use crate::gpu::coop::{CoopConfig, CoopTile};
-use crate::gpu::kernels::Kernels;
-use crate::gpu::pipeline::{one_line, scoped, ShaderChecks};
+use crate::gpu::kernels::KernelConfig;
+use crate::gpu::pipeline::ShaderChecks;
+use crate::gpu::pipeline::{bind_group_layout, buffer_entry, one_line, scoped, Pipeline};
+use crate::gpu::recording::{Access, Limits, PipelineSpec, Source};
+use crate::gpu::shaders::source;
 
 const INSTALL_HINT: &str = "install a Vulkan driver (for a software adapter on Debian/Ubuntu: \
     `apt-get install -y mesa-vulkan-drivers libvulkan1`, as root or with sudo) or use --backend cpu";
@@ -16,7 +20,8 @@ pub struct GpuContext {
     pub device: wgpu::Device,
     pub queue: wgpu::Queue,
     pub info: wgpu::AdapterInfo,
-    pub kernels: Kernels,
+    /// How the per-operation kernels are chosen and split (`--matmul coop`, `bench --split-k`).
+    pub kernels: KernelConfig,
     /// Why `--matmul coop` was asked but the plain kernels run: the adapter, and what it lacks.
     pub coop_refused: Option<String>,
     /// The adapter's cooperative-matrix tiles, as "M×N×K A→C" ("16×16×16 f16→f32"), whether
@@ -32,6 +37,9 @@ pub struct GpuContext {
     in_flight: Mutex<VecDeque<wgpu::SubmissionIndex>>,
     /// Submissions of training work so far (`throttle`'s count).
     submitted: AtomicU64,
+    /// The bind group layouts and pipelines built so far, by their description.
+    layouts: Mutex<HashMap<Vec<(u32, Access)>, wgpu::BindGroupLayout>>,
+    pipelines: Mutex<HashMap<String, wgpu::ComputePipeline>>,
 }
 
 /// Submits allowed in flight: enough that the GPU always has the next one queued while the
@@ -180,33 +188,29 @@ impl GpuContext {
         }))
         .map_err(|e| Error::Gpu(format!("{}: could not open the device: {e}", info.name)))?;
 
-        let fault = Arc::new(Mutex::new(None));
-        let sink = fault.clone();
-        device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
-            sink.lock().unwrap().get_or_insert(one_line(&e.to_string()));
-        }));
-        let sink = fault.clone();
-        // A lost device explains every error that follows it, so its message wins.
-        device.set_device_lost_callback(move |reason, message| {
-            *sink.lock().unwrap() = Some(format!(
-                "the GPU device was lost ({reason:?}: {}); the driver may have reset or the GPU gone away",
-                one_line(&message)
-            ));
-        });
-
-        let kernels = Kernels::new(&device, coop, checks)?;
-        Ok(GpuContext {
+        let fault = faults_of(&device);
+        let ctx = GpuContext {
             device,
             queue,
             info,
-            kernels,
+            kernels: KernelConfig {
+                coop,
+                ..KernelConfig::default()
+            },
             coop_refused,
             coop_offered,
             shader_checks: checks,
             fault,
             in_flight: Mutex::new(VecDeque::new()),
             submitted: AtomicU64::new(0),
-        })
+            layouts: Mutex::new(HashMap::new()),
+            pipelines: Mutex::new(HashMap::new()),
+        };
+        // A cooperative-matrix kernel that does not build is refused now, not mid-run.
+        if let Some(config) = coop {
+            ctx.coop_pipeline(config)?;
+        }
+        Ok(ctx)
     }
 
     /// The adapter's name and kind; a software adapter says so, so nobody takes its timings
@@ -217,7 +221,7 @@ impl GpuContext {
 
     /// Which kernels take matmul's wide products: "coop" (cooperative matrices) or "plain".
     pub fn matmul(&self) -> &'static str {
-        if self.kernels.matmul_coop.is_some() {
+        if self.kernels.coop.is_some() {
             "coop"
         } else {
             "plain"
@@ -272,44 +276,84 @@ impl GpuContext {
         self.submitted.load(Ordering::Relaxed)
     }
 
-    /// A storage buffer the kernels can read and write and the host can fill and read back.
-    /// Refuses sizes over the binding limit with a message that says what to change.
-    pub fn storage(&self, label: &str, bytes: u64) -> Result<wgpu::Buffer> {
-        let limit = self.device.limits().max_storage_buffer_binding_size;
-        if bytes > limit {
-            return Err(Error::Gpu(format!(
-                "{label} needs {} MiB, more than the {} MiB one GPU buffer may hold; \
-                 try a smaller --batch-size, a smaller dev or test set (they are evaluated in \
-                 chunks of up to 4,096), narrower layers, or --backend cpu",
-                bytes.div_ceil(1 << 20),
-                limit >> 20
-            )));
+    /// What this adapter allows, as the recordings need it.
+    pub fn limits(&self) -> Limits {
+        let l = self.device.limits();
+        Limits {
+            workgroup_storage: l.max_compute_workgroup_storage_size as usize,
+            storage_binding: l.max_storage_buffer_binding_size,
+            buffer: l.max_buffer_size,
         }
-        self.scoped(&format!("allocating {label} ({bytes} bytes)"), || {
-            self.device.create_buffer(&wgpu::BufferDescriptor {
-                label: Some(label),
-                size: bytes.max(4).next_multiple_of(4),
-                usage: wgpu::BufferUsages::STORAGE
-                    | wgpu::BufferUsages::COPY_SRC
-                    | wgpu::BufferUsages::COPY_DST,
-                mapped_at_creation: false,
+    }
+
+    /// The bind group layout of `entries` (built once per context).
+    pub fn layout(&self, label: &str, entries: &[(u32, Access)]) -> wgpu::BindGroupLayout {
+        use wgpu::BufferBindingType::{Storage, Uniform};
+        let mut built = self.layouts.lock().unwrap();
+        built
+            .entry(entries.to_vec())
+            .or_insert_with(|| {
+                let entries: Vec<_> = entries
+                    .iter()
+                    .map(|&(binding, access)| match access {
+                        Access::Slot => buffer_entry(binding, Uniform, true),
+                        Access::Uniform => buffer_entry(binding, Uniform, false),
+                        Access::Read => buffer_entry(binding, Storage { read_only: true }, false),
+                        Access::Write => buffer_entry(binding, Storage { read_only: false }, false),
+                    })
+                    .collect();
+                bind_group_layout(&self.device, label, &entries)
             })
-        })
+            .clone()
     }
 
-    /// A storage buffer holding `bytes` (written at the next submit).
-    pub fn upload(&self, label: &str, bytes: &[u8]) -> Result<wgpu::Buffer> {
-        let buffer = self.storage(label, bytes.len() as u64)?;
-        self.queue.write_buffer(&buffer, 0, bytes);
-        Ok(buffer)
+    /// The pipeline `spec` describes, its layout's entries being `entries`, built once per
+    /// context; or an error naming it.
+    pub fn pipeline(
+        &self,
+        spec: &PipelineSpec,
+        entries: &[(u32, Access)],
+    ) -> Result<wgpu::ComputePipeline> {
+        let key = format!(
+            "{:?}",
+            (
+                spec.label,
+                spec.source,
+                spec.entry,
+                &spec.constants,
+                spec.zero_workgroup_memory,
+                entries
+            )
+        );
+        if let Some(pipeline) = self.pipelines.lock().unwrap().get(&key) {
+            return Ok(pipeline.clone());
+        }
+        let (text, what) = match spec.source {
+            Source::Shader(name) => (source(name).to_string(), format!("shader {name}.wgsl")),
+            Source::Coop(config) => (config.source(), "shader matmul_coop.wgsl".to_string()),
+        };
+        let what = match spec.source {
+            Source::Shader("fused") => format!("building the fused step's {} pipeline", spec.entry),
+            _ => what,
+        };
+        let layout = self.layout(spec.label, entries);
+        let pipeline = Pipeline {
+            layout: Some(&layout),
+            constants: &spec.constants,
+            zero_workgroup_memory: spec.zero_workgroup_memory,
+            ..Pipeline::new(spec.label, &what, &text, spec.entry)
+        }
+        .build(&self.device, self.shader_checks)?;
+        self.pipelines.lock().unwrap().insert(key, pipeline.clone());
+        Ok(pipeline)
     }
 
-    /// Copies the first `floats` values of `buffer` back to the host, waiting for the GPU to
-    /// finish everything submitted before.
-    pub fn read(&self, buffer: &wgpu::Buffer, floats: usize) -> Result<Vec<f32>> {
-        let bytes = self.read_bytes(buffer, 4 * floats as u64)?;
-        // A Vec<u8> need not be aligned for f32: copy rather than cast.
-        Ok(bytemuck::pod_collect_to_vec(&bytes))
+    /// Builds matmul's cooperative kernel for `config` (so that one that does not build is
+    /// refused when the context opens).
+    fn coop_pipeline(&self, config: crate::gpu::coop::CoopConfig) -> Result<()> {
+        let entries = crate::gpu::kernels::MATMUL_BINDINGS;
+        let spec = crate::gpu::kernels::coop_spec(config, crate::gpu::recording::BindLayout(0));
+        self.pipeline(&spec, &entries).map(|_| ())
     }
 
     /// Copies the first `bytes` bytes of `buffer` back to the host, waiting for the GPU.
@@ -330,6 +374,11 @@ impl GpuContext {
             });
         encoder.copy_buffer_to_buffer(buffer, 0, &staging, 0, bytes);
         self.queue.submit([encoder.finish()]);
+        self.map_and_read(&staging)
+    }
+
+    /// The bytes of a `MAP_READ` buffer once everything submitted before has run (waits).
+    pub fn map_and_read(&self, staging: &wgpu::Buffer) -> Result<Vec<u8>> {
         let (done, mapped) = std::sync::mpsc::channel();
         staging.map_async(wgpu::MapMode::Read, .., move |result| {
             let _ = done.send(result);
@@ -338,7 +387,7 @@ impl GpuContext {
             .poll(wgpu::PollType::wait_indefinitely())
             .map_err(|e| Error::Gpu(format!("waiting for the GPU: {e}")))?;
         self.check()?;
-        let failed = |e: String| Error::Gpu(format!("reading {} back: {e}", buffer.size()));
+        let failed = |e: String| Error::Gpu(format!("reading {} back: {e}", staging.size()));
         mapped
             .recv()
             .map_err(|_| failed("no answer".into()))?
@@ -353,6 +402,24 @@ impl GpuContext {
     pub fn scoped<T>(&self, what: &str, f: impl FnOnce() -> T) -> Result<T> {
         scoped(&self.device, what, f)
     }
+}
+
+/// Where `device`'s errors outside error scopes go (wgpu's callbacks cannot return a `Result`).
+fn faults_of(device: &wgpu::Device) -> Arc<Mutex<Option<String>>> {
+    let fault = Arc::new(Mutex::new(None));
+    let sink = fault.clone();
+    device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
+        sink.lock().unwrap().get_or_insert(one_line(&e.to_string()));
+    }));
+    let sink = fault.clone();
+    // A lost device explains every error that follows it, so its message wins.
+    device.set_device_lost_callback(move |reason, message| {
+        *sink.lock().unwrap() = Some(format!(
+            "the GPU device was lost ({reason:?}: {}); the driver may have reset or the GPU gone away",
+            one_line(&message)
+        ));
+    });
+    fault
 }
 
 /// Every adapter of the APIs `WGPU_BACKEND` allows (all primary ones by default).

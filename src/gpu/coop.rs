@@ -37,7 +37,7 @@ pub fn choose(
 
 /// The cooperative-matrix tiles `--matmul coop` multiplies on an adapter, which
 /// shaders/matmul_coop.wgsl is fitted to.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct CoopConfig {
     /// The side of a tile: 8 or 16.
     pub size: u32,

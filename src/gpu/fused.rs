@@ -14,8 +14,8 @@
 //! recorded into one command buffer and submitted at once, with no host wait between them
 //! (`SLOTS` at most, starting small after every wait so the GPU is soon busy again).
 //!
-//! All parameters live in one buffer (`ParamLayout`), so that the update is one dispatch over
-//! all of them. The network's shape is fixed when the pipelines are built (WGSL overrides).
+//! All parameters live in one buffer (`params::ParamLayout::packed`), so that the update is one
+//! dispatch over all of them. The network's shape is fixed when the pipelines are built (WGSL overrides).
 //! Covered: one or two hidden layers of at most 64 units (`unsupported` says why not); the
 //! backend runs the per-operation kernels (`reference.rs`) for the rest.
 
@@ -23,15 +23,16 @@ use bytemuck::{Pod, Zeroable};
 
 use crate::data::PIXELS;
 use crate::error::{Error, Result};
+use crate::gpu::copies::{copies_buffer, Copies, ShiftBuffer, WarpBuffer};
 use crate::gpu::kernels::{grid, Recorder};
-use crate::gpu::pipeline::{bind_group, bind_group_layout, buffer_entry, Binding, Pipeline};
-use crate::gpu::profile::{Profiler, Timing};
-use crate::gpu::shaders::{self, activation_code, optimizer_code, source};
+use crate::gpu::recording::{Access, BindLayout, Buf, Data as Bytes, Entry, Group, Pipe};
+use crate::gpu::recording::{PipelineSpec, Region, Source, Tape, Usage};
+use crate::gpu::shaders::{self, activation_code, optimizer_code};
 use crate::gpu::shaders::{ACTIVATION_CODES, OPTIMIZER_CODES};
-use crate::gpu::shifted::{Copies, ShiftedImages, WarpBuffer};
 use crate::gpu::{Data, GpuContext, StepArgs};
-use crate::model::{Activation, Layer, Model};
+use crate::model::Model;
 use crate::optimizer::{adam_corrections, Optimizer};
+use crate::params::ParamLayout;
 
 /// The widest hidden layer the fused step takes: its threads hold up to 16 units each, with at
 /// least 4 threads per sample.
@@ -212,106 +213,6 @@ pub fn block_for_batch(m: usize, largest: usize) -> usize {
         .unwrap_or(8)
 }
 
-/// Where W[l] and b[l] lie in the one parameter buffer, in floats: each tensor starts on a
-/// vec4 boundary and each row of W[l] is padded to whole vec4s, so the kernels read rows four
-/// floats at a time. The partial slices and the optimizer's state are laid out the same way;
-/// padding is 0 and stays 0.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ParamLayout {
-    pub layers: Vec<TensorsAt>,
-    /// Floats in all, a multiple of 4.
-    pub floats: usize,
-}
-
-/// One layer's place in the parameter buffer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct TensorsAt {
-    pub inputs: usize,
-    pub outputs: usize,
-    /// W starts here; row i at `w + i · row`.
-    pub w: usize,
-    pub row: usize,
-    pub b: usize,
-}
-
-impl ParamLayout {
-    pub fn new(model: &Model) -> ParamLayout {
-        let mut floats = 0;
-        let mut take = |n: usize| {
-            let start = floats;
-            floats += n.next_multiple_of(4);
-            start
-        };
-        let layers = model
-            .layers
-            .iter()
-            .map(|l| {
-                let row = l.inputs.next_multiple_of(4);
-                TensorsAt {
-                    inputs: l.inputs,
-                    outputs: l.outputs,
-                    w: take(l.outputs * row),
-                    row,
-                    b: take(l.outputs),
-                }
-            })
-            .collect();
-        ParamLayout { layers, floats }
-    }
-
-    /// The model's W and b, laid out; padding is 0.
-    pub fn pack(&self, model: &Model) -> Vec<f32> {
-        let tensors: Vec<&[f32]> = model
-            .layers
-            .iter()
-            .flat_map(|l| [&l.w[..], &l.b[..]])
-            .collect();
-        self.pack_tensors(&tensors)
-    }
-
-    /// Tensors W1, b1, W2, b2, … (or anything of their lengths, such as their moments), laid
-    /// out; padding is 0.
-    pub fn pack_tensors(&self, tensors: &[&[f32]]) -> Vec<f32> {
-        let mut flat = vec![0.0; self.floats];
-        for (at, pair) in self.layers.iter().zip(tensors.chunks(2)) {
-            for (i, row) in pair[0].chunks_exact(at.inputs).enumerate() {
-                flat[at.w + i * at.row..][..at.inputs].copy_from_slice(row);
-            }
-            flat[at.b..at.b + at.outputs].copy_from_slice(pair[1]);
-        }
-        flat
-    }
-
-    /// The tensors W1, b1, W2, b2, … of a laid-out buffer.
-    pub fn tensors(&self, flat: &[f32]) -> Vec<Vec<f32>> {
-        self.layers
-            .iter()
-            .flat_map(|at| {
-                let w = (0..at.outputs)
-                    .flat_map(|i| &flat[at.w + i * at.row..][..at.inputs])
-                    .copied()
-                    .collect();
-                [w, flat[at.b..at.b + at.outputs].to_vec()]
-            })
-            .collect()
-    }
-
-    pub fn unpack(&self, flat: &[f32], activation: Activation) -> Model {
-        let mut tensors = self.tensors(flat).into_iter();
-        let layers = self
-            .layers
-            .iter()
-            .map(|at| Layer {
-                inputs: at.inputs,
-                outputs: at.outputs,
-                w: tensors.next().expect("W per layer"),
-                b: tensors.next().expect("b per layer"),
-            })
-            .collect();
-        Model { layers, activation }
-    }
-}
-
 /// Workgroup memory `gradients` needs for blocks of `tiling.block` samples: Z of every layer
 /// (each padded to vec4s), the slices' partial sums of Z1, and per sample where its image
 /// starts, its (loss, correct), and with `early_labels` its label.
@@ -389,8 +290,10 @@ pub(crate) fn tiling_with(model: &Model, have: usize) -> Tiling {
 pub(crate) struct Step {
     pub(crate) m: u32,
     pub(crate) first: u32,
-    pub(crate) shift_offset: u32,
-    pub(crate) shifted: u32,
+    /// Where this step's shifts or warps start in their buffer (augment's and warp's).
+    pub(crate) copies_at: u32,
+    /// 1: the step reads the batch's copies (shifted or warped), not the pool.
+    pub(crate) copied: u32,
     pub(crate) per_group: u32,
     pub(crate) groups: u32,
     pub(crate) history: u32,
@@ -409,7 +312,7 @@ pub(crate) struct Step {
 
 impl Step {
     /// A training step over the batch of `args`, split as `tiling` says, updating with
-    /// `optimizer` (not yet shifted).
+    /// `optimizer` (reading the pool: `copied` 0).
     pub(crate) fn train(args: &StepArgs, tiling: Tiling, optimizer: Optimizer) -> Step {
         let m = args.m;
         let (groups, per_group) = split(m, tiling);
@@ -464,56 +367,58 @@ pub fn split(m: usize, tiling: Tiling) -> (usize, usize) {
 }
 
 struct Pipelines {
-    gradients: wgpu::ComputePipeline,
-    logits: wgpu::ComputePipeline,
-    update: wgpu::ComputePipeline,
+    gradients: Pipe,
+    logits: Pipe,
+    update: Pipe,
     /// augment.wgsl, reading its parameters from the step's slot.
-    augment: wgpu::ComputePipeline,
+    augment: Pipe,
     /// warp.wgsl, likewise (with augment's bindings).
-    warp: wgpu::ComputePipeline,
+    warp: Pipe,
 }
 
-/// `--augment affine|elastic`'s warps and warp's bindings (writing into `Shifted`'s copies),
+/// `--augment affine|elastic`'s warps and warp's bindings (writing into `Copied`'s copies),
 /// made on the first warped step.
 struct Warped {
     /// One region of warps per step of a submit.
     batch: WarpBuffer,
     /// Regions used by the steps recorded since the last submit.
     used: usize,
-    warp: wgpu::BindGroup,
+    warp: Group,
 }
 
-/// `--augment`'s buffers and the bindings that read them, made on the first shifted step.
-struct Shifted {
+/// A batch's copies (shifted, warped, or `classify`'s images), the shifts, and the bindings
+/// that use them: made on the first shifted or warped step (or `classify`).
+struct Copied {
+    images: Buf,
     /// One region of shifts per step of a submit.
-    batch: ShiftedImages,
+    shifts: ShiftBuffer,
     /// Regions used by the steps recorded since the last submit.
     used: usize,
-    /// augment, writing the shifted copies; the step's kernels, reading them.
-    augment: wgpu::BindGroup,
-    train: wgpu::BindGroup,
+    /// augment, writing the shifted copies; the step's kernels, reading the copies.
+    augment: Group,
+    train: Group,
 }
 
 /// The fused step's buffers.
+#[derive(Clone, Copy)]
 struct Buffers {
     data: Data,
     /// Each step's (loss, correct), in its slot of the history; the logits of `logits` and
     /// `classify`.
-    history: wgpu::Buffer,
-    logits_out: wgpu::Buffer,
-    /// W and b of every layer, laid out as `ParamLayout` says.
-    params: wgpu::Buffer,
+    history: Buf,
+    logits_out: Buf,
+    /// W and b of every layer, laid out as `ParamLayout::packed` says.
+    params: Buf,
     /// One slice per workgroup of a step: its gradients, then its (loss, correct).
-    partials: wgpu::Buffer,
+    partials: Buf,
     /// The optimizer's state (V, or M then V).
-    state: wgpu::Buffer,
+    state: Buf,
     /// The uniform slots of the steps of a submit.
-    slots: wgpu::Buffer,
+    slots: Buf,
 }
 
 pub struct Fused {
     layout: ParamLayout,
-    activation: Activation,
     tiling: Tiling,
     capacity: usize,
     /// vec4s of the parameters (a partial slice holds their gradients, then its (loss, correct)).
@@ -524,43 +429,18 @@ pub struct Fused {
     optimizer: Optimizer,
     host_slots: Vec<u8>,
     /// `gradients` and `logits` on the pool's images; `update`.
-    pool: wgpu::BindGroup,
-    update: wgpu::BindGroup,
-    shifted: Option<Shifted>,
+    pool: Group,
+    update: Group,
+    copied: Option<Copied>,
     warped: Option<Warped>,
-    /// Steps recorded and not yet submitted, the slots they use, and how many to record before
-    /// the next submit (doubling up to SLOTS, back to 1 after every wait).
-    pending: Option<Recorder<'static>>,
+    /// Whether steps are recorded and not yet submitted, the slots they use, and how many to
+    /// record before the next submit (doubling up to SLOTS, back to 1 after every wait).
+    pending: bool,
     used: usize,
     limit: usize,
-    /// Timings of the submits since `take_timings` (with `bench --profile`).
-    timings: Vec<Timing>,
 }
 
-/// How a kernel of the fused step reads one of its bindings.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Access {
-    /// The step's uniform slot, picked by a dynamic offset (binding 0 of every layout).
-    Slot,
-    Uniform,
-    Read,
-    Write,
-}
-
-impl Access {
-    /// The name the page's worker knows it by (`plan.rs`).
-    pub(crate) fn name(self) -> &'static str {
-        match self {
-            Access::Slot => "slot",
-            Access::Uniform => "uniform",
-            Access::Read => "read",
-            Access::Write => "write",
-        }
-    }
-}
-
-/// The bindings of `gradients` and `logits`, of `update`, and of `augment` (and `warp`): one
-/// table, from which both this engine's layouts and the page's (`plan.rs`) are made.
+/// The bindings of `gradients` and `logits`, of `update`, and of `augment` (and `warp`).
 pub(crate) const FORWARD_BINDINGS: [(u32, Access); 8] = [
     (0, Access::Slot),
     (1, Access::Read),    // images
@@ -583,152 +463,117 @@ pub(crate) const AUGMENT_BINDINGS: [(u32, Access); 5] = [
     (1, Access::Read),  // images
     (2, Access::Read),  // index lists
     (3, Access::Read),  // shifts (warp: the warps)
-    (4, Access::Write), // shifted (warped) copies
+    (4, Access::Write), // the batch's copies
 ];
 
 /// The layouts of `FORWARD_BINDINGS`, `UPDATE_BINDINGS` and `AUGMENT_BINDINGS`.
 struct Layouts {
-    forward: wgpu::BindGroupLayout,
-    update: wgpu::BindGroupLayout,
-    augment: wgpu::BindGroupLayout,
+    forward: BindLayout,
+    update: BindLayout,
+    augment: BindLayout,
 }
 
 impl Layouts {
-    fn new(device: &wgpu::Device) -> Layouts {
-        use wgpu::BufferBindingType::{Storage, Uniform};
-        let layout = |label: &str, bindings: &[(u32, Access)]| {
-            let entries: Vec<_> = bindings
-                .iter()
-                .map(|&(binding, access)| match access {
-                    Access::Slot => buffer_entry(binding, Uniform, true),
-                    Access::Uniform => buffer_entry(binding, Uniform, false),
-                    Access::Read => buffer_entry(binding, Storage { read_only: true }, false),
-                    Access::Write => buffer_entry(binding, Storage { read_only: false }, false),
-                })
-                .collect();
-            bind_group_layout(device, label, &entries)
-        };
+    fn new(tape: &mut Tape) -> Layouts {
         Layouts {
-            forward: layout("fused gradients and logits", &FORWARD_BINDINGS),
-            update: layout("fused update", &UPDATE_BINDINGS),
-            augment: layout("augment (fused step)", &AUGMENT_BINDINGS),
+            forward: tape.layout("fused gradients and logits", &FORWARD_BINDINGS),
+            update: tape.layout("fused update", &UPDATE_BINDINGS),
+            augment: tape.layout("augment (fused step)", &AUGMENT_BINDINGS),
         }
     }
 }
 
-/// A bind group of `layout`: a step's slot of `slots` at binding 0, then `buffers`.
+/// A bind group of `layout`: a step's slot of `slots` at binding 0, then `entries`.
 fn slot_group(
-    device: &wgpu::Device,
-    label: &str,
-    layout: &wgpu::BindGroupLayout,
-    slots: &wgpu::Buffer,
-    buffers: &[Binding],
-) -> wgpu::BindGroup {
-    let slot = Binding::range(0, slots, 0, std::mem::size_of::<Step>() as u64);
-    bind_group(device, label, layout, &[&[slot], buffers].concat())
+    tape: &mut Tape,
+    label: &'static str,
+    layout: BindLayout,
+    slots: Buf,
+    entries: &[Entry],
+) -> Group {
+    let slot = Entry::range(0, slots, 0, std::mem::size_of::<Step>() as u64);
+    tape.group(label, layout, [&[slot], entries].concat())
 }
 
-/// `gradients` and `logits` reading `images` (the pool's, or the shifted copies).
-fn forward_group(
-    device: &wgpu::Device,
-    layouts: &Layouts,
-    b: &Buffers,
-    images: &wgpu::Buffer,
-) -> wgpu::BindGroup {
+/// `gradients` and `logits` reading `images` (the pool's, or the batch's copies).
+fn forward_group(tape: &mut Tape, layouts: &Layouts, b: &Buffers, images: Buf) -> Group {
     slot_group(
-        device,
+        tape,
         "fused gradients and logits",
-        &layouts.forward,
-        &b.slots,
+        layouts.forward,
+        b.slots,
         &[
-            Binding::whole(1, images),
-            Binding::whole(2, &b.data.indices),
-            Binding::whole(3, &b.data.labels),
-            Binding::whole(4, &b.params),
-            Binding::range(5, &b.params, 0, UNIFORM_BYTES),
-            Binding::whole(6, &b.partials),
-            Binding::whole(7, &b.logits_out),
+            Entry::whole(1, images),
+            Entry::whole(2, b.data.indices),
+            Entry::whole(3, b.data.labels),
+            Entry::whole(4, b.params),
+            Entry::range(5, b.params, 0, UNIFORM_BYTES),
+            Entry::whole(6, b.partials),
+            Entry::whole(7, b.logits_out),
         ],
     )
 }
 
-fn update_group(device: &wgpu::Device, layouts: &Layouts, b: &Buffers) -> wgpu::BindGroup {
+fn update_group(tape: &mut Tape, layouts: &Layouts, b: &Buffers) -> Group {
     slot_group(
-        device,
+        tape,
         "fused update",
-        &layouts.update,
-        &b.slots,
+        layouts.update,
+        b.slots,
         &[
-            Binding::whole(8, &b.params),
-            Binding::whole(9, &b.partials),
-            Binding::whole(10, &b.state),
-            Binding::whole(11, &b.history),
+            Entry::whole(8, b.params),
+            Entry::whole(9, b.partials),
+            Entry::whole(10, b.state),
+            Entry::whole(11, b.history),
         ],
     )
 }
 
 /// The parameter buffer, holding `model` laid out as `layout` says: at least the uniform
 /// view's 64 KiB, which binds its start.
-fn upload_params(ctx: &GpuContext, layout: &ParamLayout, model: &Model) -> Result<wgpu::Buffer> {
-    let params = ctx.scoped("allocating the parameters", || {
-        ctx.device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some("parameters"),
-            size: (4 * layout.floats as u64).max(UNIFORM_BYTES),
-            usage: wgpu::BufferUsages::STORAGE
-                | wgpu::BufferUsages::UNIFORM
-                | wgpu::BufferUsages::COPY_SRC
-                | wgpu::BufferUsages::COPY_DST,
-            mapped_at_creation: false,
-        })
-    })?;
-    ctx.queue
-        .write_buffer(&params, 0, bytemuck::cast_slice(&layout.pack(model)));
+fn upload_params(tape: &mut Tape, layout: &ParamLayout, model: &Model) -> Result<Buf> {
+    let bytes = (4 * layout.floats as u64).max(UNIFORM_BYTES);
+    let params = tape.buffer("parameters", bytes, Usage::StorageUniform)?;
+    tape.write_values(params, 0, &layout.pack(model));
     Ok(params)
 }
 
 impl Fused {
-    /// Uploads `model` into one parameter buffer and builds the pipelines for its shape.
+    /// Uploads `model` into one parameter buffer and declares the pipelines for its shape.
     /// `history` receives each step's (loss, correct); `logits_out` the logits of `logits`.
     pub fn new(
-        ctx: &GpuContext,
+        tape: &mut Tape,
         model: &Model,
-        data: &Data,
+        data: Data,
         capacity: usize,
-        history: &wgpu::Buffer,
-        logits_out: &wgpu::Buffer,
+        (history, logits_out): (Buf, Buf),
         tiling: Tiling,
     ) -> Result<Fused> {
-        if let Some(why) = unsupported(ctx, model, tiling) {
+        if let Some(why) = unsupported_with(model, tiling, tape.limits().workgroup_storage) {
             return Err(Error::Config(why));
         }
-        let layout = ParamLayout::new(model);
+        let layout = ParamLayout::packed(model);
         let param_vec4s = layout.floats / 4;
         let slice_vec4s = param_vec4s + 1;
         let tiling = within_partials(tiling, slice_vec4s);
-        let layouts = Layouts::new(&ctx.device);
-        let pipelines = Pipelines::new(ctx, model, &layout, tiling, &layouts)?;
+        let layouts = Layouts::new(tape);
+        let pipelines = Pipelines::new(tape, model, &layout, tiling, &layouts);
         let buffers = Buffers {
-            data: data.clone(),
-            history: history.clone(),
-            logits_out: logits_out.clone(),
-            params: upload_params(ctx, &layout, model)?,
-            partials: ctx.storage(
+            data,
+            history,
+            logits_out,
+            params: upload_params(tape, &layout, model)?,
+            partials: tape.storage(
                 "partial gradients",
                 16 * (tiling.max_groups * slice_vec4s) as u64,
             )?,
-            state: ctx.storage("optimizer state (none)", 16)?,
-            slots: ctx.device.create_buffer(&wgpu::BufferDescriptor {
-                label: Some("step slots"),
-                size: SLOTS as u64 * SLOT_BYTES,
-                usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
-                mapped_at_creation: false,
-            }),
+            state: tape.storage("optimizer state (none)", 16)?,
+            slots: tape.buffer("step slots", SLOTS as u64 * SLOT_BYTES, Usage::Uniform)?,
         };
         let mut fused = Fused {
-            pool: forward_group(&ctx.device, &layouts, &buffers, &data.images),
-            update: update_group(&ctx.device, &layouts, &buffers),
+            pool: forward_group(tape, &layouts, &buffers, data.images),
+            update: update_group(tape, &layouts, &buffers),
             layout,
-            activation: model.activation,
             tiling,
             capacity,
             param_vec4s,
@@ -737,14 +582,13 @@ impl Fused {
             buffers,
             optimizer: Optimizer::Sgd,
             host_slots: vec![0; SLOTS * SLOT_BYTES as usize],
-            shifted: None,
+            copied: None,
             warped: None,
-            pending: None,
+            pending: false,
             used: 0,
             limit: 1,
-            timings: Vec::new(),
         };
-        fused.set_optimizer(ctx, Optimizer::Sgd)?;
+        fused.set_optimizer(tape, Optimizer::Sgd)?;
         Ok(fused)
     }
 
@@ -752,26 +596,28 @@ impl Fused {
         self.tiling
     }
 
-    fn make_shifted(&self, ctx: &GpuContext) -> Result<Shifted> {
+    fn make_copied(&self, tape: &mut Tape) -> Result<Copied> {
         let cap = self.capacity;
         let regions = (SHIFTS_PER_SUBMIT / cap).clamp(1, SLOTS);
-        let batch = ShiftedImages::new(ctx, cap, regions, "shifts of a submit's steps")?;
+        let images = copies_buffer(tape, cap)?;
+        let shifts = ShiftBuffer::new(tape, cap, regions, "shifts of a submit's steps")?;
         let b = &self.buffers;
         let augment = slot_group(
-            &ctx.device,
+            tape,
             "augment (fused step)",
-            &self.layouts.augment,
-            &b.slots,
+            self.layouts.augment,
+            b.slots,
             &[
-                Binding::whole(1, &b.data.images),
-                Binding::whole(2, &b.data.indices),
-                Binding::whole(3, &batch.shifts),
-                Binding::whole(4, &batch.images),
+                Entry::whole(1, b.data.images),
+                Entry::whole(2, b.data.indices),
+                Entry::whole(3, shifts.shifts),
+                Entry::whole(4, images),
             ],
         );
-        let train = forward_group(&ctx.device, &self.layouts, b, &batch.images);
-        Ok(Shifted {
-            batch,
+        let train = forward_group(tape, &self.layouts, b, images);
+        Ok(Copied {
+            images,
+            shifts,
             used: 0,
             augment,
             train,
@@ -779,24 +625,24 @@ impl Fused {
     }
 
     /// The warps' buffer (with room for fields if `elastic`) and warp's bindings, writing into
-    /// the copies of `shifted` (made first).
-    fn make_warped(&mut self, ctx: &GpuContext, elastic: bool) -> Result<Warped> {
-        if self.shifted.is_none() {
-            self.shifted = Some(self.make_shifted(ctx)?);
+    /// the copies (made first).
+    fn make_warped(&mut self, tape: &mut Tape, elastic: bool) -> Result<Warped> {
+        if self.copied.is_none() {
+            self.copied = Some(self.make_copied(tape)?);
         }
         let cap = self.capacity;
-        let batch = WarpBuffer::new(ctx, cap, elastic, warp_regions(cap, elastic))?;
-        let (b, s) = (&self.buffers, self.shifted.as_ref().expect("made above"));
+        let batch = WarpBuffer::new(tape, cap, elastic, warp_regions(cap, elastic))?;
+        let (b, s) = (&self.buffers, self.copied.as_ref().expect("made above"));
         let warp = slot_group(
-            &ctx.device,
+            tape,
             "warp (fused step)",
-            &self.layouts.augment,
-            &b.slots,
+            self.layouts.augment,
+            b.slots,
             &[
-                Binding::whole(1, &b.data.images),
-                Binding::whole(2, &b.data.indices),
-                Binding::whole(3, &batch.warps),
-                Binding::whole(4, &s.batch.images),
+                Entry::whole(1, b.data.images),
+                Entry::whole(2, b.data.indices),
+                Entry::whole(3, batch.warps),
+                Entry::whole(4, s.images),
             ],
         );
         Ok(Warped {
@@ -809,7 +655,7 @@ impl Fused {
     /// Uploads a step's shifts or warps into a region of their own (the write lands at the
     /// next submit, before the steps recorded with it, and no other pending step uses the
     /// region), making their buffers on first use; returns the region's start.
-    fn upload(&mut self, ctx: &GpuContext, copies: Copies) -> Result<u32> {
+    fn upload(&mut self, tape: &mut Tape, copies: Copies) -> Result<u32> {
         if let Copies::Warps(warps) = copies {
             let elastic = !warps.field.is_empty();
             if !self
@@ -818,35 +664,32 @@ impl Fused {
                 .is_some_and(|w| w.batch.elastic || !elastic)
             {
                 // The pending steps read the old buffer.
-                self.submit(ctx)?;
-                self.warped = Some(self.make_warped(ctx, elastic)?);
+                self.submit(tape);
+                self.warped = Some(self.make_warped(tape, elastic)?);
             }
         }
-        if self.shifted.is_none() {
-            self.shifted = Some(self.make_shifted(ctx)?);
+        if self.copied.is_none() {
+            self.copied = Some(self.make_copied(tape)?);
         }
-        self.make_room(ctx, Some(copies))?;
+        self.make_room(tape, Some(copies));
         Ok(match copies {
             Copies::Shifts(shifts) => {
-                let s = self.shifted.as_mut().expect("made above");
+                let s = self.copied.as_mut().expect("made above");
                 s.used += 1;
-                s.batch.write(ctx, s.used - 1, shifts)
+                s.shifts.write(tape, s.used - 1, shifts)
             }
             Copies::Warps(warps) => {
                 let w = self.warped.as_mut().expect("made above");
                 w.used += 1;
-                w.batch.write(ctx, w.used - 1, warps)
+                w.batch.write(tape, w.used - 1, warps)
             }
         })
     }
 
-    /// Takes the next slot for `step`, starting a recorder if none is pending; returns the
-    /// slot's dynamic offset. (`make_room` first.)
-    fn slot(&mut self, ctx: &GpuContext, step: Step, profiler: Option<&Profiler>) -> u32 {
-        if self.pending.is_none() {
-            let rec = Recorder::without_uniforms(&ctx.device, "fused steps")
-                .with_timing(profiler.map(Profiler::timing));
-            self.pending = Some(rec);
+    /// Takes the next slot for `step`; returns the slot's dynamic offset. (`make_room` first.)
+    fn slot(&mut self, step: Step) -> u32 {
+        if !self.pending {
+            self.pending = true;
             self.used = 0;
         }
         assert!(self.used < SLOTS, "make_room() before slot()");
@@ -859,118 +702,104 @@ impl Fused {
 
     /// Submits what is recorded if it leaves no slot (or, for a step on `copies`, no region of
     /// shifts or warps) for one more step.
-    fn make_room(&mut self, ctx: &GpuContext, copies: Option<Copies>) -> Result<()> {
+    fn make_room(&mut self, tape: &mut Tape, copies: Option<Copies>) {
         let no_region = match copies {
             None => false,
             Some(Copies::Shifts(_)) => {
-                (self.shifted.as_ref()).is_some_and(|s| s.used == s.batch.regions)
+                (self.copied.as_ref()).is_some_and(|s| s.used == s.shifts.regions)
             }
             Some(Copies::Warps(_)) => {
                 (self.warped.as_ref()).is_some_and(|w| w.used == w.batch.regions)
             }
         };
         if self.used == SLOTS || no_region {
-            self.submit(ctx)?;
+            self.submit(tape);
         }
-        Ok(())
     }
 
     /// Records one training step; submits when enough are recorded.
-    pub fn step(
-        &mut self,
-        ctx: &GpuContext,
-        args: &StepArgs,
-        copies: Option<Copies>,
-        profiler: Option<&Profiler>,
-    ) -> Result<()> {
+    pub fn step(&mut self, tape: &mut Tape, args: &StepArgs, copies: Option<Copies>) -> Result<()> {
         let mut step = Step::train(args, self.tiling, self.optimizer);
         match copies {
             Some(copies) => {
-                step.shifted = 1;
-                step.shift_offset = self.upload(ctx, copies)?;
+                step.copied = 1;
+                step.copies_at = self.upload(tape, copies)?;
             }
-            None => self.make_room(ctx, None)?,
+            None => self.make_room(tape, None),
         }
-        let offset = self.slot(ctx, step, profiler);
+        let offset = self.slot(step);
         let warped = matches!(copies, Some(Copies::Warps(_)));
-        self.record_step(&step, offset, warped);
+        self.record_step(tape, &step, offset, warped);
         if self.used >= self.limit {
             self.limit = (2 * self.limit).min(SLOTS);
-            self.submit(ctx)?;
+            self.submit(tape);
         }
         Ok(())
     }
 
     /// Records the dispatches of `step`, whose values are in the slot at `offset`: augment
-    /// (for a shifted step) or warp (`warped`), gradients, update.
-    fn record_step(&mut self, step: &Step, offset: u32, warped: bool) {
-        let rec = self.pending.as_mut().expect("slot() started one");
+    /// (for a shifted step) or warp (`warped`) making the copies, gradients, update.
+    fn record_step(&mut self, tape: &mut Tape, step: &Step, offset: u32, warped: bool) {
+        let mut rec = Recorder::without_uniforms(tape);
         let p = &self.pipelines;
         let words = step.m as usize * PIXELS / 4;
-        let images = match (&self.shifted, &self.warped, step.shifted) {
+        let images = match (&self.copied, &self.warped, step.copied) {
             (Some(s), Some(w), 1) if warped => {
-                rec.run("warp", &p.warp, &w.warp, &[offset], grid(words));
-                &s.train
+                rec.run("warp", p.warp, w.warp, Some(offset), grid(words));
+                s.train
             }
             (Some(s), _, 1) => {
-                rec.run("augment", &p.augment, &s.augment, &[offset], grid(words));
-                &s.train
+                rec.run("augment", p.augment, s.augment, Some(offset), grid(words));
+                s.train
             }
-            _ => &self.pool,
+            _ => self.pool,
         };
-        rec.run(
-            "fused gradients",
-            &p.gradients,
-            images,
-            &[offset],
-            [step.groups, 1, 1],
-        );
+        let groups = [step.groups, 1, 1];
+        rec.run("fused gradients", p.gradients, images, Some(offset), groups);
         let reduce = update_groups(self.param_vec4s, step.lanes);
         rec.run(
             "fused update",
-            &p.update,
-            &self.update,
-            &[offset],
+            p.update,
+            self.update,
+            Some(offset),
             [reduce, 1, 1],
         );
     }
 
     /// Submits what is recorded (nothing if nothing is); the next run of steps starts small.
-    pub fn flush(&mut self, ctx: &GpuContext) -> Result<()> {
+    pub fn flush(&mut self, tape: &mut Tape) {
         self.limit = 1;
-        self.submit(ctx)
+        self.submit(tape);
     }
 
-    /// Submits what is recorded, the runs of steps per submit growing on (nothing waits).
-    pub fn submit(&mut self, ctx: &GpuContext) -> Result<()> {
-        let Some(rec) = self.pending.take() else {
-            return Ok(());
-        };
+    /// Submits what is recorded, the runs of steps per submit growing on (nothing waits):
+    /// the slots of its steps are written first.
+    pub fn submit(&mut self, tape: &mut Tape) {
+        if !self.pending {
+            return;
+        }
+        self.pending = false;
         let bytes = self.used * SLOT_BYTES as usize;
-        ctx.queue
-            .write_buffer(&self.buffers.slots, 0, &self.host_slots[..bytes]);
+        tape.write(
+            self.buffers.slots,
+            0,
+            Bytes::Bytes(self.host_slots[..bytes].to_vec()),
+        );
+        tape.submit();
         self.used = 0;
-        if let Some(s) = &mut self.shifted {
+        if let Some(s) = &mut self.copied {
             s.used = 0;
         }
         if let Some(w) = &mut self.warped {
             w.used = 0;
         }
-        let (index, timing) = rec.submit(&ctx.queue);
-        self.timings.extend(timing);
-        ctx.throttle(index)
-    }
-
-    /// The timings of the submits since the last call (`bench --profile`).
-    pub fn take_timings(&mut self) -> Vec<Timing> {
-        std::mem::take(&mut self.timings)
     }
 
     /// Records the logits of the `n` samples listed from position `first` into `logits_out`:
     /// (10, n). Call `flush` (then read) to get them.
-    pub fn logits(&mut self, ctx: &GpuContext, first: usize, n: usize) -> Result<()> {
+    pub fn logits(&mut self, tape: &mut Tape, first: usize, n: usize) {
         for start in (0..n).step_by(self.capacity) {
-            self.make_room(ctx, None)?;
+            self.make_room(tape, None);
             let m = self.capacity.min(n - start);
             let step = Step {
                 m: m as u32,
@@ -978,100 +807,106 @@ impl Fused {
                 out: start as u32,
                 ..Step::default()
             };
-            let offset = self.slot(ctx, step, None);
-            let rec = self.pending.as_mut().expect("slot() started one");
+            let offset = self.slot(step);
             let groups = m.div_ceil(self.tiling.block) as u32;
-            rec.run(
+            let pipeline = self.pipelines.logits;
+            Recorder::without_uniforms(tape).run(
                 "fused logits",
-                &self.pipelines.logits,
-                &self.pool,
-                &[offset],
+                pipeline,
+                self.pool,
+                Some(offset),
                 [groups, 1, 1],
             );
         }
-        Ok(())
     }
 
-    /// Records the logits of `images` (at most `capacity` of them, not in the pool) into
-    /// `logits_out` (call `flush` first, and again before reading them).
-    pub fn classify(&mut self, ctx: &GpuContext, images: &[u8]) -> Result<()> {
-        if self.shifted.is_none() {
-            self.shifted = Some(self.make_shifted(ctx)?);
+    /// Records the logits of `m` images (at most `capacity` of them, not in the pool: the
+    /// recording's input) into `logits_out` (call `flush` first, and again before reading).
+    pub fn classify(&mut self, tape: &mut Tape, m: usize) -> Result<()> {
+        if self.copied.is_none() {
+            self.copied = Some(self.make_copied(tape)?);
         }
-        let m = images.len() / PIXELS;
-        let s = self.shifted.as_ref().expect("made above");
-        ctx.queue.write_buffer(&s.batch.images, 0, images);
-        self.make_room(ctx, None)?;
+        let s = self.copied.as_ref().expect("made above");
+        tape.write(s.images, 0, Bytes::Input);
+        let train = s.train;
+        self.make_room(tape, None);
         let step = Step {
             m: m as u32,
-            shifted: 1,
+            copied: 1,
             ..Step::default()
         };
-        let offset = self.slot(ctx, step, None);
-        let rec = self.pending.as_mut().expect("slot() started one");
-        let s = self.shifted.as_ref().expect("made above");
+        let offset = self.slot(step);
         let groups = m.div_ceil(self.tiling.block) as u32;
-        rec.run(
+        let pipeline = self.pipelines.logits;
+        Recorder::without_uniforms(tape).run(
             "fused logits",
-            &self.pipelines.logits,
-            &s.train,
-            &[offset],
+            pipeline,
+            train,
+            Some(offset),
             [groups, 1, 1],
         );
         Ok(())
     }
 
-    /// The weights (call `flush` first).
-    pub fn model(&self, ctx: &GpuContext) -> Result<Model> {
-        let flat = ctx.read(&self.buffers.params, self.layout.floats)?;
-        Ok(self.layout.unpack(&flat, self.activation))
+    /// The runs of `t`'s floats (tensor t of W1, b1, W2, …) in a buffer laid out as the
+    /// parameters, from byte `base`.
+    fn tensor_regions(&self, buffer: Buf, base: u64, t: usize) -> Vec<Region> {
+        self.layout
+            .runs(t)
+            .into_iter()
+            .map(|(start, len)| Region {
+                buffer,
+                offset: base + 4 * start as u64,
+                bytes: 4 * len as u64,
+            })
+            .collect()
+    }
+
+    /// Where W1, b1, W2, … lie: read in order, the dense layout.
+    pub fn model_regions(&self) -> Vec<Region> {
+        (0..2 * self.layout.layers.len())
+            .flat_map(|t| self.tensor_regions(self.buffers.params, 0, t))
+            .collect()
     }
 
     /// Writes `model`'s weights (call `flush` first: the write lands before anything not yet
     /// submitted).
-    pub fn set_model(&self, ctx: &GpuContext, model: &Model) {
-        ctx.queue.write_buffer(
-            &self.buffers.params,
-            0,
-            bytemuck::cast_slice(&self.layout.pack(model)),
-        );
+    pub fn set_model(&self, tape: &mut Tape, model: &Model) {
+        tape.write_values(self.buffers.params, 0, &self.layout.pack(model));
     }
 
-    /// The optimizer's moments per tensor (call `flush` first).
-    pub fn optimizer_state(&self, ctx: &GpuContext) -> Result<Vec<Vec<Vec<f32>>>> {
+    /// Where the optimizer's moments lie: per tensor (W1, b1, W2, …), per moment, in order.
+    pub fn moment_regions(&self) -> Vec<Region> {
         let moments = self.optimizer.state_tensors();
-        let flat = ctx.read(&self.buffers.state, moments * self.layout.floats)?;
-        let per_moment: Vec<Vec<Vec<f32>>> = flat
-            .chunks_exact(self.layout.floats.max(1))
-            .take(moments)
-            .map(|m| self.layout.tensors(m))
-            .collect();
-        let tensors = 2 * self.layout.layers.len();
-        Ok((0..tensors)
-            .map(|t| per_moment.iter().map(|m| m[t].clone()).collect())
-            .collect())
+        let moment_bytes = 4 * self.layout.floats as u64;
+        (0..2 * self.layout.layers.len())
+            .flat_map(|t| {
+                (0..moments).flat_map(move |k| {
+                    self.tensor_regions(self.buffers.state, k as u64 * moment_bytes, t)
+                })
+            })
+            .collect()
     }
 
-    /// Writes the optimizer's moments, per tensor as `optimizer_state` gives them (call
+    /// Writes the optimizer's moments, per tensor as `moment_regions` lists them (call
     /// `flush` first).
-    pub fn set_optimizer_state(&self, ctx: &GpuContext, tensors: &[Vec<Vec<f32>>]) {
+    pub fn set_optimizer_state(&self, tape: &mut Tape, tensors: &[Vec<Vec<f32>>]) {
         for k in 0..self.optimizer.state_tensors() {
             let moment: Vec<&[f32]> = tensors.iter().map(|t| &t[k][..]).collect();
             let flat = self.layout.pack_tensors(&moment);
             let at = 4 * (k * self.layout.floats) as u64;
-            ctx.queue
-                .write_buffer(&self.buffers.state, at, bytemuck::cast_slice(&flat));
+            tape.write_values(self.buffers.state, at, &flat);
         }
     }
 
     /// Fresh (zeroed) state for `optimizer` (call `flush` first).
-    pub fn set_optimizer(&mut self, ctx: &GpuContext, optimizer: Optimizer) -> Result<()> {
+    pub fn set_optimizer(&mut self, tape: &mut Tape, optimizer: Optimizer) -> Result<()> {
         let vec4s = optimizer.state_tensors().max(1) * self.param_vec4s;
         self.buffers.state =
-            ctx.storage(&format!("{} state", optimizer.name()), 16 * vec4s as u64)?;
+            tape.storage(&format!("{} state", optimizer.name()), 16 * vec4s as u64)?;
         self.optimizer = optimizer;
-        self.update = update_group(&ctx.device, &self.layouts, &self.buffers);
-        ctx.check()
+        self.update = update_group(tape, &self.layouts, &self.buffers);
+        Ok(())
     }
 }
 
@@ -1079,38 +914,34 @@ impl Pipelines {
     /// The fused step's pipelines for `model`'s shape, its parameters laid out as `layout`,
     /// its batches split as `tiling` says.
     fn new(
-        ctx: &GpuContext,
+        tape: &mut Tape,
         model: &Model,
         layout: &ParamLayout,
         tiling: Tiling,
         layouts: &Layouts,
-    ) -> Result<Pipelines> {
+    ) -> Pipelines {
         let mut constants = shape_constants(model, layout, tiling);
         constants.extend(tiling.variant.constants());
         constants.extend(shaders::constants(&ACTIVATION_CODES));
         constants.extend(shaders::constants(&OPTIMIZER_CODES));
-        let make = |entry: &str,
-                    source: &str,
-                    layout: &wgpu::BindGroupLayout,
-                    constants: &[(&str, f64)]| {
-            let what = format!("building the fused step's {entry} pipeline");
-            let pipeline = Pipeline {
-                layout: Some(layout),
-                constants,
+        let mut make = |label: &'static str, shader: &'static str, layout, constants: &[_]| {
+            tape.pipeline(PipelineSpec {
+                label,
+                source: Source::Shader(shader),
+                entry: if shader == "fused" { label } else { "main" },
+                layout,
+                constants: constants.to_vec(),
                 // Every kernel here writes its workgroup memory before reading it.
                 zero_workgroup_memory: false,
-                ..Pipeline::new(entry, &what, source, entry)
-            };
-            pipeline.build(&ctx.device, ctx.shader_checks)
+            })
         };
-        let fused = source("fused");
-        Ok(Pipelines {
-            gradients: make("gradients", fused, &layouts.forward, &constants)?,
-            logits: make("logits", fused, &layouts.forward, &constants)?,
-            update: make("update", fused, &layouts.update, &constants)?,
-            augment: make("main", source("augment"), &layouts.augment, &[])?,
-            warp: make("main", source("warp"), &layouts.augment, &[])?,
-        })
+        Pipelines {
+            gradients: make("gradients", "fused", layouts.forward, &constants),
+            logits: make("logits", "fused", layouts.forward, &constants),
+            update: make("update", "fused", layouts.update, &constants),
+            augment: make("augment", "augment", layouts.augment, &[]),
+            warp: make("warp", "warp", layouts.augment, &[]),
+        }
     }
 }
 
@@ -1154,19 +985,6 @@ pub(crate) fn shape_constants(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::Init;
-
-    #[test]
-    fn layout_puts_every_tensor_on_a_vec4_and_round_trips() {
-        let model = Model::new(&[7, 5], Activation::Elu, Init::He, 3).unwrap();
-        let layout = ParamLayout::new(&model);
-        for t in &layout.layers {
-            assert_eq!((t.w % 4, t.b % 4, t.row % 4), (0, 0, 0));
-            assert!(t.row >= t.inputs && t.w + t.outputs * t.row <= t.b);
-        }
-        assert_eq!(layout.floats % 4, 0);
-        assert_eq!(layout.unpack(&layout.pack(&model), model.activation), model);
-    }
 
     #[test]
     fn variants_parse_name_and_default_to_no_constants() {

@@ -1,20 +1,21 @@
 //! One Rust wrapper per WGSL kernel in `shaders/`, named like the file and like its CPU twin
 //! in `cpu::ops`. A wrapper takes the shapes, fills the kernel's uniform parameters and
 //! records one dispatch (two for the split-K product and the column sums: their second pass is
-//! `sum_partials`).
+//! `sum_partials`) into a recording (`recording.rs`), which an executor carries out.
 //!
 //! Binding convention, in every shader: binding 0 is the kernel's uniform `Params`, bindings
-//! 1, 2, … are its storage buffers in the order the shader declares them.
+//! 1, 2, … are its storage buffers in the order the shader declares them, those it reads before
+//! those it writes (`KERNELS` says how many of each; tests/integration/shaders.rs checks that
+//! against the WGSL).
 
 use bytemuck::{Pod, Zeroable};
 
 use crate::error::Result;
 use crate::gpu::coop::CoopConfig;
-use crate::gpu::pipeline::{
-    bind_group, bind_group_layout, buffer_entry, Binding, Pipeline, ShaderChecks,
+use crate::gpu::recording::{
+    Access, BindLayout, Buf, Entry, Group, Pipe, PipelineSpec, Source, Tape, Usage,
 };
-use crate::gpu::profile::Timing;
-use crate::gpu::shaders::{self, activation_code, source, ACTIVATION_CODES};
+use crate::gpu::shaders::{self, activation_code, ACTIVATION_CODES};
 use crate::layout::Layout;
 use crate::model::Activation;
 use crate::optimizer::AdamParams;
@@ -43,12 +44,94 @@ const PARTIAL_FLOATS: usize = 1 << 22;
 /// (256 is the default `min_uniform_buffer_offset_alignment`).
 pub const UNIFORM_SLOT: u64 = 256;
 
+/// Every one-kernel shader: (name, storage buffers it reads, storage buffers it writes). Its
+/// bindings are the uniform `Params` at 0, then the read ones, then the written ones.
+pub const KERNELS: [(&str, usize, usize); 12] = [
+    ("matmul", 5, 1),
+    ("activation", 1, 1),
+    ("activation_grad", 2, 1),
+    ("softmax", 1, 1),
+    ("output_grad", 4, 2),
+    ("sum_columns", 1, 1),
+    ("sum_partials", 1, 1),
+    ("sgd_update", 1, 1),
+    ("momentum_update", 1, 2),
+    ("adam_update", 1, 3),
+    ("augment", 3, 1),
+    ("warp", 3, 1),
+];
+
+/// The layout of kernel `name`'s bindings (`KERNELS`).
+pub fn kernel_bindings(name: &str) -> Vec<(u32, Access)> {
+    let &(_, reads, writes) = KERNELS
+        .iter()
+        .find(|k| k.0 == name)
+        .expect("a kernel of KERNELS");
+    let mut entries = vec![(0, Access::Uniform)];
+    let accesses =
+        std::iter::repeat_n(Access::Read, reads).chain(std::iter::repeat_n(Access::Write, writes));
+    entries.extend(accesses.enumerate().map(|(i, a)| (i as u32 + 1, a)));
+    entries
+}
+
+/// The one layout of matmul's kernels (narrow, tiled, cooperative): its parameters, then A, B,
+/// the images, their indices and the bias (read) and C (written).
+pub const MATMUL_BINDINGS: [(u32, Access); 7] = [
+    (0, Access::Uniform),
+    (1, Access::Read),
+    (2, Access::Read),
+    (3, Access::Read),
+    (4, Access::Read),
+    (5, Access::Read),
+    (6, Access::Write),
+];
+
+/// How the per-operation kernels are chosen and split on an adapter.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct KernelConfig {
+    /// The cooperative-matrix kernel's tiles (`--matmul coop` on an adapter that has them), which
+    /// takes the tiled kernel's products.
+    pub coop: Option<CoopConfig>,
+    /// `--split-k N`: the workgroups the tiled kernel's split-K products aim at, at most
+    /// (None: about `TILED_GROUPS`, rounded up; see `splits_with`).
+    pub split_groups: Option<usize>,
+    /// `--forward-split-k N`: the forward products (`Z = W·A + b`) split their inner dimension
+    /// into at most N slices (see `forward_splits_with`); None, as by default: never split.
+    pub forward_split_k: Option<usize>,
+}
+
+impl KernelConfig {
+    /// How many slices a (rows, cols) product over `inner` is split into (`splits_with`, at
+    /// `split_groups`).
+    pub fn splits(&self, rows: usize, cols: usize, inner: usize) -> u32 {
+        splits_with(rows, cols, inner, self.split_groups)
+    }
+
+    /// How many slices a forward product (rows, cols) over `inner` is split into
+    /// (`forward_splits_with`, at `forward_split_k`).
+    pub fn forward_splits(&self, rows: usize, cols: usize, inner: usize) -> u32 {
+        forward_splits_with(rows, cols, inner, self.forward_split_k)
+    }
+}
+
+/// The pipeline of matmul's cooperative kernel fitted to `config`.
+pub fn coop_spec(config: CoopConfig, layout: BindLayout) -> PipelineSpec {
+    PipelineSpec {
+        label: "matmul coop",
+        source: Source::Coop(config),
+        entry: "coop",
+        layout,
+        constants: Vec::new(),
+        zero_workgroup_memory: true,
+    }
+}
+
+/// A kernel's pipeline in a recording, and the layout of its bind groups (the kernels of one
+/// shader share it, so that one bind group serves each of them).
 pub struct Kernel {
     pub name: &'static str,
-    pub pipeline: wgpu::ComputePipeline,
-    /// The layout of its bind groups; the kernels of one shader share it, so that one bind
-    /// group serves each of them.
-    layout: wgpu::BindGroupLayout,
+    pub pipeline: Pipe,
+    layout: BindLayout,
 }
 
 pub struct Kernels {
@@ -70,215 +153,175 @@ pub struct Kernels {
     pub adam_update: Kernel,
     pub augment: Kernel,
     pub warp: Kernel,
-    /// `--split-k N`: the workgroups the tiled kernel's split-K products aim at, at most
-    /// (None: about `TILED_GROUPS`, rounded up; see `splits_with`).
+    /// As `KernelConfig` says.
     pub split_groups: Option<usize>,
-    /// `--forward-split-k N`: the forward products (`Z = W·A + b`) split their inner dimension
-    /// into at most N slices (see `forward_splits_with`); None, as by default: never split.
     pub forward_split_k: Option<usize>,
 }
 
-/// A kernel's bind group with its buffers, made once when the backend is built.
+/// A kernel's bind group with its buffers and its uniform slot.
 pub struct Bound {
-    bind_group: wgpu::BindGroup,
+    group: Group,
     slot: u64,
 }
 
-/// The uniform buffer holding every bound kernel's parameters, and its host copy.
+/// The uniform buffer holding every bound kernel's parameters, and its host copy, written
+/// whole before each submit.
 pub struct Uniforms {
-    pub buffer: wgpu::Buffer,
+    pub buffer: Buf,
     pub host: Vec<u8>,
     next_slot: u64,
 }
 
 impl Uniforms {
-    pub fn new(device: &wgpu::Device, slots: u64) -> Uniforms {
+    pub fn new(tape: &mut Tape, slots: u64) -> Result<Uniforms> {
         let size = slots * UNIFORM_SLOT;
-        Uniforms {
-            buffer: device.create_buffer(&wgpu::BufferDescriptor {
-                label: Some("kernel parameters"),
-                size,
-                usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
-                mapped_at_creation: false,
-            }),
+        Ok(Uniforms {
+            buffer: tape.buffer("kernel parameters", size, Usage::Uniform)?,
             host: vec![0; size as usize],
             next_slot: 0,
-        }
+        })
     }
 }
 
 impl Kernel {
-    /// The pipeline `spec` describes, named `name`, with its bind group layout.
-    fn build(
-        device: &wgpu::Device,
-        checks: ShaderChecks,
-        name: &'static str,
-        spec: Pipeline,
-    ) -> Result<Kernel> {
-        let pipeline = spec.build(device, checks)?;
-        let layout = match spec.layout {
-            Some(layout) => layout.clone(),
-            None => pipeline.get_bind_group_layout(0),
-        };
-        Ok(Kernel {
-            name,
+    /// Entry point `entry` of shader `name`, with these override constants and layout.
+    fn declare(
+        tape: &mut Tape,
+        label: &'static str,
+        source: Source,
+        entry: &'static str,
+        layout: BindLayout,
+        constants: Vec<(&'static str, f64)>,
+    ) -> Kernel {
+        let pipeline = tape.pipeline(PipelineSpec {
+            label,
+            source,
+            entry,
+            layout,
+            constants,
+            zero_workgroup_memory: true,
+        });
+        Kernel {
+            name: label,
             pipeline,
             layout,
-        })
+        }
     }
 
     /// Entry point `main` of shader `name`, with these override constants.
-    fn main(
-        device: &wgpu::Device,
-        checks: ShaderChecks,
+    pub fn main(
+        tape: &mut Tape,
         name: &'static str,
-        constants: &[(&str, f64)],
-    ) -> Result<Kernel> {
-        let what = format!("shader {name}.wgsl");
-        let spec = Pipeline {
-            constants,
-            ..Pipeline::new(name, &what, source(name), "main")
-        };
-        Kernel::build(device, checks, name, spec)
+        constants: Vec<(&'static str, f64)>,
+    ) -> Kernel {
+        let layout = tape.layout(name, &kernel_bindings(name));
+        Kernel::declare(tape, name, Source::Shader(name), "main", layout, constants)
     }
 
     /// Binds a new uniform slot and `buffers` (in the shader's binding order, from binding 1).
-    pub fn bind(
-        &self,
-        device: &wgpu::Device,
-        uniforms: &mut Uniforms,
-        buffers: &[&wgpu::Buffer],
-    ) -> Bound {
+    pub fn bind(&self, tape: &mut Tape, uniforms: &mut Uniforms, buffers: &[Buf]) -> Bound {
         let slot = uniforms.next_slot;
         uniforms.next_slot += 1;
-        self.bind_slot(device, uniforms, slot, buffers)
+        self.bind_slot(tape, uniforms, slot, buffers)
     }
 
     /// Binds `buffers` reusing the uniform slot of `old`, which this binding replaces.
     pub fn rebind(
         &self,
-        device: &wgpu::Device,
+        tape: &mut Tape,
         uniforms: &Uniforms,
         old: &Bound,
-        buffers: &[&wgpu::Buffer],
+        buffers: &[Buf],
     ) -> Bound {
-        self.bind_slot(device, uniforms, old.slot, buffers)
+        self.bind_slot(tape, uniforms, old.slot, buffers)
     }
 
-    fn bind_slot(
-        &self,
-        device: &wgpu::Device,
-        uniforms: &Uniforms,
-        slot: u64,
-        buffers: &[&wgpu::Buffer],
-    ) -> Bound {
+    fn bind_slot(&self, tape: &mut Tape, uniforms: &Uniforms, slot: u64, buffers: &[Buf]) -> Bound {
         assert!(
-            slot * UNIFORM_SLOT < uniforms.buffer.size(),
+            (slot * UNIFORM_SLOT) < uniforms.host.len() as u64,
             "too few uniform slots"
         );
-        let params = Binding::range(0, &uniforms.buffer, slot * UNIFORM_SLOT, UNIFORM_SLOT);
-        let mut bindings = vec![params];
-        for (i, buffer) in buffers.iter().enumerate() {
-            bindings.push(Binding::whole(i as u32 + 1, buffer));
+        let mut entries = vec![Entry::range(
+            0,
+            uniforms.buffer,
+            slot * UNIFORM_SLOT,
+            UNIFORM_SLOT,
+        )];
+        for (i, &buffer) in buffers.iter().enumerate() {
+            entries.push(Entry::whole(i as u32 + 1, buffer));
         }
-        let bind_group = bind_group(device, self.name, &self.layout, &bindings);
-        Bound { bind_group, slot }
+        let group = tape.group(self.name, self.layout, entries);
+        Bound { group, slot }
     }
 }
 
 impl Kernels {
-    /// Every kernel's pipeline; matmul's cooperative one too where `coop` says how to fit it
-    /// (the device must have its features); wgpu's runtime checks as `checks` says.
-    pub fn new(
-        device: &wgpu::Device,
-        coop: Option<CoopConfig>,
-        checks: ShaderChecks,
-    ) -> Result<Kernels> {
-        let k = |name: &'static str| Kernel::main(device, checks, name, &[]);
+    /// Every kernel's pipeline, into `tape`; matmul's cooperative one too where `config` says
+    /// how to fit it.
+    pub fn declare(tape: &mut Tape, config: &KernelConfig) -> Kernels {
         let activations: Vec<_> = shaders::constants(&ACTIVATION_CODES).collect();
-        let matmul_layout = matmul_layout(device);
-        let matmul = |name: &'static str, file: &str, text: &str, entry: &str| {
-            let what = format!("shader {file}.wgsl");
-            let spec = Pipeline {
-                layout: Some(&matmul_layout),
-                ..Pipeline::new(name, &what, text, entry)
+        let matmul_layout = tape.layout("matmul bindings", &MATMUL_BINDINGS);
+        let matmul = |tape: &mut Tape, label: &'static str, entry: &'static str| {
+            Kernel::declare(
+                tape,
+                label,
+                Source::Shader("matmul"),
+                entry,
+                matmul_layout,
+                Vec::new(),
+            )
+        };
+        let matmul_coop = config.coop.map(|coop| {
+            let pipeline = tape.pipeline(coop_spec(coop, matmul_layout));
+            let kernel = Kernel {
+                name: "matmul coop",
+                pipeline,
+                layout: matmul_layout,
             };
-            Kernel::build(device, checks, name, spec)
-        };
-        let matmul_coop = match coop {
-            Some(config) => {
-                let text = config.source();
-                let kernel = matmul("matmul coop", "matmul_coop", &text, "coop")?;
-                Some((kernel, config))
-            }
-            None => None,
-        };
-        Ok(Kernels {
-            matmul: matmul("matmul", "matmul", source("matmul"), "main")?,
-            matmul_tiled: matmul("matmul tiled", "matmul", source("matmul"), "tiled")?,
+            (kernel, coop)
+        });
+        Kernels {
+            matmul: matmul(tape, "matmul", "main"),
+            matmul_tiled: matmul(tape, "matmul tiled", "tiled"),
             matmul_coop,
-            activation: Kernel::main(device, checks, "activation", &activations)?,
-            activation_grad: Kernel::main(device, checks, "activation_grad", &activations)?,
-            softmax: k("softmax")?,
-            output_grad: k("output_grad")?,
-            sum_columns: k("sum_columns")?,
-            sum_partials: k("sum_partials")?,
-            sgd_update: k("sgd_update")?,
-            momentum_update: k("momentum_update")?,
-            adam_update: k("adam_update")?,
-            augment: k("augment")?,
-            warp: k("warp")?,
-            split_groups: None,
-            forward_split_k: None,
-        })
+            activation: Kernel::main(tape, "activation", activations.clone()),
+            activation_grad: Kernel::main(tape, "activation_grad", activations),
+            softmax: Kernel::main(tape, "softmax", Vec::new()),
+            output_grad: Kernel::main(tape, "output_grad", Vec::new()),
+            sum_columns: Kernel::main(tape, "sum_columns", Vec::new()),
+            sum_partials: Kernel::main(tape, "sum_partials", Vec::new()),
+            sgd_update: Kernel::main(tape, "sgd_update", Vec::new()),
+            momentum_update: Kernel::main(tape, "momentum_update", Vec::new()),
+            adam_update: Kernel::main(tape, "adam_update", Vec::new()),
+            augment: Kernel::main(tape, "augment", Vec::new()),
+            warp: Kernel::main(tape, "warp", Vec::new()),
+            split_groups: config.split_groups,
+            forward_split_k: config.forward_split_k,
+        }
     }
 }
 
-/// The one layout of matmul's kernels (narrow, tiled, cooperative): its parameters, then A, B,
-/// the images, their indices and the bias (read) and C (written).
-fn matmul_layout(device: &wgpu::Device) -> wgpu::BindGroupLayout {
-    use wgpu::BufferBindingType::{Storage, Uniform};
-    let mut entries = vec![buffer_entry(0, Uniform, false)];
-    entries
-        .extend((1..=5).map(|binding| buffer_entry(binding, Storage { read_only: true }, false)));
-    entries.push(buffer_entry(6, Storage { read_only: false }, false));
-    bind_group_layout(device, "matmul bindings", &entries)
-}
-
-/// Records dispatches into one command encoder and one compute pass; `submit` uploads the
-/// parameters they use (for the per-operation kernels, whose parameters sit in `Uniforms`) and
-/// submits them all, without waiting. With a `Timing`, every dispatch gets a pass of its own
-/// with timestamps at its start and end (`bench --profile`).
+/// Records dispatches into a recording; `submit` writes the parameters they use (for the
+/// per-operation kernels, whose parameters sit in `Uniforms`) and ends the submit.
 pub struct Recorder<'a> {
-    encoder: wgpu::CommandEncoder,
-    pass: Option<wgpu::ComputePass<'static>>,
+    tape: &'a mut Tape,
     uniforms: Option<&'a mut Uniforms>,
-    timing: Option<Timing>,
 }
 
 impl<'a> Recorder<'a> {
-    pub fn new(device: &wgpu::Device, uniforms: &'a mut Uniforms, label: &str) -> Recorder<'a> {
-        let mut rec = Recorder::without_uniforms(device, label);
-        rec.uniforms = Some(uniforms);
-        rec
-    }
-
-    /// A recorder for kernels that bring their own parameters (the fused step's slots).
-    pub fn without_uniforms(device: &wgpu::Device, label: &str) -> Recorder<'a> {
-        let encoder =
-            device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some(label) });
+    pub fn new(tape: &'a mut Tape, uniforms: &'a mut Uniforms) -> Recorder<'a> {
         Recorder {
-            encoder,
-            pass: None,
-            uniforms: None,
-            timing: None,
+            tape,
+            uniforms: Some(uniforms),
         }
     }
 
-    /// Times each following dispatch with the profiler's queries.
-    pub fn with_timing(mut self, timing: Option<Timing>) -> Recorder<'a> {
-        self.timing = timing;
-        self
+    /// A recorder for kernels that bring their own parameters (the fused step's slots).
+    pub fn without_uniforms(tape: &'a mut Tape) -> Recorder<'a> {
+        Recorder {
+            tape,
+            uniforms: None,
+        }
     }
 
     fn dispatch<P: Pod>(&mut self, kernel: &Kernel, bound: &Bound, params: P, groups: [u32; 3]) {
@@ -289,22 +332,17 @@ impl<'a> Recorder<'a> {
         let at = (bound.slot * UNIFORM_SLOT) as usize;
         let bytes = bytemuck::bytes_of(&params);
         uniforms.host[at..at + bytes.len()].copy_from_slice(bytes);
-        self.run(
-            kernel.name,
-            &kernel.pipeline,
-            &bound.bind_group,
-            &[],
-            groups,
-        );
+        self.run(kernel.name, kernel.pipeline, bound.group, None, groups);
     }
 
-    /// Records one dispatch of `pipeline` with `bind_group` at the given dynamic offsets.
+    /// Records one dispatch of `pipeline` with `group` at the dynamic offset `offset` (if its
+    /// layout has one). Grids with an empty dimension are left out.
     pub fn run(
         &mut self,
         label: &'static str,
-        pipeline: &wgpu::ComputePipeline,
-        bind_group: &wgpu::BindGroup,
-        offsets: &[u32],
+        pipeline: Pipe,
+        group: Group,
+        offset: Option<u32>,
         groups: [u32; 3],
     ) {
         assert!(
@@ -314,59 +352,26 @@ impl<'a> Recorder<'a> {
         if groups.contains(&0) {
             return;
         }
-        let timed = self.timing.as_mut().and_then(|t| t.next(label));
-        if timed.is_some() {
-            self.pass = None;
-        }
-        let encoder = &mut self.encoder;
-        let pass = self.pass.get_or_insert_with(|| {
-            encoder
-                .begin_compute_pass(&wgpu::ComputePassDescriptor {
-                    label: Some("kernels"),
-                    timestamp_writes: timed.as_ref().map(|(query_set, first)| {
-                        wgpu::ComputePassTimestampWrites {
-                            query_set,
-                            beginning_of_pass_write_index: Some(*first),
-                            end_of_pass_write_index: Some(first + 1),
-                        }
-                    }),
-                })
-                .forget_lifetime()
-        });
-        pass.set_pipeline(pipeline);
-        pass.set_bind_group(0, bind_group, offsets);
-        pass.dispatch_workgroups(groups[0], groups[1], groups[2]);
-        if timed.is_some() {
-            self.pass = None;
-        }
+        self.tape.dispatch(label, pipeline, group, offset, groups);
     }
 
     /// Copies bytes between buffers after the dispatches recorded so far.
-    pub fn copy(
-        &mut self,
-        from: &wgpu::Buffer,
-        from_offset: u64,
-        to: &wgpu::Buffer,
-        to_offset: u64,
-        bytes: u64,
-    ) {
-        self.pass = None;
-        self.encoder
-            .copy_buffer_to_buffer(from, from_offset, to, to_offset, bytes);
+    pub fn copy(&mut self, from: Buf, from_offset: u64, to: Buf, to_offset: u64, bytes: u64) {
+        self.tape.copy(from, from_offset, to, to_offset, bytes);
     }
 
-    /// Submits everything recorded; returns the submission and the timing of the timed
-    /// dispatches, whose timestamps the profiler reads once the GPU is done.
-    pub fn submit(mut self, queue: &wgpu::Queue) -> (wgpu::SubmissionIndex, Option<Timing>) {
-        self.pass = None;
-        if let Some(uniforms) = &self.uniforms {
-            queue.write_buffer(&uniforms.buffer, 0, &uniforms.host);
+    /// The recording, for writes of the caller's own.
+    pub fn tape(&mut self) -> &mut Tape {
+        self.tape
+    }
+
+    /// Writes the parameters (if any) and ends the submit.
+    pub fn submit(self) {
+        if let Some(uniforms) = self.uniforms {
+            let host = uniforms.host.clone();
+            self.tape.write_values(uniforms.buffer, 0, &host);
         }
-        if let Some(timing) = &self.timing {
-            timing.resolve(&mut self.encoder);
-        }
-        let index = queue.submit([self.encoder.finish()]);
-        (index, self.timing)
+        self.tape.submit();
     }
 }
 
@@ -717,7 +722,7 @@ impl Kernels {
     }
 
     /// warp: affine or elastic copies of the m images listed at `indices[index_offset ..]`,
-    /// as bytes (196 words per image); warps: `shifted::WarpBuffer`'s records and fields.
+    /// as bytes (196 words per image); warps: `copies::WarpBuffer`'s records and fields.
     pub fn warp(&self, rec: &mut Recorder, bound: &Bound, m: usize, index_offset: u32) {
         let words = m * crate::data::PIXELS / 4;
         let params = [m as u32, index_offset, 0, 0]; // warps from the start of their buffer

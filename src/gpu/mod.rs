@@ -1,34 +1,41 @@
-//! The GPU backend: the training step in WGSL compute shaders, through wgpu. Two paths, as on
-//! the CPU:
+//! The GPU backend: the training step in WGSL compute shaders. Two engines, as on the CPU:
 //! - fused (`fused.rs`, shaders/fused.wgsl), the twin of `cpu/fused.rs`: the whole step in two
 //!   dispatches, runs of steps recorded into one submit. It covers one or two hidden layers of
 //!   up to 64 units, and runs wherever it covers the network unless `--path reference` is asked.
-//! - reference (`reference.rs`): one kernel per operation, the twin of the CPU's reference
-//!   path, one submit per step. It runs every other network, and is what the fused path is
-//!   checked against.
+//! - reference (`reference.rs`): one kernel per operation (`kernels.rs`), the twin of the CPU's
+//!   reference path, one submit per step. It runs every other network, and is what the fused
+//!   path is checked against.
 //!
-//! Both read the images, labels and index lists uploaded here, and write each step's
+//! Neither touches a device: both record the GPU work as data (`recording.rs`: buffers,
+//! pipelines, bind groups, writes, dispatches, copies, submits), which an executor carries out:
+//! natively wgpu (`native.rs`), in `serve`'s page the browser's WebGPU (the worker, fed by
+//! `cli/serve/plan.rs`). `GpuBackend` owns the recording and its executor and hands every
+//! call's commands over at once.
+//!
+//! Both engines read the images, labels and index lists uploaded here, and write each step's
 //! (loss, correct) into its slot of a ring (`History`) that is read back only when asked for
 //! (progress lines), so no step waits for the host. The images stay on the GPU as bytes (four
 //! to a u32) for the whole run; a batch is a range of the index list, so no image is uploaded
-//! after the start.
+//! after the start. For an executor that runs no Rust, `figures.rs` records the progress lines'
+//! numbers on the device too.
 //!
-//! Both paths build their pipelines and bind groups the one way `pipeline.rs` has, from the
-//! sources in `shaders.rs`, which also defines the codes the shaders know by name (the
-//! activation, the optimizer). `context.rs` opens the device and builds the per-operation
-//! kernels (`kernels.rs`, matmul's cooperative one with `coop.rs`); `shifted.rs` holds the
-//! `--augment` buffers both paths keep.
+//! Pipelines are built the one way `pipeline.rs` has, from the sources in `shaders.rs`, which
+//! also defines the codes the shaders know by name (the activation, the optimizer);
+//! `context.rs` opens the device and caches pipelines and layouts by their description;
+//! `copies.rs` holds the `--augment` buffers both engines keep.
 
 pub mod context;
 pub mod coop;
+pub mod copies;
+pub mod figures;
 pub mod fused;
 pub mod kernels;
+pub mod native;
 pub mod pipeline;
-pub mod plan;
 pub mod profile;
+pub mod recording;
 pub mod reference;
 pub mod shaders;
-pub mod shifted;
 pub mod stats;
 
 use std::sync::Arc;
@@ -46,12 +53,15 @@ use crate::model::{Activation, Model};
 use crate::optimizer::check_optimizer_state;
 use crate::optimizer::Optimizer;
 use crate::optimizer::OptimizerState;
+use crate::params::ParamLayout;
 pub use context::GpuContext;
+use copies::Copies;
+use figures::{Figure, Figures};
 use fused::{Fused, Tiling};
-use profile::{Profiler, Timing};
+use kernels::{KernelConfig, Kernels};
+use native::Native;
+use recording::{Buf, Data as Bytes, Executor, Inputs, Limits, PoolData, Region, Session, Wait};
 use reference::Reference;
-use shifted::Copies;
-use stats::StatsRead;
 
 /// Which kernels take the GPU's wide matrix products (`--matmul`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -65,11 +75,11 @@ pub enum MatmulKind {
 
 /// The data every path binds: the pool's images as bytes (784 per image, so whole u32 words),
 /// a u32 label per image, and the three index lists one after another.
-#[derive(Clone)]
+#[derive(Clone, Copy)]
 pub struct Data {
-    pub images: wgpu::Buffer,
-    pub labels: wgpu::Buffer,
-    pub indices: wgpu::Buffer,
+    pub images: Buf,
+    pub labels: Buf,
+    pub indices: Buf,
 }
 
 /// What a path needs to record one training step.
@@ -89,14 +99,30 @@ enum Engine {
     Reference(Reference),
 }
 
+/// What a recording is made for, where no device is at hand: the adapter's limits and how its
+/// per-operation kernels are chosen.
+#[derive(Debug, Clone, Copy)]
+pub struct Target {
+    pub limits: Limits,
+    pub kernels: KernelConfig,
+}
+
 /// Each step's (loss, correct) summed over its batch, written by the step itself into slot
 /// `step % STATS_KEPT` of a GPU buffer, and read back only when asked.
 struct History {
-    buffer: wgpu::Buffer,
+    buffer: Buf,
     /// Steps recorded in all, and how many of the latest have not been read.
     recorded: usize,
     unread: usize,
     /// The batch size of the step in each slot.
+    batch: Vec<usize>,
+}
+
+/// Stats asked for without waiting: how many of the steps recorded then, with their slots'
+/// batch sizes then.
+struct Requested {
+    recorded: usize,
+    count: usize,
     batch: Vec<usize>,
 }
 
@@ -113,22 +139,17 @@ impl History {
         self.unread = (self.unread + 1).min(STATS_KEPT);
     }
 
-    /// The stats of the last `count` recorded steps, oldest first (waits for the GPU).
-    fn read(&self, ctx: &GpuContext, count: usize) -> Result<Vec<BatchStats>> {
-        let sums = ctx.read(&self.buffer, 2 * STATS_KEPT)?;
-        Ok(stats::stats_of(&sums, &self.batch, self.recorded, count))
-    }
-
-    /// Starts reading the unread steps' stats without waiting; they count as read.
-    fn request(&mut self, ctx: &GpuContext) -> StatsRead {
-        let read = StatsRead::start(ctx, &self.buffer, self.recorded, self.unread, &self.batch);
-        self.unread = 0;
-        read
+    fn region(&self) -> Region {
+        Region {
+            buffer: self.buffer,
+            offset: 0,
+            bytes: 8 * STATS_KEPT as u64,
+        }
     }
 }
 
 pub struct GpuBackend {
-    ctx: Arc<GpuContext>,
+    session: Session,
     sizes: ListSizes,
     pool_len: usize,
     capacity: usize,
@@ -137,16 +158,20 @@ pub struct GpuBackend {
     data: Data,
     history: History,
     /// The logits of a whole list, gathered chunk by chunk before one read.
-    eval_logits: wgpu::Buffer,
+    eval_logits: Buf,
     engine: Engine,
+    /// The per-operation kernels, declared where the reference engine or the figures use them.
+    kernels: Option<Kernels>,
+    /// The progress lines' numbers on the device, for an executor that runs no Rust.
+    figures: Option<Figures>,
     /// Why the reference path runs where the fused one was not asked against.
     note: Option<String>,
     /// Steps taken with this optimizer (Adam's t).
     steps: u64,
     optimizer: Optimizer,
-    profiler: Option<Profiler>,
     /// The stats `request_stats` asked for, on their way back.
-    reading: Option<StatsRead>,
+    reading: Option<Requested>,
+    kernel_config: KernelConfig,
 }
 
 impl GpuBackend {
@@ -171,8 +196,29 @@ impl GpuBackend {
         capacity: usize,
         path: Option<StepPath>,
     ) -> Result<Self> {
-        let tiling = fused::tiling_for(&ctx, model);
-        let why_not = fused::unsupported(&ctx, model, tiling);
+        let target = Target {
+            limits: ctx.limits(),
+            kernels: ctx.kernels,
+        };
+        let exec = Box::new(Native::new(ctx));
+        Self::recording(target, exec, model, pool, sizes, capacity, path)
+    }
+
+    /// The backend recording for `exec`, on an adapter `target` describes: the same engines
+    /// and choices as natively (`with_path`), carried out by whatever `exec` is (the page's
+    /// plan, say).
+    pub fn recording(
+        target: Target,
+        exec: Box<dyn Executor>,
+        model: &Model,
+        pool: &ImagePool,
+        sizes: ListSizes,
+        capacity: usize,
+        path: Option<StepPath>,
+    ) -> Result<Self> {
+        let storage = target.limits.workgroup_storage;
+        let tiling = fused::tiling_with(model, storage);
+        let why_not = fused::unsupported_with(model, tiling, storage);
         let engine = match (path, why_not) {
             (Some(StepPath::Reference), _) => Err(None),
             (Some(StepPath::Fused), Some(why)) => {
@@ -181,7 +227,8 @@ impl GpuBackend {
             (None, Some(why)) => Err(Some(why)),
             (_, None) => Ok(tiling),
         };
-        Self::build(ctx, model, pool, sizes, capacity, engine)
+        let session = Session::new(target.limits, exec);
+        Self::build(session, target, model, pool, sizes, capacity, engine)
     }
 
     /// The fused path split as `tiling` says (tests, benchmarks).
@@ -193,12 +240,18 @@ impl GpuBackend {
         capacity: usize,
         tiling: Tiling,
     ) -> Result<Self> {
-        Self::build(ctx, model, pool, sizes, capacity, Ok(tiling))
+        let target = Target {
+            limits: ctx.limits(),
+            kernels: ctx.kernels,
+        };
+        let session = Session::new(target.limits, Box::new(Native::new(ctx)));
+        Self::build(session, target, model, pool, sizes, capacity, Ok(tiling))
     }
 
     /// `engine`: the fused path's tiling, or why the reference path runs (None: it was asked for).
     fn build(
-        ctx: Arc<GpuContext>,
+        mut session: Session,
+        target: Target,
         model: &Model,
         pool: &ImagePool,
         sizes: ListSizes,
@@ -207,56 +260,63 @@ impl GpuBackend {
     ) -> Result<Self> {
         let cap = forward_capacity(capacity, sizes)?;
         let labels: Vec<u32> = pool.labels.iter().map(|&l| l as u32).collect();
+        let tape = &mut session.tape;
+        let images = Bytes::Pool(PoolData::Images);
         let data = Data {
-            images: ctx.upload("images", &pool.images)?,
-            labels: ctx.upload("labels", bytemuck::cast_slice(&labels))?,
-            indices: ctx.storage("index lists", 4 * sizes.total() as u64)?,
+            images: tape.upload("images", images, pool.images.len() as u64)?,
+            labels: tape.upload(
+                "labels",
+                Bytes::Pool(PoolData::Labels),
+                4 * labels.len() as u64,
+            )?,
+            indices: tape.storage("index lists", 4 * sizes.total() as u64)?,
         };
         let history = History {
-            buffer: ctx.storage("loss and correct per step", 8 * STATS_KEPT as u64)?,
+            buffer: tape.storage("loss and correct per step", 8 * STATS_KEPT as u64)?,
             recorded: 0,
             unread: 0,
             batch: vec![0; STATS_KEPT],
         };
-        let eval_logits = ctx.storage(
+        let eval_logits = tape.storage(
             "logits of a list",
             4 * (CLASSES * sizes.dev.max(sizes.test).max(cap)) as u64,
         )?;
-        let (engine, note) = match engine {
+        let (engine, kernels, note) = match engine {
             Ok(tiling) => {
-                let f = Fused::new(
-                    &ctx,
-                    model,
-                    &data,
-                    cap,
-                    &history.buffer,
-                    &eval_logits,
-                    tiling,
-                )?;
-                (Engine::Fused(f), None)
+                let outputs = (history.buffer, eval_logits);
+                let f = Fused::new(tape, model, data, cap, outputs, tiling)?;
+                (Engine::Fused(f), None, None)
             }
-            Err(note) => (
-                Engine::Reference(Reference::new(&ctx, model, &data, cap)?),
-                note,
-            ),
+            Err(note) => {
+                let kernels = Kernels::declare(tape, &target.kernels);
+                let r = Reference::new(tape, &kernels, model, data, cap)?;
+                (Engine::Reference(r), Some(kernels), note)
+            }
         };
-        ctx.check()?;
+        let inputs = Inputs {
+            images: &pool.images,
+            labels: &labels,
+            input: &[],
+        };
+        session.run_with(inputs)?;
         Ok(GpuBackend {
+            session,
             sizes,
             pool_len: pool.labels.len(),
             capacity: cap,
-            shapes: model.layers.iter().map(|l| (l.inputs, l.outputs)).collect(),
+            shapes: crate::params::shapes(model),
             activation: model.activation,
             data,
             history,
             eval_logits,
             engine,
+            kernels,
+            figures: None,
+            kernel_config: target.kernels,
             note,
             steps: 0,
             optimizer: Optimizer::Sgd,
-            profiler: None,
             reading: None,
-            ctx,
         })
     }
 
@@ -272,18 +332,15 @@ impl GpuBackend {
     /// the adapter has no timestamp queries.
     pub fn start_profile(&mut self) -> Result<bool> {
         self.flush()?;
-        self.profiler = Profiler::new(&self.ctx);
-        Ok(self.profiler.is_some())
+        self.session.exec.start_profile()
     }
 
     /// Per kernel since `start_profile`: its name, GPU seconds and dispatches (waits for the
     /// GPU); and how many dispatches went untimed.
+    #[allow(clippy::type_complexity)]
     pub fn profile(&mut self) -> Result<Option<(Vec<(&'static str, f64, usize)>, usize)>> {
         self.flush()?;
-        Ok(self
-            .profiler
-            .as_ref()
-            .map(|p| (p.kernels().to_vec(), p.untimed())))
+        self.session.exec.profile()
     }
 
     /// Submits the steps recorded and not yet submitted, before a wait for the GPU (the next
@@ -295,28 +352,13 @@ impl GpuBackend {
     /// Submits the steps recorded and not yet submitted; `restart`: the runs of steps per
     /// submit start small again (after a wait), else keep growing (nothing waits).
     fn submit(&mut self, restart: bool) -> Result<()> {
-        let timings = match &mut self.engine {
-            Engine::Fused(f) if restart => {
-                f.flush(&self.ctx)?;
-                f.take_timings()
-            }
-            Engine::Fused(f) => {
-                f.submit(&self.ctx)?;
-                f.take_timings()
-            }
-            Engine::Reference(_) => Vec::new(),
-        };
-        self.collect(timings)
-    }
-
-    /// Hands the submitted dispatches' timings to the profiler (waiting for them).
-    fn collect(&mut self, timings: Vec<Timing>) -> Result<()> {
-        if let Some(profiler) = &mut self.profiler {
-            for timing in timings {
-                profiler.collect(&self.ctx, timing)?;
-            }
+        let tape = &mut self.session.tape;
+        match &mut self.engine {
+            Engine::Fused(f) if restart => f.flush(tape),
+            Engine::Fused(f) => f.submit(tape),
+            Engine::Reference(_) => {}
         }
-        Ok(())
+        self.session.run()
     }
 
     fn step(&mut self, start: usize, len: usize, alpha: f32, copies: Option<Copies>) -> Result<()> {
@@ -327,27 +369,115 @@ impl GpuBackend {
             t: self.steps + 1,
             history: self.history.slot(),
         };
-        let timings = match &mut self.engine {
-            Engine::Fused(f) => {
-                f.step(&self.ctx, &args, copies, self.profiler.as_ref())?;
-                f.take_timings()
-            }
-            Engine::Reference(r) => {
-                let timing = self.profiler.as_ref().map(Profiler::timing);
-                let timing = r.step(&self.ctx, &args, copies, &self.history.buffer, timing)?;
-                timing.into_iter().collect()
-            }
-        };
+        self.session.exec.step(len);
+        let tape = &mut self.session.tape;
+        match &mut self.engine {
+            Engine::Fused(f) => f.step(tape, &args, copies)?,
+            Engine::Reference(r) => r.step(
+                tape,
+                kernels(&self.kernels),
+                &args,
+                copies,
+                self.history.buffer,
+            )?,
+        }
         // Counted once recorded: a step that failed to record is not in the history.
         self.steps += 1;
         self.history.record(len);
-        self.collect(timings)
+        self.session.run()
+    }
+
+    /// The stats of the last `count` recorded steps, oldest first (waits for the GPU).
+    fn read_history(&mut self, count: usize) -> Result<Vec<BatchStats>> {
+        let region = self.history.region();
+        let sums = self.session.read_regions(&[region])?;
+        let h = &self.history;
+        Ok(stats::stats_of(&sums, &h.batch, h.recorded, count))
+    }
+
+    /// The stats asked for without waiting, from the ring's bytes read back.
+    fn requested_stats(requested: Requested, bytes: &[u8]) -> Vec<BatchStats> {
+        let sums: Vec<f32> = bytemuck::pod_collect_to_vec(bytes);
+        let Requested {
+            recorded,
+            count,
+            batch,
+        } = requested;
+        stats::stats_of(&sums, &batch, recorded, count)
+    }
+}
+
+/// The per-operation kernels of a backend whose reference engine (or figures) declared them.
+fn kernels(k: &Option<Kernels>) -> &Kernels {
+    k.as_ref()
+        .expect("the kernels are declared with the reference engine and the figures")
+}
+
+/// The page's view of a backend: where it reads what a progress point shows.
+impl GpuBackend {
+    /// From now on, records the progress lines' numbers on the device too (`figures.rs`), for
+    /// windows of up to `window_steps` steps between progress lines.
+    pub fn keep_figures(&mut self, window_steps: usize) -> Result<()> {
+        let tape = &mut self.session.tape;
+        let k = self
+            .kernels
+            .get_or_insert_with(|| Kernels::declare(tape, &self.kernel_config));
+        let list = self.sizes.dev.max(self.sizes.test).max(self.capacity);
+        let figures = Figures::new(tape, k, self.data, self.eval_logits, list, window_steps)?;
+        self.figures = Some(figures);
+        self.session.run()
+    }
+
+    /// Where a figure lies (with `keep_figures`).
+    pub fn figure_region(&self, figure: Figure) -> Option<Region> {
+        self.figures.as_ref().map(|f| f.region(figure))
+    }
+
+    /// A figure's two floats, (loss, accuracy), read back (with `keep_figures`; waits).
+    pub fn read_figure(&mut self, figure: Figure) -> Result<Vec<f32>> {
+        let Some(region) = self.figure_region(figure) else {
+            return config("no figures are kept: call keep_figures first");
+        };
+        self.flush()?;
+        self.session.read_regions(&[region])
+    }
+
+    /// Where the probabilities of `m` classified images lie (with `keep_figures`).
+    pub fn probabilities_region(&self, m: usize) -> Option<Region> {
+        self.figures.as_ref().map(|f| f.probabilities_region(m))
+    }
+
+    /// Where the weights lie: W1, b1, W2, … read one after another (the dense layout).
+    pub fn model_regions(&self) -> Vec<Region> {
+        match &self.engine {
+            Engine::Fused(f) => f.model_regions(),
+            Engine::Reference(r) => r.model_regions(),
+        }
+    }
+
+    /// Where the optimizer's moments lie: per tensor, per moment, one after another.
+    pub fn moment_regions(&self) -> Vec<Region> {
+        match &self.engine {
+            Engine::Fused(f) => f.moment_regions(),
+            Engine::Reference(r) => r.moment_regions(),
+        }
+    }
+
+    /// With figures: copies the unread steps' sums into the window.
+    fn copy_unread(&mut self) -> Result<()> {
+        let Some(figures) = &mut self.figures else {
+            return Ok(());
+        };
+        let h = &self.history;
+        let tape = &mut self.session.tape;
+        figures.copy_steps(tape, h.buffer, (h.recorded, h.unread), &h.batch)?;
+        self.session.run()
     }
 }
 
 impl Backend for GpuBackend {
     fn device_name(&self) -> String {
-        self.ctx.describe()
+        self.session.exec.describe()
     }
 
     fn path(&self) -> StepPath {
@@ -367,10 +497,9 @@ impl Backend for GpuBackend {
         // old list first (nothing waits, so their runs keep growing).
         self.submit(false)?;
         let offset = 4 * self.sizes.offset(list) as u64;
-        self.ctx
-            .queue
-            .write_buffer(&self.data.indices, offset, bytemuck::cast_slice(indices));
-        Ok(())
+        let buffer = self.data.indices;
+        self.session.tape.write_values(buffer, offset, indices);
+        self.session.run()
     }
 
     fn train_step(&mut self, start: usize, len: usize, alpha: f32) -> Result<()> {
@@ -407,16 +536,25 @@ impl Backend for GpuBackend {
             return Err(Error::Config("no training step has run yet".into()));
         }
         self.flush()?;
-        Ok(self.history.read(&self.ctx, 1)?[0])
+        Ok(self.read_history(1)?[0])
     }
 
     fn step_stats(&mut self) -> Result<Vec<BatchStats>> {
         self.flush()?;
+        self.copy_unread()?;
+        if let Some(figures) = &mut self.figures {
+            figures.window_mean(&mut self.session.tape, kernels(&self.kernels));
+            self.session.run()?;
+        }
         let mut stats = match self.reading.take() {
-            Some(read) => read.poll(&self.ctx, true)?.expect("waited for"),
+            Some(requested) => {
+                let bytes = self.session.exec.poll(Wait::Yes)?.unwrap_or_default();
+                Self::requested_stats(requested, &bytes)
+            }
             None => Vec::new(),
         };
-        stats.extend(self.history.read(&self.ctx, self.history.unread)?);
+        let unread = self.history.unread;
+        stats.extend(self.read_history(unread)?);
         self.history.unread = 0;
         Ok(stats)
     }
@@ -427,29 +565,49 @@ impl Backend for GpuBackend {
         }
         // The copy follows the steps: those still recorded go first, and no wait follows.
         self.submit(false)?;
-        self.reading = Some(self.history.request(&self.ctx));
+        self.copy_unread()?;
+        self.session.exec.request(self.history.region())?;
+        self.reading = Some(Requested {
+            recorded: self.history.recorded,
+            count: self.history.unread,
+            batch: self.history.batch.clone(),
+        });
+        self.history.unread = 0;
         Ok(())
     }
 
     fn ready_stats(&mut self) -> Result<Option<Vec<BatchStats>>> {
-        let Some(read) = &self.reading else {
+        if self.reading.is_none() {
+            return Ok(None);
+        }
+        let Some(bytes) = self.session.exec.poll(Wait::IfDue)? else {
             return Ok(None);
         };
-        let stats = read.poll(&self.ctx, read.due(&self.ctx))?;
-        if stats.is_some() {
-            self.reading = None;
-        }
-        Ok(stats)
+        let requested = self.reading.take().expect("checked above");
+        Ok(Some(Self::requested_stats(requested, &bytes)))
     }
 
     fn logits(&mut self, list: List) -> Result<Vec<f32>> {
         let (first, n) = (self.sizes.offset(list), self.sizes.len(list));
+        let tape = &mut self.session.tape;
         match &mut self.engine {
-            Engine::Fused(f) => f.logits(&self.ctx, first, n)?,
-            Engine::Reference(r) => r.logits(&self.ctx, first, n, &self.eval_logits)?,
+            Engine::Fused(f) => f.logits(tape, first, n),
+            Engine::Reference(r) => {
+                r.logits(tape, kernels(&self.kernels), first, n, self.eval_logits)
+            }
         }
         self.flush()?;
-        self.ctx.read(&self.eval_logits, CLASSES * n)
+        if let Some(figures) = &mut self.figures {
+            let figure = if list == List::Test {
+                Figure::Test
+            } else {
+                Figure::Dev
+            };
+            let tape = &mut self.session.tape;
+            figures.score(tape, kernels(&self.kernels), figure, first, n);
+            self.session.run()?;
+        }
+        self.session.read(self.eval_logits, CLASSES * n)
     }
 
     fn classify(&mut self, images: &[u8]) -> Result<Vec<f32>> {
@@ -458,44 +616,61 @@ impl Backend for GpuBackend {
         for chunk in images.chunks(PIXELS * self.capacity) {
             // The chunk's write lands before anything not yet submitted.
             self.flush()?;
+            let m = chunk.len() / PIXELS;
+            let tape = &mut self.session.tape;
             match &mut self.engine {
-                Engine::Fused(f) => f.classify(&self.ctx, chunk)?,
-                Engine::Reference(r) => r.classify(&self.ctx, chunk, &self.eval_logits)?,
+                Engine::Fused(f) => f.classify(tape, m)?,
+                Engine::Reference(r) => {
+                    r.classify(tape, kernels(&self.kernels), m, self.eval_logits)?
+                }
             }
-            self.flush()?;
-            logits.extend(
-                self.ctx
-                    .read(&self.eval_logits, CLASSES * chunk.len() / PIXELS)?,
-            );
+            if let Engine::Fused(f) = &mut self.engine {
+                f.flush(&mut self.session.tape);
+            }
+            if let Some(figures) = &mut self.figures {
+                figures.probabilities(&mut self.session.tape, kernels(&self.kernels), m);
+            }
+            let inputs = Inputs {
+                input: chunk,
+                ..Inputs::default()
+            };
+            self.session.run_with(inputs)?;
+            logits.extend(self.session.read(self.eval_logits, CLASSES * m)?);
         }
         Ok(logits)
     }
 
     fn model(&mut self) -> Result<Model> {
         self.flush()?;
-        match &self.engine {
-            Engine::Fused(f) => f.model(&self.ctx),
-            Engine::Reference(r) => r.model(&self.ctx),
-        }
+        let regions = match &self.engine {
+            Engine::Fused(f) => f.model_regions(),
+            Engine::Reference(r) => r.model_regions(),
+        };
+        let flat = self.session.read_regions(&regions)?;
+        Ok(ParamLayout::aligned(&self.shapes, 1).unpack(&flat, self.activation))
     }
 
     fn set_model(&mut self, model: &Model) -> Result<()> {
         // The shapes are known here: no need to read the weights back.
         check_same_shape(&self.shapes, self.activation, model)?;
         self.flush()?;
+        let tape = &mut self.session.tape;
         match &mut self.engine {
-            Engine::Fused(f) => f.set_model(&self.ctx, model),
-            Engine::Reference(r) => r.set_model(&self.ctx, model),
+            Engine::Fused(f) => f.set_model(tape, model),
+            Engine::Reference(r) => r.set_model(tape, model),
         }
-        Ok(())
+        self.session.run()
     }
 
     fn optimizer_state(&mut self) -> Result<OptimizerState> {
         self.flush()?;
-        let tensors = match &self.engine {
-            Engine::Fused(f) => f.optimizer_state(&self.ctx)?,
-            Engine::Reference(r) => r.optimizer_state(&self.ctx)?,
+        let regions = match &self.engine {
+            Engine::Fused(f) => f.moment_regions(),
+            Engine::Reference(r) => r.moment_regions(),
         };
+        let flat = self.session.read_regions(&regions)?;
+        let moments = self.optimizer.state_tensors();
+        let tensors = crate::params::moments_of(&self.shapes, moments, &flat);
         Ok(OptimizerState {
             steps: self.steps,
             tensors,
@@ -505,21 +680,24 @@ impl Backend for GpuBackend {
     fn set_optimizer_state(&mut self, state: &OptimizerState) -> Result<()> {
         check_optimizer_state(&self.shapes, self.optimizer.state_tensors(), state)?;
         self.flush()?;
+        let tape = &mut self.session.tape;
         match &self.engine {
-            Engine::Fused(f) => f.set_optimizer_state(&self.ctx, &state.tensors),
-            Engine::Reference(r) => r.set_optimizer_state(&self.ctx, &state.tensors),
+            Engine::Fused(f) => f.set_optimizer_state(tape, &state.tensors),
+            Engine::Reference(r) => r.set_optimizer_state(tape, &state.tensors),
         }
         self.steps = state.steps;
-        Ok(())
+        self.session.run()
     }
 
     fn set_optimizer(&mut self, optimizer: Optimizer) -> Result<()> {
         self.flush()?;
         self.steps = 0;
         self.optimizer = optimizer;
+        let tape = &mut self.session.tape;
         match &mut self.engine {
-            Engine::Fused(f) => f.set_optimizer(&self.ctx, optimizer),
-            Engine::Reference(r) => r.set_optimizer(&self.ctx, optimizer),
+            Engine::Fused(f) => f.set_optimizer(tape, optimizer)?,
+            Engine::Reference(r) => r.set_optimizer(tape, kernels(&self.kernels), optimizer)?,
         }
+        self.session.run()
     }
 }

@@ -5,17 +5,18 @@
 //! fused path (`fused.rs`) does not cover, and is what that path is checked against.
 //!
 //! Each bound kernel's parameters sit in their own slot of one uniform buffer, written at every
-//! submit: so each step is a submit of its own.
+//! submit: so each step is a submit of its own. Like the fused engine it records, with no
+//! device (`recording.rs`); `GpuBackend` hands the recording to an executor.
 
-use crate::data::{CLASSES, PIXELS};
+use crate::data::CLASSES;
 use crate::error::{Error, Result};
+use crate::gpu::copies::{copies_buffer, Copies, ShiftBuffer, WarpBuffer};
 use crate::gpu::kernels::{
     column_chunks, forward_partial_floats, forward_splits_with, Bound, Kernels, Operand, Recorder,
     Uniforms,
 };
-use crate::gpu::profile::Timing;
-use crate::gpu::shifted::{Copies, ShiftedImages, WarpBuffer};
-use crate::gpu::{Data, GpuContext, StepArgs};
+use crate::gpu::recording::{Buf, Data as Bytes, Region, Tape};
+use crate::gpu::{Data, StepArgs};
 use crate::layout::Layout;
 use crate::model::{Activation, Layer, Model};
 use crate::optimizer::{adam_params, Optimizer};
@@ -25,16 +26,16 @@ struct LayerState {
     inputs: usize,
     outputs: usize,
     /// W: (outputs, inputs), b: (outputs); read back by `model()`.
-    w: wgpu::Buffer,
-    b: wgpu::Buffer,
+    w: Buf,
+    b: Buf,
     /// dW, db: the averaged gradients the update reads.
-    dw: wgpu::Buffer,
-    db: wgpu::Buffer,
+    dw: Buf,
+    db: Buf,
     /// The optimizer's state for W and for b (V, or M and V); empty for SGD.
-    state: Vec<wgpu::Buffer>,
+    state: Vec<Buf>,
     /// Z: (outputs, capacity), column-major; the last layer's are the logits `logits()` reads.
     /// (A and dZ live only in the bind groups below.)
-    z: wgpu::Buffer,
+    z: Buf,
     /// Z = W·A[l-1] + b
     forward: Bound,
     /// With `--forward-split-k`: the same product's slices into the partials (the bias in
@@ -68,30 +69,30 @@ struct Output {
 enum Images<'a> {
     /// In the pool, through the index list from position `first`.
     Pool { first: u32 },
-    /// The shifted copies `augment` made of them.
-    Shifted(&'a Shifted),
+    /// The copies `augment` or `warp` made of them (or `classify`'s images).
+    Copies(&'a Copied),
 }
 
 /// Buffers the layers share.
 struct Scratch {
     /// Bound where a kernel's binding goes unused.
-    dummy: wgpu::Buffer,
+    dummy: Buf,
     /// dA of a hidden layer: (widest, capacity).
-    da: wgpu::Buffer,
+    da: Buf,
     /// The partial sums of the split-K products and the column sums (for the largest batch).
-    partials: wgpu::Buffer,
+    partials: Buf,
     /// `--forward-split-k` when the engine was built (what the partials are sized for).
     forward_slices: Option<usize>,
 }
 
 impl Scratch {
-    fn new(ctx: &GpuContext, model: &Model, cap: usize) -> Result<Scratch> {
-        let forward_slices = ctx.kernels.forward_split_k;
+    fn new(tape: &mut Tape, k: &Kernels, model: &Model, cap: usize) -> Result<Scratch> {
+        let forward_slices = k.forward_split_k;
         let partial_floats = model
             .layers
             .iter()
             .map(|l| {
-                let splits = ctx.kernels.splits(l.outputs, l.inputs, cap) as usize;
+                let splits = k.splits(l.outputs, l.inputs, cap) as usize;
                 let product = splits * l.outputs * l.inputs;
                 let forward = forward_partial_floats(l.outputs, l.inputs, cap, forward_slices);
                 product
@@ -102,20 +103,22 @@ impl Scratch {
             .unwrap_or(0)
             .max(2 * column_chunks(cap) as usize);
         Ok(Scratch {
-            dummy: ctx.storage("unused binding", 4)?,
-            da: ctx.storage("dA", 4 * (model.widest() * cap) as u64)?,
-            partials: ctx.storage("partial sums", 4 * partial_floats as u64)?,
+            dummy: tape.storage("unused binding", 4)?,
+            da: tape.storage("dA", 4 * (model.widest() * cap) as u64)?,
+            partials: tape.storage("partial sums", 4 * partial_floats as u64)?,
             forward_slices,
         })
     }
 }
 
-/// `--augment`'s buffers and the bindings that read them, made on the first shifted step.
-struct Shifted {
+/// A batch's copies (shifted, warped, or `classify`'s images), the shifts, and the bindings
+/// that use them: made on the first shifted or warped step (or `classify`).
+struct Copied {
+    images: Buf,
     /// One region of shifts: each step is a submit of its own.
-    batch: ShiftedImages,
+    shifts: ShiftBuffer,
     augment: Bound,
-    /// The first layer's forward product and dW product, reading the shifted copies (through
+    /// The first layer's forward product and dW product, reading the copies (through
     /// an index list 0, 1, 2, …) instead of the pool.
     forward: Bound,
     /// With `--forward-split-k`, its slices into the partials (summed by layer 1's sum).
@@ -123,7 +126,7 @@ struct Shifted {
     dw_product: Bound,
 }
 
-/// `--augment affine|elastic`'s warps and warp's binding (writing into `Shifted`'s copies),
+/// `--augment affine|elastic`'s warps and warp's binding (writing into `Copied`'s copies),
 /// made on the first warped step.
 struct Warped {
     /// One region: each step is a submit of its own.
@@ -147,50 +150,45 @@ pub struct Reference {
     net: Network,
     uniforms: Uniforms,
     /// (loss, correct) summed over the last batch; copied to the step's history slot.
-    stats_total: wgpu::Buffer,
+    stats_total: Buf,
     /// Kept so that `--augment` can bind them later, with dZ of the first layer.
     data: Data,
     scratch: Scratch,
-    dz1: wgpu::Buffer,
-    shifted: Option<Shifted>,
+    dz1: Buf,
+    copied: Option<Copied>,
     warped: Option<Warped>,
 }
 
 /// Binds the kernels of the layers, one after another, to their buffers.
 struct Binder<'a> {
-    ctx: &'a GpuContext,
-    data: &'a Data,
+    tape: &'a mut Tape,
+    k: &'a Kernels,
+    data: Data,
     scratch: &'a Scratch,
     cap: usize,
     uniforms: &'a mut Uniforms,
 }
 
 impl Binder<'_> {
-    fn floats(&self, label: &str, n: usize) -> Result<wgpu::Buffer> {
-        self.ctx.storage(label, 4 * n as u64)
+    fn floats(&mut self, label: &str, n: usize) -> Result<Buf> {
+        self.tape.storage(label, 4 * n as u64)
     }
 
     /// A layer's forward product Z = W·A + b, and with `--forward-split-k` its slices into the
     /// partials and their sum into Z. W: (outputs, inputs), A: (inputs, cap), b: (outputs),
     /// Z: (outputs, cap).
-    fn forward(
-        &mut self,
-        w: &wgpu::Buffer,
-        input: &wgpu::Buffer,
-        b: &wgpu::Buffer,
-        z: &wgpu::Buffer,
-    ) -> (Bound, Option<(Bound, Bound)>) {
-        let (device, k, u) = (&self.ctx.device, &self.ctx.kernels, &mut *self.uniforms);
+    fn forward(&mut self, w: Buf, input: Buf, b: Buf, z: Buf) -> (Bound, Option<(Bound, Bound)>) {
+        let (k, tape, u) = (self.k, &mut *self.tape, &mut *self.uniforms);
         let Data {
             images, indices, ..
         } = self.data;
-        let partials = &self.scratch.partials;
-        let forward = k.matmul.bind(device, u, &[w, input, images, indices, b, z]);
+        let partials = self.scratch.partials;
+        let forward = k.matmul.bind(tape, u, &[w, input, images, indices, b, z]);
         let split = self.scratch.forward_slices.map(|_| {
             let product = k
                 .matmul
-                .bind(device, u, &[w, input, images, indices, b, partials]);
-            (product, k.sum_partials.bind(device, u, &[partials, z]))
+                .bind(tape, u, &[w, input, images, indices, b, partials]);
+            (product, k.sum_partials.bind(tape, u, &[partials, z]))
         });
         (forward, split)
     }
@@ -203,24 +201,20 @@ impl Binder<'_> {
         l: usize,
         layer: &Layer,
         last: bool,
-        input: &wgpu::Buffer,
-        prev: Option<(&LayerState, &wgpu::Buffer)>,
-    ) -> Result<(LayerState, wgpu::Buffer, wgpu::Buffer)> {
+        input: Buf,
+        prev: Option<(&LayerState, Buf)>,
+    ) -> Result<(LayerState, Buf, Buf)> {
         let (inputs, outputs) = (layer.inputs, layer.outputs);
         let name = |what: &str| format!("{what}{}", l + 1);
-        let w = self
-            .ctx
-            .upload(&name("W"), bytemuck::cast_slice(&layer.w))?;
-        let b = self
-            .ctx
-            .upload(&name("b"), bytemuck::cast_slice(&layer.b))?;
+        let w = upload_floats(self.tape, &name("W"), &layer.w)?;
+        let b = upload_floats(self.tape, &name("b"), &layer.b)?;
         let dw = self.floats(&name("dW"), outputs * inputs)?;
         let db = self.floats(&name("db"), outputs)?;
         let z = self.floats(&name("Z"), outputs * self.cap)?;
         let a = self.floats(&name("A"), outputs * self.cap)?;
         let dz = self.floats(&name("dZ"), outputs * self.cap)?;
-        let (forward, forward_split) = self.forward(&w, input, &b, &z);
-        let (device, k, u) = (&self.ctx.device, &self.ctx.kernels, &mut *self.uniforms);
+        let (forward, forward_split) = self.forward(w, input, b, z);
+        let (k, tape, u) = (self.k, &mut *self.tape, &mut *self.uniforms);
         let Data {
             images, indices, ..
         } = self.data;
@@ -229,27 +223,25 @@ impl Binder<'_> {
             da,
             partials,
             ..
-        } = self.scratch;
+        } = *self.scratch;
         let activate = if last {
-            k.softmax.bind(device, u, &[&z, &a])
+            k.softmax.bind(tape, u, &[z, a])
         } else {
-            k.activation.bind(device, u, &[&z, &a])
+            k.activation.bind(tape, u, &[z, a])
         };
         let dw_product = k
             .matmul
-            .bind(device, u, &[&dz, input, images, indices, dummy, partials]);
-        let dw_sum = k.sum_partials.bind(device, u, &[partials, &dw]);
-        let db_columns = k.sum_columns.bind(device, u, &[&dz, partials]);
-        let db_sum = k.sum_partials.bind(device, u, &[partials, &db]);
+            .bind(tape, u, &[dz, input, images, indices, dummy, partials]);
+        let dw_sum = k.sum_partials.bind(tape, u, &[partials, dw]);
+        let db_columns = k.sum_columns.bind(tape, u, &[dz, partials]);
+        let db_sum = k.sum_partials.bind(tape, u, &[partials, db]);
         let back = prev.map(|(prev, prev_dz)| {
-            let product = k
-                .matmul
-                .bind(device, u, &[&w, &dz, images, indices, dummy, da]);
-            let grad = k.activation_grad.bind(device, u, &[da, &prev.z, prev_dz]);
+            let product = k.matmul.bind(tape, u, &[w, dz, images, indices, dummy, da]);
+            let grad = k.activation_grad.bind(tape, u, &[da, prev.z, prev_dz]);
             (product, grad)
         });
-        let update_w = k.sgd_update.bind(device, u, &[&dw, &w]);
-        let update_b = k.sgd_update.bind(device, u, &[&db, &b]);
+        let update_w = k.sgd_update.bind(tape, u, &[dw, w]);
+        let update_b = k.sgd_update.bind(tape, u, &[db, b]);
         let state = LayerState {
             inputs,
             outputs,
@@ -275,34 +267,42 @@ impl Binder<'_> {
 
     /// The output's kernels, reading the last layer's A and Z and writing its dZ; and the
     /// buffer their batch (loss, correct) is summed into.
-    fn output(
-        &mut self,
-        out: &LayerState,
-        a: &wgpu::Buffer,
-        dz: &wgpu::Buffer,
-    ) -> Result<(Output, wgpu::Buffer)> {
+    fn output(&mut self, out: &LayerState, a: Buf, dz: Buf) -> Result<(Output, Buf)> {
         let stats = self.floats("per-sample loss and correct", 2 * self.cap)?;
         let stats_total = self.floats("batch loss and correct", 2)?;
-        let (device, k, u) = (&self.ctx.device, &self.ctx.kernels, &mut *self.uniforms);
+        let (k, tape, u) = (self.k, &mut *self.tape, &mut *self.uniforms);
         let Data {
             labels, indices, ..
         } = self.data;
-        let partials = &self.scratch.partials;
+        let partials = self.scratch.partials;
         let output = Output {
             grad: k
                 .output_grad
-                .bind(device, u, &[a, &out.z, labels, indices, dz, &stats]),
-            stats_columns: k.sum_columns.bind(device, u, &[&stats, partials]),
-            stats_sum: k.sum_partials.bind(device, u, &[partials, &stats_total]),
+                .bind(tape, u, &[a, out.z, labels, indices, dz, stats]),
+            stats_columns: k.sum_columns.bind(tape, u, &[stats, partials]),
+            stats_sum: k.sum_partials.bind(tape, u, &[partials, stats_total]),
         };
         Ok((output, stats_total))
     }
 }
 
+/// A buffer holding `values`.
+fn upload_floats(tape: &mut Tape, label: &str, values: &[f32]) -> Result<Buf> {
+    let bytes = bytemuck::cast_slice(values).to_vec();
+    let len = bytes.len() as u64;
+    tape.upload(label, Bytes::Bytes(bytes), len)
+}
+
 impl Reference {
     /// Uploads the model and binds every kernel to its buffers, for batches of up to
     /// `capacity` samples.
-    pub fn new(ctx: &GpuContext, model: &Model, data: &Data, capacity: usize) -> Result<Self> {
+    pub fn new(
+        tape: &mut Tape,
+        k: &Kernels,
+        model: &Model,
+        data: Data,
+        capacity: usize,
+    ) -> Result<Self> {
         if model.widest() > 65_535 {
             // sum_columns gives each row a workgroup row of its grid, which stops at 65,535.
             return Err(Error::Gpu(format!(
@@ -310,14 +310,15 @@ impl Reference {
                 model.widest()
             )));
         }
-        let scratch = Scratch::new(ctx, model, capacity)?;
+        let scratch = Scratch::new(tape, k, model, capacity)?;
         // One uniform slot per bind group: twelve per layer (forward, the two of
         // forward_split, activate, dw_product, dw_sum, db_columns, db_sum, the two of back,
         // update_w, update_b), three for the output. Four more are kept for `--augment` (see
-        // `Shifted`), one for its warps (`Warped`).
-        let mut uniforms = Uniforms::new(&ctx.device, 12 * model.layers.len() as u64 + 8);
+        // `Copied`), one for its warps (`Warped`).
+        let mut uniforms = Uniforms::new(tape, 12 * model.layers.len() as u64 + 8)?;
         let mut binder = Binder {
-            ctx,
+            tape,
+            k,
             data,
             scratch: &scratch,
             cap: capacity,
@@ -327,18 +328,17 @@ impl Reference {
         let (mut layers, mut activations, mut dzs) = (Vec::new(), Vec::new(), Vec::new());
         for (l, layer) in model.layers.iter().enumerate() {
             let input = if l == 0 {
-                &scratch.dummy
+                scratch.dummy
             } else {
-                &activations[l - 1]
+                activations[l - 1]
             };
-            let prev = layers.last().zip(dzs.last());
+            let prev = layers.last().zip(dzs.last().copied());
             let (state, a, dz) = binder.layer(l, layer, l == last, input, prev)?;
             layers.push(state);
             activations.push(a);
             dzs.push(dz);
         }
-        let (output, stats_total) = binder.output(&layers[last], &activations[last], &dzs[last])?;
-        ctx.check()?;
+        let (output, stats_total) = binder.output(&layers[last], activations[last], dzs[last])?;
         Ok(Reference {
             capacity,
             net: Network {
@@ -350,60 +350,60 @@ impl Reference {
             },
             uniforms,
             stats_total,
-            data: data.clone(),
+            data,
             scratch,
-            dz1: dzs.swap_remove(0),
-            shifted: None,
+            dz1: dzs[0],
+            copied: None,
             warped: None,
         })
     }
 
-    /// `--augment`'s buffers: the shifted images of a batch, the shifts, the list 0, 1, 2, …
-    /// that reads the copies in order, and the bindings that use them.
-    fn make_shifted(&mut self, ctx: &GpuContext) -> Result<Shifted> {
-        let (device, k) = (&ctx.device, &ctx.kernels);
+    /// `--augment`'s buffers: a batch's copies, the shifts, the list 0, 1, 2, … that reads the
+    /// copies in order, and the bindings that use them.
+    fn make_copied(&mut self, tape: &mut Tape, k: &Kernels) -> Result<Copied> {
         let cap = self.capacity;
-        let batch = ShiftedImages::new(ctx, cap, 1, "shifts")?;
+        let copies = copies_buffer(tape, cap)?;
+        let shifts = ShiftBuffer::new(tape, cap, 1, "shifts")?;
         let identity: Vec<u32> = (0..cap as u32).collect();
-        let identity = ctx.upload(
-            "shifted images' index list",
-            bytemuck::cast_slice(&identity),
+        let identity = tape.upload(
+            "the copies' index list",
+            Bytes::Bytes(bytemuck::cast_slice(&identity).to_vec()),
+            4 * cap as u64,
         )?;
         let u = &mut self.uniforms;
         let Data {
             images, indices, ..
-        } = &self.data;
+        } = self.data;
         let Scratch {
             dummy,
             partials,
             forward_slices,
             ..
-        } = &self.scratch;
-        let (shifted, shifts) = (&batch.images, &batch.shifts);
+        } = self.scratch;
         let augment = k
             .augment
-            .bind(device, u, &[images, indices, shifts, shifted]);
+            .bind(tape, u, &[images, indices, shifts.shifts, copies]);
         let first = &self.net.layers[0];
         let forward = k.matmul.bind(
-            device,
+            tape,
             u,
-            &[&first.w, dummy, shifted, &identity, &first.b, &first.z],
+            &[first.w, dummy, copies, identity, first.b, first.z],
         );
         let forward_split = forward_slices.map(|_| {
             k.matmul.bind(
-                device,
+                tape,
                 u,
-                &[&first.w, dummy, shifted, &identity, &first.b, partials],
+                &[first.w, dummy, copies, identity, first.b, partials],
             )
         });
         let dw_product = k.matmul.bind(
-            device,
+            tape,
             u,
-            &[&self.dz1, dummy, shifted, &identity, dummy, partials],
+            &[self.dz1, dummy, copies, identity, dummy, partials],
         );
-        ctx.check()?;
-        Ok(Shifted {
-            batch,
+        Ok(Copied {
+            images: copies,
+            shifts,
             augment,
             forward,
             forward_split,
@@ -412,36 +412,34 @@ impl Reference {
     }
 
     /// The warps' buffer (with room for fields if `elastic`) and warp's binding, writing into
-    /// the copies of `shifted` (made first).
-    fn make_warped(&mut self, ctx: &GpuContext, elastic: bool) -> Result<Warped> {
-        if self.shifted.is_none() {
-            self.shifted = Some(self.make_shifted(ctx)?);
+    /// the copies (made first).
+    fn make_warped(&mut self, tape: &mut Tape, k: &Kernels, elastic: bool) -> Result<Warped> {
+        if self.copied.is_none() {
+            self.copied = Some(self.make_copied(tape, k)?);
         }
-        let shifted = &self.shifted.as_ref().expect("made above").batch.images;
-        let batch = WarpBuffer::new(ctx, self.capacity, elastic, 1)?;
+        let copies = self.copied.as_ref().expect("made above").images;
+        let batch = WarpBuffer::new(tape, self.capacity, elastic, 1)?;
         let Data {
             images, indices, ..
-        } = &self.data;
-        let buffers = [images, indices, &batch.warps, shifted];
-        let (k, device) = (&ctx.kernels, &ctx.device);
+        } = self.data;
+        let buffers = [images, indices, batch.warps, copies];
         // A warped run's second kind (elastic after affine) takes the first one's slot.
         let warp = match &self.warped {
-            Some(old) => k.warp.rebind(device, &self.uniforms, &old.warp, &buffers),
-            None => k.warp.bind(device, &mut self.uniforms, &buffers),
+            Some(old) => k.warp.rebind(tape, &self.uniforms, &old.warp, &buffers),
+            None => k.warp.bind(tape, &mut self.uniforms, &buffers),
         };
-        ctx.check()?;
         Ok(Warped { batch, warp })
     }
 
     /// Uploads a step's shifts or warps, making their buffers on first use.
-    fn upload(&mut self, ctx: &GpuContext, copies: Copies) -> Result<()> {
-        if self.shifted.is_none() {
-            self.shifted = Some(self.make_shifted(ctx)?);
+    fn upload(&mut self, tape: &mut Tape, k: &Kernels, copies: Copies) -> Result<()> {
+        if self.copied.is_none() {
+            self.copied = Some(self.make_copied(tape, k)?);
         }
         match copies {
             Copies::Shifts(shifts) => {
-                let shifted = self.shifted.as_mut().expect("made above");
-                shifted.batch.write(ctx, 0, shifts);
+                let copied = self.copied.as_mut().expect("made above");
+                copied.shifts.write(tape, 0, shifts);
             }
             Copies::Warps(warps) => {
                 let elastic = !warps.field.is_empty();
@@ -450,190 +448,175 @@ impl Reference {
                     .as_ref()
                     .is_some_and(|w| w.batch.elastic || !elastic)
                 {
-                    self.warped = Some(self.make_warped(ctx, elastic)?);
+                    self.warped = Some(self.make_warped(tape, k, elastic)?);
                 }
                 let warped = self.warped.as_mut().expect("made above");
-                warped.batch.write(ctx, 0, warps);
+                warped.batch.write(tape, 0, warps);
             }
         }
         Ok(())
     }
 
-    /// Records and submits one training step; its (loss, correct) goes to `history` slot
+    /// Records one training step and its submit; its (loss, correct) goes to `history` slot
     /// `args.history`. With `copies`, the step trains on shifted or warped copies of the batch.
     pub fn step(
         &mut self,
-        ctx: &GpuContext,
+        tape: &mut Tape,
+        k: &Kernels,
         args: &StepArgs,
         copies: Option<Copies>,
-        history: &wgpu::Buffer,
-        timing: Option<Timing>,
-    ) -> Result<Option<Timing>> {
+        history: Buf,
+    ) -> Result<()> {
         if let Some(copies) = copies {
-            self.upload(ctx, copies)?;
+            self.upload(tape, k, copies)?;
         }
-        let k = &ctx.kernels;
-        let mut rec =
-            Recorder::new(&ctx.device, &mut self.uniforms, "train step").with_timing(timing);
+        let mut rec = Recorder::new(tape, &mut self.uniforms);
         let (first, m) = (args.first, args.m);
-        let images = match (&self.shifted, &self.warped, copies) {
-            (Some(shifted), _, Some(Copies::Shifts(_))) => {
-                k.augment(&mut rec, &shifted.augment, m, first);
-                Images::Shifted(shifted)
+        let images = match (&self.copied, &self.warped, copies) {
+            (Some(copied), _, Some(Copies::Shifts(_))) => {
+                k.augment(&mut rec, &copied.augment, m, first);
+                Images::Copies(copied)
             }
-            (Some(shifted), Some(warped), Some(Copies::Warps(_))) => {
+            (Some(copied), Some(warped), Some(Copies::Warps(_))) => {
                 k.warp(&mut rec, &warped.warp, m, first);
-                Images::Shifted(shifted)
+                Images::Copies(copied)
             }
             _ => Images::Pool { first },
         };
         self.net.forward(k, &mut rec, images, m);
         self.net.backward(k, &mut rec, images, first, m);
         self.net.update(k, &mut rec, args.alpha, args.t);
-        rec.copy(&self.stats_total, 0, history, 8 * args.history as u64, 8);
-        let (index, timing) = rec.submit(&ctx.queue);
-        ctx.throttle(index)?;
-        Ok(timing)
-    }
-
-    /// Z[L], the logits, of the `n` samples listed from position `first`, into `out`: (10, n).
-    pub fn logits(
-        &mut self,
-        ctx: &GpuContext,
-        first: usize,
-        n: usize,
-        out: &wgpu::Buffer,
-    ) -> Result<()> {
-        let logits = &self.net.layers.last().expect("at least one layer").z;
-        for start in (0..n).step_by(self.capacity) {
-            let m = self.capacity.min(n - start);
-            let mut rec = Recorder::new(&ctx.device, &mut self.uniforms, "evaluate");
-            let images = Images::Pool {
-                first: (first + start) as u32,
-            };
-            self.net.forward(&ctx.kernels, &mut rec, images, m);
-            let bytes = 4 * (CLASSES * m) as u64;
-            rec.copy(logits, 0, out, 4 * (CLASSES * start) as u64, bytes);
-            ctx.throttle(rec.submit(&ctx.queue).0)?;
-        }
+        rec.copy(self.stats_total, 0, history, 8 * args.history as u64, 8);
+        rec.submit();
         Ok(())
     }
 
-    /// The logits of `images` (at most `capacity` of them, not in the pool) into `out`: (10, n).
-    pub fn classify(&mut self, ctx: &GpuContext, images: &[u8], out: &wgpu::Buffer) -> Result<()> {
-        if self.shifted.is_none() {
-            self.shifted = Some(self.make_shifted(ctx)?);
+    /// Z[L], the logits, of the `n` samples listed from position `first`, into `out`: (10, n).
+    pub fn logits(&mut self, tape: &mut Tape, k: &Kernels, first: usize, n: usize, out: Buf) {
+        let logits = self.net.layers.last().expect("at least one layer").z;
+        for start in (0..n).step_by(self.capacity) {
+            let m = self.capacity.min(n - start);
+            let mut rec = Recorder::new(tape, &mut self.uniforms);
+            let images = Images::Pool {
+                first: (first + start) as u32,
+            };
+            self.net.forward(k, &mut rec, images, m);
+            let bytes = 4 * (CLASSES * m) as u64;
+            rec.copy(logits, 0, out, 4 * (CLASSES * start) as u64, bytes);
+            rec.submit();
         }
-        let shifted = self.shifted.as_ref().expect("made above");
-        ctx.queue.write_buffer(&shifted.batch.images, 0, images);
-        let m = images.len() / PIXELS;
-        let mut rec = Recorder::new(&ctx.device, &mut self.uniforms, "classify");
-        self.net
-            .forward(&ctx.kernels, &mut rec, Images::Shifted(shifted), m);
-        let logits = &self.net.layers.last().expect("at least one layer").z;
-        rec.copy(logits, 0, out, 0, 4 * (CLASSES * m) as u64);
-        ctx.throttle(rec.submit(&ctx.queue).0)
     }
 
-    pub fn model(&self, ctx: &GpuContext) -> Result<Model> {
-        let mut layers = Vec::new();
-        for layer in &self.net.layers {
-            layers.push(Layer {
-                inputs: layer.inputs,
-                outputs: layer.outputs,
-                w: ctx.read(&layer.w, layer.outputs * layer.inputs)?,
-                b: ctx.read(&layer.b, layer.outputs)?,
-            });
+    /// The logits of `m` images (at most `capacity`, not in the pool; the recording's input)
+    /// into `out`: (10, m).
+    pub fn classify(&mut self, tape: &mut Tape, k: &Kernels, m: usize, out: Buf) -> Result<()> {
+        if self.copied.is_none() {
+            self.copied = Some(self.make_copied(tape, k)?);
         }
-        Ok(Model {
-            layers,
-            activation: self.net.activation,
-        })
+        let copied = self.copied.as_ref().expect("made above");
+        tape.write(copied.images, 0, Bytes::Input);
+        let mut rec = Recorder::new(tape, &mut self.uniforms);
+        self.net.forward(k, &mut rec, Images::Copies(copied), m);
+        let logits = self.net.layers.last().expect("at least one layer").z;
+        rec.copy(logits, 0, out, 0, 4 * (CLASSES * m) as u64);
+        rec.submit();
+        Ok(())
+    }
+
+    /// Where W1, b1, W2, … lie, one region each: read in order, the dense layout.
+    pub fn model_regions(&self) -> Vec<Region> {
+        self.net
+            .layers
+            .iter()
+            .flat_map(|l| [(l.w, l.outputs * l.inputs), (l.b, l.outputs)])
+            .map(|(buffer, n)| Region {
+                buffer,
+                offset: 0,
+                bytes: 4 * n as u64,
+            })
+            .collect()
     }
 
     /// Writes `model`'s weights, which must have the shape the path was built for.
-    pub fn set_model(&mut self, ctx: &GpuContext, model: &Model) {
+    pub fn set_model(&mut self, tape: &mut Tape, model: &Model) {
         for (state, layer) in self.net.layers.iter().zip(&model.layers) {
-            ctx.queue
-                .write_buffer(&state.w, 0, bytemuck::cast_slice(&layer.w));
-            ctx.queue
-                .write_buffer(&state.b, 0, bytemuck::cast_slice(&layer.b));
+            tape.write_values(state.w, 0, &layer.w);
+            tape.write_values(state.b, 0, &layer.b);
         }
     }
 
-    /// The optimizer's moments per tensor (W1, b1, W2, …).
-    pub fn optimizer_state(&self, ctx: &GpuContext) -> Result<Vec<Vec<Vec<f32>>>> {
+    /// Where the optimizer's moments lie: per tensor (W1, b1, W2, …), per moment, one region.
+    pub fn moment_regions(&self) -> Vec<Region> {
         let moments = self.net.optimizer.state_tensors();
-        let mut tensors = Vec::new();
+        let mut regions = Vec::new();
         for layer in &self.net.layers {
             // layer.state: the moments of W, then those of b.
             for (t, len) in [layer.outputs * layer.inputs, layer.outputs]
                 .into_iter()
                 .enumerate()
             {
-                let buffers = &layer.state[t * moments..(t + 1) * moments];
-                tensors.push(
-                    buffers
-                        .iter()
-                        .map(|b| ctx.read(b, len))
-                        .collect::<Result<_>>()?,
-                );
+                for &buffer in &layer.state[t * moments..(t + 1) * moments] {
+                    regions.push(Region {
+                        buffer,
+                        offset: 0,
+                        bytes: 4 * len as u64,
+                    });
+                }
             }
         }
-        Ok(tensors)
+        regions
     }
 
-    /// Writes the optimizer's moments, per tensor as `optimizer_state` gives them.
-    pub fn set_optimizer_state(&self, ctx: &GpuContext, tensors: &[Vec<Vec<f32>>]) {
+    /// Writes the optimizer's moments, per tensor as `moment_regions` lists them.
+    pub fn set_optimizer_state(&self, tape: &mut Tape, tensors: &[Vec<Vec<f32>>]) {
         let buffers = self.net.layers.iter().flat_map(|l| &l.state);
         let moments = tensors.iter().flatten();
-        for (buffer, values) in buffers.zip(moments) {
-            ctx.queue
-                .write_buffer(buffer, 0, bytemuck::cast_slice(values));
+        for (&buffer, values) in buffers.zip(moments) {
+            tape.write_values(buffer, 0, values);
         }
     }
 
     /// Binds the optimizer's kernel and fresh (zeroed) state buffers to every tensor.
-    pub fn set_optimizer(&mut self, ctx: &GpuContext, optimizer: Optimizer) -> Result<()> {
+    pub fn set_optimizer(
+        &mut self,
+        tape: &mut Tape,
+        k: &Kernels,
+        optimizer: Optimizer,
+    ) -> Result<()> {
         let (kernel, moments) = match optimizer {
-            Optimizer::Sgd => (&ctx.kernels.sgd_update, &[][..]),
-            Optimizer::Momentum { .. } => (&ctx.kernels.momentum_update, &["V"][..]),
-            Optimizer::Adam { .. } => (&ctx.kernels.adam_update, &["M", "V"][..]),
+            Optimizer::Sgd => (&k.sgd_update, &[][..]),
+            Optimizer::Momentum { .. } => (&k.momentum_update, &["V"][..]),
+            Optimizer::Adam { .. } => (&k.adam_update, &["M", "V"][..]),
         };
         for (l, layer) in self.net.layers.iter_mut().enumerate() {
             // Per tensor, the kernel's buffers: the gradient, the parameter, then its moments
             // (new buffers start zeroed).
-            let bind = |tensor: &str,
-                        grad: &wgpu::Buffer,
-                        param: &wgpu::Buffer,
-                        len: usize,
-                        old: &Bound| {
+            let mut bind = |tensor: &str, grad: Buf, param: Buf, len: usize, old: &Bound| {
                 let mut state = Vec::new();
                 for moment in moments {
                     state.push(
-                        ctx.storage(&format!("{moment} of {tensor}{}", l + 1), 4 * len as u64)?,
+                        tape.storage(&format!("{moment} of {tensor}{}", l + 1), 4 * len as u64)?,
                     );
                 }
                 let mut buffers = vec![grad, param];
                 buffers.extend(&state);
-                let bound = kernel.rebind(&ctx.device, &self.uniforms, old, &buffers);
+                let bound = kernel.rebind(tape, &self.uniforms, old, &buffers);
                 Ok::<_, Error>((bound, state))
             };
             let (update_w, state_w) = bind(
                 "W",
-                &layer.dw,
-                &layer.w,
+                layer.dw,
+                layer.w,
                 layer.outputs * layer.inputs,
                 &layer.update_w,
             )?;
-            let (update_b, state_b) =
-                bind("b", &layer.db, &layer.b, layer.outputs, &layer.update_b)?;
+            let (update_b, state_b) = bind("b", layer.db, layer.b, layer.outputs, &layer.update_b)?;
             layer.update_w = update_w;
             layer.update_b = update_b;
             layer.state = [state_w, state_b].concat();
         }
         self.net.optimizer = optimizer;
-        ctx.check()
+        Ok(())
     }
 }
 
@@ -646,7 +629,7 @@ impl Network {
             let (units, inputs) = (layer.outputs, layer.inputs);
             let input = match (l, images) {
                 (0, Images::Pool { first }) => Operand::images(first, m),
-                (0, Images::Shifted(_)) => Operand::images(0, m),
+                (0, Images::Copies(_)) => Operand::images(0, m),
                 _ => Operand::Matrix(Layout::col_major(inputs, m)),
             };
             let (w, z) = (
@@ -682,7 +665,7 @@ impl Network {
         images: Images<'a>,
     ) -> (&'a Bound, Option<&'a Bound>) {
         match (l, images) {
-            (0, Images::Shifted(s)) => (&s.forward, s.forward_split.as_ref()),
+            (0, Images::Copies(s)) => (&s.forward, s.forward_split.as_ref()),
             _ => (&layer.forward, layer.forward_split.as_ref().map(|(p, _)| p)),
         }
     }
@@ -700,7 +683,7 @@ impl Network {
             // dW[l] = 1/m · dZ[l]·A[l-1]ᵀ: (units, inputs), split over the batch
             let (bound, input_t) = match (l, images) {
                 (0, Images::Pool { first }) => (&layer.dw_product, Operand::images_t(first, m)),
-                (0, Images::Shifted(s)) => (&s.dw_product, Operand::images_t(0, m)),
+                (0, Images::Copies(s)) => (&s.dw_product, Operand::images_t(0, m)),
                 _ => (
                     &layer.dw_product,
                     Operand::Matrix(Layout::col_major(inputs, m).t()),

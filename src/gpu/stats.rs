@@ -8,37 +8,26 @@ use std::sync::mpsc::{channel, Receiver, TryRecvError};
 
 use crate::backend::{BatchStats, STATS_KEPT};
 use crate::error::{Error, Result};
+use crate::gpu::recording::Region;
 use crate::gpu::GpuContext;
 
 type Mapped = std::result::Result<(), wgpu::BufferAsyncError>;
 
-/// A copy of the ring on its way back.
-pub struct StatsRead {
+/// A copy of a buffer's region on its way back.
+pub struct PendingRead {
     staging: wgpu::Buffer,
     mapped: Receiver<Mapped>,
-    /// Steps recorded when it was asked for, how many of the latest it holds, and the batch
-    /// size of each slot then (later steps overwrite the slots of older ones).
-    recorded: usize,
-    count: usize,
-    batch: Vec<usize>,
     /// Submissions of training work when it was asked for (see `due`).
     submits: u64,
 }
 
-impl StatsRead {
-    /// Copies `ring` (2 · STATS_KEPT floats) after everything submitted so far and asks for the
-    /// copy mapped; `count` of the `recorded` steps are to be read, `batch` their slots' sizes.
-    pub fn start(
-        ctx: &GpuContext,
-        ring: &wgpu::Buffer,
-        recorded: usize,
-        count: usize,
-        batch: &[usize],
-    ) -> StatsRead {
-        let bytes = 8 * STATS_KEPT as u64;
+impl PendingRead {
+    /// Copies `region` of `buffer` after everything submitted so far and asks for the copy
+    /// mapped.
+    pub fn start(ctx: &GpuContext, buffer: &wgpu::Buffer, region: Region) -> PendingRead {
         let staging = ctx.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("step statistics read"),
-            size: bytes,
+            size: region.bytes,
             usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
             mapped_at_creation: false,
         });
@@ -47,18 +36,15 @@ impl StatsRead {
             .create_command_encoder(&wgpu::CommandEncoderDescriptor {
                 label: Some("step statistics read"),
             });
-        encoder.copy_buffer_to_buffer(ring, 0, &staging, 0, bytes);
+        encoder.copy_buffer_to_buffer(buffer, region.offset, &staging, 0, region.bytes);
         ctx.queue.submit([encoder.finish()]);
         let (done, mapped) = channel();
         staging.map_async(wgpu::MapMode::Read, .., move |result| {
             let _ = done.send(result);
         });
-        StatsRead {
+        PendingRead {
             staging,
             mapped,
-            recorded,
-            count,
-            batch: batch.to_vec(),
             submits: ctx.submits(),
         }
     }
@@ -70,9 +56,8 @@ impl StatsRead {
         ctx.submits() > self.submits
     }
 
-    /// The statistics once the copy is mapped, oldest first; None while it is not (with
-    /// `wait`, waits for it).
-    pub fn poll(&self, ctx: &GpuContext, wait: bool) -> Result<Option<Vec<BatchStats>>> {
+    /// The bytes once the copy is mapped; None while it is not (with `wait`, waits for it).
+    pub fn poll(&self, ctx: &GpuContext, wait: bool) -> Result<Option<Vec<u8>>> {
         let poll = if wait {
             wgpu::PollType::wait_indefinitely()
         } else {
@@ -92,13 +77,7 @@ impl StatsRead {
             .staging
             .get_mapped_range(..)
             .map_err(|e| failed(e.to_string()))?;
-        let sums: Vec<f32> = bytemuck::pod_collect_to_vec(&view);
-        Ok(Some(stats_of(
-            &sums,
-            &self.batch,
-            self.recorded,
-            self.count,
-        )))
+        Ok(Some(view.to_vec()))
     }
 }
 

@@ -16,8 +16,9 @@ use mnist_gpu::backend::{Backend, StepPath};
 use mnist_gpu::cpu::{ops, CpuBackend};
 use mnist_gpu::data::pool::Shift;
 use mnist_gpu::data::{IMAGE_SIDE, PIXELS};
+use mnist_gpu::gpu::copies::WarpBuffer;
 use mnist_gpu::gpu::kernels::{Recorder, Uniforms};
-use mnist_gpu::gpu::shifted::WarpBuffer;
+use mnist_gpu::gpu::native::Workbench;
 use mnist_gpu::gpu::{GpuBackend, GpuContext};
 use mnist_gpu::model::{Activation, Init, Model};
 use mnist_gpu::optimizer::{Optimizer, OptimizerKind};
@@ -187,7 +188,7 @@ fn the_warp_twin_is_the_math() {
 /// The GPU's warp.wgsl, fed through `WarpBuffer` as the engines feed it, on `m` images listed
 /// from position `offset`; the output starts poisoned.
 fn gpu_warp(
-    ctx: &GpuContext,
+    ctx: &std::sync::Arc<GpuContext>,
     images: &[u8],
     indices: &[u32],
     offset: usize,
@@ -195,26 +196,25 @@ fn gpu_warp(
 ) -> Vec<u8> {
     let m = warps.len();
     let elastic = !warps.field.is_empty();
-    let image_buffer = ctx.upload("images", images).unwrap();
-    let index_buffer = ctx
-        .upload("indices", bytemuck::cast_slice(indices))
-        .unwrap();
-    let mut warp_buffer = WarpBuffer::new(ctx, m, elastic, 1).unwrap();
-    assert_eq!(warp_buffer.write(ctx, 0, warps), 0);
-    let out = ctx.upload("out", &vec![0xAAu8; m * PIXELS]).unwrap();
-    let mut u = Uniforms::new(&ctx.device, 1);
-    let k = &ctx.kernels;
-    let buffers = [&image_buffer, &index_buffer, &warp_buffer.warps, &out];
-    let bound = k.warp.bind(&ctx.device, &mut u, &buffers);
-    let mut rec = Recorder::new(&ctx.device, &mut u, "warp");
+    let mut w = Workbench::new(ctx.clone());
+    let image_buffer = w.upload("images", images);
+    let index_buffer = w.upload("indices", bytemuck::cast_slice(indices));
+    let mut warp_buffer = WarpBuffer::new(&mut w.tape, m, elastic, 1).unwrap();
+    assert_eq!(warp_buffer.write(&mut w.tape, 0, warps), 0);
+    let out = w.upload("out", &vec![0xAAu8; m * PIXELS]);
+    let (k, tape) = (&w.kernels, &mut w.tape);
+    let mut u = Uniforms::new(tape, 1).unwrap();
+    let buffers = [image_buffer, index_buffer, warp_buffer.warps, out];
+    let bound = k.warp.bind(tape, &mut u, &buffers);
+    let mut rec = Recorder::new(tape, &mut u);
     k.warp(&mut rec, &bound, m, offset as u32);
-    rec.submit(&ctx.queue);
-    ctx.read_bytes(&out, (m * PIXELS) as u64).unwrap()
+    rec.submit();
+    w.read_bytes(out, (m * PIXELS) as u64)
 }
 
 #[test]
 fn the_warp_kernel_matches_its_twin_and_the_math() {
-    let ctx = common::gpu();
+    let ctx = std::sync::Arc::new(common::gpu());
     for (m, seed) in [(1, 92), (7, 93), (65, 94)] {
         let count = m + 3;
         let images = random_bytes(count * PIXELS, seed);

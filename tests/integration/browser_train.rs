@@ -11,11 +11,12 @@ use mnist_gpu::backend::Backend;
 use mnist_gpu::cpu::CpuBackend;
 use mnist_gpu::data::pool::{ImagePool, ListSizes};
 use mnist_gpu::data::{write_csv, EMBEDDED_TEST};
-use mnist_gpu::gpu::fused::{ParamLayout, MAX_HIDDEN, MAX_HIDDEN_LAYERS};
 use mnist_gpu::model::{argmax_columns, Activation, Init, Model};
+use mnist_gpu::params::ParamLayout;
 use serde_json::{json, Value};
 
-use crate::common::browser::{base64_decode, http, json_of, serve_with_env, Browser, Process};
+use crate::common::browser::{base64_decode, http, http_bytes, json_of, serve_with_env};
+use crate::common::browser::{Browser, Process};
 use crate::common::output::{describe, run_in};
 use crate::common::{assert_models_close, random_dataset};
 
@@ -117,9 +118,27 @@ fn served_shaders_are_the_bytes_of_shaders_dir() {
         .contains("no shader nothing.wgsl"));
 }
 
-/// An elastic run's plan: each step's warps in a region of its own, the records and fields of
-/// its images, warp dispatched before gradients; and a request covers at most
-/// `MAX_ELASTIC_PLAN_IMAGES` (2,048) images' steps, since the fields are bulky as JSON.
+/// A plan's body: its JSON header and the blob after it (`cli/serve/plan.rs`'s form).
+fn plan_parts(body: &[u8]) -> (Value, Vec<u8>) {
+    let length = u32::from_le_bytes(body[..4].try_into().unwrap()) as usize;
+    let header = serde_json::from_slice(&body[4..4 + length]).expect("a JSON header");
+    let blob = body[(4 + length).next_multiple_of(4)..].to_vec();
+    (header, blob)
+}
+
+/// The labels a plan gives its resources of `kind` ("buffer", "pipeline", "group"), by id.
+fn labels(commands: &[Value], kind: &str) -> std::collections::HashMap<u64, Value> {
+    commands
+        .iter()
+        .filter(|c| c[0] == kind)
+        .map(|c| (c[1].as_u64().unwrap(), c.clone()))
+        .collect()
+}
+
+/// An elastic run's plan: each step's warps in a region of its own (the records and fields of
+/// its images, written where the step's slot says they start), warp dispatched before
+/// gradients, which reads the warped copies; and a request covers at most
+/// `MAX_ELASTIC_PLAN_IMAGES` (2,048) images' steps, since the fields are bulky.
 #[test]
 fn an_elastic_plan_carries_each_steps_warps_and_is_cut_short() {
     let (_server, address) = start_server();
@@ -130,43 +149,65 @@ fn an_elastic_plan_carries_each_steps_warps_and_is_cut_short() {
                          "elastic_sigma": 4.0}, "dev_size": 50},
                          "from": 0, "steps": 512, "workgroup_storage": 16384});
     let body = request.to_string();
-    let (status, answer) = http(address, "POST", "/api/train/plan", body.as_bytes());
-    assert_eq!(status, 200, "{answer}");
-    let plan = json_of(&answer);
+    let (status, answer) = http_bytes(address, "POST", "/api/train/plan", body.as_bytes());
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&answer));
+    let (plan, blob) = plan_parts(&answer);
     assert_eq!(
         (plan["next"].clone(), plan["total"].clone()),
         (json!(204), json!(500))
     );
-    // A region has room for the setup's capacity (the dev list's 50, here), a batch fills 10.
-    let image = 8 + 2 * 784;
-    let capacity = plan["setup"]["capacity"].as_u64().unwrap() as usize;
-    let mut steps = 0;
-    for submit in plan["commands"].as_array().unwrap() {
-        let Some(submit) = submit.get("submit") else {
-            continue;
-        };
-        let dispatches = submit["dispatches"].as_array().unwrap();
-        let warps = submit["warps"].as_array().unwrap();
-        let warped: Vec<&Value> = dispatches.iter().filter(|d| d[0] == "warp").collect();
-        assert_eq!(warped.len(), warps.len());
-        for (k, w) in warps.iter().enumerate() {
-            assert_eq!(w[0], json!(k * capacity * image), "region {k}'s start");
-            assert_eq!(
-                w[1].as_array().unwrap().len(),
-                10 * image,
-                "region {k}'s floats"
-            );
+    let commands = plan["commands"].as_array().unwrap();
+    let (buffers, pipelines) = (labels(commands, "buffer"), labels(commands, "pipeline"));
+    let groups = labels(commands, "group");
+    let named = |id: &Value, table: &std::collections::HashMap<u64, Value>| {
+        table[&id.as_u64().unwrap()][2]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    // A batch's records and fields: 8 + 2·784 floats an image, 10 images.
+    let region_bytes = 4 * 10 * (8 + 2 * 784);
+    let (mut steps, mut warps, mut slots) = (0, Vec::new(), None);
+    for (i, c) in commands.iter().enumerate() {
+        match c[0].as_str().unwrap() {
+            "write" if named(&c[1], &buffers) == "warps" => {
+                assert_eq!(c[3][2], json!(region_bytes), "{c}");
+                warps.push(c[2].as_u64().unwrap());
+                steps += 1;
+            }
+            "write" if named(&c[1], &buffers) == "step slots" => {
+                slots = Some(c[3][1].as_u64().unwrap() as usize);
+            }
+            "dispatch" if named(&c[1], &pipelines) == "gradients" => {
+                let before = &commands[i - 1];
+                assert_eq!(named(&before[1], &pipelines), "warp", "{before}");
+                // Binding 1 of its group: the warped copies.
+                let entries = &groups[&c[2].as_u64().unwrap()][4];
+                let images = entries
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .find(|e| e[0] == 1)
+                    .unwrap();
+                assert_eq!(named(&images[1], &buffers), "copied images");
+            }
+            "submit" if !warps.is_empty() => {
+                // Each step's region is its own, and starts where its slot says (copies_at,
+                // the slot's third word, in floats).
+                let at = slots.take().expect("the slots written before the submit");
+                for (k, &offset) in warps.iter().enumerate() {
+                    let word = at + 256 * k + 8;
+                    let copies_at = u32::from_le_bytes(blob[word..word + 4].try_into().unwrap());
+                    assert_eq!(4 * copies_at as u64, offset, "region {k}'s start");
+                    assert!(k == 0 || offset >= warps[k - 1] + region_bytes as u64);
+                }
+                warps.clear();
+            }
+            _ => {}
         }
-        for (i, d) in dispatches
-            .iter()
-            .enumerate()
-            .filter(|(_, d)| d[0] == "gradients")
-        {
-            assert_eq!(dispatches[i - 1][0], json!("warp"), "{d}");
-            assert_eq!(d[1], json!("shifted"), "{d}");
-        }
-        steps += warps.len();
     }
+    // Every step's warps are in the plan; the last steps' submit (their slots) comes with the
+    // next plan's first step, as natively with the next step.
     assert_eq!(steps, 204);
 }
 
@@ -276,7 +317,7 @@ fn check_case(browser: &Browser, case: &Case) {
         .iter()
         .map(|v| v.as_f64().unwrap() as f32)
         .collect();
-    let layout = ParamLayout::new(&want);
+    let layout = ParamLayout::dense(&want);
     assert_eq!(flat.len(), layout.floats, "{}: parameters", case.what);
     let got = layout.unpack(&flat, want.activation);
     assert_models_close(case.what, &got, &want, ATOL, RTOL);
@@ -453,16 +494,147 @@ fn the_page_compiles_every_shader_and_trains_as_the_native_trainer_does() {
     // Every shader but matmul_coop.wgsl, which needs an extension browsers lack.
     let standalone = mnist_gpu::gpu::shaders::SHADERS.len() - 1;
     assert_eq!(compiled.len(), standalone, "served: {served}");
-    assert_eq!(
-        t["compiled"]["pipelines"],
-        json!(["augment", "gradients", "logits", "update", "warp"])
-    );
+    // Both engines' pipelines build: the fused step's, and every per-operation kernel's
+    // (matmul's two among them).
+    let mut pipelines: Vec<&str> = ["gradients", "logits", "update", "matmul tiled"].to_vec();
+    pipelines.extend(mnist_gpu::gpu::kernels::KERNELS.iter().map(|k| k.0));
+    pipelines.sort();
+    pipelines.dedup();
+    assert_eq!(t["compiled"]["pipelines"], json!(pipelines));
     crate::common::tell(&format!(
         "browser_train: the page's adapter: {}",
         t["adapter"]
     ));
     for case in &parity_cases() {
         check_case(&browser, case);
+    }
+}
+
+/// The networks only the per-operation kernels cover, which the page runs as the native GPU
+/// backend does: wide layers in mini-batches with a short last batch (784-256-10: the last of
+/// each epoch's four batches holds 58), two hidden layers wider than the fused step's 64 with
+/// Adam and affine warps, and three hidden layers with momentum, ELU and elastic warps.
+fn wide_and_deep_cases() -> [Case; 3] {
+    [
+        Case {
+            what: "wide mini-batch sgd",
+            page: json!({"hidden": [256], "optimizer": "sgd", "alpha": 0.1, "batch_size": 64,
+                         "epochs": 2, "dev_size": 50, "log_every": 1, "seed": 3}),
+            cli: &[
+                "--hidden",
+                "256",
+                "--alpha",
+                "0.1",
+                "--batch-size",
+                "64",
+                "--epochs",
+                "2",
+                "--log-every",
+                "1",
+                "--seed",
+                "3",
+            ],
+        },
+        Case {
+            what: "two wide layers adam affine",
+            page: json!({"hidden": [128, 64], "optimizer": "adam", "alpha": 0.002,
+                         "batch_size": 64, "epochs": 2, "augment": {"kind": "affine",
+                         "rotation": 0.2, "scale": 0.12, "shear": 0.15, "translation": 1.7,
+                         "elastic_alpha": 1.0, "elastic_sigma": 4.0},
+                         "dev_size": 50, "log_every": 2, "seed": 5}),
+            cli: &[
+                "--hidden",
+                "128,64",
+                "--optimizer",
+                "adam",
+                "--alpha",
+                "0.002",
+                "--batch-size",
+                "64",
+                "--epochs",
+                "2",
+                "--augment",
+                "affine",
+                "--log-every",
+                "2",
+                "--seed",
+                "5",
+            ],
+        },
+        Case {
+            what: "three layers elu momentum elastic",
+            page: json!({"hidden": [40, 30, 20], "activation": "elu", "optimizer": "momentum",
+                         "alpha": 0.05, "batch_size": 100, "epochs": 1, "lr_decay": 0.9,
+                         "augment": {"kind": "elastic", "rotation": 0.3, "scale": 0.1,
+                         "shear": 0.2, "translation": 1.5, "elastic_alpha": 2.0,
+                         "elastic_sigma": 3.0}, "dev_size": 50, "log_every": 1, "seed": 6}),
+            cli: &[
+                "--hidden",
+                "40,30,20",
+                "--activation",
+                "elu",
+                "--optimizer",
+                "momentum",
+                "--alpha",
+                "0.05",
+                "--batch-size",
+                "100",
+                "--epochs",
+                "1",
+                "--lr-decay",
+                "0.9",
+                "--augment",
+                "elastic",
+                "--rotation",
+                "0.3",
+                "--scale",
+                "0.1",
+                "--shear",
+                "0.2",
+                "--translation",
+                "1.5",
+                "--elastic-alpha",
+                "2",
+                "--elastic-sigma",
+                "3",
+                "--log-every",
+                "1",
+                "--seed",
+                "6",
+            ],
+        },
+    ]
+}
+
+#[test]
+fn the_page_trains_wide_and_deep_networks_as_the_native_trainer_does() {
+    let (_server, address) = start_server();
+    let browser = open_page(address);
+    for case in &wide_and_deep_cases() {
+        check_case(&browser, case);
+    }
+    page_speed();
+}
+
+/// The page's samples per second for 784-32-10 and 784-256-10, batches of 64, one epoch of
+/// the embedded digits (set MNIST_GPU_PAGE_SPEED=1; a measurement, printed, not asserted).
+fn page_speed() {
+    if std::env::var_os("MNIST_GPU_PAGE_SPEED").is_none() {
+        return;
+    }
+    let (_server, address) = serve_with_env(None, &["--backend", "cpu"], &[]);
+    let browser = open_page(address);
+    for hidden in [32, 256] {
+        browser.script(&format!(
+            "startTraining({{hidden: [{hidden}], alpha: 0.1, batch_size: 64, epochs: 1}}); \
+             return 1"
+        ));
+        finished(&browser, 1200);
+        let speed = browser.script("return window.trainer.last.samples_per_second");
+        let adapter = browser.script("return window.trainer.adapter");
+        crate::common::tell(&format!(
+            "page speed: 784-{hidden}-10, batches of 64, one epoch: {speed} samples/s on {adapter}"
+        ));
     }
 }
 
@@ -792,14 +964,26 @@ fn a_link_fills_the_form_and_starts_the_run() {
         json!({"kind": "elastic", "rotation": 0.3, "scale": 0.12, "shear": 0.15,
                "translation": 1.7, "elastic_alpha": 1, "elastic_sigma": 4})
     );
-    // The hidden layers' limit is the form's: 65 units are refused before anything runs.
+    // Widths that are not whole numbers are refused in the form, before anything runs; a
+    // network wider than the adapter holds by the plan, in one line naming the layer and the
+    // limit (the adapter's, not a number of the page's: 65 units train, see
+    // `the_page_trains_wide_and_deep_networks_as_the_native_trainer_does`).
     browser.script(
-        "const f = document.getElementById('train-form'); f.elements.hidden.value = '65'; \
+        "const f = document.getElementById('train-form'); f.elements.hidden.value = '8,x'; \
          document.getElementById('train-start').click(); return 1",
     );
     let error = browser.text("train-error");
+    assert!(error.starts_with("hidden layers: whole numbers"), "{error}");
+    browser.script(
+        "const f = document.getElementById('train-form'); f.elements.hidden.value = '2000000'; \
+         document.getElementById('train-start').click(); return 1",
+    );
+    browser.wait("the plan's refusal", |b| !b.text("train-error").is_empty());
+    let error = browser.text("train-error");
     assert!(
-        error.starts_with("hidden layers: one or two widths of 1 to 64"),
+        error.contains("options: hidden [2000000]: W1 (2000000 × 784) needs 5982 MiB, more than")
+            && error.contains("MiB this GPU holds in one buffer")
+            && !error.contains('\n'),
         "{error}"
     );
 }
@@ -893,7 +1077,7 @@ fn scored_natively(params: &Value) -> (f64, f64) {
         .iter()
         .map(|v| v.as_f64().unwrap() as f32)
         .collect();
-    let model = ParamLayout::new(&shape).unpack(&flat, Activation::Relu);
+    let model = ParamLayout::dense(&shape).unpack(&flat, Activation::Relu);
     let test = EMBEDDED_TEST.load().unwrap();
     let labels = test.labels.as_ref().unwrap();
     let pool = std::sync::Arc::new(ImagePool::default());
@@ -1089,11 +1273,11 @@ fn the_form_shows_only_the_fields_that_apply() {
     let (status, body) = http(address, "GET", "/api/train/form", b"");
     assert_eq!(status, 200, "{body}");
     let served = json_of(&body);
-    assert_eq!(served["limits"]["max_hidden"], json!(MAX_HIDDEN));
-    assert_eq!(
-        served["limits"]["max_hidden_layers"],
-        json!(MAX_HIDDEN_LAYERS)
-    );
+    // The form has no width or depth limit of its own (the adapter's are the plan's), and
+    // says so in the hidden field's hint, which the page shows.
+    assert!(served.get("limits").is_none(), "{served}");
+    let hint = served["hints"]["hidden"].as_str().unwrap();
+    assert!(hint.contains("as wide as this GPU holds"), "{hint}");
     assert_eq!(
         served["choices"]["augment"],
         json!(["off", "shift", "affine", "elastic"])
@@ -1103,6 +1287,9 @@ fn the_form_shows_only_the_fields_that_apply() {
     browser.wait("the form's values", |b| {
         !form_field(b, "alpha").as_str().unwrap().is_empty()
     });
+    let title =
+        browser.script("return document.getElementById('train-form').elements.hidden.title");
+    assert_eq!(title, json!(hint));
     for (name, value) in served["fields"].as_object().unwrap() {
         let field = form_field(&browser, name);
         let field = field.as_str().unwrap();

@@ -6,6 +6,8 @@ use crate::common;
 
 use std::sync::OnceLock;
 
+use std::sync::Arc;
+
 use crate::common::{assert_close, assert_close_scaled, random_bytes, random_floats};
 use mnist_gpu::cpu::ops;
 use mnist_gpu::data::PIXELS;
@@ -13,47 +15,46 @@ use mnist_gpu::gpu::kernels::{
     forward_partial_floats, forward_splits_with, matmul_is_tiled, splits_for, Bound, Kernel,
     Kernels, Operand, Recorder, Uniforms,
 };
+use mnist_gpu::gpu::native::Workbench;
 use mnist_gpu::gpu::pipeline::ShaderChecks;
+use mnist_gpu::gpu::recording::Buf;
 use mnist_gpu::gpu::GpuContext;
 use mnist_gpu::layout::{Layout, Mat, MatMut};
 use mnist_gpu::model::Activation;
 
 /// The context of this thread's mode (`common::with_shader_checks`), built once per mode.
-fn ctx() -> &'static GpuContext {
-    static CTX: OnceLock<GpuContext> = OnceLock::new();
-    static CHECKED: OnceLock<GpuContext> = OnceLock::new();
+fn ctx() -> &'static Arc<GpuContext> {
+    static CTX: OnceLock<Arc<GpuContext>> = OnceLock::new();
+    static CHECKED: OnceLock<Arc<GpuContext>> = OnceLock::new();
     match common::shader_checks() {
-        ShaderChecks::Off => CTX.get_or_init(common::gpu),
-        ShaderChecks::On => CHECKED.get_or_init(common::gpu),
+        ShaderChecks::Off => CTX.get_or_init(|| Arc::new(common::gpu())),
+        ShaderChecks::On => CHECKED.get_or_init(|| Arc::new(common::gpu())),
     }
 }
 
-fn upload(data: &[f32]) -> wgpu::Buffer {
-    ctx().upload("input", bytemuck::cast_slice(data)).unwrap()
+/// The kernels of this thread's context, run at once.
+fn bench() -> Workbench {
+    Workbench::new(ctx().clone())
 }
 
 /// An output buffer full of NaN.
-fn poisoned(n: usize) -> wgpu::Buffer {
-    upload(&vec![f32::NAN; n])
+fn poisoned(w: &mut Workbench, n: usize) -> Buf {
+    w.floats(&vec![f32::NAN; n])
 }
 
-fn read(buffer: &wgpu::Buffer, n: usize) -> Vec<f32> {
-    ctx().read(buffer, n).unwrap()
-}
-
-/// Binds `kernel` to `buffers` (in its shader's binding order), records what `record` does
-/// with it, and submits.
+/// Binds the kernel `which` picks to `buffers` (in its shader's binding order), records what
+/// `record` does with it, and submits.
 fn run_kernel(
-    kernel: &Kernel,
-    buffers: &[&wgpu::Buffer],
+    w: &mut Workbench,
+    which: impl Fn(&Kernels) -> &Kernel,
+    buffers: &[Buf],
     record: impl FnOnce(&Kernels, &mut Recorder, &Bound),
 ) {
-    let ctx = ctx();
-    let mut u = Uniforms::new(&ctx.device, 1);
-    let bound = kernel.bind(&ctx.device, &mut u, buffers);
-    let mut rec = Recorder::new(&ctx.device, &mut u, kernel.name);
-    record(&ctx.kernels, &mut rec, &bound);
-    rec.submit(&ctx.queue);
+    let mut u = Uniforms::new(&mut w.tape, 1).unwrap();
+    let bound = which(&w.kernels).bind(&mut w.tape, &mut u, buffers);
+    let mut rec = Recorder::new(&mut w.tape, &mut u);
+    record(&w.kernels, &mut rec, &bound);
+    rec.submit();
 }
 
 fn element(data: &[f32], l: Layout, i: usize, j: usize) -> f64 {
@@ -103,7 +104,7 @@ impl B {
 /// plain kernels' tolerance.
 #[allow(clippy::too_many_arguments)]
 fn check_matmul(
-    ctx: &GpuContext,
+    ctx: &Arc<GpuContext>,
     what: &str,
     a: &[f32],
     la: Layout,
@@ -127,8 +128,7 @@ fn check_matmul(
         }
     }
     let atol = 1e-6 * inner as f64 + 1e-6;
-    let upload = |data: &[f32]| ctx.upload("input", bytemuck::cast_slice(data)).unwrap();
-    let poisoned = |n: usize| upload(&vec![f32::NAN; n]);
+    let mut w = Workbench::new(ctx.clone());
 
     let mut cpu = vec![f32::NAN; rows * cols];
     ops::matmul(
@@ -150,7 +150,12 @@ fn check_matmul(
     assert_close(&format!("{what}: CPU twin"), &cpu, &want, atol, 1e-5);
 
     let (b_buf, images, indices, operand) = match &b {
-        B::Matrix(data, l) => (upload(data), vec![0u8; 4], vec![0u32], Operand::Matrix(*l)),
+        B::Matrix(data, l) => (
+            w.floats(data),
+            vec![0u8; 4],
+            vec![0u32],
+            Operand::Matrix(*l),
+        ),
         B::Images {
             images,
             indices,
@@ -170,31 +175,27 @@ fn check_matmul(
                     m: *m,
                 }
             };
-            (upload(&[0.0]), images.clone(), indices.clone(), op)
+            (w.floats(&[0.0]), images.clone(), indices.clone(), op)
         }
     };
-    let a_buf = upload(a);
-    let images = ctx.upload("images", &images).unwrap();
-    let indices = ctx
-        .upload("indices", bytemuck::cast_slice(&indices))
-        .unwrap();
-    let bias_buf = upload(bias.unwrap_or(&[0.0]));
-    let partials = poisoned(splits as usize * rows * cols);
-    let c = poisoned(rows * cols);
-    let k = &ctx.kernels;
-    let mut u = Uniforms::new(&ctx.device, 2);
-    let product = k.matmul.bind(
-        &ctx.device,
-        &mut u,
-        &[&a_buf, &b_buf, &images, &indices, &bias_buf, &partials],
-    );
-    let sum = k.sum_partials.bind(&ctx.device, &mut u, &[&partials, &c]);
-    let mut rec = Recorder::new(&ctx.device, &mut u, "matmul test");
+    let a_buf = w.floats(a);
+    let images = w.upload("images", &images);
+    let indices = w.upload("indices", bytemuck::cast_slice(&indices));
+    let bias_buf = w.floats(bias.unwrap_or(&[0.0]));
+    let partials = poisoned(&mut w, splits as usize * rows * cols);
+    let c = poisoned(&mut w, rows * cols);
+    let (k, tape) = (&w.kernels, &mut w.tape);
+    let mut u = Uniforms::new(tape, 2).unwrap();
+    let buffers = [a_buf, b_buf, images, indices, bias_buf, partials];
+    let product = k.matmul.bind(tape, &mut u, &buffers);
+    let sum = k.sum_partials.bind(tape, &mut u, &[partials, c]);
+    let mut rec = Recorder::new(tape, &mut u);
     k.matmul(&mut rec, &product, la, operand, lc, bias.is_some(), splits);
     k.sum_partials(&mut rec, &sum, rows * cols, splits, 1.0);
-    rec.submit(&ctx.queue);
-    let got = ctx.read(&c, rows * cols).unwrap();
-    if k.matmul_coop.is_some() && matmul_is_tiled(rows, cols) {
+    rec.submit();
+    let coop = w.kernels.matmul_coop.is_some();
+    let got = w.read(c, rows * cols);
+    if coop && matmul_is_tiled(rows, cols) {
         let rtol = 2f64.powi(-10) + inner as f64 * 2f64.powi(-24);
         let what = format!("{what}: GPU, cooperative matrices");
         assert_close_scaled(&what, &got, &want, &magnitude, 1e-6, rtol);
@@ -221,7 +222,7 @@ fn matmul_w_a_plus_bias() {
     matmul_w_a_plus_bias_on(ctx());
 }
 
-fn matmul_w_a_plus_bias_on(ctx: &GpuContext) {
+fn matmul_w_a_plus_bias_on(ctx: &Arc<GpuContext>) {
     let sizes = [
         (1, 1, 1),
         (7, 63, 65),
@@ -257,7 +258,7 @@ fn matmul_w_a_plus_bias_split_k() {
     matmul_w_a_plus_bias_split_k_on(ctx());
 }
 
-fn matmul_w_a_plus_bias_split_k_on(ctx: &GpuContext) {
+fn matmul_w_a_plus_bias_split_k_on(ctx: &Arc<GpuContext>) {
     // `--forward-split-k`: Z (rows, cols) = W·A + b with the inner dimension in slices, the
     // bias added by slice 0 only; A a matrix, then the images (784 pixels: slices start on a
     // packed word). 7 slices of 63, each rounded up to the kernel's step (4 or 8), leave the last
@@ -334,7 +335,7 @@ fn matmul_wt_dz() {
     matmul_wt_dz_on(ctx());
 }
 
-fn matmul_wt_dz_on(ctx: &GpuContext) {
+fn matmul_wt_dz_on(ctx: &Arc<GpuContext>) {
     // dA (inputs, m) = Wᵀ·dZ with W: (units, inputs) read transposed in place.
     let sizes = [
         (1, 1, 1),
@@ -366,7 +367,7 @@ fn matmul_dz_at_split_k() {
     matmul_dz_at_split_k_on(ctx());
 }
 
-fn matmul_dz_at_split_k_on(ctx: &GpuContext) {
+fn matmul_dz_at_split_k_on(ctx: &Arc<GpuContext>) {
     // dW (units, inputs) = dZ·Aᵀ, summed over the batch in slices.
     let sizes = [
         (1, 1, 1),
@@ -415,7 +416,7 @@ fn matmul_w_x_from_image_bytes() {
     matmul_w_x_from_image_bytes_on(ctx());
 }
 
-fn matmul_w_x_from_image_bytes_on(ctx: &GpuContext) {
+fn matmul_w_x_from_image_bytes_on(ctx: &Arc<GpuContext>) {
     // The last is the forward pass of a 512-unit layer over a large batch.
     let sizes = [
         (1, 1),
@@ -448,7 +449,7 @@ fn matmul_dz_xt_from_image_bytes_split_k() {
     matmul_dz_xt_from_image_bytes_split_k_on(ctx());
 }
 
-fn matmul_dz_xt_from_image_bytes_split_k_on(ctx: &GpuContext) {
+fn matmul_dz_xt_from_image_bytes_split_k_on(ctx: &Arc<GpuContext>) {
     let sizes = [
         (1, 1),
         (10, 7),
@@ -493,21 +494,23 @@ fn act_reference(z: f64, act: Activation) -> (f64, f64) {
 }
 
 fn check_activation(count: usize, act: Activation) {
-    let ctx = ctx();
-    let k = &ctx.kernels;
+    let mut w = bench();
     let z = random_floats(count, 5.0, count as u64);
     let want: Vec<f64> = z.iter().map(|&v| act_reference(v as f64, act).0).collect();
     let mut cpu = vec![f32::NAN; count];
     ops::activation(&z, act, &mut cpu);
     assert_close("activation: CPU twin", &cpu, &want, 1e-6, 1e-6);
 
-    let (zb, ab) = (upload(&z), poisoned(count));
-    run_kernel(&k.activation, &[&zb, &ab], |k, rec, bound| {
-        k.activation(rec, bound, count, act)
-    });
+    let (zb, ab) = (w.floats(&z), poisoned(&mut w, count));
+    run_kernel(
+        &mut w,
+        |k| &k.activation,
+        &[zb, ab],
+        |k, rec, bound| k.activation(rec, bound, count, act),
+    );
     assert_close(
         &format!("activation {act:?} x{count}"),
-        &read(&ab, count),
+        &w.read(ab, count),
         &want,
         1e-6,
         1e-6,
@@ -530,8 +533,7 @@ fn activation_over_a_two_dimensional_grid() {
 
 #[test]
 fn activation_grad_relu_and_elu() {
-    let ctx = ctx();
-    let k = &ctx.kernels;
+    let mut w = bench();
     for count in COUNTS {
         for act in [Activation::Relu, Activation::Elu] {
             let da = random_floats(count, 1.0, 20);
@@ -545,17 +547,16 @@ fn activation_grad_relu_and_elu() {
             ops::activation_grad(&da, &z, act, &mut cpu);
             assert_close("activation_grad: CPU twin", &cpu, &want, 1e-6, 1e-6);
 
-            let (dab, zb, dzb) = (upload(&da), upload(&z), poisoned(count));
-            let mut u = Uniforms::new(&ctx.device, 1);
-            let bound = k
-                .activation_grad
-                .bind(&ctx.device, &mut u, &[&dab, &zb, &dzb]);
-            let mut rec = Recorder::new(&ctx.device, &mut u, "activation_grad test");
-            k.activation_grad(&mut rec, &bound, count, act);
-            rec.submit(&ctx.queue);
+            let (dab, zb, dzb) = (w.floats(&da), w.floats(&z), poisoned(&mut w, count));
+            run_kernel(
+                &mut w,
+                |k| &k.activation_grad,
+                &[dab, zb, dzb],
+                |k, rec, bound| k.activation_grad(rec, bound, count, act),
+            );
             assert_close(
                 &format!("activation_grad {act:?} x{count}"),
-                &read(&dzb, count),
+                &w.read(dzb, count),
                 &want,
                 1e-6,
                 1e-6,
@@ -577,19 +578,21 @@ fn softmax_reference(z: &[f32], rows: usize) -> Vec<f64> {
 }
 
 fn check_softmax(rows: usize, m: usize, scale: f32) {
-    let ctx = ctx();
-    let k = &ctx.kernels;
+    let mut w = bench();
     let z = random_floats(rows * m, scale, m as u64);
     let want = softmax_reference(&z, rows);
     let mut cpu = vec![f32::NAN; rows * m];
     ops::softmax(&z, rows, &mut cpu);
     assert_close("softmax: CPU twin", &cpu, &want, 1e-6, 1e-4);
 
-    let (zb, ab) = (upload(&z), poisoned(rows * m));
-    run_kernel(&k.softmax, &[&zb, &ab], |k, rec, bound| {
-        k.softmax(rec, bound, rows, m)
-    });
-    let got = read(&ab, rows * m);
+    let (zb, ab) = (w.floats(&z), poisoned(&mut w, rows * m));
+    run_kernel(
+        &mut w,
+        |k| &k.softmax,
+        &[zb, ab],
+        |k, rec, bound| k.softmax(rec, bound, rows, m),
+    );
+    let got = w.read(ab, rows * m);
     assert!(
         got.iter().all(|v| v.is_finite()),
         "softmax {rows}x{m}: a NaN or Inf"
@@ -619,8 +622,7 @@ fn softmax_with_huge_logits() {
 
 #[test]
 fn output_grad_from_labels() {
-    let ctx = ctx();
-    let k = &ctx.kernels;
+    let mut w = bench();
     let rows = 10;
     for m in [1, 7, 65, 1000] {
         let images = m + 4;
@@ -658,31 +660,27 @@ fn output_grad_from_labels() {
         );
 
         let label_words: Vec<u32> = labels.iter().map(|&l| l as u32).collect();
-        let (ab, zb) = (upload(&a), upload(&z));
-        let lb = ctx
-            .upload("labels", bytemuck::cast_slice(&label_words))
-            .unwrap();
-        let ib = ctx
-            .upload("indices", bytemuck::cast_slice(&indices))
-            .unwrap();
-        let (dzb, sb) = (poisoned(rows * m), poisoned(2 * m));
-        let mut u = Uniforms::new(&ctx.device, 1);
-        let bound = k
-            .output_grad
-            .bind(&ctx.device, &mut u, &[&ab, &zb, &lb, &ib, &dzb, &sb]);
-        let mut rec = Recorder::new(&ctx.device, &mut u, "output_grad test");
-        k.output_grad(&mut rec, &bound, rows, m, offset as u32);
-        rec.submit(&ctx.queue);
+        let (ab, zb) = (w.floats(&a), w.floats(&z));
+        let lb = w.upload("labels", bytemuck::cast_slice(&label_words));
+        let ib = w.upload("indices", bytemuck::cast_slice(&indices));
+        let (dzb, sb) = (poisoned(&mut w, rows * m), poisoned(&mut w, 2 * m));
+        let buffers = [ab, zb, lb, ib, dzb, sb];
+        run_kernel(
+            &mut w,
+            |k| &k.output_grad,
+            &buffers,
+            |k, rec, bound| k.output_grad(rec, bound, rows, m, offset as u32),
+        );
         assert_close(
             &format!("output_grad dZ x{m}"),
-            &read(&dzb, rows * m),
+            &w.read(dzb, rows * m),
             &want_dz,
             1e-6,
             1e-5,
         );
         assert_close(
             &format!("output_grad stats x{m}"),
-            &read(&sb, 2 * m),
+            &w.read(sb, 2 * m),
             &want_stats,
             1e-5,
             1e-5,
@@ -692,8 +690,7 @@ fn output_grad_from_labels() {
 
 #[test]
 fn sum_columns_over_the_batch() {
-    let ctx = ctx();
-    let k = &ctx.kernels;
+    let mut w = bench();
     for rows in [1, 2, 7, 10] {
         for m in [1, 7, 63, 65, 1000, 5003] {
             let x = random_floats(rows * m, 1.0, (rows * m) as u64);
@@ -706,16 +703,18 @@ fn sum_columns_over_the_batch() {
             assert_close("sum_columns: CPU twin", &cpu, &want, 1e-6, 1e-5);
 
             let chunks = mnist_gpu::gpu::kernels::column_chunks(m) as usize;
-            let (xb, partials, out) = (upload(&x), poisoned(chunks * rows), poisoned(rows));
-            let mut u = Uniforms::new(&ctx.device, 2);
-            let columns = k.sum_columns.bind(&ctx.device, &mut u, &[&xb, &partials]);
-            let sum = k.sum_partials.bind(&ctx.device, &mut u, &[&partials, &out]);
-            let mut rec = Recorder::new(&ctx.device, &mut u, "sum_columns test");
+            let xb = w.floats(&x);
+            let (partials, out) = (poisoned(&mut w, chunks * rows), poisoned(&mut w, rows));
+            let (k, tape) = (&w.kernels, &mut w.tape);
+            let mut u = Uniforms::new(tape, 2).unwrap();
+            let columns = k.sum_columns.bind(tape, &mut u, &[xb, partials]);
+            let sum = k.sum_partials.bind(tape, &mut u, &[partials, out]);
+            let mut rec = Recorder::new(tape, &mut u);
             k.sum_columns(&mut rec, &columns, &sum, rows, m, scale);
-            rec.submit(&ctx.queue);
+            rec.submit();
             assert_close(
                 &format!("sum_columns {rows}x{m}"),
-                &read(&out, rows),
+                &w.read(out, rows),
                 &want,
                 1e-6,
                 1e-5,
@@ -726,8 +725,7 @@ fn sum_columns_over_the_batch() {
 
 #[test]
 fn sum_partials_adds_slices() {
-    let ctx = ctx();
-    let k = &ctx.kernels;
+    let mut w = bench();
     for (len, parts) in [(1, 1), (63, 5), (1000, 7), (7850, 36)] {
         let partials = random_floats(len * parts, 1.0, 40);
         let want: Vec<f64> = (0..len)
@@ -741,13 +739,16 @@ fn sum_partials_adds_slices() {
         ops::sum_partials(&partials, len, 0.5, &mut cpu);
         assert_close("sum_partials: CPU twin", &cpu, &want, 1e-6, 1e-5);
 
-        let (pb, out) = (upload(&partials), poisoned(len));
-        run_kernel(&k.sum_partials, &[&pb, &out], |k, rec, bound| {
-            k.sum_partials(rec, bound, len, parts as u32, 0.5)
-        });
+        let (pb, out) = (w.floats(&partials), poisoned(&mut w, len));
+        run_kernel(
+            &mut w,
+            |k| &k.sum_partials,
+            &[pb, out],
+            |k, rec, bound| k.sum_partials(rec, bound, len, parts as u32, 0.5),
+        );
         assert_close(
             &format!("sum_partials {len}x{parts}"),
-            &read(&out, len),
+            &w.read(out, len),
             &want,
             1e-6,
             1e-5,
@@ -757,8 +758,7 @@ fn sum_partials_adds_slices() {
 
 #[test]
 fn sgd_update_steps_against_the_gradient() {
-    let ctx = ctx();
-    let k = &ctx.kernels;
+    let mut w = bench();
     for count in [1, 7, 65, 1000, 7850] {
         let param = random_floats(count, 1.0, 50);
         let grad = random_floats(count, 1.0, 51);
@@ -772,13 +772,16 @@ fn sgd_update_steps_against_the_gradient() {
         ops::sgd_update(&mut cpu, &grad, alpha);
         assert_close("sgd_update: CPU twin", &cpu, &want, 1e-6, 1e-6);
 
-        let (gb, pb) = (upload(&grad), upload(&param));
-        run_kernel(&k.sgd_update, &[&gb, &pb], |k, rec, bound| {
-            k.sgd_update(rec, bound, count, alpha)
-        });
+        let (gb, pb) = (w.floats(&grad), w.floats(&param));
+        run_kernel(
+            &mut w,
+            |k| &k.sgd_update,
+            &[gb, pb],
+            |k, rec, bound| k.sgd_update(rec, bound, count, alpha),
+        );
         assert_close(
             &format!("sgd_update x{count}"),
-            &read(&pb, count),
+            &w.read(pb, count),
             &want,
             1e-6,
             1e-6,
@@ -788,8 +791,7 @@ fn sgd_update_steps_against_the_gradient() {
 
 #[test]
 fn momentum_update_keeps_a_velocity() {
-    let ctx = ctx();
-    let k = &ctx.kernels;
+    let mut w = bench();
     let (alpha, beta) = (0.37f32, 0.9f32);
     for count in [1, 7, 65, 1000, 7850] {
         let param = random_floats(count, 1.0, 60);
@@ -811,20 +813,34 @@ fn momentum_update_keeps_a_velocity() {
         assert_close("momentum_update: CPU twin V", &cpu_v, &want_v, 1e-6, 1e-6);
         assert_close("momentum_update: CPU twin P", &cpu_p, &want_p, 1e-6, 1e-6);
 
-        let (gb, pb, vb) = (upload(&grad), upload(&param), upload(&velocity));
-        run_kernel(&k.momentum_update, &[&gb, &pb, &vb], |k, rec, bound| {
-            k.momentum_update(rec, bound, count, alpha, beta)
-        });
+        let (gb, pb, vb) = (w.floats(&grad), w.floats(&param), w.floats(&velocity));
+        run_kernel(
+            &mut w,
+            |k| &k.momentum_update,
+            &[gb, pb, vb],
+            |k, rec, bound| k.momentum_update(rec, bound, count, alpha, beta),
+        );
         let what = format!("momentum_update x{count}");
-        assert_close(&format!("{what} V"), &read(&vb, count), &want_v, 1e-6, 1e-6);
-        assert_close(&format!("{what} P"), &read(&pb, count), &want_p, 1e-6, 1e-6);
+        assert_close(
+            &format!("{what} V"),
+            &w.read(vb, count),
+            &want_v,
+            1e-6,
+            1e-6,
+        );
+        assert_close(
+            &format!("{what} P"),
+            &w.read(pb, count),
+            &want_p,
+            1e-6,
+            1e-6,
+        );
     }
 }
 
 #[test]
 fn adam_update_with_bias_correction() {
-    let ctx = ctx();
-    let k = &ctx.kernels;
+    let mut w = bench();
     let alpha = 0.01f32;
     let (beta1, beta2, eps) = (0.9f32, 0.999f32, 1e-8f32);
     for (count, t) in [(1, 1), (7, 2), (65, 10), (1000, 1), (7850, 300)] {
@@ -869,14 +885,35 @@ fn adam_update_with_bias_correction() {
         assert_close(&format!("{what}: CPU twin V"), &cpu_v, &want_v, 1e-7, 1e-5);
         assert_close(&format!("{what}: CPU twin P"), &cpu_p, &want_p, 1e-6, 1e-5);
 
-        let (gb, pb) = (upload(&grad), upload(&param));
-        let (mb, vb) = (upload(&m), upload(&v));
-        run_kernel(&k.adam_update, &[&gb, &pb, &mb, &vb], |k, rec, bound| {
-            k.adam_update(rec, bound, count, alpha, adam)
-        });
-        assert_close(&format!("{what} M"), &read(&mb, count), &want_m, 1e-6, 1e-5);
-        assert_close(&format!("{what} V"), &read(&vb, count), &want_v, 1e-7, 1e-5);
-        assert_close(&format!("{what} P"), &read(&pb, count), &want_p, 1e-6, 1e-5);
+        let (gb, pb) = (w.floats(&grad), w.floats(&param));
+        let (mb, vb) = (w.floats(&m), w.floats(&v));
+        run_kernel(
+            &mut w,
+            |k| &k.adam_update,
+            &[gb, pb, mb, vb],
+            |k, rec, bound| k.adam_update(rec, bound, count, alpha, adam),
+        );
+        assert_close(
+            &format!("{what} M"),
+            &w.read(mb, count),
+            &want_m,
+            1e-6,
+            1e-5,
+        );
+        assert_close(
+            &format!("{what} V"),
+            &w.read(vb, count),
+            &want_v,
+            1e-7,
+            1e-5,
+        );
+        assert_close(
+            &format!("{what} P"),
+            &w.read(pb, count),
+            &want_p,
+            1e-6,
+            1e-5,
+        );
     }
 }
 
@@ -884,8 +921,7 @@ fn adam_update_with_bias_correction() {
 fn augment_shifts_images_as_bytes() {
     use mnist_gpu::data::pool::Shift;
     use mnist_gpu::data::IMAGE_SIDE;
-    let ctx = ctx();
-    let k = &ctx.kernels;
+    let mut w = bench();
     for (m, seed) in [(1, 80), (7, 81), (65, 82), (300, 83)] {
         let count = m + 4;
         let images = random_bytes(count * PIXELS, seed);
@@ -922,19 +958,17 @@ fn augment_shifts_images_as_bytes() {
             .iter()
             .flat_map(|s| [s.dx as i32, s.dy as i32])
             .collect();
-        let image_buffer = ctx.upload("images", &images).unwrap();
-        let index_buffer = ctx
-            .upload("indices", bytemuck::cast_slice(&indices))
-            .unwrap();
-        let shift_buffer = ctx.upload("shifts", bytemuck::cast_slice(&pairs)).unwrap();
-        let out = ctx.upload("out", &vec![0xAAu8; m * PIXELS]).unwrap();
+        let image_buffer = w.upload("images", &images);
+        let index_buffer = w.upload("indices", bytemuck::cast_slice(&indices));
+        let shift_buffer = w.upload("shifts", bytemuck::cast_slice(&pairs));
+        let out = w.upload("out", &vec![0xAAu8; m * PIXELS]);
         run_kernel(
-            &k.augment,
-            &[&image_buffer, &index_buffer, &shift_buffer, &out],
+            &mut w,
+            |k| &k.augment,
+            &[image_buffer, index_buffer, shift_buffer, out],
             |k, rec, bound| k.augment(rec, bound, m, offset as u32),
         );
-        let words = read(&out, m * PIXELS / 4);
-        let got: &[u8] = bytemuck::cast_slice(&words);
+        let got = w.read_bytes(out, (m * PIXELS) as u64);
         if let Some(i) = (0..got.len()).find(|&i| got[i] != want[i]) {
             panic!(
                 "augment x{m}: byte {i} (image {}, pixel {}) is {} but the reference is {}",
@@ -985,6 +1019,7 @@ fn matmul_coop_where_the_adapter_has_cooperative_matrices() {
     let Some(ctx) = common::coop_gpu("the cooperative-matrix kernel") else {
         return;
     };
+    let ctx = Arc::new(ctx);
     matmul_w_a_plus_bias_on(&ctx);
     matmul_wt_dz_on(&ctx);
     matmul_dz_at_split_k_on(&ctx);

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use mnist_gpu::backend::BatchStats;
 use mnist_gpu::checkpoint::{self, Checkpointing, FileId};
 use mnist_gpu::cpu::CpuBackend;
-use mnist_gpu::data::pool::Split;
+use mnist_gpu::data::pool::{List, Split};
 use mnist_gpu::model::{Activation, Init, Model};
 use mnist_gpu::options::{Every, RunOptions};
 use mnist_gpu::train::{self, Ending, Progress, Report, RunState, Schedule, StepHook};
@@ -301,4 +301,154 @@ fn the_binary_reports_means_the_dev_loss_and_the_kept_loss() {
         row[5].parse().ok(),
         "{summary}"
     );
+}
+
+/// The numbers of a progress line as the GPU backend computes them on the device for `serve`'s
+/// page (`gpu::figures`: the window's mean from the history ring, the dev list's loss and
+/// accuracy from its logits), read back natively at each line, against the line the loop made
+/// from what it read back: on the fused and the per-operation engines, mini-batch with a short
+/// last batch and progress lines across epochs, and full batch.
+#[test]
+fn the_pages_figures_on_the_device_are_the_loops_numbers() {
+    use mnist_gpu::gpu::GpuBackend;
+    let ctx = Arc::new(common::gpu());
+    let split = split();
+    for (hidden, path, batch, every) in [
+        (16, mnist_gpu::backend::StepPath::Fused, Some(64), 3),
+        (16, mnist_gpu::backend::StepPath::Reference, Some(64), 7),
+        (80, mnist_gpu::backend::StepPath::Reference, None, 2),
+    ] {
+        let schedule = Schedule {
+            batch_size: batch,
+            iterations: 6,
+            epochs: 4,
+            alpha: 0.1,
+            log_every: every,
+            ..Schedule::default()
+        };
+        let model = Model::new(&[hidden], Activation::Relu, Init::He, 1).unwrap();
+        let capacity = schedule.capacity(split.train.len());
+        let sizes = split.sizes();
+        let mut gpu = GpuBackend::with_path(
+            ctx.clone(),
+            &model,
+            &split.pool,
+            sizes,
+            capacity,
+            Some(path),
+        )
+        .unwrap();
+        gpu.keep_figures(every).unwrap();
+        let mut watching = Figures {
+            gpu,
+            seen: Vec::new(),
+        };
+        let report = train::train(&mut watching, &split, &schedule, &mut |_| {}).unwrap();
+        let what = format!("784-{hidden}-10 {path:?}, batch {batch:?}, a line every {every}");
+        // The dev list is scored at every line, and once more at the end.
+        assert_eq!(watching.seen.len(), report.history.len() + 1, "{what}");
+        for (line, (window, dev)) in report.history.iter().zip(&watching.seen) {
+            let want = [
+                line.batch.loss,
+                line.batch.accuracy,
+                line.dev_loss.unwrap(),
+                line.dev_accuracy.unwrap(),
+            ];
+            let got = [window[0], window[1], dev[0], dev[1]];
+            for (name, (g, w)) in ["loss", "accuracy", "dev loss", "dev accuracy"]
+                .iter()
+                .zip(got.iter().zip(want))
+            {
+                assert!(
+                    (*g as f64 - w).abs() <= 1e-5 + 1e-4 * w.abs(),
+                    "{what}: step {}'s {name} is {g} on the device, {w} in the loop",
+                    line.step
+                );
+            }
+        }
+    }
+}
+
+/// The GPU backend, its figures read after each dev evaluation (a progress line's last
+/// reading, after the window's mean).
+struct Figures {
+    gpu: mnist_gpu::gpu::GpuBackend,
+    seen: Vec<(Vec<f32>, Vec<f32>)>,
+}
+
+impl mnist_gpu::backend::Backend for Figures {
+    fn device_name(&self) -> String {
+        self.gpu.device_name()
+    }
+    fn set_list(&mut self, list: List, indices: &[u32]) -> mnist_gpu::Result<()> {
+        self.gpu.set_list(list, indices)
+    }
+    fn train_step(&mut self, start: usize, len: usize, alpha: f32) -> mnist_gpu::Result<()> {
+        self.gpu.train_step(start, len, alpha)
+    }
+    fn train_step_shifted(
+        &mut self,
+        start: usize,
+        len: usize,
+        alpha: f32,
+        shifts: &[mnist_gpu::data::pool::Shift],
+    ) -> mnist_gpu::Result<()> {
+        self.gpu.train_step_shifted(start, len, alpha, shifts)
+    }
+    fn train_step_warped(
+        &mut self,
+        start: usize,
+        len: usize,
+        alpha: f32,
+        warps: &mnist_gpu::augment::Warps,
+    ) -> mnist_gpu::Result<()> {
+        self.gpu.train_step_warped(start, len, alpha, warps)
+    }
+    fn path(&self) -> mnist_gpu::backend::StepPath {
+        self.gpu.path()
+    }
+    fn batch_stats(&mut self) -> mnist_gpu::Result<BatchStats> {
+        self.gpu.batch_stats()
+    }
+    fn step_stats(&mut self) -> mnist_gpu::Result<Vec<BatchStats>> {
+        self.gpu.step_stats()
+    }
+    fn request_stats(&mut self) -> mnist_gpu::Result<()> {
+        self.gpu.request_stats()
+    }
+    fn ready_stats(&mut self) -> mnist_gpu::Result<Option<Vec<BatchStats>>> {
+        self.gpu.ready_stats()
+    }
+    fn logits(&mut self, list: List) -> mnist_gpu::Result<Vec<f32>> {
+        let logits = self.gpu.logits(list)?;
+        if list == List::Dev {
+            let window = self
+                .gpu
+                .read_figure(mnist_gpu::gpu::figures::Figure::Window)?;
+            let dev = self.gpu.read_figure(mnist_gpu::gpu::figures::Figure::Dev)?;
+            self.seen.push((window, dev));
+        }
+        Ok(logits)
+    }
+    fn classify(&mut self, images: &[u8]) -> mnist_gpu::Result<Vec<f32>> {
+        self.gpu.classify(images)
+    }
+    fn model(&mut self) -> mnist_gpu::Result<Model> {
+        self.gpu.model()
+    }
+    fn set_model(&mut self, model: &Model) -> mnist_gpu::Result<()> {
+        self.gpu.set_model(model)
+    }
+    fn set_optimizer(&mut self, o: mnist_gpu::optimizer::Optimizer) -> mnist_gpu::Result<()> {
+        self.gpu.set_optimizer(o)
+    }
+    fn optimizer_state(&mut self) -> mnist_gpu::Result<mnist_gpu::optimizer::OptimizerState> {
+        self.gpu.optimizer_state()
+    }
+    fn set_optimizer_state(
+        &mut self,
+        s: &mnist_gpu::optimizer::OptimizerState,
+    ) -> mnist_gpu::Result<()> {
+        self.gpu.set_optimizer_state(s)
+    }
 }

@@ -577,7 +577,7 @@ fn bad_train_requests_are_refused_at_once_and_the_server_serves_on() {
         (
             "/api/train/plan",
             json!({"options": {"hidden": [300_000]}}),
-            "options: hidden [300000]: the page's fused step covers",
+            "options: hidden [300000]: W1 (300000 × 784) needs 898 MiB, more than the 128 MiB",
         ),
         (
             "/api/train/plan",
@@ -629,23 +629,30 @@ fn bad_train_requests_are_refused_at_once_and_the_server_serves_on() {
         let (status, _) = http(address, "GET", "/api/shaders", b"");
         assert_eq!(status, 200);
     }
-    // A checkpoint of 784-100-10 is refused, and not kept: the next one opened is id 0.
+    // A checkpoint of a run the page cannot take (early stopping) is refused, and not kept:
+    // the next one opened is id 0. (A wide one, 784-100-10, the page trains.)
     let dir = tempfile::tempdir().unwrap();
-    for (name, hidden) in [("wide.safetensors", "100"), ("narrow.safetensors", "10")] {
-        let args = ["--backend", "cpu", "--hidden", hidden, "--iterations", "1"];
-        let out = run_in(dir.path(), &[&args[..], &["--checkpoint", name]].concat());
+    for (name, extra) in [
+        ("stopping.safetensors", &["--patience", "3"][..]),
+        ("narrow.safetensors", &[][..]),
+    ] {
+        let args = ["--backend", "cpu", "--hidden", "10", "--iterations", "1"];
+        let out = run_in(
+            dir.path(),
+            &[&args[..], extra, &["--checkpoint", name]].concat(),
+        );
         assert!(out.status.success(), "{}", common::output::describe(&out));
     }
     let open = |name: &str| {
         let bytes = std::fs::read(dir.path().join(name)).unwrap();
         http(address, "POST", "/api/checkpoint/open", &bytes)
     };
-    let (status, body) = open("wide.safetensors");
+    let (status, body) = open("stopping.safetensors");
     assert_eq!(status, 400, "{body}");
     assert!(json_of(&body)["error"]
         .as_str()
         .unwrap()
-        .contains("64 units"));
+        .contains("patience (early stopping) is not offered in the page"));
     let (status, body) = open("narrow.safetensors");
     assert_eq!(status, 200, "{body}");
     assert_eq!(json_of(&body)["id"], json!(0));

@@ -248,3 +248,44 @@ fn one_name_in_three_places() {
     }
     assert!(missing.is_empty(), "{}", missing.join("\n"));
 }
+
+/// Every per-operation kernel's bindings, as a recording lays them out (`gpu::kernels::KERNELS`:
+/// the uniform `Params` at 0, then the storage buffers it reads, then those it writes), are
+/// what its shader declares: the page builds its layouts from them, with no shader at hand.
+#[test]
+fn every_kernels_bindings_are_its_shaders() {
+    use mnist_gpu::gpu::kernels::{kernel_bindings, KERNELS};
+    use mnist_gpu::gpu::recording::Access;
+    let mut failures = Vec::new();
+    for (name, _, _) in KERNELS {
+        let source = SHADERS.iter().find(|(n, _)| *n == name).expect("listed").1;
+        let module = naga::front::wgsl::parse_str(source).expect("parses (tested above)");
+        let mut declared: Vec<(u32, Access)> = module
+            .global_variables
+            .iter()
+            .filter_map(|(_, g)| {
+                let binding = g.binding.as_ref()?;
+                let access = match g.space {
+                    naga::AddressSpace::Uniform => Access::Uniform,
+                    naga::AddressSpace::Storage { access } => {
+                        if access.contains(naga::StorageAccess::STORE) {
+                            Access::Write
+                        } else {
+                            Access::Read
+                        }
+                    }
+                    _ => return None,
+                };
+                Some((binding.binding, access))
+            })
+            .collect();
+        declared.sort_by_key(|b| b.0);
+        if declared != kernel_bindings(name) {
+            failures.push(format!(
+                "{name}.wgsl declares {declared:?}, KERNELS says {:?}",
+                kernel_bindings(name)
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}

@@ -49,6 +49,7 @@ mod http;
 mod limits;
 mod memory;
 mod page;
+mod plan;
 mod predict;
 mod store;
 mod train;
@@ -241,13 +242,8 @@ fn bad(message: impl Into<String>) -> Refusal {
     Refusal::new(StatusCode::BAD_REQUEST, message)
 }
 
-/// Softmax of one column of logits.
-pub(super) fn probabilities(logits: &[f32]) -> Vec<f64> {
-    let max = logits.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v)) as f64;
-    let exps: Vec<f64> = logits.iter().map(|&z| (z as f64 - max).exp()).collect();
-    let sum: f64 = exps.iter().sum();
-    exps.iter().map(|e| e / sum).collect()
-}
+/// Softmax of one column of logits (`model::softmax`, under the name `predict` imports).
+pub(super) use mnist_gpu::model::softmax as probabilities;
 
 /// Loads the model and the test digits, works out what the page shows of them, and serves the
 /// page and the API until stopped.
@@ -538,7 +534,7 @@ fn router(app: Arc<App>) -> Router {
         .route("/api/train/labels", get(train::labels))
         .route("/api/train/plan", post(train::plan))
         .route("/api/checkpoint", post(train::checkpoint))
-        .route("/api/check", get(check::check))
+        .route("/api/check", get(check::check).post(check::judge))
         .route("/api/checkpoint/open", post(train::open_checkpoint))
         .route("/api/predict", post(predict::predict))
         .route("/api/prepare", post(predict::prepare))

@@ -5,7 +5,9 @@
 //!
 //! - `GET /favicon.svg` (and `/favicon.ico`, where browsers look by default): a small digit.
 //! - `GET /api/train/form` → `{"fields": {name: starting value}, "choices": {name: [values]},
-//!   "limits": {"max_hidden", "max_hidden_layers"}, "test": {"data", "images", "labelled"}}`.
+//!   "hints": {name: what the field takes}, "test": {"data", "images", "labelled"}}`. The
+//!   networks the page trains are the GPU backend's: as wide and as deep as the adapter holds
+//!   (the plan refuses in one line what it cannot), so the form has no limit of its own.
 //! - `GET /api/test/images`, `/api/test/labels`: the test digits (`serve --data`, default the
 //!   embedded 10,000), 784 bytes an image and a byte a label (none where they have no labels).
 
@@ -20,7 +22,6 @@ use serde_json::{json, Value};
 
 use super::{json_body, App};
 use crate::cli::train_args::AugmentKind;
-use mnist_gpu::gpu::fused::{MAX_HIDDEN, MAX_HIDDEN_LAYERS};
 use mnist_gpu::model::Activation;
 use mnist_gpu::optimizer::OptimizerKind;
 use mnist_gpu::options::RunOptions;
@@ -88,9 +89,9 @@ fn form_json(app: &App) -> Value {
             "optimizer": OptimizerKind::value_variants().iter().map(|o| o.name()).collect::<Vec<_>>(),
             "augment": augment_kinds(),
         },
-        "limits": {
-            "max_hidden": MAX_HIDDEN,
-            "max_hidden_layers": MAX_HIDDEN_LAYERS,
+        "hints": {
+            "hidden": "the hidden layers' widths, comma-separated, e.g. 32, 800 or 256,128,64: \
+                       as many and as wide as this GPU holds",
         },
         "test": {
             "data": app.test.source,

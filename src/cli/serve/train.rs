@@ -1,19 +1,22 @@
 //! Training in the page: what the server hands the page's Web Worker (assets/serve/
-//! train_worker.js), which runs the fused step on the browser's WebGPU.
+//! train_worker.js), which carries out the GPU backend's own recording on the browser's WebGPU.
 //!
-//! The worker executes a plan and decides nothing: the plan (`gpu::plan`) is made by driving the
-//! native training loop (`train::train`) with a `PlanBackend`, which writes down what the GPU
-//! backend's fused engine would do. So a run in the page follows `mnist-gpu --backend gpu` with
-//! the same options step for step. (A wasm build of the driver would need a tool beyond cargo
-//! to serve; a plan needs none, and the page stays plain files.)
+//! The worker decides nothing: a plan (`plan.rs`) is what `GpuBackend` records, driven by the
+//! native training loop (`train::train_from`), for the page's adapter limits: the engine
+//! `mnist-gpu --backend gpu` would run (the fused step, or the per-operation kernels for wide
+//! and deep networks), its buffers, pipelines and bind groups, each step's dispatches and
+//! uniform values, and at each progress line where the page reads the numbers the backend's
+//! figures computed on the device. So a run in the page follows the native one step for step.
+//! (A wasm build of the driver would need a tool beyond cargo to serve; a plan needs none, and
+//! the page stays plain files.)
 //!
 //! - `GET /train_worker.js`: the worker.
 //! - `GET /api/shaders/NAME.wgsl`: the kernels, the bytes of shaders/.
 //! - `GET /api/train/images`, `/api/train/labels`: the training file, 784 bytes an image and a
 //!   byte a label (`serve --train`, default the embedded 10,000).
-//! - `POST /api/train/plan` `{"options": {…}, "from": S, "steps": N, "workgroup_storage": B}` →
-//!   the setup (constants, buffers, bind groups), the initial parameters when `from` is 0, and
-//!   the commands of steps S+1 ..= S+N.
+//! - `POST /api/train/plan` `{"options": {…}, "from": S, "steps": N, "limits":
+//!   {"workgroup_storage", "storage_binding", "buffer"}}` → the plan of steps S+1 ..= S+N
+//!   (`plan.rs` says its form).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -24,19 +27,26 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::{json, Value};
 
+use std::sync::Mutex;
+
 use super::limits::{self, read_json};
+use super::plan::{body, regions, PlanExec, Sink};
 use super::store::Missing;
 use super::{bad, json_body, App, Refusal};
 use mnist_gpu::augment::Augment;
-use mnist_gpu::backend::BatchStats;
+use mnist_gpu::backend::{Backend, BatchStats};
 use mnist_gpu::checkpoint::{self, Checkpoint, Checkpointing};
 use mnist_gpu::data::pool::{List, Split};
+use mnist_gpu::data::{CLASSES, PIXELS};
 use mnist_gpu::error::{config, Result};
-use mnist_gpu::gpu::fused::{ParamLayout, MAX_HIDDEN, MAX_HIDDEN_LAYERS};
-use mnist_gpu::gpu::plan::{PlanBackend, Setup, Span};
+use mnist_gpu::gpu::figures::Figure;
+use mnist_gpu::gpu::kernels::KernelConfig;
+use mnist_gpu::gpu::recording::Limits;
 use mnist_gpu::gpu::shaders::SHADERS;
-use mnist_gpu::model::{Init, Model};
+use mnist_gpu::gpu::{GpuBackend, Target};
+use mnist_gpu::model::Model;
 use mnist_gpu::options::RunOptions;
+use mnist_gpu::params::{moments_of, shapes, ParamLayout};
 use mnist_gpu::train::{self, Checkpointer, RunState, Schedule, StepHook};
 
 pub const WORKER: &str = include_str!("../../../assets/serve/train_worker.js");
@@ -97,8 +107,12 @@ pub async fn shader(Path(file): Path<String>) -> Response {
 }
 
 /// The bytes as they are: `Bytes` shares them, so a request copies nothing.
-fn bytes(data: axum::body::Bytes) -> Response {
-    ([(header::CONTENT_TYPE, "application/octet-stream")], data).into_response()
+fn bytes(data: impl Into<axum::body::Bytes>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "application/octet-stream")],
+        data.into(),
+    )
+        .into_response()
 }
 
 pub async fn images(State(app): State<Arc<App>>) -> Response {
@@ -129,7 +143,7 @@ pub async fn plan(State(app): State<Arc<App>>, headers: HeaderMap, body: Body) -
     let answer = tokio::task::spawn_blocking(move || plan_of(&app, &request, resumed)).await;
     drop(held);
     match answer {
-        Ok(Ok(value)) => json_body(&value).into_response(),
+        Ok(Ok(body)) => bytes(body),
         Ok(Err(e)) => bad(e.to_string()).into_response(),
         Err(e) => bad(format!("the plan failed: {e}")).into_response(),
     }
@@ -157,14 +171,9 @@ pub(super) fn merged_options(
         }
         options[key] = value.clone();
     }
-    // The run's length: one of iterations (full batch) and epochs (mini-batch).
+    // The run's length: one of iterations (full batch) and epochs (mini-batch), its default
+    // worked out with the rest (`RunOptions::resolved`).
     let mini_batch = !options["batch_size"].is_null();
-    if mini_batch && options["epochs"].is_null() {
-        options["epochs"] = json!(30);
-    }
-    if !mini_batch && options["iterations"].is_null() {
-        options["iterations"] = json!(500);
-    }
     options[if mini_batch { "iterations" } else { "epochs" }] = Value::Null;
     let options: RunOptions = serde_json::from_value(options)
         .map_err(|e| mnist_gpu::error::Error::Config(format!("options: {e}")))?;
@@ -203,6 +212,8 @@ pub(super) struct PageRun {
     split: Split,
     model: Model,
     resumed: Resumed,
+    /// Whether the split holds the server's test digits as its test list (scored at the end).
+    tested: bool,
 }
 
 impl PageRun {
@@ -228,41 +239,38 @@ impl PageRun {
             Some(c) => merged_options(&c.options, &given, Some(&["epochs", "iterations"]))?,
             None => merged_options(&RunOptions::default(), &given, None)?,
         };
-        // The check's runs ("check": true) train on the first images of the training file.
+        // The check's runs ("check": true) train on the first images of the training file;
+        // the others are scored on the server's test digits at the end, where they are labelled.
+        let check = request["check"] == json!(true);
         let subset;
-        let data = if request["check"] == json!(true) {
+        let data = if check {
             let n = app.train.len().min(CHECK_IMAGES);
             subset = app.train.subset(&(0..n).collect::<Vec<_>>());
             &subset
         } else {
             &app.train
         };
-        let split = Split::new(data, None, options.dev_size, options.seed)?;
-        if resumed.is_none() && given["log_every"].is_null() {
-            // As `mnist-gpu train`: a progress point once an epoch, or every 50 steps.
-            let n = split.train.len();
-            options.log_every = options.batch_size.map_or(50, |b| n.div_ceil(b.clamp(1, n)));
-        }
-        let hidden = &options.hidden;
-        if resumed.is_none()
-            && (!(1..=MAX_HIDDEN_LAYERS).contains(&hidden.len())
-                || hidden.iter().any(|&h| h > MAX_HIDDEN))
-        {
+        let test = (!check && app.test.labels.is_some()).then_some(&app.test);
+        let split = Split::new(data, test, options.dev_size, options.seed)?;
+        // As `mnist-gpu train` works them out (a resumed run's are its checkpoint's).
+        options = options.resolved(split.train.len());
+        if resumed.is_none() {
             // Refused before its weights are allocated (up to a gigabyte).
-            return config(format!(
-                "options: hidden {hidden:?}: the page's fused step covers one or two hidden \
-                 layers of at most {MAX_HIDDEN} units"
-            ));
+            fits(&options.hidden, limits_of(request)?)?;
         }
         let model = match &resumed {
             Some(c) => c.model.clone(),
-            None => Model::new(&options.hidden, options.activation, Init::He, options.seed)?,
+            None => {
+                let init = options.init.unwrap_or_default();
+                Model::new(&options.hidden, options.activation, init, options.seed)?
+            }
         };
         Ok(PageRun {
             options,
             split,
             model,
             resumed,
+            tested: test.is_some(),
         })
     }
 
@@ -279,14 +287,19 @@ impl PageRun {
         self.resumed.as_ref().map_or(0, |c| c.state.step)
     }
 
+    /// The loop's schedule of the run.
+    pub(super) fn schedule(&self) -> Schedule {
+        Schedule::of(&self.options, self.split.train.len())
+    }
+
     /// (epochs, steps per epoch).
-    fn plan(&self) -> (usize, usize) {
-        train::plan(&Schedule::of(&self.options), self.split.train.len())
+    fn length(&self) -> (usize, usize) {
+        self.schedule().length(self.split.train.len())
     }
 
     /// The run's steps in all; refused where they overflow.
     fn total(&self) -> Result<usize> {
-        let (epochs, steps_per_epoch) = self.plan();
+        let (epochs, steps_per_epoch) = self.length();
         epochs.checked_mul(steps_per_epoch).map_or_else(
             || {
                 config(format!(
@@ -301,7 +314,7 @@ impl PageRun {
     /// than a request replays (`MAX_REPLAYED_STEPS`, `MAX_REPLAYED_IMAGES`).
     fn check_reach(&self, key: &str, end: usize) -> Result<()> {
         let n = self.split.train.len();
-        let schedule = Schedule::of(&self.options);
+        let schedule = self.schedule();
         schedule.validate(n)?;
         let total = self.total()?;
         if end > total {
@@ -310,7 +323,7 @@ impl PageRun {
             ));
         }
         let steps = end.saturating_sub(self.start());
-        let scored = (steps / self.options.log_every.max(1)).saturating_mul(self.split.dev.len());
+        let scored = (steps / schedule.log_every.max(1)).saturating_mul(self.split.dev.len());
         let augmented = match self.options.augment {
             Augment::Off => 0,
             _ => schedule.capacity(n),
@@ -326,48 +339,39 @@ impl PageRun {
         Ok(())
     }
 
-    /// The plan's backend, keeping the commands of steps `keep`, on an adapter with
-    /// `storage` bytes of workgroup memory.
-    fn backend(
-        &self,
-        keep: std::ops::Range<usize>,
-        storage: usize,
-    ) -> Result<(PlanBackend, Value)> {
-        let schedule = Schedule::of(&self.options);
+    /// The page's GPU backend, recording into `sink` for an adapter with `limits`: the engine
+    /// `mnist-gpu --backend gpu` would run, with the progress lines' numbers on the device.
+    fn backend(&self, sink: &Arc<Mutex<Sink>>, limits: Limits) -> Result<GpuBackend> {
+        let schedule = self.schedule();
         let n = self.split.train.len();
         schedule.validate(n)?;
-        let setup = Setup::new(
-            &self.model,
-            schedule.capacity(n),
-            self.split.sizes(),
-            &self.options.augment,
-            storage,
-        )?;
-        let described = setup.describe();
-        let span = Span {
-            start: self.start(),
-            log_every: self.options.log_every,
-            total_steps: self.total()?,
-            keep,
+        let target = Target {
+            limits,
+            kernels: KernelConfig::default(),
         };
-        let backend = PlanBackend::new(
-            setup,
+        let mut backend = GpuBackend::recording(
+            target,
+            Box::new(PlanExec(sink.clone())),
             &self.model,
-            self.split.pool.labels.len(),
-            self.split.labels(List::Dev),
-            span,
-        );
-        Ok((backend, described))
+            &self.split.pool,
+            self.split.sizes(),
+            schedule.capacity(n),
+            None,
+        )?;
+        let window = schedule.log_every.clamp(1, self.total()?.max(1));
+        backend.keep_figures(window)?;
+        Ok(backend)
     }
 
-    /// Drives the training loop with the plan's backend until `end` steps are done (or all).
+    /// Drives the training loop with the page's backend until `end` steps are done (or all).
     fn drive(
         &self,
-        backend: &mut PlanBackend,
+        backend: &mut GpuBackend,
         end: usize,
+        on_progress: &mut dyn FnMut(&train::Progress),
         checkpointer: Option<&mut dyn Checkpointer>,
     ) -> Result<()> {
-        let mut schedule = Schedule::of(&self.options);
+        let mut schedule = self.schedule();
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
         schedule.interrupt = Some(stop);
@@ -383,22 +387,160 @@ impl PageRun {
         if end <= state.step {
             return Ok(());
         }
-        let progress = &mut |_: &train::Progress| {};
         train::train_from(
             backend,
             &self.split,
             &schedule,
             state,
             optimizer,
-            progress,
+            on_progress,
             checkpointer,
         )?;
         Ok(())
     }
+
+    /// The mark of a progress line: what the page reports (from the loop), and where it reads
+    /// the numbers (from the figures) and the weights and moments.
+    fn progress_mark(&self, p: &train::Progress, samples: usize) -> Value {
+        let mut numbers = json!({"loss": ["window", 0], "accuracy": ["window", 1]});
+        if p.dev_loss.is_some() {
+            numbers["dev_loss"] = json!(["dev", 0]);
+            numbers["dev_accuracy"] = json!(["dev", 1]);
+        }
+        let epochs = self.options.batch_size.map(|_| self.length().0);
+        json!({
+            "kind": "progress",
+            "report": {"step": p.step, "steps": p.steps, "epoch": p.epoch, "epochs": epochs,
+                       "alpha": p.alpha, "samples": samples},
+            "numbers": numbers,
+            "arrays": {"params": "model", "state": "moments"},
+        })
+    }
+
+    /// Where a plan's marks read: the figures, the weights (dense) and the moments.
+    fn regions(&self, backend: &GpuBackend) -> Value {
+        let figure = |f: Figure| backend.figure_region(f).map(|r| regions(&[r]));
+        json!({
+            "window": figure(Figure::Window),
+            "dev": figure(Figure::Dev),
+            "test": figure(Figure::Test),
+            "model": regions(&backend.model_regions()),
+            "moments": regions(&backend.moment_regions()),
+            "probabilities": backend.probabilities_region(1).map(|r| regions(&[r])),
+        })
+    }
+
+    /// What the page uploads as the pool: the training file's images (the check's first ones),
+    /// then the test digits' where the run is scored on them; their labels, as u32.
+    fn pool(&self, app: &App) -> Value {
+        let train = self.split.pool.labels.len() - if self.tested { app.test.len() } else { 0 };
+        let mut images = vec![json!({"url": "/api/train/images", "bytes": PIXELS * train})];
+        let mut labels = vec![json!({"url": "/api/train/labels", "bytes": train, "widen": 4})];
+        if self.tested {
+            let n = app.test.len();
+            images.push(json!({"url": "/api/test/images", "bytes": PIXELS * n}));
+            labels.push(json!({"url": "/api/test/labels", "bytes": n, "widen": 4}));
+        }
+        json!({"images": images, "labels": labels})
+    }
+
+    /// The recordings the page runs on its own: one image's probabilities (its input the
+    /// drawing), and the test digits' score.
+    fn templates(
+        &self,
+        app: &App,
+        backend: &mut GpuBackend,
+        sink: &Arc<Mutex<Sink>>,
+    ) -> Result<Value> {
+        let lock = || sink.lock().unwrap_or_else(|p| p.into_inner());
+        lock().capture();
+        backend.classify(&[0; PIXELS])?;
+        let classify = lock().captured();
+        lock().capture();
+        let labelled = if self.tested {
+            backend.logits(List::Test)?;
+            app.test.len()
+        } else {
+            0
+        };
+        let mut test = lock().captured();
+        let numbers = if labelled > 0 {
+            json!({"loss": ["test", 0], "accuracy": ["test", 1]})
+        } else {
+            json!({})
+        };
+        test.push(json!(["mark", {"kind": "tested",
+            "report": {"images": app.test.len(), "labelled": labelled}, "numbers": numbers}]));
+        Ok(json!({
+            "classify": {"commands": classify, "read": "probabilities"},
+            "test": {"commands": test},
+        }))
+    }
 }
 
-/// The plan of steps `from + 1 ..= from + steps` of the run `request` describes.
-fn plan_of(app: &App, request: &Value, resumed: Resumed) -> Result<Value> {
+/// The adapter's limits a request gives (`limits`, or the first pages' `workgroup_storage`);
+/// WebGPU's defaults for those it leaves out.
+fn limits_of(request: &Value) -> Result<Limits> {
+    let given = &request["limits"];
+    let number = |value: &Value, key: &str, default: u64| -> Result<u64> {
+        match value {
+            Value::Null => Ok(default),
+            v => v.as_u64().ok_or_else(|| {
+                mnist_gpu::error::Error::Config(format!("limits: {key}: {v} is not a count"))
+            }),
+        }
+    };
+    let d = Limits::DEFAULT;
+    let storage = match &given["workgroup_storage"] {
+        Value::Null => &request["workgroup_storage"],
+        v => v,
+    };
+    Ok(Limits {
+        workgroup_storage: number(storage, "workgroup_storage", d.workgroup_storage as u64)?
+            as usize,
+        storage_binding: number(
+            &given["storage_binding"],
+            "storage_binding",
+            d.storage_binding,
+        )?,
+        buffer: number(&given["buffer"], "buffer", d.buffer)?,
+    })
+}
+
+/// Refuses, in one line, hidden layers whose weights no buffer of the adapter holds (each
+/// layer's, and all of them together: the fused step keeps them in one buffer, and the server
+/// makes them for every request).
+fn fits(hidden: &[usize], limits: Limits) -> Result<()> {
+    let widths: Vec<usize> = [PIXELS]
+        .into_iter()
+        .chain(hidden.iter().copied())
+        .chain([CLASSES])
+        .collect();
+    let most = limits.storage_binding.min(limits.buffer);
+    let too_many = |what: String, bytes: u64| {
+        config(format!(
+            "options: hidden {hidden:?}: {what} needs {} MiB, more than the {} MiB this GPU \
+             holds in one buffer",
+            bytes.div_ceil(1 << 20),
+            most >> 20
+        ))
+    };
+    let mut all = 0u64;
+    for (l, pair) in widths.windows(2).enumerate() {
+        let bytes = 4 * (pair[0] as u64).saturating_mul(pair[1] as u64);
+        if bytes > most {
+            return too_many(format!("W{} ({} × {})", l + 1, pair[1], pair[0]), bytes);
+        }
+        all = all.saturating_add(bytes);
+    }
+    if all > most {
+        return too_many("the weights".into(), all);
+    }
+    Ok(())
+}
+
+/// The plan of steps `from + 1 ..= from + steps` of the run `request` describes: its body.
+fn plan_of(app: &App, request: &Value, resumed: Resumed) -> Result<Vec<u8>> {
     let run = PageRun::of(app, request, resumed)?;
     let number = |key: &str, default: usize| -> Result<usize> {
         match &request[key] {
@@ -412,38 +554,42 @@ fn plan_of(app: &App, request: &Value, resumed: Resumed) -> Result<Value> {
     run.check_reach("from", from)?;
     let mut steps = number("steps", 256)?.clamp(1, MAX_PLAN_STEPS);
     if matches!(run.options.augment, Augment::Elastic(_)) {
-        let batch = Schedule::of(&run.options).capacity(run.split.train.len());
+        let batch = run.schedule().capacity(run.split.train.len());
         steps = steps.min((MAX_ELASTIC_PLAN_IMAGES / batch).max(1));
     }
-    let storage = number("workgroup_storage", 16384)?;
-    let (epochs, steps_per_epoch) = run.plan();
+    let (epochs, steps_per_epoch) = run.length();
     let total = run.total()?;
-    let (mut backend, described) = run.backend(from..(from + steps).min(total), storage)?;
-    run.drive(&mut backend, from + steps, None)?;
-    backend.flush();
-    let layout = ParamLayout::new(&run.model);
-    let first = from == run.start();
-    let state = run.resumed.as_ref().filter(|_| first).map(|c| {
-        // The moments one after another, each laid out as the parameters.
-        (0..c.optimizer.tensors.first().map_or(0, Vec::len))
-            .flat_map(|k| {
-                let moment: Vec<&[f32]> = c.optimizer.tensors.iter().map(|t| &t[k][..]).collect();
-                layout.pack_tensors(&moment)
-            })
-            .collect::<Vec<f32>>()
+    let end = (from + steps).min(total);
+    let (schedule, n) = (run.schedule(), run.split.train.len());
+    let sink = Sink::new(run.start(), from..end, move |step| {
+        schedule.epoch_of(step, n)
     });
-    Ok(json!({
-        "setup": described,
-        "params": first.then(|| layout.pack(&run.model)),
-        "state": state,
-        "commands": backend.commands,
+    let mut backend = run.backend(&sink, limits_of(request)?)?;
+    let mut on_progress = |p: &train::Progress| {
+        let mut sink = sink.lock().unwrap_or_else(|p| p.into_inner());
+        let samples = sink.progress().1;
+        sink.mark(run.progress_mark(p, samples));
+    };
+    // One step past the span, so that what follows its last step (the progress line, the next
+    // epoch's list) is recorded before the loop stops.
+    run.drive(&mut backend, end + 1, &mut on_progress, None)?;
+    sink.lock().unwrap_or_else(|p| p.into_inner()).mark_step();
+    let templates = run.templates(app, &mut backend, &sink)?;
+    let (commands, blob) = sink.lock().unwrap_or_else(|p| p.into_inner()).take();
+    let header = json!({
+        "commands": commands,
         "from": from,
-        "next": backend.recorded().min(total),
+        "next": end,
         "total": total,
         "steps_per_epoch": steps_per_epoch,
         "epochs": epochs,
         "options": run.options,
-    }))
+        "pool": run.pool(app),
+        "regions": run.regions(&backend),
+        "templates": templates,
+        "units": run.model.layers[0].outputs,
+    });
+    Ok(body(&header, &blob))
 }
 
 /// The loop's state after one step, captured as a checkpoint would save it.
@@ -468,8 +614,9 @@ impl Checkpointer for Capture {
 }
 
 /// `POST /api/checkpoint`: the page's run after step `step` as a `--checkpoint` file: its
-/// parameters and optimizer state (`params`, `state`: laid out as the plan's), the loop's
-/// state at that step (worked out again here), and the page's progress points (`history`).
+/// weights and optimizer moments (`params`, `state`: as the plan's marks read them, dense), the
+/// loop's state at that step (worked out again here), and the page's progress points
+/// (`history`).
 fn checkpoint_of(app: &App, request: &Value, resumed: Resumed) -> Result<Vec<u8>> {
     let run = PageRun::of(app, request, resumed)?;
     let step = request["step"].as_u64().unwrap_or(0) as usize;
@@ -487,11 +634,11 @@ fn checkpoint_of(app: &App, request: &Value, resumed: Resumed) -> Result<Vec<u8>
             .collect::<Option<Vec<f32>>>()
             .ok_or_else(|| mnist_gpu::error::Error::Config(format!("{key}: not a list of numbers")))
     };
-    let layout = ParamLayout::new(&run.model);
+    let layout = ParamLayout::dense(&run.model);
     let params = floats("params")?;
     let state = floats("state")?;
-    let moments = Schedule::of(&run.options).optimizer.state_tensors();
-    if params.len() != layout.floats || state.len() < moments * layout.floats {
+    let moments = run.schedule().optimizer.state_tensors();
+    if params.len() != layout.floats || state.len() != moments * layout.floats {
         return config(format!(
             "params: {} numbers and state {}, expected {} and {}",
             params.len(),
@@ -501,28 +648,24 @@ fn checkpoint_of(app: &App, request: &Value, resumed: Resumed) -> Result<Vec<u8>
         ));
     }
     let model = layout.unpack(&params, run.options.activation);
-    let per_moment: Vec<Vec<Vec<f32>>> = (0..moments)
-        .map(|k| layout.tensors(&state[k * layout.floats..(k + 1) * layout.floats]))
-        .collect();
-    let tensors = (0..2 * layout.layers.len())
-        .map(|t| per_moment.iter().map(|m| m[t].clone()).collect())
-        .collect();
-    let (mut backend, _) = run.backend(step..step, 1 << 20)?;
+    let sink = Sink::new(run.start(), step..step, |_| None);
+    let mut backend = run.backend(&sink, Limits::UNBOUNDED)?;
     let mut capture = Capture {
         at: step,
         state: None,
     };
-    run.drive(&mut backend, step, Some(&mut capture))?;
-    let Some(mut state) = capture.state else {
+    run.drive(&mut backend, step, &mut |_| {}, Some(&mut capture))?;
+    let Some(mut state_at) = capture.state else {
         return config(format!("step: {step} is past the run's end"));
     };
-    state.history.retain(|p| p.step <= run.start());
-    state.history.extend(history);
-    backend.hold(model, tensors);
+    state_at.history.retain(|p| p.step <= run.start());
+    state_at.history.extend(history);
+    let mut optimizer = backend.optimizer_state()?;
+    optimizer.tensors = moments_of(&shapes(&run.model), moments, &state);
     let dir = tempfile::tempdir()
         .map_err(|e| mnist_gpu::error::Error::Config(format!("no temporary directory: {e}")))?;
     let path = dir.path().join("checkpoint.safetensors");
-    let plan = Checkpointing {
+    let checkpointing = Checkpointing {
         path: path.clone(),
         options: RunOptions {
             checkpoint_every: None,
@@ -530,7 +673,7 @@ fn checkpoint_of(app: &App, request: &Value, resumed: Resumed) -> Result<Vec<u8>
         },
         train_file: app.train_id.clone(),
     };
-    checkpoint::save(&plan, &mut backend, &state)?;
+    checkpoint::write(&checkpointing, &model, &optimizer, &state_at)?;
     std::fs::read(&path)
         .map_err(|e| mnist_gpu::error::Error::Config(format!("reading the checkpoint back: {e}")))
 }
@@ -656,9 +799,10 @@ fn parsed(app: &App, bytes: &[u8]) -> Result<Checkpoint> {
         ));
     }
     // The shape and the data must suit the page (the plan says why not), before it is kept.
+    let step = c.state.step;
     let c = Arc::new(c);
     let run = PageRun::with(app, &json!({}), Some(c.clone()))?;
-    run.backend(0..0, 1 << 20)?;
+    run.backend(&Sink::new(step, step..step, |_| None), Limits::UNBOUNDED)?;
     drop(run);
     Ok(Arc::try_unwrap(c).unwrap_or_else(|shared| (*shared).clone()))
 }

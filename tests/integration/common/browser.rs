@@ -60,6 +60,12 @@ pub fn serve_with_env(
 
 /// One HTTP/1.1 request on its own connection: the status and the body.
 pub fn http(address: SocketAddr, method: &str, path: &str, body: &[u8]) -> (u16, String) {
+    let (status, bytes) = http_bytes(address, method, path, body);
+    (status, String::from_utf8_lossy(&bytes).into_owned())
+}
+
+/// `http`, the body as bytes.
+pub fn http_bytes(address: SocketAddr, method: &str, path: &str, body: &[u8]) -> (u16, Vec<u8>) {
     let mut stream = TcpStream::connect(address).expect("the server listens");
     let head = format!(
         "{method} {path} HTTP/1.1\r\nHost: {address}\r\nContent-Type: application/json\r\n\
@@ -74,7 +80,7 @@ pub fn http(address: SocketAddr, method: &str, path: &str, body: &[u8]) -> (u16,
 
 /// Reads a response: up to the end of its head, then `Content-Length` bytes of body (or, without
 /// one, to the end of the connection).
-pub fn response(stream: TcpStream) -> (u16, String) {
+pub fn response(stream: TcpStream) -> (u16, Vec<u8>) {
     let _ = stream.set_read_timeout(Some(Duration::from_secs(120)));
     let mut reader = BufReader::new(stream);
     let mut head = String::new();
@@ -109,7 +115,7 @@ pub fn response(stream: TcpStream) -> (u16, String) {
             let _ = reader.read_to_end(&mut body);
         }
     }
-    (status, String::from_utf8_lossy(&body).into_owned())
+    (status, body)
 }
 
 pub fn json_of(body: &str) -> Value {

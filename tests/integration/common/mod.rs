@@ -225,8 +225,8 @@ pub fn random_dataset(n: usize, seed: u64) -> Dataset {
 /// exercised (and why), and gives None.
 pub fn coop_gpu(what: &str) -> Option<GpuContext> {
     let ctx = GpuContext::new(None, true).expect("the adapter opens");
-    match (&ctx.kernels.matmul_coop, &ctx.coop_refused) {
-        (Some((_, config)), _) => {
+    match (&ctx.kernels.coop, &ctx.coop_refused) {
+        (Some(config), _) => {
             eprintln!("{what} on {}: {}", ctx.describe(), config.describe());
             Some(ctx)
         }

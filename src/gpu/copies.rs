@@ -1,40 +1,44 @@
-//! `--augment` on the GPU, as both paths keep it: a batch's shifted or warped copies, which
-//! augment.wgsl or warp.wgsl makes from the pool's images, and the shifts or warps it makes
-//! them with. Each path makes one on its
-//! first shifted step (or its first `classify`, whose images it holds too) and keeps it in its
-//! `Shifted`, beside the bindings that read it.
+//! `--augment` on the GPU, as both engines keep it: what a batch's copies are made with, by
+//! augment.wgsl (`ShiftBuffer`: its shifts) or warp.wgsl (`WarpBuffer`: its warps), from the
+//! pool's images into the engine's buffer of copies (which `classify`'s images use too). Each
+//! engine makes them on first use and keeps them in its `Copied`, beside the bindings that read
+//! them.
 
 use crate::augment::Warps;
 use crate::data::pool::Shift;
 use crate::data::PIXELS;
 use crate::error::Result;
-use crate::gpu::context::GpuContext;
+use crate::gpu::recording::{Buf, Tape};
 
-pub struct ShiftedImages {
-    /// A batch's images in batch order, 784 bytes each: the shifted copies augment makes, or
-    /// the images `classify` is given.
-    pub images: wgpu::Buffer,
+/// The shifts augment.wgsl reads, in regions of room for a batch of `capacity`, one region per
+/// step of a submit.
+pub struct ShiftBuffer {
     /// (dx, dy) per image as two i32: (2, capacity) per region. Steps recorded into one
     /// submit each take a region of their own.
-    pub shifts: wgpu::Buffer,
+    pub shifts: Buf,
     pub regions: usize,
     capacity: usize,
     /// The host copy of one region.
     host: Vec<i32>,
 }
 
-impl ShiftedImages {
-    /// Room for batches of up to `capacity` images, and shifts for `regions` of them, in a
-    /// buffer that errors name `shifts_label`.
+/// The buffer of a batch's copies: up to `capacity` images in batch order, 784 bytes each
+/// (shifted or warped, or the images `classify` is given).
+pub fn copies_buffer(tape: &mut Tape, capacity: usize) -> Result<Buf> {
+    tape.storage("copied images", (PIXELS * capacity) as u64)
+}
+
+impl ShiftBuffer {
+    /// Shifts for `regions` batches of up to `capacity` images, in a buffer that errors name
+    /// `label`.
     pub fn new(
-        ctx: &GpuContext,
+        tape: &mut Tape,
         capacity: usize,
         regions: usize,
-        shifts_label: &str,
-    ) -> Result<ShiftedImages> {
-        Ok(ShiftedImages {
-            images: ctx.storage("shifted images", (PIXELS * capacity) as u64)?,
-            shifts: ctx.storage(shifts_label, (8 * capacity * regions) as u64)?,
+        label: &str,
+    ) -> Result<ShiftBuffer> {
+        Ok(ShiftBuffer {
+            shifts: tape.storage(label, (8 * capacity * regions) as u64)?,
             regions,
             capacity,
             host: Vec::with_capacity(2 * capacity),
@@ -43,17 +47,13 @@ impl ShiftedImages {
 
     /// Writes `shifts` into `region` (the write lands at the next submit, before the dispatches
     /// recorded with it); returns where the region starts, in i32s.
-    pub fn write(&mut self, ctx: &GpuContext, region: usize, shifts: &[Shift]) -> u32 {
+    pub fn write(&mut self, tape: &mut Tape, region: usize, shifts: &[Shift]) -> u32 {
         assert!(region < self.regions, "no shift region {region}");
         let start = 2 * self.capacity * region;
         self.host.clear();
         self.host
             .extend(shifts.iter().flat_map(|s| [s.dx as i32, s.dy as i32]));
-        ctx.queue.write_buffer(
-            &self.shifts,
-            4 * start as u64,
-            bytemuck::cast_slice(&self.host),
-        );
+        tape.write_values(self.shifts, 4 * start as u64, &self.host);
         start as u32
     }
 }
@@ -71,7 +71,7 @@ const RECORD: usize = 8;
 /// `--augment affine|elastic` on the GPU: the warps warp.wgsl reads, in regions of room for a
 /// batch of `capacity` (records, then fields), one region per step of a submit.
 pub struct WarpBuffer {
-    pub warps: wgpu::Buffer,
+    pub warps: Buf,
     pub regions: usize,
     /// Whether regions have room for fields.
     pub elastic: bool,
@@ -87,14 +87,14 @@ impl WarpBuffer {
     }
 
     pub fn new(
-        ctx: &GpuContext,
+        tape: &mut Tape,
         capacity: usize,
         elastic: bool,
         regions: usize,
     ) -> Result<WarpBuffer> {
         let region = Self::region_floats(capacity, elastic);
         Ok(WarpBuffer {
-            warps: ctx.storage("warps", (4 * region * regions) as u64)?,
+            warps: tape.storage("warps", (4 * region * regions) as u64)?,
             regions,
             elastic,
             region,
@@ -104,22 +104,18 @@ impl WarpBuffer {
 
     /// Writes `warps` into `region` as warp.wgsl reads them (the write lands at the next
     /// submit); returns where the region starts, in floats.
-    pub fn write(&mut self, ctx: &GpuContext, region: usize, warps: &Warps) -> u32 {
+    pub fn write(&mut self, tape: &mut Tape, region: usize, warps: &Warps) -> u32 {
         assert!(region < self.regions, "no warp region {region}");
         warp_floats(warps, &mut self.host);
         assert!(self.host.len() <= self.region, "warps beyond their region");
         let start = self.region * region;
-        ctx.queue.write_buffer(
-            &self.warps,
-            4 * start as u64,
-            bytemuck::cast_slice(&self.host),
-        );
+        tape.write_values(self.warps, 4 * start as u64, &self.host);
         start as u32
     }
 }
 
 /// `warps` as one region of warp.wgsl's input, into `host` (cleared first): a record per image,
-/// then the fields (elastic). The page's plan uploads these same floats (`gpu::plan`).
+/// then the fields (elastic).
 pub(crate) fn warp_floats(warps: &Warps, host: &mut Vec<f32>) {
     let elastic = if warps.field.is_empty() { 0.0 } else { 1.0 };
     host.clear();
