@@ -93,7 +93,7 @@ override WIDE_UPDATE: bool = false;
 struct Step {
     m: u32,             // samples in the batch
     first: u32,         // position of the batch's first sample in the index list
-    copies_at: u32,     // where this step's shifts or warps start (augment, warp)
+    copies_at: u32,     // where this step's shifts or warp record starts (augment, warp)
     copied: u32,        // 1: `images` holds the batch's copies (shifted or warped), in order
     per_group: u32,     // samples per workgroup (the last may have fewer)
     groups: u32,        // workgroups of `gradients`, so partial slices for `update`

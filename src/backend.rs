@@ -216,18 +216,29 @@ pub fn check_shifts(shifts: &[Shift], len: usize) -> Result<()> {
     Ok(())
 }
 
-/// One warp per image of the batch (and one field each, or none), every number finite.
+/// Warps keyed for this batch's length, every strength finite, the taps an odd number of at
+/// most 57 (a radius of at most 28 pixels).
 pub fn check_warps(warps: &Warps, len: usize) -> Result<()> {
-    let fields = warps.field.len();
-    if warps.len() != len || (fields != 0 && fields != 2 * crate::data::PIXELS * len) {
+    if warps.len != len {
         return config(format!(
-            "{} warps and {fields} field values for a batch of {len} images",
-            warps.len()
+            "warps keyed for {} images for a batch of {len}",
+            warps.len
         ));
     }
-    let numbers = warps.affine.iter().flat_map(|w| w.a.iter().chain(&w.t));
-    if numbers.chain(&warps.field).any(|v| !v.is_finite()) {
+    let taps = warps.taps.len();
+    let room = crate::augment::RECORD_WORDS - crate::augment::RECORD_HEADER;
+    if taps > room.min(2 * crate::data::IMAGE_SIDE + 1) || (taps != 0 && taps % 2 == 0) {
+        return config(format!("{taps} taps for the elastic field's blur"));
+    }
+    let numbers = warps.strengths.iter().chain(&warps.taps);
+    if numbers.chain([&warps.gain]).any(|v| !v.is_finite()) {
         return config("a warp holds a number that is not finite");
+    }
+    // A scale of 1 or more could draw s = 0: a map of infinities.
+    let [rotation, scale, shear, translation] = warps.strengths;
+    let within = (0.0..1.0).contains(&scale) && rotation <= std::f32::consts::PI;
+    if !within || [rotation, shear, translation].iter().any(|v| *v < 0.0) {
+        return config(format!("warp strengths {:?} out of range", warps.strengths));
     }
     Ok(())
 }

@@ -34,6 +34,11 @@ use crate::optimizer::{OptimizerKind, OptimizerState};
 use crate::options::{Every, RunOptions};
 use crate::train::{Checkpointer, Progress, RunState, Window};
 
+/// How the warps of `--augment affine|elastic` are drawn (`augment::Warps`: from a key a step).
+/// A warped run's checkpoint without it drew them on the host, image by image, from the stream
+/// itself; those are refused rather than resumed with other warps.
+const WARPS: &str = "keyed";
+
 /// The version this trainer writes and reads.
 pub const VERSION: u64 = 1;
 
@@ -173,6 +178,7 @@ pub fn write(
         "train_file": checkpointing.train_file,
         "optimizer_steps": optimizer.steps,
         "state": state_json(state),
+        "warps": WARPS,
     });
     let mut extra = BTreeMap::new();
     extra.insert("checkpoint".to_string(), run.to_string());
@@ -307,6 +313,14 @@ fn read_run(metadata: &BTreeMap<String, String>) -> std::result::Result<Run, Str
     }
     let options = RunOptions::deserialize(&run["options"])
         .map_err(|e| format!("{} ({e})", field("options")))?;
+    if options.augment.distortion().is_some() && run["warps"].as_str() != Some(WARPS) {
+        return Err(format!(
+            "this {} run's checkpoint was written before warps were drawn from keys, so this \
+             build would warp its images differently and cannot resume it exactly: start the \
+             run again, or resume it with the build that wrote it",
+            options.augment.name()
+        ));
+    }
     let train_file = FileId::deserialize(&run["train_file"]).map_err(|_| field("train_file"))?;
     let sha = &train_file.sha256;
     if sha.len() != 64 || !sha.bytes().all(|b| b.is_ascii_hexdigit()) {

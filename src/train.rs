@@ -9,10 +9,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-use rand::{seq::SliceRandom, SeedableRng};
+use rand::{seq::SliceRandom, RngCore, SeedableRng};
 use rand_chacha::ChaCha12Rng;
 
-use crate::augment::{draw_warps, Augment, Warps};
+use crate::augment::{Augment, Warps};
 use crate::backend::{Backend, BatchStats};
 use crate::data::pool::{draw_shifts, List, Shift, Split};
 use crate::data::CLASSES;
@@ -460,7 +460,7 @@ struct Run<'a, 'c> {
     steps: usize,
     /// This batch's shifts (`--augment`), or its warps (`--augment affine|elastic`).
     shifts: Vec<Shift>,
-    warps: Warps,
+    warps: Option<Warps>,
     /// This session's samples and start, for the throughput.
     samples: usize,
     started: Instant,
@@ -497,7 +497,7 @@ impl<'a, 'c> Run<'a, 'c> {
             steps_per_epoch,
             steps: epochs * steps_per_epoch,
             shifts: Vec::with_capacity(batch),
-            warps: Warps::default(),
+            warps: Warps::new(&schedule.augment),
             samples: 0,
             started: Instant::now(),
             checkpointed: None,
@@ -540,9 +540,10 @@ impl<'a, 'c> Run<'a, 'c> {
                 self.backend
                     .train_step_shifted(start, len, state.alpha, shifts)?;
             }
-            warp => {
-                draw_warps(&mut state.augment, &warp, len, &mut self.warps);
-                let warps = &self.warps;
+            Augment::Affine(_) | Augment::Elastic(_) => {
+                let warps = self.warps.as_mut().expect("made for a warped run");
+                // The step's key: one draw of the stream a step, whatever the batch's size.
+                warps.for_batch(state.augment.next_u64(), len);
                 self.backend
                     .train_step_warped(start, len, state.alpha, warps)?;
             }

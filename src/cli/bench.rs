@@ -17,11 +17,11 @@ use std::time::{Duration, Instant};
 
 use clap::builder::PossibleValue;
 use clap::ValueEnum;
-use rand::SeedableRng;
+use rand::{RngCore, SeedableRng};
 use rand_chacha::ChaCha12Rng;
 
 use super::{BackendKind, PathKind};
-use mnist_gpu::augment::{draw_warps, Augment, Distortion, Warps};
+use mnist_gpu::augment::{Augment, Distortion, Warps};
 use mnist_gpu::backend::{Backend, StepPath};
 use mnist_gpu::cpu::fused::{FusedConfig, Simd};
 use mnist_gpu::cpu::{wide, CpuBackend};
@@ -270,6 +270,9 @@ pub struct Measurement {
     pub samples_per_second: f64,
     /// `--profile`: GPU time per step of each kernel, where the adapter has timestamps.
     pub profile: Option<Profile>,
+    /// With `--augment`, the host's time drawing the shifts or warps of the timed steps, per
+    /// image (the warps themselves are made by the backend, in its step).
+    pub augment_host_us: Option<f64>,
 }
 
 /// GPU time per training step, kernel by kernel (`--profile`).
@@ -314,7 +317,10 @@ struct Batches {
     augment: Augment,
     rng: ChaCha12Rng,
     shifts: Vec<Shift>,
-    warps: Warps,
+    warps: Option<Warps>,
+    /// Time spent drawing shifts or warps, and the images they were drawn for.
+    drawing: std::time::Duration,
+    drawn: usize,
 }
 
 impl Batches {
@@ -326,24 +332,32 @@ impl Batches {
             augment,
             rng: ChaCha12Rng::seed_from_u64(3),
             shifts: Vec::new(),
-            warps: Warps::default(),
+            warps: Warps::new(&augment),
+            drawing: std::time::Duration::ZERO,
+            drawn: 0,
         }
     }
 
     /// One step; returns how many samples it trained on.
     fn step(&mut self, backend: &mut dyn Backend) -> Result<usize> {
         let len = self.batch.min(self.samples - self.next);
+        let drawing = Instant::now();
         match self.augment {
             Augment::Off => backend.train_step(self.next, len, ALPHA)?,
             Augment::Shift => {
                 draw_shifts(&mut self.rng, len, &mut self.shifts);
+                self.drawing += drawing.elapsed();
                 backend.train_step_shifted(self.next, len, ALPHA, &self.shifts)?;
             }
-            warp => {
-                draw_warps(&mut self.rng, &warp, len, &mut self.warps);
-                backend.train_step_warped(self.next, len, ALPHA, &self.warps)?;
+            Augment::Affine(_) | Augment::Elastic(_) => {
+                // A key a step: nothing per image is drawn here.
+                let warps = self.warps.as_mut().expect("made for a warped run");
+                warps.for_batch(self.rng.next_u64(), len);
+                self.drawing += drawing.elapsed();
+                backend.train_step_warped(self.next, len, ALPHA, warps)?;
             }
         }
+        self.drawn += len;
         self.next = if self.next + len >= self.samples {
             0
         } else {
@@ -362,16 +376,16 @@ fn measure(
     augment: Augment,
 ) -> Result<Measurement> {
     let mut batches = Batches::new(samples, batch, augment);
-    let mut step = |backend: &mut dyn Backend| batches.step(backend);
+    let step = |batches: &mut Batches, backend: &mut dyn Backend| batches.step(backend);
 
     // The first step alone (pipelines, caches, thread pools), then steps for WARM_UP whose
     // speed sizes the timed runs.
-    step(backend)?;
+    step(&mut batches, backend)?;
     backend.batch_stats()?;
     let started = Instant::now();
     let mut warm_steps = 0;
     while warm_steps == 0 || started.elapsed() < WARM_UP {
-        step(backend)?;
+        step(&mut batches, backend)?;
         warm_steps += 1;
     }
     backend.batch_stats()?;
@@ -381,11 +395,12 @@ fn measure(
     let run_seconds = per_step * steps as f64;
     let runs = ((MEASUREMENT.as_secs_f64() / run_seconds) as usize).clamp(MIN_RUNS, RUNS);
     let mut timed = Vec::with_capacity(runs);
+    (batches.drawing, batches.drawn) = (std::time::Duration::ZERO, 0);
     for _ in 0..runs {
         let started = Instant::now();
         let mut trained = 0;
         for _ in 0..steps {
-            trained += step(backend)?;
+            trained += step(&mut batches, backend)?;
         }
         // Waits for the GPU to finish the steps (a read-back); cheap on the CPU.
         let stats = backend.batch_stats()?;
@@ -400,6 +415,8 @@ fn measure(
     }
     timed.sort_by(|a, b| a.0.total_cmp(&b.0));
     let (rate, seconds) = timed[timed.len() / 2];
+    let augment_host_us = (augment != Augment::Off)
+        .then(|| batches.drawing.as_secs_f64() * 1e6 / batches.drawn.max(1) as f64);
     Ok(Measurement {
         backend: String::new(),
         adapter: String::new(),
@@ -418,6 +435,7 @@ fn measure(
         runs,
         seconds,
         samples_per_second: rate,
+        augment_host_us,
         profile: None,
     })
 }
@@ -840,8 +858,12 @@ impl Bench {
 
 /// A line on stderr as each measurement ends, so that a long run shows it is moving.
 fn progress(m: &Measurement) {
+    let drawing = m
+        .augment_host_us
+        .map(|us| format!(", {us:.3} µs of host drawing per image"))
+        .unwrap_or_default();
     eprintln!(
-        "  {} batch {}: {:.0} samples/s ({} path)",
+        "  {} batch {}: {:.0} samples/s ({} path{drawing})",
         m.backend, m.batch_size, m.samples_per_second, m.path
     );
 }

@@ -15,6 +15,7 @@
 pub mod fused;
 pub mod ops;
 pub mod reference;
+pub mod simd;
 pub mod wide;
 
 use std::sync::Arc;

@@ -2,7 +2,8 @@
 //! shapes, written to read like the math. They are the reference the GPU is tested against,
 //! and they are what the CPU backend runs.
 
-use crate::augment::{Warps, CENTER};
+use crate::augment::{Affine, Warps, CENTER};
+use crate::cpu::simd::{Isa, Simd};
 use crate::data::pool::Shift;
 use crate::data::{IMAGE_SIDE, PIXELS};
 use crate::layout::{Mat, MatMut};
@@ -123,46 +124,143 @@ pub fn augment(images: &[u8], indices: &[u32], shifts: &[Shift], out: &mut [u8])
 }
 
 /// warp: distorted copies of a batch's images, as bytes (the math is in `crate::augment`).
-/// Image j of `out` (784 bytes) is image `indices[j]` sampled at
-/// `(y, x) = A_j·(r − 13.5, c − 13.5) + 13.5 + t_j + d_j(r, c)` for output pixel (r, c),
-/// bilinearly, 0 outside, rounded to a byte: ⌊v + ½⌋. `warps`: one `Affine` per image, and the
-/// fields d (2, 784) per image when elastic.
+/// Image j of `out` (784 bytes) is image `indices[j]` warped by `warps`' image j (its affine
+/// map and, when elastic, its field, drawn from the batch's key as warp.wgsl draws them).
+/// Images in parallel on rayon's pool (the pool the fused step's threads come from), a chunk
+/// each, each chunk compiled for the CPU's widest vectors: neither changes a byte. (The field's
+/// sums are fused multiply-adds, one instruction from AVX2 on; an x86 CPU without FMA computes
+/// the same in software, far slower.)
 pub fn warp(images: &[u8], indices: &[u32], warps: &Warps, out: &mut [u8]) {
-    const SIDE: isize = IMAGE_SIDE as isize;
-    // The byte at (r, c), 0 outside.
-    let pixel = |source: &[u8], r: isize, c: isize| -> f32 {
-        if (0..SIDE).contains(&r) && (0..SIDE).contains(&c) {
-            source[(r * SIDE + c) as usize] as f32
+    warp_with(Simd::detect(Isa::Avx512), images, indices, warps, out)
+}
+
+/// `warp` in the copy `simd` names.
+pub fn warp_with(simd: Simd, images: &[u8], indices: &[u32], warps: &Warps, out: &mut [u8]) {
+    use rayon::prelude::*;
+    const CHUNK: usize = 8;
+    let chunks = out[..PIXELS * indices.len()].par_chunks_mut(CHUNK * PIXELS);
+    chunks.enumerate().for_each(|(chunk, out)| {
+        let first = chunk * CHUNK;
+        let batch = (images, &indices[first..], warps, first);
+        match simd.isa() {
+            // SAFETY: `Simd::detect` found the instruction set each copy is compiled for.
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512 => unsafe { warp_chunk_avx512(batch, out) },
+            // SAFETY: as above.
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 => unsafe { warp_chunk_avx2(batch, out) },
+            _ => warp_chunk(batch, out),
+        }
+    });
+}
+
+/// The pool, the chunk's list, the batch's warps and the chunk's first place in the batch.
+type Chunk<'a> = (&'a [u8], &'a [u32], &'a Warps, usize);
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+fn warp_chunk_avx512(batch: Chunk, out: &mut [u8]) {
+    warp_chunk(batch, out)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn warp_chunk_avx2(batch: Chunk, out: &mut [u8]) {
+    warp_chunk(batch, out)
+}
+
+/// The chunk's images, one after another. (Rust fuses a multiply and an add only where told,
+/// `mul_add`, which rounds once on every CPU, so the wider copies compute the same floats.)
+#[inline(always)]
+fn warp_chunk((images, indices, warps, first): Chunk, out: &mut [u8]) {
+    let (mut noise, mut field) = ([0.0; 2 * PIXELS], [0.0; 2 * PIXELS]);
+    for (i, warped) in out.chunks_exact_mut(PIXELS).enumerate() {
+        let j = first + i;
+        let source = &images[indices[i] as usize * PIXELS..][..PIXELS];
+        // No closure here: it would be compiled without the copy's instruction set.
+        let field = if warps.elastic() {
+            warps.field_of(j, &mut noise, &mut field);
+            Some(&field[..])
         } else {
-            0.0
-        }
-    };
-    for (j, (warped, &image)) in out.chunks_exact_mut(PIXELS).zip(indices).enumerate() {
-        let source = &images[image as usize * PIXELS..][..PIXELS];
-        let (a, t) = (warps.affine[j].a, warps.affine[j].t);
-        let field = warps.field_of(j);
-        for (p, value) in warped.iter_mut().enumerate() {
-            let u = (p / IMAGE_SIDE) as f32 - CENTER;
-            let v = (p % IMAGE_SIDE) as f32 - CENTER;
-            let (dy, dx) = field.map_or((0.0, 0.0), |d| (d[p], d[PIXELS + p]));
-            let y = a[0] * u + a[1] * v + CENTER + t[0] + dy;
-            let x = a[2] * u + a[3] * v + CENTER + t[1] + dx;
-            let (y0, x0) = (y.floor(), x.floor());
-            let (wy, wx) = (y - y0, x - x0);
-            // Saturating: a far-off coordinate stays outside.
-            let (r, c) = (y0 as isize, x0 as isize);
-            let [p00, p01, p10, p11] = if (0..SIDE - 1).contains(&r) && (0..SIDE - 1).contains(&c) {
-                // All four inside (most pixels): no checks.
-                let at = (r * SIDE + c) as usize;
-                [at, at + 1, at + IMAGE_SIDE, at + IMAGE_SIDE + 1].map(|i| source[i] as f32)
-            } else {
-                [(r, c), (r, c + 1), (r + 1, c), (r + 1, c + 1)].map(|(r, c)| pixel(source, r, c))
-            };
-            let top = (1.0 - wx) * p00 + wx * p01;
-            let bottom = (1.0 - wx) * p10 + wx * p11;
-            let sampled = (1.0 - wy) * top + wy * bottom;
-            *value = (sampled + 0.5).floor().clamp(0.0, 255.0) as u8;
-        }
+            None
+        };
+        warp_image(source, &warps.affine_of(j), field, warped);
+    }
+}
+
+/// Where a 28×28 image sits in `warp_image`'s frame of zeros: 2 pixels in from the top and
+/// left of a 32×32 square, so that the four pixels around any clamped position lie inside.
+const FRAME: usize = 32;
+const MARGIN: usize = 2;
+
+/// One image (784 bytes) warped by `affine` and `field` ((2, 784): dy, then dx; None for
+/// none): output pixel (r, c) samples `(y, x) = A·(r − 13.5, c − 13.5) + 13.5 + t + d(r, c)`
+/// bilinearly, 0 outside, rounded to a byte: ⌊v + ½⌋. The image is read from a frame of zeros
+/// (a position beyond the frame is clamped to its edge, where all four neighbours are 0, as
+/// they are outside the image), so that every pixel takes the same branch-free path.
+#[inline(always)]
+pub fn warp_image(source: &[u8], affine: &Affine, field: Option<&[f32]>, warped: &mut [u8]) {
+    let mut frame = [0u8; FRAME * FRAME + FRAME + 2];
+    for (row, pixels) in source.chunks_exact(IMAGE_SIDE).enumerate() {
+        let at = (row + MARGIN) * FRAME + MARGIN;
+        frame[at..at + IMAGE_SIDE].copy_from_slice(pixels);
+    }
+    let (a, t) = (affine.a, affine.t);
+    let zeros = [0.0; 2 * PIXELS];
+    let d = field.unwrap_or(&zeros);
+    let (dy, dx) = d.split_at(PIXELS);
+    let lowest = -(MARGIN as f32);
+    let highest = (IMAGE_SIDE + MARGIN - 2) as f32;
+    // Three passes, so that the loads between two vectorised ones are plain loads
+    // (`pairs_of`): the vector units' gathers are slower here than loads one by one.
+    let (mut at, mut wy, mut wx) = ([0u32; PIXELS], [0.0f32; PIXELS], [0.0f32; PIXELS]);
+    for p in 0..PIXELS {
+        let u = (p / IMAGE_SIDE) as f32 - CENTER;
+        let v = (p % IMAGE_SIDE) as f32 - CENTER;
+        let y = a[0] * u + a[1] * v + CENTER + t[0] + dy[p];
+        let x = a[2] * u + a[3] * v + CENTER + t[1] + dx[p];
+        let (y0, x0) = (y.floor(), x.floor());
+        (wy[p], wx[p]) = (y - y0, x - x0);
+        let (r, c) = (
+            y0.max(lowest).min(highest) + MARGIN as f32,
+            x0.max(lowest).min(highest) + MARGIN as f32,
+        );
+        // SAFETY: max and min make r and c whole numbers in 0..=30, never NaN, which is what
+        // `to_int_unchecked` needs (and vectorises, where `as` checks every lane).
+        let (r, c): (i32, i32) = unsafe { (r.to_int_unchecked(), c.to_int_unchecked()) };
+        at[p] = (r * FRAME as i32 + c) as u32;
+    }
+    let mut pairs = [[0u16; PIXELS]; 2];
+    pairs_of(&frame, &at, &mut pairs);
+    for p in 0..PIXELS {
+        let [top, bottom] = [pairs[0][p], pairs[1][p]];
+        let (p00, p01) = ((top & 0xff) as f32, (top >> 8) as f32);
+        let (p10, p11) = ((bottom & 0xff) as f32, (bottom >> 8) as f32);
+        let top = (1.0 - wx[p]) * p00 + wx[p] * p01;
+        let bottom = (1.0 - wx[p]) * p10 + wx[p] * p11;
+        let sampled = (1.0 - wy[p]) * top + wy[p] * bottom;
+        let byte = (sampled + 0.5).floor().max(0.0).min(255.0);
+        // SAFETY: a whole number in 0..=255, never NaN (max and min drop it), as above.
+        warped[p] = unsafe { byte.to_int_unchecked::<i32>() } as u8;
+    }
+}
+
+/// The two pixels side by side at each position `at` of the frame, and the two below them:
+/// (left | right << 8) each. Never inlined into the wide copies, whose gathers would be slower
+/// than these loads one by one.
+#[inline(never)]
+fn pairs_of(
+    frame: &[u8; FRAME * FRAME + FRAME + 2],
+    at: &[u32; PIXELS],
+    pairs: &mut [[u16; PIXELS]; 2],
+) {
+    for (p, &at) in at.iter().enumerate() {
+        // In the frame whatever the clamp (r, c ≤ 28 + 2, so at + FRAME + 1 < FRAME²); the
+        // mask and the frame's slack make it plain without a check.
+        let at = at as usize & (FRAME * FRAME - 1);
+        let pair = |i: usize| u16::from_le_bytes([frame[i], frame[i + 1]]);
+        pairs[0][p] = pair(at);
+        pairs[1][p] = pair(at + FRAME);
     }
 }
 
@@ -361,5 +459,50 @@ pub fn adam_update(
         *m = beta1 * *m + (1.0 - beta1) * g;
         *v = beta2 * *v + (1.0 - beta2) * g * g;
         *p -= alpha * (*m * c1) / ((*v * c2).sqrt() + eps);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::augment::{Augment, Distortion};
+
+    /// Every copy of `warp` this CPU runs (and the portable one) gives the same bytes, affine
+    /// and elastic, for a batch that is not a whole number of chunks.
+    #[test]
+    fn every_copy_of_warp_gives_the_same_bytes() {
+        let n = 21;
+        let images: Vec<u8> = (0..n * PIXELS).map(|i| (i * 37 % 253) as u8).collect();
+        let indices: Vec<u32> = (0..n as u32).rev().collect();
+        let best = Simd::detect(Isa::Avx512);
+        for augment in [
+            Augment::Affine(Distortion::default()),
+            Augment::Elastic(Distortion::default()),
+        ] {
+            let mut warps = Warps::new(&augment).expect("a warp");
+            warps.for_batch(0x5eed_0000_0042, n);
+            let mut want = vec![0u8; n * PIXELS];
+            warp_with(
+                Simd::detect(Isa::Portable),
+                &images,
+                &indices,
+                &warps,
+                &mut want,
+            );
+            for isa in [Isa::Avx2, Isa::Avx512]
+                .into_iter()
+                .filter(|&i| i <= best.isa())
+            {
+                let mut got = vec![0xAAu8; n * PIXELS];
+                warp_with(Simd::detect(isa), &images, &indices, &warps, &mut got);
+                let first = got.iter().zip(&want).position(|(g, w)| g != w);
+                assert_eq!(
+                    first,
+                    None,
+                    "{} in {isa:?}: first differing byte",
+                    augment.name()
+                );
+            }
+        }
     }
 }

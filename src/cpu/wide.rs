@@ -53,8 +53,9 @@ use std::ops::Range;
 
 use rayon::prelude::*;
 
-use super::fused::{FusedConfig, Isa, Simd};
+use super::fused::FusedConfig;
 use super::ops::Update;
+use super::simd::{Isa, Simd};
 use crate::data::pool::ImagePool;
 use crate::data::{CLASSES, PIXELS};
 use crate::model::{Activation, Model};

@@ -4,7 +4,7 @@
 //! engine makes them on first use and keeps them in its `Copied`, beside the bindings that read
 //! them.
 
-use crate::augment::Warps;
+use crate::augment::{Warps, RECORD_WORDS};
 use crate::data::pool::Shift;
 use crate::data::PIXELS;
 use crate::error::Result;
@@ -65,65 +65,29 @@ pub enum Copies<'a> {
     Warps(&'a Warps),
 }
 
-/// Floats per image record of warp.wgsl: A (4), t (2), elastic, padding.
-const RECORD: usize = 8;
-
-/// `--augment affine|elastic` on the GPU: the warps warp.wgsl reads, in regions of room for a
-/// batch of `capacity` (records, then fields), one region per step of a submit.
+/// `--augment affine|elastic` on the GPU: the records warp.wgsl reads (`Warps::record`: the
+/// step's key, strengths and taps, the same size whatever the batch), one region per step of a
+/// submit. Nothing per image: warp.wgsl draws each image's warp from the key.
 pub struct WarpBuffer {
     pub warps: Buf,
     pub regions: usize,
-    /// Whether regions have room for fields.
-    pub elastic: bool,
-    /// Floats per region.
-    region: usize,
-    host: Vec<f32>,
 }
 
 impl WarpBuffer {
-    /// Floats one region takes for a batch of `capacity`: records, and fields if `elastic`.
-    pub fn region_floats(capacity: usize, elastic: bool) -> usize {
-        capacity * (RECORD + if elastic { 2 * PIXELS } else { 0 })
-    }
-
-    pub fn new(
-        tape: &mut Tape,
-        capacity: usize,
-        elastic: bool,
-        regions: usize,
-    ) -> Result<WarpBuffer> {
-        let region = Self::region_floats(capacity, elastic);
+    pub fn new(tape: &mut Tape, regions: usize) -> Result<WarpBuffer> {
+        let bytes = 4 * RECORD_WORDS * regions;
         Ok(WarpBuffer {
-            warps: tape.storage("warps", (4 * region * regions) as u64)?,
+            warps: tape.storage("warps", bytes as u64)?,
             regions,
-            elastic,
-            region,
-            host: Vec::with_capacity(region),
         })
     }
 
-    /// Writes `warps` into `region` as warp.wgsl reads them (the write lands at the next
-    /// submit); returns where the region starts, in floats.
+    /// Writes `warps`' record into `region` (the write lands at the next submit); returns
+    /// where the region starts, in words.
     pub fn write(&mut self, tape: &mut Tape, region: usize, warps: &Warps) -> u32 {
         assert!(region < self.regions, "no warp region {region}");
-        warp_floats(warps, &mut self.host);
-        assert!(self.host.len() <= self.region, "warps beyond their region");
-        let start = self.region * region;
-        tape.write_values(self.warps, 4 * start as u64, &self.host);
+        let start = RECORD_WORDS * region;
+        tape.write_values(self.warps, 4 * start as u64, &warps.record());
         start as u32
     }
-}
-
-/// `warps` as one region of warp.wgsl's input, into `host` (cleared first): a record per image,
-/// then the fields (elastic).
-pub(crate) fn warp_floats(warps: &Warps, host: &mut Vec<f32>) {
-    let elastic = if warps.field.is_empty() { 0.0 } else { 1.0 };
-    host.clear();
-    host.extend(
-        warps
-            .affine
-            .iter()
-            .flat_map(|w| [w.a[0], w.a[1], w.a[2], w.a[3], w.t[0], w.t[1], elastic, 0.0]),
-    );
-    host.extend_from_slice(&warps.field);
 }

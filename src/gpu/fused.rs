@@ -24,7 +24,7 @@ use bytemuck::{Pod, Zeroable};
 use crate::data::PIXELS;
 use crate::error::{Error, Result};
 use crate::gpu::copies::{copies_buffer, Copies, ShiftBuffer, WarpBuffer};
-use crate::gpu::kernels::{grid, Recorder};
+use crate::gpu::kernels::{grid, warp_grid, Recorder};
 use crate::gpu::recording::{Access, BindLayout, Buf, Data as Bytes, Entry, Group, Pipe};
 use crate::gpu::recording::{PipelineSpec, Region, Source, Tape, Usage};
 use crate::gpu::shaders::{self, activation_code, optimizer_code};
@@ -55,16 +55,6 @@ pub(crate) const SLOT_BYTES: u64 = 256;
 pub(crate) const PARTIAL_FLOATS: usize = 1 << 24;
 /// With `--augment`, the shifts uploaded for one submit stay under this many images.
 pub(crate) const SHIFTS_PER_SUBMIT: usize = 1 << 18;
-/// With `--augment affine|elastic`, the warps uploaded for one submit stay under this many
-/// floats (16 MiB: 41 steps of 64 elastic images, 512 of 64 affine ones).
-const WARP_FLOATS_PER_SUBMIT: usize = 1 << 22;
-
-/// Regions of warps (one per warped step) a submit holds, for batches of up to `capacity`
-/// images, with room for fields if `elastic`.
-pub(crate) fn warp_regions(capacity: usize, elastic: bool) -> usize {
-    (WARP_FLOATS_PER_SUBMIT / WarpBuffer::region_floats(capacity, elastic)).clamp(1, SLOTS)
-}
-
 /// How the fused step splits a batch, and which of its candidate variants it runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Tiling {
@@ -379,7 +369,8 @@ struct Pipelines {
 /// `--augment affine|elastic`'s warps and warp's bindings (writing into `Copied`'s copies),
 /// made on the first warped step.
 struct Warped {
-    /// One region of warps per step of a submit.
+    /// One record of warps per step of a submit (a key and strengths each, so every slot has
+    /// one).
     batch: WarpBuffer,
     /// Regions used by the steps recorded since the last submit.
     used: usize,
@@ -624,14 +615,12 @@ impl Fused {
         })
     }
 
-    /// The warps' buffer (with room for fields if `elastic`) and warp's bindings, writing into
-    /// the copies (made first).
-    fn make_warped(&mut self, tape: &mut Tape, elastic: bool) -> Result<Warped> {
+    /// The warps' buffer and warp's bindings, writing into the copies (made first).
+    fn make_warped(&mut self, tape: &mut Tape) -> Result<Warped> {
         if self.copied.is_none() {
             self.copied = Some(self.make_copied(tape)?);
         }
-        let cap = self.capacity;
-        let batch = WarpBuffer::new(tape, cap, elastic, warp_regions(cap, elastic))?;
+        let batch = WarpBuffer::new(tape, SLOTS)?;
         let (b, s) = (&self.buffers, self.copied.as_ref().expect("made above"));
         let warp = slot_group(
             tape,
@@ -656,17 +645,8 @@ impl Fused {
     /// next submit, before the steps recorded with it, and no other pending step uses the
     /// region), making their buffers on first use; returns the region's start.
     fn upload(&mut self, tape: &mut Tape, copies: Copies) -> Result<u32> {
-        if let Copies::Warps(warps) = copies {
-            let elastic = !warps.field.is_empty();
-            if !self
-                .warped
-                .as_ref()
-                .is_some_and(|w| w.batch.elastic || !elastic)
-            {
-                // The pending steps read the old buffer.
-                self.submit(tape);
-                self.warped = Some(self.make_warped(tape, elastic)?);
-            }
+        if matches!(copies, Copies::Warps(_)) && self.warped.is_none() {
+            self.warped = Some(self.make_warped(tape)?);
         }
         if self.copied.is_none() {
             self.copied = Some(self.make_copied(tape)?);
@@ -745,7 +725,13 @@ impl Fused {
         let words = step.m as usize * PIXELS / 4;
         let images = match (&self.copied, &self.warped, step.copied) {
             (Some(s), Some(w), 1) if warped => {
-                rec.run("warp", p.warp, w.warp, Some(offset), grid(words));
+                rec.run(
+                    "warp",
+                    p.warp,
+                    w.warp,
+                    Some(offset),
+                    warp_grid(step.m as usize),
+                );
                 s.train
             }
             (Some(s), _, 1) => {

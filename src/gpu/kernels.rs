@@ -375,6 +375,11 @@ impl<'a> Recorder<'a> {
     }
 }
 
+/// warp.wgsl's workgroups for m images: one each, over two dimensions where there are many.
+pub fn warp_grid(m: usize) -> [u32; 3] {
+    grid(m * THREADS as usize)
+}
+
 /// A 2-D grid of 256-thread workgroups covering `count` elements (one dimension stops at
 /// 65,535 workgroups).
 pub fn grid(count: usize) -> [u32; 3] {
@@ -722,11 +727,11 @@ impl Kernels {
     }
 
     /// warp: affine or elastic copies of the m images listed at `indices[index_offset ..]`,
-    /// as bytes (196 words per image); warps: `copies::WarpBuffer`'s records and fields.
+    /// as bytes (196 words per image), each drawn from the key in `copies::WarpBuffer`'s
+    /// record; a workgroup per image (`warp_grid`).
     pub fn warp(&self, rec: &mut Recorder, bound: &Bound, m: usize, index_offset: u32) {
-        let words = m * crate::data::PIXELS / 4;
-        let params = [m as u32, index_offset, 0, 0]; // warps from the start of their buffer
-        rec.dispatch(&self.warp, bound, params, grid(words));
+        let params = [m as u32, index_offset, 0, 0]; // the record at the buffer's start
+        rec.dispatch(&self.warp, bound, params, warp_grid(m));
     }
 }
 

@@ -411,23 +411,18 @@ impl Reference {
         })
     }
 
-    /// The warps' buffer (with room for fields if `elastic`) and warp's binding, writing into
-    /// the copies (made first).
-    fn make_warped(&mut self, tape: &mut Tape, k: &Kernels, elastic: bool) -> Result<Warped> {
+    /// The warps' buffer and warp's binding, writing into the copies (made first).
+    fn make_warped(&mut self, tape: &mut Tape, k: &Kernels) -> Result<Warped> {
         if self.copied.is_none() {
             self.copied = Some(self.make_copied(tape, k)?);
         }
         let copies = self.copied.as_ref().expect("made above").images;
-        let batch = WarpBuffer::new(tape, self.capacity, elastic, 1)?;
+        let batch = WarpBuffer::new(tape, 1)?;
         let Data {
             images, indices, ..
         } = self.data;
         let buffers = [images, indices, batch.warps, copies];
-        // A warped run's second kind (elastic after affine) takes the first one's slot.
-        let warp = match &self.warped {
-            Some(old) => k.warp.rebind(tape, &self.uniforms, &old.warp, &buffers),
-            None => k.warp.bind(tape, &mut self.uniforms, &buffers),
-        };
+        let warp = k.warp.bind(tape, &mut self.uniforms, &buffers);
         Ok(Warped { batch, warp })
     }
 
@@ -442,13 +437,8 @@ impl Reference {
                 copied.shifts.write(tape, 0, shifts);
             }
             Copies::Warps(warps) => {
-                let elastic = !warps.field.is_empty();
-                if !self
-                    .warped
-                    .as_ref()
-                    .is_some_and(|w| w.batch.elastic || !elastic)
-                {
-                    self.warped = Some(self.make_warped(tape, k, elastic)?);
+                if self.warped.is_none() {
+                    self.warped = Some(self.make_warped(tape, k)?);
                 }
                 let warped = self.warped.as_mut().expect("made above");
                 warped.batch.write(tape, 0, warps);

@@ -6,12 +6,12 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use rand::SeedableRng;
+use rand::{RngCore, SeedableRng};
 use rand_chacha::ChaCha12Rng;
 
 use crate::common::output::{assert_one_line_error, assert_success, json_summary, run_in};
 use crate::common::{self, assert_models_close, random_bytes};
-use mnist_gpu::augment::{draw_warps, Affine, Augment, Distortion, Warps};
+use mnist_gpu::augment::{Affine, Augment, Distortion, Warps};
 use mnist_gpu::backend::{Backend, StepPath};
 use mnist_gpu::cpu::{ops, CpuBackend};
 use mnist_gpu::data::pool::Shift;
@@ -70,32 +70,41 @@ fn assert_rounds(what: &str, got: &[u8], want: &[f64]) {
     }
 }
 
-/// Random warps of the strengths for `m` images, elastic or not.
-fn random_warps(m: usize, elastic: bool, seed: u64) -> Warps {
+/// Warps of the strengths for `m` images, elastic or not, keyed by `key`.
+fn random_warps(m: usize, elastic: bool, key: u64) -> Warps {
     let d = Distortion::default();
     let augment = if elastic {
         Augment::Elastic(d)
     } else {
         Augment::Affine(d)
     };
-    let mut warps = Warps::default();
-    draw_warps(
-        &mut ChaCha12Rng::seed_from_u64(seed),
-        &augment,
-        m,
-        &mut warps,
-    );
+    let mut warps = Warps::new(&augment).unwrap();
+    warps.for_batch(key, m);
     warps
 }
 
-/// Image j of the pool `images` per `indices` warped in f64.
+/// Image j of the pool `images` per `indices` warped in f64, by the affine maps and fields
+/// the CPU draws from the warps' key.
 fn reference(images: &[u8], indices: &[u32], warps: &Warps) -> Vec<f64> {
+    let (mut noise, mut field) = (vec![0.0; 2 * PIXELS], vec![0.0; 2 * PIXELS]);
     let mut want = Vec::new();
     for (j, &image) in indices.iter().enumerate() {
         let source = &images[image as usize * PIXELS..][..PIXELS];
-        want.extend(warp_f64(source, &warps.affine[j], warps.field_of(j)));
+        let d = warps.elastic().then(|| {
+            warps.field_of(j, &mut noise, &mut field);
+            &field[..]
+        });
+        want.extend(warp_f64(source, &warps.affine_of(j), d));
     }
     want
+}
+
+/// `ops::warp_image` on each listed image with the affine maps given.
+fn warp_each(images: &[u8], indices: &[u32], affine: &[Affine], out: &mut [u8]) {
+    for ((warped, &image), a) in out.chunks_exact_mut(PIXELS).zip(indices).zip(affine) {
+        let source = &images[image as usize * PIXELS..][..PIXELS];
+        ops::warp_image(source, a, None, warped);
+    }
 }
 
 #[test]
@@ -103,19 +112,10 @@ fn the_warp_twin_is_the_math() {
     let images = random_bytes(5 * PIXELS, 90);
     let indices = [3u32, 0, 4];
     let side = IMAGE_SIDE;
-    let warps_of = |affine: Vec<Affine>| Warps {
-        affine,
-        field: Vec::new(),
-    };
     let mut out = vec![0xAAu8; 3 * PIXELS];
 
     // The identity copies the images.
-    ops::warp(
-        &images,
-        &indices,
-        &warps_of(vec![Affine::IDENTITY; 3]),
-        &mut out,
-    );
+    warp_each(&images, &indices, &[Affine::IDENTITY; 3], &mut out);
     for (j, &image) in indices.iter().enumerate() {
         let source = &images[image as usize * PIXELS..][..PIXELS];
         assert!(
@@ -133,12 +133,7 @@ fn the_warp_twin_is_the_math() {
         a: [-1.0, 0.0, 0.0, -1.0],
         t: [0.0, 0.0],
     };
-    ops::warp(
-        &images,
-        &indices,
-        &warps_of(vec![quarter, half, quarter]),
-        &mut out,
-    );
+    warp_each(&images, &indices, &[quarter, half, quarter], &mut out);
     for (j, &image) in indices.iter().enumerate() {
         let source = &images[image as usize * PIXELS..][..PIXELS];
         for p in 0..PIXELS {
@@ -161,7 +156,7 @@ fn the_warp_twin_is_the_math() {
         Shift { dx: -2, dy: 2 },
         Shift { dx: 0, dy: 1 },
     ];
-    let translations = shifts
+    let translations: Vec<Affine> = shifts
         .iter()
         .map(|s| Affine {
             t: [-s.dy as f32, -s.dx as f32],
@@ -170,23 +165,27 @@ fn the_warp_twin_is_the_math() {
         .collect();
     let mut shifted = vec![0u8; 3 * PIXELS];
     ops::augment(&images, &indices, &shifts, &mut shifted);
-    ops::warp(&images, &indices, &warps_of(translations), &mut out);
+    warp_each(&images, &indices, &translations, &mut out);
     assert!(
         out == shifted,
         "a whole-pixel translation differs from the shift"
     );
 
-    // Random affine and elastic warps: the f64 sampling, rounded.
+    // Random affine and elastic warps: the f64 sampling, rounded; ops::warp (in parallel,
+    // by chunks of images) is warp_image on each image's own draws.
+    let many: Vec<u32> = (0..37).map(|i| i % 5).collect();
     for elastic in [false, true] {
-        let warps = random_warps(3, elastic, 91);
-        ops::warp(&images, &indices, &warps, &mut out);
+        let warps = random_warps(37, elastic, 91);
+        let mut out = vec![0xAAu8; 37 * PIXELS];
+        ops::warp(&images, &many, &warps, &mut out);
         let what = format!("twin, elastic {elastic}");
-        assert_rounds(&what, &out, &reference(&images, &indices, &warps));
+        assert_rounds(&what, &out, &reference(&images, &many, &warps));
     }
 }
 
-/// The GPU's warp.wgsl, fed through `WarpBuffer` as the engines feed it, on `m` images listed
-/// from position `offset`; the output starts poisoned.
+/// The GPU's warp.wgsl, fed through `WarpBuffer` as the engines feed it (the key and strengths,
+/// nothing per image), on the warps' images listed from position `offset`; the output starts
+/// poisoned.
 fn gpu_warp(
     ctx: &std::sync::Arc<GpuContext>,
     images: &[u8],
@@ -194,12 +193,11 @@ fn gpu_warp(
     offset: usize,
     warps: &Warps,
 ) -> Vec<u8> {
-    let m = warps.len();
-    let elastic = !warps.field.is_empty();
+    let m = warps.len;
     let mut w = Workbench::new(ctx.clone());
     let image_buffer = w.upload("images", images);
     let index_buffer = w.upload("indices", bytemuck::cast_slice(indices));
-    let mut warp_buffer = WarpBuffer::new(&mut w.tape, m, elastic, 1).unwrap();
+    let mut warp_buffer = WarpBuffer::new(&mut w.tape, 1).unwrap();
     assert_eq!(warp_buffer.write(&mut w.tape, 0, warps), 0);
     let out = w.upload("out", &vec![0xAAu8; m * PIXELS]);
     let (k, tape) = (&w.kernels, &mut w.tape);
@@ -215,6 +213,10 @@ fn gpu_warp(
 #[test]
 fn the_warp_kernel_matches_its_twin_and_the_math() {
     let ctx = std::sync::Arc::new(common::gpu());
+    // Bytes where the GPU and the twin differ, over every case: the GPU computes each image's
+    // map itself, and a driver may round a product differently (fusing it, or not, into an
+    // add), which moves a byte across a rounding edge now and then.
+    let (mut differ, mut bytes) = (0, 0);
     for (m, seed) in [(1, 92), (7, 93), (65, 94)] {
         let count = m + 3;
         let images = random_bytes(count * PIXELS, seed);
@@ -222,7 +224,7 @@ fn the_warp_kernel_matches_its_twin_and_the_math() {
         let offset = 2;
         let batch = &indices[offset..offset + m];
         for elastic in [false, true] {
-            let warps = random_warps(m, elastic, seed + 100);
+            let warps = random_warps(m, elastic, (seed as u64) << 32 | 100);
             let what = format!("warp x{m}, elastic {elastic}");
             let want = reference(&images, batch, &warps);
             let got = gpu_warp(&ctx, &images, &indices, offset, &warps);
@@ -230,13 +232,14 @@ fn the_warp_kernel_matches_its_twin_and_the_math() {
             let mut cpu = vec![0u8; m * PIXELS];
             ops::warp(&images, batch, &warps, &mut cpu);
             assert_rounds(&format!("{what}: CPU twin"), &cpu, &want);
-            let differ = got.iter().zip(&cpu).filter(|(g, c)| g != c).count();
-            assert!(
-                differ * 1000 <= got.len(),
-                "{what}: GPU and twin differ in {differ} bytes"
-            );
+            differ += got.iter().zip(&cpu).filter(|(g, c)| g != c).count();
+            bytes += got.len();
         }
     }
+    assert!(
+        differ * 1000 <= bytes,
+        "the GPU and the twin differ in {differ} of {bytes} bytes"
+    );
 }
 
 /// The training loop with affine and elastic warps on the CPU and both GPU paths: the same
@@ -394,6 +397,7 @@ fn warped_runs_repeat_and_resume_exactly() {
         ("--scale", "1.5"),
         ("--elastic-sigma", "0"),
         ("--shear", "nan"),
+        ("--rotation", "3.2"),
     ] {
         let out = train(d, &["--epochs", "1", "--augment", "elastic", flag, value]);
         let message = assert_one_line_error(&out);
@@ -401,9 +405,62 @@ fn warped_runs_repeat_and_resume_exactly() {
     }
 }
 
-/// Many warped steps recorded before one read (the fused GPU path puts each step's warps in a
-/// region of its own), kinds mixed: affine, then elastic (a buffer with room for fields), shift,
-/// affine again; the GPU's parameters end where the CPU's do.
+/// A warped run's checkpoint written before warps were drawn from keys (its state has no
+/// `warps`) is refused in one line saying why and what to do; an unwarped one of the same age
+/// still resumes.
+#[test]
+fn a_warped_checkpoint_from_before_keys_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    mnist_gpu::data::write_csv(&common::random_dataset(200, 2), &d.join("train.csv"), true)
+        .unwrap();
+    // The checkpoint as the earlier build wrote it: the same file without the `warps` key.
+    let unkeyed = |name: &str| {
+        let path = d.join(name);
+        let bytes = std::fs::read(&path).unwrap();
+        let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+        let mut header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + n]).unwrap();
+        let text = header["__metadata__"]["checkpoint"].as_str().unwrap();
+        let mut run: serde_json::Value = serde_json::from_str(text).unwrap();
+        assert_eq!(run["warps"], "keyed", "{run}");
+        run.as_object_mut().unwrap().remove("warps");
+        header["__metadata__"]["checkpoint"] = run.to_string().into();
+        let mut text = header.to_string().into_bytes();
+        text.resize(text.len().next_multiple_of(8), b' ');
+        let mut out = (text.len() as u64).to_le_bytes().to_vec();
+        out.extend(text);
+        out.extend(&bytes[8 + n..]);
+        std::fs::write(&path, out).unwrap();
+    };
+    for (augment, refused) in [("elastic", true), ("shift", false)] {
+        let c = [
+            "--checkpoint",
+            "c.safetensors",
+            "--epochs",
+            "1",
+            "--augment",
+            augment,
+        ];
+        assert_success(&train(d, &c));
+        unkeyed("c.safetensors");
+        let out = train(d, &["--resume", "c.safetensors", "--epochs", "2"]);
+        if refused {
+            let message = assert_one_line_error(&out);
+            assert!(
+                message.contains("before warps were drawn from keys")
+                    && message.contains("start the run again"),
+                "{message}"
+            );
+        } else {
+            assert_success(&out);
+        }
+        std::fs::remove_file(d.join("c.safetensors")).unwrap();
+    }
+}
+
+/// Many warped steps recorded before one read (the fused GPU path puts each step's record in a
+/// region of its own), kinds mixed: affine, then elastic, shift, affine again; the GPU's
+/// parameters end where the CPU's do.
 #[test]
 fn warped_steps_without_reads_between_match_the_cpu() {
     use mnist_gpu::data::pool::{draw_shifts, List};
@@ -427,7 +484,7 @@ fn warped_steps_without_reads_between_match_the_cpu() {
         for backend in backends {
             backend.set_list(List::Train, &split.train).unwrap();
             let mut rng = ChaCha12Rng::seed_from_u64(8);
-            let (mut warps, mut shifts) = (Warps::default(), Vec::new());
+            let mut shifts = Vec::new();
             let d = Distortion::default();
             let kinds = [Augment::Affine(d); 3]
                 .into_iter()
@@ -442,7 +499,8 @@ fn warped_steps_without_reads_between_match_the_cpu() {
                         .train_step_shifted(start, len, 0.1, &shifts)
                         .unwrap();
                 } else {
-                    draw_warps(&mut rng, &augment, len, &mut warps);
+                    let mut warps = Warps::new(&augment).unwrap();
+                    warps.for_batch(rng.next_u64(), len);
                     backend.train_step_warped(start, len, 0.1, &warps).unwrap();
                 }
             }

@@ -95,6 +95,7 @@ impl Measurement {
             "runs": self.runs,
             "seconds": self.seconds,
             "samples_per_second": self.samples_per_second,
+            "augment_host_us_per_image": self.augment_host_us,
             "profile": self.profile.as_ref().map(|p| json!({
                 "steps": p.steps,
                 "gpu_seconds_per_step": p.gpu_seconds_per_step(),
@@ -151,6 +152,7 @@ impl Measurement {
             seconds: v["seconds"].as_f64().unwrap_or(f64::NAN),
             samples_per_second: rate,
             profile: None,
+            augment_host_us: v["augment_host_us_per_image"].as_f64(),
         })
     }
 

@@ -54,14 +54,11 @@ pub const WORKER: &str = include_str!("../../../assets/serve/train_worker.js");
 pub const CHECK_IMAGES: usize = 600;
 /// The most steps one plan request covers.
 const MAX_PLAN_STEPS: usize = 2048;
-/// The most images whose warps one plan of an elastic run carries: each image's field is 1,568
-/// floats, about 16 KB of JSON, so 512 steps of 64 would be half a gigabyte. (A step larger
-/// than this still gets a plan of its own.)
-const MAX_ELASTIC_PLAN_IMAGES: usize = 2048;
 /// The most steps, and images gone through in them, a plan or checkpoint request replays to
 /// reach its step: each request drives the loop again from the run's start (the server keeps
-/// no run). The images are the batches' where the run augments (each image is shifted or
-/// warped, about 15 ns an image on one core) and the dev list's at every progress point (the
+/// no run). The images are the batches' where the run augments (each image's shift is drawn,
+/// about 15 ns an image on one core; a warp is one key a step, counted here all the same) and
+/// the dev list's at every progress point (the
 /// loop scores its placeholder logits, about 125 ns an image), so these bound one request to
 /// seconds, where a far step of a long run held a thread for minutes. A page's run of 30
 /// epochs of 60,000 images, or of 1,000 full-batch iterations with --augment, fits.
@@ -552,11 +549,7 @@ fn plan_of(app: &App, request: &Value, resumed: Resumed) -> Result<Vec<u8>> {
     };
     let from = number("from", run.start())?.max(run.start());
     run.check_reach("from", from)?;
-    let mut steps = number("steps", 256)?.clamp(1, MAX_PLAN_STEPS);
-    if matches!(run.options.augment, Augment::Elastic(_)) {
-        let batch = run.schedule().capacity(run.split.train.len());
-        steps = steps.min((MAX_ELASTIC_PLAN_IMAGES / batch).max(1));
-    }
+    let steps = number("steps", 256)?.clamp(1, MAX_PLAN_STEPS);
     let (epochs, steps_per_epoch) = run.length();
     let total = run.total()?;
     let end = (from + steps).min(total);
