@@ -174,6 +174,7 @@ fn warp_chunk_avx2(batch: Chunk, out: &mut [u8]) {
 #[inline(always)]
 fn warp_chunk((images, indices, warps, first): Chunk, out: &mut [u8]) {
     let (mut noise, mut field) = ([0.0; 2 * PIXELS], [0.0; 2 * PIXELS]);
+    let mut scratch = Scratch::new();
     for (i, warped) in out.chunks_exact_mut(PIXELS).enumerate() {
         let j = first + i;
         let source = &images[indices[i] as usize * PIXELS..][..PIXELS];
@@ -184,7 +185,27 @@ fn warp_chunk((images, indices, warps, first): Chunk, out: &mut [u8]) {
         } else {
             None
         };
-        warp_image(source, &warps.affine_of(j), field, warped);
+        warp_image_in(&mut scratch, source, &warps.affine_of(j), field, warped);
+    }
+}
+
+/// `warp_image`'s per-pixel scratch: each pixel's place in the frame and weights, and the
+/// pixel pairs read there. Made once a chunk, not zeroed again for every image.
+struct Scratch {
+    at: [u32; PIXELS],
+    wy: [f32; PIXELS],
+    wx: [f32; PIXELS],
+    pairs: [[u16; PIXELS]; 2],
+}
+
+impl Scratch {
+    fn new() -> Scratch {
+        Scratch {
+            at: [0; PIXELS],
+            wy: [0.0; PIXELS],
+            wx: [0.0; PIXELS],
+            pairs: [[0; PIXELS]; 2],
+        }
     }
 }
 
@@ -198,40 +219,34 @@ const MARGIN: usize = 2;
 /// bilinearly, 0 outside, rounded to a byte: ⌊v + ½⌋. The image is read from a frame of zeros
 /// (a position beyond the frame is clamped to its edge, where all four neighbours are 0, as
 /// they are outside the image), so that every pixel takes the same branch-free path.
-#[inline(always)]
 pub fn warp_image(source: &[u8], affine: &Affine, field: Option<&[f32]>, warped: &mut [u8]) {
+    warp_image_in(&mut Scratch::new(), source, affine, field, warped)
+}
+
+/// `warp_image` with its scratch given.
+#[inline(always)]
+fn warp_image_in(
+    scratch: &mut Scratch,
+    source: &[u8],
+    affine: &Affine,
+    field: Option<&[f32]>,
+    warped: &mut [u8],
+) {
     let mut frame = [0u8; FRAME * FRAME + FRAME + 2];
     for (row, pixels) in source.chunks_exact(IMAGE_SIDE).enumerate() {
         let at = (row + MARGIN) * FRAME + MARGIN;
         frame[at..at + IMAGE_SIDE].copy_from_slice(pixels);
     }
-    let (a, t) = (affine.a, affine.t);
-    let zeros = [0.0; 2 * PIXELS];
-    let d = field.unwrap_or(&zeros);
-    let (dy, dx) = d.split_at(PIXELS);
-    let lowest = -(MARGIN as f32);
-    let highest = (IMAGE_SIDE + MARGIN - 2) as f32;
     // Three passes, so that the loads between two vectorised ones are plain loads
     // (`pairs_of`): the vector units' gathers are slower here than loads one by one.
-    let (mut at, mut wy, mut wx) = ([0u32; PIXELS], [0.0f32; PIXELS], [0.0f32; PIXELS]);
-    for p in 0..PIXELS {
-        let u = (p / IMAGE_SIDE) as f32 - CENTER;
-        let v = (p % IMAGE_SIDE) as f32 - CENTER;
-        let y = a[0] * u + a[1] * v + CENTER + t[0] + dy[p];
-        let x = a[2] * u + a[3] * v + CENTER + t[1] + dx[p];
-        let (y0, x0) = (y.floor(), x.floor());
-        (wy[p], wx[p]) = (y - y0, x - x0);
-        let (r, c) = (
-            y0.max(lowest).min(highest) + MARGIN as f32,
-            x0.max(lowest).min(highest) + MARGIN as f32,
-        );
-        // SAFETY: max and min make r and c whole numbers in 0..=30, never NaN, which is what
-        // `to_int_unchecked` needs (and vectorises, where `as` checks every lane).
-        let (r, c): (i32, i32) = unsafe { (r.to_int_unchecked(), c.to_int_unchecked()) };
-        at[p] = (r * FRAME as i32 + c) as u32;
+    match field {
+        Some(d) => positions::<true>(affine, d, scratch),
+        None => positions::<false>(affine, &[], scratch),
     }
-    let mut pairs = [[0u16; PIXELS]; 2];
-    pairs_of(&frame, &at, &mut pairs);
+    let Scratch {
+        wy, wx, at, pairs, ..
+    } = scratch;
+    pairs_of(&frame, at, pairs);
     for p in 0..PIXELS {
         let [top, bottom] = [pairs[0][p], pairs[1][p]];
         let (p00, p01) = ((top & 0xff) as f32, (top >> 8) as f32);
@@ -242,6 +257,36 @@ pub fn warp_image(source: &[u8], affine: &Affine, field: Option<&[f32]>, warped:
         let byte = (sampled + 0.5).floor().max(0.0).min(255.0);
         // SAFETY: a whole number in 0..=255, never NaN (max and min drop it), as above.
         warped[p] = unsafe { byte.to_int_unchecked::<i32>() } as u8;
+    }
+}
+
+/// Where each output pixel samples, `(y, x) = A·(r − 13.5, c − 13.5) + 13.5 + t (+ d(r, c)
+/// with a field `d`, (2, 784))`: its place in the frame (clamped to the margin's zeros) and
+/// its bilinear weights. Without a field nothing is added (y + 0 is y: the same bytes).
+#[inline(always)]
+fn positions<const FIELD: bool>(affine: &Affine, d: &[f32], scratch: &mut Scratch) {
+    let (a, t) = (affine.a, affine.t);
+    let lowest = -(MARGIN as f32);
+    let highest = (IMAGE_SIDE + MARGIN - 2) as f32;
+    for p in 0..PIXELS {
+        let u = (p / IMAGE_SIDE) as f32 - CENTER;
+        let v = (p % IMAGE_SIDE) as f32 - CENTER;
+        let mut y = a[0] * u + a[1] * v + CENTER + t[0];
+        let mut x = a[2] * u + a[3] * v + CENTER + t[1];
+        if FIELD {
+            y += d[p];
+            x += d[PIXELS + p];
+        }
+        let (y0, x0) = (y.floor(), x.floor());
+        (scratch.wy[p], scratch.wx[p]) = (y - y0, x - x0);
+        let (r, c) = (
+            y0.max(lowest).min(highest) + MARGIN as f32,
+            x0.max(lowest).min(highest) + MARGIN as f32,
+        );
+        // SAFETY: max and min make r and c whole numbers in 0..=30, never NaN, which is what
+        // `to_int_unchecked` needs (and vectorises, where `as` checks every lane).
+        let (r, c): (i32, i32) = unsafe { (r.to_int_unchecked(), c.to_int_unchecked()) };
+        scratch.at[p] = (r * FRAME as i32 + c) as u32;
     }
 }
 
