@@ -13,7 +13,7 @@ use bytemuck::{Pod, Zeroable};
 use crate::error::Result;
 use crate::gpu::coop::CoopConfig;
 use crate::gpu::recording::{
-    Access, BindLayout, Buf, Entry, Group, Pipe, PipelineSpec, Source, Tape, Usage,
+    Access, BindLayout, Buf, Entry, Group, Pipe, PipelineSpec, Source, Tape, Usage, MAX_GROUPS,
 };
 use crate::gpu::shaders::{self, activation_code, ACTIVATION_CODES};
 use crate::layout::Layout;
@@ -36,8 +36,6 @@ const MATMUL_TILE: usize = 128;
 const MATMUL_TILED_FROM: usize = MATMUL_TILE;
 /// Columns each sum_columns workgroup adds (256 threads, 4 columns each).
 const COLUMN_CHUNK: u32 = 1024;
-/// Workgroups per grid dimension that every adapter allows.
-const MAX_GROUPS: u32 = 65_535;
 /// The split-K products' partial sums stay under this many floats (16 MiB).
 const PARTIAL_FLOATS: usize = 1 << 22;
 /// Each kernel's uniform parameters sit in their own 256-byte slot of one buffer
@@ -336,7 +334,7 @@ impl<'a> Recorder<'a> {
     }
 
     /// Records one dispatch of `pipeline` with `group` at the dynamic offset `offset` (if its
-    /// layout has one). Grids with an empty dimension are left out.
+    /// layout has one), as `Tape::dispatch` records it.
     pub fn run(
         &mut self,
         label: &'static str,
@@ -345,13 +343,6 @@ impl<'a> Recorder<'a> {
         offset: Option<u32>,
         groups: [u32; 3],
     ) {
-        assert!(
-            groups.iter().all(|&g| g <= MAX_GROUPS),
-            "{label}: grid {groups:?} too large"
-        );
-        if groups.contains(&0) {
-            return;
-        }
         self.tape.dispatch(label, pipeline, group, offset, groups);
     }
 

@@ -18,6 +18,9 @@
 use crate::error::{Error, Result};
 use crate::gpu::coop::CoopConfig;
 
+/// Workgroups per grid dimension that every adapter allows.
+pub const MAX_GROUPS: u32 = 65_535;
+
 /// A buffer of a recording, by the order it was made in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Buf(pub u32);
@@ -340,6 +343,8 @@ impl Tape {
         self.write(buffer, offset, Data::Bytes(bytes));
     }
 
+    /// A dispatch of `groups` workgroups, each dimension within `MAX_GROUPS` (so both executors
+    /// run it as recorded); a grid with an empty dimension is left out.
     pub fn dispatch(
         &mut self,
         label: &'static str,
@@ -348,6 +353,13 @@ impl Tape {
         offset: Option<u32>,
         groups: [u32; 3],
     ) {
+        assert!(
+            groups.iter().all(|&g| g <= MAX_GROUPS),
+            "{label}: grid {groups:?} too large"
+        );
+        if groups.contains(&0) {
+            return;
+        }
         self.commands.push(Command::Dispatch {
             label,
             pipeline,

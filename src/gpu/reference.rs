@@ -15,7 +15,7 @@ use crate::gpu::kernels::{
     column_chunks, forward_partial_floats, forward_splits_with, Bound, Kernels, Operand, Recorder,
     Uniforms,
 };
-use crate::gpu::recording::{Buf, Data as Bytes, Region, Tape};
+use crate::gpu::recording::{Buf, Data as Bytes, Region, Tape, MAX_GROUPS};
 use crate::gpu::{Data, StepArgs};
 use crate::layout::Layout;
 use crate::model::{Activation, Layer, Model};
@@ -303,8 +303,9 @@ impl Reference {
         data: Data,
         capacity: usize,
     ) -> Result<Self> {
-        if model.widest() > 65_535 {
-            // sum_columns gives each row a workgroup row of its grid, which stops at 65,535.
+        if model.widest() > MAX_GROUPS as usize {
+            // sum_columns gives each row a workgroup row of its grid, which stops at MAX_GROUPS
+            // (65,535, as the message says it).
             return Err(Error::Gpu(format!(
                 "layers wider than 65,535 units are not supported on the GPU (widest: {}); use --backend cpu",
                 model.widest()
